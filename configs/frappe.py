@@ -1,0 +1,43 @@
+"""KDEF on Frappe (libFM files from BARS Frappe_x1), the reference's small-data settings.
+
+    python -m kdef_jax.main --config configs/frappe.py --workdir runs/frappe --config.model.num_students=6
+    python -m kdef_jax.main --config configs/frappe.py --workdir runs/frappe_mlp \
+        --config.model.num_students=1 --config.loss.variant=independent         # plain MLP baseline
+    python -m kdef_jax.main --config configs/frappe.py:tiny --workdir runs/frappe_tiny   # smoke test
+
+Data: $KDEF_DATA_DIR/frappe (KDEF_DATA_DIR defaults to ../shared/data; --config.data.data_dir=DIR
+overrides). Split: test = frappe.test.libfm; row i of frappe.validation.libfm goes to validation if
+i % 10 == 0, else to train (51,949 / 5,773 / 28,860 rows). 10 categorical fields, min_count 1.
+Model: d=16, MLP [400,400,400] + BN, dropout 0.1, K=3, batch 4096, embedding L2 0.01, Adam 1e-3.
+"""
+
+from kdef_jax.config import base_config
+
+FRAPPE_FIELDS = ("user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city")
+
+
+def get_config(arg: str | None = None):
+    c = base_config()
+    c.data.name = "frappe_mod10"
+    c.data.format = "libfm"
+    c.data.subdir = "frappe"
+    c.data.files.train = "frappe.validation.libfm"
+    c.data.files.test = "frappe.test.libfm"
+    c.data.split = "mod"
+    c.data.valid_mod = 10
+    c.data.fields = FRAPPE_FIELDS
+    c.data.min_count = 1
+    c.model.embedding_dim = 16
+    c.model.num_students = 3
+    c.model.hidden_units = (400, 400, 400)
+    c.model.dropout = 0.1
+    c.optim.embedding_l2 = 0.01
+    c.train.batch_size = 4096
+    if arg == "tiny":
+        c.model.hidden_units = (32, 32)
+        c.train.num_epochs = 2
+        c.train.steps_per_epoch = 3
+        c.train.progress = False
+    elif arg:
+        raise ValueError(f"configs/frappe.py: unknown argument {arg!r} (use :tiny)")
+    return c

@@ -1,0 +1,81 @@
+"""Command line: ``python -m kdef_jax.main --config configs/frappe.py --workdir runs/frappe``.
+
+Any config value can be overridden: ``--config.model.num_students=6 --config.loss.variant=kd_only``.
+A ``:tiny`` suffix on the config path selects its smoke-test variant (``configs/frappe.py:tiny``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import ml_collections
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    from kdef_jax.checkpoint import CheckpointError
+    from kdef_jax.train import train_and_evaluate
+
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, CheckpointError) as e:
+        # Our own errors name the file/line/key; show them without a deep traceback.
+        print(f"\nkdef_jax: error: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _load_config_file(spec: str):
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_kdef_config", path)
+    if module_spec is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} not found")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def check_config_overrides(argv: list) -> str | None:
+    """Error message for the first ``--config.a.b=v`` whose key the config does not have, else None."""
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is None and "--config" in argv[:-1]:
+        spec = argv[argv.index("--config") + 1]
+    keys = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    if spec is None or not keys:
+        return None
+    try:
+        config = _load_config_file(spec)
+    except Exception as e:  # noqa: BLE001 - report the config file's own error plainly
+        return f"cannot load config {spec!r}: {type(e).__name__}: {e}"
+    for key in keys:
+        node, walked = config, []
+        for part in key.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                where = ".".join(walked) or "<top level>"
+                valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                return f"unknown config key {key!r} (no {part!r} under {where}; valid: {', '.join(valid)})"
+            node, walked = node[part], walked + [part]
+    return None
+
+
+def run():
+    problem = check_config_overrides(sys.argv[1:])
+    if problem:
+        print(f"kdef_jax: error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,87 @@
+"""Evaluation metrics in float64 on the host, as the reference (sklearn) computes them.
+
+* ``auc``: exact ROC AUC. With r_i the average rank of score i (ties share the mean rank),
+  AUC = (Σ_{i: y_i=1} r_i − P(P+1)/2) / (P·N). Average ranks give exactly the trapezoid rule for
+  tied scores, i.e. ``sklearn.metrics.roc_auc_score``.
+* ``logloss``: −mean[y log p + (1−y) log(1−p)] with p clipped to [1e-7, 1 − 1e-7]
+  (``sklearn.metrics.log_loss(eps=1e-7)`` as in FuxiCTR).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOGLOSS_EPS = 1e-7
+
+
+def _average_ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``scores`` with ties replaced by their mean rank (float64)."""
+    order = np.argsort(scores, kind="mergesort")
+    s = scores[order]
+    # Boundaries of runs of equal scores in sorted order.
+    new_run = np.empty(s.shape[0], dtype=bool)
+    new_run[0] = True
+    np.not_equal(s[1:], s[:-1], out=new_run[1:])
+    run_id = np.cumsum(new_run) - 1
+    starts = np.flatnonzero(new_run)
+    ends = np.append(starts[1:], s.shape[0])  # exclusive
+    mean_rank = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
+    ranks = np.empty(s.shape[0], dtype=np.float64)
+    ranks[order] = mean_rank[run_id]
+    return ranks
+
+
+def auc(labels, scores) -> float:
+    """Exact ROC AUC (ties by trapezoid). NaN if only one class is present."""
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    p = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if y.shape != p.shape:
+        raise ValueError(f"auc: labels {y.shape} and scores {p.shape} differ in shape")
+    pos = y > 0.5
+    n_pos = int(pos.sum())
+    n_neg = y.shape[0] - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(p)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def logloss(labels, probs, eps: float = LOGLOSS_EPS) -> float:
+    """Mean binary cross-entropy in float64 with probabilities clipped to [eps, 1 − eps]."""
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    p = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), eps, 1.0 - eps)
+    if y.shape != p.shape:
+        raise ValueError(f"logloss: labels {y.shape} and probs {p.shape} differ in shape")
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+
+
+def sigmoid64(logits) -> np.ndarray:
+    """Numerically stable float64 sigmoid."""
+    z = np.asarray(logits, dtype=np.float64)
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+def ensemble_metrics(labels, logits) -> dict:
+    """AUC and logloss of the teacher (σ of the mean logit) and of every student.
+
+    Args:
+      labels: [N] in {0, 1}.
+      logits: [K, N] raw student logits.
+    Returns:
+      {"teacher": {"auc", "logloss"}, "students": [{"auc", "logloss"}, ...]}.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    teacher_p = sigmoid64(z.mean(axis=0))
+    students = []
+    for k in range(z.shape[0]):
+        p = sigmoid64(z[k])
+        students.append({"auc": auc(labels, p), "logloss": logloss(labels, p)})
+    return {
+        "teacher": {"auc": auc(labels, teacher_p), "logloss": logloss(labels, teacher_p)},
+        "students": students,
+    }

@@ -1,0 +1,60 @@
+"""Shared feature embedding (FuxiCTR ``FeatureEmbedding``; spec §1.5).
+
+All fields live in ONE table [Σ_f V_f, d] with per-field row offsets, so a batch is one gather.
+Rows 1..V_f−1 of each field ~ N(0, std²) (untruncated, std 1e-4); each field's PAD row (local id 0)
+is exactly 0 and — because looked-up rows are multiplied by (id ≠ 0) — receives no gradient, so
+it stays 0 under Adam. Sequence fields are masked-mean pooled:
+e_f = Σ_t E[x_t] / (#{t : x_t ≠ PAD} + 1e-12). Output: [B, F, d].
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def field_offsets(vocab_sizes: Sequence[int]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(vocab_sizes)[:-1]]).astype(np.int64)
+
+
+def embedding_init(vocab_sizes: Sequence[int], std: float):
+    pad_rows = field_offsets(vocab_sizes)
+
+    def init(key, shape, dtype=jnp.float32):
+        table = std * jax.random.normal(key, shape, dtype)
+        return table.at[pad_rows].set(0.0)
+
+    return init
+
+
+class FeatureEmbedding(nn.Module):
+    vocab_sizes: Sequence[int]
+    embedding_dim: int = 16
+    max_lens: Sequence[int] | None = None  # None: every field categorical (one column each)
+    init_std: float = 1e-4
+
+    @nn.compact
+    def __call__(self, ids):
+        vocab = tuple(self.vocab_sizes)
+        lens = tuple(self.max_lens) if self.max_lens is not None else (1,) * len(vocab)
+        if ids.shape[-1] != sum(lens):
+            raise ValueError(f"ids have {ids.shape[-1]} columns; the feature map needs {sum(lens)}")
+        table = self.param("table", embedding_init(vocab, self.init_std), (sum(vocab), self.embedding_dim))
+        col_offsets = np.repeat(field_offsets(vocab), lens).astype(np.int32)
+        e = jnp.take(table, ids + col_offsets, axis=0, mode="clip")  # [B, C, d]
+        e = e * (ids != 0)[..., None].astype(e.dtype)  # PAD rows: exactly 0, no gradient
+        if all(n == 1 for n in lens):
+            return e
+        out, col = [], 0
+        for n in lens:
+            if n == 1:
+                out.append(e[:, col])
+            else:
+                cnt = (ids[:, col : col + n] != 0).sum(-1, keepdims=True).astype(e.dtype)
+                out.append(e[:, col : col + n].sum(1) / (cnt + 1e-12))
+            col += n
+        return jnp.stack(out, axis=1)

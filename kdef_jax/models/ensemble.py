@@ -1,0 +1,91 @@
+"""The KDEF model: one shared embedding, then groups of students, logits stacked to [K, B].
+
+A group is K_g copies of one student kind as ONE ``nn.vmap``-ed module: params and BatchNorm
+statistics carry a leading K_g axis (``variable_axes``), each copy draws its own init and dropout
+keys (``split_rngs``), and the embedding output is broadcast (``in_axes=None``) — so K MLPs run as
+one batched matmul per layer. Groups are concatenated in config order: students
+[0, K_0) are group 0, [K_0, K_0+K_1) group 1, and so on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from kdef_jax.models.embedding import FeatureEmbedding
+from kdef_jax.models.registry import get_student
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentGroup:
+    kind: str
+    count: int
+    kwargs: tuple = ()  # sorted (name, value) pairs: hashable, so the module stays a static pytree
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}x{self.count}"
+
+
+def vmapped(cls, count: int):
+    """``cls`` repeated ``count`` times along a leading axis of its variables and outputs."""
+    return nn.vmap(
+        cls,
+        variable_axes={"params": 0, "batch_stats": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(None, None, None),
+        out_axes=0,
+        axis_size=count,
+    )
+
+
+class KDEFModel(nn.Module):
+    vocab_sizes: Sequence[int]
+    groups: Sequence[StudentGroup]
+    embedding_dim: int = 16
+    max_lens: Sequence[int] | None = None
+    embedding_init_std: float = 1e-4
+
+    @nn.compact
+    def __call__(self, ids, train: bool = False, mask=None):
+        """ids int32 [B, C] → student logits [K, B]."""
+        emb = FeatureEmbedding(self.vocab_sizes, self.embedding_dim, self.max_lens, self.embedding_init_std, name="embedding")(ids)
+        outs = []
+        for i, g in enumerate(self.groups):
+            cls, _ = get_student(g.kind)
+            outs.append(vmapped(cls, g.count)(**dict(g.kwargs), name=f"group{i}_{g.kind}")(emb, train, mask))
+        return jnp.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
+
+    @property
+    def num_students(self) -> int:
+        return sum(g.count for g in self.groups)
+
+
+def groups_from_config(m) -> tuple:
+    """config.model → student groups. ``m.students`` "mlp:8,ecn:2" or, if empty, ``m.student`` × num_students."""
+    spec = m.students.strip() if m.students else f"{m.student}:{m.num_students}"
+    groups = []
+    for part in spec.split(","):
+        kind, _, count = part.strip().partition(":")
+        try:
+            n = int(count) if count else 1
+        except ValueError:
+            raise ValueError(f"config model.students: bad count in {part!r} (use kind:count, e.g. mlp:3)") from None
+        if n < 1:
+            raise ValueError(f"config model.students / num_students: need at least 1 student per group, got {part!r}")
+        _, builder = get_student(kind)
+        groups.append(StudentGroup(kind, n, tuple(sorted(builder(m).items()))))
+    return tuple(groups)
+
+
+def build_model(model_config, feature_map) -> KDEFModel:
+    return KDEFModel(
+        vocab_sizes=feature_map.vocab_sizes,
+        groups=groups_from_config(model_config),
+        embedding_dim=model_config.embedding_dim,
+        max_lens=feature_map.max_lens,
+        embedding_init_std=model_config.embedding_init_std,
+    )

@@ -1,0 +1,84 @@
+"""Run outputs: the results table, results.json, metrics.jsonl lines and the training-curve plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def student_names(groups) -> list:
+    names = []
+    for g in groups:
+        names += [f"{g.kind}_{i}" for i in range(g.count)] if g.count > 1 else [g.kind]
+    return names
+
+
+def summarize(val: dict, test: dict | None, names: list) -> dict:
+    """Rows for the ensemble and every student; best student chosen by VALIDATION AUC."""
+    rows = [{"model": "ensemble", "val_auc": val["teacher"]["auc"], "val_logloss": val["teacher"]["logloss"]}]
+    for name, s in zip(names, val["students"]):
+        rows.append({"model": name, "val_auc": s["auc"], "val_logloss": s["logloss"]})
+    if test is not None:
+        rows[0].update(test_auc=test["teacher"]["auc"], test_logloss=test["teacher"]["logloss"])
+        for r, s in zip(rows[1:], test["students"]):
+            r.update(test_auc=s["auc"], test_logloss=s["logloss"])
+    best = max(range(len(names)), key=lambda k: val["students"][k]["auc"])
+    out = {"rows": rows, "best_student": names[best], "best_student_index": best}
+    if test is not None:
+        out["ensemble_minus_best_student_test_auc"] = rows[0]["test_auc"] - rows[1 + best]["test_auc"]
+        out["ensemble_minus_best_student_test_logloss"] = rows[0]["test_logloss"] - rows[1 + best]["test_logloss"]
+    return out
+
+
+def format_table(summary: dict) -> str:
+    cols = ["model", "val_auc", "val_logloss", "test_auc", "test_logloss"]
+    lines = ["  ".join(f"{c:>14}" for c in cols)]
+    for r in summary["rows"]:
+        mark = " *" if r["model"] == summary["best_student"] else ""
+        cells = [f"{r['model'] + mark:>14}"] + [f"{r[c]:>14.6f}" if c in r else f"{'-':>14}" for c in cols[1:]]
+        lines.append("  ".join(cells))
+    lines.append(f"* best student by validation AUC: {summary['best_student']}")
+    if "ensemble_minus_best_student_test_auc" in summary:
+        lines.append(
+            f"ensemble − best student (test): AUC {summary['ensemble_minus_best_student_test_auc']:+.6f}, "
+            f"logloss {summary['ensemble_minus_best_student_test_logloss']:+.6f}"
+        )
+    return "\n".join(lines)
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def plot_history(history: list, names: list, path: Path) -> bool:
+    """Validation AUC per epoch (ensemble and students) and train loss; PNG. False if no matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    epochs = [h["epoch"] for h in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    a1.plot(epochs, [h["val"]["teacher"]["auc"] for h in history], "k-o", lw=2, label="ensemble (teacher)")
+    for k, name in enumerate(names):
+        a1.plot(epochs, [h["val"]["students"][k]["auc"] for h in history], "-", alpha=0.6, label=name)
+    a1.set_xlabel("epoch"), a1.set_ylabel("validation AUC"), a1.grid(alpha=0.3)
+    a1.legend(fontsize=7, ncol=2 if len(names) > 6 else 1)
+    a2.plot(epochs, [h["train"]["loss"] for h in history], "b-o", label="train objective")
+    a2.set_xlabel("epoch"), a2.set_ylabel("train loss"), a2.grid(alpha=0.3)
+    a2b = a2.twinx()
+    a2b.semilogy(epochs, [h["lr"] for h in history], "r--", label="learning rate")
+    a2b.set_ylabel("learning rate", color="r")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,0 +1,121 @@
+"""Train state, optimizer, and the two compiled functions: ``train_step`` and ``predict_step``.
+
+Objective per step (spec §3, §1.5): ``kdef_loss(logits, y) + (λ_emb/2)·‖E‖²_F`` over the WHOLE
+embedding table; gradients clipped by global norm (10) then Adam (dense, lr injectable so the
+plateau schedule changes it in place without losing the moments).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from kdef_jax.losses import kdef_loss
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def make_optimizer(o) -> optax.GradientTransformation:
+    adam = optax.inject_hyperparams(optax.adam)(learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps)
+    return optax.chain(optax.clip_by_global_norm(o.clip_norm), adam) if o.clip_norm > 0 else optax.chain(optax.identity(), adam)
+
+
+def get_learning_rate(state: TrainState) -> float:
+    return float(state.opt_state[1].hyperparams["learning_rate"])
+
+
+def set_learning_rate(state: TrainState, lr: float) -> TrainState:
+    """Same Adam moments, new learning rate (torch ReduceLROnPlateau semantics)."""
+    inject = state.opt_state[1]
+    hp = dict(inject.hyperparams)
+    hp["learning_rate"] = jnp.asarray(lr, dtype=jnp.asarray(hp["learning_rate"]).dtype)
+    return state.replace(opt_state=(state.opt_state[0], inject._replace(hyperparams=hp)))
+
+
+def create_train_state(model, tx, rng, num_columns: int, batch_size: int = 2) -> TrainState:
+    ids = jnp.ones((batch_size, num_columns), jnp.int32)
+    variables = jax.jit(functools.partial(model.init, train=False))({"params": rng}, ids)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+    )
+
+
+def embedding_l2(params, weight: float):
+    """(λ/2)·Σ‖E‖²_F over every embedding table (spec §1.5)."""
+    if weight <= 0:
+        return jnp.zeros((), jnp.float32)
+    return 0.5 * weight * jnp.sum(jnp.square(params["embedding"]["table"]))
+
+
+def make_train_step(model, tx, loss_cfg, emb_l2: float):
+    """Returns the jitted, state-donating ``train_step(state, batch, rng) -> (state, metrics)``.
+
+    ``rng`` is the run's dropout base key; the step folds in ``state.step`` so every step and every
+    student (vmap ``split_rngs``) draws its own masks. Metrics are device scalars, weighted sums
+    over the real (mask=1) rows plus ``count``, so the caller can average without a host sync.
+    """
+
+    def train_step(state: TrainState, batch, rng):
+        mask = batch["mask"]
+        step_rng = jax.random.fold_in(rng, state.step)
+
+        def loss_fn(params):
+            logits, new_vars = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                batch["ids"], True, mask,
+                rngs={"dropout": step_rng},
+                mutable=["batch_stats"],
+            )
+            loss, aux = kdef_loss(
+                logits, batch["y"], variant=loss_cfg.variant, consistency=loss_cfg.consistency,
+                mask=mask, huber_delta=loss_cfg.huber_delta,
+            )
+            reg = embedding_l2(params, emb_l2)
+            return loss + reg, (aux, new_vars["batch_stats"], reg)
+
+        (total, (aux, batch_stats, reg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        metrics = {
+            "loss": total,
+            "reg": reg,
+            "label_bce": aux["label_bce"],
+            "teacher_bce": aux["teacher_bce"],
+            "kd": aux["kd"],
+            "dml": aux["dml"],
+            "grad_norm": optax.global_norm(grads),
+        }
+        return new_state, metrics
+
+    return jax.jit(train_step, donate_argnums=(0,))
+
+
+def make_predict_step(model):
+    """Jitted ``predict_step(params, batch_stats, ids) -> logits [K, B]`` in eval mode."""
+
+    def predict_step(params, batch_stats, ids):
+        return model.apply({"params": params, "batch_stats": batch_stats}, ids, False, None)
+
+    return jax.jit(predict_step)
+
+
+def count_params(params) -> dict:
+    """Trainable parameter counts: embedding, each student group, total."""
+    sizes = {k: sum(int(x.size) for x in jax.tree_util.tree_leaves(v)) for k, v in params.items()}
+    sizes["total"] = sum(sizes.values())
+    return sizes

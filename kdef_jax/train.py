@@ -1,0 +1,228 @@
+"""``train_and_evaluate(config, workdir) -> results``: the library entry point (FuxiCTR ``fit`` rules).
+
+Per epoch: train on a fresh permutation; evaluate the teacher (σ of the mean logit) and every
+student on validation; the TEACHER's validation AUC alone drives everything: an improvement of at
+least ``min_delta`` saves the best checkpoint and resets the counter; otherwise LR ×= 0.1 (floor
+1e-6, Adam moments kept) and the counter grows; ``patience`` (2) consecutive non-improving epochs
+stop the run. Then the best epoch is restored and evaluated on validation and test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from kdef_jax.checkpoint import Checkpoints
+from kdef_jax.config import validate
+from kdef_jax.data.dataset import load_dataset
+from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches, prefetch
+from kdef_jax.metrics import ensemble_metrics
+from kdef_jax.models.ensemble import build_model
+from kdef_jax import report
+from kdef_jax.steps import (
+    count_params,
+    create_train_state,
+    get_learning_rate,
+    make_optimizer,
+    make_predict_step,
+    make_train_step,
+    set_learning_rate,
+)
+
+
+def predict_logits(predict, state, split, batch_size: int, *, progress: bool = False, desc: str = "eval") -> np.ndarray:
+    """Student logits [K, N] for a whole split (eval mode), fetched to the host once at the end."""
+    outs = []
+    batches = prefetch(iterate_batches(split, batch_size), 2, transform=lambda b: jax.device_put(b["ids"]))
+    for ids in tqdm(batches, total=num_batches(len(split), batch_size), desc=desc, leave=False, disable=not progress):
+        outs.append(predict(state.params, state.batch_stats, ids))
+    return np.concatenate(jax.device_get(outs), axis=1)[:, : len(split)]
+
+
+def evaluate(predict, state, split, batch_size: int, **kw) -> dict:
+    return ensemble_metrics(split.y, predict_logits(predict, state, split, batch_size, **kw))
+
+
+def _check_labels(ds) -> None:
+    for name, s in ds.splits.items():
+        y = np.asarray(s.y)
+        bad = ~((y == 0) | (y == 1))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{ds.cache_dir}/{name}_y.npy: row {i} has label {y[i]!r}; labels must be 0 or 1")
+
+
+def _fresh_meta(lr: float) -> dict:
+    return {"epoch": 0, "lr": lr, "best_auc": -math.inf, "best_epoch": 0, "bad_epochs": 0, "lr_decays": 0,
+            "history": [], "train_time_s": 0.0, "timed_rows": 0, "timed_s": 0.0}
+
+
+def plateau_update(meta: dict, epoch: int, auc: float, o) -> bool:
+    """FuxiCTR's per-epoch rule, in place on ``meta``; returns whether the epoch improved.
+
+    Improvement: auc ≥ best + min_delta (the reference's ``m < best + 1e-6`` is "no gain"). No gain:
+    lr ← max(lr·lr_decay, min_lr) and bad_epochs += 1; a gain resets bad_epochs, not the lr.
+    """
+    if auc >= meta["best_auc"] + o.min_delta:
+        meta.update(best_auc=auc, best_epoch=epoch, bad_epochs=0)
+        return True
+    meta["bad_epochs"] += 1
+    meta["lr_decays"] += 1
+    meta["lr"] = max(meta["lr"] * o.lr_decay, o.min_lr)
+    return False
+
+
+def _mean_metrics(ms: list) -> dict:
+    host = jax.device_get(ms)
+    return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def train_and_evaluate(config, workdir, *, log=print) -> dict:
+    t_start = time.perf_counter()
+    validate(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    c, t = config, config.train
+    ds = load_dataset(c.data, log=log)
+    _check_labels(ds)
+    for s in ("train", "valid"):
+        if s not in ds.splits or len(ds.splits[s]) == 0:
+            raise ValueError(f"dataset {c.data.name!r} has no {s} rows; check config data.files / data.split")
+    fmap = ds.feature_map
+    model = build_model(c.model, fmap)
+    names = report.student_names(model.groups)
+    tx = make_optimizer(c.optim)
+    init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(c.seed))
+    state = create_train_state(model, tx, init_rng, fmap.num_columns)
+    params = count_params(state.params)
+    log(f"[model] {len(names)} students: " + ", ".join(f"{g.name}" for g in model.groups))
+    for k, v in params.items():
+        log(f"[model] parameters {k:>16}: {v:,}")
+
+    ckpt = Checkpoints(workdir)
+    meta = _fresh_meta(c.optim.learning_rate)
+    if c.resume:
+        restored = ckpt.restore_latest(state)
+        if restored is None:
+            log(f"[train] resume: no checkpoint in {ckpt.root}, starting fresh")
+        else:
+            state, meta, _ = restored
+            log(f"[train] resumed from epoch {meta['epoch']} (lr {meta['lr']:g}, best {meta['best_auc']:.6f})")
+    elif ckpt.exists():
+        raise FileExistsError(
+            f"{ckpt.root} holds checkpoints of an earlier run; pass --config.resume=True to continue it "
+            f"or choose a new --workdir (nothing was overwritten)"
+        )
+    (workdir / "config.json").write_text(c.to_json(indent=1))
+
+    train_step = make_train_step(model, tx, c.loss, c.optim.embedding_l2)
+    predict = make_predict_step(model)
+    train, valid, test = ds.splits["train"], ds.splits["valid"], ds.splits.get("test")
+    bs, ebs = t.batch_size, (t.eval_batch_size or t.batch_size)
+    steps = num_batches(len(train), bs)
+    if t.steps_per_epoch > 0:
+        steps = min(steps, t.steps_per_epoch)
+    first_step_done = False
+    o = c.optim
+
+    while meta["epoch"] < t.num_epochs and meta["bad_epochs"] < o.patience:
+        epoch = meta["epoch"] + 1
+        order = epoch_permutation(len(train), c.seed, epoch)
+        batches = iterate_batches(train, bs, order=order)
+        ms, rows_after_first, t_first = [], 0, None
+        t0 = time.perf_counter()
+        bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not t.progress)
+        for i, batch in enumerate(prefetch(batches, t.prefetch, transform=jax.device_put)):
+            if i >= steps:
+                break
+            state, m = train_step(state, batch, dropout_rng)
+            ms.append(m)
+            if not first_step_done:  # exclude compilation from the throughput figure
+                jax.block_until_ready(m)
+                first_step_done, t_first = True, time.perf_counter()
+                log(f"[train] first step (compile included) {t_first - t0:.1f}s")
+            else:
+                rows_after_first += min(bs, len(train) - i * bs)
+            if (i + 1) % t.log_every == 0:
+                loss = float(m["loss"])
+                if not math.isfinite(loss):
+                    raise FloatingPointError(_nan_message(epoch, i + 1, meta, ckpt))
+                bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update(1)
+        jax.block_until_ready(state)
+        t_end = time.perf_counter()
+        bar.close()
+        timed_from = t_first if t_first is not None else t0
+        meta["timed_rows"] += rows_after_first
+        meta["timed_s"] += t_end - timed_from
+        meta["train_time_s"] += t_end - t0
+        tm = _mean_metrics(ms)
+        if not all(math.isfinite(v) for v in tm.values()):
+            raise FloatingPointError(_nan_message(epoch, len(ms), meta, ckpt))
+
+        val = evaluate(predict, state, valid, ebs, progress=t.progress, desc="valid")
+        auc = val["teacher"]["auc"]
+        lr_used = meta["lr"]
+        improved = plateau_update(meta, epoch, auc, o)
+        if not improved:
+            state = set_learning_rate(state, meta["lr"])
+        record = {"epoch": epoch, "lr": lr_used, "train": tm, "val": val, "improved": improved,
+                  "epoch_train_s": t_end - t0, "steps": len(ms)}
+        meta["history"].append(record)
+        meta["epoch"] = epoch
+        report.append_jsonl(workdir / "metrics.jsonl", record)
+        students = " ".join(f"{s['auc']:.4f}" for s in val["students"])
+        gain = "*" if improved else f"no gain ({meta['bad_epochs']})"
+        log(f"[epoch {epoch:3d}] loss {tm['loss']:.5f}  val AUC {auc:.6f} logloss {val['teacher']['logloss']:.6f}"
+            f"  students [{students}]  lr {lr_used:g}  {gain}"
+            f"  {t_end - t0:.1f}s")
+        ckpt.save(epoch, state, meta, best_auc=auc if improved else None)
+
+    restored = ckpt.restore_best(state)
+    if restored is not None:
+        state = restored[0]
+    ckpt.close()
+    val = evaluate(predict, state, valid, ebs, progress=t.progress, desc="valid")
+    tst = evaluate(predict, state, test, ebs, progress=t.progress, desc="test") if test is not None and len(test) else None
+    summary = report.summarize(val, tst, names)
+    throughput = meta["timed_rows"] / meta["timed_s"] if meta["timed_s"] > 0 else float("nan")
+    results = {
+        "dataset": c.data.name,
+        "feature_map": {"num_rows": fmap.num_rows, "total_vocab": fmap.total_vocab, "num_fields": fmap.num_fields},
+        "students": names,
+        "num_students": len(names),
+        "params": params,
+        "variant": c.loss.variant,
+        "epochs_run": meta["epoch"],
+        "best_epoch": meta["best_epoch"],
+        "lr_decays": meta["lr_decays"],
+        "final_lr": meta["lr"],
+        **summary,
+        "train_samples_per_s": throughput,
+        "train_time_s": meta["train_time_s"],
+        "wall_s": time.perf_counter() - t_start,
+        "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
+        "host": platform.node(),
+        "seed": c.seed,
+    }
+    report.write_json(workdir / "results.json", results)
+    log("\n" + report.format_table(summary))
+    log(f"epochs {meta['epoch']} (best {meta['best_epoch']}), train {throughput:,.0f} samples/s, "
+        f"results in {workdir / 'results.json'}")
+    if t.plot and meta["history"]:
+        report.plot_history(meta["history"], names, workdir / "curves.png")
+    return results
+
+
+def _nan_message(epoch: int, step: int, meta: dict, ckpt) -> str:
+    return (
+        f"training loss became NaN/inf in epoch {epoch} by step {step} (lr {meta['lr']:g}). The last good "
+        f"state is in {ckpt.root} (epoch {meta['epoch']}); lower optim.learning_rate or check the data."
+    )

@@ -1,0 +1,31 @@
+"""Shared test helpers: locating the local real-data folder and loading config files by path."""
+import importlib.util
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> pathlib.Path:
+  """$KDEF_DATA_DIR, else <repo>/../shared/data (may not exist: tests skip then)."""
+  env = os.environ.get("KDEF_DATA_DIR")
+  return pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+def load_config_module(name: str):
+  """Import configs/<name>.py by path (the configs folder is not a package)."""
+  path = REPO_ROOT / "configs" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"_kdef_test_configs_{name}", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+@pytest.fixture
+def no_home_cache(monkeypatch, tmp_path):
+  """Point KDEF_CACHE_DIR at a temporary folder so nothing can land in ~/.cache."""
+  d = tmp_path / "_env_cache"
+  monkeypatch.setenv("KDEF_CACHE_DIR", str(d))
+  return d

@@ -1,0 +1,178 @@
+"""Model structure: parameter counts (spec §2.6), vmapped students, embedding PAD rows, BatchNorm."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from kdef_jax.data.synthetic import CRITEO_VOCAB
+from kdef_jax.models.embedding import FeatureEmbedding, field_offsets
+from kdef_jax.models.ensemble import KDEFModel, StudentGroup, groups_from_config
+from kdef_jax.models.layers import BatchNorm
+from kdef_jax.models.students.mlp import MLPStudent
+from kdef_jax.steps import count_params
+
+MLP_KW = (("batch_norm", True), ("dropout", 0.1), ("hidden_units", (400, 400, 400)))
+
+
+def _param_count(model, num_columns):
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.ones((2, num_columns), jnp.int32)))
+    return count_params(shapes["params"])
+
+
+@pytest.mark.parametrize(
+    "k,total",
+    [(2, 15_719_154), (3, 16_292_755), (4, 16_866_356), (5, 17_439_957), (6, 18_013_558), (10, 20_307_962)],
+)
+def test_criteo_parameter_counts_match_reference_logs(k, total):
+    assert sum(CRITEO_VOCAB) == 910_747
+    model = KDEFModel(vocab_sizes=CRITEO_VOCAB, groups=(StudentGroup("mlp", k, MLP_KW),), embedding_dim=16)
+    counts = _param_count(model, 39)
+    assert counts["embedding"] == 14_571_952
+    assert counts["group0_mlp"] == k * 573_601
+    assert counts["total"] == total
+
+
+def _small_model(k=3, dropout=0.0, hidden=(8, 6), vocab=(5, 7, 4), lens=None):
+    kw = (("batch_norm", True), ("dropout", dropout), ("hidden_units", hidden))
+    return KDEFModel(vocab_sizes=vocab, groups=(StudentGroup("mlp", k, kw),), embedding_dim=4, max_lens=lens)
+
+
+def _ids(b=16, vocab=(5, 7, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(np.stack([rng.integers(1, v, size=b) for v in vocab], 1), jnp.int32)
+
+
+def test_students_have_own_params_and_leading_k_axis():
+    model = _small_model(k=3)
+    v = model.init(jax.random.PRNGKey(0), _ids(), False)
+    kern = v["params"]["group0_mlp"]["Dense_0"]["kernel"]
+    assert kern.shape == (3, 12, 8)
+    assert not np.allclose(kern[0], kern[1]) and not np.allclose(kern[1], kern[2])
+    assert v["batch_stats"]["group0_mlp"]["BatchNorm_0"]["mean"].shape == (3, 8)
+
+
+def test_students_have_own_batchnorm_statistics():
+    model = _small_model(k=3)
+    ids = _ids()
+    v = model.init(jax.random.PRNGKey(0), ids, False)
+    _, upd = model.apply(v, ids, True, None, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)})
+    m = np.asarray(upd["batch_stats"]["group0_mlp"]["BatchNorm_0"]["mean"])
+    assert not np.allclose(m[0], m[1])  # different weights → different batch statistics per student
+    # Each student's running mean = 0.1 × its own batch mean of pre-BN activations.
+    p = v["params"]
+    emb = FeatureEmbedding((5, 7, 4), 4).apply({"params": p["embedding"]}, ids).reshape(16, -1)
+    for k in range(3):
+        h = emb @ p["group0_mlp"]["Dense_0"]["kernel"][k] + p["group0_mlp"]["Dense_0"]["bias"][k]
+        np.testing.assert_allclose(m[k], 0.1 * np.asarray(h).mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_students_draw_independent_dropout_masks():
+    model = _small_model(k=4, dropout=0.5)
+    ids = _ids()
+    v = model.init(jax.random.PRNGKey(0), ids, False)
+    # Give every student the same parameters: any difference in output comes from dropout alone.
+    same = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), v["params"]["group0_mlp"])
+    params = {**v["params"], "group0_mlp": same}
+    var = {"params": params, "batch_stats": v["batch_stats"]}
+    eval_out = model.apply(var, ids, False, None)
+    np.testing.assert_allclose(eval_out[0], eval_out[3], rtol=1e-6)
+    train_out, _ = model.apply(var, ids, True, None, rngs={"dropout": jax.random.PRNGKey(3)}, mutable=["batch_stats"])
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert not np.allclose(train_out[a], train_out[b]), (a, b)
+
+
+def test_vmapped_group_equals_separate_students():
+    model = _small_model(k=3, dropout=0.1)
+    ids = _ids()
+    v = model.init(jax.random.PRNGKey(0), ids, False)
+    v = jax.tree.map(lambda x: x, v)
+    # Non-trivial running statistics so eval mode exercises them.
+    bs = jax.tree.map(lambda x: x + 0.3 * jnp.arange(x.size).reshape(x.shape) / x.size, v["batch_stats"])
+    logits = model.apply({"params": v["params"], "batch_stats": bs}, ids, False, None)
+    emb = FeatureEmbedding((5, 7, 4), 4).apply({"params": v["params"]["embedding"]}, ids)
+    single = MLPStudent(hidden_units=(8, 6), dropout=0.1)
+    for k in range(3):
+        pk = jax.tree.map(lambda x: x[k], v["params"]["group0_mlp"])
+        sk = jax.tree.map(lambda x: x[k], bs["group0_mlp"])
+        np.testing.assert_allclose(single.apply({"params": pk, "batch_stats": sk}, emb, False), logits[k], rtol=1e-5, atol=1e-6)
+
+
+def test_xavier_normal_is_untruncated_with_reference_std():
+    model = KDEFModel(vocab_sizes=(50,) * 20, groups=(StudentGroup("mlp", 2, (("batch_norm", True), ("dropout", 0.0), ("hidden_units", (400,)))),), embedding_dim=16)
+    v = model.init(jax.random.PRNGKey(0), jnp.ones((2, 20), jnp.int32), False)
+    w = np.asarray(v["params"]["group0_mlp"]["Dense_0"]["kernel"]).ravel()
+    std = np.sqrt(2.0 / (320 + 400))
+    assert abs(w.std() / std - 1) < 0.01
+    assert np.abs(w).max() > 3 * std  # a truncated normal (JAX glorot_normal) stops at 2 std
+    assert np.all(np.asarray(v["params"]["group0_mlp"]["Dense_0"]["bias"]) == 0)
+    table = np.asarray(v["params"]["embedding"]["table"])
+    rows = np.delete(table, field_offsets((50,) * 20), axis=0)
+    assert abs(rows.std() / 1e-4 - 1) < 0.02
+
+
+def test_pad_rows_are_zero_and_get_no_gradient():
+    vocab, lens = (5, 7, 4), (1, 3, 1)
+    emb = FeatureEmbedding(vocab, 4, lens)
+    ids = jnp.asarray([[1, 2, 0, 0, 3], [4, 6, 5, 0, 1], [0, 0, 0, 0, 0]], jnp.int32)
+    v = emb.init(jax.random.PRNGKey(0), ids)
+    table = v["params"]["table"]
+    pads = field_offsets(vocab)
+    assert np.all(np.asarray(table)[pads] == 0)
+
+    def f(t):
+        return jnp.sum(jnp.sin(emb.apply({"params": {"table": t}}, ids) * 100.0))
+
+    g = np.asarray(jax.grad(f)(table + 1.0))  # PAD rows non-zero here: the mask alone must stop them
+    assert np.all(g[pads] == 0)
+    assert np.any(g[np.setdiff1d(np.arange(table.shape[0]), pads)] != 0)
+
+
+def test_sequence_field_is_masked_mean_pooled():
+    vocab, lens = (5, 7), (1, 3)
+    emb = FeatureEmbedding(vocab, 2, lens)
+    ids = jnp.asarray([[1, 2, 3, 0], [2, 0, 0, 0]], jnp.int32)
+    v = emb.init(jax.random.PRNGKey(0), ids)
+    t = np.asarray(v["params"]["table"])
+    out = np.asarray(emb.apply(v, ids))
+    assert out.shape == (2, 2, 2)
+    np.testing.assert_allclose(out[0, 1], (t[5 + 2] + t[5 + 3]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(out[1, 1], np.zeros(2), atol=0)  # all-PAD sequence → 0
+    np.testing.assert_allclose(out[1, 0], t[2], rtol=1e-6)
+
+
+def test_masked_batchnorm_ignores_padding_rows_and_uses_unbiased_running_var():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 3)).astype(np.float32)
+    mask = np.array([1] * 7 + [0] * 3, np.float32)
+    x_pad = x.copy()
+    x_pad[7:] = 1e6  # garbage in the padded rows
+    bn = BatchNorm()
+    v = bn.init(jax.random.PRNGKey(0), x, False)
+    y_pad, st_pad = bn.apply(v, jnp.asarray(x_pad), True, jnp.asarray(mask), mutable=["batch_stats"])
+    y_ref, st_ref = bn.apply(v, jnp.asarray(x[:7]), True, None, mutable=["batch_stats"])
+    np.testing.assert_allclose(y_pad[:7], y_ref, rtol=1e-5, atol=1e-5)
+    for k in ("mean", "var"):
+        np.testing.assert_allclose(st_pad["batch_stats"][k], st_ref["batch_stats"][k], rtol=1e-5)
+    # torch: running_var = 0.9 * 1 + 0.1 * unbiased batch variance
+    np.testing.assert_allclose(st_ref["batch_stats"]["var"], 0.9 + 0.1 * x[:7].var(0, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(st_ref["batch_stats"]["mean"], 0.1 * x[:7].mean(0), rtol=1e-5, atol=1e-7)
+    # normalisation uses the biased batch variance, eps 1e-5
+    expect = (x[:7] - x[:7].mean(0)) / np.sqrt(x[:7].var(0) + 1e-5)
+    np.testing.assert_allclose(y_ref, expect, rtol=1e-4, atol=1e-5)
+
+
+def test_groups_from_config_and_bad_counts():
+    m = ml_collections.ConfigDict(
+        {"students": "", "student": "mlp", "num_students": 4, "hidden_units": (8,), "dropout": 0.0, "batch_norm": True}
+    )
+    (g,) = groups_from_config(m)
+    assert (g.kind, g.count) == ("mlp", 4)
+    m.num_students = 0
+    with pytest.raises(ValueError, match="at least 1"):
+        groups_from_config(m)
+    m.students = "nosuch:2"
+    with pytest.raises(ValueError, match="unknown student kind 'nosuch'"):
+        groups_from_config(m)

@@ -1,0 +1,218 @@
+"""Training: one compiled step, the plateau schedule, end-to-end runs, resume and bad input."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from kdef_jax.checkpoint import CheckpointError
+from kdef_jax.config import base_config
+from kdef_jax.data.dataset import load_dataset
+from kdef_jax.data.loader import iterate_batches
+from kdef_jax.models.embedding import field_offsets
+from kdef_jax.models.ensemble import build_model
+from kdef_jax.steps import create_train_state, get_learning_rate, make_optimizer, make_train_step, set_learning_rate
+from kdef_jax.train import plateau_update, train_and_evaluate
+
+
+def tiny_config(tmp_path, **over):
+    c = base_config()
+    c.data.cache_dir = str(tmp_path / "cache")
+    c.data.synthetic.num_train, c.data.synthetic.num_valid, c.data.synthetic.num_test = 3000, 700, 700
+    c.data.name = "synthetic_test"
+    c.model.hidden_units = (16, 16)
+    c.model.num_students = 3
+    c.train.batch_size = 512
+    c.train.num_epochs = 2
+    c.train.progress = False
+    c.train.plot = False
+    c.train.log_every = 1
+    for k, v in over.items():
+        node = c
+        *path, leaf = k.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = v
+    return c
+
+
+def _setup(tmp_path, **over):
+    c = tiny_config(tmp_path, **over)
+    ds = load_dataset(c.data, log=lambda *a: None)
+    model = build_model(c.model, ds.feature_map)
+    tx = make_optimizer(c.optim)
+    state = create_train_state(model, tx, jax.random.PRNGKey(0), ds.feature_map.num_columns)
+    step = make_train_step(model, tx, c.loss, c.optim.embedding_l2)
+    return c, ds, model, state, step
+
+
+def test_train_step_updates_state_and_keeps_pad_rows_zero(tmp_path):
+    c, ds, model, state, step = _setup(tmp_path, **{"optim.embedding_l2": 0.1})
+    before = jax.tree.map(np.asarray, state.params)
+    batches = list(iterate_batches(ds.splits["train"], 512))
+    assert batches[-1]["mask"].sum() == 3000 - 5 * 512  # padded last batch
+    key = jax.random.PRNGKey(1)
+    for b in batches:
+        state, m = step(state, b, key)
+    assert int(state.step) == len(batches)
+    assert all(math.isfinite(float(v)) for v in m.values())
+    after = jax.tree.map(np.asarray, state.params)
+    diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), before, after)
+    assert all(d > 0 for d in jax.tree_util.tree_leaves(diff))
+    table = after["embedding"]["table"]
+    assert np.all(table[field_offsets(ds.feature_map.vocab_sizes)] == 0)
+
+
+def test_padded_rows_do_not_change_the_step(tmp_path):
+    """A batch of 300 real rows padded to 512 gives the same update as the 300 rows alone."""
+    c, ds, model, _, _ = _setup(tmp_path, **{"model.dropout": 0.0})
+    # Plain SGD: the update is the gradient itself (Adam's first step would amplify noise-level
+    # gradients, e.g. of the pre-BN biases, to ±lr).
+    tx = optax.sgd(1.0)
+    state = create_train_state(model, tx, jax.random.PRNGKey(0), ds.feature_map.num_columns)
+    x, y = np.asarray(ds.splits["train"].x[:300]), np.asarray(ds.splits["train"].y[:300])
+    pad = {"ids": np.zeros((512, x.shape[1]), np.int32), "y": np.zeros(512, np.float32), "mask": np.zeros(512, np.float32)}
+    pad["ids"][:300], pad["y"][:300], pad["mask"][:300] = x, y, 1.0
+    pad["ids"][300:] = x[:212]  # garbage rows that would matter if they were not masked
+    small = {"ids": x, "y": y, "mask": np.ones(300, np.float32)}
+    key = jax.random.PRNGKey(0)
+    s1, m1 = jax.jit(make_train_step(model, tx, c.loss, c.optim.embedding_l2).__wrapped__)(state, pad, key)
+    s2, m2 = jax.jit(make_train_step(model, tx, c.loss, c.optim.embedding_l2).__wrapped__)(state, small, key)
+    np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-5)
+    flat1 = jax.tree_util.tree_flatten_with_path(s1.params)[0]
+    flat2 = jax.tree_util.tree_leaves(s2.params)
+    for (path, a), b in zip(flat1, flat2):
+        name = jax.tree_util.keystr(path)
+        if "Dense_0" in name and "bias" in name or "Dense_1" in name and "bias" in name:
+            continue  # biases right before BatchNorm: true gradient 0, float noise only
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-6, err_msg=name)  # float32 summation order
+    for a, b in zip(jax.tree_util.tree_leaves(s1.batch_stats), jax.tree_util.tree_leaves(s2.batch_stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_learning_rate_injection_keeps_adam_moments(tmp_path):
+    c, ds, model, state, step = _setup(tmp_path)
+    state, _ = step(state, next(iterate_batches(ds.splits["train"], 512)), jax.random.PRNGKey(0))
+    mu = np.asarray(state.opt_state[1].inner_state[0].mu["embedding"]["table"])
+    s2 = set_learning_rate(state, 1e-4)
+    assert math.isclose(get_learning_rate(s2), 1e-4, rel_tol=1e-6)
+    np.testing.assert_array_equal(np.asarray(s2.opt_state[1].inner_state[0].mu["embedding"]["table"]), mu)
+
+
+def test_plateau_schedule_reproduces_reference_log():
+    """EKTF_Criteo_001: epochs 1-22 improve; 23 no (lr 1e-4); 24-26 improve; 27 no (1e-5); 28 no → stop."""
+    o = ml_collections.ConfigDict({"lr_decay": 0.1, "min_lr": 1e-6, "min_delta": 1e-6, "patience": 2})
+    meta = {"lr": 1e-3, "best_auc": -math.inf, "best_epoch": 0, "bad_epochs": 0, "lr_decays": 0}
+    aucs = [0.70 + 0.001 * e for e in range(1, 23)]
+    aucs += [aucs[-1] + 5e-7]  # 23: below the 1e-6 threshold
+    aucs += [aucs[-1] + 0.001 * i for i in (1, 2, 3)]  # 24-26
+    aucs += [aucs[-1] - 0.01, aucs[-1]]  # 27, 28 (equal to best is no gain)
+    lrs, epoch = [], 0
+    for epoch, a in enumerate(aucs, 1):
+        lrs.append(meta["lr"])
+        plateau_update(meta, epoch, a, o)
+        if meta["bad_epochs"] >= o.patience:
+            break
+    assert epoch == 28 and meta["best_epoch"] == 26 and meta["lr_decays"] == 3
+    assert lrs[22] == 1e-3 and math.isclose(lrs[23], 1e-4) and math.isclose(lrs[27], 1e-5)
+    meta["lr"] = 2e-6
+    plateau_update(meta, 29, 0.0, o)
+    assert meta["lr"] == 1e-6  # floor
+
+
+def test_end_to_end_tiny_run_writes_results(tmp_path):
+    c = tiny_config(tmp_path)
+    res = train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    wd = tmp_path / "run"
+    on_disk = json.loads((wd / "results.json").read_text())
+    assert on_disk["best_student"] == res["best_student"]
+    rows = {r["model"]: r for r in res["rows"]}
+    assert set(rows) == {"ensemble", "mlp_0", "mlp_1", "mlp_2"}
+    assert all(0.5 < r["test_auc"] <= 1 for r in rows.values())
+    best = max(["mlp_0", "mlp_1", "mlp_2"], key=lambda n: rows[n]["val_auc"])
+    assert res["best_student"] == best
+    assert math.isclose(res["ensemble_minus_best_student_test_auc"], rows["ensemble"]["test_auc"] - rows[best]["test_auc"])
+    assert res["params"]["total"] == res["params"]["embedding"] + res["params"]["group0_mlp"]
+    lines = (wd / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == res["epochs_run"] == 2
+    assert res["train_samples_per_s"] > 0
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = train_and_evaluate(tiny_config(tmp_path), tmp_path / "full", log=lambda *a: None)
+    train_and_evaluate(tiny_config(tmp_path, **{"train.num_epochs": 1}), tmp_path / "split", log=lambda *a: None)
+    resumed = train_and_evaluate(
+        tiny_config(tmp_path, **{"resume": True}), tmp_path / "split", log=lambda *a: None
+    )
+    assert resumed["epochs_run"] == 2
+    for a, b in zip(full["rows"], resumed["rows"]):
+        assert a["model"] == b["model"]
+        np.testing.assert_allclose(a["test_auc"], b["test_auc"], rtol=1e-6)
+        np.testing.assert_allclose(a["test_logloss"], b["test_logloss"], rtol=1e-6)
+
+
+def test_existing_checkpoints_without_resume_are_not_overwritten(tmp_path):
+    c = tiny_config(tmp_path, **{"train.num_epochs": 1})
+    train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path):
+    c = tiny_config(tmp_path, **{"train.num_epochs": 1})
+    train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    step_dir = tmp_path / "run" / "checkpoints" / "latest" / "1"
+    for f in (step_dir / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    c2 = tiny_config(tmp_path, **{"train.num_epochs": 2, "resume": True})
+    with pytest.raises(CheckpointError, match="latest checkpoint .*corrupt"):
+        train_and_evaluate(c2, tmp_path / "run", log=lambda *a: None)
+
+
+def test_nan_loss_stops_with_message(tmp_path):
+    c = tiny_config(tmp_path, **{"model.embedding_init_std": float("inf")})
+    with pytest.raises(FloatingPointError, match="NaN/inf in epoch 1"):
+        train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("model.num_students", 0, "model.num_students"),
+        ("loss.variant", "nope", "loss.variant"),
+        ("model.dropout", 1.0, "model.dropout"),
+        ("train.batch_size", 0, "train.batch_size"),
+    ],
+)
+def test_bad_config_values_name_the_key(tmp_path, key, value, match):
+    with pytest.raises(ValueError, match=match):
+        train_and_evaluate(tiny_config(tmp_path, **{key: value}), tmp_path / "run", log=lambda *a: None)
+
+
+def test_missing_data_dir_names_the_path(tmp_path):
+    c = tiny_config(tmp_path, **{"data.format": "libfm", "data.data_dir": str(tmp_path / "nowhere"), "data.fields": ("a",)})
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+
+
+@pytest.mark.parametrize("variant", ["independent", "mean", "kd_only", "dml_only", "no_exam"])
+def test_every_variant_trains(tmp_path, variant):
+    c = tiny_config(tmp_path, **{"loss.variant": variant, "train.num_epochs": 1, "train.steps_per_epoch": 2})
+    res = train_and_evaluate(c, tmp_path / variant, log=lambda *a: None)
+    assert math.isfinite(res["rows"][0]["test_auc"])
+
+
+def test_single_student_runs(tmp_path):
+    c = tiny_config(tmp_path, **{"model.num_students": 1, "train.num_epochs": 1})
+    res = train_and_evaluate(c, tmp_path / "k1", log=lambda *a: None)
+    assert res["students"] == ["mlp"] and res["num_students"] == 1
+    # K=1: the ensemble is the student
+    assert math.isclose(res["rows"][0]["test_auc"], res["rows"][1]["test_auc"], rel_tol=1e-12)
