@@ -50,6 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
     m.hidden_units = (400, 400, 400)
     m.dropout = 0.1
     m.batch_norm = True
+    m.dropout_rng = "hash"  # hash (counter-hash masks, fast) | jax (jax.random.bernoulli)
+    m.compute_dtype = "float32"  # float32 | bfloat16 (params and optimizer state stay float32)
 
     c.loss = ml_collections.ConfigDict({"variant": "kdef", "consistency": "mse", "huber_delta": 1.0})
 
@@ -94,6 +96,10 @@ def validate(c) -> None:
         bad("loss.consistency", f"{c.loss.consistency!r} is not one of {CONSISTENCIES}")
     if not 0.0 <= m.dropout < 1.0:
         bad("model.dropout", f"must be in [0, 1), got {m.dropout}")
+    if m.dropout_rng not in ("hash", "jax"):
+        bad("model.dropout_rng", f"{m.dropout_rng!r} is not one of hash, jax")
+    if m.compute_dtype not in ("float32", "bfloat16"):
+        bad("model.compute_dtype", f"{m.compute_dtype!r} is not one of float32, bfloat16")
     if m.embedding_dim < 1:
         bad("model.embedding_dim", f"must be >= 1, got {m.embedding_dim}")
     if any(u < 1 for u in m.hidden_units):

@@ -3,9 +3,16 @@ import importlib.util
 import os
 import pathlib
 
+import jax
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Many tests build the same tiny models; a persistent compilation cache (keyed by the compiled
+# program, so it can never serve a stale result) turns their repeated XLA compiles into lookups.
+jax.config.update("jax_compilation_cache_dir", str(REPO_ROOT / ".cache" / "jax_test_compile"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def shared_data_dir() -> pathlib.Path:

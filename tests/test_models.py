@@ -176,3 +176,30 @@ def test_groups_from_config_and_bad_counts():
     m.students = "nosuch:2"
     with pytest.raises(ValueError, match="unknown student kind 'nosuch'"):
         groups_from_config(m)
+
+
+def test_hash_dropout_mask_statistics():
+    from kdef_jax.models.layers import hash_keep_mask
+
+    n = 1_000_000
+    a = np.asarray(hash_keep_mask(jax.random.PRNGKey(0), (n,), 0.9))
+    b = np.asarray(hash_keep_mask(jax.random.PRNGKey(1), (n,), 0.9))
+    sd = np.sqrt(0.9 * 0.1 / n)
+    assert abs(a.mean() - 0.9) < 5 * sd and abs(b.mean() - 0.9) < 5 * sd
+    # independent masks: P(both kept) = 0.81; neighbours within one mask are independent too
+    assert abs((a & b).mean() - 0.81) < 5 * np.sqrt(0.81 * 0.19 / n)
+    assert abs((a[1:] & a[:-1]).mean() - 0.81) < 5 * np.sqrt(0.81 * 0.19 / n)
+    np.testing.assert_array_equal(a, np.asarray(hash_keep_mask(jax.random.PRNGKey(0), (n,), 0.9)))
+    assert np.asarray(hash_keep_mask(jax.random.PRNGKey(0), (1000,), 1.0)).all()
+
+
+@pytest.mark.parametrize("rng", ["hash", "jax"])
+def test_dropout_is_inverted_and_identity_at_eval(rng):
+    from kdef_jax.models.layers import Dropout
+
+    x = jnp.ones((400, 500))
+    d = Dropout(0.1, rng)
+    y = np.asarray(d.apply({}, x, False, rngs={"dropout": jax.random.PRNGKey(0)}))
+    np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.9], rtol=1e-6)
+    assert abs((y == 0).mean() - 0.1) < 0.005
+    np.testing.assert_array_equal(np.asarray(d.apply({}, x, True)), np.asarray(x))

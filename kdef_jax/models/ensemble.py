@@ -48,6 +48,7 @@ class KDEFModel(nn.Module):
     embedding_dim: int = 16
     max_lens: Sequence[int] | None = None
     embedding_init_std: float = 1e-4
+    compute_dtype: str = "float32"  # "bfloat16": students compute in bf16, params/optimizer stay fp32
 
     @nn.compact
     def __call__(self, ids, train: bool = False, mask=None):
@@ -56,7 +57,8 @@ class KDEFModel(nn.Module):
         outs = []
         for i, g in enumerate(self.groups):
             cls, _ = get_student(g.kind)
-            outs.append(vmapped(cls, g.count)(**dict(g.kwargs), name=f"group{i}_{g.kind}")(emb, train, mask))
+            kwargs = dict(g.kwargs, dtype=jnp.dtype(self.compute_dtype))
+            outs.append(vmapped(cls, g.count)(**kwargs, name=f"group{i}_{g.kind}")(emb, train, mask))
         return jnp.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
 
     @property
@@ -88,4 +90,5 @@ def build_model(model_config, feature_map) -> KDEFModel:
         embedding_dim=model_config.embedding_dim,
         max_lens=feature_map.max_lens,
         embedding_init_std=model_config.embedding_init_std,
+        compute_dtype=model_config.compute_dtype,
     )

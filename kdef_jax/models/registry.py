@@ -9,7 +9,12 @@ from kdef_jax.models.students.mlp import MLPStudent
 
 
 def _mlp_kwargs(m) -> dict:
-    return {"hidden_units": tuple(m.hidden_units), "dropout": float(m.dropout), "batch_norm": bool(m.batch_norm)}
+    return {
+        "hidden_units": tuple(m.hidden_units),
+        "dropout": float(m.dropout),
+        "batch_norm": bool(m.batch_norm),
+        "dropout_rng": m.dropout_rng,
+    }
 
 
 STUDENTS = {

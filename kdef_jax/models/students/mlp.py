@@ -7,26 +7,29 @@ Parameters: in·u₁+u₁ + Σ (u_{i−1}·u_i+u_i) + 2·Σu_i (BN γ, β) + u_l
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
+import jax.numpy as jnp
 
-from kdef_jax.models.layers import BatchNorm, dense
+from kdef_jax.models.layers import BatchNorm, Dropout, dense
 
 
 class MLPStudent(nn.Module):
     hidden_units: Sequence[int] = (400, 400, 400)
     dropout: float = 0.1
     batch_norm: bool = True
+    dropout_rng: str = "hash"
+    dtype: Any = jnp.float32  # computation dtype; params stay float32
 
     @nn.compact
     def __call__(self, emb, train: bool = False, mask=None):
-        x = emb.reshape(emb.shape[0], -1)
+        x = emb.reshape(emb.shape[0], -1).astype(self.dtype)
         for u in self.hidden_units:
-            x = dense(u)(x)
+            x = dense(u, dtype=self.dtype)(x)
             if self.batch_norm:
                 x = BatchNorm()(x, train, mask)
             x = nn.relu(x)
             if self.dropout > 0:
-                x = nn.Dropout(self.dropout)(x, deterministic=not train)
-        return dense(1)(x)[:, 0]
+                x = Dropout(self.dropout, self.dropout_rng)(x, deterministic=not train)
+        return dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)

@@ -1,0 +1,51 @@
+"""Prediction latency: the K-student ensemble vs one student alone, Criteo shape, jitted.
+
+    python benchmarks/latency.py --k 10 --batches 1 256 10000 --out latency.json
+
+Both predictors include the shared embedding lookup and the sigmoid; "one student" is the
+network a latency-bound deployment serves (``kdef_jax.export.extract_student``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+
+from common import criteo_batches, criteo_model, machine, mlp_group, time_calls, write_json  # noqa: E402
+from kdef_jax.export import make_predictor  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 256, 10_000])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    model = criteo_model([mlp_group(args.k)])
+    ids0 = criteo_batches(2, n=1)[0]["ids"]
+    variables = jax.jit(lambda ids: model.init(jax.random.PRNGKey(0), ids, False))(ids0)
+    predictors = {"ensemble": make_predictor(model, variables), "one_student": make_predictor(model, variables, 0)}
+    rows = []
+    for b in args.batches:
+        ids = [jax.device_put(x["ids"]) for x in criteo_batches(b, n=2)]
+        row = {"batch": b}
+        for name, fn in predictors.items():
+            steps = args.steps if b <= 1024 else max(3, args.steps // 4)
+            med, lo, hi, _ = time_calls(fn, [(x,) for x in ids], warmup=2, steps=steps, rounds=args.rounds)
+            row[name] = {"ms": med * 1e3, "ms_min": lo * 1e3, "ms_max": hi * 1e3, "samples_per_s": b / med}
+        row["one_student_speedup"] = row["ensemble"]["ms"] / row["one_student"]["ms"]
+        print(f"batch {b:6d}: ensemble K={args.k} {row['ensemble']['ms']:8.2f} ms, one student "
+              f"{row['one_student']['ms']:8.2f} ms, speedup {row['one_student_speedup']:.2f}x", flush=True)
+        rows.append(row)
+    write_json(args.out, {"benchmark": "latency", "K": args.k, "machine": machine(), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Training throughput of the full KDEF step on the Criteo shape, vs a Python loop and the GEMM ceiling.
+
+    python benchmarks/train_throughput.py --ks 1 2 3 6 10 16 32 --out train_throughput.json
+
+The full step = embedding gather (910,747×16 table), K MLP students [400,400,400] with BatchNorm and
+dropout 0.1, the KDEF loss, embedding L2 over the whole table, global-norm clipping, dense Adam and
+BatchNorm updates, at batch 10,000 on synthetic ids (4 distinct batches cycled, so input I/O is
+excluded exactly as in the reference harness). For every K, in the same process:
+  vmap   — the K students as ONE nn.vmap'ed module (the library's model);
+  loop   — the same K students as K separate modules in a Python loop inside the same jit;
+  gemm   — the matmul ceiling: only the forward+backward GEMMs of the K students' layers (jnp.dot).
+Achieved GFLOP/s counts the MLP work only, 3·2·K·569,600 FLOP per sample (as the reference does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common import (  # noqa: E402
+    HIDDEN,
+    MLP_MACS,
+    criteo_batches,
+    criteo_model,
+    default_train_config,
+    machine,
+    mlp_group,
+    time_calls,
+    write_json,
+)
+from kdef_jax.steps import create_train_state, make_optimizer, make_train_step  # noqa: E402
+
+
+def bench_step(groups, batches, args, compute_dtype="float32"):
+    model = criteo_model(groups).clone(compute_dtype=compute_dtype)
+    c = default_train_config()
+    tx = make_optimizer(c.optim)
+    state = create_train_state(model, tx, jax.random.PRNGKey(0), batches[0]["ids"].shape[1])
+    step = make_train_step(model, tx, c.loss, c.optim.embedding_l2)
+    key = jax.random.PRNGKey(1)
+    dev = [(jax.device_put(b), key) for b in batches]
+    med, lo, hi, _ = time_calls(step, dev, warmup=args.warmup, steps=args.steps, rounds=args.rounds, carry=state)
+    return med, lo, hi
+
+
+def bench_gemm(k, batch, args, dtype=jnp.float32):
+    """Seconds for the fwd+bwd GEMMs of K students (X·W, dY·Wᵀ, Xᵀ·dY per layer)."""
+    dims = [624, *HIDDEN, 1]
+    rng = np.random.default_rng(0)
+    xs = [jnp.asarray(rng.normal(size=(k, batch, i)), dtype) for i in dims[:-1]]
+    ws = [jnp.asarray(rng.normal(size=(k, i, o)) * 0.05, dtype) for i, o in zip(dims[:-1], dims[1:])]
+    dys = [jnp.asarray(rng.normal(size=(k, batch, o)), dtype) for o in dims[1:]]
+
+    @jax.jit
+    def gemms(xs, ws, dys):
+        out = []
+        for x, w, dy in zip(xs, ws, dys):
+            out.append(jnp.einsum("kbi,kio->kbo", x, w))
+            out.append(jnp.einsum("kbo,kio->kbi", dy, w))
+            out.append(jnp.einsum("kbi,kbo->kio", x, dy))
+        return out
+
+    med, lo, hi, _ = time_calls(gemms, [(xs, ws, dys)], warmup=args.warmup, steps=args.steps, rounds=args.rounds)
+    return med, lo, hi
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 3, 6, 10, 16, 32])
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--variants", nargs="+", default=["vmap", "loop", "gemm"], choices=["vmap", "loop", "gemm"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--loop-max-k", type=int, default=16, help="skip the Python-loop variant above this K")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    batches = criteo_batches(args.batch)
+    rows = []
+    for k in args.ks:
+        flop = 6 * k * MLP_MACS * args.batch  # MLP FLOPs per step
+        row = {"K": k, "batch": args.batch, "dtype": args.dtype, "mlp_gflop_per_step": flop / 1e9}
+        for v in args.variants:
+            if v == "loop" and k > args.loop_max_k:
+                continue
+            if v == "gemm":
+                med, lo, hi = bench_gemm(k, args.batch, args, jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
+            else:
+                groups = [mlp_group(k)] if v == "vmap" else [mlp_group(1) for _ in range(k)]
+                med, lo, hi = bench_step(groups, batches, args, args.dtype)
+            row[v] = {
+                "step_s": med, "step_s_min": lo, "step_s_max": hi,
+                "samples_per_s": args.batch / med, "mlp_gflops": flop / med / 1e9,
+            }
+            print(f"K={k:3d} {v:5s} {med * 1e3:9.1f} ms/step  {args.batch / med:12,.0f} samples/s  "
+                  f"{flop / med / 1e9:7.1f} GFLOP/s", flush=True)
+        if "vmap" in row and "gemm" in row:
+            row["vmap_fraction_of_gemm_ceiling"] = row["gemm"]["step_s"] / row["vmap"]["step_s"]
+        if "vmap" in row and "loop" in row:
+            row["vmap_speedup_over_loop"] = row["loop"]["step_s"] / row["vmap"]["step_s"]
+        rows.append(row)
+    base = next((r for r in rows if r["K"] == 1 and "vmap" in r), None)
+    if base:
+        for r in rows:
+            if "vmap" in r:
+                r["time_ratio_vs_k1"] = r["vmap"]["step_s"] / base["vmap"]["step_s"]
+                r["flop_ratio_vs_k1"] = r["K"]  # MLP FLOPs grow exactly with K
+    write_json(args.out, {"benchmark": "train_throughput", "machine": machine(), "args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
