@@ -166,7 +166,8 @@ def test_masked_batchnorm_ignores_padding_rows_and_uses_unbiased_running_var():
 
 def test_groups_from_config_and_bad_counts():
     m = ml_collections.ConfigDict(
-        {"students": "", "student": "mlp", "num_students": 4, "hidden_units": (8,), "dropout": 0.0, "batch_norm": True}
+        {"students": "", "student": "mlp", "num_students": 4, "hidden_units": (8,), "dropout": 0.0, "batch_norm": True,
+         "dropout_rng": "hash"}
     )
     (g,) = groups_from_config(m)
     assert (g.kind, g.count) == ("mlp", 4)
