@@ -1,0 +1,32 @@
+"""The CPU runtime tuning applied at import (kdef_jax/runtime.py)."""
+
+import os
+import subprocess
+import sys
+
+
+def _child(code, **env):
+    e = dict(os.environ)
+    e.pop("XLA_FLAGS", None)
+    e.update(env)
+    return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120)
+
+
+def test_import_applies_malloc_and_ynn_flag_before_backend_start():
+    p = _child("import kdef_jax, os; from kdef_jax import runtime; print(runtime.applied, os.environ.get('XLA_FLAGS'))")
+    assert p.returncode == 0, p.stderr
+    applied, _, flags = p.stdout.strip().partition("} ")
+    if "'xla_flags': True" in applied:
+        assert "--xla_cpu_experimental_ynn_fusion_type=-reduce" in flags
+        # the flag must parse: run a computation with it
+        q = _child("import kdef_jax, jax.numpy as jnp; print(float(jnp.ones(3).sum()))")
+        assert q.returncode == 0 and q.stdout.strip() == "3.0", q.stderr
+
+
+def test_opt_out_and_user_flags_are_respected():
+    p = _child("import kdef_jax, os; from kdef_jax import runtime; print(runtime.applied, os.environ.get('XLA_FLAGS'))",
+               KDEF_JAX_TUNE_CPU="0")
+    assert p.stdout.strip() == "{} None", p.stdout
+    p = _child("import kdef_jax, os; print(os.environ.get('XLA_FLAGS'))",
+               XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=-dot")
+    assert p.stdout.strip() == "--xla_cpu_experimental_ynn_fusion_type=-dot"
