@@ -29,6 +29,22 @@ def criteo_model(groups, vocab=CRITEO_VOCAB) -> KDEFModel:
     return KDEFModel(vocab_sizes=vocab, groups=tuple(groups), embedding_dim=EMB_DIM)
 
 
+def spec_groups(spec: str, overrides=()) -> tuple:
+    """Student groups for a spec like "ipnn:1,final:1,ecn:1" with config overrides "model.ecn.num_cross_layers=4"."""
+    from kdef_jax.models.ensemble import groups_from_config
+
+    c = base_config()
+    c.model.students = spec
+    for item in overrides:
+        key, _, value = item.partition("=")
+        node = c
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = type(node[leaf])(float(value) if isinstance(node[leaf], float) else int(value))
+    return groups_from_config(c.model)
+
+
 def criteo_batches(batch_size: int, n: int = 4, seed: int = 0, vocab=CRITEO_VOCAB) -> list:
     """``n`` distinct batches of Zipf-ish ids (heavier on small ids, as real CTR data)."""
     rng = np.random.default_rng(seed)

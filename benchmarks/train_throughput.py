@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     default_train_config,
     machine,
     mlp_group,
+    spec_groups,
     time_calls,
     write_json,
 )
@@ -91,10 +92,22 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--students", default="", help='a student spec instead of K MLPs, e.g. "ipnn:1,final:1,ecn:1"')
+    ap.add_argument("--set", nargs="*", default=[], help="model config overrides for --students, e.g. model.ecn.num_cross_layers=4")
+    ap.add_argument("--mflop-per-sample", type=float, default=0.0, help="forward+backward MFLOP/sample of --students")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     batches = criteo_batches(args.batch)
     rows = []
+    if args.students:  # one model of any students (e.g. KDEF_Latest), full step only
+        med, lo, hi = bench_step(spec_groups(args.students, args.set), batches, args, args.dtype)
+        row = {"students": args.students, "overrides": args.set, "batch": args.batch, "dtype": args.dtype,
+               "step_s": med, "step_s_min": lo, "step_s_max": hi, "samples_per_s": args.batch / med}
+        if args.mflop_per_sample:
+            row["gflops"] = args.mflop_per_sample * 1e6 * args.batch / med / 1e9
+        print(f"{args.students}: {med * 1e3:.1f} ms/step, {args.batch / med:,.0f} samples/s", flush=True)
+        write_json(args.out, {"benchmark": "train_throughput", "machine": machine(), "args": vars(args), "rows": [row]})
+        return
     for k in args.ks:
         flop = 6 * k * MLP_MACS * args.batch  # MLP FLOPs per step
         row = {"K": k, "batch": args.batch, "dtype": args.dtype, "mlp_gflop_per_step": flop / 1e9}

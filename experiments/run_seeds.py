@@ -23,7 +23,7 @@ import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdef_jax.main import _load_config_file  # noqa: E402
+from kdef_jax.config import load_config_file  # noqa: E402
 from kdef_jax.train import train_and_evaluate  # noqa: E402
 
 
@@ -107,7 +107,7 @@ def main():
                 res = json.loads((wd / "results.json").read_text())
                 print(f"[{name} seed {seed}] reusing {wd / 'results.json'}")
             else:
-                config = _load_config_file(args.config)
+                config = load_config_file(args.config)
                 apply_overrides(config, [*overrides, f"seed={seed}", "train.progress=False"])
                 print(f"[{name} seed {seed}] training in {wd}", flush=True)
                 res = train_and_evaluate(config, wd)

@@ -6,6 +6,9 @@ so ``--config.some.key=v`` for a key not listed here is an error that names the 
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 from kdef_jax.losses import CONSISTENCIES, VARIANTS
@@ -19,7 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     d = c.data
     d.name = "synthetic"  # dataset id (cache folder name, results)
-    d.format = "synthetic"  # synthetic | libfm | delimited
+    d.format = "synthetic"  # synthetic | libfm | delimited | movielens | tfds (kdef_jax/data/dataset.py)
     d.data_dir = ""  # "" → $KDEF_DATA_DIR/<subdir> ($KDEF_DATA_DIR defaults to ../shared/data)
     d.subdir = ""
     d.cache_dir = ""  # "" → $KDEF_CACHE_DIR or ~/.cache/kdef_jax
@@ -30,11 +33,21 @@ def base_config() -> ml_collections.ConfigDict:
     d.split_seed = 2018
     d.fields = ()  # feature columns, in model order
     d.numeric_fields = ()  # subset of fields bucketed by ⌊ln² v⌋ (Criteo I1-I13)
-    d.min_count = 1
+    d.min_count = 1  # default for every field (field_options.<name>.min_count overrides)
+    # Per-field schema overrides, name -> {kind: categorical|numeric_bucket|sequence, min_count,
+    # max_len, splitter, na_value, source (raw column), transform (kdef_jax.data.schema.TRANSFORMS)}.
+    d.field_options = ml_collections.ConfigDict()
     d.column_names = ()  # delimited files without header: every raw column, in file order
     d.label_column = "label"
+    d.label_rule = ""  # "" (format default) | binary | libfm | threshold:POS:NEG | map:raw=0|1,...
     d.header = False
     d.delimiter = "\t"
+    d.quotechar = ""  # "" = no quoting (Criteo TSV); '"' for CSV written by pandas (BARS)
+    d.encoding = "utf-8"
+    d.featindex = ""  # libFM: feature-index file (field:value<TAB>index) in the data dir, e.g. iPinYou
+    d.movielens_variant = "100k"  # format=movielens: 100k (u.user/u.item/u.genre) | 1m (users.dat/movies.dat)
+    d.tfds_name = ""  # format=tfds: e.g. movielens/100k-ratings; data.files.* are TFDS split strings
+    d.engine = "auto"  # auto (pyarrow if installed) | arrow | python
     d.on_bad_rows = "error"  # error | skip (skipped rows are counted and reported)
     d.synthetic = ml_collections.ConfigDict(
         {"preset": "small", "num_train": 100_000, "num_valid": 20_000, "num_test": 20_000, "seed": 2024, "positive_rate": 0.25}
@@ -46,12 +59,33 @@ def base_config() -> ml_collections.ConfigDict:
     m.embedding_init_std = 1e-4
     m.num_students = 3
     m.student = "mlp"
-    m.students = ""  # heterogeneous groups "kind:count,kind:count" (overrides student/num_students)
+    m.students = ""  # groups "kind:count,kind:count" (overrides student/num_students); logits [K, B] follow this order
     m.hidden_units = (400, 400, 400)
     m.dropout = 0.1
     m.batch_norm = True
     m.dropout_rng = "hash"  # hash (counter-hash masks, fast) | jax (jax.random.bernoulli)
     m.compute_dtype = "float32"  # float32 | bfloat16 (params and optimizer state stay float32)
+    # Per-kind student settings (kdef_jax/models/registry.py). hidden_units, batch_norm and dropout_rng
+    # above are shared by every kind with an MLP tower / BN, as in the reference's EKTF_L; model.dropout
+    # is the "mlp" kind's. Unknown-hyperparameter defaults (crossnet, dcn*, cin, xdeepfm, autoint, afn)
+    # are the reference Backbone's / FuxiCTR's constructor defaults.
+    m.ipnn = ml_collections.ConfigDict({"dropout": 0.1})
+    m.final = ml_collections.ConfigDict(
+        {"dropout": 0.1, "field_gate": True, "gate_init": "xavier", "blocks": 1}  # gate_init xavier | ones; blocks 1 (1B) | 2 (2B)
+    )
+    m.ecn = ml_collections.ConfigDict({"dropout": 0.1, "num_cross_layers": 3, "batch_norm": True})
+    m.crossnet = ml_collections.ConfigDict({"num_cross_layers": 3})
+    m.dcnv2 = ml_collections.ConfigDict({"dropout": 0.1, "num_cross_layers": 3})
+    m.dcn = ml_collections.ConfigDict({"dropout": 0.1, "num_cross_layers": 3})
+    m.cin = ml_collections.ConfigDict({"cin_layers": (16, 16, 16)})
+    m.xdeepfm = ml_collections.ConfigDict({"dropout": 0.1, "cin_layers": (16, 16, 16)})
+    m.widedeep = ml_collections.ConfigDict({"dropout": 0.1})
+    m.deepfm = ml_collections.ConfigDict({"dropout": 0.1})
+    m.autoint = ml_collections.ConfigDict(
+        {"dropout": 0.1, "attention_layers": 2, "num_heads": 1, "attention_dim": 8, "use_residual": True, "use_scale": True,
+         "layer_norm": False}
+    )
+    m.afn = ml_collections.ConfigDict({"dropout": 0.1, "logarithmic_neurons": 5})
 
     c.loss = ml_collections.ConfigDict({"variant": "kdef", "consistency": "mse", "huber_delta": 1.0})
 
@@ -63,6 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
     o.eps = 1e-8
     o.clip_norm = 10.0  # global-norm clipping (all parameters), 0 disables
     o.embedding_l2 = 0.01  # R = (λ/2)·‖E‖²_F over the whole table, added to the loss
+    o.embedding_optimizer = "dense"  # dense (reference) | lazy_adam (row-sparse; rows of the batch only)
     o.lr_decay = 0.1  # LR ×= lr_decay on every non-improving epoch
     o.min_lr = 1e-6
     o.patience = 2  # stop after this many consecutive non-improving epochs
@@ -81,6 +116,32 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def load_config_file(spec: str):
+    """``configs/x.py[:arg]`` → that file's ``get_config(arg)`` (configs/ is not a package; config files
+    use this to build on one another)."""
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_kdef_config", path)
+    if module_spec is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} not found")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+KDEF_LATEST = "ipnn:1,final:1,ecn:1"  # EKTF_L's students, in the reference's order
+
+
+def use_kdef_latest(c, dropouts=(0.1, 0.1, 0.1), num_cross_layers: int = 3):
+    """Make ``c`` KDEF_Latest (EKTF_L): IPNN, FINAL 1B with field gate, ECN, in that order (spec §3.2).
+
+    ``dropouts`` = (net1, net2, net3) = (IPNN, FINAL, ECN); hidden_units and batch_norm stay shared.
+    """
+    c.model.students = KDEF_LATEST
+    c.model.ipnn.dropout, c.model.final.dropout, c.model.ecn.dropout = (float(p) for p in dropouts)
+    c.model.ecn.num_cross_layers = num_cross_layers
+    return c
+
+
 def validate(c) -> None:
     """Raise ValueError naming the config key for any value the run cannot use."""
 
@@ -96,6 +157,15 @@ def validate(c) -> None:
         bad("loss.consistency", f"{c.loss.consistency!r} is not one of {CONSISTENCIES}")
     if not 0.0 <= m.dropout < 1.0:
         bad("model.dropout", f"must be in [0, 1), got {m.dropout}")
+    for kind, section in m.items():
+        if isinstance(section, ml_collections.ConfigDict) and "dropout" in section and not 0.0 <= section.dropout < 1.0:
+            bad(f"model.{kind}.dropout", f"must be in [0, 1), got {section.dropout}")
+    if m.final.gate_init not in ("xavier", "ones"):
+        bad("model.final.gate_init", f"{m.final.gate_init!r} is not one of xavier, ones")
+    if m.final.blocks not in (1, 2):
+        bad("model.final.blocks", f"must be 1 (FINAL 1B) or 2 (FINAL 2B), got {m.final.blocks}")
+    if "final" in m.students and any(u % 2 for u in m.hidden_units):
+        bad("model.hidden_units", f"FINAL students need even widths, got {tuple(m.hidden_units)}")
     if m.dropout_rng not in ("hash", "jax"):
         bad("model.dropout_rng", f"{m.dropout_rng!r} is not one of hash, jax")
     if m.compute_dtype not in ("float32", "bfloat16"):
@@ -114,6 +184,8 @@ def validate(c) -> None:
         bad("optim.learning_rate", f"must be > 0, got {o.learning_rate}")
     if o.embedding_l2 < 0:
         bad("optim.embedding_l2", f"must be >= 0, got {o.embedding_l2}")
+    if o.embedding_optimizer not in ("dense", "lazy_adam"):
+        bad("optim.embedding_optimizer", f"{o.embedding_optimizer!r} is not one of dense, lazy_adam")
     if not 0 < o.lr_decay <= 1:
         bad("optim.lr_decay", f"must be in (0, 1], got {o.lr_decay}")
     if o.patience < 1:
@@ -124,3 +196,7 @@ def validate(c) -> None:
         bad("data.valid_mod", f"split='mod' needs valid_mod >= 2, got {d.valid_mod}")
     if d.min_count < 1:
         bad("data.min_count", f"must be >= 1, got {d.min_count}")
+    if d.engine not in ("auto", "arrow", "python"):
+        bad("data.engine", f"{d.engine!r} is not one of auto, arrow, python")
+    if d.on_bad_rows not in ("error", "skip"):
+        bad("data.on_bad_rows", f"{d.on_bad_rows!r} is not one of error, skip")

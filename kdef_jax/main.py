@@ -6,14 +6,13 @@ A ``:tiny`` suffix on the config path selects its smoke-test variant (``configs/
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 
 import ml_collections
-
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from kdef_jax.config import load_config_file
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -36,16 +35,6 @@ def main(argv):
         sys.exit(2)
 
 
-def _load_config_file(spec: str):
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_kdef_config", path)
-    if module_spec is None or not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path!r} not found")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
-
-
 def check_config_overrides(argv: list) -> str | None:
     """Error message for the first ``--config.a.b=v`` whose key the config does not have, else None."""
     spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
@@ -55,7 +44,7 @@ def check_config_overrides(argv: list) -> str | None:
     if spec is None or not keys:
         return None
     try:
-        config = _load_config_file(spec)
+        config = load_config_file(spec)
     except Exception as e:  # noqa: BLE001 - report the config file's own error plainly
         return f"cannot load config {spec!r}: {type(e).__name__}: {e}"
     for key in keys:

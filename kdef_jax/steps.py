@@ -42,7 +42,8 @@ def set_learning_rate(state: TrainState, lr: float) -> TrainState:
     return state.replace(opt_state=(state.opt_state[0], inject._replace(hyperparams=hp)))
 
 
-def create_train_state(model, tx, rng, num_columns: int, batch_size: int = 2) -> TrainState:
+def create_train_state(model, tx, rng, num_columns: int, batch_size: int = 2, opt_init=None) -> TrainState:
+    """Initialised variables and optimizer state (``opt_init(params)`` overrides ``tx.init``)."""
     ids = jnp.ones((batch_size, num_columns), jnp.int32)
     variables = jax.jit(functools.partial(model.init, train=False))({"params": rng}, ids)
     params = variables["params"]
@@ -50,8 +51,24 @@ def create_train_state(model, tx, rng, num_columns: int, batch_size: int = 2) ->
         step=jnp.zeros((), jnp.int32),
         params=params,
         batch_stats=variables.get("batch_stats", {}),
-        opt_state=tx.init(params),
+        opt_state=(opt_init or tx.init)(params),
     )
+
+
+def make_training(model, config, rng, num_columns: int):
+    """(initial TrainState, jitted train_step) for ``config.optim.embedding_optimizer``.
+
+    "dense": the reference's dense Adam over every parameter (default); "lazy_adam": row-sparse Adam
+    on the embedding table (kdef_jax/lazy_adam.py, a documented deviation for huge vocabularies).
+    """
+    o = config.optim
+    if o.embedding_optimizer == "lazy_adam":
+        from kdef_jax import lazy_adam
+
+        state = create_train_state(model, None, rng, num_columns, opt_init=lambda p: lazy_adam.init_opt_state(p, o))
+        return state, lazy_adam.make_lazy_train_step(model, config.loss, o)
+    tx = make_optimizer(o)
+    return create_train_state(model, tx, rng, num_columns), make_train_step(model, tx, config.loss, o.embedding_l2)
 
 
 def embedding_l2(params, weight: float):
@@ -70,7 +87,7 @@ def make_train_step(model, tx, loss_cfg, emb_l2: float):
     """
 
     def train_step(state: TrainState, batch, rng):
-        mask = batch["mask"]
+        mask = batch.get("mask")  # None: every row real (full batch), no masking work compiled in
         step_rng = jax.random.fold_in(rng, state.step)
 
         def loss_fn(params):

@@ -26,15 +26,7 @@ from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
 from kdef_jax import report
-from kdef_jax.steps import (
-    count_params,
-    create_train_state,
-    get_learning_rate,
-    make_optimizer,
-    make_predict_step,
-    make_train_step,
-    set_learning_rate,
-)
+from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
 def predict_logits(predict, state, split, batch_size: int, *, progress: bool = False, desc: str = "eval") -> np.ndarray:
@@ -98,9 +90,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     fmap = ds.feature_map
     model = build_model(c.model, fmap)
     names = report.student_names(model.groups)
-    tx = make_optimizer(c.optim)
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(c.seed))
-    state = create_train_state(model, tx, init_rng, fmap.num_columns)
+    state, train_step = make_training(model, c, init_rng, fmap.num_columns)
     params = count_params(state.params)
     log(f"[model] {len(names)} students: " + ", ".join(f"{g.name}" for g in model.groups))
     for k, v in params.items():
@@ -122,7 +113,6 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         )
     (workdir / "config.json").write_text(c.to_json(indent=1))
 
-    train_step = make_train_step(model, tx, c.loss, c.optim.embedding_l2)
     predict = make_predict_step(model)
     train, valid, test = ds.splits["train"], ds.splits["valid"], ds.splits.get("test")
     bs, ebs = t.batch_size, (t.eval_batch_size or t.batch_size)

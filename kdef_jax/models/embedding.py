@@ -21,6 +21,12 @@ def field_offsets(vocab_sizes: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(vocab_sizes)[:-1]]).astype(np.int64)
 
 
+def column_offsets(vocab_sizes: Sequence[int], max_lens: Sequence[int] | None = None) -> np.ndarray:
+    """Row offset of every id column (a sequence field repeats its field's offset max_len times)."""
+    lens = tuple(max_lens) if max_lens is not None else (1,) * len(vocab_sizes)
+    return np.repeat(field_offsets(vocab_sizes), lens).astype(np.int32)
+
+
 def embedding_init(vocab_sizes: Sequence[int], std: float):
     pad_rows = field_offsets(vocab_sizes)
 
@@ -38,14 +44,16 @@ class FeatureEmbedding(nn.Module):
     init_std: float = 1e-4
 
     @nn.compact
-    def __call__(self, ids):
+    def __call__(self, ids, rows=None):
+        """ids int32 [B, C] → [B, F, d]. ``rows`` [B, C, d]: the looked-up rows, gathered by the caller
+        (the lazy-Adam step differentiates them directly); PAD masking and pooling still apply."""
         vocab = tuple(self.vocab_sizes)
         lens = tuple(self.max_lens) if self.max_lens is not None else (1,) * len(vocab)
         if ids.shape[-1] != sum(lens):
             raise ValueError(f"ids have {ids.shape[-1]} columns; the feature map needs {sum(lens)}")
         table = self.param("table", embedding_init(vocab, self.init_std), (sum(vocab), self.embedding_dim))
-        col_offsets = np.repeat(field_offsets(vocab), lens).astype(np.int32)
-        e = jnp.take(table, ids + col_offsets, axis=0, mode="clip")  # [B, C, d]
+        col_offsets = column_offsets(vocab, lens)
+        e = jnp.take(table, ids + col_offsets, axis=0, mode="clip") if rows is None else rows  # [B, C, d]
         e = e * (ids != 0)[..., None].astype(e.dtype)  # PAD rows: exactly 0, no gradient
         if all(n == 1 for n in lens):
             return e

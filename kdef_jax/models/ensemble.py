@@ -51,9 +51,11 @@ class KDEFModel(nn.Module):
     compute_dtype: str = "float32"  # "bfloat16": students compute in bf16, params/optimizer stay fp32
 
     @nn.compact
-    def __call__(self, ids, train: bool = False, mask=None):
-        """ids int32 [B, C] → student logits [K, B]."""
-        emb = FeatureEmbedding(self.vocab_sizes, self.embedding_dim, self.max_lens, self.embedding_init_std, name="embedding")(ids)
+    def __call__(self, ids, train: bool = False, mask=None, emb_rows=None):
+        """ids int32 [B, C] → student logits [K, B]. ``emb_rows``: pre-gathered embedding rows [B, C, d]."""
+        emb = FeatureEmbedding(self.vocab_sizes, self.embedding_dim, self.max_lens, self.embedding_init_std, name="embedding")(
+            ids, emb_rows
+        )
         outs = []
         for i, g in enumerate(self.groups):
             cls, _ = get_student(g.kind)

@@ -1,0 +1,100 @@
+"""Ours vs the authors' PyTorch code, measured in ONE run on the same machine, interleaved.
+
+    python benchmarks/side_by_side.py --ref-venv /work/ref/venv --kdef /work/ref/KDEF \
+        --fuxictr /work/ref/FuxiCTR --ref-work /work/ref/work --rounds 3 --out side_by_side.json
+
+The reference side is ``../shared/reference/bench/run_reference.py train`` (EKTF = the authors' KDEF,
+DNN = FuxiCTR's DNN as the K=1 point because EKTF cannot build K=1, EKTF_L with the §5.2 overrides),
+one fresh process per measurement as in reference-perf.md; ours is benchmarks/train_throughput.py
+with the same shapes, batch sizes and step counts. Cases alternate ours/reference within every round
+so machine load hits both alike; the summary gives medians over rounds and the speed-up ratios.
+Setup of the reference (venv, code, data): ../shared/reference/bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+HARNESS = HERE.parents[1] / "shared" / "reference" / "bench" / "run_reference.py"
+LATEST_OVERRIDES = '{"num_cross_layers": 4, "net1_dropout": 0.1, "net2_dropout": 0.1, "net3_dropout": 0.1}'
+# (name, K or None, batch, reference model, our train_throughput.py arguments)
+CASES = [
+    ("mlp_k1", 1, 10_000, "DNN", ["--ks", "1"]),
+    ("kdef_k3", 3, 10_000, "EKTF", ["--ks", "3"]),
+    ("kdef_k10", 10, 10_000, "EKTF", ["--ks", "10"]),
+    ("kdef_latest", 3, 4_096, "EKTF_L",
+     ["--students", "ipnn:1,final:1,ecn:1", "--set", "model.ecn.num_cross_layers=4", "--mflop-per-sample", "15.08"]),
+]
+
+
+def _last_json(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            return json.loads(line)
+    raise ValueError(f"no JSON line in output:\n{text[-2000:]}")
+
+
+def ours(case, steps: int) -> float:
+    name, k, batch, _, extra = case
+    cmd = [sys.executable, str(HERE / "train_throughput.py"), "--batch", str(batch), "--variants", "vmap",
+           "--steps", str(steps), "--rounds", "1", "--warmup", "3", "--out", os.devnull, *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rec = json.loads(out[out.index("{"):])
+    row = rec["rows"][0]
+    return row["samples_per_s"] if "samples_per_s" in row else row["vmap"]["samples_per_s"]
+
+
+def reference(case, steps: int, args) -> float:
+    name, k, batch, model, _ = case
+    cmd = [args.ref_venv + "/bin/python", str(HARNESS), "train", "--kdef", args.kdef, "--dnn", args.fuxictr,
+           "--work", args.ref_work, "--threads", str(args.threads), "--model", model, "--k", str(k),
+           "--batch-size", str(batch), "--steps", str(steps), "--warmup", "3", "--repeats", "1"]
+    if model == "EKTF_L":
+        cmd += ["--overrides", LATEST_OVERRIDES]
+    rec = _last_json(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    for key in ("median_samples_per_s", "samples_per_s"):
+        if key in rec:
+            return float(rec[key])
+    raise KeyError(f"reference JSON has no samples/s: {rec}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ref-venv", required=True)
+    ap.add_argument("--kdef", required=True, help="export of salmon1802/KDEF")
+    ap.add_argument("--fuxictr", required=True, help="export of reczoo/FuxiCTR (model_zoo/DNN)")
+    ap.add_argument("--ref-work", required=True, help="run_reference.py prepare --work folder (synthetic Criteo)")
+    ap.add_argument("--cases", nargs="+", default=[c[0] for c in CASES], choices=[c[0] for c in CASES])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    cases = [c for c in CASES if c[0] in args.cases]
+    raw = {c[0]: {"ours": [], "reference": []} for c in cases}
+    for r in range(args.rounds):
+        for case in cases:
+            for side in (("ours", "reference") if r % 2 == 0 else ("reference", "ours")):
+                v = ours(case, args.steps) if side == "ours" else reference(case, args.steps, args)
+                raw[case[0]][side].append(v)
+                print(f"round {r + 1} {case[0]:12s} {side:9s} {v:10,.0f} samples/s", flush=True)
+    summary = {}
+    for name, d in raw.items():
+        o, ref = statistics.median(d["ours"]), statistics.median(d["reference"])
+        summary[name] = {"ours_samples_per_s": o, "reference_samples_per_s": ref, "speedup": o / ref, **d}
+        print(f"{name:12s} ours {o:10,.0f}  reference {ref:10,.0f}  speed-up {o / ref:5.2f}x")
+    text = json.dumps({"benchmark": "side_by_side", "rounds": args.rounds, "steps": args.steps, "summary": summary}, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
