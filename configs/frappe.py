@@ -4,6 +4,8 @@
     python -m kdef_jax.main --config configs/frappe.py --workdir runs/frappe_mlp \
         --config.model.num_students=1 --config.loss.variant=independent         # plain MLP baseline
     python -m kdef_jax.main --config configs/frappe.py:tiny --workdir runs/frappe_tiny   # smoke test
+    python -m kdef_jax.main --config configs/frappe.py:bars --workdir runs/frappe_x1 \
+        --config.data.data_dir=/data/Frappe_x1                                         # BARS CSV splits
 
 Data: $KDEF_DATA_DIR/frappe (KDEF_DATA_DIR defaults to ../shared/data; --config.data.data_dir=DIR
 overrides). Split: test = frappe.test.libfm; row i of frappe.validation.libfm goes to validation if
@@ -33,11 +35,18 @@ def get_config(arg: str | None = None):
     c.model.dropout = 0.1
     c.optim.embedding_l2 = 0.01
     c.train.batch_size = 4096
-    if arg == "tiny":
+    if arg == "bars":  # BARS Frappe_x1 CSV splits with a header (label,user,item,daytime,...)
+        c.data.name = "frappe_x1"
+        c.data.format = "delimited"
+        c.data.subdir = "Frappe_x1"
+        c.data.files.train, c.data.files.valid, c.data.files.test = "train.csv", "valid.csv", "test.csv"
+        c.data.split = "files"
+        c.data.header, c.data.delimiter = True, ","
+    elif arg == "tiny":
         c.model.hidden_units = (32, 32)
         c.train.num_epochs = 2
         c.train.steps_per_epoch = 3
         c.train.progress = False
     elif arg:
-        raise ValueError(f"configs/frappe.py: unknown argument {arg!r} (use :tiny)")
+        raise ValueError(f"configs/frappe.py: unknown argument {arg!r} (use :bars or :tiny)")
     return c

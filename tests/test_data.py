@@ -202,7 +202,7 @@ def test_mod_split_with_test_file_and_chunking(tmp_path, monkeypatch):
   _write(d / "train.libfm", "\n".join(lines) + "\n")
   _write(d / "test.libfm", "1 5:1\n-1 77:1\n")
   monkeypatch.setattr(dataset_mod, "read_libfm", functools.partial(libfm_mod.read_libfm, chunk_rows=4))
-  ds = _load(_cfg(d, tmp_path / "cache", fields=("a",), split="mod", valid_mod=5, test="test.libfm"))
+  ds = _load(_cfg(d, tmp_path / "cache", fields=("a",), split="mod", valid_mod=5, test="test.libfm", engine="python"))
   valid_rows = [i for i in range(23) if i % 5 == 0]
   train_rows = [i for i in range(23) if i % 5 != 0]
   vocab = _vocab(ds)["a"]
@@ -536,7 +536,7 @@ def test_cache_is_reused_without_rebuild(libfm_dir, tmp_path, monkeypatch):
   def boom(*a, **k):
     raise AssertionError("the count pass must not run when the cache exists")
 
-  monkeypatch.setattr(preprocess, "_count_pass", boom)
+  monkeypatch.setattr(preprocess, "_process_block", boom)
   ds2 = _load(cfg)
   assert ds2.cache_dir == ds1.cache_dir
   assert fm_path.stat().st_mtime_ns == mtime
@@ -582,30 +582,39 @@ def test_failed_build_in_count_pass_leaves_nothing(libfm_dir, tmp_path):
   assert _leftovers(root) == []
 
 
-def test_failed_build_in_encode_pass_leaves_nothing(tmp_path, monkeypatch):
+def test_bad_value_in_test_split_is_found_in_the_first_pass(tmp_path):
   d = tmp_path / "raw"
   _write(d / "train.tsv", CRITEO_TRAIN)
-  # A non-numeric value in a test row: the count pass only tokenises train rows, so this is found
-  # while encoding (pass 2), after the temporary folder exists.
+  # A non-numeric value in a test row: every split is validated in the first pass.
   p = _write(d / "test.tsv", "0\t2\t1\ta\tx\n1\tabc\t1\ta\tx\n")
-  passes = []
-  real_count = preprocess._count_pass
-
-  def counting(spec):
-    out = real_count(spec)
-    passes.append("count done")
-    return out
-
-  monkeypatch.setattr(preprocess, "_count_pass", counting)
   root = tmp_path / "cache"
   with pytest.raises(DataFormatError) as e:
     _load(_dcfg(d, root, test="test.tsv"))
-  assert passes == ["count done"], "the error should come from the encode pass"
-  assert f"{p}:2:" in _msg(e)
+  assert f"{p}:2:" in _msg(e) and "'abc'" in _msg(e)
+  assert _leftovers(root) == []
+
+
+def test_failed_build_in_encode_pass_leaves_nothing(tmp_path, monkeypatch):
+  """A crash in the second pass (rewriting ids in place) leaves no cache and no temporary folder."""
+  d = tmp_path / "raw"
+  _write(d / "train.tsv", CRITEO_TRAIN)
+  _write(d / "test.tsv", "0\t2\t1\ta\tx\n1\t3\t1\ta\tx\n")
+  passes = []
+  real = preprocess._remap_in_place
+
+  def crash(*a, **k):
+    passes.append("encode")
+    raise OSError("disk full (simulated)")
+
+  monkeypatch.setattr(preprocess, "_remap_in_place", crash)
+  root = tmp_path / "cache"
+  with pytest.raises(OSError, match="simulated"):
+    _load(_dcfg(d, root, test="test.tsv"))
+  assert passes == ["encode"]
   assert _leftovers(root) == []
   assert not list(tmp_path.rglob("*.tmp-*"))
-  # Fixing the file then builds normally.
-  _write(d / "test.tsv", "0\t2\t1\ta\tx\n1\t3\t1\ta\tx\n")
+  # Without the fault it builds normally.
+  monkeypatch.setattr(preprocess, "_remap_in_place", real)
   ds = _load(_dcfg(d, root, test="test.tsv"))
   assert ds.feature_map.num_rows == {"train": 5, "test": 2}
   assert _leftovers(root) == [ds.cache_dir.name]

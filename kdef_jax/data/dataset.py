@@ -10,13 +10,19 @@ from pathlib import Path
 import numpy as np
 
 from kdef_jax.data.feature_map import FeatureMap
-from kdef_jax.data.formats.delimited import read_delimited
-from kdef_jax.data.formats.libfm import read_libfm
-from kdef_jax.data.preprocess import SPLITS, SourceSpec, build_cache
-from kdef_jax.data.schema import ColumnSpec
+from kdef_jax.data.formats import columnar as columnar_mod
+from kdef_jax.data.formats import movielens as movielens_mod
+from kdef_jax.data.formats.delimited import lines_to_block as delimited_lines_to_block
+from kdef_jax.data.formats.delimited import open_layout, read_delimited
+from kdef_jax.data.formats.libfm import lines_to_block as libfm_lines_to_block
+from kdef_jax.data.formats.libfm import read_featindex, read_libfm
+from kdef_jax.data.formats.movielens import read_movielens
+from kdef_jax.data.formats.tfds import read_tfds, tfds_identity
+from kdef_jax.data.preprocess import SPLITS, SourceSpec, build_cache, file_identity
+from kdef_jax.data.schema import LABEL, ColumnSpec, DataFormatError, LabelRule
 from kdef_jax.data.synthetic import CRITEO_VOCAB, SMALL_VOCAB, SyntheticSpec, build_synthetic
 
-FORMATS = ("synthetic", "libfm", "delimited")
+FORMATS = ("synthetic", "libfm", "delimited", "movielens", "tfds")
 SYNTHETIC_PRESETS = {"small": SMALL_VOCAB, "criteo": CRITEO_VOCAB}
 
 
@@ -73,55 +79,162 @@ def open_cache(cache_dir: Path) -> Dataset:
     return Dataset(fmap, splits, cache_dir)
 
 
-def _source_spec(cfg) -> SourceSpec:
-    root = resolve_data_dir(cfg)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"data directory {root} does not exist (config data.data_dir={cfg.data_dir!r}, "
-            f"data.subdir={cfg.subdir!r}, KDEF_DATA_DIR={os.environ.get('KDEF_DATA_DIR')!r})"
-        )
-    files = []
-    for split in SPLITS:
-        name = cfg.files[split]
-        if name:
-            path = root / name
-            if not path.is_file():
-                raise FileNotFoundError(f"data file for split {split!r} not found: {path} (config data.files.{split})")
-            files.append((split, str(path)))
-    if not any(s == "train" for s, _ in files):
-        raise ValueError("config data.files.train is empty: a training file is required")
+FIELD_OPTION_KEYS = ("kind", "min_count", "max_len", "splitter", "na_value", "source", "transform", "zero_is_missing")
+
+
+def column_specs(cfg) -> tuple:
+    """``data.fields`` + ``data.numeric_fields`` + ``data.field_options`` → ColumnSpecs (model order)."""
     numeric = set(cfg.numeric_fields)
     unknown = numeric - set(cfg.fields)
     if unknown:
         raise ValueError(f"config data.numeric_fields {sorted(unknown)} are not in data.fields")
-    columns = tuple(
-        ColumnSpec(name=f, kind="numeric_bucket" if f in numeric else "categorical", min_count=cfg.min_count)
-        for f in cfg.fields
-    )
-    if cfg.format == "libfm":
-        reader = functools.partial(read_libfm, field_names=list(cfg.fields), on_bad_rows=cfg.on_bad_rows)
-        reader_key = {"format": "libfm", "fields": list(cfg.fields), "on_bad_rows": cfg.on_bad_rows}
+    options = cfg.field_options.to_dict() if hasattr(cfg.field_options, "to_dict") else dict(cfg.field_options)
+    stray = set(options) - set(cfg.fields)
+    if stray:
+        raise ValueError(f"config data.field_options {sorted(stray)} are not in data.fields")
+    if len(set(cfg.fields)) != len(cfg.fields):
+        raise ValueError(f"config data.fields has duplicates: {list(cfg.fields)}")
+    cols = []
+    for f in cfg.fields:
+        o = dict(options.get(f, {}))
+        bad = set(o) - set(FIELD_OPTION_KEYS)
+        if bad:
+            raise ValueError(f"config data.field_options.{f}: unknown keys {sorted(bad)} (use {FIELD_OPTION_KEYS})")
+        o.setdefault("kind", "numeric_bucket" if f in numeric else "categorical")
+        o.setdefault("min_count", cfg.min_count)
+        if cfg.format == "libfm":
+            o.setdefault("transform", "libfm_index")
+        try:
+            cols.append(ColumnSpec(name=f, **o))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"config data.field_options.{f}: {e}") from None
+    return tuple(cols)
+
+
+def _engine(cfg) -> str:
+    """``columnar`` (polars, the ``preprocess`` extra) or ``python``; ``auto`` picks polars when installed."""
+    if cfg.engine == "python" or (cfg.engine == "auto" and not columnar_mod.available()):
+        return "python"
+    if not columnar_mod.available():
+        raise ImportError(f"config data.engine={cfg.engine!r} needs polars: pip install 'kdef-jax[preprocess]'")
+    return "columnar"
+
+
+def _libfm_reader(cfg, fields, engine):
+    if engine == "python":
+        return functools.partial(read_libfm, field_names=fields, on_bad_rows=cfg.on_bad_rows)
+
+    def read(path):
+        if os.path.getsize(path) == 0:
+            raise DataFormatError(f"{path}: file is empty")
+        slow = functools.partial(_libfm_slow, path=path, fields=fields, on_bad_rows=cfg.on_bad_rows)
+        return columnar_mod.read_blocks(path, names=(LABEL, *fields), wanted=(LABEL, *fields), keys=(LABEL, *fields),
+                                     delimiter=" ", slow=slow, on_bad_rows=cfg.on_bad_rows)
+
+    return read
+
+
+def _libfm_slow(lines, first_line, *, path, fields, on_bad_rows):
+    return libfm_lines_to_block(path, lines, first_line, fields, on_bad_rows)
+
+
+def _delimited_reader(cfg, raw_cols, engine):
+    kw = dict(label_column=cfg.label_column, feature_columns=raw_cols, column_names=list(cfg.column_names),
+              header=cfg.header, delimiter=cfg.delimiter, quotechar=cfg.quotechar, encoding=cfg.encoding,
+              on_bad_rows=cfg.on_bad_rows)
+    if engine == "python":
+        return functools.partial(read_delimited, **kw)
+
+    def read(path):
+        lay = open_layout(path, **kw)
+        keys = (LABEL, *lay.wanted[1:])
+        slow = functools.partial(delimited_lines_to_block, lay)
+        return columnar_mod.read_blocks(path, names=lay.names, wanted=lay.wanted, keys=keys, delimiter=lay.delimiter,
+                                     quotechar=lay.quotechar, header_lines=lay.header_lines, encoding=lay.encoding,
+                                     on_bad_rows=cfg.on_bad_rows, slow=slow)
+
+    return read
+
+
+def _source_spec(cfg) -> SourceSpec:
+    columns = column_specs(cfg)
+    raw_cols = list(dict.fromkeys(c.raw for c in columns))
+    engine = _engine(cfg)
+    identity = file_identity
+    if cfg.format == "tfds":
+        if not cfg.tfds_name:
+            raise ValueError("config data.format='tfds' needs data.tfds_name (e.g. movielens/100k-ratings)")
+        files = tuple((s, cfg.files[s]) for s in SPLITS if cfg.files[s])
+        root = Path(cfg.data_dir).expanduser() if cfg.data_dir else None
+        reader = functools.partial(read_tfds, name=cfg.tfds_name, data_dir=str(root) if root else None,
+                                   label_column=cfg.label_column, feature_columns=raw_cols)
+        identity = functools.partial(tfds_identity, name=cfg.tfds_name, data_dir=str(root) if root else None)
+        reader_key = {"format": "tfds", "name": cfg.tfds_name, "label": cfg.label_column}
+        default_rule = LabelRule.parse("threshold:4:2")
     else:
-        reader = functools.partial(
-            read_delimited,
-            label_column=cfg.label_column,
-            feature_columns=list(cfg.fields),
-            column_names=list(cfg.column_names),
-            header=cfg.header,
-            delimiter=cfg.delimiter,
-            on_bad_rows=cfg.on_bad_rows,
-        )
-        reader_key = {"format": "delimited", "label": cfg.label_column, "cols": list(cfg.column_names), "header": cfg.header, "delim": cfg.delimiter, "on_bad_rows": cfg.on_bad_rows}
+        root = resolve_data_dir(cfg)
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"data directory {root} does not exist (config data.data_dir={cfg.data_dir!r}, "
+                f"data.subdir={cfg.subdir!r}, KDEF_DATA_DIR={os.environ.get('KDEF_DATA_DIR')!r})"
+            )
+        files = []
+        for split in SPLITS:
+            name = cfg.files[split]
+            if name:
+                path = root / name
+                if not path.is_file():
+                    raise FileNotFoundError(f"data file for split {split!r} not found: {path} (config data.files.{split})")
+                files.append((split, str(path)))
+        files = tuple(files)
+        if cfg.format == "libfm":
+            reader = _libfm_reader(cfg, list(cfg.fields), engine)
+            reader_key = {"format": "libfm", "fields": list(cfg.fields)}
+            default_rule = LabelRule.parse("libfm")
+        elif cfg.format == "movielens":
+            reader = functools.partial(read_movielens, meta_dir=str(root), variant=cfg.movielens_variant,
+                                       feature_columns=raw_cols, label_column=cfg.label_column,
+                                       on_bad_rows=cfg.on_bad_rows)
+            meta = movielens_mod.VARIANTS.get(cfg.movielens_variant)
+            if meta is None:
+                raise ValueError(f"config data.movielens_variant={cfg.movielens_variant!r}; use 100k or 1m")
+            metas = [root / meta[k] for k in ("users", "items", "genres") if meta[k]]
+            for m in metas:
+                if not m.is_file():
+                    raise FileNotFoundError(f"MovieLens metadata file not found: {m}")
+            reader_key = {"format": "movielens", "variant": cfg.movielens_variant, "label": cfg.label_column,
+                          "meta": [file_identity(str(m)) for m in metas]}
+            default_rule = LabelRule.parse("threshold:4:2")
+        else:
+            reader = _delimited_reader(cfg, raw_cols, engine)
+            reader_key = {"format": "delimited", "label": cfg.label_column, "cols": list(cfg.column_names),
+                          "header": cfg.header, "delim": cfg.delimiter, "quote": cfg.quotechar, "enc": cfg.encoding}
+            default_rule = LabelRule()
+    if not any(s == "train" for s, _ in files):
+        raise ValueError("config data.files.train is empty: a training file is required")
+    featindex = None
+    if cfg.featindex:
+        if cfg.format != "libfm":
+            raise ValueError("config data.featindex applies to data.format='libfm' only")
+        fi_path = resolve_data_dir(cfg) / cfg.featindex
+        if not fi_path.is_file():
+            raise FileNotFoundError(f"feature index not found: {fi_path} (config data.featindex)")
+        featindex = read_featindex(str(fi_path))
+        reader_key["featindex"] = file_identity(str(fi_path))
     return SourceSpec(
         dataset_id=cfg.name,
         columns=columns,
-        files=tuple(files),
+        files=files,
         reader=reader,
         reader_key=reader_key,
+        label_rule=LabelRule.parse(cfg.label_rule, default_rule),
+        on_bad_rows=cfg.on_bad_rows,
         split=cfg.split,
         valid_mod=cfg.valid_mod,
         split_fractions=tuple(cfg.split_fractions),
         split_seed=cfg.split_seed,
+        featindex=featindex,
+        identity=identity,
     )
 
 
@@ -149,9 +262,13 @@ def load_dataset(cfg, log=print) -> Dataset:
     else:
         if cfg.on_bad_rows not in ("error", "skip"):
             raise ValueError(f"config data.on_bad_rows={cfg.on_bad_rows!r}; use 'error' or 'skip'")
-        path = build_cache(_source_spec(cfg), cache_root, log=log)
+        use_polars = cfg.format in ("libfm", "delimited") and _engine(cfg) == "columnar"
+        path = build_cache(_source_spec(cfg), cache_root, log=log, use_polars=use_polars)
     ds = open_cache(path)
     skipped = ds.feature_map.skipped_rows
     if skipped:
         log(f"[data] skipped malformed rows (on_bad_rows='skip'): {skipped}")
+    dropped = ds.feature_map.info.get("dropped_by_label_rule")
+    if dropped:
+        log(f"[data] rows dropped by the label rule ({ds.feature_map.info.get('label_rule')}): {dropped}")
     return ds

@@ -1,13 +1,22 @@
 """Raw files → cache of int32 ids: ``feature_map.json``, ``vocab.json``, ``{split}_x.npy``, ``{split}_y.npy``.
 
-Two streaming passes over the raw files (chunks, never a whole file in memory):
-1. count tokens per column on the **train** rows only; count the rows of every split;
-2. encode every row into preallocated ``.npy`` memmaps.
-Vocabulary (spec §1.2): keep tokens with count ≥ min_count that are not the NA value, sort them
-ascending (numeric order for bucketed numbers), ids 1..n; PAD = 0; OOV = n + 1 (missing values,
-rare and unseen tokens). The cache directory is keyed by a hash of the input files' identity
-(path, size, mtime) and the schema, and is written to a temporary folder then renamed, so a crash
-never leaves a half cache and a changed schema builds a new one.
+Two streaming passes, bounded memory (peak RSS does not grow with the number of rows):
+
+1. **Count** — read every raw file block by block (a reader yields :class:`~kdef_jax.data.schema.Block`s);
+   give every distinct value of every raw column a global *raw id* (:mod:`kdef_jax.data.vocab`),
+   validate labels and values once per distinct value, count the raw ids of the **train** rows,
+   and append each row's ids (raw ids, or token ids for transformed / bucketed / sequence fields)
+   and label to its split's ``.npy`` file with plain writes (no memmap, so written pages are page
+   cache, not process memory).
+2. **Encode** — build the vocabulary (spec §1.2: keep count ≥ min_count, not the NA value, sorted
+   ascending, ids 1..n, PAD 0, OOV n+1; numeric buckets sorted numerically) and rewrite the id
+   files in place, block by block, through one lookup table.
+
+So the text is parsed once; the second pass reads back int32 ids instead of re-parsing it. State
+kept across blocks is O(distinct values) (the counts every vocabulary rule needs), never O(rows).
+The cache directory is keyed by a hash of the input files' identity (path, size, mtime) and the
+schema, and is written to a temporary folder then renamed, so a crash never leaves a half cache and
+a changed schema builds a new one.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,11 +34,18 @@ from typing import Callable, Iterator
 import numpy as np
 
 from kdef_jax.data.feature_map import FeatureMap, FieldSpec
-from kdef_jax.data.schema import ColumnSpec, RawChunk, column_tokens, is_missing
+from kdef_jax.data.schema import DROP, LABEL, Block, DataFormatError, LabelRule
+from kdef_jax.data.vocab import FieldEncoder, LabelColumn, RawColumn, ingest_all
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 SPLITS = ("train", "valid", "test")
 _CODE = {name: i for i, name in enumerate(SPLITS)}
+HEADER_BYTES = 128  # fixed .npy header length, rewritten in place once the row count is known
+
+
+def file_identity(path: str) -> list:
+    st = os.stat(path)
+    return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,26 +53,28 @@ class SourceSpec:
     """Everything that determines a cache: raw files, how rows become splits, and the schema.
 
     split: "files" — each split has its own file; "mod" — valid = rows i of the train file with
-    i % valid_mod == 0 (i counts data rows, 0-based), test from its own file; "random" — one file,
-    each row drawn into train/valid/test with probabilities ``split_fractions`` (seeded).
+    i % valid_mod == 0 (i counts data rows, 0-based, before any row is dropped or skipped), test
+    from its own file; "random" — one file, each row drawn into train/valid/test with
+    probabilities ``split_fractions`` by a hash of (split_seed, row index), so the split does not
+    depend on block sizes or the engine.
     """
 
     dataset_id: str
     columns: tuple  # tuple[ColumnSpec, ...] in model field order
     files: tuple  # ((split, path), ...) — "" path = none
-    reader: Callable[[str], Iterator[RawChunk]]  # path -> chunks (not part of the cache key)
+    reader: Callable[[str], Iterator[Block]]  # path -> blocks (not part of the cache key)
     reader_key: dict  # reader options that change the data (part of the cache key)
+    label_rule: LabelRule = LabelRule()
+    on_bad_rows: str = "error"
     split: str = "files"
     valid_mod: int = 0
     split_fractions: tuple = (0.8, 0.1, 0.1)
     split_seed: int = 2018
+    featindex: dict | None = dataclasses.field(default=None, compare=False, hash=False)
+    identity: Callable[[str], list] = dataclasses.field(default=file_identity, compare=False, hash=False)
 
     def key(self) -> str:
-        ident = []
-        for split, path in self.files:
-            if path:
-                st = os.stat(path)
-                ident.append((split, os.path.realpath(path), st.st_size, st.st_mtime_ns))
+        ident = [(split, self.identity(path)) for split, path in self.files if path]
         blob = json.dumps(
             {
                 "v": CACHE_VERSION,
@@ -63,147 +82,249 @@ class SourceSpec:
                 "columns": [dataclasses.asdict(c) for c in self.columns],
                 "files": ident,
                 "reader": self.reader_key,
+                "label": dataclasses.asdict(self.label_rule),
+                "bad": self.on_bad_rows,
                 "split": [self.split, self.valid_mod, list(self.split_fractions), self.split_seed],
             },
             sort_keys=True,
+            default=str,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _split_codes(spec: SourceSpec, role: str, chunk: RawChunk, rng) -> np.ndarray:
-    n = len(chunk)
+def _uniform(seed: int, rows: np.ndarray) -> np.ndarray:
+    """Deterministic U[0,1) per (seed, row) — splitmix64."""
+    with np.errstate(over="ignore"):
+        z = rows.astype(np.uint64) + np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def _split_codes(spec: SourceSpec, role: str, row_index: np.ndarray) -> np.ndarray:
     if role != "train" or spec.split == "files":
-        return np.full(n, _CODE[role], dtype=np.int8)
+        return np.full(row_index.shape[0], _CODE[role], dtype=np.int8)
     if spec.split == "mod":
-        # The row index counts every data row of the file, skipped rows included.
-        rows = chunk.row_index
-        return np.where(rows % spec.valid_mod == 0, _CODE["valid"], _CODE["train"]).astype(np.int8)
+        return np.where(row_index % spec.valid_mod == 0, _CODE["valid"], _CODE["train"]).astype(np.int8)
     if spec.split == "random":
-        u = rng.random(n)
         f = np.cumsum(spec.split_fractions) / np.sum(spec.split_fractions)
-        return np.searchsorted(f, u, side="right").clip(0, 2).astype(np.int8)
+        return np.searchsorted(f, _uniform(spec.split_seed, row_index), side="right").clip(0, 2).astype(np.int8)
     raise ValueError(f"unknown split rule {spec.split!r}; use files, mod or random")
 
 
-def _iter_sources(spec: SourceSpec):
-    """Yield (chunk, split_codes) over every file, with a fresh deterministic RNG per pass."""
-    rng = np.random.default_rng(spec.split_seed)
-    for role, path in spec.files:
-        if not path:
-            continue
-        for chunk in spec.reader(path):
-            yield chunk, _split_codes(spec, role, chunk, rng)
+# ------------------------------------------------------------------------------------ .npy writing
 
 
-def _count_pass(spec: SourceSpec):
-    counts = {c.name: {} for c in spec.columns}
-    rows = dict.fromkeys(SPLITS, 0)
-    positives = dict.fromkeys(SPLITS, 0.0)
-    skipped = {}
-    for chunk, codes in _iter_sources(spec):
-        skipped[chunk.path] = skipped.get(chunk.path, 0) + chunk.skipped
-        for name, code in _CODE.items():
-            sel = codes == code
-            rows[name] += int(sel.sum())
-            positives[name] += float(chunk.labels[sel].sum())
-        train = codes == _CODE["train"]
-        if not train.any():
-            continue
-        for col in spec.columns:
-            toks = column_tokens(col, chunk)
-            if col.kind == "sequence":
-                flat = [t for s, keep in zip(toks, train) if keep for t in s]
-                toks = np.asarray(flat, dtype=object)
-            else:
-                toks = toks[train]
-            toks = toks[~is_missing(col, toks)] if toks.size else toks
-            if toks.size == 0:
-                continue
-            uniq, cnt = np.unique(toks, return_counts=True)
-            c = counts[col.name]
-            for t, k in zip(uniq.tolist(), cnt.tolist()):
-                c[t] = c.get(t, 0) + k
-    return counts, rows, positives, skipped
+def npy_header(dtype, shape) -> bytes:
+    d = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (np.dtype(dtype).str, tuple(shape))
+    hlen = HEADER_BYTES - 10
+    if len(d) >= hlen:
+        raise ValueError(f"shape {shape} does not fit a {HEADER_BYTES}-byte .npy header")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", hlen) + (d.ljust(hlen - 1) + "\n").encode("latin1")
 
 
-def _vocab(col: ColumnSpec, counts: dict) -> list:
-    kept = [t for t, k in counts.items() if k >= col.min_count]
-    return sorted(kept)  # ints sort numerically (numeric_bucket), strings lexicographically
+class _NpyAppender:
+    """Append rows to a .npy file with plain writes; the header is fixed up on close."""
+
+    def __init__(self, path: Path, dtype, width: int | None):
+        self.path, self.dtype, self.width, self.rows = path, np.dtype(dtype), width, 0
+        self.fh = open(path, "wb")
+        self.fh.write(b"\0" * HEADER_BYTES)
+
+    def write(self, arr: np.ndarray) -> None:
+        self.fh.write(np.ascontiguousarray(arr, dtype=self.dtype).data)
+        self.rows += arr.shape[0]
+
+    def close(self) -> None:
+        self.fh.seek(0)
+        self.fh.write(npy_header(self.dtype, (self.rows,) if self.width is None else (self.rows, self.width)))
+        self.fh.close()
 
 
-def _encode(col: ColumnSpec, chunk: RawChunk, lookup: dict, oov: int) -> np.ndarray:
-    toks = column_tokens(col, chunk)
-    if col.kind == "sequence":
-        out = np.zeros((len(toks), col.max_len), dtype=np.int32)
-        for i, s in enumerate(toks):
-            ids = [lookup.get(t, oov) for t in s[: col.max_len]]
-            out[i, : len(ids)] = ids
-        return out
-    if toks.size == 0:
-        return np.zeros((0, 1), dtype=np.int32)
-    uniq, inv = np.unique(toks, return_inverse=True)
-    ids = np.fromiter((lookup.get(t, oov) for t in uniq.tolist()), dtype=np.int32, count=uniq.size)
-    return ids[inv].reshape(-1, 1)
+def _remap_in_place(path: Path, ncol: int, col_offsets: np.ndarray, lut: np.ndarray, rows_per_step: int) -> None:
+    """x ← lut[x + col_offsets] over an int32 .npy file, block by block (no memmap)."""
+    buf = np.empty(rows_per_step * ncol, np.int32)
+    with open(path, "r+b") as fh:
+        off = HEADER_BYTES
+        while True:
+            fh.seek(off)
+            nbytes = fh.readinto(memoryview(buf).cast("B"))
+            if not nbytes:
+                return
+            x = buf[: nbytes // 4].reshape(-1, ncol)
+            x += col_offsets
+            out = lut[x]
+            fh.seek(off)
+            fh.write(out.data)
+            off += nbytes
 
 
-def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print) -> Path:
-    """Build (or reuse) the cache for ``spec`` under ``cache_root``; returns its directory."""
+# ------------------------------------------------------------------------------------ pass 1
+
+
+class _Stats:
+    def __init__(self):
+        self.rows = dict.fromkeys(SPLITS, 0)
+        self.positives = dict.fromkeys(SPLITS, 0.0)
+        self.skipped: dict = {}
+        self.dropped: dict = {}
+        self.raw_rows = 0
+
+    def add(self, d: dict, path: str, k) -> None:
+        if k:
+            d[path] = d.get(path, 0) + int(k)
+
+
+class _State:
+    """Everything pass 1 accumulates: global raw dictionaries, field encoders, the label rule."""
+
+    def __init__(self, spec: SourceSpec, use_polars: bool):
+        need = {c.raw for c in spec.columns if not (c.kind == "categorical" and not c.transform)}
+        self.raws = {LABEL: RawColumn(LABEL, need_values=True, use_polars=use_polars)}
+        for c in spec.columns:
+            if c.raw not in self.raws:
+                self.raws[c.raw] = RawColumn(c.raw, need_values=c.raw in need, use_polars=use_polars)
+        self.label = LabelColumn(self.raws[LABEL], spec.label_rule)
+        self.encs = [FieldEncoder(c, self.raws[c.raw], spec.featindex if c.transform == "libfm_index" else None)
+                     for c in spec.columns]
+        self.offsets = np.cumsum([0] + [e.width for e in self.encs])[:-1].tolist()
+        self.ncol = sum(e.width for e in self.encs)
+        self.counted = [name for name in self.raws if name != LABEL]
+
+
+def _process_block(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats):
+    """Validate a block, register its values, count train values; returns (codes, x, y) of kept rows."""
+    n = len(block)
+    st.raw_rows += n + block.skipped
+    st.add(st.skipped, block.path, block.skipped)
+    if n == 0:
+        return None
+    ids = ingest_all(state.raws, block.columns)
+    state.label.sync()
+    for enc in state.encs:
+        enc.sync()
+    bad = None
+    sources = [(ids[LABEL], state.label.bad, state.label.bad_mask)] if state.label.bad else []
+    sources += [(ids[e.spec.raw], e.bad, e.bad_mask) for e in state.encs if e.bad]
+    problems = []
+    for col_ids, messages, mask in sources:
+        rows = mask[col_ids]
+        if rows.any():
+            first = int(np.argmax(rows))
+            problems.append((first, messages[int(col_ids[first])]))
+            bad = rows if bad is None else (bad | rows)
+    if problems:
+        if spec.on_bad_rows != "skip":
+            row, msg = min(problems, key=lambda p: p[0])
+            raise DataFormatError(f"{block.path}:{int(block.line_numbers[row])}: {msg}")
+        st.add(st.skipped, block.path, bad.sum())
+    y = state.label.lut[ids[LABEL]]
+    drop = y == DROP
+    if bad is not None:
+        drop &= ~bad
+    st.add(st.dropped, block.path, drop.sum())
+    if bad is not None:
+        drop |= bad
+    keep = np.flatnonzero(~drop) if drop.any() else None
+    if keep is not None:
+        ids = {k: v[keep] for k, v in ids.items()}
+        y = y[keep]
+        row_index = block.row_index[keep]
+    else:
+        row_index = block.row_index
+    codes = _split_codes(spec, role, row_index)
+    x = np.empty((y.shape[0], state.ncol), np.int32)
+    for enc, off in zip(state.encs, state.offsets):
+        if enc.width == 1:
+            x[:, off] = enc.encode(ids[enc.spec.raw])
+        else:
+            x[:, off : off + enc.width] = enc.encode(ids[enc.spec.raw])
+    train = codes == _CODE["train"]
+    if train.any():
+        all_train = bool(train.all())
+        for name in state.counted:
+            state.raws[name].add_counts(ids[name] if all_train else ids[name][train])
+    return codes, x, y
+
+
+def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print, use_polars: bool = False) -> Path:
+    """Build (or reuse) the cache for ``spec`` under ``cache_root``; returns its directory.
+
+    ``use_polars``: keep the global dictionaries in polars (the columnar engine); the cache is the
+    same either way."""
     final = Path(cache_root) / f"{spec.dataset_id}-{spec.key()}"
     if (final / "feature_map.json").exists():
         return final
-    t0 = time.time()
+    t0 = time.perf_counter()
     log(f"[data] preprocessing {spec.dataset_id} into {final}")
-    counts, rows, positives, skipped = _count_pass(spec)
-    if rows["train"] == 0:
-        raise ValueError(f"{spec.dataset_id}: the train split is empty ({spec.files})")
-    vocabs = {c.name: _vocab(c, counts[c.name]) for c in spec.columns}
-    fields = tuple(
-        FieldSpec(
-            name=c.name,
-            type="sequence" if c.kind == "sequence" else "categorical",
-            vocab_size=len(vocabs[c.name]) + 2,
-            max_len=c.max_len if c.kind == "sequence" else 1,
-            source=c.kind,
-        )
-        for c in spec.columns
-    )
-    lookups = {n: {t: i + 1 for i, t in enumerate(v)} for n, v in vocabs.items()}
-    fmap = FeatureMap(
-        dataset_id=spec.dataset_id,
-        fields=fields,
-        num_rows={s: rows[s] for s in SPLITS if rows[s]},
-        positive_rate={s: positives[s] / rows[s] for s in SPLITS if rows[s]},
-        skipped_rows={k: v for k, v in skipped.items() if v},
-        info={"files": {r: p for r, p in spec.files if p}, "split": spec.split, "cache_key": spec.key()},
-    )
+    state = _State(spec, use_polars)
+    encs, ncol = state.encs, state.ncol
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    st = _Stats()
     try:
-        ncol = fmap.num_columns
-        xs, ys, fill = {}, {}, {}
-        for s in fmap.num_rows:
-            xs[s] = np.lib.format.open_memmap(tmp / f"{s}_x.npy", "w+", np.int32, (rows[s], ncol))
-            ys[s] = np.lib.format.open_memmap(tmp / f"{s}_y.npy", "w+", np.float32, (rows[s],))
-            fill[s] = 0
-        for chunk, codes in _iter_sources(spec):
-            enc = np.concatenate(
-                [_encode(c, chunk, lookups[c.name], f.oov_index) for c, f in zip(spec.columns, fields)],
-                axis=1,
-            )
-            for s in fmap.num_rows:
-                sel = codes == _CODE[s]
-                k = int(sel.sum())
-                xs[s][fill[s] : fill[s] + k] = enc[sel]
-                ys[s][fill[s] : fill[s] + k] = chunk.labels[sel]
-                fill[s] += k
-        for s in fmap.num_rows:
-            xs[s].flush()
-            ys[s].flush()
-            if fill[s] != rows[s]:
-                raise RuntimeError(f"{s}: encoded {fill[s]} rows but counted {rows[s]} (files changed?)")
-        del xs, ys
-        (tmp / "vocab.json").write_text(json.dumps({n: [str(t) for t in v] for n, v in vocabs.items()}))
+        xw = {s: _NpyAppender(tmp / f"{s}_x.npy", np.int32, ncol) for s in SPLITS}
+        yw = {s: _NpyAppender(tmp / f"{s}_y.npy", np.float32, None) for s in SPLITS}
+        for role, path in spec.files:
+            if not path:
+                continue
+            for block in spec.reader(path):
+                out = _process_block(spec, role, block, state, st)
+                if out is None:
+                    continue
+                codes, x, y = out
+                for s, code in _CODE.items():
+                    sel = codes == code
+                    if sel.all():
+                        xw[s].write(x)
+                        yw[s].write(y)
+                    elif sel.any():
+                        xw[s].write(x[sel])
+                        yw[s].write(y[sel])
+                    st.positives[s] += float(y[sel].sum())
+        for s in SPLITS:
+            xw[s].close()
+            yw[s].close()
+            st.rows[s] = xw[s].rows
+        t1 = time.perf_counter()
+        if st.rows["train"] == 0:
+            raise ValueError(f"{spec.dataset_id}: the train split is empty ({spec.files})")
+        vocabs, tables = [], []
+        for e in encs:
+            v, tab = e.finalize()
+            vocabs.append(v)
+            tables.append(tab)
+        fields = tuple(
+            FieldSpec(name=c.name, type="sequence" if c.kind == "sequence" else "categorical",
+                      vocab_size=len(v) + 2, max_len=e.width, source=c.kind)
+            for c, e, v in zip(spec.columns, encs, vocabs)
+        )
+        starts = np.cumsum([0] + [t.shape[0] for t in tables])[:-1]
+        col_offsets = np.repeat(starts, [e.width for e in encs]).astype(np.int32)
+        lut = np.concatenate(tables).astype(np.int32)
+        step = max(1, (32 << 20) // (4 * ncol))
+        for s in SPLITS:
+            if st.rows[s]:
+                _remap_in_place(tmp / f"{s}_x.npy", ncol, col_offsets, lut, step)
+            else:
+                (tmp / f"{s}_x.npy").unlink()
+                (tmp / f"{s}_y.npy").unlink()
+        t2 = time.perf_counter()
+        fmap = FeatureMap(
+            dataset_id=spec.dataset_id,
+            fields=fields,
+            num_rows={s: st.rows[s] for s in SPLITS if st.rows[s]},
+            positive_rate={s: st.positives[s] / st.rows[s] for s in SPLITS if st.rows[s]},
+            skipped_rows=dict(st.skipped),
+            info={"files": {r: p for r, p in spec.files if p}, "split": spec.split, "cache_key": spec.key(),
+                  "label_rule": spec.label_rule.describe(), "dropped_by_label_rule": dict(st.dropped),
+                  "raw_rows": st.raw_rows},
+        )
+        (tmp / "vocab.json").write_text(json.dumps({c.name: [str(t) for t in v] for c, v in zip(spec.columns, vocabs)}))
+        (tmp / "build.json").write_text(json.dumps({"count_pass_s": t1 - t0, "encode_pass_s": t2 - t1,
+                                                    "raw_rows": st.raw_rows, "distinct_values": {k: r.n for k, r in state.raws.items() if k != LABEL}}))
         fmap.save(tmp / "feature_map.json")
         try:
             os.replace(tmp, final)
@@ -214,8 +335,11 @@ def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print) -
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(
-        f"[data] {spec.dataset_id}: rows {fmap.num_rows}, {fmap.total_vocab:,} embedding rows, "
-        f"{time.time() - t0:.1f}s"
-    )
+    extra = ""
+    if st.skipped:
+        extra += f", skipped bad rows {dict(st.skipped)}"
+    if st.dropped:
+        extra += f", dropped by the label rule {dict(st.dropped)}"
+    log(f"[data] {spec.dataset_id}: rows {fmap.num_rows}, {fmap.total_vocab:,} embedding rows, "
+        f"{time.perf_counter() - t0:.1f}s (count {t1 - t0:.1f}s, encode {t2 - t1:.1f}s){extra}")
     return final

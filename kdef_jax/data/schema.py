@@ -1,23 +1,93 @@
-"""Raw-data schema: what the columns of a raw file are and how each becomes tokens.
+"""Raw-data schema: columns, how each becomes tokens, the label rule, and the block that readers yield.
 
 Column kinds (reference spec §1.2-1.3):
-* ``categorical``: the raw string is the token; ``na_value`` (default "") is missing → OOV.
+* ``categorical``: the raw string (after an optional ``transform``) is the token; ``na_value``
+  (default "") is missing → OOV.
 * ``numeric_bucket``: v = float(raw) with missing → 0; bucket(v) = ⌊(ln v)²⌋ if v > 2 else int(v)
   (truncation toward 0); the bucket is then a categorical token, sorted numerically. With
   ``zero_is_missing`` (FuxiCTR 2.0.1's Criteo quirk, spec §1.2.6) bucket 0 is the NA token, so a
   missing value and a genuine 0 both map to OOV.
-* ``sequence``: the raw string split on ``splitter``; each token is looked up; keep the first
-  ``max_len`` tokens, post-pad with 0 (PAD).
+* ``sequence``: the raw string split on ``splitter``; each token is looked up (an ``na_value``
+  token inside a sequence becomes PAD, as FuxiCTR v2.0's ``encode_sequence``); keep the first
+  ``max_len`` tokens, post-pad with 0 (PAD). Every token of the train rows is counted, including
+  the ones past ``max_len``.
+
+Readers yield :class:`Block`s: for every raw column either a block-local dictionary encoding
+``(indices int32 [n], values list[str])`` (plain-Python engine) or a polars String Series (columnar
+engine). All value-level work (transforms, bucketing, label rules, validation) runs once per
+distinct value (:mod:`kdef_jax.data.vocab`), not once per row.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+import datetime
+import math
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 COLUMN_KINDS = ("categorical", "numeric_bucket", "sequence")
+LABEL = "__label__"  # key of the label column in Block.columns
+
+
+class DataFormatError(ValueError):
+    """Malformed input, with the file and line that caused it."""
+
+
+# ------------------------------------------------------------------------------------ transforms
+
+
+def _isrc_country(v: str) -> str:
+    return v[:2]
+
+
+def _kkbox_age(v: str) -> str:
+    """KKBox ``bd``: "" if missing or outside [1, 95]; else "1" (≤10), "2" (≤20) … "7" (>60)."""
+    if v == "":
+        return ""
+    a = float(v)
+    if not 1 <= a <= 95:
+        return ""
+    for i, hi in enumerate((10, 20, 30, 40, 50, 60), start=1):
+        if a <= hi:
+            return str(i)
+    return "7"
+
+
+def _yymmddhh(v: str) -> tuple:
+    if len(v) != 8 or not v.isdigit():
+        raise ValueError(f"expected an hour stamp YYMMDDHH, got {v!r}")
+    return datetime.date(2000 + int(v[0:2]), int(v[2:4]), int(v[4:6])), int(v[6:8])
+
+
+def _hour_of_day(v: str) -> str:
+    return str(_yymmddhh(v)[1])
+
+
+def _weekday(v: str) -> str:
+    return _yymmddhh(v)[0].strftime("%w")  # Sunday = 0, as FuxiCTR's Avazu convert_weekday
+
+
+def _weekend(v: str) -> str:
+    return "1" if _yymmddhh(v)[0].strftime("%w") in ("6", "0") else "0"
+
+
+def _libfm_index(v: str) -> str:
+    idx = v.partition(":")[0]
+    if not idx:
+        raise ValueError(f"pair {v!r} has no index before ':'")
+    return idx
+
+
+TRANSFORMS: dict[str, Callable[[str], str]] = {
+    "isrc_country": _isrc_country,  # KKBox isrc → 2-letter country code
+    "kkbox_age": _kkbox_age,  # KKBox bd → 7 age buckets
+    "hour_of_day": _hour_of_day,  # Avazu hour YYMMDDHH → "0".."23"
+    "weekday": _weekday,  # Avazu hour YYMMDDHH → "0" (Sunday) .. "6"
+    "weekend": _weekend,  # Avazu hour YYMMDDHH → "1" on Saturday/Sunday
+    "libfm_index": _libfm_index,  # "idx:val" → "idx"
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +99,8 @@ class ColumnSpec:
     splitter: str = "|"
     na_value: str = ""
     zero_is_missing: bool = True  # numeric_bucket only
+    source: str = ""  # raw column this field reads ("" = the field's own name)
+    transform: str = ""  # a TRANSFORMS key applied to the raw value first ("" = none)
 
     def __post_init__(self):
         if self.kind not in COLUMN_KINDS:
@@ -37,84 +109,173 @@ class ColumnSpec:
             raise ValueError(f"column {self.name!r}: min_count must be >= 1, got {self.min_count}")
         if self.kind == "sequence" and self.max_len < 1:
             raise ValueError(f"column {self.name!r}: sequence max_len must be >= 1")
+        if self.kind != "sequence" and self.max_len != 1:
+            raise ValueError(f"column {self.name!r}: max_len applies to sequence fields only")
+        if self.kind == "sequence" and not self.splitter:
+            raise ValueError(f"column {self.name!r}: a sequence needs a splitter")
+        if self.transform and self.transform not in TRANSFORMS:
+            raise ValueError(f"column {self.name!r}: transform {self.transform!r} not in {sorted(TRANSFORMS)}")
+
+    @property
+    def raw(self) -> str:
+        return self.source or self.name
+
+
+# ------------------------------------------------------------------------------------ label rule
+
+DROP = -1.0  # label value of a row the rule drops (e.g. MovieLens rating 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelRule:
+    """How a raw label becomes 0/1 or is dropped.
+
+    ``map``: the raw string must be a key of ``mapping`` (else the row is bad).
+    ``threshold``: float(raw) ≥ ``positive_min`` → 1, ≤ ``negative_max`` → 0, in between → dropped
+    (MovieLens: ``threshold:4:2`` keeps ratings 4, 5 as positives, 1, 2 as negatives, drops 3).
+    """
+
+    kind: str = "map"
+    mapping: tuple = (("0", 0.0), ("1", 1.0), ("0.0", 0.0), ("1.0", 1.0))
+    positive_min: float = 1.0
+    negative_max: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str, default: "LabelRule | None" = None) -> "LabelRule":
+        """"" → ``default``; "binary"; "libfm" (1/+1 → 1, -1/0 → 0); "threshold:POS:NEG";
+        "map:raw=0|1,raw=0|1,..."."""
+        text = (text or "").strip()
+        if not text:
+            return default or cls()
+        if text == "binary":
+            return cls()
+        if text == "libfm":
+            return cls(mapping=(("1", 1.0), ("+1", 1.0), ("-1", 0.0), ("0", 0.0)))
+        kind, _, rest = text.partition(":")
+        try:
+            if kind == "threshold":
+                pos, neg = (float(t) for t in rest.split(":"))
+                if neg >= pos:
+                    raise ValueError("NEG must be < POS")
+                return cls(kind="threshold", mapping=(), positive_min=pos, negative_max=neg)
+            if kind == "map":
+                pairs = tuple((k, float(v)) for k, _, v in (p.partition("=") for p in rest.split(",")))
+                if not pairs or any(v not in (0.0, 1.0) for _, v in pairs):
+                    raise ValueError("every mapped label must be 0 or 1")
+                return cls(mapping=pairs)
+        except ValueError as e:
+            raise ValueError(f"label rule {text!r}: {e}") from None
+        raise ValueError(f"label rule {text!r}: use binary, libfm, threshold:POS:NEG or map:raw=0|1,...")
+
+    def describe(self) -> str:
+        if self.kind == "threshold":
+            return f">= {self.positive_min:g} -> 1, <= {self.negative_max:g} -> 0, otherwise dropped"
+        return "one of " + str(sorted(k for k, _ in self.mapping))
+
+    def apply(self, values: Sequence[str]) -> tuple[np.ndarray, dict]:
+        """Label per distinct raw value (float32; DROP for dropped) and {entry: message} of bad ones."""
+        out = np.empty(len(values), np.float32)
+        bad = {}
+        if self.kind == "map":
+            m = dict(self.mapping)
+            for j, v in enumerate(values):
+                lab = m.get(v)
+                if lab is None:
+                    bad[j] = f"label {v!r} is not {self.describe()}"
+                    lab = DROP
+                out[j] = lab
+            return out, bad
+        for j, v in enumerate(values):
+            try:
+                f = float(v)
+                if not math.isfinite(f):
+                    raise ValueError
+            except ValueError:
+                bad[j] = f"label {v!r} is not a number ({self.describe()})"
+                out[j] = DROP
+                continue
+            out[j] = 1.0 if f >= self.positive_min else (0.0 if f <= self.negative_max else DROP)
+        return out, bad
+
+
+# ------------------------------------------------------------------------------------ blocks
 
 
 @dataclasses.dataclass
-class RawChunk:
-    """A block of consecutive rows of one raw file, column-wise, before tokenisation."""
+class Block:
+    """Consecutive rows of one raw file, column by column."""
 
     path: str
-    line_numbers: np.ndarray  # int64 [n], 1-based line numbers in the file (for error messages)
-    labels: np.ndarray  # float32 [n], already validated to {0, 1}
-    columns: dict  # name -> np.ndarray of str (object dtype), [n]
+    line_numbers: np.ndarray  # int64 [n], 1-based line numbers (for error messages)
     row_index: np.ndarray  # int64 [n], 0-based data-row index in the file, counting skipped rows
-    skipped: int = 0  # malformed rows skipped in this chunk (on_bad_rows="skip")
+    columns: dict  # raw column name (LABEL for the label) -> (indices int32 [n], values) or a polars Series
+    skipped: int = 0  # malformed rows skipped in this block (on_bad_rows="skip")
 
     def __len__(self) -> int:
-        return int(self.labels.shape[0])
+        return int(self.line_numbers.shape[0])
 
 
-class DataFormatError(ValueError):
-    """Malformed input, with the file and line that caused it."""
+def encode_local(strings: Sequence[str]) -> tuple[np.ndarray, list]:
+    """Dictionary-encode a list of strings in first-seen order: (indices int32, distinct values)."""
+    d: dict = {}
+    setdefault = d.setdefault
+    idx = [setdefault(v, len(d)) for v in strings]
+    return np.fromiter(idx, np.int32, len(idx)), list(d)
+
+
+def make_block(path: str, lines: Sequence[int], rows: Sequence[Sequence[str]], names: Sequence[str],
+               *, header_lines: int = 0, skipped: int = 0) -> Block:
+    """Block from Python rows (lists of strings, one per name); ``names[i]`` may be LABEL."""
+    n = len(rows)
+    lines = np.asarray(lines, dtype=np.int64)
+    cols = {}
+    for j, name in enumerate(names):
+        cols[name] = encode_local([r[j] for r in rows]) if n else (np.zeros(0, np.int32), [])
+    return Block(path, lines, lines - 1 - header_lines, cols, skipped)
+
+
+# ------------------------------------------------------------------------------------ bucketing
+
+
+def bucket_value(v: float) -> int:
+    """⌊(ln v)²⌋ if v > 2 else int(v) (truncation toward 0); spec §1.3."""
+    return int(math.floor(math.log(v) ** 2)) if v > 2 else int(v)
 
 
 def bucketize(raw: np.ndarray, *, path: str = "?", line_numbers=None, column: str = "?") -> np.ndarray:
-    """log² bucketing of numeric strings ("" → missing → 0). Returns int64 buckets."""
+    """log² bucketing of an array of numeric strings ("" → missing → 0). Returns int64 buckets."""
     raw = np.asarray(raw, dtype=object)
     out = np.zeros(raw.shape[0], dtype=np.int64)
-    present = raw != ""
-    if present.any():
+    for j, tok in enumerate(raw.tolist()):
+        if tok == "":
+            continue
         try:
-            v = np.asarray(raw[present], dtype=np.float64)
+            v = float(tok)
+            if not math.isfinite(v):
+                raise ValueError
         except ValueError:
-            for j, tok in zip(np.flatnonzero(present), raw[present]):
-                try:
-                    float(tok)
-                except ValueError:
-                    line = line_numbers[j] if line_numbers is not None else "?"
-                    raise DataFormatError(
-                        f"{path}:{line}: column {column!r} is numeric but holds {tok!r}"
-                    ) from None
-            raise
-        if not np.all(np.isfinite(v)):
-            j = np.flatnonzero(present)[np.flatnonzero(~np.isfinite(v))[0]]
             line = line_numbers[j] if line_numbers is not None else "?"
-            raise DataFormatError(f"{path}:{line}: column {column!r} holds non-finite {raw[j]!r}")
-        big = v > 2
-        b = np.trunc(v).astype(np.int64)
-        b[big] = np.floor(np.log(v[big]) ** 2).astype(np.int64)
-        out[present] = b
+            raise DataFormatError(f"{path}:{line}: column {column!r} is numeric but holds {tok!r}") from None
+        out[j] = bucket_value(v)
     return out
 
 
-def column_tokens(spec: ColumnSpec, chunk: RawChunk) -> np.ndarray | list:
-    """Tokens of one column: array for categorical/numeric (object/int64), list of lists for sequences."""
-    raw = chunk.columns[spec.name]
-    if spec.kind == "numeric_bucket":
-        return bucketize(raw, path=chunk.path, line_numbers=chunk.line_numbers, column=spec.name)
-    if spec.kind == "sequence":
-        return [[] if (s == spec.na_value or s == "") else s.split(spec.splitter) for s in raw]
-    return raw
-
-
-def is_missing(spec: ColumnSpec, tokens: np.ndarray) -> np.ndarray:
-    """Mask of tokens that are the field's NA value (never enter the vocabulary; encode to OOV)."""
-    if spec.kind == "numeric_bucket":
-        return tokens == 0 if spec.zero_is_missing else np.zeros(tokens.shape, bool)
-    return tokens == spec.na_value
-
-
-def iter_lines(fh, chunk_rows: int, *, path: str = "?", encoding: str = "utf-8", first_line: int = 1) -> Iterator[list]:
+def iter_lines(fh, chunk_rows: int, *, path: str = "?", encoding: str = "utf-8", first_line: int = 1,
+               on_bad_rows: str = "error") -> Iterator[list]:
     """Yield lists of up to ``chunk_rows`` decoded lines from a file opened in BINARY mode.
 
-    Each line is decoded on its own so undecodable bytes are reported with their exact line number.
+    Each line is decoded on its own so undecodable bytes are reported with their exact line number;
+    with ``on_bad_rows="skip"`` an undecodable line is yielded as None (the reader counts it).
     """
     buf, line_no = [], first_line
     for raw in fh:
         try:
             buf.append(raw.decode(encoding))
         except UnicodeDecodeError as e:
-            raise DataFormatError(f"{path}:{line_no}: undecodable bytes ({e.reason}); the file is not {encoding}") from None
+            if on_bad_rows != "skip":
+                raise DataFormatError(
+                    f"{path}:{line_no}: undecodable bytes ({e.reason}); the file is not {encoding}") from None
+            buf.append(None)
         line_no += 1
         if len(buf) >= chunk_rows:
             yield buf

@@ -1,11 +1,45 @@
-"""Student kinds by name. A new kind is one module file plus one line here.
+"""Student kinds by name. A new kind is one module file plus one line here (and, if it has
+hyperparameters of its own, a ``model.<kind>`` section in ``kdef_jax.config.base_config``).
 
 Each entry maps a name to (module class, builder) where builder(model_config) -> constructor kwargs.
+``_kind(cls, section)`` builds those kwargs from the shared keys the class has as fields
+(hidden_units, batch_norm, dropout_rng, fused) updated by every key of ``model.<section>``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+from kdef_jax.models.students.afn import AFNStudent
+from kdef_jax.models.students.autoint import AutoIntStudent
+from kdef_jax.models.students.cin import CINStudent, XDeepFMStudent
+from kdef_jax.models.students.dcn import CrossNetV2Student, DCNStudent, DCNv2Student
+from kdef_jax.models.students.ecn import ECNStudent
+from kdef_jax.models.students.final import FINALStudent
 from kdef_jax.models.students.mlp import MLPStudent
+from kdef_jax.models.students.pnn import IPNNStudent
+from kdef_jax.models.students.wide import DeepFMStudent, WideDeepStudent
+
+SHARED_KEYS = ("hidden_units", "batch_norm", "dropout_rng", "fused")
+
+
+def _freeze(v):
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+
+def _kind(cls, section: str):
+    """(cls, builder): kwargs = shared keys that are fields of ``cls``, then ``model.<section>``'s keys."""
+    fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "dtype"}
+
+    def build(m) -> dict:
+        kw = {k: m[k] for k in SHARED_KEYS if k in fields and k in m}
+        for k, v in m[section].items():
+            if k not in fields:
+                raise ValueError(f"config model.{section}.{k}: {cls.__name__} has no such setting ({sorted(fields)})")
+            kw[k] = v
+        return {k: _freeze(v) for k, v in kw.items()}
+
+    return cls, build
 
 
 def _mlp_kwargs(m) -> dict:
@@ -19,6 +53,18 @@ def _mlp_kwargs(m) -> dict:
 
 STUDENTS = {
     "mlp": (MLPStudent, _mlp_kwargs),
+    "ipnn": _kind(IPNNStudent, "ipnn"),  # KDEF_Latest student 1 (spec §2.2)
+    "final": _kind(FINALStudent, "final"),  # KDEF_Latest student 2: FINAL 1B + field gate (§2.3)
+    "ecn": _kind(ECNStudent, "ecn"),  # KDEF_Latest student 3: ECN, one head (§2.4)
+    "crossnet": _kind(CrossNetV2Student, "crossnet"),  # CrossNetV2 alone (§2.5)
+    "dcnv2": _kind(DCNv2Student, "dcnv2"),
+    "dcn": _kind(DCNStudent, "dcn"),  # DCN v1
+    "cin": _kind(CINStudent, "cin"),  # CIN alone
+    "xdeepfm": _kind(XDeepFMStudent, "xdeepfm"),
+    "widedeep": _kind(WideDeepStudent, "widedeep"),
+    "deepfm": _kind(DeepFMStudent, "deepfm"),
+    "autoint": _kind(AutoIntStudent, "autoint"),  # AutoInt*: attention + MLP
+    "afn": _kind(AFNStudent, "afn"),  # AFN*: logarithmic net + MLP
 }
 
 

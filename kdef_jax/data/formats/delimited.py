@@ -1,91 +1,104 @@
-"""Delimited text reader: raw Criteo Kaggle TSV (no header), or CSV with a header row.
+"""Delimited text: raw Criteo Kaggle TSV (no header), BARS/FuxiCTR CSV with a header, raw Avazu CSV.
 
 ``column_names`` lists every raw column in file order when the file has no header; with
-``header=True`` the names come from the first line and the schema's columns must all be present.
-The label column must hold 0 or 1 (or a key of ``label_map``); anything else is an error naming the
-file and line. Empty strings are missing values.
+``header=True`` the names come from the first line and every column the schema reads must be in it.
+Empty strings are missing values. Structural problems (wrong column count, undecodable bytes) are
+errors naming the file and line, or skipped and counted with ``on_bad_rows="skip"``; value-level
+checks (label rule, numeric fields) happen in the preprocessing driver, also with file and line.
+
+This module is the plain-Python engine (a per-line loop, fine for small files and the reference for
+error messages); :mod:`kdef_jax.data.formats.columnar` parses large files with polars and falls back
+to :func:`lines_to_block` for any block it cannot take.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 from typing import Iterator, Sequence
 
-import numpy as np
-
-from kdef_jax.data.schema import DataFormatError, RawChunk, iter_lines
-
-DEFAULT_LABEL_MAP = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0}
+from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block
 
 
-def read_delimited(
-    path: str,
-    *,
-    label_column: str,
-    feature_columns: Sequence[str],
-    column_names: Sequence[str] = (),
-    header: bool = False,
-    delimiter: str = "\t",
-    label_map: dict | None = None,
-    on_bad_rows: str = "error",
-    chunk_rows: int = 200_000,
-    encoding: str = "utf-8",
-) -> Iterator[RawChunk]:
-    """Yield ``RawChunk``s with the label and ``feature_columns`` of a delimited text file."""
-    label_map = dict(label_map or DEFAULT_LABEL_MAP)
-    line_no = 0
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the wanted columns are in a delimited file."""
+
+    path: str
+    names: tuple  # every raw column, in file order
+    wanted: tuple  # (label column, *raw feature columns)
+    delimiter: str = "\t"
+    quotechar: str = ""  # "" = no quoting (Criteo TSV); '"' for pandas-written CSV
+    header_lines: int = 0
+    encoding: str = "utf-8"
+    on_bad_rows: str = "error"
+
+    @property
+    def positions(self) -> list:
+        return [self.names.index(c) for c in self.wanted]
+
+
+def open_layout(path: str, *, label_column: str, feature_columns: Sequence[str], column_names: Sequence[str] = (),
+                header: bool = False, delimiter: str = "\t", quotechar: str = "", encoding: str = "utf-8",
+                on_bad_rows: str = "error") -> Layout:
+    """Read the header (if any) and check that the label and every wanted column exist."""
     try:
         fh = open(path, "rb")
     except OSError as e:
         raise DataFormatError(f"{path}: cannot open ({e.strerror})") from e
     with fh:
-        names = list(column_names)
+        first = fh.readline()
+    if not first:
+        raise DataFormatError(f"{path}: file is empty" + (" (expected a header line)" if header else ""))
+    names = list(column_names)
+    if header:
+        try:
+            text = first.decode(encoding).rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise DataFormatError(f"{path}:1: undecodable bytes in the header ({e.reason})") from None
+        names = next(csv.reader([text], delimiter=delimiter, quotechar=quotechar or None)) if quotechar else text.split(delimiter)
+    if not names:
+        raise DataFormatError(f"{path}: no column names (set header=True or column_names)")
+    wanted = [label_column, *dict.fromkeys(feature_columns)]
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise DataFormatError(f"{path}: columns {missing} of the schema are not among the file's columns {names}")
+    return Layout(path, tuple(names), tuple(wanted), delimiter, quotechar, int(header), encoding, on_bad_rows)
+
+
+def lines_to_block(lay: Layout, lines: list, first_line: int) -> Block:
+    """Parse decoded lines (None = undecodable) numbered from ``first_line`` into a Block."""
+    pos, ncol = lay.positions, len(lay.names)
+    rows, nums, skipped = [], [], 0
+    split = (lambda s: next(csv.reader([s], delimiter=lay.delimiter, quotechar=lay.quotechar))) if lay.quotechar else None
+    for k, line in enumerate(lines):
+        line_no = first_line + k
+        if line is None:
+            problem = f"undecodable bytes; the file is not {lay.encoding}"
+        else:
+            text = line.rstrip("\r\n")
+            parts = split(text) if split and '"' in text else text.split(lay.delimiter)
+            problem = None if len(parts) == ncol else f"expected {ncol} columns, found {len(parts)}"
+        if problem is not None:
+            if lay.on_bad_rows == "skip":
+                skipped += 1
+                continue
+            raise DataFormatError(f"{lay.path}:{line_no}: {problem}")
+        rows.append([parts[p] for p in pos])
+        nums.append(line_no)
+    return make_block(lay.path, nums, rows, (LABEL, *lay.wanted[1:]), header_lines=lay.header_lines, skipped=skipped)
+
+
+def read_delimited(path: str, *, label_column: str, feature_columns: Sequence[str], column_names: Sequence[str] = (),
+                   header: bool = False, delimiter: str = "\t", quotechar: str = "", encoding: str = "utf-8",
+                   on_bad_rows: str = "error", chunk_rows: int = 100_000) -> Iterator[Block]:
+    """Yield Blocks with the label and ``feature_columns`` of a delimited text file (plain Python)."""
+    lay = open_layout(path, label_column=label_column, feature_columns=feature_columns, column_names=column_names,
+                      header=header, delimiter=delimiter, quotechar=quotechar, encoding=encoding, on_bad_rows=on_bad_rows)
+    with open(path, "rb") as fh:
         if header:
-            first = fh.readline()
-            line_no = 1
-            if not first:
-                raise DataFormatError(f"{path}: file is empty (expected a header line)")
-            try:
-                names = first.decode(encoding).rstrip("\r\n").split(delimiter)
-            except UnicodeDecodeError as e:
-                raise DataFormatError(f"{path}:1: undecodable bytes in the header ({e.reason})") from None
-        if not names:
-            raise DataFormatError(f"{path}: no column names (set header=True or column_names)")
-        wanted = [label_column, *feature_columns]
-        missing = [c for c in wanted if c not in names]
-        if missing:
-            raise DataFormatError(f"{path}: columns {missing} are not among the file's columns {names}")
-        pos = [names.index(c) for c in wanted]
-        ncol = len(names)
-        for lines in iter_lines(fh, chunk_rows, path=path, encoding=encoding, first_line=line_no + 1):
-            labels, rows, nums, skipped = [], [], [], 0
-            for line in lines:
-                line_no += 1
-                parts = line.rstrip("\r\n").split(delimiter)
-                if len(parts) != ncol:
-                    problem = f"expected {ncol} columns, found {len(parts)}"
-                elif parts[pos[0]] not in label_map:
-                    problem = f"label {parts[pos[0]]!r} in column {label_column!r} is not one of {sorted(label_map)}"
-                else:
-                    problem = None
-                if problem is not None:
-                    if on_bad_rows == "skip":
-                        skipped += 1
-                        continue
-                    raise DataFormatError(f"{path}:{line_no}: {problem}")
-                labels.append(label_map[parts[pos[0]]])
-                rows.append([parts[p] for p in pos[1:]])
-                nums.append(line_no)
-            n = len(labels)
-            cols = np.empty((n, len(pos) - 1), dtype=object)
-            if n:
-                cols[:] = rows
-            yield RawChunk(
-                path=path,
-                line_numbers=np.asarray(nums, dtype=np.int64),
-                labels=np.asarray(labels, dtype=np.float32),
-                columns={c: cols[:, j] for j, c in enumerate(feature_columns)},
-                row_index=np.asarray(nums, dtype=np.int64) - 1 - int(header),
-                skipped=skipped,
-            )
-    if line_no == 0:
-        raise DataFormatError(f"{path}: file is empty")
+            fh.readline()
+        line_no = 1 + lay.header_lines
+        for lines in iter_lines(fh, chunk_rows, path=path, encoding=encoding, first_line=line_no, on_bad_rows=on_bad_rows):
+            yield lines_to_block(lay, lines, line_no)
+            line_no += len(lines)

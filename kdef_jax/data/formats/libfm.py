@@ -1,69 +1,74 @@
-"""libFM / libSVM reader (Frappe, iPinYou): ``<label> <idx>:<val> <idx>:<val> ...``.
+"""libFM / libSVM (Frappe, iPinYou): ``<label> <idx>:<val> <idx>:<val> ...``.
 
 Every row has exactly one ``idx:val`` pair per field, in field order; the field is the position.
-The token of a field is its ``idx`` string. Labels go through ``label_map`` (Frappe uses 1/-1,
-iPinYou 1/0); a label outside it is an error naming the file and line.
+The reader yields the raw pairs; the field's ``libfm_index`` transform takes the ``idx`` as the
+token. With a feature index (iPinYou's ``featindex.fm.txt``: ``field:value<TAB>index``), the index
+is translated back to the field's value, and an index that belongs to another field is an error.
 """
 
 from __future__ import annotations
 
 from typing import Iterator, Sequence
 
-import numpy as np
-
-from kdef_jax.data.schema import DataFormatError, RawChunk, iter_lines
-
-DEFAULT_LABEL_MAP = {"1": 1.0, "-1": 0.0, "0": 0.0, "+1": 1.0}
+from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block
 
 
-def read_libfm(
-    path: str,
-    field_names: Sequence[str],
-    *,
-    label_map: dict | None = None,
-    on_bad_rows: str = "error",
-    chunk_rows: int = 200_000,
-) -> Iterator[RawChunk]:
-    """Yield ``RawChunk``s of a libFM file whose rows hold one pair per field in ``field_names``."""
-    label_map = dict(label_map or DEFAULT_LABEL_MAP)
+def read_featindex(path: str) -> dict:
+    """``field:value<TAB>index`` lines → {index string: (field, value)}."""
+    out = {}
+    try:
+        fh = open(path, "rb")
+    except OSError as e:
+        raise DataFormatError(f"{path}: cannot open feature index ({e.strerror})") from e
+    with fh:
+        for lines in iter_lines(fh, 100_000, path=path):
+            for k, line in enumerate(lines):
+                text = line.rstrip("\r\n")
+                if not text:
+                    continue
+                key, sep, idx = text.rpartition("\t")
+                field, colon, value = key.partition(":")
+                if not sep or not colon or not idx.strip():
+                    raise DataFormatError(f"{path}: line {text!r} is not 'field:value<TAB>index'")
+                out[idx.strip()] = (field, value)
+    if not out:
+        raise DataFormatError(f"{path}: feature index is empty")
+    return out
+
+
+def lines_to_block(path: str, lines: list, first_line: int, field_names: Sequence[str], on_bad_rows: str) -> Block:
     nf = len(field_names)
-    line_no = 0
-    with open(path, "rb") as fh:
-        for lines in iter_lines(fh, chunk_rows, path=path):
-            labels, toks, nums, skipped = [], [], [], 0
-            for line in lines:
-                line_no += 1
-                parts = line.split()
-                if not parts:
-                    problem = "empty line"
-                elif len(parts) - 1 != nf:
-                    problem = f"expected {nf} 'index:value' pairs after the label, found {len(parts) - 1}"
-                elif parts[0] not in label_map:
-                    problem = f"label {parts[0]!r} is not one of {sorted(label_map)}"
-                else:
-                    problem = None
-                    idx = [p.partition(":")[0] for p in parts[1:]]
-                    if any(not t for t in idx):
-                        problem = "a pair has no index before ':'"
-                if problem is not None:
-                    if on_bad_rows == "skip":
-                        skipped += 1
-                        continue
-                    raise DataFormatError(f"{path}:{line_no}: {problem}")
-                labels.append(label_map[parts[0]])
-                toks.append(idx)
-                nums.append(line_no)
-            n = len(labels)
-            cols = np.empty((n, nf), dtype=object)
-            if n:
-                cols[:] = toks
-            yield RawChunk(
-                path=path,
-                line_numbers=np.asarray(nums, dtype=np.int64),
-                labels=np.asarray(labels, dtype=np.float32),
-                columns={name: cols[:, j] for j, name in enumerate(field_names)},
-                row_index=np.asarray(nums, dtype=np.int64) - 1,
-                skipped=skipped,
-            )
-    if line_no == 0:
+    rows, nums, skipped = [], [], 0
+    for k, line in enumerate(lines):
+        parts = line.split() if line is not None else None
+        if parts is None:
+            problem = "undecodable bytes; the file is not utf-8"
+        elif not parts:
+            problem = "empty line"
+        elif len(parts) - 1 != nf:
+            problem = f"expected {nf} 'index:value' pairs after the label, found {len(parts) - 1}"
+        else:
+            problem = None
+        if problem is not None:
+            if on_bad_rows == "skip":
+                skipped += 1
+                continue
+            raise DataFormatError(f"{path}:{first_line + k}: {problem}")
+        rows.append(parts)
+        nums.append(first_line + k)
+    return make_block(path, nums, rows, (LABEL, *field_names), skipped=skipped)
+
+
+def read_libfm(path: str, field_names: Sequence[str], *, on_bad_rows: str = "error", chunk_rows: int = 100_000) -> Iterator[Block]:
+    """Yield Blocks of a libFM file whose rows hold one pair per field in ``field_names`` (plain Python)."""
+    try:
+        fh = open(path, "rb")
+    except OSError as e:
+        raise DataFormatError(f"{path}: cannot open ({e.strerror})") from e
+    line_no = 1
+    with fh:
+        for lines in iter_lines(fh, chunk_rows, path=path, on_bad_rows=on_bad_rows):
+            yield lines_to_block(path, lines, line_no, field_names, on_bad_rows)
+            line_no += len(lines)
+    if line_no == 1:
         raise DataFormatError(f"{path}: file is empty")

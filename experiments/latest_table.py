@@ -1,0 +1,116 @@
+"""KDEF_Latest on Frappe: ensemble and per-student test AUC, vs each student trained alone, vs the reference.
+
+Reads the runs of experiments/run_seeds.py (``<workdir>/<setting>_seed<seed>/results.json``) for the
+settings ``latest`` (IPNN + FINAL + ECN, KDEF loss) and ``<kind>_alone`` (one student, variant
+"independent", same hyperparameters), and writes JSON plus a Markdown table:
+
+    python experiments/run_seeds.py --config configs/kdef_latest_frappe.py --workdir runs/frappe_latest \
+        --setting latest --setting ipnn_alone model.students=ipnn:1 loss.variant=independent \
+        --setting final_alone model.students=final:1 loss.variant=independent \
+        --setting ecn_alone model.students=ecn:1 loss.variant=independent \
+        --out runs/frappe_latest/summary.json
+    python experiments/latest_table.py --workdir runs/frappe_latest --out experiments/results/frappe_kdef_latest.json
+
+Reference: the authors' PyTorch EKTF_L on the same split and settings, seeds 2024-2026
+(shared/reference/bench/reference-perf.md §5.4; students' AUCs are the 6-decimal log values, 4 shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+STUDENTS = ("ipnn", "final", "ecn")
+SEEDS = (2024, 2025, 2026)
+REFERENCE = {  # test AUC, EKTF_L, Frappe mod10, batch 4096, emb L2 0.01, [400]x3, dropouts 0.1/0.1/0.3, 2 cross layers
+    "ensemble": (0.95384, 0.95456, 0.95385),
+    "ipnn": (0.9521, 0.9531, 0.9527),
+    "final": (0.9493, 0.9515, 0.9512),
+    "ecn": (0.9450, 0.9481, 0.9411),
+}
+
+
+def _auc(res: dict, model: str) -> float:
+    (row,) = [r for r in res["rows"] if r["model"] == model]
+    return row["test_auc"]
+
+
+def collect(workdir: Path, seeds=SEEDS) -> dict:
+    per_seed = []
+    for i, seed in enumerate(seeds):
+        latest = json.loads((workdir / f"latest_seed{seed}" / "results.json").read_text())
+        row = {"seed": seed, "epochs": latest["epochs_run"], "best_epoch": latest["best_epoch"], "wall_s": latest["wall_s"],
+               "ensemble": _auc(latest, "ensemble"), "ensemble_test_logloss": latest["rows"][0]["test_logloss"],
+               "reference": {k: v[i] for k, v in REFERENCE.items()}}
+        for s in STUDENTS:
+            alone = json.loads((workdir / f"{s}_alone_seed{seed}" / "results.json").read_text())
+            row[s] = _auc(latest, s)
+            row[f"{s}_alone"] = _auc(alone, "ensemble")  # K=1: the ensemble row is the student
+            row[f"{s}_alone_epochs"] = alone["epochs_run"]
+        per_seed.append(row)
+    keys = ["ensemble", *STUDENTS, *(f"{s}_alone" for s in STUDENTS)]
+    mean = {k: statistics.fmean(r[k] for r in per_seed) for k in keys}
+    ref_mean = {k: statistics.fmean(v) for k, v in REFERENCE.items()}
+    return {"dataset": "frappe_mod10", "config": "configs/kdef_latest_frappe.py", "seeds": list(seeds),
+            "per_seed": per_seed, "mean": mean, "reference_mean": ref_mean,
+            "target": {"ensemble_mean_at_least": round(ref_mean["ensemble"] - 0.001, 4)}}
+
+
+def markdown(t: dict) -> str:
+    f = "{:.4f}".format
+    lines = [
+        "KDEF_Latest (IPNN + FINAL + ECN) on Frappe (mod10 split), test AUC. \"in ensemble\": the student "
+        "inside the KDEF_Latest run; \"alone\": the same student trained by itself (K=1, loss variant "
+        "\"independent\", same hyperparameters). ref = the authors' PyTorch EKTF_L, same split and settings.",
+        "",
+        "| seed | ensemble (ref) | IPNN in ensemble (ref) | FINAL in ensemble (ref) | ECN in ensemble (ref) "
+        "| IPNN alone | FINAL alone | ECN alone | epochs (best) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in t["per_seed"]:
+        ref = r["reference"]
+        lines.append(
+            f"| {r['seed']} | **{f(r['ensemble'])}** ({ref['ensemble']:.5f}) | {f(r['ipnn'])} ({f(ref['ipnn'])}) | "
+            f"{f(r['final'])} ({f(ref['final'])}) | {f(r['ecn'])} ({f(ref['ecn'])}) | {f(r['ipnn_alone'])} | "
+            f"{f(r['final_alone'])} | {f(r['ecn_alone'])} | {r['epochs']} ({r['best_epoch']}) |"
+        )
+    m, rm = t["mean"], t["reference_mean"]
+    lines.append(
+        f"| **mean** | **{f(m['ensemble'])}** ({rm['ensemble']:.5f}) | {f(m['ipnn'])} ({f(rm['ipnn'])}) | "
+        f"{f(m['final'])} ({f(rm['final'])}) | {f(m['ecn'])} ({f(rm['ecn'])}) | {f(m['ipnn_alone'])} | "
+        f"{f(m['final_alone'])} | {f(m['ecn_alone'])} | |"
+    )
+    best_alone = max(m[f"{s}_alone"] for s in STUDENTS)
+    lines += [
+        "",
+        f"Ensemble mean {f(m['ensemble'])} vs reference {f(rm['ensemble'])} (target ≥ "
+        f"{t['target']['ensemble_mean_at_least']}); ensemble − best student trained alone: "
+        f"{m['ensemble'] - best_alone:+.4f}; ensemble − best student inside it: "
+        f"{m['ensemble'] - max(m[s] for s in STUDENTS):+.4f}. KDEF_Latest wall time per run "
+        f"{statistics.fmean(r['wall_s'] for r in t['per_seed']):.0f} s (2 CPU threads, shared machine; "
+        "the reference: 92-131 s train).",
+        "",
+        "Reproduce: the two commands in experiments/latest_table.py's docstring (run_seeds.py with the settings "
+        "latest / ipnn_alone / final_alone / ecn_alone on configs/kdef_latest_frappe.py, then this table).",
+    ]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--out", required=True, help="JSON path (a .md table is written beside it)")
+    args = ap.parse_args()
+    table = collect(Path(args.workdir))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(table, indent=1))
+    md = markdown(table)
+    out.with_suffix(".md").write_text(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""Vocabulary building: raw values → global raw ids → tokens → final ids (spec §1.2).
+
+Pass 1 of the preprocessing gives every distinct value of every raw column a *raw id* (dense, first
+seen first) in a :class:`RawColumn` — a Python dict in the plain engine, a polars ``Categories``
+(a hash table in Rust, no Python per row) in the columnar engine — and counts the raw ids of the
+**train** rows. A field that uses its raw value as the token (plain categorical) needs nothing
+more until the end; a field with a transform, log² buckets or a sequence (:class:`FieldEncoder`)
+turns each *new* raw value into tokens once (so Python work is O(distinct values), never O(rows)).
+Memory is O(distinct values).
+
+At the end, :meth:`FieldEncoder.finalize` sums the counts per token, keeps tokens with count ≥
+min_count that are not the NA value, sorts them ascending (numbers numerically), numbers them
+1..n (PAD 0, OOV n+1) and returns the lookup table that pass 2 applies to the ids written in pass 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kdef_jax.data.schema import TRANSFORMS, ColumnSpec, LabelRule, bucket_value
+
+try:  # optional extra (columnar engine)
+    import polars as pl
+except ImportError:  # pragma: no cover - exercised when the extra is absent
+    pl = None
+
+
+def ingest_all(raws: dict, columns: dict) -> dict:
+    """Raw ids of every column of a block; polars Series are cast in one parallel ``select``."""
+    out, series = {}, {}
+    for name, col in columns.items():
+        if isinstance(col, tuple) or raws[name].cats is None:
+            out[name] = raws[name].ingest(col)
+        else:
+            series[name] = col
+    if series:
+        df = pl.DataFrame(series).select(
+            [pl.col(k).cast(pl.Categorical(raws[k].cats)).to_physical() for k in series])
+        for k, s in series.items():
+            out[k] = raws[k].absorb(df.get_column(k).to_numpy(), s)
+    return out
+
+
+def _grow(a: np.ndarray, n: int, fill=0) -> np.ndarray:
+    if n <= a.shape[0]:
+        return a
+    new = np.full((max(n, 2 * a.shape[0]),) + a.shape[1:], fill, a.dtype)
+    new[: a.shape[0]] = a
+    return new
+
+
+class RawColumn:
+    """Global dictionary of one raw column over every file of a build, with train counts."""
+
+    def __init__(self, name: str, *, need_values: bool, use_polars: bool):
+        self.name, self.need_values = name, need_values
+        self.n = 0
+        self.index: dict = {}  # plain engine: value -> raw id
+        self.values: list = []  # raw id -> value (plain engine, or columns that need Python values)
+        self.chunks: list = []  # polars engine, identity-only columns: pl.Series of new values in id order
+        self.cats = pl.Categories.random() if use_polars else None
+        # polars keeps a Categories' mapping only while a Series of that type is alive: hold one.
+        self._anchor = pl.Series([], dtype=pl.String).cast(pl.Categorical(self.cats)) if use_polars else None
+        self.counts = np.zeros(1024, np.int64)
+
+    # -------------------------------------------------------------- values → raw ids
+
+    def ingest(self, col) -> np.ndarray:
+        """Raw ids of one block column: ``(local indices, local values)`` or a polars String Series."""
+        if isinstance(col, tuple):
+            idx, values = col
+            if self.cats is None:
+                return self._lookup(values)[idx]
+            col = pl.Series(values, dtype=pl.String)
+            return self._ingest_series(col)[idx]
+        return self._ingest_series(col)
+
+    def _lookup(self, values: list) -> np.ndarray:
+        ids = self.index
+        got = list(map(ids.get, values))
+        if None in got:  # register the new values (C-level loops, no Python per value)
+            new = list(dict.fromkeys(v for v, g in zip(values, got) if g is None))
+            ids.update(zip(new, range(self.n, self.n + len(new))))
+            self.values.extend(new)
+            self.n += len(new)
+            got = list(map(ids.get, values))
+        return np.fromiter(got, np.int64, len(got))
+
+    def _ingest_series(self, s) -> np.ndarray:
+        return self.absorb(s.cast(pl.Categorical(self.cats)).to_physical().to_numpy(), s)
+
+    def absorb(self, phys: np.ndarray, s) -> np.ndarray:
+        """Record the values of ids first seen in ``phys`` (the Categories ids of String series ``s``)."""
+        fresh = np.flatnonzero(phys >= self.n)
+        if fresh.size:
+            u, first = np.unique(phys[fresh], return_index=True)
+            if u[0] != self.n or u[-1] != self.n + u.size - 1:
+                raise RuntimeError(f"column {self.name!r}: non-dense categorical ids {u[:5]}... after {self.n}")
+            new = s.gather(fresh[first])
+            if self.need_values:
+                self.values.extend(new.to_list())
+            else:
+                self.chunks.append(new)
+            self.n += int(u.size)
+        return phys.astype(np.int64, copy=False)
+
+    def add_counts(self, ids: np.ndarray) -> None:
+        self.counts = _grow(self.counts, self.n)
+        if ids.size * 8 > self.n:
+            self.counts[: self.n] += np.bincount(ids, minlength=self.n)
+        elif ids.size:
+            np.add.at(self.counts, ids, 1)
+
+    def strings(self, ids: np.ndarray) -> list:
+        if self.values or self.n == 0:
+            return [self.values[i] for i in ids.tolist()]
+        allv = pl.concat(self.chunks)
+        return allv.gather(ids).to_list()
+
+
+class LabelColumn:
+    """Label per raw label id through the label rule; bad ids with their messages."""
+
+    def __init__(self, raw: RawColumn, rule: LabelRule):
+        self.raw, self.rule = raw, rule
+        self.lut = np.zeros(0, np.float32)
+        self.bad: dict = {}
+        self.done = 0
+
+    def sync(self) -> None:
+        if self.raw.n > self.done:
+            lab, bad = self.rule.apply(self.raw.values[self.done : self.raw.n])
+            self.lut = np.concatenate([self.lut, lab])
+            self.bad.update({self.done + j: m for j, m in bad.items()})
+            self.done = self.raw.n
+
+    @property
+    def bad_mask(self) -> np.ndarray:
+        m = np.zeros(self.done, bool)
+        m[list(self.bad)] = True
+        return m
+
+
+class FieldEncoder:
+    """One model field over one raw column. Plain categorical fields are *identity* fields: their
+    pass-1 ids are the raw ids. Others map each raw value to token pids (0 = missing / PAD)."""
+
+    def __init__(self, spec: ColumnSpec, raw: RawColumn, featindex: dict | None = None):
+        self.spec, self.raw = spec, raw
+        self.fn = TRANSFORMS.get(spec.transform) if spec.transform else None
+        self.featindex = featindex  # libFM: index string -> (field name, value)
+        self.identity = spec.kind == "categorical" and self.fn is None and featindex is None
+        self.width = spec.max_len if spec.kind == "sequence" else 1
+        self.done = 0
+        self.bad: dict = {}  # raw id -> message
+        self.bad_mask = np.zeros(1024, bool)
+        self.tok_ids: dict = {None: 0}  # token -> pid
+        if spec.kind == "numeric_bucket":
+            if spec.zero_is_missing:
+                self.tok_ids[0] = 0
+        else:
+            self.tok_ids[spec.na_value] = 0
+        self.tokens: list = [None]  # pid -> token
+        self.raw2pid = np.zeros((1024, self.width) if spec.kind == "sequence" else 1024, np.int32)
+        self.raw2full: list = []  # sequences: untruncated pid lists per raw id (what the counts use)
+
+    # ------------------------------------------------------------------ new raw values → tokens
+
+    def _pre(self, v: str) -> str:
+        if self.fn is not None:
+            v = self.fn(v)
+        if self.featindex is not None:
+            hit = self.featindex.get(v)
+            if hit is None:
+                raise ValueError(f"index {v!r} is not in the feature index")
+            field, v = hit
+            if field != self.spec.raw:
+                raise ValueError(f"index belongs to field {field!r}, not {self.spec.raw!r}")
+        return v
+
+    def tokenize(self, values: list) -> tuple[list, dict]:
+        """Tokens of raw values, and {position: message} for values the schema rejects."""
+        s, bad, out = self.spec, {}, []
+        for j, v in enumerate(values):
+            try:
+                v = self._pre(v)
+                if s.kind == "categorical":
+                    out.append(v)
+                elif s.kind == "numeric_bucket":
+                    if v == "":
+                        out.append(0)  # fill_na 0
+                        continue
+                    try:
+                        f = float(v)
+                    except ValueError:
+                        raise ValueError(f"column {s.raw!r} is numeric but holds {v!r}") from None
+                    if not math.isfinite(f):
+                        raise ValueError(f"column {s.raw!r} holds non-finite {v!r}")
+                    out.append(bucket_value(f))
+                else:
+                    out.append([] if v == "" or v == s.na_value else v.split(s.splitter))
+            except ValueError as e:
+                msg = str(e)
+                bad[j] = msg if s.raw in msg else f"column {s.raw!r}: {msg}"
+                out.append([] if s.kind == "sequence" else None)
+        return out, bad
+
+    def _pids(self, toks: list) -> list:
+        ids = self.tok_ids
+        got = list(map(ids.get, toks))
+        if None in got:
+            new = list(dict.fromkeys(t for t, g in zip(toks, got) if g is None))
+            ids.update(zip(new, range(len(self.tokens), len(self.tokens) + len(new))))
+            self.tokens.extend(new)
+            got = list(map(ids.get, toks))
+        return got
+
+    def sync(self) -> None:
+        """Tokenize the raw values that appeared since the last call."""
+        if self.identity or self.raw.n == self.done:
+            return
+        lo, hi = self.done, self.raw.n
+        toks, bad = self.tokenize(self.raw.values[lo:hi])
+        self.raw2pid = _grow(self.raw2pid, hi)
+        self.bad_mask = _grow(self.bad_mask, hi, False)
+        for j, m in bad.items():
+            self.bad[lo + j] = m
+            self.bad_mask[lo + j] = True
+        if self.spec.kind != "sequence":
+            self.raw2pid[lo:hi] = self._pids(toks)
+        else:
+            flat = self._pids([t for seq in toks for t in seq])
+            pos = 0
+            for j, seq in enumerate(toks):
+                p = flat[pos : pos + len(seq)]
+                pos += len(seq)
+                self.raw2full.append(p)
+                k = min(len(p), self.width)
+                self.raw2pid[lo + j, :k] = p[:k]
+        self.done = hi
+
+    def encode(self, ids: np.ndarray) -> np.ndarray:
+        """Pass-1 ids of the rows whose raw ids are ``ids``: [n] (or [n, max_len])."""
+        return ids if self.identity else self.raw2pid[ids]
+
+    # ------------------------------------------------------------------ final vocabulary
+
+    def finalize(self) -> tuple[list, np.ndarray]:
+        """(kept tokens in ascending order, pass-1 id → final id table, int32)."""
+        raw_counts = _grow(self.raw.counts, self.raw.n)[: self.raw.n]
+        mc = self.spec.min_count
+        if self.identity:
+            cand = np.flatnonzero(raw_counts >= mc)
+            strs = self.raw.strings(cand)
+            pairs = sorted((s, int(r)) for s, r in zip(strs, cand.tolist()) if s != self.spec.na_value)
+            table = np.full(self.raw.n, len(pairs) + 1, np.int32)
+            if pairs:
+                table[[r for _, r in pairs]] = np.arange(1, len(pairs) + 1, dtype=np.int32)
+            return [s for s, _ in pairs], table
+        n_tok = len(self.tokens)
+        if self.spec.kind != "sequence":
+            counts = np.bincount(self.raw2pid[: self.raw.n], weights=raw_counts, minlength=n_tok)
+        else:
+            counts = np.zeros(n_tok, np.float64)
+            for r in np.flatnonzero(raw_counts).tolist():
+                for q in self.raw2full[r]:
+                    counts[q] += raw_counts[r]
+        counts[0] = 0  # missing / PAD is never a token
+        kept = [p for p in np.flatnonzero(counts >= mc).tolist() if p != 0]
+        kept.sort(key=self.tokens.__getitem__)  # ints numerically (numeric buckets), strings lexicographically
+        oov = len(kept) + 1
+        table = np.full(n_tok, oov, np.int32)
+        table[kept] = np.arange(1, oov, dtype=np.int32)
+        table[0] = 0 if self.spec.kind == "sequence" else oov  # PAD in sequences; missing → OOV otherwise
+        return [self.tokens[p] for p in kept], table
+

@@ -1,0 +1,516 @@
+"""Formats of issue 3 on tiny inline fixtures: both engines, MovieLens raw joins, sequences, Avazu /
+KKBox / iPinYou quirks, label rules, every bad-input class, TFDS (mocked), and the shared real data.
+
+Every fixture is written to tmp_path and every cache goes to tmp_path.
+"""
+import json
+import importlib.util
+
+import numpy as np
+import pytest
+
+from conftest import load_config_module, shared_data_dir
+from kdef_jax.config import base_config
+from kdef_jax.data import preprocess
+from kdef_jax.data.dataset import load_dataset
+from kdef_jax.data.formats import columnar
+from kdef_jax.data.schema import DataFormatError, LabelRule
+
+HAS_POLARS = columnar.available()
+try:
+  HAS_TFDS = importlib.util.find_spec("tensorflow_datasets") is not None
+except (ValueError, ImportError):  # blocked in sys.modules or by an import hook
+  HAS_TFDS = False
+ENGINES = ["python", pytest.param("columnar", marks=pytest.mark.skipif(
+    not HAS_POLARS, reason="polars (the 'preprocess' extra) is not installed"))]
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(no_home_cache):
+  yield
+
+
+def _quiet(*a, **k):
+  pass
+
+
+def _write(path, data):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if isinstance(data, bytes):
+    path.write_bytes(data)
+  else:
+    path.write_text(data, encoding="utf-8")
+  return path
+
+
+def _cfg(data_dir, cache_dir, **kw):
+  c = base_config().data
+  c.name = kw.pop("name", "fx")
+  c.data_dir, c.cache_dir = str(data_dir), str(cache_dir)
+  files = kw.pop("files", {})
+  for k, v in files.items():
+    c.files[k] = v
+  for k, v in kw.items():
+    setattr(c, k, v)
+  return c
+
+
+def _load(cfg):
+  return load_dataset(cfg, log=_quiet)
+
+
+def _x(ds, s):
+  return np.asarray(ds.splits[s].x)
+
+
+def _y(ds, s):
+  return np.asarray(ds.splits[s].y)
+
+
+def _vocab(ds):
+  return json.loads((ds.cache_dir / "vocab.json").read_text())
+
+
+# ============================================================================ engines agree
+
+CRITEO = (
+    "1\t\t-1\tb\tx\n"
+    "0\t0\t25\t\tx\n"
+    "1\t3\t2\ta\ty\n"
+    "0\t10\t-1.7\tb\t\n"
+    "1\t1000\t1\tc\tx\n"
+) * 7
+COLS = ("label", "I1", "I2", "C1", "C2")
+
+
+def _criteo_cfg(d, cache, engine, **kw):
+  return _cfg(d, cache, format="delimited", files={"train": "train.tsv", "test": "test.tsv"}, column_names=COLS,
+              fields=("I1", "I2", "C1", "C2"), numeric_fields=("I1", "I2"), engine=engine, **kw)
+
+
+@pytest.mark.skipif(not HAS_POLARS, reason="polars (the 'preprocess' extra) is not installed")
+@pytest.mark.parametrize("split", ["files", "random", "mod"])
+def test_engines_give_identical_caches_across_blocks(tmp_path, monkeypatch, split):
+  d = tmp_path / "raw"
+  _write(d / "train.tsv", CRITEO)
+  _write(d / "test.tsv", "0\t2.5\t26\td\ty\n1\t4\t7\ta\tz\n")
+  monkeypatch.setattr(columnar, "BLOCK_BYTES", 40)  # many tiny blocks: line numbers and splits must not depend on it
+  kw = {"split": split, "valid_mod": 3} if split != "files" else {}
+  a = _load(_criteo_cfg(d, tmp_path / "c1", "python", **kw))
+  b = _load(_criteo_cfg(d, tmp_path / "c2", "columnar", **kw))
+  assert a.feature_map.to_dict() | {"info": None} == b.feature_map.to_dict() | {"info": None}
+  assert _vocab(a) == _vocab(b)
+  for s in a.splits:
+    np.testing.assert_array_equal(_x(a, s), _x(b, s))
+    np.testing.assert_array_equal(_y(a, s), _y(b, s))
+  assert a.cache_dir.name == b.cache_dir.name  # the engine is not part of the cache key
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_criteo_tsv_quirks_empty_negative_and_buckets(tmp_path, engine):
+  d = tmp_path / "raw"
+  _write(d / "train.tsv", CRITEO)
+  _write(d / "test.tsv", "0\t2.5\t26\td\ty\n1\t4\t7\ta\tz\n")
+  ds = _load(_criteo_cfg(d, tmp_path / "c", engine))
+  v = _vocab(ds)
+  assert v["I1"] == ["1", "5", "47"]  # "" and 0 -> bucket 0 = NA (OOV); 3 -> 1; 10 -> 5; 1000 -> 47
+  assert v["I2"] == ["-1", "1", "2", "10"]  # negative ints stay distinct tokens, numeric order
+  assert v["C1"] == ["a", "b", "c"] and "" not in v["C2"]
+  oov = [len(v[f]) + 1 for f in ("I1", "I2", "C1", "C2")]
+  np.testing.assert_array_equal(_x(ds, "train")[:5], [[oov[0], 1, 2, 1], [oov[0], 4, oov[2], 1], [1, 3, 1, 2],
+                                                      [2, 1, 2, oov[3]], [3, 2, 3, 1]])
+  # test: 2.5 -> bucket 0 -> OOV; 26 -> 10; "d" unseen -> OOV; "z" unseen -> OOV
+  np.testing.assert_array_equal(_x(ds, "test"), [[oov[0], 4, oov[2], 2], [1, oov[1], 1, oov[3]]])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_per_field_min_count_overrides_the_default(tmp_path, engine):
+  d = tmp_path / "raw"
+  _write(d / "train.tsv", CRITEO)
+  _write(d / "test.tsv", "0\t2.5\t26\td\ty\n")
+  cfg = _criteo_cfg(d, tmp_path / "c", engine, min_count=1)
+  cfg.field_options = {"C1": {"min_count": 8}}  # a x7, b x14, c x7 -> only b kept
+  ds = _load(cfg)
+  assert _vocab(ds)["C1"] == ["b"] and _vocab(ds)["C2"] == ["x", "y"]
+
+
+# ============================================================================ MovieLens raw
+
+GENRES = "unknown|0\nAction|1\nComedy|2\nDrama|3\nHorror|4\nRomance|5\nSci-Fi|6\n"
+USERS = "1|24|M|technician|85711\n2|53|F|other|T8H1N\n3|24|M|writer|32067\n"
+ITEMS = (
+    "1|Toy Story (1995)|01-Jan-1995||url|0|1|1|1|1|1|1\n"  # 6 genres -> truncated to 5
+    "2|Amélie (2001)|01-Jan-2001||url|0|0|1|0|0|1|0\n"  # Latin-1 title
+    "3|Unknown (1990)|01-Jan-1990||url|1|0|0|0|0|0|0\n"
+)
+RATINGS = "1\t1\t5\t1\n1\t2\t3\t2\n2\t2\t1\t3\n2\t3\t4\t4\n3\t1\t2\t5\n1\t3\t5\t6\n3\t2\t4\t7\n"
+TEST_RATINGS = "3\t3\t5\t8\n2\t1\t3\t9\n1\t2\t1\t10\n"
+
+
+@pytest.fixture
+def ml_dir(tmp_path):
+  d = tmp_path / "ml"
+  _write(d / "u.genre", GENRES)
+  _write(d / "u.user", USERS)
+  _write(d / "u.item", ITEMS.encode("latin-1"))
+  _write(d / "u1.base", RATINGS)
+  _write(d / "u1.test", TEST_RATINGS)
+  return d
+
+
+def _ml_cfg(d, cache, **kw):
+  mod = load_config_module("movielens")
+  c = mod.get_config().data
+  c.data_dir, c.cache_dir = str(d), str(cache)
+  for k, v in kw.items():
+    setattr(c, k, v)
+  return c
+
+
+def test_movielens_100k_join_labels_split_and_genres_sequence(ml_dir, tmp_path):
+  cfg = _ml_cfg(ml_dir, tmp_path / "c", valid_mod=3)
+  ds = _load(cfg)
+  fm = ds.feature_map
+  # rows 0..6 of u1.base; valid = i % 3 == 0 -> rows 0, 3, 6; rating 3 (row 1) is dropped after the split
+  assert fm.num_rows == {"train": 3, "valid": 3, "test": 2}
+  np.testing.assert_array_equal(_y(ds, "valid"), [1, 1, 1])
+  np.testing.assert_array_equal(_y(ds, "train"), [0, 0, 1])  # rows 2, 4, 5
+  np.testing.assert_array_equal(_y(ds, "test"), [1, 0])  # rating 3 dropped
+  assert sum(fm.info["dropped_by_label_rule"].values()) == 2
+  v = _vocab(ds)
+  assert v["user_id"] == ["1", "2", "3"] and v["item_id"] == ["1", "2", "3"]
+  assert v["zip"] == ["32067", "85711", "T8H1N"]  # full zip strings, Canadian included
+  # genres of the train rows: item 2 (Comedy, Romance), item 1 (first 5 of 6), item 3 (unknown);
+  # counts include Sci-Fi, the 6th genre past max_len
+  assert v["genres"] == ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "unknown"]
+  g = {t: i + 1 for i, t in enumerate(v["genres"])}
+  f = {x.name: x for x in fm.fields}
+  assert f["genres"].type == "sequence" and f["genres"].max_len == 5
+  x = _x(ds, "train")
+  assert x.shape == (3, 6 + 5)
+  np.testing.assert_array_equal(x[0, 6:], [g["Comedy"], g["Romance"], 0, 0, 0])  # post-padding
+  np.testing.assert_array_equal(x[1, 6:], [g[k] for k in ("Action", "Comedy", "Drama", "Horror", "Romance")])  # truncation
+  np.testing.assert_array_equal(x[2, 6:], [g["unknown"], 0, 0, 0, 0])
+
+
+def test_movielens_latin1_titles_and_1m_layout(tmp_path):
+  d = tmp_path / "ml1m"
+  _write(d / "users.dat", "1::F::1::10::48067\n2::M::56::16::70072\n")
+  _write(d / "movies.dat", "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Amélie (2001)::Comedy|Romance\n".encode("latin-1"))
+  _write(d / "ratings.dat", "1::1::5::978300760\n2::2::4::978302109\n1::2::2::978301968\n2::1::3::978300275\n")
+  cfg = _ml_cfg(d, tmp_path / "c", movielens_variant="1m", split="files")
+  cfg.files.train, cfg.files.test = "ratings.dat", ""
+  cfg.fields = ("user_id", "item_id", "gender", "age", "title", "genres")
+  ds = _load(cfg)
+  v = _vocab(ds)
+  assert v["title"] == ["Amélie (2001)", "Toy Story (1995)"]
+  assert v["gender"] == ["F", "M"] and v["age"] == ["1", "56"]
+  assert v["genres"] == ["Animation", "Children's", "Comedy", "Romance"]
+  assert ds.feature_map.num_rows == {"train": 3}
+
+
+def test_movielens_unknown_user_names_file_and_line(ml_dir, tmp_path):
+  p = _write(ml_dir / "u1.base", RATINGS + "9\t1\t5\t11\n")
+  with pytest.raises(DataFormatError) as e:
+    _load(_ml_cfg(ml_dir, tmp_path / "c"))
+  assert f"{p}:8:" in str(e.value) and "'9'" in str(e.value)
+  ds = _load(_ml_cfg(ml_dir, tmp_path / "c2", on_bad_rows="skip"))
+  assert ds.feature_map.skipped_rows == {str(p): 1}
+
+
+def test_movielens_100k_real_acceptance_split(tmp_path):
+  d = shared_data_dir() / "movielens_100k"
+  if not (d / "u1.base").is_file():
+    pytest.skip(f"MovieLens 100K not found in {d}")
+  ds = _load(_ml_cfg(d, tmp_path / "c"))
+  fm = ds.feature_map
+  assert fm.num_rows == {"train": 52_159, "valid": 5_878, "test": 14_818}
+  assert dict(zip([f.name for f in fm.fields], fm.vocab_sizes)) == {
+      "user_id": 945, "item_id": 1_589, "age": 63, "gender": 4, "occupation": 23, "zip": 797, "genres": 21}
+  assert fm.total_vocab == 3_442 and fm.num_columns == 11
+  assert fm.positive_rate["train"] == pytest.approx(0.760, abs=5e-4)
+  # 3 items have 6 genres; they are cut to 5 — every genre row has at most 5 non-PAD ids
+  g = _x(ds, "train")[:, 6:]
+  assert ((g != 0).sum(1) >= 1).all() and ((g != 0).sum(1) <= 5).all()
+  assert ((g[:, :-1] == 0) <= (g[:, 1:] == 0)).all()  # post-padding: no id after a PAD
+
+
+# ============================================================================ sequences, transforms
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sequence_na_token_is_pad_oov_and_truncation(tmp_path, engine):
+  d = tmp_path / "raw"
+  _write(d / "train.csv", "label,s\n1,a|b|c|d\n0,b||a\n1,\n0,c|c\n")
+  _write(d / "test.csv", "label,s\n1,z|a\n0,a|b|c|d|e\n")
+  cfg = _cfg(d, tmp_path / "c", format="delimited", files={"train": "train.csv", "test": "test.csv"}, header=True,
+             delimiter=",", fields=("s",), field_options={"s": {"kind": "sequence", "max_len": 3, "splitter": "|"}},
+             engine=engine)
+  ds = _load(cfg)
+  assert _vocab(ds)["s"] == ["a", "b", "c", "d"]  # d (past max_len) still counted
+  np.testing.assert_array_equal(_x(ds, "train"), [[1, 2, 3], [2, 0, 1], [0, 0, 0], [3, 3, 0]])  # "" token -> PAD in place
+  np.testing.assert_array_equal(_x(ds, "test"), [[5, 1, 0], [1, 2, 3]])  # z unseen -> OOV (5)
+
+
+def test_embedding_masked_mean_pooling_pad_rows_zero():
+  import jax
+  import jax.numpy as jnp
+  from kdef_jax.models.embedding import FeatureEmbedding
+
+  m = FeatureEmbedding(vocab_sizes=(4, 6), embedding_dim=3, max_lens=(1, 3), init_std=1.0)
+  ids = jnp.array([[1, 2, 3, 0], [2, 0, 0, 0], [3, 5, 5, 1]], jnp.int32)
+  params = m.init(jax.random.PRNGKey(0), ids)
+  table = params["params"]["table"]
+  np.testing.assert_array_equal(np.asarray(table)[[0, 4]], 0.0)  # PAD rows exactly 0
+  out = np.asarray(m.apply(params, ids))
+  t = np.asarray(table)
+  np.testing.assert_allclose(out[0, 1], (t[4 + 2] + t[4 + 3]) / 2, rtol=1e-6)
+  np.testing.assert_array_equal(out[1, 1], 0.0)  # all-PAD sequence -> exactly 0
+  np.testing.assert_allclose(out[2, 1], (2 * t[4 + 5] + t[4 + 1]) / 3, rtol=1e-6)
+  g = jax.grad(lambda p: m.apply(p, ids).sum())(params)["params"]["table"]
+  np.testing.assert_array_equal(np.asarray(g)[[0, 4]], 0.0)  # PAD rows get no gradient
+
+
+AVAZU = ("id,click,hour,C1,site_id\n"
+         "a1,0,14102100,1005,s1\n"  # 2014-10-21: Tuesday
+         "a2,1,14102523,1005,s2\n"  # 2014-10-25: Saturday
+         "a3,0,14102600,1002,s1\n")  # 2014-10-26: Sunday
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_avazu_hour_to_hour_of_day_weekday_weekend(tmp_path, engine):
+  d = tmp_path / "raw"
+  _write(d / "train", AVAZU)
+  mod = load_config_module("avazu")
+  cfg = mod.get_config().data
+  cfg.data_dir, cfg.cache_dir, cfg.engine, cfg.split, cfg.min_count = str(d), str(tmp_path / "c"), engine, "files", 1
+  cfg.fields = ("C1", "site_id") + mod.DERIVED
+  ds = _load(cfg)
+  v = _vocab(ds)
+  assert v["hour_of_day"] == ["0", "23"] and v["weekday"] == ["0", "2", "6"] and v["weekend"] == ["0", "1"]
+  np.testing.assert_array_equal(_x(ds, "train")[:, 2:], [[1, 2, 1], [2, 3, 2], [1, 1, 2]])
+  _write(d / "train", AVAZU + "a4,1,141026,1002,s1\n")
+  with pytest.raises(DataFormatError) as e:
+    cfg.cache_dir = str(tmp_path / "c2")
+    _load(cfg)
+  assert f"{d / 'train'}:5:" in str(e.value) and "YYMMDDHH" in str(e.value)
+
+
+KKBOX = ('msno,song_id,source_system_tab,source_screen_name,source_type,city,gender,registered_via,language,'
+         'genre_ids,artist_name,isrc,bd,label\n'
+         'u1,s1,tab,scr,typ,1,male,7,3,465|958,"Jay Chou|Various, Artists",TWK231501010,25,1\n'
+         'u2,s2,tab,scr,typ,1,,7,3,465,Adele,GBBKS1100170,0,0\n'
+         'u1,s2,tab,scr,typ,1,male,7,3,,Adele,,96,1\n'
+         'u2,s1,tab,scr,typ,1,,7,3,958|465|1,Adele,USAT21500001,61,0\n')
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_kkbox_isrc_country_age_buckets_and_pipe_sequences(tmp_path, engine):
+  d = tmp_path / "raw"
+  for s in ("train.csv", "valid.csv", "test.csv"):
+    _write(d / s, KKBOX)
+  cfg = load_config_module("kkbox").get_config().data
+  cfg.data_dir, cfg.cache_dir, cfg.engine, cfg.min_count = str(d), str(tmp_path / "c"), engine, 1
+  ds = _load(cfg)
+  v = _vocab(ds)
+  assert v["isrc"] == ["GB", "TW", "US"]  # missing isrc -> OOV
+  assert v["bd"] == ["3", "7"]  # 0 and 96 are outside [1, 95] -> missing -> OOV
+  assert v["artist_name"] == ["Adele", "Jay Chou", "Various, Artists"]  # quoted comma kept
+  assert v["genre_ids"] == ["1", "465", "958"]
+  x = _x(ds, "train")
+  names = [f.name for f in ds.feature_map.fields]
+  col = {n: sum(f.max_len for f in ds.feature_map.fields[: names.index(n)]) for n in names}
+  np.testing.assert_array_equal(x[:, col["bd"]], [1, 3, 3, 2])
+  np.testing.assert_array_equal(x[:, col["isrc"]], [2, 1, 4, 3])
+  np.testing.assert_array_equal(x[:, col["genre_ids"]:col["genre_ids"] + 3], [[2, 3, 0], [2, 0, 0], [0, 0, 0], [3, 2, 1]])
+
+
+def test_libfm_featindex_maps_indices_to_field_values(tmp_path):
+  d = tmp_path / "raw"
+  _write(d / "fi.txt", "weekday:other\t0\nweekday:2\t1\nweekday:3\t2\nhour:other\t3\nhour:01\t4\nhour:02\t5\n")
+  _write(d / "train.fm", "0 1:1 4:1\n1 2:1 5:1\n0 1:1 3:1\n")
+  cfg = _cfg(d, tmp_path / "c", format="libfm", files={"train": "train.fm"}, fields=("weekday", "hour"),
+             featindex="fi.txt", label_rule="binary")
+  ds = _load(cfg)
+  assert _vocab(ds) == {"weekday": ["2", "3"], "hour": ["01", "02", "other"]}
+  _write(d / "train.fm", "0 1:1 4:1\n1 4:1 5:1\n")  # index 4 is an hour, not a weekday
+  cfg.cache_dir = str(tmp_path / "c2")
+  with pytest.raises(DataFormatError) as e:
+    _load(cfg)
+  assert f"{d / 'train.fm'}:2:" in str(e.value) and "'hour'" in str(e.value)
+
+
+# ============================================================================ label rules
+
+def test_label_rule_parsing_and_application():
+  r = LabelRule.parse("threshold:4:2")
+  lab, bad = r.apply(["5", "4", "3", "2.0", "x"])
+  assert lab.tolist()[:4] == [1.0, 1.0, -1.0, 0.0] and list(bad) == [4]
+  assert LabelRule.parse("map:yes=1,no=0").apply(["yes", "no", "maybe"])[1] == {2: "label 'maybe' is not one of ['no', 'yes']"}
+  for text in ("threshold:2:4", "map:a=2", "nope"):
+    with pytest.raises(ValueError, match="label rule"):
+      LabelRule.parse(text)
+
+
+# ============================================================================ bad input, every class
+
+def _tsv_cfg(d, cache, engine, **kw):
+  return _cfg(d, cache, format="delimited", files={"train": "train.tsv"}, column_names=COLS,
+              fields=("I1", "I2", "C1", "C2"), numeric_fields=("I1", "I2"), engine=engine, **kw)
+
+
+BAD_CASES = {
+    "wrong_column_count": (b"1\t1\t2\ta\tb\n0\t1\t2\ta\n1\t1\t2\ta\tb\n", 2, "expected 5 columns, found 4"),
+    "non_numeric": (b"1\t1\t2\ta\tb\n0\t1\t2\ta\tb\n0\tabc\t2\ta\tb\n", 3, "'abc'"),
+    "label_outside_rule": (b"1\t1\t2\ta\tb\n7\t1\t2\ta\tb\n", 2, "label '7'"),
+    "undecodable": (b"1\t1\t2\ta\tb\n0\t1\t2\t\xff\xfe\tb\n1\t1\t2\ta\tb\n", 2, "undecodable"),
+    "empty_line": (b"1\t1\t2\ta\tb\n\n1\t1\t2\ta\tb\n", 2, "expected 5 columns, found 1"),
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_rows_error_with_file_and_line_or_skip_and_count(tmp_path, engine, case):
+  data, line, text = BAD_CASES[case]
+  d = tmp_path / "raw"
+  p = _write(d / "train.tsv", data * 1)
+  with pytest.raises(DataFormatError) as e:
+    _load(_tsv_cfg(d, tmp_path / "c", engine))
+  assert f"{p}:{line}:" in str(e.value) and text in str(e.value)
+  assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+  logs = []
+  ds = load_dataset(_tsv_cfg(d, tmp_path / "c2", engine, on_bad_rows="skip"), log=logs.append)
+  assert ds.feature_map.skipped_rows == {str(p): 1}
+  assert any("skipped" in m and str(p) in m for m in logs)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_empty_missing_file_and_header_without_schema_field(tmp_path, engine):
+  d = tmp_path / "raw"
+  p = _write(d / "train.tsv", b"")
+  with pytest.raises(DataFormatError, match="empty") as e:
+    _load(_tsv_cfg(d, tmp_path / "c", engine))
+  assert str(p) in str(e.value)
+  with pytest.raises(FileNotFoundError) as e:
+    _load(_cfg(d, tmp_path / "c", format="delimited", files={"train": "nope.tsv"}, fields=("a",), engine=engine))
+  assert str(d / "nope.tsv") in str(e.value)
+  p = _write(d / "h.csv", "label,I1,C1\n1,2,a\n")
+  with pytest.raises(DataFormatError) as e:
+    _load(_cfg(d, tmp_path / "c", format="delimited", files={"train": "h.csv"}, header=True, delimiter=",",
+               fields=("I1", "C7"), engine=engine))
+  assert str(p) in str(e.value) and "C7" in str(e.value)
+
+
+def test_unknown_field_option_and_transform_are_config_errors(tmp_path):
+  d = tmp_path / "raw"
+  _write(d / "train.tsv", CRITEO)
+  cfg = _criteo_cfg(d, tmp_path / "c", "python")
+  cfg.field_options = {"C1": {"maxlen": 3}}
+  with pytest.raises(ValueError, match="field_options.C1"):
+    _load(cfg)
+  cfg.field_options = {"C1": {"transform": "nope"}}
+  with pytest.raises(ValueError, match="transform"):
+    _load(cfg)
+
+
+def test_npy_files_are_written_without_memmap(tmp_path, monkeypatch):
+  """Pass 1 appends with plain writes and pass 2 rewrites in place: memmaps would grow the RSS."""
+  def forbidden(*a, **k):
+    raise AssertionError("preprocessing must not memmap its outputs")
+
+  monkeypatch.setattr(np.lib.format, "open_memmap", forbidden)
+  monkeypatch.setattr(np, "memmap", forbidden)
+  d = tmp_path / "raw"
+  _write(d / "train.tsv", CRITEO)
+  _write(d / "test.tsv", "0\t2.5\t26\td\ty\n")
+  cfg = _criteo_cfg(d, tmp_path / "c", "python")
+  spec = __import__("kdef_jax.data.dataset", fromlist=["_source_spec"])._source_spec(cfg)
+  out = preprocess.build_cache(spec, tmp_path / "c", log=_quiet)
+  x = np.load(out / "train_x.npy")
+  assert x.shape == (35, 4) and x.dtype == np.int32 and x.min() >= 1
+
+
+# ============================================================================ TFDS
+
+@pytest.mark.skipif(not HAS_TFDS, reason="tensorflow-datasets (the 'tfds' extra) is not installed")
+def test_tfds_movielens_ratings_into_the_cache_with_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+
+  c = base_config().data
+  c.name, c.format, c.tfds_name, c.cache_dir = "ml_tfds", "tfds", "movielens/100k-ratings", str(tmp_path / "c")
+  c.files.train = "train"
+  c.split, c.split_fractions = "random", (0.8, 0.1, 0.1)
+  c.label_column, c.label_rule = "user_rating", "threshold:0.5:0.4999"  # mock ratings are uniform in [0, 1)
+  c.fields = ("user_id", "movie_id", "user_gender", "user_occupation_text", "movie_genres")
+  c.field_options = {"movie_genres": {"kind": "sequence", "max_len": 5, "splitter": "^"}}
+  with tfds.testing.mock_data(num_examples=200):
+    ds = _load(c)
+  fm = ds.feature_map
+  assert sum(fm.num_rows.values()) + sum(fm.info["dropped_by_label_rule"].values()) == 200
+  assert fm.num_rows["train"] > 100 and fm.fields[-1].max_len == 5 and fm.fields[-1].type == "sequence"
+  assert set(_vocab(ds)["user_gender"]) <= {"0", "1"}
+  assert (_x(ds, "train")[:, :4] >= 1).all()
+
+
+# ============================================================================ real data, one KDEF epoch each
+
+REAL = [
+    ("frappe", None, "frappe", {"train": 51_949, "valid": 5_773, "test": 28_860}, 5_298),
+    ("movielens", None, "movielens_100k", {"train": 52_159, "valid": 5_878, "test": 14_818}, 3_442),
+    ("criteo", "sample", "criteo_sample", {"train": 7_200, "valid": 409, "test": 391}, None),
+    ("criteo_bars", "sample", "criteo_sample", None, None),
+    ("ipinyou", "sample", "ipinyou_sample", {"train": 24_095, "valid": 2_678, "test": 21_150}, None),
+    ("movielens", "1m_sample", "movielens_1m_meta", None, None),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,arg,folder,rows,vocab", REAL, ids=[f"{r[0]}:{r[1] or ''}" for r in REAL])
+def test_real_dataset_config_preprocesses_and_trains_one_kdef_epoch(tmp_path, name, arg, folder, rows, vocab):
+  from kdef_jax.train import train_and_evaluate
+
+  d = shared_data_dir() / folder
+  if not d.is_dir():
+    pytest.skip(f"{d} not found")
+  c = load_config_module(name).get_config(arg)
+  c.data.data_dir, c.data.cache_dir = str(d), str(tmp_path / "cache")
+  c.train.num_epochs, c.train.progress, c.train.plot = 1, False, False
+  c.model.num_students = 3
+  res = train_and_evaluate(c, tmp_path / "run", log=_quiet)
+  fm = res["feature_map"]
+  if rows:
+    assert fm["num_rows"] == rows
+  if vocab:
+    assert fm["total_vocab"] == vocab
+  ens = res["rows"][0]
+  assert 0.0 <= ens["val_auc"] <= 1.0 and ("test_auc" not in ens or 0.0 <= ens["test_auc"] <= 1.0)
+
+
+# ============================================================================ BARS CSV configs
+
+def _bars(tmp_path, module, arg, header, rows, engine):
+  d = tmp_path / "bars"
+  for s in ("train.csv", "valid.csv", "test.csv"):
+    _write(d / s, header + rows)
+  c = load_config_module(module).get_config(arg).data
+  c.data_dir, c.cache_dir, c.engine, c.min_count = str(d), str(tmp_path / f"c_{module}"), engine, 1
+  return _load(c)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bars_csv_configs_kdd12_frappe_latest_criteo(tmp_path, engine):
+  kdd = _bars(tmp_path, "kdd12", None,
+              "Click,Depth,Position,Impression,DisplayURL,AdID,AdvertiserID,QueryID,KeywordID,TitleID,DescriptionID,UserID,Gender,Age\n",
+              "0,2,1,1,u1,a1,v1,q1,k1,t1,d1,x1,1,3\n1,3,2,30,u2,a1,v1,q2,k1,t1,d1,x2,2,4\n", engine)
+  v = _vocab(kdd)
+  assert v["Depth"] == ["1", "2"] and v["Position"] == ["1", "2"] and v["Impression"] == ["1", "11"]  # ⌊ln² 3⌋=1, ⌊ln² 30⌋=11
+  assert kdd.feature_map.num_fields == 13
+  fr = _bars(tmp_path, "frappe", "bars", "label,user,item,daytime,weekday,isweekend,homework,cost,weather,country,city\n",
+             "1,0,1,morning,sunday,weekend,unknown,free,sunny,United States,1\n0,2,3,night,monday,workday,home,paid,rainy,Spain,2\n",
+             engine)
+  assert _vocab(fr)["country"] == ["Spain", "United States"] and fr.feature_map.num_rows["train"] == 2
+  ml = _bars(tmp_path, "movielens_latest", None, "label,user_id,item_id,tag_id\n", "1,1,2,3\n0,1,4,5\n", engine)
+  assert ml.feature_map.vocab_sizes == (3, 4, 4)
+  cr = _bars(tmp_path, "criteo_bars", None, "label," + ",".join(f"I{i}" for i in range(1, 14)) + "," +
+             ",".join(f"C{i}" for i in range(1, 27)) + "\n",
+             "0,," + ",".join(["260.0"] * 12) + "," + ",".join(["05db9164"] * 26) + "\n", engine)
+  assert _vocab(cr)["I2"] == ["30"] and _vocab(cr)["I1"] == []  # ⌊ln² 260⌋ = 30; missing I1 -> OOV only

@@ -1,0 +1,294 @@
+"""The student zoo: every interaction formula against a naive NumPy implementation, output shapes,
+spec §2.6 parameter counts, vmapped groups vs separately built copies, per-copy dropout/BatchNorm,
+and the KDEF_Latest configs.
+
+Tiny shapes throughout (B=6, F=4, d=4). Parameters are perturbed with noise after init so zero biases
+and unit BN scales cannot hide a wrong formula, and BN running statistics are made non-trivial so
+eval mode exercises them. The NumPy references (tests/student_refs.py) loop explicitly (pairs i<j,
+fields, heads, channels) rather than mirroring the vectorised code.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import load_config_module
+from student_refs import B, HIDDEN, NAIVE, np_ecn, np_final, np_relayout
+from kdef_jax.config import KDEF_LATEST, base_config, use_kdef_latest, validate
+from kdef_jax.data.synthetic import CRITEO_VOCAB
+from kdef_jax.export import extract_student
+from kdef_jax.models.embedding import FeatureEmbedding
+from kdef_jax.models.ensemble import KDEFModel, groups_from_config, vmapped
+from kdef_jax.models.registry import STUDENTS, get_student
+from kdef_jax.steps import count_params
+
+F, D = 4, 4  # B = 6 rows, HIDDEN = (8, 6): tests/student_refs.py
+K = 2  # copies per vmapped group in the equivalence tests
+
+
+def _cfg(**sections):
+    c = base_config()
+    c.model.hidden_units = HIDDEN
+    for kind, values in sections.items():
+        for k, v in values.items():
+            c.model[kind][k] = v
+    return c.model
+
+
+# Small non-default settings so every code path (W_res in AutoInt, 2 heads, ...) runs.
+TINY = _cfg(
+    ecn={"num_cross_layers": 2},
+    crossnet={"num_cross_layers": 2},
+    dcnv2={"num_cross_layers": 2},
+    dcn={"num_cross_layers": 2},
+    cin={"cin_layers": (3, 2)},
+    xdeepfm={"cin_layers": (3, 2)},
+    autoint={"attention_layers": 2, "num_heads": 2, "attention_dim": 6, "layer_norm": True},
+    afn={"logarithmic_neurons": 3},
+)
+
+
+def _kwargs(kind, **over):
+    _, build = get_student(kind)
+    return {**build(TINY), **over}
+
+
+def _emb(seed=0, b=B):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(b, F, D)), jnp.float32)
+
+
+def _perturb(tree, seed, scale=0.1):
+    leaves, treedef = jax.tree.flatten(tree)
+    rng = np.random.default_rng(seed)
+    return jax.tree.unflatten(treedef, [x + scale * rng.normal(size=x.shape).astype(np.float32) for x in leaves])
+
+
+def _stats(tree, seed):
+    """Non-trivial running statistics: means ~ N(0, 0.3²), variances in [0.5, 1.5]."""
+    rng = np.random.default_rng(seed)
+
+    def f(path, x):
+        if path[-1].key == "var":
+            return jnp.asarray(rng.uniform(0.5, 1.5, size=x.shape), jnp.float32)
+        return jnp.asarray(0.3 * rng.normal(size=x.shape), jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(f, tree)
+
+
+def _np(tree):
+    return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
+
+
+def test_every_registered_kind_has_a_naive_reference():
+    assert set(NAIVE) == set(STUDENTS)
+
+
+def _group(kind, count=K, seed=0, **over):
+    """A vmapped group of ``kind``: (module, variables with perturbed params and non-trivial stats)."""
+    cls, _ = get_student(kind)
+    kw = _kwargs(kind, **over)
+    vm = vmapped(cls, count)(**kw)
+    v = vm.init({"params": jax.random.PRNGKey(seed)}, _emb(), False, None)
+    return cls, kw, vm, {"params": _perturb(v["params"], seed + 1), "batch_stats": _stats(v.get("batch_stats", {}), seed + 2)}
+
+
+@pytest.mark.parametrize("kind", sorted(STUDENTS))
+def test_vmapped_group_matches_separate_copies_and_naive_numpy(kind):
+    cls, kw, vm, v = _group(kind)
+    emb = _emb(1)
+    out = vm.apply(v, emb, False, None)
+    assert out.shape == (K, B) and out.dtype == jnp.float32
+    single = cls(**kw)
+    for k in range(K):
+        vk = jax.tree.map(lambda x: x[k], v)
+        np.testing.assert_allclose(single.apply(vk, emb, False), out[k], rtol=1e-5, atol=1e-5)
+        ref = NAIVE[kind](np.asarray(emb, np.float64), _np(vk["params"]), _np(vk.get("batch_stats", {})))
+        np.testing.assert_allclose(np.asarray(out[k]), ref, rtol=2e-4, atol=2e-4)
+    assert not np.allclose(out[0], out[1])  # the copies have their own parameters
+
+
+@pytest.mark.parametrize("blocks,gate", [(2, True), (1, False)])
+def test_final_2b_and_ungated(blocks, gate):
+    cls, kw, vm, v = _group("final", count=1, blocks=blocks, field_gate=gate)
+    emb = _emb(2)
+    out = vm.apply(v, emb, False, None)[0]
+    vk = jax.tree.map(lambda x: x[0], v)
+    ref = np_final(np.asarray(emb, np.float64), _np(vk["params"]), _np(vk["batch_stats"]), blocks=blocks, gate=gate)
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=2e-4, atol=2e-4)
+    assert ("block2" in vk["params"]) == (blocks == 2)
+    assert ("field_gate" in vk["params"]["block1"]) == gate
+
+
+def test_initialisations():
+    cls, _ = get_student("final")
+    e = _emb()
+    ones = cls(**_kwargs("final", gate_init="ones")).init(jax.random.PRNGKey(0), e)["params"]["block1"]["field_gate"]["linear"]
+    assert np.all(np.asarray(ones["kernel"]) == 0) and np.all(np.asarray(ones["bias"]) == 1)
+    xav = cls(**_kwargs("final")).init(jax.random.PRNGKey(0), e)["params"]["block1"]["field_gate"]["linear"]
+    assert np.all(np.asarray(xav["bias"]) == 0) and np.std(np.asarray(xav["kernel"])) > 0.1
+    with pytest.raises(ValueError, match="gate_init"):
+        cls(**_kwargs("final", gate_init="zeros")).init(jax.random.PRNGKey(0), e)
+    # ECN: b_i ~ U[0, 1); BN(1) is a scalar (γ, β and running statistics); LN scale 1, bias 0.
+    ecn, _ = get_student("ecn")
+    wide = jnp.zeros((2, 40, 100))
+    v = ecn(num_cross_layers=1).init(jax.random.PRNGKey(0), wide)
+    b = np.asarray(v["params"]["b_0"])
+    assert b.shape == (4000,) and b.min() >= 0 and b.max() < 1 and abs(b.mean() - 0.5) < 0.03
+    assert v["params"]["bn_0"]["scale"].shape == () and v["batch_stats"]["bn_0"]["mean"].shape == ()
+    assert np.all(np.asarray(v["params"]["ln_0"]["scale"]) == 1) and np.all(np.asarray(v["params"]["ln_0"]["bias"]) == 0)
+    assert v["params"]["w_0"]["kernel"].shape == (4000, 2000) and "bias" not in v["params"]["w_0"]
+
+
+def test_ecn_relayout_pairs_halves_within_a_field():
+    from kdef_jax.models.students.ecn import ecn_relayout
+
+    e = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    x = np.asarray(ecn_relayout(jnp.asarray(e)))
+    np.testing.assert_array_equal(x, np_relayout(e))
+    # coordinate j of the first half pairs with coordinate j of the second half: e_f[k] ↔ e_f[d/2+k]
+    np.testing.assert_array_equal(x[0, :6], [0, 1, 4, 5, 8, 9])
+    np.testing.assert_array_equal(x[0, 6:], [2, 3, 6, 7, 10, 11])
+
+
+def test_ipnn_pair_order_is_row_major_upper_triangle():
+    from kdef_jax.models.students.pnn import inner_products
+
+    e = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    got = np.asarray(inner_products(jnp.asarray(e)))
+    want = [[e[b, i] @ e[b, j] for i in range(5) for j in range(i + 1, 5)] for b in range(2)]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_ecn_train_mode_scalar_batchnorm_is_masked_and_per_copy():
+    """Train mode: BN(1) statistics over the real rows × L/2 positions; padded rows never enter them;
+    each vmapped copy updates its own scalar running statistics."""
+    cls, kw, vm, v = _group("ecn", count=3, dropout=0.0)
+    emb = np.asarray(_emb(3, b=8))
+    mask = np.array([1] * 6 + [0] * 2, np.float32)
+    padded = emb.copy()
+    padded[6:] = 1e3  # garbage rows
+    out, st = vm.apply(v, jnp.asarray(padded), True, jnp.asarray(mask), mutable=["batch_stats"])
+    out_ref, st_ref = vm.apply(v, jnp.asarray(emb[:6]), True, None, mutable=["batch_stats"])
+    np.testing.assert_allclose(out[:, :6], out_ref, rtol=1e-5, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), st, st_ref)
+    means = np.asarray(st["batch_stats"]["bn_0"]["mean"])
+    assert means.shape == (3,) and len(set(np.round(means, 6))) == 3
+    for k in range(3):
+        pk = _np(jax.tree.map(lambda x: x[k], v["params"]))
+        ref = np_ecn(padded.astype(np.float64), pk, None, 2, bn_train_mask=mask)
+        np.testing.assert_allclose(np.asarray(out[k, :6]), ref[:6], rtol=2e-4, atol=2e-4)
+        h = np_relayout(emb[:6].astype(np.float64)) @ pk["w_0"]["kernel"]
+        old = np.asarray(v["batch_stats"]["bn_0"]["mean"][k])
+        np.testing.assert_allclose(means[k], 0.9 * old + 0.1 * h.mean(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["ecn", "final", "autoint"])
+def test_copies_draw_independent_dropout_masks(kind):
+    cls, kw, vm, v = _group(kind, count=3, dropout=0.5)
+    same = {"params": jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), v["params"]),
+            "batch_stats": jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), v["batch_stats"])}
+    emb = _emb(4)
+    ev = vm.apply(same, emb, False, None)
+    np.testing.assert_allclose(ev[0], ev[2], rtol=1e-6)
+    tr, _ = vm.apply(same, emb, True, None, rngs={"dropout": jax.random.PRNGKey(5)}, mutable=["batch_stats"])
+    for a, b in itertools.combinations(range(3), 2):
+        assert not np.allclose(tr[a], tr[b]), (kind, a, b)
+
+
+# ----------------------------------------------------------------------------- parameter counts (spec §2.6)
+def _latest_counts(vocab, d, hidden, layers, lens=None):
+    c = base_config()
+    use_kdef_latest(c, num_cross_layers=layers)
+    c.model.hidden_units = hidden
+    model = KDEFModel(vocab_sizes=vocab, groups=groups_from_config(c.model), embedding_dim=d, max_lens=lens)
+    cols = sum(lens) if lens else len(vocab)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.ones((2, cols), jnp.int32)))
+    return count_params(shapes["params"])
+
+
+def test_kdef_latest_parameter_counts_match_reference_logs():
+    crit = _latest_counts(CRITEO_VOCAB, 16, (400,) * 3, 4)
+    assert crit == {"embedding": 14_571_952, "group0_ipnn": 870_001, "group1_final": 824_761, "group2_ecn": 784_377,
+                    "total": 17_051_091}
+    # ML-1M: 7 fields (Genres a sequence, max_len 5), 9,751 embedding rows, 2 ECN layers
+    ml = _latest_counts((9751 - 60,) + (10,) * 6, 16, (400,) * 3, 2, lens=(5, 1, 1, 1, 1, 1, 1))
+    assert ml["embedding"] == 9751 * 16 and ml["total"] == 959_983
+    # KKBox: d=128, [1000]×3, 3 ECN layers, 13 fields, 91,756 embedding rows
+    kk = _latest_counts((91_756 - 120,) + (10,) * 12, 128, (1000,) * 3, 3)
+    assert kk["embedding"] == 91_756 * 128 and kk["total"] == 24_999_951
+    # Frappe shapes (reference-perf §5.1): 10 fields, 5,298 rows, 2 ECN layers
+    fr = _latest_counts((5298 - 90,) + (10,) * 9, 16, (400,) * 3, 2)
+    assert (fr["group0_ipnn"], fr["group1_final"], fr["group2_ecn"], fr["total"]) == (406_001, 452_111, 26_405, 969_285)
+
+
+# ----------------------------------------------------------------------------- groups, configs
+def test_mixed_groups_stack_in_config_order_and_run_in_bfloat16():
+    c = base_config()
+    c.model.hidden_units = HIDDEN
+    c.model.students = "mlp:2,ecn:1,ipnn:1"
+    groups = groups_from_config(c.model)
+    assert [(g.kind, g.count) for g in groups] == [("mlp", 2), ("ecn", 1), ("ipnn", 1)]
+    vocab = (5, 7, 4, 6)
+    ids = jnp.asarray(np.random.default_rng(0).integers(1, 4, size=(B, 4)), jnp.int32)
+    model = KDEFModel(vocab_sizes=vocab, groups=groups, embedding_dim=D)
+    v = model.init(jax.random.PRNGKey(0), ids)
+    assert list(v["params"]) == ["embedding", "group0_mlp", "group1_ecn", "group2_ipnn"]
+    out = model.apply(v, ids, False, None)
+    assert out.shape == (4, B)
+    ecn, _ = get_student("ecn")
+    e = FeatureEmbedding(vocab, D).apply({"params": v["params"]["embedding"]}, ids)
+    one = jax.tree.map(lambda x: x[0], {"params": v["params"]["group1_ecn"], "batch_stats": v["batch_stats"]["group1_ecn"]})
+    np.testing.assert_allclose(ecn(**dict(groups[1].kwargs)).apply(one, e, False), out[2], rtol=1e-5, atol=1e-6)
+    single, sv = extract_student(model, v, 3)  # export: the IPNN alone, from its group's slice
+    np.testing.assert_allclose(single.apply(sv, ids, False, None)[0], out[3], rtol=1e-5, atol=1e-6)
+    bf = model.clone(compute_dtype="bfloat16").apply(v, ids, False, None)
+    assert bf.dtype == jnp.float32 and np.all(np.isfinite(bf))
+    np.testing.assert_allclose(bf, out, atol=0.1)
+
+
+def test_every_kind_builds_from_base_config():
+    c = base_config()
+    c.model.hidden_units = HIDDEN
+    c.model.students = ",".join(f"{k}:1" for k in sorted(STUDENTS))
+    validate(c)
+    groups = groups_from_config(c.model)
+    assert [g.kind for g in groups] == sorted(STUDENTS)
+
+
+def test_config_errors_name_the_key():
+    c = base_config()
+    c.model.final.gate_init = "zeros"
+    with pytest.raises(ValueError, match="model.final.gate_init"):
+        validate(c)
+    c = base_config()
+    c.model.ecn.dropout = 1.5
+    with pytest.raises(ValueError, match="model.ecn.dropout"):
+        validate(c)
+    c = base_config()
+    use_kdef_latest(c)
+    c.model.hidden_units = (400, 401)
+    with pytest.raises(ValueError, match="even widths"):
+        validate(c)
+
+
+def test_kdef_latest_configs():
+    fr = load_config_module("kdef_latest_frappe").get_config()
+    assert fr.model.students == KDEF_LATEST == "ipnn:1,final:1,ecn:1"
+    assert (fr.model.ipnn.dropout, fr.model.final.dropout, fr.model.ecn.dropout) == (0.1, 0.1, 0.3)
+    assert fr.model.ecn.num_cross_layers == 2 and fr.model.ecn.batch_norm and fr.model.final.gate_init == "xavier"
+    assert (fr.train.batch_size, fr.optim.embedding_l2, tuple(fr.model.hidden_units)) == (4096, 0.01, (400, 400, 400))
+    assert fr.data.valid_mod == 10 and fr.data.files.test == "frappe.test.libfm"
+    cr = load_config_module("kdef_latest_criteo").get_config()
+    assert (cr.model.ipnn.dropout, cr.model.final.dropout, cr.model.ecn.dropout) == (0.1, 0.1, 0.1)
+    assert (cr.model.ecn.num_cross_layers, cr.train.batch_size, cr.optim.embedding_l2) == (4, 4096, 1e-5)
+    assert cr.data.min_count == 10
+    ml = load_config_module("kdef_latest_movielens").get_config()
+    assert (ml.model.ipnn.dropout, ml.model.final.dropout, ml.model.ecn.dropout, ml.model.ecn.num_cross_layers) == (0.1, 0.1, 0.3, 2)
+    assert ml.data.fields[-1] == "genres" and ml.optim.embedding_l2 == 0.01 and ml.train.batch_size == 4096
+    for name in ("kdef_latest_frappe", "kdef_latest_criteo", "kdef_latest_movielens"):
+        tiny = load_config_module(name).get_config("tiny")
+        validate(tiny)
+        assert tiny.model.students == KDEF_LATEST and tiny.train.num_epochs <= 2
