@@ -6,6 +6,7 @@
   (σ of the mean logit) or for one student.
 * ``export_predictor(...)`` → ``jax.export`` serialization (StableHLO bytes) with a symbolic batch
   dimension, loadable without this library's Python code via ``jax.export.deserialize``.
+* ``load_run(workdir)`` → the trained model, its best-epoch variables and feature map.
 """
 
 from __future__ import annotations
@@ -69,3 +70,33 @@ def export_predictor(model: KDEFModel, variables: dict, num_columns: int, what: 
 def load_exported(blob: bytes):
     """The callable ``ids -> probabilities`` of a serialized predictor."""
     return jax.export.deserialize(blob).call
+
+
+def load_run(workdir):
+    """(model, variables, feature_map, results) of a finished ``train_and_evaluate`` workdir (best epoch)."""
+    import json
+    from pathlib import Path
+
+    import ml_collections
+
+    from kdef_jax.checkpoint import Checkpoints
+    from kdef_jax.data.feature_map import FeatureMap
+    from kdef_jax.models.ensemble import build_model
+    from kdef_jax.steps import make_training
+
+    workdir = Path(workdir)
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    fmap = FeatureMap.load(workdir / "feature_map.json")
+    model = build_model(config.model, fmap)
+    template, _ = make_training(model, config, jax.random.PRNGKey(0), fmap.num_columns)
+    ckpt = Checkpoints(workdir)
+    try:
+        restored = ckpt.restore_best(template)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint under {workdir / 'checkpoints'}")
+    state = restored[0]
+    results_path = workdir / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    return model, {"params": state.params, "batch_stats": state.batch_stats}, fmap, results

@@ -112,6 +112,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
             f"or choose a new --workdir (nothing was overwritten)"
         )
     (workdir / "config.json").write_text(c.to_json(indent=1))
+    fmap.save(workdir / "feature_map.json")  # with config.json: enough to rebuild the model (export.load_run)
 
     predict = make_predict_step(model)
     train, valid, test = ds.splits["train"], ds.splits["valid"], ds.splits.get("test")

@@ -43,3 +43,28 @@ def test_predictor_and_export_roundtrip():
     call = load_exported(export_predictor(model, v, 3))
     np.testing.assert_allclose(call(ids), ens, rtol=1e-6)
     np.testing.assert_allclose(call(ids[:4]), ens[:4], rtol=1e-6)  # symbolic batch size
+
+
+def test_load_run_restores_the_best_epoch(tmp_path):
+    from kdef_jax.config import base_config
+    from kdef_jax.data.dataset import load_dataset
+    from kdef_jax.export import load_run
+    from kdef_jax.metrics import auc, ensemble_metrics
+    from kdef_jax.train import train_and_evaluate
+
+    c = base_config()
+    c.data.cache_dir = str(tmp_path / "cache")
+    c.data.synthetic.num_train, c.data.synthetic.num_valid, c.data.synthetic.num_test = 3000, 700, 700
+    c.data.name = "synthetic_test"
+    c.model.hidden_units = (16, 16)
+    c.train.batch_size, c.train.num_epochs, c.train.progress, c.train.plot = 512, 2, False, False
+    res = train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    model, variables, fmap, results = load_run(tmp_path / "run")
+    assert results["best_student"] == res["best_student"]
+    test = load_dataset(c.data, log=lambda *a: None).splits["test"]
+    m = ensemble_metrics(test.y, model.apply(variables, jnp.asarray(test.x), False, None))
+    assert m["teacher"]["auc"] == pytest.approx(res["rows"][0]["test_auc"], rel=1e-9)
+    k = res["best_student_index"]
+    assert m["students"][k]["auc"] == pytest.approx(res["rows"][1 + k]["test_auc"], rel=1e-9)
+    p_k = make_predictor(model, variables, k)(jnp.asarray(test.x))  # float32 probabilities: ties may move
+    assert auc(test.y, p_k) == pytest.approx(res["rows"][1 + k]["test_auc"], abs=1e-4)
