@@ -44,12 +44,12 @@ def _last_json(text: str) -> dict:
 
 def ours(case, steps: int) -> float:
     name, k, batch, _, extra = case
-    cmd = [sys.executable, str(HERE / "train_throughput.py"), "--batch", str(batch), "--variants", "vmap",
+    cmd = [sys.executable, str(HERE / "train_throughput.py"), "--batch", str(batch), "--variants", "group",
            "--steps", str(steps), "--rounds", "1", "--warmup", "3", "--out", os.devnull, *extra]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rec = json.loads(out[out.index("{"):])
     row = rec["rows"][0]
-    return row["samples_per_s"] if "samples_per_s" in row else row["vmap"]["samples_per_s"]
+    return row["samples_per_s"] if "samples_per_s" in row else row["group"]["samples_per_s"]
 
 
 def reference(case, steps: int, args) -> float:

@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.batch_norm = True
     m.dropout_rng = "hash"  # hash (counter-hash masks, fast) | jax (jax.random.bernoulli)
     m.compute_dtype = "float32"  # float32 | bfloat16 (params and optimizer state stay float32)
+    m.group_impl = "auto"  # a group of K students: vmap (batched) | unrolled (per student) | auto (unrolled on CPU)
     # Per-kind student settings (kdef_jax/models/registry.py). hidden_units, batch_norm and dropout_rng
     # above are shared by every kind with an MLP tower / BN, as in the reference's EKTF_L; model.dropout
     # is the "mlp" kind's. Unknown-hyperparameter defaults (crossnet, dcn*, cin, xdeepfm, autoint, afn)
@@ -168,6 +169,8 @@ def validate(c) -> None:
         bad("model.hidden_units", f"FINAL students need even widths, got {tuple(m.hidden_units)}")
     if m.dropout_rng not in ("hash", "jax"):
         bad("model.dropout_rng", f"{m.dropout_rng!r} is not one of hash, jax")
+    if m.group_impl not in ("auto", "vmap", "unrolled"):
+        bad("model.group_impl", f"{m.group_impl!r} is not one of auto, vmap, unrolled")
     if m.compute_dtype not in ("float32", "bfloat16"):
         bad("model.compute_dtype", f"{m.compute_dtype!r} is not one of float32, bfloat16")
     if m.embedding_dim < 1:

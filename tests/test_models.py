@@ -204,3 +204,34 @@ def test_dropout_is_inverted_and_identity_at_eval(rng):
     np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.9], rtol=1e-6)
     assert abs((y == 0).mean() - 0.1) < 0.005
     np.testing.assert_array_equal(np.asarray(d.apply({}, x, True)), np.asarray(x))
+
+
+def test_group_impls_share_variables_and_agree():
+    """group_impl vmap (batched) and unrolled (per student) are one module with one set of variables."""
+    ids = _ids()
+    mv = _small_model(k=3, dropout=0.0).clone(group_impl="vmap")
+    mu = mv.clone(group_impl="unrolled")
+    v = mv.init(jax.random.PRNGKey(0), ids, False)
+    vu = mu.init(jax.random.PRNGKey(0), ids, False)
+    assert jax.tree_util.tree_structure(v) == jax.tree_util.tree_structure(vu)
+    for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(vu)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(mv.apply(v, ids, False, None), mu.apply(v, ids, False, None), rtol=1e-5, atol=1e-6)
+    mask = jnp.asarray([1.0] * 12 + [0.0] * 4)
+    (zv, sv), (zu, su) = (
+        m.apply(v, ids, True, mask, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)}) for m in (mv, mu)
+    )
+    np.testing.assert_allclose(zv, zu, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(sv), jax.tree_util.tree_leaves(su)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("impl", ["vmap", "unrolled"])
+def test_each_impl_draws_independent_dropout_per_student(impl):
+    model = _small_model(k=3, dropout=0.5).clone(group_impl=impl)
+    ids = _ids()
+    v = model.init(jax.random.PRNGKey(0), ids, False)
+    same = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), v["params"]["group0_mlp"])
+    var = {"params": {**v["params"], "group0_mlp": same}, "batch_stats": v["batch_stats"]}
+    z, _ = model.apply(var, ids, True, None, rngs={"dropout": jax.random.PRNGKey(3)}, mutable=["batch_stats"])
+    assert not np.allclose(z[0], z[1]) and not np.allclose(z[1], z[2])
