@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -98,14 +99,18 @@ def machine() -> dict:
         "device_kind": d.device_kind,
         "device_count": jax.device_count(),
         "host": platform.node(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
     }
 
 
-def write_json(path: str | None, record: dict) -> None:
+def write_json(path: str | None, record: dict, echo: bool = True) -> None:
+    """Write ``record`` to ``path`` (atomically: a run killed mid-write keeps the previous file) and print it."""
     text = json.dumps(record, indent=1)
     if path:
-        with open(path, "w") as fh:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as fh:
             fh.write(text + "\n")
-    print(text)
+        os.replace(tmp, path)
+    if echo:
+        print(text)

@@ -53,8 +53,9 @@ def main():
         print(f"batch {b:6d}: ensemble {row['ensemble']['ms']:8.2f} ms, fastest student ({fastest}) "
               f"{row[fastest]['ms']:8.2f} ms, speedup {row['one_student_speedup']:.2f}x", flush=True)
         rows.append(row)
-    write_json(args.out, {"benchmark": "latency", "K": model.num_students, "students": args.students or f"mlp:{args.k}",
-                          "machine": machine(), "rows": rows})
+        record = {"benchmark": "latency", "K": model.num_students, "students": args.students or f"mlp:{args.k}",
+                  "machine": machine(), "rows": rows}
+        write_json(args.out, record, echo=b == args.batches[-1])  # after every batch size: a cut-short run keeps it
 
 
 if __name__ == "__main__":

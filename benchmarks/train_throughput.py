@@ -135,13 +135,14 @@ def main():
             if "group" in row and other in row:
                 row[f"group_speedup_over_{other}"] = row[other]["step_s"] / row["group"]["step_s"]
         rows.append(row)
-    base = next((r for r in rows if r["K"] == 1 and "group" in r), None)
-    if base:
-        for r in rows:
+        base = next((r for r in rows if r["K"] == 1 and "group" in r), None)
+        for r in rows if base else ():
             if "group" in r:
                 r["time_ratio_vs_k1"] = r["group"]["step_s"] / base["group"]["step_s"]
                 r["flop_ratio_vs_k1"] = r["K"]  # MLP FLOPs grow exactly with K
-    write_json(args.out, {"benchmark": "train_throughput", "machine": machine(), "args": vars(args), "rows": rows})
+        # Written after every K, so a run cut short by a time limit keeps what it measured.
+        record = {"benchmark": "train_throughput", "machine": machine(), "args": vars(args), "rows": rows}
+        write_json(args.out, record, echo=k == args.ks[-1])
 
 
 if __name__ == "__main__":

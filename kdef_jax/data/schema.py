@@ -38,6 +38,14 @@ class DataFormatError(ValueError):
 # ------------------------------------------------------------------------------------ transforms
 
 
+def open_raw(path: str, what: str = ""):
+    """``open(path, "rb")``, or a DataFormatError naming the file (``what``: e.g. "feature index")."""
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise DataFormatError(f"{path}: cannot open{' ' + what if what else ''} ({e.strerror})") from e
+
+
 def _isrc_country(v: str) -> str:
     return v[:2]
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from kdef_jax.data.schema import Block, DataFormatError
+from kdef_jax.data.schema import Block, DataFormatError, open_raw
 
 try:  # optional extra
     import polars as pl
@@ -35,11 +35,7 @@ def available() -> bool:
 
 def iter_byte_blocks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0) -> Iterator[tuple]:
     """Yield (bytes ending in a newline, first line number, number of lines)."""
-    try:
-        fh = open(path, "rb")
-    except OSError as e:
-        raise DataFormatError(f"{path}: cannot open ({e.strerror})") from e
-    with fh:
+    with open_raw(path) as fh:
         line = 1
         for _ in range(header_lines):
             fh.readline()

@@ -17,7 +17,7 @@ import csv
 import dataclasses
 from typing import Iterator, Sequence
 
-from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block
+from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block, open_raw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +42,7 @@ def open_layout(path: str, *, label_column: str, feature_columns: Sequence[str],
                 header: bool = False, delimiter: str = "\t", quotechar: str = "", encoding: str = "utf-8",
                 on_bad_rows: str = "error") -> Layout:
     """Read the header (if any) and check that the label and every wanted column exist."""
-    try:
-        fh = open(path, "rb")
-    except OSError as e:
-        raise DataFormatError(f"{path}: cannot open ({e.strerror})") from e
-    with fh:
+    with open_raw(path) as fh:
         first = fh.readline()
     if not first:
         raise DataFormatError(f"{path}: file is empty" + (" (expected a header line)" if header else ""))

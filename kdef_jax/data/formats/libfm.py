@@ -10,17 +10,13 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
-from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block
+from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block, open_raw
 
 
 def read_featindex(path: str) -> dict:
     """``field:value<TAB>index`` lines → {index string: (field, value)}."""
     out = {}
-    try:
-        fh = open(path, "rb")
-    except OSError as e:
-        raise DataFormatError(f"{path}: cannot open feature index ({e.strerror})") from e
-    with fh:
+    with open_raw(path, "feature index") as fh:
         for lines in iter_lines(fh, 100_000, path=path):
             for k, line in enumerate(lines):
                 text = line.rstrip("\r\n")
@@ -61,10 +57,7 @@ def lines_to_block(path: str, lines: list, first_line: int, field_names: Sequenc
 
 def read_libfm(path: str, field_names: Sequence[str], *, on_bad_rows: str = "error", chunk_rows: int = 100_000) -> Iterator[Block]:
     """Yield Blocks of a libFM file whose rows hold one pair per field in ``field_names`` (plain Python)."""
-    try:
-        fh = open(path, "rb")
-    except OSError as e:
-        raise DataFormatError(f"{path}: cannot open ({e.strerror})") from e
+    fh = open_raw(path)
     line_no = 1
     with fh:
         for lines in iter_lines(fh, chunk_rows, path=path, on_bad_rows=on_bad_rows):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Iterator, Sequence
 
-from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block
+from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block, open_raw
 
 COLUMNS = ("user_id", "item_id", "rating", "timestamp", "age", "gender", "occupation", "zip", "title", "genres")
 VARIANTS = {
@@ -29,11 +29,7 @@ VARIANTS = {
 
 
 def _lines(path: str, encoding: str) -> Iterator[tuple]:
-    try:
-        fh = open(path, "rb")
-    except OSError as e:
-        raise DataFormatError(f"{path}: cannot open ({e.strerror})") from e
-    with fh:
+    with open_raw(path) as fh:
         no = 1
         for chunk in iter_lines(fh, 100_000, path=path, encoding=encoding):
             for line in chunk:
@@ -96,10 +92,7 @@ def read_movielens(path: str, *, meta_dir: str, variant: str, feature_columns: S
     users, items = _meta or load_metadata(meta_dir, variant)
     sep = VARIANTS[variant]["sep"]
     pos = [COLUMNS.index(c) for c in wanted]
-    try:
-        fh = open(path, "rb")
-    except OSError as e:
-        raise DataFormatError(f"{path}: cannot open ({e.strerror})") from e
+    fh = open_raw(path)
     line_no = 1
     with fh:
         for lines in iter_lines(fh, chunk_rows, path=path, encoding="latin-1"):
