@@ -12,7 +12,7 @@ file drawn 8:1:1 at random (seeded); ``:bars``: train.csv / valid.csv / test.csv
 Model as the reference's Criteo runs: d=16, [400,400,400] + BN, dropout 0.1, K=3, batch 10,000, emb L2 1e-5.
 """
 
-from kdef_jax.config import base_config
+from kdef_jax.config import base_config, use_ektf
 
 RAW_CATEGORICAL = ("C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id", "app_domain",
                    "app_category", "device_id", "device_ip", "device_model", "device_type", "device_conn_type",
@@ -34,12 +34,7 @@ def get_config(arg: str | None = None):
     d.fields = RAW_CATEGORICAL + DERIVED
     d.field_options = {name: dict(source="hour", transform=name) for name in DERIVED}
     d.min_count = 2
-    c.model.embedding_dim = 16
-    c.model.num_students = 3
-    c.model.hidden_units = (400, 400, 400)
-    c.model.dropout = 0.1
-    c.optim.embedding_l2 = 1e-5
-    c.train.batch_size = 10_000
+    use_ektf(c, embedding_l2=1e-5, batch_size=10_000)
     if arg == "bars":
         d.name = "avazu_x4"
         d.subdir = "Avazu_x4"

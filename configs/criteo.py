@@ -14,7 +14,7 @@ Model (EKTF_Criteo): d=16, MLP [400,400,400] + BN, dropout 0.1, K=3, batch 10,00
 train/dev/test files, min_count 1, batch 1024): a pipeline smoke test, not a benchmark.
 """
 
-from kdef_jax.config import base_config
+from kdef_jax.config import base_config, use_ektf
 
 I_FIELDS = tuple(f"I{i}" for i in range(1, 14))
 C_FIELDS = tuple(f"C{i}" for i in range(1, 27))
@@ -35,12 +35,7 @@ def get_config(arg: str | None = None):
     c.data.fields = I_FIELDS + C_FIELDS
     c.data.numeric_fields = I_FIELDS
     c.data.min_count = 10
-    c.model.embedding_dim = 16
-    c.model.num_students = 3
-    c.model.hidden_units = (400, 400, 400)
-    c.model.dropout = 0.1
-    c.optim.embedding_l2 = 1e-5
-    c.train.batch_size = 10_000
+    use_ektf(c, embedding_l2=1e-5, batch_size=10_000)
     if arg in ("sample", "tiny"):
         c.data.name = "criteo_sample"
         c.data.subdir = "criteo_sample"

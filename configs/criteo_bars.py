@@ -10,7 +10,7 @@ $KDEF_DATA_DIR/criteo_sample/criteo_sample.txt (DeepCTR example; same header), r
 min_count 1, small model: a parser/pipeline check.
 """
 
-from kdef_jax.config import base_config
+from kdef_jax.config import base_config, use_ektf
 
 I_FIELDS = tuple(f"I{i}" for i in range(1, 14))
 C_FIELDS = tuple(f"C{i}" for i in range(1, 27))
@@ -28,12 +28,7 @@ def get_config(arg: str | None = None):
     d.fields = I_FIELDS + C_FIELDS
     d.numeric_fields = I_FIELDS
     d.min_count = 10
-    c.model.embedding_dim = 16
-    c.model.num_students = 3
-    c.model.hidden_units = (400, 400, 400)
-    c.model.dropout = 0.1
-    c.optim.embedding_l2 = 1e-5
-    c.train.batch_size = 10_000
+    use_ektf(c, embedding_l2=1e-5, batch_size=10_000)
     if arg == "sample":
         d.name = "criteo_csv_sample"
         d.subdir = "criteo_sample"

@@ -13,7 +13,7 @@ i % 10 == 0, else to train (51,949 / 5,773 / 28,860 rows). 10 categorical fields
 Model: d=16, MLP [400,400,400] + BN, dropout 0.1, K=3, batch 4096, embedding L2 0.01, Adam 1e-3.
 """
 
-from kdef_jax.config import base_config
+from kdef_jax.config import base_config, use_ektf
 
 FRAPPE_FIELDS = ("user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city")
 
@@ -29,12 +29,7 @@ def get_config(arg: str | None = None):
     c.data.valid_mod = 10
     c.data.fields = FRAPPE_FIELDS
     c.data.min_count = 1
-    c.model.embedding_dim = 16
-    c.model.num_students = 3
-    c.model.hidden_units = (400, 400, 400)
-    c.model.dropout = 0.1
-    c.optim.embedding_l2 = 0.01
-    c.train.batch_size = 4096
+    use_ektf(c, embedding_l2=0.01, batch_size=4096)
     if arg == "bars":  # BARS Frappe_x1 CSV splits with a header (label,user,item,daytime,...)
         c.data.name = "frappe_x1"
         c.data.format = "delimited"

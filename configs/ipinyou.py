@@ -14,7 +14,7 @@ field's raw value and a pair from the wrong field is an error; valid = rows i % 
 train.fm.txt, test = test.fm.txt; min_count 2. Only 50 test positives: a pipeline check.
 """
 
-from kdef_jax.config import base_config
+from kdef_jax.config import base_config, use_ektf
 
 IPINYOU_FIELDS = ("weekday", "hour", "useragent", "IP", "region", "city", "adexchange", "domain", "slotid",
                   "slotwidth", "slotheight", "slotvisibility", "slotformat", "creative", "advertiser", "slotprice")
@@ -31,12 +31,7 @@ def get_config(arg: str | None = None):
     d.label_column = "click"
     d.fields = IPINYOU_FIELDS
     d.min_count = 2
-    c.model.embedding_dim = 16
-    c.model.num_students = 3
-    c.model.hidden_units = (400, 400, 400)
-    c.model.dropout = 0.1
-    c.optim.embedding_l2 = 1e-3
-    c.train.batch_size = 4096
+    use_ektf(c, embedding_l2=1e-3, batch_size=4096)
     if arg in ("sample", "tiny"):
         d.name = "ipinyou_sample"
         d.format = "libfm"

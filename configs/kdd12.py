@@ -10,7 +10,7 @@ are "123": the same vocabulary, a bijection of the names.)
 Model (EKTF KDD12): d=16, MLP [400,400,400] + BN, dropout 0, K=5, batch 10,000, emb L2 1e-5.
 """
 
-from kdef_jax.config import base_config
+from kdef_jax.config import base_config, use_ektf
 
 NUMERIC = ("Depth", "Position", "Impression")
 IDS = ("DisplayURL", "AdID", "AdvertiserID", "QueryID", "KeywordID", "TitleID", "DescriptionID", "UserID", "Gender", "Age")
@@ -28,12 +28,7 @@ def get_config(arg: str | None = None):
     d.fields = NUMERIC + IDS
     d.numeric_fields = NUMERIC
     d.min_count = 10
-    c.model.embedding_dim = 16
-    c.model.num_students = 5
-    c.model.hidden_units = (400, 400, 400)
-    c.model.dropout = 0.0
-    c.optim.embedding_l2 = 1e-5
-    c.train.batch_size = 10_000
+    use_ektf(c, embedding_l2=1e-5, batch_size=10_000, num_students=5, dropout=0.0)
     if arg:
         raise ValueError(f"configs/kdd12.py: unknown argument {arg!r}")
     return c

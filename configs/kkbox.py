@@ -11,7 +11,7 @@ missing → OOV); bd (age) → "" if missing or outside [1, 95], else buckets �
 Model (EKTF KKBox): d=128, MLP [1000,1000,1000] + BN, dropout 0.1, K=10, batch 10,000, emb L2 5e-4.
 """
 
-from kdef_jax.config import base_config
+from kdef_jax.config import base_config, use_ektf
 
 KKBOX_FIELDS = ("msno", "song_id", "source_system_tab", "source_screen_name", "source_type", "city", "gender",
                 "registered_via", "language", "genre_ids", "artist_name", "isrc", "bd")
@@ -34,12 +34,7 @@ def get_config(arg: str | None = None):
         "bd": dict(transform="kkbox_age"),
     }
     d.min_count = 10
-    c.model.embedding_dim = 128
-    c.model.num_students = 10
-    c.model.hidden_units = (1000, 1000, 1000)
-    c.model.dropout = 0.1
-    c.optim.embedding_l2 = 5e-4
-    c.train.batch_size = 10_000
+    use_ektf(c, embedding_l2=5e-4, batch_size=10_000, num_students=10, embedding_dim=128, hidden_units=(1000, 1000, 1000))
     if arg:
         raise ValueError(f"configs/kkbox.py: unknown argument {arg!r}")
     return c

@@ -27,7 +27,7 @@ $KDEF_DATA_DIR/movielens_1m_meta/movielens_sample.txt (CSV with header, quoted t
 ``|``-separated), random 8:1:1 split — a parser/pipeline check, not a benchmark.
 """
 
-from kdef_jax.config import base_config
+from kdef_jax.config import base_config, use_ektf
 
 ML_FIELDS = ("user_id", "item_id", "age", "gender", "occupation", "zip", "genres")
 
@@ -47,12 +47,7 @@ def get_config(arg: str | None = None):
     d.fields = ML_FIELDS
     d.field_options.genres = dict(kind="sequence", max_len=5, splitter="^")
     d.min_count = 1
-    c.model.embedding_dim = 16
-    c.model.num_students = 3
-    c.model.hidden_units = (400, 400, 400)
-    c.model.dropout = 0.1
-    c.optim.embedding_l2 = 0.01
-    c.train.batch_size = 4096
+    use_ektf(c, embedding_l2=0.01, batch_size=4096)
     if arg == "1m":
         d.name = "ml1m"
         d.movielens_variant = "1m"

@@ -8,7 +8,7 @@ min_count 1; BARS' settings). Model: the reference's small-data settings (d=16, 
 dropout 0.1, K=3, batch 4096, embedding L2 0.01).
 """
 
-from kdef_jax.config import base_config
+from kdef_jax.config import base_config, use_ektf
 
 
 def get_config(arg: str | None = None):
@@ -22,12 +22,7 @@ def get_config(arg: str | None = None):
     d.label_column = "label"
     d.fields = ("user_id", "item_id", "tag_id")
     d.min_count = 1
-    c.model.embedding_dim = 16
-    c.model.num_students = 3
-    c.model.hidden_units = (400, 400, 400)
-    c.model.dropout = 0.1
-    c.optim.embedding_l2 = 0.01
-    c.train.batch_size = 4096
+    use_ektf(c, embedding_l2=0.01, batch_size=4096)
     if arg:
         raise ValueError(f"configs/movielens_latest.py: unknown argument {arg!r}")
     return c

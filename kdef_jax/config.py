@@ -129,6 +129,16 @@ def load_config_file(spec: str):
     return module.get_config(arg) if arg else module.get_config()
 
 
+def use_ektf(c, *, embedding_l2: float, batch_size: int, num_students: int = 3, embedding_dim: int = 16,
+             hidden_units=(400, 400, 400), dropout: float = 0.1):
+    """The authors' EKTF setting of one dataset (spec §5): K MLP students (Linear→BN→ReLU→Dropout per
+    hidden layer) on one shared d-dim embedding, the dataset's embedding L2 and batch size."""
+    m = c.model
+    m.embedding_dim, m.num_students, m.hidden_units, m.dropout = embedding_dim, num_students, tuple(hidden_units), dropout
+    c.optim.embedding_l2, c.train.batch_size = embedding_l2, batch_size
+    return c
+
+
 KDEF_LATEST = "ipnn:1,final:1,ecn:1"  # EKTF_L's students, in the reference's order
 
 
