@@ -38,6 +38,13 @@ class DataFormatError(ValueError):
 # ------------------------------------------------------------------------------------ transforms
 
 
+def bad_row(path: str, line: int, problem: str, on_bad_rows: str) -> None:
+    """A malformed row: raise a DataFormatError naming file and line, or return (the caller skips and
+    counts it) when ``on_bad_rows == "skip"``."""
+    if on_bad_rows != "skip":
+        raise DataFormatError(f"{path}:{line}: {problem}")
+
+
 def open_raw(path: str, what: str = ""):
     """``open(path, "rb")``, or a DataFormatError naming the file (``what``: e.g. "feature index")."""
     try:

@@ -17,7 +17,7 @@ import csv
 import dataclasses
 from typing import Iterator, Sequence
 
-from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block, open_raw
+from kdef_jax.data.schema import LABEL, Block, DataFormatError, bad_row, iter_lines, make_block, open_raw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +76,9 @@ def lines_to_block(lay: Layout, lines: list, first_line: int) -> Block:
             parts = split(text) if split and '"' in text else text.split(lay.delimiter)
             problem = None if len(parts) == ncol else f"expected {ncol} columns, found {len(parts)}"
         if problem is not None:
-            if lay.on_bad_rows == "skip":
-                skipped += 1
-                continue
-            raise DataFormatError(f"{lay.path}:{line_no}: {problem}")
+            bad_row(lay.path, line_no, problem, lay.on_bad_rows)
+            skipped += 1
+            continue
         rows.append([parts[p] for p in pos])
         nums.append(line_no)
     return make_block(lay.path, nums, rows, (LABEL, *lay.wanted[1:]), header_lines=lay.header_lines, skipped=skipped)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
-from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block, open_raw
+from kdef_jax.data.schema import LABEL, Block, DataFormatError, bad_row, iter_lines, make_block, open_raw
 
 
 def read_featindex(path: str) -> dict:
@@ -46,10 +46,9 @@ def lines_to_block(path: str, lines: list, first_line: int, field_names: Sequenc
         else:
             problem = None
         if problem is not None:
-            if on_bad_rows == "skip":
-                skipped += 1
-                continue
-            raise DataFormatError(f"{path}:{first_line + k}: {problem}")
+            bad_row(path, first_line + k, problem, on_bad_rows)
+            skipped += 1
+            continue
         rows.append(parts)
         nums.append(first_line + k)
     return make_block(path, nums, rows, (LABEL, *field_names), skipped=skipped)

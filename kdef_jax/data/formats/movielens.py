@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Iterator, Sequence
 
-from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block, open_raw
+from kdef_jax.data.schema import LABEL, Block, DataFormatError, bad_row, iter_lines, make_block, open_raw
 
 COLUMNS = ("user_id", "item_id", "rating", "timestamp", "age", "gender", "occupation", "zip", "title", "genres")
 VARIANTS = {
@@ -108,10 +108,9 @@ def read_movielens(path: str, *, meta_dir: str, variant: str, feature_columns: S
                 else:
                     problem = None
                 if problem is not None:
-                    if on_bad_rows == "skip":
-                        skipped += 1
-                        continue
-                    raise DataFormatError(f"{path}:{line_no + k}: {problem}")
+                    bad_row(path, line_no + k, problem, on_bad_rows)
+                    skipped += 1
+                    continue
                 full = parts + users[parts[0]] + items[parts[1]]
                 rows.append([full[p] for p in pos])
                 nums.append(line_no + k)
