@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The GPU check of the performance issue, as ONE script (about 7 min on an H100/H200, start not counted).
+# The GPU check of the performance issue, as ONE script (at most 9.6 min of time limits on an H100/H200;
+# give the device call timeout_s=600; the machine's start is not counted).
 #   bash benchmarks/gpu_check.sh          (QUICK=1: a seconds-long dry run, here or anywhere)
+# The lent machines of this workplace have jax/flax/optax/orbax but not ml_collections: carry its wheel
+# (pip download --no-deps ml_collections==1.1.0 -d .whl) and start the command with
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/ml_collections*.whl && export PYTHONPATH=/tmp/site;
 # Writes JSON (and env.txt) into $OUT (default benchmarks/results/gpu); every benchmark rewrites its JSON
 # after each measured point, so one cut short by its time limit keeps what it measured.
 # Budget: on the H200 of 2026-11-28 every distinct jitted program took ~20-30 s to compile and autotune
@@ -36,8 +40,8 @@ TT=benchmarks/train_throughput.py
 run 180 $TT --ks $KS --batch $BATCH --variants group $STEPS --out "$OUT/train_fp32.json"
 run 110 $TT --ks $LOOPKS --batch $BATCH --variants loop --loop-max-k 64 $STEPS --out "$OUT/train_fp32_loop.json"
 run 30 $TT --ks $GEMMK --batch $BATCH --variants gemm $STEPS --out "$OUT/train_fp32_gemm.json"
-run 70 $TT --ks $BFKS --batch $BATCH --dtype bfloat16 --variants group $STEPS --out "$OUT/train_bf16.json"
+run 90 $TT --ks $BFKS --batch $BATCH --dtype bfloat16 --variants group $STEPS --out "$OUT/train_bf16.json"
 run 60 benchmarks/latency.py --k 10 --batches $LATB --steps 20 --rounds 3 --out "$OUT/latency.json"
-run 45 $TT $LATEST --batch $LBATCH --mflop-per-sample 15.08 $STEPS --out "$OUT/train_latest.json"
+run 60 $TT $LATEST --batch $LBATCH --mflop-per-sample 15.08 $STEPS --out "$OUT/train_latest.json"
 run 45 benchmarks/latency.py $LATEST --batches $LBATCH --steps 20 --rounds 3 --out "$OUT/latency_latest.json"
 exit $status
