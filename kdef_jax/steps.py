@@ -98,12 +98,14 @@ def make_train_step(model, tx, loss_cfg, emb_l2: float):
 
         (loss, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         # R = (λ/2)·‖E‖² added outside autodiff: its gradient λ·E joins the table's gradient in one fused
-        # pass, and the value is a dot (XLA:CPU otherwise materialises E² every step).
+        # pass, and the value is a dot (XLA:CPU otherwise materialises E² every step). The "+ 0·R" (exact
+        # for finite R) makes R's read of E an ancestor of the table's update, so XLA updates the donated
+        # table in place instead of copying the whole table first.
         reg = jnp.zeros((), jnp.float32)
         if emb_l2 > 0:
             table = state.params["embedding"]["table"]
             reg = 0.5 * emb_l2 * jnp.vdot(table, table)
-            grads["embedding"]["table"] = grads["embedding"]["table"] + emb_l2 * table
+            grads["embedding"]["table"] = grads["embedding"]["table"] + emb_l2 * table + 0.0 * reg
         total = loss + reg
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
