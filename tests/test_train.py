@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -68,6 +69,18 @@ def test_train_step_updates_state_and_keeps_pad_rows_zero(tmp_path):
     assert all(d > 0 for d in jax.tree_util.tree_leaves(diff))
     table = after["embedding"]["table"]
     assert np.all(table[field_offsets(ds.feature_map.vocab_sizes)] == 0)
+
+
+def test_step_updates_the_donated_table_in_place(tmp_path):
+    """No full copy of the embedding table per step (the L2 value is an ancestor of the update)."""
+    c, ds, model, state, step = _setup(tmp_path, **{"optim.embedding_l2": 0.1})
+    table = state.params["embedding"]["table"]
+    b = next(iterate_batches(ds.splits["train"], 512))
+    hlo = step.lower(state, b, jax.random.PRNGKey(1)).compile().as_text()
+    shape = "f32[%d,%d]" % table.shape
+    entry = hlo[hlo.index("ENTRY"):]
+    assert shape in entry
+    assert not re.search(re.escape(shape) + r"\{[^}]*\} copy\(", entry)
 
 
 def test_padded_rows_do_not_change_the_step(tmp_path):
