@@ -68,28 +68,41 @@ def default_train_config():
     return c
 
 
-def time_calls(fn, args_list, *, warmup: int = 2, steps: int = 10, rounds: int = 3, carry=None):
-    """Median seconds per call over ``rounds`` rounds of ``steps`` calls (after ``warmup``).
+class Runner:
+    """One benchmarked call: ``fn(*args)``, or with ``carry`` a step ``carry = fn(carry, *args)[0]``,
+    cycling through ``args_list``."""
 
-    With ``carry`` the call is ``carry = fn(carry, args)[0]`` (a train step threading its state).
-    """
-    def run(k, c):
-        for i in range(k):
-            a = args_list[i % len(args_list)]
-            if c is None:
-                out = fn(*a)
-            else:
-                c, out = fn(c, *a)
-        jax.block_until_ready(out if c is None else (c, out))
-        return c
+    def __init__(self, fn, args_list, carry=None):
+        self.fn, self.args_list, self.carry, self.i = fn, args_list, carry, 0
 
-    carry = run(warmup, carry)
-    per_round = []
-    for _ in range(rounds):
+    def run(self, k: int) -> float:
+        """Seconds for ``k`` calls, the device work included (blocks on the last result)."""
         t0 = time.perf_counter()
-        carry = run(steps, carry)
-        per_round.append((time.perf_counter() - t0) / steps)
-    return statistics.median(per_round), min(per_round), max(per_round), carry
+        out = None
+        for _ in range(k):
+            a = self.args_list[self.i % len(self.args_list)]
+            self.i += 1
+            if self.carry is None:
+                out = self.fn(*a)
+            else:
+                self.carry, out = self.fn(self.carry, *a)
+        jax.block_until_ready(out if self.carry is None else (self.carry, out))
+        return time.perf_counter() - t0
+
+
+def time_interleaved(runners, *, warmup: int = 2, steps: int = 10, rounds: int = 3) -> list:
+    """[(median, min, max) seconds per call] for each runner. All are warmed up first (compiled), then
+    every round runs each one ``steps`` times, in an order that rotates from round to round, so that
+    machine drift and first-after-compile effects hit every variant alike."""
+    for r in runners:
+        r.run(warmup)
+    per = [[] for _ in runners]
+    n = len(runners)
+    for i in range(rounds):
+        for j in range(n):
+            k = (i + j) % n
+            per[k].append(runners[k].run(steps) / steps)
+    return [(statistics.median(p), min(p), max(p)) for p in per]
 
 
 def machine() -> dict:

@@ -16,7 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 
-from common import criteo_batches, criteo_model, machine, mlp_group, spec_groups, time_calls, write_json  # noqa: E402
+from common import (  # noqa: E402
+    Runner, criteo_batches, criteo_model, machine, mlp_group, spec_groups, time_interleaved, write_json,
+)
 from kdef_jax.export import make_predictor  # noqa: E402
 
 
@@ -43,9 +45,10 @@ def main():
     for b in args.batches:
         ids = [jax.device_put(x["ids"]) for x in criteo_batches(b, n=2)]
         row = {"batch": b}
-        for name, fn in predictors.items():
-            steps = args.steps if b <= 1024 else max(3, args.steps // 4)
-            med, lo, hi, _ = time_calls(fn, [(x,) for x in ids], warmup=2, steps=steps, rounds=args.rounds)
+        steps = args.steps if b <= 1024 else max(3, args.steps // 4)
+        timings = time_interleaved([Runner(fn, [(x,) for x in ids]) for fn in predictors.values()],
+                                   warmup=2, steps=steps, rounds=args.rounds)
+        for name, (med, lo, hi) in zip(predictors, timings):
             row[name] = {"ms": med * 1e3, "ms_min": lo * 1e3, "ms_max": hi * 1e3, "samples_per_s": b / med}
         fastest = min((k for k in row if k != "batch" and k != "ensemble"), key=lambda k: row[k]["ms"])
         row["fastest_student"] = fastest

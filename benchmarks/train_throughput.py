@@ -12,6 +12,8 @@ excluded exactly as in the reference harness). For every K, in the same process:
   loop   — the same K students as K separate modules in a Python loop inside the same jit;
   gemm   — the matmul ceiling: only the forward+backward GEMMs of the K students' layers (jnp.dot).
 Achieved GFLOP/s counts the MLP work only, 3·2·K·569,600 FLOP per sample (as the reference does).
+All variants of one K are compiled and warmed up first, then timed interleaved: every round runs each
+of them, in an order that rotates from round to round (machine drift hits all alike); medians of rounds.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common import (  # noqa: E402
+    Runner,
     HIDDEN,
     MLP_MACS,
     criteo_batches,
@@ -35,13 +38,14 @@ from common import (  # noqa: E402
     machine,
     mlp_group,
     spec_groups,
-    time_calls,
+    time_interleaved,
     write_json,
 )
 from kdef_jax.steps import create_train_state, make_optimizer, make_train_step  # noqa: E402
 
 
-def bench_step(groups, batches, args, compute_dtype="float32", group_impl="auto"):
+def step_runner(groups, batches, compute_dtype="float32", group_impl="auto") -> Runner:
+    """The full KDEF train step of ``groups`` on ``batches``, ready to time (state carried, donated)."""
     model = criteo_model(groups).clone(compute_dtype=compute_dtype, group_impl=group_impl)
     c = default_train_config()
     tx = make_optimizer(c.optim)
@@ -49,12 +53,11 @@ def bench_step(groups, batches, args, compute_dtype="float32", group_impl="auto"
     step = make_train_step(model, tx, c.loss, c.optim.embedding_l2)
     key = jax.random.PRNGKey(1)
     dev = [(jax.device_put(b), key) for b in batches]
-    med, lo, hi, _ = time_calls(step, dev, warmup=args.warmup, steps=args.steps, rounds=args.rounds, carry=state)
-    return med, lo, hi
+    return Runner(step, dev, carry=state)
 
 
-def bench_gemm(k, batch, args, dtype=jnp.float32):
-    """Seconds for the fwd+bwd GEMMs of K students (X·W, dY·Wᵀ, Xᵀ·dY per layer).
+def gemm_runner(k, batch, dtype=jnp.float32) -> Runner:
+    """The fwd+bwd GEMMs of K students (X·W, dY·Wᵀ, Xᵀ·dY per layer).
 
     The first layer's input (the embeddings) is shared by all students, so its three GEMMs are the
     flat [B, 624]×[624, K·400] products the vmapped model also compiles to; deeper layers are
@@ -80,8 +83,7 @@ def bench_gemm(k, batch, args, dtype=jnp.float32):
             out.append(jnp.einsum("kbi,kbo->kio", x, dy))
         return out
 
-    med, lo, hi, _ = time_calls(gemms, [(x0, xs, ws, dys)], warmup=args.warmup, steps=args.steps, rounds=args.rounds)
-    return med, lo, hi
+    return Runner(gemms, [(x0, xs, ws, dys)])
 
 
 def main():
@@ -103,7 +105,8 @@ def main():
     batches = criteo_batches(args.batch)
     rows = []
     if args.students:  # one model of any students (e.g. KDEF_Latest), full step only
-        med, lo, hi = bench_step(spec_groups(args.students, args.set), batches, args, args.dtype)
+        (med, lo, hi), = time_interleaved([step_runner(spec_groups(args.students, args.set), batches, args.dtype)],
+                                          warmup=args.warmup, steps=args.steps, rounds=args.rounds)
         row = {"students": args.students, "overrides": args.set, "batch": args.batch, "dtype": args.dtype,
                "step_s": med, "step_s_min": lo, "step_s_max": hi, "samples_per_s": args.batch / med}
         if args.mflop_per_sample:
@@ -111,18 +114,22 @@ def main():
         print(f"{args.students}: {med * 1e3:.1f} ms/step, {args.batch / med:,.0f} samples/s", flush=True)
         write_json(args.out, {"benchmark": "train_throughput", "machine": machine(), "args": vars(args), "rows": [row]})
         return
+    gemm_dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     for k in args.ks:
         flop = 6 * k * MLP_MACS * args.batch  # MLP FLOPs per step
         row = {"K": k, "batch": args.batch, "dtype": args.dtype, "mlp_gflop_per_step": flop / 1e9}
-        for v in args.variants:
-            if v == "loop" and k > args.loop_max_k:
-                continue
+        variants = [v for v in dict.fromkeys(args.variants) if not (v == "loop" and k > args.loop_max_k)]
+        runners = []
+        for v in variants:  # build (compile on warm-up) every variant of this K, then time them interleaved
             if v == "gemm":
-                med, lo, hi = bench_gemm(k, args.batch, args, jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
+                runners.append(gemm_runner(k, args.batch, gemm_dtype))
             elif v == "loop":
-                med, lo, hi = bench_step([mlp_group(1) for _ in range(k)], batches, args, args.dtype)
+                runners.append(step_runner([mlp_group(1) for _ in range(k)], batches, args.dtype))
             else:
-                med, lo, hi = bench_step([mlp_group(k)], batches, args, args.dtype, "vmap" if v == "vmap" else "auto")
+                runners.append(step_runner([mlp_group(k)], batches, args.dtype, "vmap" if v == "vmap" else "auto"))
+        timings = time_interleaved(runners, warmup=args.warmup, steps=args.steps, rounds=args.rounds)
+        del runners
+        for v, (med, lo, hi) in zip(variants, timings):
             row[v] = {
                 "step_s": med, "step_s_min": lo, "step_s_max": hi,
                 "samples_per_s": args.batch / med, "mlp_gflops": flop / med / 1e9,
@@ -143,7 +150,6 @@ def main():
         # Written after every K, so a run cut short by a time limit keeps what it measured.
         record = {"benchmark": "train_throughput", "machine": machine(), "args": vars(args), "rows": rows}
         write_json(args.out, record, echo=k == args.ks[-1])
-
 
 if __name__ == "__main__":
     main()
