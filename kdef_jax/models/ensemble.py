@@ -49,7 +49,7 @@ def vmapped(cls, count: int):
 def unrolled(cls, count: int):
     """The same group as ``vmapped(cls, count)`` — identical variables, leading K axis, split rngs —
     executed as K per-student computations (``nn.scan`` fully unrolled) instead of batched ones.
-    XLA:CPU runs the resulting 2-D matmuls and row reductions ~7-8% faster than the batched
+    XLA:CPU runs the resulting 2-D matmuls and row reductions 2-6% faster than the batched
     [K, B, ·] forms (benchmarks/train_throughput.py); on accelerators the batched form wins."""
 
     class Body(cls):
