@@ -30,6 +30,17 @@ def load_config_module(name: str):
   return mod
 
 
+def frappe_run_config(config_name: str, tmp_path):
+  """configs/<config_name>.py on the shared Frappe files, quiet, cache in ``tmp_path``; skips if absent."""
+  if not (shared_data_dir() / "frappe" / "frappe.test.libfm").exists():
+    pytest.skip(f"Frappe files not found under {shared_data_dir() / 'frappe'} (set KDEF_DATA_DIR)")
+  c = load_config_module(config_name).get_config()
+  c.data.cache_dir = str(tmp_path / "cache")
+  c.train.progress = False
+  c.train.plot = False
+  return c
+
+
 @pytest.fixture
 def no_home_cache(monkeypatch, tmp_path):
   """Point KDEF_CACHE_DIR at a temporary folder so nothing can land in ~/.cache."""

@@ -6,7 +6,7 @@ The authors' PyTorch EKTF (K=3) on this split and these settings reached test AU
 
 import pytest
 
-from conftest import load_config_module, shared_data_dir
+from conftest import frappe_run_config
 from kdef_jax.train import train_and_evaluate
 
 pytestmark = pytest.mark.slow
@@ -14,13 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def frappe_config(tmp_path):
-    if not (shared_data_dir() / "frappe" / "frappe.test.libfm").exists():
-        pytest.skip(f"Frappe files not found under {shared_data_dir() / 'frappe'} (set KDEF_DATA_DIR)")
-    c = load_config_module("frappe").get_config()
-    c.data.cache_dir = str(tmp_path / "cache")
-    c.train.progress = False
-    c.train.plot = False
-    return c
+    return frappe_run_config("frappe", tmp_path)
 
 
 def test_frappe_kdef_k3_matches_reference(frappe_config, tmp_path):

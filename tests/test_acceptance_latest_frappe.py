@@ -7,19 +7,14 @@ test AUC 0.9538 / 0.9546 / 0.9539 for seeds 2024-2026, its students IPNN 0.9521-
 
 import pytest
 
-from conftest import load_config_module, shared_data_dir
+from conftest import frappe_run_config
 from kdef_jax.train import train_and_evaluate
 
 pytestmark = pytest.mark.slow
 
 
 def test_frappe_kdef_latest_matches_reference(tmp_path):
-    if not (shared_data_dir() / "frappe" / "frappe.test.libfm").exists():
-        pytest.skip(f"Frappe files not found under {shared_data_dir() / 'frappe'} (set KDEF_DATA_DIR)")
-    c = load_config_module("kdef_latest_frappe").get_config()
-    c.data.cache_dir = str(tmp_path / "cache")
-    c.train.progress = False
-    c.train.plot = False
+    c = frappe_run_config("kdef_latest_frappe", tmp_path)
     res = train_and_evaluate(c, tmp_path / "latest", log=lambda *a: None)
     assert res["students"] == ["ipnn", "final", "ecn"]
     assert res["params"]["total"] == 969_285
