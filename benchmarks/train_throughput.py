@@ -14,13 +14,21 @@ excluded exactly as in the reference harness). For every K, in the same process:
 Achieved GFLOP/s counts the MLP work only, 3·2·K·569,600 FLOP per sample (as the reference does).
 All variants of one K are compiled and warmed up first, then timed interleaved: every round runs each
 of them, in an order that rotates from round to round (machine drift hits all alike); medians of rounds.
+On a small VM the same program also runs a few % faster or slower from one process to the next, so
+``--processes N`` repeats every K in N fresh processes (building the variants in a rotated order,
+since the first one built in a process runs slightly slower) and reports the median over processes,
+with each process's group-vs-loop ratio (compare variants by those ratios, not by single runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,8 +108,11 @@ def main():
     ap.add_argument("--students", default="", help='a student spec instead of K MLPs, e.g. "ipnn:1,final:1,ecn:1"')
     ap.add_argument("--set", nargs="*", default=[], help="model config overrides for --students, e.g. model.ecn.num_cross_layers=4")
     ap.add_argument("--mflop-per-sample", type=float, default=0.0, help="forward+backward MFLOP/sample of --students")
+    ap.add_argument("--processes", type=int, default=1, help="repeat every K in this many fresh processes")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.processes > 1 and not args.students:
+        return across_processes(args)
     batches = criteo_batches(args.batch)
     rows = []
     if args.students:  # one model of any students (e.g. KDEF_Latest), full step only
@@ -150,6 +161,52 @@ def main():
         # Written after every K, so a run cut short by a time limit keeps what it measured.
         record = {"benchmark": "train_throughput", "machine": machine(), "args": vars(args), "rows": rows}
         write_json(args.out, record, echo=k == args.ks[-1])
+
+def _child_argv(args, k: int, out: str, p: int) -> list:
+    """Process ``p`` builds (and so allocates) the variants in an order rotated by ``p``: the first one
+    built runs a little slower in a process, a bias that the rotation spreads over all variants."""
+    n = len(args.variants)
+    order = [args.variants[(p + i) % n] for i in range(n)]
+    argv = [sys.executable, os.path.abspath(__file__), "--ks", str(k), "--batch", str(args.batch),
+            "--variants", *order, "--dtype", args.dtype, "--loop-max-k", str(args.loop_max_k),
+            "--warmup", str(args.warmup), "--steps", str(args.steps), "--rounds", str(args.rounds), "--out", out]
+    return argv
+
+
+def across_processes(args) -> None:
+    """Every K in ``args.processes`` fresh processes; per variant the median over processes of each
+    process's median, and the per-process ratios loop/group and vmap/group."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in args.ks:
+            runs = []
+            for p in range(args.processes):
+                out = os.path.join(tmp, f"k{k}_p{p}.json")
+                print(f"K={k} process {p + 1}/{args.processes}", flush=True)
+                subprocess.run(_child_argv(args, k, out, p), check=True, stdout=subprocess.DEVNULL)
+                with open(out) as fh:
+                    runs.append(json.load(fh)["rows"][0])
+            row = {"K": k, "batch": args.batch, "dtype": args.dtype, "processes": args.processes,
+                   "mlp_gflop_per_step": runs[0]["mlp_gflop_per_step"]}
+            for v in args.variants:
+                if v not in runs[0]:
+                    continue
+                per = [r[v]["step_s"] for r in runs]
+                med = statistics.median(per)
+                row[v] = {"step_s": med, "step_s_per_process": per, "samples_per_s": args.batch / med,
+                          "mlp_gflops": row["mlp_gflop_per_step"] / med}
+                print(f"K={k:3d} {v:5s} {med * 1e3:9.1f} ms/step (processes: "
+                      + ", ".join(f"{x * 1e3:.0f}" for x in per) + ")", flush=True)
+            for other in ("loop", "vmap"):
+                if "group" in row and other in row:
+                    ratios = [r[other]["step_s"] / r["group"]["step_s"] for r in runs]
+                    row[f"group_speedup_over_{other}"] = statistics.median(ratios)
+                    row[f"group_speedup_over_{other}_per_process"] = ratios
+                    print(f"K={k:3d} group speed-up over {other}: " + ", ".join(f"{x:.3f}" for x in ratios), flush=True)
+            rows.append(row)
+            write_json(args.out, {"benchmark": "train_throughput", "machine": machine(), "args": vars(args), "rows": rows},
+                       echo=k == args.ks[-1])
+
 
 if __name__ == "__main__":
     main()

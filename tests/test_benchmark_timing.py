@@ -1,0 +1,43 @@
+"""The benchmarks' timing protocol: interleaved rounds in rotating order, rotated build order per process."""
+import argparse
+import sys
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+import common  # noqa: E402
+import train_throughput  # noqa: E402
+
+
+class FakeRunner:
+  """Records when it runs; ``seconds`` per call."""
+
+  def __init__(self, name, log, seconds):
+    self.name, self.log, self.seconds = name, log, seconds
+
+  def run(self, k):
+    self.log.append((self.name, k))
+    return self.seconds[len([e for e in self.log if e[0] == self.name]) - 1] * k
+
+
+def test_time_interleaved_warms_all_first_then_rotates_the_order():
+  log = []
+  a = FakeRunner("a", log, [9.0, 1.0, 3.0, 2.0])  # warm-up, then rounds: per-call 1, 3, 2
+  b = FakeRunner("b", log, [9.0, 5.0, 4.0, 6.0])
+  (med_a, lo_a, hi_a), (med_b, lo_b, hi_b) = common.time_interleaved([a, b], warmup=1, steps=2, rounds=3)
+  assert log == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("b", 2), ("a", 2), ("a", 2), ("b", 2)]
+  assert (med_a, lo_a, hi_a) == (2.0, 1.0, 3.0)  # warm-up time never counted
+  assert (med_b, lo_b, hi_b) == (5.0, 4.0, 6.0)
+
+
+def test_processes_build_the_variants_in_rotated_order():
+  args = argparse.Namespace(variants=["group", "vmap", "loop"], batch=10, dtype="float32", loop_max_k=16,
+                            warmup=1, steps=2, rounds=3)
+  orders = []
+  for p in range(3):
+    argv = train_throughput._child_argv(args, 6, "/tmp/x.json", p)
+    i = argv.index("--variants")
+    orders.append(argv[i + 1:i + 4])
+    assert argv[argv.index("--ks") + 1] == "6" and argv[argv.index("--out") + 1] == "/tmp/x.json"
+  assert orders == [["group", "vmap", "loop"], ["vmap", "loop", "group"], ["loop", "group", "vmap"]]
