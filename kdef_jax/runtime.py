@@ -7,11 +7,13 @@ Measured on the project's 2-core machine (benchmarks/train_throughput.py, Criteo
   step page-faults its whole working set again (an elementwise pass over 48 MB took 20 ms instead of
   4 ms). One arena, a 1 GiB mmap threshold and no trimming keep freed blocks for reuse (the process
   keeps its peak memory instead of returning it to the OS).
-* **XLA flag** ``--xla_cpu_experimental_ynn_fusion_type=-reduce``: the YNNPACK reduce fusion ran
-  BatchNorm's batch reductions ~20x slower than XLA's own emitter (6 × 60 ms per step at K=1).
-  Added to XLA_FLAGS only for jaxlib versions where it was measured, and only if the user has not
-  set a YNN option; XLA_FLAGS is read when the backend starts, so import kdef_jax before running
-  any JAX computation.
+* **XLA flag** ``--xla_cpu_experimental_ynn_fusion_type=`` (empty: no YNNPACK fusions): XLA's own
+  dot (Eigen) and emitters instead. YNNPACK's reduce fusion ran BatchNorm's batch reductions ~20x
+  slower than XLA's emitter (6 × 60 ms per step at K=1), and its matmuls ran the students' forward and
+  input-gradient GEMMs ([10000, 624]·[624, 400]) at ~140 GFLOP/s against Eigen's ~190: a KDEF step
+  is ~3% (K=1) to ~10% (K=3, 10) faster without them. Added to XLA_FLAGS only for jaxlib versions
+  where it was measured, and only if the user has not set a YNN option; XLA_FLAGS is read when the
+  backend starts, so import kdef_jax before running any JAX computation.
 
 Opt out with ``KDEF_JAX_TUNE_CPU=0``. GPU/TPU runs are unaffected (CPU-only flag; malloc only
 concerns host memory).
@@ -25,7 +27,7 @@ import os
 import sys
 
 _VERIFIED_JAXLIB = ("0.10.",)  # versions where the YNN flag exists and was measured
-_YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
+_YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
 applied: dict = {}
