@@ -162,15 +162,15 @@ def main():
         record = {"benchmark": "train_throughput", "machine": machine(), "args": vars(args), "rows": rows}
         write_json(args.out, record, echo=k == args.ks[-1])
 
+
 def _child_argv(args, k: int, out: str, p: int) -> list:
     """Process ``p`` builds (and so allocates) the variants in an order rotated by ``p``: the first one
     built runs a little slower in a process, a bias that the rotation spreads over all variants."""
     n = len(args.variants)
     order = [args.variants[(p + i) % n] for i in range(n)]
-    argv = [sys.executable, os.path.abspath(__file__), "--ks", str(k), "--batch", str(args.batch),
+    return [sys.executable, os.path.abspath(__file__), "--ks", str(k), "--batch", str(args.batch),
             "--variants", *order, "--dtype", args.dtype, "--loop-max-k", str(args.loop_max_k),
             "--warmup", str(args.warmup), "--steps", str(args.steps), "--rounds", str(args.rounds), "--out", out]
-    return argv
 
 
 def across_processes(args) -> None:
