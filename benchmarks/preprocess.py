@@ -106,7 +106,7 @@ def main():
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vocab-scale", type=int, default=1)
-    ap.add_argument("--engine", default="auto", choices=["auto", "arrow", "python"])
+    ap.add_argument("--engine", default="auto", choices=["auto", "native", "columnar", "python"])
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "kdef_bench_preprocess"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "preprocess.json"))
     ap.add_argument("--child", nargs=2, metavar=("PATH", "ENGINE"), help=argparse.SUPPRESS)

@@ -47,7 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
     d.featindex = ""  # libFM: feature-index file (field:value<TAB>index) in the data dir, e.g. iPinYou
     d.movielens_variant = "100k"  # format=movielens: 100k (u.user/u.item/u.genre) | 1m (users.dat/movies.dat)
     d.tfds_name = ""  # format=tfds: e.g. movielens/100k-ratings; data.files.* are TFDS split strings
-    d.engine = "auto"  # auto (columnar if polars is installed) | columnar | python
+    d.engine = "auto"  # auto (native if numba is installed) | native | columnar (polars CSV parser) | python
     d.on_bad_rows = "error"  # error | skip (skipped rows are counted and reported)
     d.synthetic = ml_collections.ConfigDict(
         {"preset": "small", "num_train": 100_000, "num_valid": 20_000, "num_test": 20_000, "seed": 2024, "positive_rate": 0.25}
@@ -209,7 +209,7 @@ def validate(c) -> None:
         bad("data.valid_mod", f"split='mod' needs valid_mod >= 2, got {d.valid_mod}")
     if d.min_count < 1:
         bad("data.min_count", f"must be >= 1, got {d.min_count}")
-    if d.engine not in ("auto", "columnar", "python"):
-        bad("data.engine", f"{d.engine!r} is not one of auto, columnar, python")
+    if d.engine not in ("auto", "native", "columnar", "python"):
+        bad("data.engine", f"{d.engine!r} is not one of auto, native, columnar, python")
     if d.on_bad_rows not in ("error", "skip"):
         bad("data.on_bad_rows", f"{d.on_bad_rows!r} is not one of error, skip")

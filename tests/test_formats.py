@@ -16,13 +16,16 @@ from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.formats import columnar
 from kdef_jax.data.schema import DataFormatError, LabelRule
 
-HAS_POLARS = columnar.available()
+HAS_NATIVE = columnar.available("native")
+HAS_POLARS = columnar.available("columnar")
 try:
   HAS_TFDS = importlib.util.find_spec("tensorflow_datasets") is not None
 except (ValueError, ImportError):  # blocked in sys.modules or by an import hook
   HAS_TFDS = False
-ENGINES = ["python", pytest.param("columnar", marks=pytest.mark.skipif(
-    not HAS_POLARS, reason="polars (the 'preprocess' extra) is not installed"))]
+FAST = [pytest.param("native", marks=pytest.mark.skipif(not HAS_NATIVE, reason="numba (the 'preprocess' extra) is not installed")),
+        pytest.param("columnar", marks=pytest.mark.skipif(
+            not HAS_POLARS, reason="numba and polars (the 'preprocess' extra) are not installed"))]
+ENGINES = ["python", *FAST]
 
 
 @pytest.fixture(autouse=True)
@@ -88,22 +91,42 @@ def _criteo_cfg(d, cache, engine, **kw):
               fields=("I1", "I2", "C1", "C2"), numeric_fields=("I1", "I2"), engine=engine, **kw)
 
 
-@pytest.mark.skipif(not HAS_POLARS, reason="polars (the 'preprocess' extra) is not installed")
+@pytest.mark.parametrize("engine", FAST)
 @pytest.mark.parametrize("split", ["files", "random", "mod"])
-def test_engines_give_identical_caches_across_blocks(tmp_path, monkeypatch, split):
+def test_engines_give_identical_caches_across_blocks(tmp_path, monkeypatch, split, engine):
   d = tmp_path / "raw"
   _write(d / "train.tsv", CRITEO)
   _write(d / "test.tsv", "0\t2.5\t26\td\ty\n1\t4\t7\ta\tz\n")
   monkeypatch.setattr(columnar, "BLOCK_BYTES", 40)  # many tiny blocks: line numbers and splits must not depend on it
   kw = {"split": split, "valid_mod": 3} if split != "files" else {}
   a = _load(_criteo_cfg(d, tmp_path / "c1", "python", **kw))
-  b = _load(_criteo_cfg(d, tmp_path / "c2", "columnar", **kw))
+  b = _load(_criteo_cfg(d, tmp_path / "c2", engine, **kw))
   assert a.feature_map.to_dict() | {"info": None} == b.feature_map.to_dict() | {"info": None}
   assert _vocab(a) == _vocab(b)
   for s in a.splits:
     np.testing.assert_array_equal(_x(a, s), _x(b, s))
     np.testing.assert_array_equal(_y(a, s), _y(b, s))
   assert a.cache_dir.name == b.cache_dir.name  # the engine is not part of the cache key
+
+
+@pytest.mark.parametrize("engine", FAST)
+def test_fast_engines_mix_plain_and_python_parsed_blocks_into_one_vocabulary(tmp_path, monkeypatch, engine):
+  """CRLF, UTF-8, values longer than a word, and quoted lines (those blocks go to the Python parser):
+  a value must get one id whichever parser read its block."""
+  d = tmp_path / "raw"
+  rows = ["label,u,v"] + [f"{i % 2},{['Amélie', 'x' * 13, 'ab', ''][i % 4]},{['é', 'k' * 9, 'z'][i % 3]}" for i in range(60)]
+  rows[17] = '1,"ab",zz'  # quoted: its block is declined by the fast parsers
+  rows[42] = '0,"Amélie, the film",é'
+  _write(d / "train.csv", "\r\n".join(rows).encode() + b"\r\n")
+  monkeypatch.setattr(columnar, "BLOCK_BYTES", 48)
+  kw = dict(format="delimited", files={"train": "train.csv"}, column_names=("label", "u", "v"), header=True,
+            delimiter=",", quotechar='"', fields=("u", "v"), split="mod", valid_mod=5, min_count=1)
+  a = _load(_cfg(d, tmp_path / "c1", engine="python", **kw))
+  b = _load(_cfg(d, tmp_path / "c2", engine=engine, **kw))
+  assert _vocab(a) == _vocab(b) and "Amélie, the film" in _vocab(a)["u"] and "x" * 13 in _vocab(a)["u"]
+  for s in a.splits:
+    np.testing.assert_array_equal(_x(a, s), _x(b, s))
+    np.testing.assert_array_equal(_y(a, s), _y(b, s))
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -112,25 +112,29 @@ def column_specs(cfg) -> tuple:
 
 
 def _engine(cfg) -> str:
-    """``columnar`` (polars, the ``preprocess`` extra) or ``python``; ``auto`` picks polars when installed."""
-    if cfg.engine == "python" or (cfg.engine == "auto" and not columnar_mod.available()):
+    """``native`` / ``columnar`` (the ``preprocess`` extra: numba, polars) or ``python``; ``auto`` picks
+    ``native`` when numba is installed."""
+    if cfg.engine == "python" or (cfg.engine == "auto" and not columnar_mod.available("native")):
         return "python"
-    if not columnar_mod.available():
-        raise ImportError(f"config data.engine={cfg.engine!r} needs polars: pip install 'kdef-jax[preprocess]'")
-    return "columnar"
+    engine = "native" if cfg.engine == "auto" else cfg.engine
+    if not columnar_mod.available(engine):
+        raise ImportError(f"config data.engine={cfg.engine!r} needs the 'preprocess' extra (numba, polars): "
+                          "pip install 'kdef-jax[preprocess]'")
+    return engine
 
 
 def _libfm_reader(cfg, fields, engine):
     if engine == "python":
         return functools.partial(read_libfm, field_names=fields, on_bad_rows=cfg.on_bad_rows)
 
-    def read(path):
+    def read(path, probe=None):
         if os.path.getsize(path) == 0:
             raise DataFormatError(f"{path}: file is empty")
         slow = functools.partial(_libfm_slow, path=path, fields=fields, on_bad_rows=cfg.on_bad_rows)
         return columnar_mod.read_blocks(path, names=(LABEL, *fields), wanted=(LABEL, *fields), keys=(LABEL, *fields),
-                                     delimiter=" ", slow=slow, on_bad_rows=cfg.on_bad_rows)
+                                     delimiter=" ", slow=slow, on_bad_rows=cfg.on_bad_rows, parser=engine, probe=probe)
 
+    read.takes_probe = True
     return read
 
 
@@ -145,14 +149,15 @@ def _delimited_reader(cfg, raw_cols, engine):
     if engine == "python":
         return functools.partial(read_delimited, **kw)
 
-    def read(path):
+    def read(path, probe=None):
         lay = open_layout(path, **kw)
         keys = (LABEL, *lay.wanted[1:])
         slow = functools.partial(delimited_lines_to_block, lay)
         return columnar_mod.read_blocks(path, names=lay.names, wanted=lay.wanted, keys=keys, delimiter=lay.delimiter,
                                      quotechar=lay.quotechar, header_lines=lay.header_lines, encoding=lay.encoding,
-                                     on_bad_rows=cfg.on_bad_rows, slow=slow)
+                                     on_bad_rows=cfg.on_bad_rows, slow=slow, parser=engine, probe=probe)
 
+    read.takes_probe = True
     return read
 
 
@@ -262,8 +267,8 @@ def load_dataset(cfg, log=print) -> Dataset:
     else:
         if cfg.on_bad_rows not in ("error", "skip"):
             raise ValueError(f"config data.on_bad_rows={cfg.on_bad_rows!r}; use 'error' or 'skip'")
-        use_polars = cfg.format in ("libfm", "delimited") and _engine(cfg) == "columnar"
-        path = build_cache(_source_spec(cfg), cache_root, log=log, use_polars=use_polars)
+        hashed = cfg.format in ("libfm", "delimited") and _engine(cfg) != "python"
+        path = build_cache(_source_spec(cfg), cache_root, log=log, hashed=hashed)
     ds = open_cache(path)
     skipped = ds.feature_map.skipped_rows
     if skipped:

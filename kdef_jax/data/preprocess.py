@@ -21,6 +21,8 @@ a changed schema builds a new one.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -142,22 +144,29 @@ class _NpyAppender:
         self.fh.close()
 
 
-def _remap_in_place(path: Path, ncol: int, col_offsets: np.ndarray, lut: np.ndarray, rows_per_step: int) -> None:
-    """x ← lut[x + col_offsets] over an int32 .npy file, block by block (no memmap)."""
-    buf = np.empty(rows_per_step * ncol, np.int32)
-    with open(path, "r+b") as fh:
-        off = HEADER_BYTES
-        while True:
-            fh.seek(off)
-            nbytes = fh.readinto(memoryview(buf).cast("B"))
-            if not nbytes:
-                return
-            x = buf[: nbytes // 4].reshape(-1, ncol)
-            x += col_offsets
-            out = lut[x]
-            fh.seek(off)
-            fh.write(out.data)
-            off += nbytes
+def _remap_in_place(path: Path, ncol: int, col_offsets: np.ndarray, lut: np.ndarray, rows_per_step: int,
+                    threads: int = 2) -> None:
+    """x ← lut[x + col_offsets] over an int32 .npy file, block by block (no memmap), the rows split
+    between ``threads`` threads (numpy and file I/O release the GIL)."""
+    rows = (path.stat().st_size - HEADER_BYTES) // (4 * ncol)
+    bounds = np.linspace(0, rows, threads + 1).astype(np.int64)
+
+    def part(lo: int, hi: int) -> None:
+        buf = np.empty(rows_per_step * ncol, np.int32)
+        with open(path, "r+b") as fh:
+            for r in range(lo, hi, rows_per_step):
+                x = buf[: (min(hi, r + rows_per_step) - r) * ncol]
+                fh.seek(HEADER_BYTES + 4 * ncol * r)
+                fh.readinto(memoryview(x).cast("B"))
+                x = x.reshape(-1, ncol)
+                x += col_offsets
+                out = lut[x]
+                fh.seek(HEADER_BYTES + 4 * ncol * r)
+                fh.write(out.data)
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(part, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+            f.result()
 
 
 # ------------------------------------------------------------------------------------ pass 1
@@ -179,18 +188,25 @@ class _Stats:
 class _State:
     """Everything pass 1 accumulates: global raw dictionaries, field encoders, the label rule."""
 
-    def __init__(self, spec: SourceSpec, use_polars: bool):
+    def __init__(self, spec: SourceSpec, hashed: bool):
         need = {c.raw for c in spec.columns if not (c.kind == "categorical" and not c.transform)}
-        self.raws = {LABEL: RawColumn(LABEL, need_values=True, use_polars=use_polars)}
+        self.raws = {LABEL: RawColumn(LABEL, need_values=True, hashed=hashed)}
         for c in spec.columns:
             if c.raw not in self.raws:
-                self.raws[c.raw] = RawColumn(c.raw, need_values=c.raw in need, use_polars=use_polars)
+                self.raws[c.raw] = RawColumn(c.raw, need_values=c.raw in need, hashed=hashed)
         self.label = LabelColumn(self.raws[LABEL], spec.label_rule)
         self.encs = [FieldEncoder(c, self.raws[c.raw], spec.featindex if c.transform == "libfm_index" else None)
                      for c in spec.columns]
         self.offsets = np.cumsum([0] + [e.width for e in self.encs])[:-1].tolist()
         self.ncol = sum(e.width for e in self.encs)
         self.counted = [name for name in self.raws if name != LABEL]
+        self.hashed = hashed
+
+    def probe(self, block: Block) -> Block:
+        """Hash-table lookups of a block, run by the reader's threads in file order (fast engines)."""
+        if self.hashed:
+            block.columns = {k: self.raws[k].probe(v) for k, v in block.columns.items()}
+        return block
 
 
 def _process_block(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats):
@@ -248,17 +264,29 @@ def _process_block(spec: SourceSpec, role: str, block: Block, state: _State, st:
     return codes, x, y
 
 
-def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print, use_polars: bool = False) -> Path:
+def _write_block(codes: np.ndarray, x: np.ndarray, y: np.ndarray, xw: dict, yw: dict, st: _Stats) -> None:
+    for s, code in _CODE.items():
+        sel = codes == code
+        if sel.all():
+            xw[s].write(x)
+            yw[s].write(y)
+        elif sel.any():
+            xw[s].write(x[sel])
+            yw[s].write(y[sel])
+        st.positives[s] += float(y[sel].sum())
+
+
+def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print, hashed: bool = False) -> Path:
     """Build (or reuse) the cache for ``spec`` under ``cache_root``; returns its directory.
 
-    ``use_polars``: keep the global dictionaries in polars (the columnar engine); the cache is the
-    same either way."""
+    ``hashed``: global dictionaries as compiled hash tables over value keys (the fast engines) instead
+    of Python dicts; the cache is the same either way."""
     final = Path(cache_root) / f"{spec.dataset_id}-{spec.key()}"
     if (final / "feature_map.json").exists():
         return final
     t0 = time.perf_counter()
     log(f"[data] preprocessing {spec.dataset_id} into {final}")
-    state = _State(spec, use_polars)
+    state = _State(spec, hashed)
     encs, ncol = state.encs, state.ncol
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -270,20 +298,13 @@ def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print, u
         for role, path in spec.files:
             if not path:
                 continue
-            for block in spec.reader(path):
-                out = _process_block(spec, role, block, state, st)
-                if out is None:
-                    continue
-                codes, x, y = out
-                for s, code in _CODE.items():
-                    sel = codes == code
-                    if sel.all():
-                        xw[s].write(x)
-                        yw[s].write(y)
-                    elif sel.any():
-                        xw[s].write(x[sel])
-                        yw[s].write(y[sel])
-                    st.positives[s] += float(y[sel].sum())
+            blocks = spec.reader(path, probe=state.probe) if getattr(spec.reader, "takes_probe", False) else spec.reader(path)
+            # on an error, stop the reader (and its threads) now, in this thread, not later in the GC
+            with contextlib.closing(blocks) if hasattr(blocks, "close") else contextlib.nullcontext():
+                for block in blocks:
+                    out = _process_block(spec, role, block, state, st)
+                    if out is not None:
+                        _write_block(*out, xw, yw, st)
         for s in SPLITS:
             xw[s].close()
             yw[s].close()
@@ -304,7 +325,7 @@ def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print, u
         starts = np.cumsum([0] + [t.shape[0] for t in tables])[:-1]
         col_offsets = np.repeat(starts, [e.width for e in encs]).astype(np.int32)
         lut = np.concatenate(tables).astype(np.int32)
-        step = max(1, (32 << 20) // (4 * ncol))
+        step = max(1, (16 << 20) // (4 * ncol))
         for s in SPLITS:
             if st.rows[s]:
                 _remap_in_place(tmp / f"{s}_x.npy", ncol, col_offsets, lut, step)

@@ -1,8 +1,8 @@
 """Vocabulary building: raw values → global raw ids → tokens → final ids (spec §1.2).
 
 Pass 1 of the preprocessing gives every distinct value of every raw column a *raw id* (dense, first
-seen first) in a :class:`RawColumn` — a Python dict in the plain engine, a polars ``Categories``
-(a hash table in Rust, no Python per row) in the columnar engine — and counts the raw ids of the
+seen first) in a :class:`RawColumn` — a Python dict in the plain engine, a compiled hash table over
+96-bit value keys (:mod:`kdef_jax.data.hash_ids`, no Python per row) in the fast engines — and counts the raw ids of the
 **train** rows. A field that uses its raw value as the token (plain categorical) needs nothing
 more until the end; a field with a transform, log² buckets or a sequence (:class:`FieldEncoder`)
 turns each *new* raw value into tokens once (so Python work is O(distinct values), never O(rows)).
@@ -16,31 +16,18 @@ min_count that are not the NA value, sorts them ascending (numbers numerically),
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from kdef_jax.data.schema import TRANSFORMS, ColumnSpec, LabelRule, bucket_value
 
-try:  # optional extra (columnar engine)
-    import polars as pl
-except ImportError:  # pragma: no cover - exercised when the extra is absent
-    pl = None
+from kdef_jax.data.hash_ids import Cells, HashIds, take, unpack
 
 
 def ingest_all(raws: dict, columns: dict) -> dict:
-    """Raw ids of every column of a block; polars Series are cast in one parallel ``select``."""
-    out, series = {}, {}
-    for name, col in columns.items():
-        if isinstance(col, tuple) or raws[name].cats is None:
-            out[name] = raws[name].ingest(col)
-        else:
-            series[name] = col
-    if series:
-        df = pl.DataFrame(series).select(
-            [pl.col(k).cast(pl.Categorical(raws[k].cats)).to_physical() for k in series])
-        for k, s in series.items():
-            out[k] = raws[k].absorb(df.get_column(k).to_numpy(), s)
-    return out
+    """Raw ids (int64 [n]) of every column of a block."""
+    return {name: raws[name].ingest(col) for name, col in columns.items()}
 
 
 def _grow(a: np.ndarray, n: int, fill=0) -> np.ndarray:
@@ -51,31 +38,59 @@ def _grow(a: np.ndarray, n: int, fill=0) -> np.ndarray:
     return new
 
 
-class RawColumn:
-    """Global dictionary of one raw column over every file of a build, with train counts."""
+class Probed(NamedTuple):
+    """A block column after the hash-table lookup: ids per cell, the cells, local indices (or None)."""
 
-    def __init__(self, name: str, *, need_values: bool, use_polars: bool):
+    ids: np.ndarray
+    cells: Cells
+    idx: np.ndarray | None
+
+
+class RawColumn:
+    """Global dictionary of one raw column over every file of a build, with train counts.
+
+    ``hashed=False``: a Python dict value → id (the plain engine). ``hashed=True``: a
+    :class:`~kdef_jax.data.hash_ids.HashIds` table over the values' 96-bit keys (the fast engines),
+    with the values themselves kept packed (bytes + lengths) unless ``need_values``."""
+
+    def __init__(self, name: str, *, need_values: bool, hashed: bool):
         self.name, self.need_values = name, need_values
-        self.n = 0
         self.index: dict = {}  # plain engine: value -> raw id
         self.values: list = []  # raw id -> value (plain engine, or columns that need Python values)
-        self.chunks: list = []  # polars engine, identity-only columns: pl.Series of new values in id order
-        self.cats = pl.Categories.random() if use_polars else None
-        # polars keeps a Categories' mapping only while a Series of that type is alive: hold one.
-        self._anchor = pl.Series([], dtype=pl.String).cast(pl.Categorical(self.cats)) if use_polars else None
+        self.packed: list = []  # hashed engine, identity-only columns: (bytes, lengths) of new values in id order
+        self.ids = HashIds() if hashed else None
+        self.n = 0
         self.counts = np.zeros(1024, np.int64)
 
     # -------------------------------------------------------------- values → raw ids
 
-    def ingest(self, col) -> np.ndarray:
-        """Raw ids of one block column: ``(local indices, local values)`` or a polars String Series."""
+    def probe(self, col) -> "Probed":
+        """Hash-table ids of one block column (``Cells`` or ``(local indices, local values)``). Blocks
+        must be probed in file order — parser threads may call this, one block after another."""
         if isinstance(col, tuple):
             idx, values = col
-            if self.cats is None:
-                return self._lookup(values)[idx]
-            col = pl.Series(values, dtype=pl.String)
-            return self._ingest_series(col)[idx]
-        return self._ingest_series(col)
+            col = Cells.from_strings(values)
+            return Probed(self.ids(col.h1, col.h2), col, idx)
+        return Probed(self.ids(col.h1, col.h2), col, None)
+
+    def ingest(self, col) -> np.ndarray:
+        """Raw ids of one block column: ``(local indices, local values)``, :class:`Cells` or
+        :class:`Probed`; records the values of ids seen for the first time."""
+        if self.ids is None:
+            idx, values = col
+            return self._lookup(values)[idx]
+        p = col if isinstance(col, Probed) else self.probe(col)
+        phys = p.ids
+        top = int(phys.max()) + 1 if phys.size else 0
+        if top > self.n:  # new ids are dense and numbered in row order: a first occurrence exceeds every id before it
+            prev = np.maximum.accumulate(np.concatenate([[self.n - 1], phys[:-1]]))
+            blob, lens = p.cells.pack(np.flatnonzero(phys > prev))
+            if self.need_values:
+                self.values.extend(unpack(blob, lens))
+            else:
+                self.packed.append((blob, lens))
+            self.n = top
+        return phys if p.idx is None else phys[p.idx]
 
     def _lookup(self, values: list) -> np.ndarray:
         ids = self.index
@@ -88,24 +103,6 @@ class RawColumn:
             got = list(map(ids.get, values))
         return np.fromiter(got, np.int64, len(got))
 
-    def _ingest_series(self, s) -> np.ndarray:
-        return self.absorb(s.cast(pl.Categorical(self.cats)).to_physical().to_numpy(), s)
-
-    def absorb(self, phys: np.ndarray, s) -> np.ndarray:
-        """Record the values of ids first seen in ``phys`` (the Categories ids of String series ``s``)."""
-        fresh = np.flatnonzero(phys >= self.n)
-        if fresh.size:
-            u, first = np.unique(phys[fresh], return_index=True)
-            if u[0] != self.n or u[-1] != self.n + u.size - 1:
-                raise RuntimeError(f"column {self.name!r}: non-dense categorical ids {u[:5]}... after {self.n}")
-            new = s.gather(fresh[first])
-            if self.need_values:
-                self.values.extend(new.to_list())
-            else:
-                self.chunks.append(new)
-            self.n += int(u.size)
-        return phys.astype(np.int64, copy=False)
-
     def add_counts(self, ids: np.ndarray) -> None:
         self.counts = _grow(self.counts, self.n)
         if ids.size * 8 > self.n:
@@ -116,8 +113,10 @@ class RawColumn:
     def strings(self, ids: np.ndarray) -> list:
         if self.values or self.n == 0:
             return [self.values[i] for i in ids.tolist()]
-        allv = pl.concat(self.chunks)
-        return allv.gather(ids).to_list()
+        lens = np.concatenate([lens for _, lens in self.packed])
+        ends = np.cumsum(lens)
+        buf = np.frombuffer(b"".join(blob for blob, _ in self.packed), np.uint8)
+        return unpack(*take(buf, ends - lens, ends, ids))
 
 
 class LabelColumn:

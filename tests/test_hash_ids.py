@@ -1,0 +1,95 @@
+"""Hash-table ids of the fast preprocessing engines (kdef_jax/data/hash_ids.py, formats/columnar.py)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from kdef_jax.data import hash_ids
+from kdef_jax.data.formats import columnar
+from kdef_jax.data.hash_ids import Cells, HashIds, unpack
+
+pytestmark = pytest.mark.skipif(not hash_ids.available(), reason="numba (the 'preprocess' extra) is not installed")
+
+VALUES = ["", "a", "0a699c99", "12345678", "123456789", "Amélie", "x" * 40, "-1", "é" * 5]
+
+
+def _first_seen_ids(values):
+  order = {}
+  return np.array([order.setdefault(v, len(order)) for v in values])
+
+
+def test_ids_are_dense_in_order_of_first_appearance_across_table_growth():
+  rng = np.random.default_rng(0)
+  values = [str(v) for v in rng.integers(0, 5000, 20000)] + VALUES
+  ids = HashIds(capacity=16)  # grows (rehash) many times
+  got = np.concatenate([ids(c.h1, c.h2) for c in (Cells.from_strings(values[i : i + 3000]) for i in range(0, len(values), 3000))])
+  np.testing.assert_array_equal(got, _first_seen_ids(values))
+  assert ids.n == len(set(values))
+  again = Cells.from_strings(values[::-1])
+  np.testing.assert_array_equal(ids(again.h1, again.h2), _first_seen_ids(values)[::-1])  # no new ids
+
+
+def test_short_values_have_distinct_keys_and_equal_values_equal_keys():
+  c = Cells.from_strings(VALUES + VALUES)
+  keys = set(zip(c.h1.tolist(), c.h2.tolist()))
+  assert len(keys) == len(VALUES)
+  # every byte matters, also in the zero padding of the last word and in the length
+  c2 = Cells.from_strings(["a", "a\0", "\0a", "ab", "ba", "", "\0"])
+  assert len(set(c2.h1.tolist())) == 7
+
+
+def test_pack_unpack_round_trip_utf8():
+  c = Cells.from_strings(VALUES)
+  rows = np.array([5, 0, 8, 2])
+  assert unpack(*c.pack(rows)) == [VALUES[r] for r in rows]
+
+
+def test_native_split_hashes_equal_the_hash_of_the_same_strings():
+  """A value gets one key whichever parser read it (native split, CRLF lines, Python strings)."""
+  lines = ["\t".join([a, b]) for a, b in zip(VALUES, VALUES[::-1])]
+  for eol in ("\n", "\r\n"):
+    block = bytearray(eol.join(lines).encode() + eol.encode())
+    fast = columnar._Fast("<t>", ("p", "q"), ("q", "p"), ("q", "p"), "\t", "", 0, "utf-8", "native")
+    got = fast(block, 1, len(lines))
+    assert got is not None
+    for key, col in (("p", VALUES), ("q", VALUES[::-1])):
+      ref = Cells.from_strings(col)
+      np.testing.assert_array_equal(got.columns[key].h1, ref.h1)
+      np.testing.assert_array_equal(got.columns[key].h2, ref.h2)
+      assert unpack(*got.columns[key].pack(np.arange(len(col)))) == col
+
+
+@pytest.mark.parametrize("block", [b"a\tb\n\n", b"a\tb\tc\n", b"a\n", b'"a"\tb\n', b"a\rb\tc\n", b"a\t\xff\n"])
+def test_native_split_declines_what_is_not_plain(block):
+  fast = columnar._Fast("<t>", ("p", "q"), ("p", "q"), ("p", "q"), "\t", '"', 0, "utf-8", "native")
+  assert fast(bytearray(block), 1, block.count(b"\n")) is None
+
+
+def test_python_fallback_kernels_agree_with_the_compiled_ones():
+  c = Cells.from_strings(VALUES * 3)
+  h1, h2 = np.empty(len(c), np.uint64), np.empty(len(c), np.uint64)
+  with np.errstate(over="ignore"):  # uint64 arithmetic is modular on purpose
+    for i in range(len(c)):  # pure-Python hash (numba absent) equals the compiled one
+      h1[i], h2[i] = hash_ids._hash_bytes_py(c.buf, int(c.starts[i]), int(c.ends[i]))
+  np.testing.assert_array_equal(h1, c.h1)
+  np.testing.assert_array_equal(h2, c.h2)
+  table, state, out = np.zeros((64, 2), np.uint64), np.array([0, 32], np.int64), np.empty(len(c), np.int64)
+  with np.errstate(over="ignore"):
+    assert hash_ids._probe_py(c.h1, c.h2, table, state, out, 0, hash_ids._shift(table)) == len(c)
+  np.testing.assert_array_equal(out, _first_seen_ids(VALUES * 3))
+
+
+def test_reader_closed_midway_stops_its_threads(tmp_path):
+  p = tmp_path / "x.tsv"
+  p.write_bytes(b"1\ta\n0\tb\n" * 5000)
+  before = threading.active_count()
+  gen = columnar.read_blocks(str(p), names=("l", "c"), wanted=("l", "c"), keys=("l", "c"), delimiter="\t",
+                             slow=lambda lines, first: None, block_bytes=64, probe=lambda b: b)
+  next(gen)
+  gen.close()
+  deadline = time.time() + 10
+  while threading.active_count() > before and time.time() < deadline:
+    time.sleep(0.05)
+  assert threading.active_count() <= before
