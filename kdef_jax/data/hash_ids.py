@@ -150,10 +150,10 @@ class HashIds:
         return int(self.state[0])
 
     def __call__(self, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
-        """Ids (int64 [n]) of the keys (h1, h2); unseen keys get the next ids in row order."""
+        """Ids (int32 [n]) of the keys (h1, h2); unseen keys get the next ids in row order."""
         h1 = np.ascontiguousarray(h1, np.uint64)
         h2 = np.ascontiguousarray(h2, np.uint64)
-        out = np.empty(h1.shape[0], np.int64)
+        out = np.empty(h1.shape[0], np.int32)
         done = 0
         while True:
             done = _probe(h1, h2, self.table, self.state, out, done, _shift(self.table))

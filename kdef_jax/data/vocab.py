@@ -67,11 +67,13 @@ class RawColumn:
     def probe(self, col) -> "Probed":
         """Hash-table ids of one block column (``Cells`` or ``(local indices, local values)``). Blocks
         must be probed in file order — parser threads may call this, one block after another."""
+        idx = None
         if isinstance(col, tuple):
             idx, values = col
             col = Cells.from_strings(values)
-            return Probed(self.ids(col.h1, col.h2), col, idx)
-        return Probed(self.ids(col.h1, col.h2), col, None)
+        ids = self.ids(col.h1, col.h2)
+        col.h1 = col.h2 = None  # 16 bytes a cell: free them while the block waits for the driver
+        return Probed(ids, col, idx)
 
     def ingest(self, col) -> np.ndarray:
         """Raw ids of one block column: ``(local indices, local values)``, :class:`Cells` or
