@@ -93,3 +93,9 @@ def test_reader_closed_midway_stops_its_threads(tmp_path):
   while threading.active_count() > before and time.time() < deadline:
     time.sleep(0.05)
   assert threading.active_count() <= before
+
+
+def test_first_rows_of_new_ids():
+  ids = np.array([0, 2, 1, 3, 2, 4, 3], np.int32)  # ids 2, 3, 4 are new (n_before = 2)
+  np.testing.assert_array_equal(hash_ids.first_rows(ids, 2), [1, 3, 5])
+  assert hash_ids.first_rows(ids, 5).size == 0

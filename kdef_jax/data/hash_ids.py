@@ -124,6 +124,18 @@ def _rehash_py(old, new, shift):
             new[s, 1] = old[j, 1]
 
 
+def _first_rows_py(ids, n_before, out):
+    """Rows where the ids ≥ ``n_before`` first appear (ids are dense and numbered in row order, so
+    the first occurrence of a new id is the first row holding the next expected one)."""
+    nxt, k = n_before, 0
+    for i in range(ids.shape[0]):
+        if ids[i] == nxt:
+            out[k] = i
+            k += 1
+            nxt += 1
+    return k
+
+
 def _jit(f):
     return numba.njit(nogil=True, cache=True)(f) if numba is not None else f
 
@@ -131,6 +143,13 @@ def _jit(f):
 _fmix = _jit(_fmix_py)
 _hash_bytes = _jit(_hash_bytes_py)
 _hash_cells, _gather, _probe, _rehash = map(_jit, (_hash_cells_py, _gather_py, _probe_py, _rehash_py))
+_first_rows = _jit(_first_rows_py)
+
+
+def first_rows(ids: np.ndarray, n_before: int) -> np.ndarray:
+    """Rows (int64) where ids ≥ ``n_before`` appear first (see :func:`_first_rows_py`)."""
+    out = np.empty(ids.shape[0], np.int64)
+    return out[: _first_rows(ids, n_before, out)]
 
 
 def _shift(table: np.ndarray) -> np.uint64:

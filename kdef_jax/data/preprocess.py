@@ -354,7 +354,8 @@ def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print, h
                   "label_rule": spec.label_rule.describe(), "dropped_by_label_rule": dict(st.dropped),
                   "raw_rows": st.raw_rows},
         )
-        (tmp / "vocab.json").write_text(json.dumps({c.name: [str(t) for t in v] for c, v in zip(spec.columns, vocabs)}))
+        (tmp / "vocab.json").write_text(json.dumps({c.name: v if all(isinstance(t, str) for t in v) else [str(t) for t in v]
+                                                    for c, v in zip(spec.columns, vocabs)}))
         (tmp / "build.json").write_text(json.dumps({"count_pass_s": t1 - t0, "encode_pass_s": t2 - t1,
                                                     "raw_rows": st.raw_rows, "distinct_values": {k: r.n for k, r in state.raws.items() if k != LABEL}}))
         fmap.save(tmp / "feature_map.json")

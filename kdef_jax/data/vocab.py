@@ -22,6 +22,7 @@ import numpy as np
 
 from kdef_jax.data.schema import TRANSFORMS, ColumnSpec, LabelRule, bucket_value
 
+from kdef_jax.data import hash_ids
 from kdef_jax.data.hash_ids import Cells, HashIds, take, unpack
 
 
@@ -84,9 +85,8 @@ class RawColumn:
         p = col if isinstance(col, Probed) else self.probe(col)
         phys = p.ids
         top = int(phys.max()) + 1 if phys.size else 0
-        if top > self.n:  # new ids are dense and numbered in row order: a first occurrence exceeds every id before it
-            prev = np.maximum.accumulate(np.concatenate([[self.n - 1], phys[:-1]]))
-            blob, lens = p.cells.pack(np.flatnonzero(phys > prev))
+        if top > self.n:
+            blob, lens = p.cells.pack(hash_ids.first_rows(phys, self.n))
             if self.need_values:
                 self.values.extend(unpack(blob, lens))
             else:
@@ -255,11 +255,10 @@ class FieldEncoder:
         if self.identity:
             cand = np.flatnonzero(raw_counts >= mc)
             strs = self.raw.strings(cand)
-            pairs = sorted((s, int(r)) for s, r in zip(strs, cand.tolist()) if s != self.spec.na_value)
-            table = np.full(self.raw.n, len(pairs) + 1, np.int32)
-            if pairs:
-                table[[r for _, r in pairs]] = np.arange(1, len(pairs) + 1, dtype=np.int32)
-            return [s for s, _ in pairs], table
+            order = [i for i in sorted(range(len(strs)), key=strs.__getitem__) if strs[i] != self.spec.na_value]
+            table = np.full(self.raw.n, len(order) + 1, np.int32)
+            table[cand[order]] = np.arange(1, len(order) + 1, dtype=np.int32)
+            return [strs[i] for i in order], table
         n_tok = len(self.tokens)
         if self.spec.kind != "sequence":
             counts = np.bincount(self.raw2pid[: self.raw.n], weights=raw_counts, minlength=n_tok)

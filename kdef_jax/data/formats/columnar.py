@@ -235,7 +235,8 @@ def warm_up(parser: str) -> None:
     block = fast(b"x\ty\nz\tw\n", 1, 2)
     ids = hash_ids.HashIds(16)
     for col in block.columns.values():
-        col.pack(np.flatnonzero(ids(col.h1, col.h2) >= 0))
+        got = ids(col.h1, col.h2)
+        col.pack(hash_ids.first_rows(got, 0))
     many = Cells.from_strings([str(i) for i in range(40)])  # int64 ranges; grows the table (rehash)
     many.pack(np.flatnonzero(ids(many.h1, many.h2) >= 0))
     _WARM.add(parser)
