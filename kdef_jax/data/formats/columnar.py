@@ -39,9 +39,6 @@ except ImportError:  # pragma: no cover - exercised when the extra is absent
 BLOCK_BYTES = 16 << 20
 
 
-PARSERS = ("native", "columnar")
-
-
 def available(parser: str = "native") -> bool:
     """Whether ``parser`` can run here: numba for both, polars too for ``columnar``."""
     return hash_ids.available() and (parser == "native" or pl is not None)
