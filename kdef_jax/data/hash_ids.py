@@ -137,7 +137,13 @@ def _first_rows_py(ids, n_before, out):
 
 
 def _jit(f):
-    return numba.njit(nogil=True, cache=True)(f) if numba is not None else f
+    """numba.njit(nogil=True), cached on disk where numba finds a writable cache folder."""
+    if numba is None:
+        return f
+    try:
+        return numba.njit(nogil=True, cache=True)(f)
+    except RuntimeError:  # "no locator available": read-only install and no user cache folder
+        return numba.njit(nogil=True)(f)
 
 
 _fmix = _jit(_fmix_py)
