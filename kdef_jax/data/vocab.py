@@ -1,9 +1,9 @@
 """Vocabulary building: raw values → global raw ids → tokens → final ids (spec §1.2).
 
 Pass 1 of the preprocessing gives every distinct value of every raw column a *raw id* (dense, first
-seen first) in a :class:`RawColumn` — a Python dict in the plain engine, a compiled hash table over
-96-bit value keys (:mod:`kdef_jax.data.hash_ids`, no Python per row) in the fast engines — and counts the raw ids of the
-**train** rows. A field that uses its raw value as the token (plain categorical) needs nothing
+seen first) in a :class:`RawColumn` — a Python dict in the plain engine, a compiled hash table
+over 96-bit value keys (:mod:`kdef_jax.data.hash_ids`, no Python per row) in the fast engines — and
+counts the raw ids of the **train** rows. A field that uses its raw value as the token (plain categorical) needs nothing
 more until the end; a field with a transform, log² buckets or a sequence (:class:`FieldEncoder`)
 turns each *new* raw value into tokens once (so Python work is O(distinct values), never O(rows)).
 Memory is O(distinct values).
@@ -20,14 +20,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kdef_jax.data.schema import TRANSFORMS, ColumnSpec, LabelRule, bucket_value
-
 from kdef_jax.data import hash_ids
 from kdef_jax.data.hash_ids import Cells, HashIds, take, unpack
+from kdef_jax.data.schema import TRANSFORMS, ColumnSpec, LabelRule, bucket_value
 
 
 def ingest_all(raws: dict, columns: dict) -> dict:
-    """Raw ids (int64 [n]) of every column of a block."""
+    """Raw ids ([n]; int64 in the plain engine, int32 in the fast ones) of every column of a block."""
     return {name: raws[name].ingest(col) for name, col in columns.items()}
 
 
