@@ -536,7 +536,7 @@ def test_cache_is_reused_without_rebuild(libfm_dir, tmp_path, monkeypatch):
   def boom(*a, **k):
     raise AssertionError("the count pass must not run when the cache exists")
 
-  monkeypatch.setattr(preprocess, "_process_block", boom)
+  monkeypatch.setattr(preprocess, "_admit", boom)
   ds2 = _load(cfg)
   assert ds2.cache_dir == ds1.cache_dir
   assert fm_path.stat().st_mtime_ns == mtime

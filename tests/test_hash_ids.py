@@ -24,20 +24,29 @@ def test_ids_are_dense_in_order_of_first_appearance_across_table_growth():
   rng = np.random.default_rng(0)
   values = [str(v) for v in rng.integers(0, 5000, 20000)] + VALUES
   ids = HashIds(capacity=16)  # grows (rehash) many times
-  got = np.concatenate([ids(c.h1, c.h2) for c in (Cells.from_strings(values[i : i + 3000]) for i in range(0, len(values), 3000))])
+  got = np.concatenate([ids(c.h1, c.tag) for c in (Cells.from_strings(values[i : i + 3000]) for i in range(0, len(values), 3000))])
   np.testing.assert_array_equal(got, _first_seen_ids(values))
   assert ids.n == len(set(values))
   again = Cells.from_strings(values[::-1])
-  np.testing.assert_array_equal(ids(again.h1, again.h2), _first_seen_ids(values)[::-1])  # no new ids
+  np.testing.assert_array_equal(ids(again.h1, again.tag), _first_seen_ids(values)[::-1])  # no new ids
 
 
 def test_short_values_have_distinct_keys_and_equal_values_equal_keys():
   c = Cells.from_strings(VALUES + VALUES)
-  keys = set(zip(c.h1.tolist(), c.h2.tolist()))
+  keys = set(zip(c.h1.tolist(), c.tag.tolist()))
   assert len(keys) == len(VALUES)
   # every byte matters, also in the zero padding of the last word and in the length
   c2 = Cells.from_strings(["a", "a\0", "\0a", "ab", "ba", "", "\0"])
-  assert len(set(c2.h1.tolist())) == 7
+  assert len(set(zip(c2.h1.tolist(), c2.tag.tolist()))) == 7
+
+
+def test_short_values_are_their_own_keys_long_ones_are_tagged():
+  short = ["", "a", "0a699c99", "é", "a\0"]
+  c = Cells.from_strings(short)
+  assert c.h1.tolist() == [int.from_bytes(v.encode(), "little") for v in short]  # ≤ 8 bytes: exact
+  assert c.tag.tolist() == [len(v.encode()) for v in short]
+  long = Cells.from_strings(["123456789", "x" * 40, "é" * 5])
+  assert all(t >= 2**31 for t in long.tag.tolist())  # never equal to a short key's tag (≤ 8)
 
 
 def test_pack_unpack_round_trip_utf8():
@@ -57,7 +66,7 @@ def test_native_split_hashes_equal_the_hash_of_the_same_strings():
     for key, col in (("p", VALUES), ("q", VALUES[::-1])):
       ref = Cells.from_strings(col)
       np.testing.assert_array_equal(got.columns[key].h1, ref.h1)
-      np.testing.assert_array_equal(got.columns[key].h2, ref.h2)
+      np.testing.assert_array_equal(got.columns[key].tag, ref.tag)
       assert unpack(*got.columns[key].pack(np.arange(len(col)))) == col
 
 
@@ -69,15 +78,15 @@ def test_native_split_declines_what_is_not_plain(block):
 
 def test_python_fallback_kernels_agree_with_the_compiled_ones():
   c = Cells.from_strings(VALUES * 3)
-  h1, h2 = np.empty(len(c), np.uint64), np.empty(len(c), np.uint64)
+  h1, tag = np.empty(len(c), np.uint64), np.empty(len(c), np.uint32)
   with np.errstate(over="ignore"):  # uint64 arithmetic is modular on purpose
     for i in range(len(c)):  # pure-Python hash (numba absent) equals the compiled one
-      h1[i], h2[i] = hash_ids._hash_bytes_py(c.buf, int(c.starts[i]), int(c.ends[i]))
+      h1[i], tag[i] = hash_ids._hash_bytes_py(c.buf, int(c.starts[i]), int(c.ends[i]))
   np.testing.assert_array_equal(h1, c.h1)
-  np.testing.assert_array_equal(h2, c.h2)
+  np.testing.assert_array_equal(tag, c.tag)
   table, state, out = np.zeros((64, 2), np.uint64), np.array([0, 32], np.int64), np.empty(len(c), np.int64)
   with np.errstate(over="ignore"):
-    assert hash_ids._probe_py(c.h1, c.h2, table, state, out, 0, hash_ids._shift(table)) == len(c)
+    assert hash_ids._probe_py(c.h1, c.tag, table, state, out, 0, hash_ids._shift(table)) == len(c)
   np.testing.assert_array_equal(out, _first_seen_ids(VALUES * 3))
 
 
@@ -86,7 +95,7 @@ def test_reader_closed_midway_stops_its_threads(tmp_path):
   p.write_bytes(b"1\ta\n0\tb\n" * 5000)
   before = threading.active_count()
   gen = columnar.read_blocks(str(p), names=("l", "c"), wanted=("l", "c"), keys=("l", "c"), delimiter="\t",
-                             slow=lambda lines, first: None, block_bytes=64, probe=lambda b: b)
+                             slow=lambda lines, first: None, block_bytes=64, admit=lambda b: b)
   next(gen)
   gen.close()
   deadline = time.time() + 10

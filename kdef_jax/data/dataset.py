@@ -127,14 +127,14 @@ def _libfm_reader(cfg, fields, engine):
     if engine == "python":
         return functools.partial(read_libfm, field_names=fields, on_bad_rows=cfg.on_bad_rows)
 
-    def read(path, probe=None):
+    def read(path, admit=None, emit=None):
         if os.path.getsize(path) == 0:
             raise DataFormatError(f"{path}: file is empty")
         slow = functools.partial(_libfm_slow, path=path, fields=fields, on_bad_rows=cfg.on_bad_rows)
         return columnar_mod.read_blocks(path, names=(LABEL, *fields), wanted=(LABEL, *fields), keys=(LABEL, *fields),
-                                     delimiter=" ", slow=slow, on_bad_rows=cfg.on_bad_rows, parser=engine, probe=probe)
+                                     delimiter=" ", slow=slow, on_bad_rows=cfg.on_bad_rows, parser=engine, admit=admit, emit=emit)
 
-    read.takes_probe = True
+    read.takes_hooks = True
     return read
 
 
@@ -149,15 +149,15 @@ def _delimited_reader(cfg, raw_cols, engine):
     if engine == "python":
         return functools.partial(read_delimited, **kw)
 
-    def read(path, probe=None):
+    def read(path, admit=None, emit=None):
         lay = open_layout(path, **kw)
         keys = (LABEL, *lay.wanted[1:])
         slow = functools.partial(delimited_lines_to_block, lay)
         return columnar_mod.read_blocks(path, names=lay.names, wanted=lay.wanted, keys=keys, delimiter=lay.delimiter,
                                      quotechar=lay.quotechar, header_lines=lay.header_lines, encoding=lay.encoding,
-                                     on_bad_rows=cfg.on_bad_rows, slow=slow, parser=engine, probe=probe)
+                                     on_bad_rows=cfg.on_bad_rows, slow=slow, parser=engine, admit=admit, emit=emit)
 
-    read.takes_probe = True
+    read.takes_hooks = True
     return read
 
 

@@ -25,20 +25,24 @@ import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import shutil
 import struct
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
 from kdef_jax.data.feature_map import FeatureMap, FieldSpec
 from kdef_jax.data.schema import DROP, LABEL, Block, DataFormatError, LabelRule
-from kdef_jax.data.vocab import FieldEncoder, LabelColumn, RawColumn, ingest_all
+from kdef_jax.data.hash_ids import count_where, scatter_columns
+from kdef_jax.data.packed import vocab_json
+from kdef_jax.data.vocab import FieldEncoder, LabelColumn, RawColumn, _grow, ingest_all
 
 CACHE_VERSION = 2
 SPLITS = ("train", "valid", "test")
@@ -127,22 +131,41 @@ def npy_header(dtype, shape) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", hlen) + (d.ljust(hlen - 1) + "\n").encode("latin1")
 
 
-class _NpyAppender:
-    """Append rows to a .npy file with plain writes; the header is fixed up on close."""
+def _pwrite_all(fd: int, arr: np.ndarray, offset: int) -> None:
+    view = memoryview(np.ascontiguousarray(arr)).cast("B")
+    while view:
+        k = os.pwrite(fd, view, offset)
+        view, offset = view[k:], offset + k
 
-    def __init__(self, path: Path, dtype, width: int | None):
-        self.path, self.dtype, self.width, self.rows = path, np.dtype(dtype), width, 0
-        self.fh = open(path, "wb")
-        self.fh.write(b"\0" * HEADER_BYTES)
 
-    def write(self, arr: np.ndarray) -> None:
-        self.fh.write(np.ascontiguousarray(arr, dtype=self.dtype).data)
-        self.rows += arr.shape[0]
+class _Outputs:
+    """``{split}_x.npy`` (int32 [rows, ncol]) and ``{split}_y.npy`` (float32 [rows]) with plain writes
+    (no memmap, so written pages are page cache, not process memory). Row ranges are reserved in file
+    order (:meth:`reserve`); blocks are then written at their offsets by any thread; the headers are
+    written on close, once the row counts are known."""
+
+    def __init__(self, folder: Path, ncol: int):
+        self.ncol, self.rows = ncol, dict.fromkeys(SPLITS, 0)
+        self.paths = {(s, k): folder / f"{s}_{k}.npy" for s in SPLITS for k in "xy"}
+        self.fds = {key: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) for key, path in self.paths.items()}
+
+    def reserve(self, sizes: dict) -> dict:
+        """First row of each split for a block of ``sizes[split]`` rows (call in file order)."""
+        starts = dict(self.rows)
+        for s, m in sizes.items():
+            self.rows[s] += m
+        return starts
+
+    def write(self, split: str, start: int, x: np.ndarray, y: np.ndarray) -> None:
+        _pwrite_all(self.fds[split, "x"], x.astype(np.int32, copy=False), HEADER_BYTES + 4 * self.ncol * start)
+        _pwrite_all(self.fds[split, "y"], y.astype(np.float32, copy=False), HEADER_BYTES + 4 * start)
 
     def close(self) -> None:
-        self.fh.seek(0)
-        self.fh.write(npy_header(self.dtype, (self.rows,) if self.width is None else (self.rows, self.width)))
-        self.fh.close()
+        for (s, k), fd in self.fds.items():
+            shape = (self.rows[s], self.ncol) if k == "x" else (self.rows[s],)
+            os.pwrite(fd, npy_header(np.int32 if k == "x" else np.float32, shape), 0)
+            os.close(fd)
+        self.fds = {}
 
 
 def _remap_in_place(path: Path, ncol: int, col_offsets: np.ndarray, lut: np.ndarray, rows_per_step: int,
@@ -187,7 +210,8 @@ class _Stats:
 
 
 class _State:
-    """Everything pass 1 accumulates: global raw dictionaries, field encoders, the label rule."""
+    """Everything pass 1 accumulates: global raw dictionaries, field encoders, the label rule, and the
+    train counts (one set of arrays per thread that writes rows; summed by :meth:`total_counts`)."""
 
     def __init__(self, spec: SourceSpec, hashed: bool):
         need = {c.raw for c in spec.columns if not (c.kind == "categorical" and not c.transform)}
@@ -201,17 +225,39 @@ class _State:
         self.offsets = np.cumsum([0] + [e.width for e in self.encs])[:-1].tolist()
         self.ncol = sum(e.width for e in self.encs)
         self.counted = [name for name in self.raws if name != LABEL]
-        self.hashed = hashed
+        self.counts_by_thread: dict = {}  # thread id -> {raw column: int64 counts}
 
-    def probe(self, block: Block) -> Block:
-        """Hash-table lookups of a block, run by the reader's threads in file order (fast engines)."""
-        if self.hashed:
-            block.columns = {k: self.raws[k].probe(v) for k, v in block.columns.items()}
-        return block
+    def add_counts(self, ids: dict, sizes: dict, codes: np.ndarray) -> None:
+        """Count the train rows' raw ids in this thread's arrays (no lock: each thread has its own)."""
+        mine = self.counts_by_thread.setdefault(threading.get_ident(), {})
+        for name in self.counted:
+            c = mine[name] = _grow(mine.get(name, np.zeros(1024, np.int64)), sizes[name])
+            count_where(c, ids[name], codes, _CODE["train"])
+
+    def total_counts(self) -> None:
+        """Sum the threads' counts into each RawColumn's ``counts`` (what the vocabulary rules read)."""
+        for name in self.counted:
+            raw = self.raws[name]
+            raw.counts = np.zeros(raw.n, np.int64)
+            for mine in self.counts_by_thread.values():
+                c = mine.get(name)
+                if c is not None:
+                    m = min(c.shape[0], raw.n)
+                    raw.counts[:m] += c[:m]
 
 
-def _process_block(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats):
-    """Validate a block, register its values, count train values; returns (codes, x, y) of kept rows."""
+class _Admitted(NamedTuple):
+    ids: dict  # raw column -> raw ids of the kept rows
+    sizes: dict  # raw column -> dictionary size after this block (bounds the ids)
+    y: np.ndarray
+    codes: np.ndarray  # split code per kept row
+    starts: dict  # split -> first output row reserved for this block
+
+
+def _admit(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats, out: _Outputs) -> _Admitted | None:
+    """The in-order part of a block: register its values (hash-table lookups, new values), validate
+    labels and values (the first bad row in file order raises), split the kept rows and reserve their
+    output rows. O(new values) Python work; the per-row work is vectorized."""
     n = len(block)
     st.raw_rows += n + block.skipped
     st.add(st.skipped, block.path, block.skipped)
@@ -251,18 +297,50 @@ def _process_block(spec: SourceSpec, role: str, block: Block, state: _State, st:
     else:
         row_index = block.row_index
     codes = _split_codes(spec, role, row_index)
-    x = np.empty((y.shape[0], state.ncol), np.int32)
-    for enc, off in zip(state.encs, state.offsets):
-        if enc.width == 1:
-            x[:, off] = enc.encode(ids[enc.spec.raw])
+    sizes = {}
+    for s, code in _CODE.items():
+        sel = codes == code
+        sizes[s] = int(sel.sum())
+        st.positives[s] += float(y[sel].sum())
+    return _Admitted(ids, {name: state.raws[name].n for name in state.counted}, y, codes, out.reserve(sizes))
+
+
+def _emit(state: _State, out: _Outputs, a: _Admitted | None) -> None:
+    """The part of a block that may run beside other blocks: assemble the rows' pass-1 ids (rows
+    grouped by split, file order kept within a split), count the train rows, write each split's rows
+    at the offsets reserved by :func:`_admit`."""
+    if a is None:
+        return
+    ids, y, codes = a.ids, a.y, a.codes
+    m = y.shape[0]
+    if (codes == _CODE["train"]).any():
+        state.add_counts(ids, a.sizes, codes)
+    one_split = m == 0 or bool((codes == codes[0]).all())
+    order = None if one_split else np.argsort(codes, kind="stable")
+    x = np.empty((m, state.ncol), np.int32)
+    narrow = [(enc, off) for enc, off in zip(state.encs, state.offsets) if enc.width == 1]
+    src = np.empty((len(narrow), m), np.int32)  # row j: field j's pass-1 ids, to become a column of x
+    for j, (enc, _) in enumerate(narrow):
+        col = ids[enc.spec.raw]
+        if enc.identity:
+            src[j] = col
         else:
-            x[:, off : off + enc.width] = enc.encode(ids[enc.spec.raw])
-    train = codes == _CODE["train"]
-    if train.any():
-        all_train = bool(train.all())
-        for name in state.counted:
-            state.raws[name].add_counts(ids[name] if all_train else ids[name][train])
-    return codes, x, y
+            np.take(enc.raw2pid, col, out=src[j])
+    scatter_columns(src, np.array([off for _, off in narrow], np.int64), order, x)
+    for enc, off in zip(state.encs, state.offsets):
+        if enc.width > 1:
+            seq = enc.encode(ids[enc.spec.raw])
+            x[:, off : off + enc.width] = seq if order is None else seq[order]
+    if one_split:
+        if m:
+            out.write(SPLITS[codes[0]], a.starts[SPLITS[codes[0]]], x, y)
+        return
+    y = y[order]
+    bounds = np.searchsorted(codes[order], np.arange(len(SPLITS) + 1))
+    for s, code in _CODE.items():
+        lo, hi = bounds[code], bounds[code + 1]
+        if hi > lo:
+            out.write(s, a.starts[s], x[lo:hi], y[lo:hi])
 
 
 def _release_free_memory() -> None:
@@ -272,18 +350,6 @@ def _release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def _write_block(codes: np.ndarray, x: np.ndarray, y: np.ndarray, xw: dict, yw: dict, st: _Stats) -> None:
-    for s, code in _CODE.items():
-        sel = codes == code
-        if sel.all():
-            xw[s].write(x)
-            yw[s].write(y)
-        elif sel.any():
-            xw[s].write(x[sel])
-            yw[s].write(y[sel])
-        st.positives[s] += float(y[sel].sum())
 
 
 def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print, hashed: bool = False) -> Path:
@@ -303,22 +369,24 @@ def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print, h
     tmp.mkdir(parents=True)
     st = _Stats()
     try:
-        xw = {s: _NpyAppender(tmp / f"{s}_x.npy", np.int32, ncol) for s in SPLITS}
-        yw = {s: _NpyAppender(tmp / f"{s}_y.npy", np.float32, None) for s in SPLITS}
-        for role, path in spec.files:
-            if not path:
-                continue
-            blocks = spec.reader(path, probe=state.probe) if getattr(spec.reader, "takes_probe", False) else spec.reader(path)
-            # on an error, stop the reader (and its threads) now, in this thread, not later in the GC
-            with contextlib.closing(blocks) if hasattr(blocks, "close") else contextlib.nullcontext():
-                for block in blocks:
-                    out = _process_block(spec, role, block, state, st)
-                    if out is not None:
-                        _write_block(*out, xw, yw, st)
-        for s in SPLITS:
-            xw[s].close()
-            yw[s].close()
-            st.rows[s] = xw[s].rows
+        out = _Outputs(tmp, ncol)
+        try:
+            for role, path in spec.files:
+                if not path:
+                    continue
+                admit = functools.partial(_admit, spec, role, state=state, st=st, out=out)
+                emit = functools.partial(_emit, state, out)
+                hooked = getattr(spec.reader, "takes_hooks", False)  # fast engines: admit in order, emit in parallel
+                blocks = spec.reader(path, admit=admit, emit=emit) if hooked else spec.reader(path)
+                # on an error, stop the reader (and its threads) now, in this thread, not later in the GC
+                with contextlib.closing(blocks) if hasattr(blocks, "close") else contextlib.nullcontext():
+                    for block in blocks:
+                        if not hooked:
+                            emit(admit(block))
+        finally:
+            out.close()
+        st.rows = dict(out.rows)
+        state.total_counts()
         _release_free_memory()  # the blocks are gone: give their heap pages back before the vocabulary is built
         t1 = time.perf_counter()
         if st.rows["train"] == 0:
@@ -354,8 +422,7 @@ def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print, h
                   "label_rule": spec.label_rule.describe(), "dropped_by_label_rule": dict(st.dropped),
                   "raw_rows": st.raw_rows},
         )
-        (tmp / "vocab.json").write_text(json.dumps({c.name: v if all(isinstance(t, str) for t in v) else [str(t) for t in v]
-                                                    for c, v in zip(spec.columns, vocabs)}))
+        (tmp / "vocab.json").write_text(vocab_json({c.name: v for c, v in zip(spec.columns, vocabs)}))
         (tmp / "build.json").write_text(json.dumps({"count_pass_s": t1 - t0, "encode_pass_s": t2 - t1,
                                                     "raw_rows": st.raw_rows, "distinct_values": {k: r.n for k, r in state.raws.items() if k != LABEL}}))
         fmap.save(tmp / "feature_map.json")

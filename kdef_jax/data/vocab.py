@@ -21,7 +21,8 @@ from typing import NamedTuple
 import numpy as np
 
 from kdef_jax.data import hash_ids
-from kdef_jax.data.hash_ids import Cells, HashIds, take, unpack
+from kdef_jax.data.hash_ids import Cells, HashIds, unpack
+from kdef_jax.data.packed import PackedStrings
 from kdef_jax.data.schema import TRANSFORMS, ColumnSpec, LabelRule, bucket_value
 
 
@@ -71,9 +72,7 @@ class RawColumn:
         if isinstance(col, tuple):
             idx, values = col
             col = Cells.from_strings(values)
-        ids = self.ids(col.h1, col.h2)
-        col.h1 = col.h2 = None  # 16 bytes a cell: free them while the block waits for the driver
-        return Probed(ids, col, idx)
+        return Probed(self.ids(col.h1, col.tag), col, idx)
 
     def ingest(self, col) -> np.ndarray:
         """Raw ids of one block column: ``(local indices, local values)``, :class:`Cells` or
@@ -104,20 +103,12 @@ class RawColumn:
             got = list(map(ids.get, values))
         return np.fromiter(got, np.int64, len(got))
 
-    def add_counts(self, ids: np.ndarray) -> None:
-        self.counts = _grow(self.counts, self.n)
-        if ids.size * 8 > self.n:
-            self.counts[: self.n] += np.bincount(ids, minlength=self.n)
-        elif ids.size:
-            np.add.at(self.counts, ids, 1)
-
-    def strings(self, ids: np.ndarray) -> list:
+    def strings(self, ids: np.ndarray) -> "list | PackedStrings":
+        """The values of raw ids ``ids``: a list, or :class:`PackedStrings` when they are kept packed."""
         if self.values or self.n == 0:
             return [self.values[i] for i in ids.tolist()]
         lens = np.concatenate([lens for _, lens in self.packed])
-        ends = np.cumsum(lens)
-        buf = np.frombuffer(b"".join(blob for blob, _ in self.packed), np.uint8)
-        return unpack(*take(buf, ends - lens, ends, ids))
+        return PackedStrings(b"".join(blob for blob, _ in self.packed), lens).take(ids)
 
 
 class LabelColumn:
@@ -247,17 +238,23 @@ class FieldEncoder:
 
     # ------------------------------------------------------------------ final vocabulary
 
-    def finalize(self) -> tuple[list, np.ndarray]:
+    def finalize(self) -> tuple["list | PackedStrings", np.ndarray]:
         """(kept tokens in ascending order, pass-1 id → final id table, int32)."""
         raw_counts = _grow(self.raw.counts, self.raw.n)[: self.raw.n]
         mc = self.spec.min_count
         if self.identity:
             cand = np.flatnonzero(raw_counts >= mc)
             strs = self.raw.strings(cand)
-            order = [i for i in sorted(range(len(strs)), key=strs.__getitem__) if strs[i] != self.spec.na_value]
+            if isinstance(strs, PackedStrings):  # sorted without a Python string per value
+                order = strs.sort_order()
+                order = order[~np.isin(order, strs.find(self.spec.na_value))]
+                kept = strs.take(order)
+            else:
+                order = [i for i in sorted(range(len(strs)), key=strs.__getitem__) if strs[i] != self.spec.na_value]
+                kept = [strs[i] for i in order]
             table = np.full(self.raw.n, len(order) + 1, np.int32)
             table[cand[order]] = np.arange(1, len(order) + 1, dtype=np.int32)
-            return [strs[i] for i in order], table
+            return kept, table
         n_tok = len(self.tokens)
         if self.spec.kind != "sequence":
             counts = np.bincount(self.raw2pid[: self.raw.n], weights=raw_counts, minlength=n_tok)

@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from kdef_jax.data import hash_ids
-from kdef_jax.data.hash_ids import Cells
+from kdef_jax.data.hash_ids import Cells, take
 from kdef_jax.data.schema import Block, DataFormatError, open_raw
 
 try:  # optional extra
@@ -44,16 +44,23 @@ def available(parser: str = "native") -> bool:
     return hash_ids.available() and (parser == "native" or pl is not None)
 
 
-def _split_py(buf, ncol, delim, quote, no_empty, wanted, starts, ends, h1, h2):
+def _split_py(buf, ncol, delim, quote, no_empty, wanted, line_starts, h1, tag):
     """One pass over ``buf`` (lines ending in \\n): split at ``delim``; for field c of line i with
-    ``wanted[c] = w >= 0`` store its byte range in ``starts/ends[w, i]`` and its key (hash_ids) in
-    ``h1/h2[w, i]``. Returns (lines, non-ASCII seen), or (-1 - i, ...) when line i is not plain: not
-    exactly ``ncol`` fields, empty, holding ``quote`` (>= 0), an empty field when ``no_empty``
+    ``wanted[c] = k >= 0`` store its key (hash_ids) in ``h1[k, i], tag[k, i]``, and where line i
+    starts in ``line_starts[i]`` (the byte ranges of the few values that get packed are found again
+    from there, :func:`_field_ranges_py`). Keys go through a small row-major tile first, so the
+    writes stay in cache. Returns (lines, non-ASCII seen), or (-1 - i, ...) when line i is not plain:
+    not exactly ``ncol`` fields, empty, holding ``quote`` (>= 0), an empty field when ``no_empty``
     (space-separated files), or a CR not followed by LF (lines may end in CRLF; the CR is not data)."""
-    line, c, fs, high = 0, 0, 0, 0
+    nk = h1.shape[0]
+    tile = 256
+    t1 = np.empty((tile, nk), np.uint64)
+    tt = np.empty((tile, nk), np.uint32)
+    line, c, fs, high, base = 0, 0, 0, 0, 0
     a, b = hash_ids._FNV_OFFSET, hash_ids._OFFSET_2
     w, sh = np.uint64(0), np.uint64(0)
     nbytes = buf.shape[0]
+    line_starts[0] = 0
     for p in range(nbytes):
         ch = buf[p]
         if ch == delim or ch == 10:
@@ -63,22 +70,30 @@ def _split_py(buf, ncol, delim, quote, no_empty, wanted, starts, ends, h1, h2):
             if c >= ncol or (no_empty and fe == fs):
                 return -1 - line, high
             k = wanted[c]
-            if k >= 0:  # the same arithmetic as hash_ids._hash_bytes_py, fused into the scan
-                if sh:
+            if k >= 0:  # hash_ids._hash_bytes_py, fused into the scan
+                if fe - fs <= 8:  # hash_ids._finish_py, written out: a call here costs 20% of the pass
+                    t1[line - base, k] = w
+                    tt[line - base, k] = np.uint32(fe - fs)
+                else:
                     a = (a ^ w) * hash_ids._FNV_PRIME
                     b = (b ^ w) * hash_ids._PRIME_2
-                starts[k, line] = fs
-                ends[k, line] = fe
-                n = np.uint64(fe - fs)
-                h1[k, line] = hash_ids._fmix(a ^ n)
-                h2[k, line] = hash_ids._fmix(b + n * hash_ids._GOLDEN)
+                    m = np.uint64(fe - fs)
+                    t1[line - base, k] = hash_ids._fmix(a ^ m)
+                    tt[line - base, k] = np.uint32((hash_ids._fmix(b + m * hash_ids._GOLDEN) >> hash_ids._S32) | hash_ids._LONG)
             a, b = hash_ids._FNV_OFFSET, hash_ids._OFFSET_2
             w, sh = np.uint64(0), np.uint64(0)
             if ch == 10:
                 if c != ncol - 1 or (c == 0 and fe == fs):
                     return -1 - line, high
                 line += 1
+                line_starts[line] = p + 1
                 c = 0
+                if line - base == tile:
+                    for j in range(nk):
+                        for i in range(tile):
+                            h1[j, base + i] = t1[i, j]
+                            tag[j, base + i] = tt[i, j]
+                    base = line
             else:
                 c += 1
             fs = p + 1
@@ -89,26 +104,157 @@ def _split_py(buf, ncol, delim, quote, no_empty, wanted, starts, ends, h1, h2):
             if ch == quote:
                 return -1 - line, high
             high |= ch
-            w |= np.uint64(ch) << sh
-            sh += np.uint64(8)
             if sh == np.uint64(64):
                 a = (a ^ w) * hash_ids._FNV_PRIME
                 b = (b ^ w) * hash_ids._PRIME_2
                 w, sh = np.uint64(0), np.uint64(0)
+            w |= np.uint64(ch) << sh
+            sh += np.uint64(8)
+    for j in range(nk):
+        for i in range(line - base):
+            h1[j, base + i] = t1[i, j]
+            tag[j, base + i] = tt[i, j]
     return line, high >= 128
 
 
+_ONES, _LOW7 = np.uint64(0x0101010101010101), np.uint64(0x7F7F7F7F7F7F7F7F)
+_BYTE_INDEX = np.uint64(0x0001020304050607)  # (bit 8j of a one-bit word) × this → j in the top byte
+
+
+def _split_words_py(buf, words, ncol, delim, quote, no_empty, wanted, line_starts, h1, tag):
+    """:func:`_split_py` on 8 bytes at a time (``words``: ``buf`` viewed as uint64, 8-aligned), for
+    blocks without CR or quote characters (returns (-2⁴⁰, False) on the first one, and the caller
+    uses :func:`_split_py`). Delimiters and newlines are found with bit tricks on whole words (a
+    byte b of x is zero iff bit 7 of ~(((x & 0x7F…) + 0x7F…) | x | 0x7F…) is set), and a value of
+    ≤ 8 bytes is read as one word, without a loop over its bytes. Same keys, same checks."""
+    nk = h1.shape[0]
+    tile = 256
+    t1 = np.empty((tile, nk), np.uint64)
+    tt = np.empty((tile, nk), np.uint32)
+    dl, nl = _ONES * np.uint64(delim), _ONES * np.uint64(10)
+    cr, qu = _ONES * np.uint64(13), _ONES * np.uint64(quote if quote >= 0 else 13)
+    line, c, fs, base = 0, 0, 0, 0
+    high = np.uint64(0)
+    nbytes, nw = buf.shape[0], words.shape[0]
+    line_starts[0] = 0
+    for q in range(nw + 1):
+        if q < nw:
+            x = words[q]
+        elif q * 8 < nbytes:  # the last, partial word, zero-padded
+            x = np.uint64(0)
+            for i in range(nbytes - q * 8):
+                x |= np.uint64(buf[q * 8 + i]) << np.uint64(8 * i)
+        else:
+            break
+        high |= x
+        y = x ^ cr
+        z = x ^ qu
+        if (~(((y & _LOW7) + _LOW7) | y | _LOW7) | ~(((z & _LOW7) + _LOW7) | z | _LOW7)) & ~_LOW7:
+            return -(1 << 40), False
+        y = x ^ nl
+        zn = ~(((y & _LOW7) + _LOW7) | y | _LOW7)
+        y = x ^ dl
+        m = (~(((y & _LOW7) + _LOW7) | y | _LOW7) | zn) & ~_LOW7
+        if q == nw:
+            m &= (np.uint64(1) << np.uint64(8 * (nbytes - q * 8))) - np.uint64(1)
+        while m:
+            low = m & (~m + np.uint64(1))
+            p = q * 8 + np.int64(((low >> np.uint64(7)) * _BYTE_INDEX) >> np.uint64(56))
+            n = p - fs
+            if c >= ncol or (no_empty and n == 0):
+                return -1 - line, False
+            k = wanted[c]
+            if k >= 0:
+                if n <= 8 and (fs >> 3) + 1 < nw:  # two aligned words, shifted and masked
+                    r8 = np.uint64((fs & 7) * 8)
+                    w = (words[fs >> 3] >> r8) | ((words[(fs >> 3) + 1] << np.uint64(1)) << (np.uint64(63) - r8))
+                    keep = ((np.uint64(1) << np.uint64(max(n, 1) * 8 - 1)) << np.uint64(1)) - np.uint64(1)
+                    t1[line - base, k] = (w & keep) if n else np.uint64(0)
+                    tt[line - base, k] = np.uint32(n)
+                else:
+                    t1[line - base, k], tt[line - base, k] = hash_ids._hash_bytes(buf, fs, p)
+            if zn & low:
+                if c != ncol - 1 or (c == 0 and n == 0):
+                    return -1 - line, False
+                line += 1
+                line_starts[line] = p + 1
+                c = 0
+                if line - base == tile:
+                    for j in range(nk):
+                        for i in range(tile):
+                            h1[j, base + i] = t1[i, j]
+                            tag[j, base + i] = tt[i, j]
+                    base = line
+            else:
+                c += 1
+            fs = p + 1
+            m ^= low
+    for j in range(nk):
+        for i in range(line - base):
+            h1[j, base + i] = t1[i, j]
+            tag[j, base + i] = tt[i, j]
+    return line, (high & ~_LOW7) != 0
+
+
+_split_words = hash_ids._jit(_split_words_py)
+
+
+def _field_ranges_py(buf, line_starts, rows, col, delim, starts, ends):
+    """Byte range of field ``col`` of the lines ``rows`` of a plain block (a CR before LF excluded)."""
+    for j in range(rows.shape[0]):
+        p = line_starts[rows[j]]
+        c = 0
+        while c < col:
+            if buf[p] == delim:
+                c += 1
+            p += 1
+        s = p
+        while buf[p] != delim and buf[p] != 10:
+            p += 1
+        if buf[p] == 10 and p > s and buf[p - 1] == 13:
+            p -= 1
+        starts[j] = s
+        ends[j] = p
+
+
+_field_ranges = hash_ids._jit(_field_ranges_py)
+
+
+class LineCells(Cells):
+    """Cells of the native parser: keys per row, byte ranges found only for the rows packed."""
+
+    def __init__(self, buf, line_starts, col, delim, h1, tag):
+        self.buf, self.line_starts, self.col, self.delim = buf, line_starts, col, delim
+        self.h1, self.tag = h1, tag
+
+    def pack(self, rows: np.ndarray) -> tuple[bytes, np.ndarray]:
+        rows = np.ascontiguousarray(rows, np.int64)
+        starts, ends = np.empty(rows.shape[0], np.int64), np.empty(rows.shape[0], np.int64)
+        _field_ranges(self.buf, self.line_starts, rows, self.col, self.delim, starts, ends)
+        return take(self.buf, starts, ends, np.arange(rows.shape[0]))
+
+
 _split = hash_ids._jit(_split_py)
+_NOT_WORDS = -(1 << 40)
 
 
-def iter_byte_blocks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0) -> Iterator[tuple]:
-    """Yield (bytearray ending in a newline, first line number, number of lines); each block is read
-    straight into its own buffer (no copies but the partial last line carried to the next)."""
+def _count_lines_py(buf):
+    n = 0
+    for p in range(buf.shape[0]):
+        n += buf[p] == 10
+    return n
+
+
+_count_lines = hash_ids._jit(_count_lines_py)
+
+
+def iter_byte_blocks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0) -> Iterator[bytearray]:
+    """Yield blocks of whole lines (bytearrays ending in a newline) after ``header_lines`` lines; each
+    block is read straight into its own buffer (no copies but the partial last line carried to the
+    next). Lines are counted by the consumer (in worker threads), not here."""
     with open_raw(path) as fh:
-        line = 1
         for _ in range(header_lines):
             fh.readline()
-            line += 1
         rest = b""
         while True:
             buf = bytearray(len(rest) + block_bytes)
@@ -116,7 +262,7 @@ def iter_byte_blocks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: in
             got = fh.readinto(memoryview(buf)[len(rest) :])
             if not got:
                 if rest:
-                    yield bytearray(rest + b"\n"), line, 1 + rest.count(b"\n")
+                    yield bytearray(rest + b"\n")
                 return
             end = len(rest) + got
             cut = buf.rfind(b"\n", 0, end)
@@ -125,9 +271,7 @@ def iter_byte_blocks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: in
                 continue
             rest = bytes(buf[cut + 1 : end])
             del buf[cut + 1 :]
-            n = buf.count(b"\n")
-            yield buf, line, n
-            line += n
+            yield buf
 
 
 def decode_lines(block: bytes, encoding: str, path: str, first_line: int, on_bad_rows: str) -> list:
@@ -175,32 +319,54 @@ class _Fast:
                 return False
         return True
 
-    def __call__(self, block: bytes, first_line: int, n_lines: int) -> Block | None:
+    def parse(self, block: bytes, scratch: threading.local | None = None) -> tuple[list | None, int]:
+        """(one Cells per wanted column, or None when the block is not plain; number of lines).
+
+        ``scratch`` (a thread-local namespace): the native parser writes into arrays kept there and
+        reused by the next block of the same thread (no fresh pages to fault in per block); the
+        Cells are then valid until that thread parses again."""
         if not self.ok:
-            return None
+            return None, block.count(b"\n")
         if self.parser == "native":
-            cells = self._native(block, n_lines)
-        else:
-            cells = self._polars(block, n_lines) if self.plain(block, n_lines) else None
-        if cells is None:
-            return None
+            return self._native(block, scratch)
+        n = block.count(b"\n")
+        return (self._polars(block, n) if self.plain(block, n) else None), n
+
+    def block(self, cells: list, first_line: int, n_lines: int) -> Block:
         lines = np.arange(first_line, first_line + n_lines, dtype=np.int64)
         return Block(self.path, lines, lines - 1 - self.header_lines, dict(zip(self.keys, cells)), 0)
 
-    def _native(self, block: bytes, n_lines: int) -> list | None:
+    def __call__(self, block: bytes, first_line: int, n_lines: int) -> Block | None:
+        """The block starting at line ``first_line``, or None for the plain-Python engine."""
+        cells, n = self.parse(block)
+        return None if cells is None or n != n_lines else self.block(cells, first_line, n_lines)
+
+    def _native(self, block: bytes, scratch) -> tuple[list | None, int]:
         buf = np.frombuffer(block, np.uint8)
+        n_lines = int(_count_lines(buf))
         w = len(self.cols)
-        starts, ends = np.empty((w, n_lines), np.int32), np.empty((w, n_lines), np.int32)
-        h1, h2 = np.empty((w, n_lines), np.uint64), np.empty((w, n_lines), np.uint64)
-        got, high = _split(buf, self.ncol, self.dbytes[0], self.quote, self.by_space, self.wanted, starts, ends, h1, h2)
+        out = getattr(scratch, "split", None)
+        if out is None or out[1].shape[0] != w or out[1].shape[1] < n_lines:
+            cap = n_lines if scratch is None else n_lines + n_lines // 8
+            out = (np.empty(cap + 1, np.int64), np.empty((w, cap), np.uint64), np.empty((w, cap), np.uint32))
+            if scratch is not None:
+                scratch.split = out
+        line_starts, h1, tag = out
+        args = (self.ncol, self.dbytes[0], self.quote, self.by_space, self.wanted, line_starts, h1, tag)
+        got = _NOT_WORDS
+        if buf.ctypes.data % 8 == 0:
+            got, high = _split_words(buf, buf[: buf.shape[0] & ~7].view(np.uint64), *args)
+        if got == _NOT_WORDS:  # CR or quote characters (or an unaligned buffer): byte by byte
+            got, high = _split(buf, *args)
         if got != n_lines:
-            return None
+            return None, n_lines
         if high:
             try:
                 block.decode("utf-8")
             except UnicodeDecodeError:
-                return None
-        return [Cells(buf, starts[k], ends[k], h1[k], h2[k]) for k in range(w)]
+                return None, n_lines
+        return [LineCells(buf, line_starts, self.cols[k], self.dbytes[0], h1[k, :n_lines], tag[k, :n_lines])
+                for k in range(w)], n_lines
 
     def _polars(self, block: bytes, n_lines: int) -> list | None:
         try:
@@ -229,25 +395,34 @@ def warm_up(parser: str) -> None:
     if parser in _WARM:
         return
     fast = _Fast("<warm-up>", ("a", "b"), ("a", "b"), ("a", "b"), "\t", "", 0, "utf-8", parser)
-    block = fast(b"x\ty\nz\tw\n", 1, 2)
     ids = hash_ids.HashIds(16)
-    for col in block.columns.values():
-        got = ids(col.h1, col.h2)
-        col.pack(hash_ids.first_rows(got, 0))
+    for text in (b"x\ty\nz\tw\n", b"x\ty\r\nz\tw\r\n"):  # the word kernel, then the byte kernel (CR)
+        block = fast(bytearray(text), 1, 2)
+        for col in block.columns.values():
+            got = ids(col.h1, col.tag)
+            col.pack(hash_ids.first_rows(got, 0))
     many = Cells.from_strings([str(i) for i in range(40)])  # int64 ranges; grows the table (rehash)
-    many.pack(np.flatnonzero(ids(many.h1, many.h2) >= 0))
+    got = ids(many.h1, many.tag)
+    many.pack(np.flatnonzero(got >= 0))
+    hash_ids.count_where(np.zeros(ids.n, np.int64), got, np.zeros(got.shape[0], np.int8), 0)
+    hash_ids.scatter_columns(np.zeros((2, 3), np.int32), np.arange(2), np.arange(3), np.zeros((3, 2), np.int32))
     _WARM.add(parser)
 
 
 def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys: Sequence[str], delimiter: str,
                 slow: Callable[[list, int], Block], quotechar: str = "", header_lines: int = 0,
                 encoding: str = "utf-8", on_bad_rows: str = "error", block_bytes: int | None = None,
-                threads: int = 2, parser: str = "native", probe: Callable[[Block], Block] | None = None) -> Iterator[Block]:
-    """Blocks of ``path`` with the raw columns ``wanted`` stored under ``keys``.
+                threads: int = 3, parser: str = "native", admit: Callable[[Block], object] | None = None,
+                emit: Callable[[object], object] | None = None) -> Iterator:
+    """Blocks of ``path`` with the raw columns ``wanted`` stored under ``keys``, in file order.
 
     ``slow(lines, first_line)`` is the plain-Python parser of a list of decoded lines (None =
-    undecodable), used for any block the fast path declines. ``probe(block)``, if given, runs in the
-    worker threads on every block, one block at a time in file order (the hash-table lookups).
+    undecodable), used for any block the fast path declines. The worker threads parse blocks in
+    parallel, then take turns in file order: a block gets its line numbers, and ``admit(block)`` runs
+    (what must see blocks in order: the hash-table lookups, new values, reserving output rows). Out of
+    turn again, ``emit(admitted)`` runs beside the other workers (assembling and writing rows). Yields
+    what ``emit`` returns (by default the admitted block); an exception of a block is raised when the
+    consumer reaches that block, so the first error in file order is the one reported.
     """
     if not available(parser):
         raise ImportError(f"the {parser} engine needs the 'preprocess' extra (numba, polars): pip install 'kdef-jax[preprocess]'")
@@ -256,30 +431,36 @@ def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys:
     warm_up(parser)
 
     turn = threading.Condition()
-    done, closed = [0], [False]  # blocks probed so far; the consumer has stopped
+    done, closed = [0], [False]  # blocks admitted so far; the consumer has stopped
+    next_line = [1 + header_lines]
+    scratch = threading.local() if admit is not None else None  # admit consumes the cells before the next parse
 
-    def work(k, item):
-        block, first, n = item
+    def work(k, buf):
         try:
-            out = fast(block, first, n)
-            if out is None:
-                out = slow(decode_lines(block, encoding, path, first, on_bad_rows), first)
-            if probe is not None:
-                with turn:
-                    turn.wait_for(lambda: done[0] == k or closed[0])
-                out = None if closed[0] else probe(out)
-            return out
+            cells, n = fast.parse(buf, scratch)
+            with turn:
+                turn.wait_for(lambda: done[0] == k or closed[0])
+            if closed[0]:
+                return None
+            first = next_line[0]
+            next_line[0] += n
+            if cells is None:
+                block = slow(decode_lines(buf, encoding, path, first, on_bad_rows), first)
+            else:
+                block = fast.block(cells, first, n)
+            out = block if admit is None else admit(block)
         finally:
             with turn:
                 turn.wait_for(lambda: done[0] >= k or closed[0])
                 done[0] = max(done[0], k + 1)
                 turn.notify_all()
+        return out if emit is None else emit(out)
 
     pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
     pending: collections.deque = collections.deque()
     try:
-        for k, item in enumerate(iter_byte_blocks(path, block_bytes, header_lines)):
-            pending.append(pool.submit(work, k, item))
+        for k, buf in enumerate(iter_byte_blocks(path, block_bytes, header_lines)):
+            pending.append(pool.submit(work, k, buf))
             if len(pending) > threads:
                 yield pending.popleft().result()
         while pending:
