@@ -108,3 +108,59 @@ def test_first_rows_of_new_ids():
   ids = np.array([0, 2, 1, 3, 2, 4, 3], np.int32)  # ids 2, 3, 4 are new (n_before = 2)
   np.testing.assert_array_equal(hash_ids.first_rows(ids, 2), [1, 3, 5])
   assert hash_ids.first_rows(ids, 5).size == 0
+
+
+def test_short_values_come_back_from_their_keys():
+  short = ["", "a", "0a699c99", "é", "a\0", "-12"]
+  c = Cells.from_strings(short)
+  assert unpack(*hash_ids.short_values(c.h1, c.tag)) == short
+
+
+def test_native_cells_pack_short_and_long_values():
+  lines = ["\t".join(v) for v in zip(VALUES, VALUES[::-1])]
+  block = bytearray(("\n".join(lines) + "\n").encode())
+  fast = columnar._Fast("<t>", ("p", "q"), ("p", "q"), ("p", "q"), "\t", "", 0, "utf-8", "native")
+  got = fast(block, 1, len(lines))
+  short_rows = np.array([i for i, v in enumerate(VALUES) if len(v.encode()) <= 8])
+  assert unpack(*got.columns["p"].pack(short_rows)) == [VALUES[i] for i in short_rows]
+  assert unpack(*got.columns["p"].pack(np.arange(len(VALUES)))) == VALUES  # long ones: found in the text
+
+
+def test_chunks_cover_the_file_in_whole_lines(tmp_path):
+  p = tmp_path / "x.tsv"
+  text = b"head\n" + b"a\tb\n" + b"c" * 100 + b"\td\n" + b"e\tf"  # a line longer than a block; no final newline
+  p.write_bytes(text)
+  chunks = list(columnar.iter_chunks(str(p), block_bytes=16, header_lines=1))
+  got = b"".join(c.tobytes() for c in chunks)
+  assert got == text[5:] + b"\n"
+  assert all(c.tobytes().endswith(b"\n") for c in chunks)
+  assert list(columnar.iter_chunks(str(tmp_path / "x.tsv"), header_lines=9)) == []
+  (tmp_path / "e.tsv").write_bytes(b"")
+  assert list(columnar.iter_chunks(str(tmp_path / "e.tsv"))) == []
+
+
+def test_word_kernel_equals_byte_kernel_at_every_offset():
+  """The 8-bytes-at-a-time split and the byte loop give the same keys and line starts for a block
+  starting at any offset of its buffer (mapped files: blocks start anywhere)."""
+  rng = np.random.default_rng(1)
+  vals = VALUES + ["", "-7", "0123456", "01234567", "012345678"]
+  lines = ["\t".join(vals[i] for i in rng.integers(0, len(vals), 3)) for _ in range(50)]
+  body = ("\n".join(lines) + "\n").encode()
+  wanted = np.array([0, -1, 1], np.int64)
+  for pad in range(9):
+    buf = np.frombuffer(bytearray(b"\tx\r\n\"" * 2)[:pad] + body, np.uint8)  # junk before lo is ignored
+    out = []
+    for kernel in ("words", "bytes"):
+      ls, h1, tag = np.zeros(51, np.int64), np.zeros((2, 50), np.uint64), np.zeros((2, 50), np.uint32)
+      args = (pad, buf.shape[0], 3, 9, -1, False, wanted, ls, h1, tag)
+      if kernel == "words":
+        got = columnar._split_words(buf, buf[: buf.shape[0] & ~7].view(np.uint64), *args)
+      else:
+        got = columnar._split(buf, *args)
+      assert got[0] == 50
+      out.append((ls.copy(), h1.copy(), tag.copy()))
+    for a, b in zip(*out):
+      np.testing.assert_array_equal(a, b)
+    ref = Cells.from_strings([ln.split("\t")[0] for ln in lines])
+    np.testing.assert_array_equal(out[0][1][0], ref.h1)
+    np.testing.assert_array_equal(out[0][2][0], ref.tag)

@@ -177,6 +177,13 @@ def _scatter_columns_py(src, cols, rows, x):
                 x[rows[i], c] = src[j, i]
 
 
+def _remap_columns_py(x, offsets, lut):
+    """x[i, j] ← lut[x[i, j] + offsets[j]], in place."""
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            x[i, j] = lut[x[i, j] + offsets[j]]
+
+
 def _jit(f):
     """numba.njit(nogil=True), cached on disk where numba finds a writable cache folder."""
     if numba is None:
@@ -237,6 +244,15 @@ _hash_cells, _gather, _probe, _rehash = map(_jit, (_hash_cells_py, _gather_py, _
 _first_rows = _jit(_first_rows_py)
 _count = _jit(_count_py)
 _scatter_columns = _jit(_scatter_columns_py)
+_remap_columns = _jit(_remap_columns_py)
+
+
+def remap_columns(x: np.ndarray, offsets: np.ndarray, lut: np.ndarray) -> None:
+    """x[i, j] ← lut[x[i, j] + offsets[j]] in place (x int32 [n, k]); compiled, numpy without numba."""
+    if numba is None:
+        x[...] = lut[x + offsets]
+    else:
+        _remap_columns(x, offsets, lut)
 
 
 def scatter_columns(src: np.ndarray, cols: np.ndarray, order: np.ndarray | None, x: np.ndarray) -> None:
@@ -338,6 +354,13 @@ def take(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray
     lens = np.empty(rows.shape[0], np.int64)
     _gather(buf, starts, ends, rows, out, lens)
     return out.tobytes(), lens
+
+
+def short_values(h1: np.ndarray, tag: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """(the values back to back, their lengths) of short keys (tag ≤ 8: h1 holds the value's bytes)."""
+    lens = tag.astype(np.int64)
+    words = np.ascontiguousarray(h1, "<u8").view(np.uint8).reshape(-1, 8)
+    return words[np.arange(8) < lens[:, None]].tobytes(), lens
 
 
 def unpack(blob: bytes, lens: np.ndarray) -> list:

@@ -40,7 +40,7 @@ import numpy as np
 
 from kdef_jax.data.feature_map import FeatureMap, FieldSpec
 from kdef_jax.data.schema import DROP, LABEL, Block, DataFormatError, LabelRule
-from kdef_jax.data.hash_ids import count_where, scatter_columns
+from kdef_jax.data.hash_ids import count_where, remap_columns, scatter_columns
 from kdef_jax.data.packed import vocab_json
 from kdef_jax.data.vocab import FieldEncoder, LabelColumn, RawColumn, _grow, ingest_all
 
@@ -171,9 +171,10 @@ class _Outputs:
 def _remap_in_place(path: Path, ncol: int, col_offsets: np.ndarray, lut: np.ndarray, rows_per_step: int,
                     threads: int = 2) -> None:
     """x ← lut[x + col_offsets] over an int32 .npy file, block by block (no memmap), the rows split
-    between ``threads`` threads (numpy and file I/O release the GIL)."""
+    between ``threads`` threads (the compiled kernel and file I/O release the GIL)."""
     rows = (path.stat().st_size - HEADER_BYTES) // (4 * ncol)
     bounds = np.linspace(0, rows, threads + 1).astype(np.int64)
+    remap_columns(np.zeros((1, ncol), np.int32), np.zeros(ncol, np.int32), np.zeros(1, np.int32))  # compile here, not in the threads
 
     def part(lo: int, hi: int) -> None:
         buf = np.empty(rows_per_step * ncol, np.int32)
@@ -182,11 +183,9 @@ def _remap_in_place(path: Path, ncol: int, col_offsets: np.ndarray, lut: np.ndar
                 x = buf[: (min(hi, r + rows_per_step) - r) * ncol]
                 fh.seek(HEADER_BYTES + 4 * ncol * r)
                 fh.readinto(memoryview(x).cast("B"))
-                x = x.reshape(-1, ncol)
-                x += col_offsets
-                out = lut[x]
+                remap_columns(x.reshape(-1, ncol), col_offsets, lut)
                 fh.seek(HEADER_BYTES + 4 * ncol * r)
-                fh.write(out.data)
+                fh.write(x.data)
 
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         for f in [pool.submit(part, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]:

@@ -20,10 +20,13 @@ engines give byte-identical caches and the same errors.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import concurrent.futures
+import mmap
+import os
 import threading
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -44,8 +47,8 @@ def available(parser: str = "native") -> bool:
     return hash_ids.available() and (parser == "native" or pl is not None)
 
 
-def _split_py(buf, ncol, delim, quote, no_empty, wanted, line_starts, h1, tag):
-    """One pass over ``buf`` (lines ending in \\n): split at ``delim``; for field c of line i with
+def _split_py(buf, lo, hi, ncol, delim, quote, no_empty, wanted, line_starts, h1, tag):
+    """One pass over ``buf[lo:hi]`` (lines ending in \\n): split at ``delim``; for field c of line i with
     ``wanted[c] = k >= 0`` store its key (hash_ids) in ``h1[k, i], tag[k, i]``, and where line i
     starts in ``line_starts[i]`` (the byte ranges of the few values that get packed are found again
     from there, :func:`_field_ranges_py`). Keys go through a small row-major tile first, so the
@@ -56,16 +59,15 @@ def _split_py(buf, ncol, delim, quote, no_empty, wanted, line_starts, h1, tag):
     tile = 256
     t1 = np.empty((tile, nk), np.uint64)
     tt = np.empty((tile, nk), np.uint32)
-    line, c, fs, high, base = 0, 0, 0, 0, 0
+    line, c, fs, high, base = 0, 0, lo, 0, 0
     a, b = hash_ids._FNV_OFFSET, hash_ids._OFFSET_2
     w, sh = np.uint64(0), np.uint64(0)
-    nbytes = buf.shape[0]
-    line_starts[0] = 0
-    for p in range(nbytes):
+    line_starts[0] = lo
+    for p in range(lo, hi):
         ch = buf[p]
         if ch == delim or ch == 10:
             fe = p
-            if ch == 10 and p > 0 and buf[p - 1] == 13:
+            if ch == 10 and p > lo and buf[p - 1] == 13:
                 fe = p - 1
             if c >= ncol or (no_empty and fe == fs):
                 return -1 - line, high
@@ -98,7 +100,7 @@ def _split_py(buf, ncol, delim, quote, no_empty, wanted, line_starts, h1, tag):
                 c += 1
             fs = p + 1
         elif ch == 13:
-            if p + 1 >= nbytes or buf[p + 1] != 10:
+            if p + 1 >= hi or buf[p + 1] != 10:
                 return -1 - line, high
         else:
             if ch == quote:
@@ -121,7 +123,7 @@ _ONES, _LOW7 = np.uint64(0x0101010101010101), np.uint64(0x7F7F7F7F7F7F7F7F)
 _BYTE_INDEX = np.uint64(0x0001020304050607)  # (bit 8j of a one-bit word) × this → j in the top byte
 
 
-def _split_words_py(buf, words, ncol, delim, quote, no_empty, wanted, line_starts, h1, tag):
+def _split_words_py(buf, words, lo, hi, ncol, delim, quote, no_empty, wanted, line_starts, h1, tag):
     """:func:`_split_py` on 8 bytes at a time (``words``: ``buf`` viewed as uint64, 8-aligned), for
     blocks without CR or quote characters (returns (-2⁴⁰, False) on the first one, and the caller
     uses :func:`_split_py`). Delimiters and newlines are found with bit tricks on whole words (a
@@ -133,19 +135,22 @@ def _split_words_py(buf, words, ncol, delim, quote, no_empty, wanted, line_start
     tt = np.empty((tile, nk), np.uint32)
     dl, nl = _ONES * np.uint64(delim), _ONES * np.uint64(10)
     cr, qu = _ONES * np.uint64(13), _ONES * np.uint64(quote if quote >= 0 else 13)
-    line, c, fs, base = 0, 0, 0, 0
+    line, c, fs, base = 0, 0, lo, 0
     high = np.uint64(0)
-    nbytes, nw = buf.shape[0], words.shape[0]
-    line_starts[0] = 0
-    for q in range(nw + 1):
+    nw = words.shape[0]
+    line_starts[0] = lo
+    last = (hi - 1) >> 3
+    for q in range(lo >> 3, last + 1):
         if q < nw:
             x = words[q]
-        elif q * 8 < nbytes:  # the last, partial word, zero-padded
+        else:  # past the last whole word of buf: zero-padded
             x = np.uint64(0)
-            for i in range(nbytes - q * 8):
+            for i in range(hi - q * 8):
                 x |= np.uint64(buf[q * 8 + i]) << np.uint64(8 * i)
-        else:
-            break
+        if q == lo >> 3:  # bytes before lo belong to the previous block: zero them
+            x &= ~((np.uint64(1) << np.uint64(8 * (lo & 7))) - np.uint64(1))
+        if q == last and hi & 7:  # and so do bytes from hi on
+            x &= (np.uint64(1) << np.uint64(8 * (hi & 7))) - np.uint64(1)
         high |= x
         y = x ^ cr
         z = x ^ qu
@@ -155,8 +160,6 @@ def _split_words_py(buf, words, ncol, delim, quote, no_empty, wanted, line_start
         zn = ~(((y & _LOW7) + _LOW7) | y | _LOW7)
         y = x ^ dl
         m = (~(((y & _LOW7) + _LOW7) | y | _LOW7) | zn) & ~_LOW7
-        if q == nw:
-            m &= (np.uint64(1) << np.uint64(8 * (nbytes - q * 8))) - np.uint64(1)
         while m:
             low = m & (~m + np.uint64(1))
             p = q * 8 + np.int64(((low >> np.uint64(7)) * _BYTE_INDEX) >> np.uint64(56))
@@ -229,6 +232,9 @@ class LineCells(Cells):
 
     def pack(self, rows: np.ndarray) -> tuple[bytes, np.ndarray]:
         rows = np.ascontiguousarray(rows, np.int64)
+        tags = self.tag[rows]
+        if (tags <= 8).all():  # short values are their keys: their bytes are in h1
+            return hash_ids.short_values(self.h1[rows], tags)
         starts, ends = np.empty(rows.shape[0], np.int64), np.empty(rows.shape[0], np.int64)
         _field_ranges(self.buf, self.line_starts, rows, self.col, self.delim, starts, ends)
         return take(self.buf, starts, ends, np.arange(rows.shape[0]))
@@ -238,9 +244,9 @@ _split = hash_ids._jit(_split_py)
 _NOT_WORDS = -(1 << 40)
 
 
-def _count_lines_py(buf):
+def _count_lines_py(buf, lo, hi):
     n = 0
-    for p in range(buf.shape[0]):
+    for p in range(lo, hi):
         n += buf[p] == 10
     return n
 
@@ -248,30 +254,50 @@ def _count_lines_py(buf):
 _count_lines = hash_ids._jit(_count_lines_py)
 
 
-def iter_byte_blocks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0) -> Iterator[bytearray]:
-    """Yield blocks of whole lines (bytearrays ending in a newline) after ``header_lines`` lines; each
-    block is read straight into its own buffer (no copies but the partial last line carried to the
-    next). Lines are counted by the consumer (in worker threads), not here."""
+class Chunk(NamedTuple):
+    """Whole lines ``data[lo:hi]`` (the last byte a newline) of a uint8 array: the memory-mapped file
+    (no copy), or a buffer of its own."""
+
+    data: np.ndarray
+    lo: int
+    hi: int
+
+    @classmethod
+    def of(cls, block) -> "Chunk":
+        if isinstance(block, Chunk):
+            return block
+        data = np.frombuffer(block, np.uint8)
+        return cls(data, 0, data.shape[0])
+
+    def tobytes(self) -> bytes:
+        return self.data[self.lo : self.hi].tobytes()
+
+
+def iter_chunks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0) -> Iterator[Chunk]:
+    """Chunks of about ``block_bytes`` of whole lines after ``header_lines`` lines, views of the file
+    mapped into memory (the page cache, not copied); a last line without a newline gets one in a
+    buffer of its own. Lines are counted by the consumers (in worker threads), not here."""
     with open_raw(path) as fh:
-        for _ in range(header_lines):
-            fh.readline()
-        rest = b""
-        while True:
-            buf = bytearray(len(rest) + block_bytes)
-            buf[: len(rest)] = rest
-            got = fh.readinto(memoryview(buf)[len(rest) :])
-            if not got:
-                if rest:
-                    yield bytearray(rest + b"\n")
-                return
-            end = len(rest) + got
-            cut = buf.rfind(b"\n", 0, end)
-            if cut < 0:
-                rest = bytes(buf[:end])
-                continue
-            rest = bytes(buf[cut + 1 : end])
-            del buf[cut + 1 :]
-            yield buf
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    data = np.frombuffer(mm, np.uint8)  # keeps the mapping alive as long as a chunk of it lives
+    pos = 0
+    for _ in range(header_lines):
+        nl = mm.find(b"\n", pos)
+        pos = size if nl < 0 else nl + 1
+    while pos < size:
+        end = min(size, pos + block_bytes)
+        cut = mm.rfind(b"\n", pos, end) if end < size else size - 1
+        if cut < 0:  # a line longer than a block
+            cut = mm.find(b"\n", end)
+            cut = size - 1 if cut < 0 else cut
+        if data[cut] != 10:  # the file's last line has no newline
+            yield Chunk.of(bytearray(mm[pos:size]) + b"\n")
+            return
+        yield Chunk(data, pos, cut + 1)
+        pos = cut + 1
 
 
 def decode_lines(block: bytes, encoding: str, path: str, first_line: int, on_bad_rows: str) -> list:
@@ -319,18 +345,21 @@ class _Fast:
                 return False
         return True
 
-    def parse(self, block: bytes, scratch: threading.local | None = None) -> tuple[list | None, int]:
-        """(one Cells per wanted column, or None when the block is not plain; number of lines).
+    def parse(self, block, scratch: threading.local | None = None) -> tuple[list | None, int]:
+        """(one Cells per wanted column, or None when the block is not plain; number of lines) of a
+        :class:`Chunk` or bytes.
 
         ``scratch`` (a thread-local namespace): the native parser writes into arrays kept there and
         reused by the next block of the same thread (no fresh pages to fault in per block); the
         Cells are then valid until that thread parses again."""
+        chunk = Chunk.of(block)
+        if self.ok and self.parser == "native":
+            return self._native(chunk, scratch)
+        text = chunk.tobytes()
+        n = text.count(b"\n")
         if not self.ok:
-            return None, block.count(b"\n")
-        if self.parser == "native":
-            return self._native(block, scratch)
-        n = block.count(b"\n")
-        return (self._polars(block, n) if self.plain(block, n) else None), n
+            return None, n
+        return (self._polars(text, n) if self.plain(text, n) else None), n
 
     def block(self, cells: list, first_line: int, n_lines: int) -> Block:
         lines = np.arange(first_line, first_line + n_lines, dtype=np.int64)
@@ -341,9 +370,9 @@ class _Fast:
         cells, n = self.parse(block)
         return None if cells is None or n != n_lines else self.block(cells, first_line, n_lines)
 
-    def _native(self, block: bytes, scratch) -> tuple[list | None, int]:
-        buf = np.frombuffer(block, np.uint8)
-        n_lines = int(_count_lines(buf))
+    def _native(self, chunk: Chunk, scratch) -> tuple[list | None, int]:
+        buf, lo, hi = chunk
+        n_lines = int(_count_lines(buf, lo, hi))
         w = len(self.cols)
         out = getattr(scratch, "split", None)
         if out is None or out[1].shape[0] != w or out[1].shape[1] < n_lines:
@@ -355,14 +384,14 @@ class _Fast:
         args = (self.ncol, self.dbytes[0], self.quote, self.by_space, self.wanted, line_starts, h1, tag)
         got = _NOT_WORDS
         if buf.ctypes.data % 8 == 0:
-            got, high = _split_words(buf, buf[: buf.shape[0] & ~7].view(np.uint64), *args)
+            got, high = _split_words(buf, buf[: buf.shape[0] & ~7].view(np.uint64), lo, hi, *args)
         if got == _NOT_WORDS:  # CR or quote characters (or an unaligned buffer): byte by byte
-            got, high = _split(buf, *args)
+            got, high = _split(buf, lo, hi, *args)
         if got != n_lines:
             return None, n_lines
         if high:
             try:
-                block.decode("utf-8")
+                codecs.utf_8_decode(memoryview(buf[lo:hi]), "strict", True)
             except UnicodeDecodeError:
                 return None, n_lines
         return [LineCells(buf, line_starts, self.cols[k], self.dbytes[0], h1[k, :n_lines], tag[k, :n_lines])
@@ -412,7 +441,7 @@ def warm_up(parser: str) -> None:
 def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys: Sequence[str], delimiter: str,
                 slow: Callable[[list, int], Block], quotechar: str = "", header_lines: int = 0,
                 encoding: str = "utf-8", on_bad_rows: str = "error", block_bytes: int | None = None,
-                threads: int = 3, parser: str = "native", admit: Callable[[Block], object] | None = None,
+                threads: int = 2, parser: str = "native", admit: Callable[[Block], object] | None = None,
                 emit: Callable[[object], object] | None = None) -> Iterator:
     """Blocks of ``path`` with the raw columns ``wanted`` stored under ``keys``, in file order.
 
@@ -445,7 +474,7 @@ def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys:
             first = next_line[0]
             next_line[0] += n
             if cells is None:
-                block = slow(decode_lines(buf, encoding, path, first, on_bad_rows), first)
+                block = slow(decode_lines(buf.tobytes(), encoding, path, first, on_bad_rows), first)
             else:
                 block = fast.block(cells, first, n)
             out = block if admit is None else admit(block)
@@ -459,7 +488,7 @@ def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys:
     pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
     pending: collections.deque = collections.deque()
     try:
-        for k, buf in enumerate(iter_byte_blocks(path, block_bytes, header_lines)):
+        for k, buf in enumerate(iter_chunks(path, block_bytes, header_lines)):
             pending.append(pool.submit(work, k, buf))
             if len(pending) > threads:
                 yield pending.popleft().result()
