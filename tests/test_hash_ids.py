@@ -164,3 +164,13 @@ def test_word_kernel_equals_byte_kernel_at_every_offset():
     ref = Cells.from_strings([ln.split("\t")[0] for ln in lines])
     np.testing.assert_array_equal(out[0][1][0], ref.h1)
     np.testing.assert_array_equal(out[0][2][0], ref.tag)
+
+
+def test_read_chunks_fallback_equals_mapped_chunks(tmp_path):
+  p = tmp_path / "x.tsv"
+  p.write_bytes(b"head\n" + b"".join(b"%d\tv%d\n" % (i, i * 7) for i in range(300)) + b"7\tlast")
+  mapped = b"".join(c.tobytes() for c in columnar.iter_chunks(str(p), block_bytes=64, header_lines=1))
+  with open(p, "rb") as fh:
+    read = list(columnar._read_chunks(fh, 64, 1))
+  assert b"".join(c.tobytes() for c in read) == mapped
+  assert all(c.tobytes().endswith(b"\n") for c in read)

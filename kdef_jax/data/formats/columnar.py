@@ -261,6 +261,7 @@ class Chunk(NamedTuple):
     data: np.ndarray
     lo: int
     hi: int
+    mapped: object = None  # the mmap.mmap that ``data`` views, if any
 
     @classmethod
     def of(cls, block) -> "Chunk":
@@ -272,6 +273,16 @@ class Chunk(NamedTuple):
     def tobytes(self) -> bytes:
         return self.data[self.lo : self.hi].tobytes()
 
+    def release_before(self, start: int = 0) -> int:
+        """Unmap the file's pages from ``start`` (page-aligned) to ``hi`` from this process (they stay
+        in the page cache), so its resident memory does not grow with the file: call once every byte
+        before ``hi`` has been used. Returns where the next call should start."""
+        end = self.hi - self.hi % mmap.PAGESIZE
+        if self.mapped is None or end <= start:
+            return start
+        self.mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
+        return end
+
 
 def iter_chunks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0) -> Iterator[Chunk]:
     """Chunks of about ``block_bytes`` of whole lines after ``header_lines`` lines, views of the file
@@ -280,6 +291,9 @@ def iter_chunks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0
     with open_raw(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
+            return
+        if not hasattr(mmap, "MADV_DONTNEED"):  # no way to give mapped pages back: read into buffers
+            yield from _read_chunks(fh, block_bytes, header_lines)
             return
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     data = np.frombuffer(mm, np.uint8)  # keeps the mapping alive as long as a chunk of it lives
@@ -296,8 +310,29 @@ def iter_chunks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0
         if data[cut] != 10:  # the file's last line has no newline
             yield Chunk.of(bytearray(mm[pos:size]) + b"\n")
             return
-        yield Chunk(data, pos, cut + 1)
+        yield Chunk(data, pos, cut + 1, mm)
         pos = cut + 1
+
+
+def _read_chunks(fh, block_bytes: int, header_lines: int) -> Iterator[Chunk]:
+    """:func:`iter_chunks` with reads into a buffer per chunk (where pages cannot be unmapped)."""
+    for _ in range(header_lines):
+        fh.readline()
+    rest = b""
+    while True:
+        buf = bytearray(len(rest) + block_bytes)
+        buf[: len(rest)] = rest
+        got = fh.readinto(memoryview(buf)[len(rest) :])
+        if not got:
+            if rest:
+                yield Chunk.of(bytearray(rest + b"\n"))
+            return
+        end = len(rest) + got
+        cut = buf.rfind(b"\n", 0, end)
+        rest = bytes(buf[cut + 1 : end])
+        if cut >= 0:
+            del buf[cut + 1 :]
+            yield Chunk.of(buf)
 
 
 def decode_lines(block: bytes, encoding: str, path: str, first_line: int, on_bad_rows: str) -> list:
@@ -371,7 +406,7 @@ class _Fast:
         return None if cells is None or n != n_lines else self.block(cells, first_line, n_lines)
 
     def _native(self, chunk: Chunk, scratch) -> tuple[list | None, int]:
-        buf, lo, hi = chunk
+        buf, lo, hi = chunk.data, chunk.lo, chunk.hi
         n_lines = int(_count_lines(buf, lo, hi))
         w = len(self.cols)
         out = getattr(scratch, "split", None)
@@ -462,6 +497,7 @@ def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys:
     turn = threading.Condition()
     done, closed = [0], [False]  # blocks admitted so far; the consumer has stopped
     next_line = [1 + header_lines]
+    released = [0]  # the mapped file's pages before this offset are given back
     scratch = threading.local() if admit is not None else None  # admit consumes the cells before the next parse
 
     def work(k, buf):
@@ -478,6 +514,8 @@ def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys:
             else:
                 block = fast.block(cells, first, n)
             out = block if admit is None else admit(block)
+            if admit is not None:  # blocks are admitted in file order: the text before this one is done
+                released[0] = buf.release_before(released[0])
         finally:
             with turn:
                 turn.wait_for(lambda: done[0] >= k or closed[0])
