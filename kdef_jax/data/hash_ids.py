@@ -199,8 +199,7 @@ def _no_prefetch(table, s):
 
 
 def _prefetch_intrinsic():
-    """``prefetch(table, s)``: LLVM's prefetch of row s of a 2-D array (read, keep in all caches);
-    None if this numba/LLVM cannot compile it."""
+    """``prefetch(table, s)``: LLVM's prefetch of row s of a 2-D array (read, keep in all caches)."""
     from llvmlite import ir
     from numba.core import cgutils
     from numba.extending import intrinsic
@@ -220,24 +219,31 @@ def _prefetch_intrinsic():
 
         return numba.types.void(arr, idx), codegen
 
-    try:
-        numba.njit(lambda t: prefetch(t, 0))(np.zeros((2, 2), np.uint64))
-    except Exception:  # noqa: BLE001 - an LLVM without this intrinsic: lookups work without it
-        return None
     return prefetch
 
 
+_prefetch_llvm = _prefetch_intrinsic() if numba is not None else _no_prefetch
 _prefetch = _no_prefetch  # set by _use_prefetch() before the lookup kernel is first compiled
 
 
+def _prefetch_check_py(table):
+    _prefetch_llvm(table, 0)
+
+
 def _use_prefetch() -> None:
+    """Give the lookup kernels LLVM's prefetch, or a no-op where this numba/LLVM cannot compile it."""
     global _prefetch
     if numba is not None and _prefetch is _no_prefetch:
-        _prefetch = _prefetch_intrinsic() or numba.njit(_no_prefetch)
+        try:
+            _prefetch_check(np.zeros((2, 2), np.uint64))
+            _prefetch = _prefetch_llvm
+        except Exception:  # noqa: BLE001 - any compile failure: lookups work without prefetching
+            _prefetch = numba.njit(_no_prefetch)
 
 
 _fmix = _jit(_fmix_py)
 _slot = _jit(_slot_py)
+_prefetch_check = _jit(_prefetch_check_py)
 _finish = _jit(_finish_py)
 _hash_bytes = _jit(_hash_bytes_py)
 _hash_cells, _gather, _probe, _rehash = map(_jit, (_hash_cells_py, _gather_py, _probe_py, _rehash_py))
