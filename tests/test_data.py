@@ -873,3 +873,14 @@ def test_criteo_sample_real(tmp_path):
   for s in ("train", "valid", "test"):
     assert (_x(ds, s) >= 1).all()
     assert set(np.unique(_y(ds, s)).tolist()) == {0.0, 1.0}
+
+
+def test_outputs_close_waits_for_writes_and_refuses_later_ones(tmp_path):
+  out = preprocess._Outputs(tmp_path, 2)
+  start = out.reserve({"train": 3})["train"]
+  out.write("train", start, np.arange(6, dtype=np.int32).reshape(3, 2), np.ones(3, np.float32))
+  out.close()
+  np.testing.assert_array_equal(np.load(tmp_path / "train_x.npy"), np.arange(6).reshape(3, 2))
+  assert np.load(tmp_path / "valid_x.npy").shape == (0, 2)
+  with pytest.raises(RuntimeError, match="closed"):  # a worker still running after a failed build
+    out.write("train", 0, np.zeros((1, 2), np.int32), np.zeros(1, np.float32))

@@ -142,12 +142,16 @@ class _Outputs:
     """``{split}_x.npy`` (int32 [rows, ncol]) and ``{split}_y.npy`` (float32 [rows]) with plain writes
     (no memmap, so written pages are page cache, not process memory). Row ranges are reserved in file
     order (:meth:`reserve`); blocks are then written at their offsets by any thread; the headers are
-    written on close, once the row counts are known."""
+    written on close, once the row counts are known. A reader stopped by an error may leave a
+    worker thread still writing: :meth:`close` waits for writes in progress and refuses later ones,
+    so no write can reach a closed (and maybe reused) file descriptor."""
 
     def __init__(self, folder: Path, ncol: int):
         self.ncol, self.rows = ncol, dict.fromkeys(SPLITS, 0)
         self.paths = {(s, k): folder / f"{s}_{k}.npy" for s in SPLITS for k in "xy"}
         self.fds = {key: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) for key, path in self.paths.items()}
+        self._busy, self._closed = 0, False
+        self._cond = threading.Condition()
 
     def reserve(self, sizes: dict) -> dict:
         """First row of each split for a block of ``sizes[split]`` rows (call in file order)."""
@@ -157,10 +161,22 @@ class _Outputs:
         return starts
 
     def write(self, split: str, start: int, x: np.ndarray, y: np.ndarray) -> None:
-        _pwrite_all(self.fds[split, "x"], x.astype(np.int32, copy=False), HEADER_BYTES + 4 * self.ncol * start)
-        _pwrite_all(self.fds[split, "y"], y.astype(np.float32, copy=False), HEADER_BYTES + 4 * start)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the outputs are closed (the build stopped)")
+            self._busy += 1
+        try:
+            _pwrite_all(self.fds[split, "x"], x.astype(np.int32, copy=False), HEADER_BYTES + 4 * self.ncol * start)
+            _pwrite_all(self.fds[split, "y"], y.astype(np.float32, copy=False), HEADER_BYTES + 4 * start)
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify_all()
 
     def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.wait_for(lambda: self._busy == 0)
         for (s, k), fd in self.fds.items():
             shape = (self.rows[s], self.ncol) if k == "x" else (self.rows[s],)
             os.pwrite(fd, npy_header(np.int32 if k == "x" else np.float32, shape), 0)
