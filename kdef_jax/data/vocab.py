@@ -2,7 +2,7 @@
 
 Pass 1 of the preprocessing gives every distinct value of every raw column a *raw id* (dense, first
 seen first) in a :class:`RawColumn` — a Python dict in the plain engine, a compiled hash table
-over 96-bit value keys (:mod:`kdef_jax.data.hash_ids`, no Python per row) in the fast engines — and
+over value keys (:mod:`kdef_jax.data.hash_ids`, no Python per row) in the fast engines — and
 counts the raw ids of the **train** rows. A field that uses its raw value as the token (plain categorical) needs nothing
 more until the end; a field with a transform, log² buckets or a sequence (:class:`FieldEncoder`)
 turns each *new* raw value into tokens once (so Python work is O(distinct values), never O(rows)).
@@ -51,7 +51,7 @@ class RawColumn:
     """Global dictionary of one raw column over every file of a build, with train counts.
 
     ``hashed=False``: a Python dict value → id (the plain engine). ``hashed=True``: a
-    :class:`~kdef_jax.data.hash_ids.HashIds` table over the values' 96-bit keys (the fast engines),
+    :class:`~kdef_jax.data.hash_ids.HashIds` table over the values' keys (the fast engines),
     with the values themselves kept packed (bytes + lengths) unless ``need_values``."""
 
     def __init__(self, name: str, *, need_values: bool, hashed: bool):
