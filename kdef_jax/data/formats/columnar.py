@@ -44,7 +44,7 @@ try:  # optional extra
 except ImportError:  # pragma: no cover - exercised when the extra is absent
     pl = None
 
-BLOCK_BYTES = 16 << 20
+BLOCK_BYTES = 8 << 20
 
 
 def available(parser: str = "native") -> bool:
