@@ -131,10 +131,18 @@ def npy_header(dtype, shape) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", hlen) + (d.ljust(hlen - 1) + "\n").encode("latin1")
 
 
+_SEEK_LOCK = threading.Lock()  # where os.pwrite is missing (Windows): seek + write under one lock
+
+
 def _pwrite_all(fd: int, arr: np.ndarray, offset: int) -> None:
     view = memoryview(np.ascontiguousarray(arr)).cast("B")
     while view:
-        k = os.pwrite(fd, view, offset)
+        if hasattr(os, "pwrite"):
+            k = os.pwrite(fd, view, offset)
+        else:  # pragma: no cover - Windows
+            with _SEEK_LOCK:
+                os.lseek(fd, offset, os.SEEK_SET)
+                k = os.write(fd, view)
         view, offset = view[k:], offset + k
 
 
@@ -149,7 +157,8 @@ class _Outputs:
     def __init__(self, folder: Path, ncol: int):
         self.ncol, self.rows = ncol, dict.fromkeys(SPLITS, 0)
         self.paths = {(s, k): folder / f"{s}_{k}.npy" for s in SPLITS for k in "xy"}
-        self.fds = {key: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) for key, path in self.paths.items()}
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+        self.fds = {key: os.open(path, flags, 0o644) for key, path in self.paths.items()}
         self._busy, self._closed = 0, False
         self._cond = threading.Condition()
 
@@ -179,7 +188,7 @@ class _Outputs:
             self._cond.wait_for(lambda: self._busy == 0)
         for (s, k), fd in self.fds.items():
             shape = (self.rows[s], self.ncol) if k == "x" else (self.rows[s],)
-            os.pwrite(fd, npy_header(np.int32 if k == "x" else np.float32, shape), 0)
+            _pwrite_all(fd, np.frombuffer(npy_header(np.int32 if k == "x" else np.float32, shape), np.uint8), 0)
             os.close(fd)
         self.fds = {}
 
