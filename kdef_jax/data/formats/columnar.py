@@ -52,6 +52,35 @@ def available(parser: str = "native") -> bool:
     return hash_ids.available() and (parser == "native" or pl is not None)
 
 
+_TILE = 256  # lines of keys gathered row-major before they go to the column-major outputs
+
+
+def _flush_tile_py(t1, tt, cnt, base, h1, tag):
+    """Copy the keys of tile rows 0 … cnt (row-major, [line, column]) to lines base … of the
+    column-major outputs: the split writes keys line by line into a tile that stays in cache."""
+    for j in range(t1.shape[1]):
+        for i in range(cnt):
+            h1[j, base + i] = t1[i, j]
+            tag[j, base + i] = tt[i, j]
+
+
+_flush_tile = hash_ids._jit(_flush_tile_py)
+
+
+def _next_line_py(line, base, start, line_starts, t1, tt, h1, tag):
+    """A line ended and the next starts at byte ``start``: record it, flush the tile when full.
+    Returns (line number of the next line, first line of the tile)."""
+    line += 1
+    line_starts[line] = start
+    if line - base == t1.shape[0]:
+        _flush_tile(t1, tt, line - base, base, h1, tag)
+        base = line
+    return line, base
+
+
+_next_line = hash_ids._jit(_next_line_py)
+
+
 def _split_py(buf, lo, hi, ncol, delim, quote, no_empty, wanted, line_starts, h1, tag):
     """One pass over ``buf[lo:hi]`` (lines ending in \\n): split at ``delim``; for field c of line i with
     ``wanted[c] = k >= 0`` store its key (hash_ids) in ``h1[k, i], tag[k, i]``, and where line i
@@ -61,9 +90,8 @@ def _split_py(buf, lo, hi, ncol, delim, quote, no_empty, wanted, line_starts, h1
     not exactly ``ncol`` fields, empty, holding ``quote`` (>= 0), an empty field when ``no_empty``
     (space-separated files), or a CR not followed by LF (lines may end in CRLF; the CR is not data)."""
     nk = h1.shape[0]
-    tile = 256
-    t1 = np.empty((tile, nk), np.uint64)
-    tt = np.empty((tile, nk), np.uint32)
+    t1 = np.empty((_TILE, nk), np.uint64)
+    tt = np.empty((_TILE, nk), np.uint32)
     line, c, fs, high, base = 0, 0, lo, 0, 0
     a, b = hash_ids._FNV_OFFSET, hash_ids._OFFSET_2
     w, sh = np.uint64(0), np.uint64(0)
@@ -92,15 +120,8 @@ def _split_py(buf, lo, hi, ncol, delim, quote, no_empty, wanted, line_starts, h1
             if ch == 10:
                 if c != ncol - 1 or (c == 0 and fe == fs):
                     return -1 - line, high
-                line += 1
-                line_starts[line] = p + 1
+                line, base = _next_line(line, base, p + 1, line_starts, t1, tt, h1, tag)
                 c = 0
-                if line - base == tile:
-                    for j in range(nk):
-                        for i in range(tile):
-                            h1[j, base + i] = t1[i, j]
-                            tag[j, base + i] = tt[i, j]
-                    base = line
             else:
                 c += 1
             fs = p + 1
@@ -117,10 +138,7 @@ def _split_py(buf, lo, hi, ncol, delim, quote, no_empty, wanted, line_starts, h1
                 w, sh = np.uint64(0), np.uint64(0)
             w |= np.uint64(ch) << sh
             sh += np.uint64(8)
-    for j in range(nk):
-        for i in range(line - base):
-            h1[j, base + i] = t1[i, j]
-            tag[j, base + i] = tt[i, j]
+    _flush_tile(t1, tt, line - base, base, h1, tag)
     return line, high >= 128
 
 
@@ -135,9 +153,8 @@ def _split_words_py(buf, words, lo, hi, ncol, delim, quote, no_empty, wanted, li
     byte b of x is zero iff bit 7 of ~(((x & 0x7F…) + 0x7F…) | x | 0x7F…) is set), and a value of
     ≤ 8 bytes is read as one word, without a loop over its bytes. Same keys, same checks."""
     nk = h1.shape[0]
-    tile = 256
-    t1 = np.empty((tile, nk), np.uint64)
-    tt = np.empty((tile, nk), np.uint32)
+    t1 = np.empty((_TILE, nk), np.uint64)
+    tt = np.empty((_TILE, nk), np.uint32)
     dl, nl = _ONES * np.uint64(delim), _ONES * np.uint64(10)
     cr, qu = _ONES * np.uint64(13), _ONES * np.uint64(quote if quote >= 0 else 13)
     line, c, fs, base = 0, 0, lo, 0
@@ -184,23 +201,13 @@ def _split_words_py(buf, words, lo, hi, ncol, delim, quote, no_empty, wanted, li
             if zn & low:
                 if c != ncol - 1 or (c == 0 and n == 0):
                     return -1 - line, False
-                line += 1
-                line_starts[line] = p + 1
+                line, base = _next_line(line, base, p + 1, line_starts, t1, tt, h1, tag)
                 c = 0
-                if line - base == tile:
-                    for j in range(nk):
-                        for i in range(tile):
-                            h1[j, base + i] = t1[i, j]
-                            tag[j, base + i] = tt[i, j]
-                    base = line
             else:
                 c += 1
             fs = p + 1
             m ^= low
-    for j in range(nk):
-        for i in range(line - base):
-            h1[j, base + i] = t1[i, j]
-            tag[j, base + i] = tt[i, j]
+    _flush_tile(t1, tt, line - base, base, h1, tag)
     return line, (high & ~_LOW7) != 0
 
 
