@@ -302,12 +302,15 @@ def iter_chunks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0
     buffer of its own. Lines are counted by the consumers (in worker threads), not here."""
     with open_raw(path) as fh:
         size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            return
-        if not hasattr(mmap, "MADV_DONTNEED"):  # no way to give mapped pages back: read into buffers
+        mm = None
+        if size and hasattr(mmap, "MADV_DONTNEED"):  # else no way to give mapped pages back
+            try:
+                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):  # a pipe, a file system without mmap
+                pass
+        if mm is None:
             yield from _read_chunks(fh, block_bytes, header_lines)
             return
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     data = np.frombuffer(mm, np.uint8)  # keeps the mapping alive as long as a chunk of it lives
     pos = 0
     for _ in range(header_lines):
