@@ -316,8 +316,13 @@ def iter_chunks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0
     for _ in range(header_lines):
         nl = mm.find(b"\n", pos)
         pos = size if nl < 0 else nl + 1
+    page = mmap.PAGESIZE
     while pos < size:
         end = min(size, pos + block_bytes)
+        # a file not yet in the page cache: read this block and the next ahead, in the background
+        # (page faults alone would read it in small synchronous pieces, several times slower)
+        ahead = pos - pos % page
+        mm.madvise(mmap.MADV_WILLNEED, ahead, min(size, pos + 4 * block_bytes) - ahead)
         cut = mm.rfind(b"\n", pos, end) if end < size else size - 1
         if cut < 0:  # a line longer than a block
             cut = mm.find(b"\n", end)
