@@ -29,7 +29,6 @@ import functools
 import gc
 import hashlib
 import json
-import mmap
 import os
 import shutil
 import struct
@@ -197,51 +196,26 @@ class _Outputs:
 
 def _remap_in_place(path: Path, ncol: int, col_offsets: np.ndarray, lut: np.ndarray, rows_per_step: int,
                     threads: int = 2) -> None:
-    """x ← lut[x + col_offsets] over an int32 .npy file, ``rows_per_step`` rows at a time, the rows
-    split between ``threads`` threads (the compiled kernel releases the GIL). The file is mapped and
-    rewritten in its page-cache pages (no copies in and out); each step's pages are then unmapped
-    (they stay in the page cache), so resident memory stays at a few steps. Where pages cannot be
-    given back, it reads and writes the steps instead."""
+    """x ← lut[x + col_offsets] over an int32 .npy file, block by block (no memmap), the rows split
+    between ``threads`` threads (the compiled kernel and file I/O release the GIL)."""
     rows = (path.stat().st_size - HEADER_BYTES) // (4 * ncol)
     bounds = np.linspace(0, rows, threads + 1).astype(np.int64)
     remap_columns(np.zeros((1, ncol), np.int32), np.zeros(ncol, np.int32), np.zeros(1, np.int32))  # compile here, not in the threads
-    row_bytes, page = 4 * ncol, mmap.PAGESIZE
-
-    with open(path, "r+b") as fh:
-        mapped = mmap.mmap(fh.fileno(), 0) if rows and hasattr(mmap, "MADV_DONTNEED") else None
 
     def part(lo: int, hi: int) -> None:
-        if mapped is not None:
-            x = np.frombuffer(mapped, np.int32, rows * ncol, HEADER_BYTES).reshape(rows, ncol)
-            done = HEADER_BYTES + row_bytes * lo
-            for r in range(lo, hi, rows_per_step):
-                end = min(hi, r + rows_per_step)
-                remap_columns(x[r:end], col_offsets, lut)
-                a, b = -(-done // page) * page, (HEADER_BYTES + row_bytes * end) // page * page
-                if b > a:  # whole pages of this part only: the other thread's pages are its own
-                    mapped.madvise(mmap.MADV_DONTNEED, a, b - a)
-                    done = b
-            return
         buf = np.empty(rows_per_step * ncol, np.int32)
-        with open(path, "r+b") as f:
+        with open(path, "r+b") as fh:
             for r in range(lo, hi, rows_per_step):
                 x = buf[: (min(hi, r + rows_per_step) - r) * ncol]
-                f.seek(HEADER_BYTES + row_bytes * r)
-                f.readinto(memoryview(x).cast("B"))
+                fh.seek(HEADER_BYTES + 4 * ncol * r)
+                fh.readinto(memoryview(x).cast("B"))
                 remap_columns(x.reshape(-1, ncol), col_offsets, lut)
-                f.seek(HEADER_BYTES + row_bytes * r)
-                f.write(x.data)
+                fh.seek(HEADER_BYTES + 4 * ncol * r)
+                fh.write(x.data)
 
-    try:
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            for f in [pool.submit(part, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]:
-                f.result()
-    finally:
-        if mapped is not None:
-            try:
-                mapped.close()  # the arrays over it are gone with the threads' frames
-            except BufferError:  # an error's traceback still holds one: the GC closes it later
-                pass
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(part, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+            f.result()
 
 
 # ------------------------------------------------------------------------------------ pass 1
