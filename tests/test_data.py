@@ -884,3 +884,16 @@ def test_outputs_close_waits_for_writes_and_refuses_later_ones(tmp_path):
   assert np.load(tmp_path / "valid_x.npy").shape == (0, 2)
   with pytest.raises(RuntimeError, match="closed"):  # a worker still running after a failed build
     out.write("train", 0, np.zeros((1, 2), np.int32), np.zeros(1, np.float32))
+
+
+def test_build_leaves_the_cyclic_gc_as_it_found_it(libfm_dir, tmp_path):
+  import gc
+  assert gc.isenabled()
+  _load(_cfg(libfm_dir, tmp_path / "c1", test="test.libfm"))
+  assert gc.isenabled()  # disabled during the build only
+  gc.disable()
+  try:
+    _load(_cfg(libfm_dir, tmp_path / "c2", test="test.libfm", min_count=2))
+    assert not gc.isenabled()
+  finally:
+    gc.enable()
