@@ -158,6 +158,13 @@ def main():
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}))
+    print(f"\n{'rows':>10} {'engine':>8} {'median s':>9} {'rows/s':>10} {'runs (rows/s)':>34} {'count s':>8} {'encode s':>9} "
+          f"{'peak RSS MB':>12}")
+    for r in runs:
+        every = " ".join(f"{v / 1e6:.2f}M" for v in r["all_rows_per_s"])
+        print(f"{r['rows']:>10,} {r['engine']:>8} {r['total_s']:>9.2f} {r['rows_per_s'] / 1e6:>9.2f}M {every:>34} "
+              f"{r['count_pass_s']:>8.2f} {r['encode_pass_s']:>9.2f} {r['max_peak_rss_mb']:>12.0f}")
+    print(f"written to {a.out}")
 
 
 if __name__ == "__main__":
