@@ -11,8 +11,8 @@ bytes) is identified by a key (``h1`` uint64, ``tag`` uint32), :func:`_hash_byte
   all 95 bits collide, about n² / 2⁹⁶ for n distinct long values in a column (< 10⁻¹⁴ for 10M).
 
 Table: ``uint64 [capacity, 2]``; word 0 = h1, word 1 = (tag << 32) | (id + 1), so 16 bytes per slot
-and word 1 = 0 marks an empty slot. Slot = top log2(capacity) bits of fmix64(h1), linear probing,
-load factor ≤ 1/2 (the table doubles). Every loop is compiled by numba (``nogil``, so parser threads
+and word 1 = 0 marks an empty slot. Slot = top log2(capacity) bits of (h1 ⊕ h1 >> 29)·2⁶⁴/φ
+(:func:`_slot_py`), linear probing, load factor ≤ 1/2 (the table doubles). Every loop is compiled by numba (``nogil``, so parser threads
 run beside it) and falls back to plain Python without numba.
 """
 
