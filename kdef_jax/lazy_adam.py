@@ -25,6 +25,7 @@ import optax
 
 from kdef_jax.losses import kdef_loss
 from kdef_jax.models.embedding import column_offsets
+from kdef_jax.reductions import tree_norm
 
 
 class LazyAdamState(NamedTuple):
@@ -75,7 +76,7 @@ def make_lazy_train_step(model, loss_cfg, o):
             return loss + reg, (aux, new_vars["batch_stats"], reg)
 
         (total, (aux, batch_stats, reg)), (g_dense, g_rows) = jax.value_and_grad(loss_fn, (0, 1), has_aux=True)(dense, rows)
-        norm = jnp.sqrt(jnp.square(optax.global_norm(g_dense)) + jnp.sum(jnp.square(g_rows)))
+        norm = tree_norm([g_dense, g_rows])
         if o.clip_norm > 0:
             scale = jnp.where(norm > o.clip_norm, o.clip_norm / norm, 1.0)
             g_dense = jax.tree.map(lambda g: g * scale, g_dense)

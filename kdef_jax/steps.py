@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from kdef_jax.losses import kdef_loss
+from kdef_jax.reductions import sum_of_squares, tree_norm
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -25,9 +26,23 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """``optax.clip_by_global_norm`` (same rule and empty state: g ← g·c/‖g‖ unless ‖g‖ < c) with ‖g‖
+    from one-pass sums (``tree_norm``), so no g² copy of the embedding table's gradient is written."""
+
+    def update_fn(updates, state, params=None):
+        del params
+        g_norm = tree_norm(updates)
+        trigger = g_norm < max_norm
+        updates = jax.tree.map(lambda t: jax.lax.select(trigger, t, (t / g_norm.astype(t.dtype)) * max_norm), updates)
+        return updates, state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
 def make_optimizer(o) -> optax.GradientTransformation:
     adam = optax.inject_hyperparams(optax.adam)(learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps)
-    return optax.chain(optax.clip_by_global_norm(o.clip_norm), adam) if o.clip_norm > 0 else optax.chain(optax.identity(), adam)
+    return optax.chain(clip_by_global_norm(o.clip_norm), adam) if o.clip_norm > 0 else optax.chain(optax.identity(), adam)
 
 
 def get_learning_rate(state: TrainState) -> float:
@@ -98,13 +113,13 @@ def make_train_step(model, tx, loss_cfg, emb_l2: float):
 
         (loss, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         # R = (λ/2)·‖E‖² added outside autodiff: its gradient λ·E joins the table's gradient in one fused
-        # pass, and the value is a dot (XLA:CPU otherwise materialises E² every step). The "+ 0·R" (exact
+        # pass, and the value is a one-pass sum (XLA:CPU otherwise materialises E² every step). The "+ 0·R" (exact
         # for finite R) makes R's read of E an ancestor of the table's update, so XLA updates the donated
         # table in place instead of copying the whole table first.
         reg = jnp.zeros((), jnp.float32)
         if emb_l2 > 0:
             table = state.params["embedding"]["table"]
-            reg = 0.5 * emb_l2 * jnp.vdot(table, table)
+            reg = 0.5 * emb_l2 * sum_of_squares(table)
             grads["embedding"]["table"] = grads["embedding"]["table"] + emb_l2 * table + 0.0 * reg
         total = loss + reg
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -117,7 +132,7 @@ def make_train_step(model, tx, loss_cfg, emb_l2: float):
             "teacher_bce": aux["teacher_bce"],
             "kd": aux["kd"],
             "dml": aux["dml"],
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": tree_norm(grads),
         }
         return new_state, metrics
 

@@ -12,6 +12,9 @@
   index i with two 32-bit seeds drawn from the module's ``dropout`` key, keep iff h < (1−p)·2³².
   Same distribution (Bernoulli(1−p), exact to 2⁻³²), a fresh mask per step, layer and student, but
   ~100× cheaper than threefry on CPU, where threefry dominated the step.
+* BatchNorm's batch statistics and its scale/shift gradients are one-pass ``column_sums``
+  (kdef_jax/reductions.py), and ReLU+dropout is one op whose backward reads its mask from the output
+  (``relu_dropout``): a [10000, 400] BatchNorm+ReLU+dropout fwd+bwd went from ~14 to ~6.5 ms on CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from kdef_jax.reductions import column_sums
 
 xavier_normal = nn.initializers.variance_scaling(1.0, "fan_avg", "normal")
 
@@ -31,6 +36,32 @@ def dense(features: int, use_bias: bool = True, name: str | None = None, dtype=N
     return nn.Dense(
         features, use_bias=use_bias, kernel_init=xavier_normal, bias_init=nn.initializers.zeros, name=name, dtype=dtype
     )
+
+
+@jax.custom_vjp
+def scale_shift(x, a, c):
+    """y = x·a + c, with a and c broadcast against x's trailing axes (shape (F,) or ()).
+
+    Its VJP returns dx = dy·a and (da, dc) = (Σ dy·x, Σ dy) over the broadcast axes, both sums from
+    ONE ``column_sums`` pass (autodiff would reduce each from its own materialised product).
+    """
+    return x * a.astype(x.dtype) + c.astype(x.dtype)
+
+
+def _scale_shift_fwd(x, a, c):
+    return scale_shift(x, a, c), (x, a, c)
+
+
+def _scale_shift_bwd(res, dy):
+    x, a, c = res
+    sums = column_sums(dy * x, dy)  # [2, ...x.shape[1:]]
+    extra = tuple(range(1, sums.ndim - a.ndim))
+    if extra:
+        sums = sums.sum(extra)
+    return (dy * a.astype(dy.dtype)).astype(x.dtype), sums[0].astype(a.dtype), sums[1].astype(c.dtype)
+
+
+scale_shift.defvjp(_scale_shift_fwd, _scale_shift_bwd)
 
 
 class BatchNorm(nn.Module):
@@ -60,12 +91,15 @@ class BatchNorm(nn.Module):
             xs = xf - shift
             if mask is None:
                 n = jnp.float32(x.shape[0] * per_row)
-                m1, m2 = xs.mean(axes), jnp.square(xs).mean(axes)
+                sums = column_sums(xs, jnp.square(xs))
             else:
                 w = mask.astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
                 n = jnp.maximum(mask.astype(jnp.float32).sum() * per_row, 1.0)
                 xw = xs * w
-                m1, m2 = xw.sum(axes) / n, (xw * xs).sum(axes) / n
+                sums = column_sums(xw, xw * xs)
+            if self.scalar:
+                sums = sums.reshape(2, -1).sum(1)
+            m1, m2 = sums[0] / n, sums[1] / n
             var = jnp.maximum(m2 - jnp.square(m1), 0.0)
             mean = m1 + shift
             if not self.is_initializing():
@@ -76,7 +110,7 @@ class BatchNorm(nn.Module):
         # y = x·a + (β − μ·a) with a = γ/√(σ²+ε): PyTorch's CPU kernel form; autodiff then keeps no
         # [B, F] residual of its own (x is already kept by the Dense before it). ~4% faster steps.
         a = jax.lax.rsqrt(var + self.epsilon) * scale
-        return x * a.astype(x.dtype) + (bias - mean * a).astype(x.dtype)
+        return scale_shift(x, a, bias - mean * a)
 
 
 def _fmix32(h):
@@ -102,14 +136,39 @@ def hash_keep_mask(key, shape, keep_prob: float):
     return h < jnp.uint32(threshold)
 
 
+@jax.custom_vjp
+def relu_dropout(x, keep, scale):
+    """y = keep · max(x, 0) · scale (ReLU then inverted dropout), ``keep`` boolean like x.
+
+    Its VJP reads the mask back from the output (dx = dy·scale where y > 0, else 0; y > 0 iff kept and
+    x > 0) instead of recomputing ``keep`` — the output is kept for the next layer's weight gradient
+    anyway, so the backward pass costs no mask and no hash.
+    """
+    return jnp.where(keep & (x > 0), x * jnp.asarray(scale, x.dtype), jnp.zeros((), x.dtype))
+
+
+def _relu_dropout_fwd(x, keep, scale):
+    y = relu_dropout(x, keep, scale)
+    return y, (y, scale)
+
+
+def _relu_dropout_bwd(res, dy):
+    y, scale = res
+    return jnp.where(y > 0, dy * jnp.asarray(scale, dy.dtype), jnp.zeros((), dy.dtype)), None, None
+
+
+relu_dropout.defvjp(_relu_dropout_fwd, _relu_dropout_bwd)
+
+
 class Dropout(nn.Module):
     rate: float
     rng: str = "hash"  # "hash" | "jax"
 
     @nn.compact
-    def __call__(self, x, deterministic: bool):
+    def __call__(self, x, deterministic: bool, relu: bool = False):
+        """Inverted dropout of x; ``relu=True``: of max(x, 0), as one op (see ``relu_dropout``)."""
         if deterministic or self.rate == 0.0:
-            return x
+            return nn.relu(x) if relu else x
         key = self.make_rng("dropout")
         keep_prob = 1.0 - self.rate
         if self.rng == "jax":
@@ -118,4 +177,6 @@ class Dropout(nn.Module):
             keep = hash_keep_mask(key, x.shape, keep_prob)
         else:
             raise ValueError(f"Dropout rng must be 'hash' or 'jax', got {self.rng!r}")
+        if relu:
+            return relu_dropout(x, keep, 1.0 / keep_prob)
         return jnp.where(keep, x * jnp.asarray(1.0 / keep_prob, x.dtype), jnp.zeros((), x.dtype))

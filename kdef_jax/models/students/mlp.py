@@ -28,9 +28,10 @@ def mlp_hidden(x, hidden_units, *, dropout, batch_norm, dropout_rng, dtype, trai
         x = make(u, dtype=dtype)(x)
         if batch_norm:
             x = BatchNorm()(x, train, mask)
-        x = nn.relu(x)
         if dropout > 0:
-            x = Dropout(dropout, dropout_rng)(x, deterministic=not train)
+            x = Dropout(dropout, dropout_rng)(x, deterministic=not train, relu=True)
+        else:
+            x = nn.relu(x)
     return x
 
 

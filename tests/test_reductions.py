@@ -1,0 +1,131 @@
+"""One-pass sums (kdef_jax/reductions.py) and the custom VJPs built on them (layers.scale_shift,
+layers.relu_dropout, BatchNorm, steps.clip_by_global_norm): hand-computed values, and gradients equal to
+plain autodiff of the textbook formulas."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from kdef_jax.models.layers import BatchNorm, relu_dropout, scale_shift
+from kdef_jax.reductions import column_sums, sum_of_squares, tree_norm
+from kdef_jax.steps import clip_by_global_norm
+
+
+def test_column_sums_hand_values_and_fold_sizes():
+    x = jnp.asarray([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+    np.testing.assert_array_equal(column_sums(x), [[16.0, 20.0]])
+    np.testing.assert_array_equal(column_sums(x, x * x), [[16.0, 20.0], [84.0, 120.0]])
+    np.testing.assert_array_equal(column_sums(x[:3]), [[9.0, 12.0]])  # 3 rows: no fold divides, plain sum
+    np.testing.assert_array_equal(column_sums(x[:1]), [[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("rows", [16, 48, 1000, 10000, 97])
+def test_column_sums_match_float64_sums(rows):
+    rng = np.random.default_rng(rows)
+    a, b = rng.normal(size=(rows, 3, 5)), rng.normal(size=(rows, 3, 5))
+    got = np.asarray(column_sums(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)))
+    np.testing.assert_allclose(got, np.stack([a.sum(0), b.sum(0)]), rtol=1e-5, atol=1e-4)
+
+
+def test_column_sums_gradient_is_a_broadcast():
+    x = jnp.arange(32.0).reshape(16, 2)
+    g = jax.grad(lambda x: column_sums(x * x, x)[0, 1] + 3.0 * column_sums(x * x, x)[1, 0])(x)
+    want = np.zeros((16, 2))
+    want[:, 1] = 2 * np.arange(32.0).reshape(16, 2)[:, 1]
+    want[:, 0] = 3.0
+    np.testing.assert_allclose(g, want)
+
+
+def test_sum_of_squares_and_tree_norm():
+    assert float(sum_of_squares(jnp.asarray([1.0, 2.0, 3.0, 4.0]))) == 30.0
+    assert float(tree_norm({"a": jnp.asarray([3.0]), "b": [jnp.asarray([[4.0]])]})) == 5.0
+    rng = np.random.default_rng(0)
+    tree = {"t": jnp.asarray(rng.normal(size=(910, 16)), jnp.float32), "w": jnp.asarray(rng.normal(size=(7,)), jnp.float32)}
+    np.testing.assert_allclose(float(tree_norm(tree)), float(optax.tree.norm(tree)), rtol=1e-6)
+
+
+def test_scale_shift_hand_values_and_vjp():
+    x = jnp.asarray([[1.0, 2.0], [3.0, 4.0]])
+    a, c = jnp.asarray([2.0, 3.0]), jnp.asarray([1.0, 1.0])
+    y, vjp = jax.vjp(scale_shift, x, a, c)
+    np.testing.assert_array_equal(y, [[3.0, 7.0], [7.0, 13.0]])
+    dx, da, dc = vjp(jnp.ones_like(x))
+    np.testing.assert_array_equal(dx, [[2.0, 3.0], [2.0, 3.0]])
+    np.testing.assert_array_equal(da, [4.0, 6.0])  # Σ_b x
+    np.testing.assert_array_equal(dc, [2.0, 2.0])
+
+
+@pytest.mark.parametrize("shape,param_shape", [((16, 5), (5,)), ((32, 3, 4), (4,)), ((16, 3, 4), ())])
+def test_scale_shift_vjp_equals_autodiff(shape, param_shape):
+    rng = np.random.default_rng(1)
+    x, dy = (jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(2))
+    a, c = (jnp.asarray(rng.normal(size=param_shape), jnp.float32) for _ in range(2))
+    got = jax.vjp(scale_shift, x, a, c)[1](dy)
+    want = jax.vjp(lambda x, a, c: x * a + c, x, a, c)[1](dy)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_relu_dropout_hand_values_and_vjp():
+    x = jnp.asarray([-1.0, 2.0, 3.0, 0.5, 0.0])
+    keep = jnp.asarray([True, True, False, True, True])
+    y, vjp = jax.vjp(lambda x: relu_dropout(x, keep, 2.0), x)
+    np.testing.assert_array_equal(y, [0.0, 4.0, 0.0, 1.0, 0.0])
+    (dx,) = vjp(jnp.asarray([10.0, 1.0, 1.0, 3.0, 5.0]))
+    np.testing.assert_array_equal(dx, [0.0, 2.0, 0.0, 6.0, 0.0])  # scale where kept and x > 0
+    want = jax.grad(lambda x: jnp.sum(jnp.where(keep, jax.nn.relu(x) * 2.0, 0.0) * jnp.asarray([10.0, 1, 1, 3, 5])))(x)
+    np.testing.assert_array_equal(dx, want)
+
+
+def _textbook_bn(x, scale, bias, mask, eps=1e-5, scalar=False):
+    """Two-pass batch statistics over the real rows, differentiated by plain autodiff."""
+    axes = tuple(range(x.ndim)) if scalar else tuple(range(x.ndim - 1))
+    w = (jnp.ones(x.shape[0]) if mask is None else mask).reshape((-1,) + (1,) * (x.ndim - 1))
+    n = jnp.sum(w * jnp.ones_like(x), axes)
+    mean = jnp.sum(x * w, axes) / n
+    var = jnp.sum(jnp.square(x - mean) * w, axes) / n
+    return (x - mean) / jnp.sqrt(var + eps) * scale + bias
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("scalar", [False, True])
+def test_batchnorm_gradients_equal_textbook_autodiff(masked, scalar):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(32, 6)) * 3 + 5, jnp.float32)  # a large mean: the shifted one-pass stats
+    dy = jnp.asarray(rng.normal(size=(32, 6)), jnp.float32)
+    mask = jnp.asarray([1.0] * 27 + [0.0] * 5) if masked else None
+    bn = BatchNorm(scalar=scalar)
+    v = bn.init(jax.random.PRNGKey(0), x, True, mask)
+    p = {"scale": jnp.asarray(rng.uniform(0.5, 1.5, size=v["params"]["scale"].shape), jnp.float32),
+         "bias": jnp.asarray(rng.normal(size=v["params"]["bias"].shape), jnp.float32)}
+
+    def ours(x, p):
+        return bn.apply({"params": p, "batch_stats": v["batch_stats"]}, x, True, mask, mutable=["batch_stats"])[0]
+
+    def textbook(x, p):
+        return _textbook_bn(x, p["scale"], p["bias"], mask, scalar=scalar)
+
+    y, vjp = jax.vjp(ours, x, p)
+    y_ref, vjp_ref = jax.vjp(textbook, x, p)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    (dx, dp), (dx_ref, dp_ref) = vjp(dy), vjp_ref(dy)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
+    for k in ("scale", "bias"):
+        np.testing.assert_allclose(dp[k], dp_ref[k], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("max_norm", [100.0, 0.5])
+def test_clip_by_global_norm_equals_optax(max_norm):
+    rng = np.random.default_rng(3)
+    g = {"t": jnp.asarray(rng.normal(size=(64, 16)), jnp.float32), "b": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
+    ours, ref = clip_by_global_norm(max_norm), optax.clip_by_global_norm(max_norm)
+    s, s_ref = ours.init(g), ref.init(g)
+    assert jax.tree_util.tree_structure(s) == jax.tree_util.tree_structure(s_ref)
+    got, want = ours.update(g, s)[0], ref.update(g, s_ref)[0]
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    if max_norm < 1:
+        np.testing.assert_allclose(float(tree_norm(got)), max_norm, rtol=1e-5)
