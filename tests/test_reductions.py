@@ -90,13 +90,14 @@ def _textbook_bn(x, scale, bias, mask, eps=1e-5, scalar=False):
     return (x - mean) / jnp.sqrt(var + eps) * scale + bias
 
 
+@pytest.mark.parametrize("shape", [(32, 6), (16, 3, 6)])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("scalar", [False, True])
-def test_batchnorm_gradients_equal_textbook_autodiff(masked, scalar):
+def test_batchnorm_gradients_equal_textbook_autodiff(masked, scalar, shape):
     rng = np.random.default_rng(2)
-    x = jnp.asarray(rng.normal(size=(32, 6)) * 3 + 5, jnp.float32)  # a large mean: the shifted one-pass stats
-    dy = jnp.asarray(rng.normal(size=(32, 6)), jnp.float32)
-    mask = jnp.asarray([1.0] * 27 + [0.0] * 5) if masked else None
+    x = jnp.asarray(rng.normal(size=shape) * 3 + 5, jnp.float32)  # a large mean: the shifted one-pass stats
+    dy = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    mask = jnp.asarray([1.0] * (shape[0] - 5) + [0.0] * 5) if masked else None
     bn = BatchNorm(scalar=scalar)
     v = bn.init(jax.random.PRNGKey(0), x, True, mask)
     p = {"scale": jnp.asarray(rng.uniform(0.5, 1.5, size=v["params"]["scale"].shape), jnp.float32),

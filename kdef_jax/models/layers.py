@@ -80,7 +80,7 @@ class BatchNorm(nn.Module):
         if not train:
             mean, var = ra_mean.value, ra_var.value
         else:
-            # One pass over x for Σx and Σx² (XLA:CPU runs the two-pass form ~3× slower), made
+            # One pass over x for Σx and Σx² (``column_sums``; the two-pass form is ~3× slower), made
             # robust to a large mean by shifting with a data point first (the "shifted data"
             # algorithm): var = E[(x−c)²] − (E[x−c])², c = x[0] (not differentiated).
             xf = x.astype(jnp.float32)
@@ -97,8 +97,9 @@ class BatchNorm(nn.Module):
                 n = jnp.maximum(mask.astype(jnp.float32).sum() * per_row, 1.0)
                 xw = xs * w
                 sums = column_sums(xw, xw * xs)
-            if self.scalar:
-                sums = sums.reshape(2, -1).sum(1)
+            extra = tuple(range(1, sums.ndim - len(shape)))  # [2, *x.shape[1:]] → [2, *shape]
+            if extra:
+                sums = sums.sum(extra)
             m1, m2 = sums[0] / n, sums[1] / n
             var = jnp.maximum(m2 - jnp.square(m1), 0.0)
             mean = m1 + shift
