@@ -55,7 +55,8 @@ def _scale_shift_fwd(x, a, c):
 
 def _scale_shift_bwd(res, dy):
     x, a, c = res
-    sums = column_sums(dy * x, dy)  # [2, ...x.shape[1:]]
+    dyf = dy.astype(jnp.float32)
+    sums = column_sums(dyf * x.astype(jnp.float32), dyf)  # [2, ...x.shape[1:]], float32 even for bf16 x
     extra = tuple(range(1, sums.ndim - a.ndim))
     if extra:
         sums = sums.sum(extra)
