@@ -74,6 +74,7 @@ class Runner:
 
     def __init__(self, fn, args_list, carry=None):
         self.fn, self.args_list, self.carry, self.i = fn, args_list, carry, 0
+        self.first_call_s = None  # the first call's seconds: compilation (and XLA:GPU autotuning) included
 
     def run(self, k: int) -> float:
         """Seconds for ``k`` calls, the device work included (blocks on the last result)."""
@@ -93,9 +94,12 @@ class Runner:
 def time_interleaved(runners, *, warmup: int = 2, steps: int = 10, rounds: int = 3) -> list:
     """[(median, min, max) seconds per call] for each runner. All are warmed up first (compiled), then
     every round runs each one ``steps`` times, in an order that rotates from round to round, so that
-    machine drift and first-after-compile effects hit every variant alike."""
+    machine drift and first-after-compile effects hit every variant alike. Each runner's first call
+    (compile included) is timed on its own into ``runner.first_call_s``."""
     for r in runners:
-        r.run(warmup)
+        r.first_call_s = r.run(1)
+        if warmup > 1:
+            r.run(warmup - 1)
     per = [[] for _ in runners]
     n = len(runners)
     for i in range(rounds):

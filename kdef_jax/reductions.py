@@ -5,7 +5,8 @@ XLA:CPU splits a long reduction into a tree of reduce-windows and writes the red
 it back. Folding the rows R-to-1 first (p[j] = Σ_r f(x)[r·N/R + j], R = 16) is an elementwise-style
 pass that computes f on the fly; an optimization barrier stops XLA from merging that fold back into
 one long reduction, and the short [N/R, ...] partials are then reduced as usual. On other backends
-these are plain sums.
+these are plain sums, one per input (sibling reductions of one input that XLA:GPU fuses into one
+kernel; stacking the inputs first could materialise a [B, n, ...] copy).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ _FOLDS = (16, 8, 4, 2)
 
 def column_sums(*xs) -> jax.Array:
     """[Σ_b x[b] for x in xs] stacked to [len(xs), ...]: float32 sums over axis 0 of same-shape arrays."""
-    stacked = jnp.stack([x.astype(jnp.float32) for x in xs], axis=1)
-    rows = stacked.shape[0]
+    rows = xs[0].shape[0]
     r = next((r for r in _FOLDS if rows % r == 0 and rows > r), None)
     if r is None or jax.default_backend() != "cpu":
-        return stacked.sum(0)
+        return jnp.stack([x.astype(jnp.float32).sum(0) for x in xs])
+    stacked = jnp.stack([x.astype(jnp.float32) for x in xs], axis=1)
     partial = stacked.reshape((r, rows // r) + stacked.shape[1:]).sum(0)
     return jax.lax.optimization_barrier(partial).sum(0)
 

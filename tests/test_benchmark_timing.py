@@ -29,6 +29,15 @@ def test_time_interleaved_warms_all_first_then_rotates_the_order():
   assert log == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("b", 2), ("a", 2), ("a", 2), ("b", 2)]
   assert (med_a, lo_a, hi_a) == (2.0, 1.0, 3.0)  # warm-up time never counted
   assert (med_b, lo_b, hi_b) == (5.0, 4.0, 6.0)
+  assert (a.first_call_s, b.first_call_s) == (9.0, 9.0)  # the compiling first call, reported on its own
+
+
+def test_warm_up_beyond_the_first_call_is_not_timed_either():
+  log = []
+  a = FakeRunner("a", log, [7.0, 8.0, 1.0, 2.0, 3.0])
+  (med, lo, hi), = common.time_interleaved([a], warmup=2, steps=1, rounds=3)
+  assert log == [("a", 1), ("a", 1), ("a", 1), ("a", 1), ("a", 1)]
+  assert (med, lo, hi) == (2.0, 1.0, 3.0) and a.first_call_s == 7.0
 
 
 def test_processes_build_the_variants_in_rotated_order():

@@ -29,6 +29,25 @@ def test_column_sums_match_float64_sums(rows):
     np.testing.assert_allclose(got, np.stack([a.sum(0), b.sum(0)]), rtol=1e-5, atol=1e-4)
 
 
+def test_column_sums_off_cpu_are_plain_per_input_sums(monkeypatch):
+    """On accelerators: one plain sum per input (no fold, no barrier, no stacked [B, n, ...] copy)."""
+    import kdef_jax.reductions as reductions
+
+    monkeypatch.setattr(reductions.jax, "default_backend", lambda: "gpu")
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(64, 4)), rng.normal(size=(64, 4))
+    fa, fb = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+    np.testing.assert_allclose(column_sums(fa, fb), np.stack([a.sum(0), b.sum(0)]), rtol=1e-5, atol=1e-5)
+    jaxpr = jax.make_jaxpr(lambda x, y: column_sums(x, y * x))(fa, fb)
+    prims = [e.primitive.name for e in jaxpr.jaxpr.eqns]
+    assert prims.count("reduce_sum") == 2 and "optimization_barrier" not in prims
+    for e in jaxpr.jaxpr.eqns:  # the only stacked arrays are the [n, ...] sums, never the [64, ...] inputs
+        if e.primitive.name == "concatenate":
+            assert e.outvars[0].aval.shape == (2, 4)
+    monkeypatch.setattr(reductions.jax, "default_backend", lambda: "cpu")
+    assert "optimization_barrier" in [e.primitive.name for e in jax.make_jaxpr(lambda x: column_sums(x))(fa).jaxpr.eqns]
+
+
 def test_column_sums_gradient_is_a_broadcast():
     x = jnp.arange(32.0).reshape(16, 2)
     g = jax.grad(lambda x: column_sums(x * x, x)[0, 1] + 3.0 * column_sums(x * x, x)[1, 0])(x)
