@@ -17,15 +17,22 @@ import jax.numpy as jnp
 _FOLDS = (16, 8, 4, 2)
 
 
-def column_sums(*xs) -> jax.Array:
-    """[Σ_b x[b] for x in xs] stacked to [len(xs), ...]: float32 sums over axis 0 of same-shape arrays."""
+def column_sums(*xs, keep: int | None = None) -> jax.Array:
+    """[Σ_b x[b] for x in xs] stacked to [len(xs), ...]: float32 sums over axis 0 of same-shape arrays.
+
+    ``keep``: sum over every axis but the last ``keep`` ones (per-channel sums of [B, M, F] inputs:
+    keep=1 gives [len(xs), F]; keep=0 gives [len(xs)]); None keeps all of x.shape[1:].
+    """
     rows = xs[0].shape[0]
     r = next((r for r in _FOLDS if rows % r == 0 and rows > r), None)
     if r is None or jax.default_backend() != "cpu":
-        return jnp.stack([x.astype(jnp.float32).sum(0) for x in xs])
-    stacked = jnp.stack([x.astype(jnp.float32) for x in xs], axis=1)
-    partial = stacked.reshape((r, rows // r) + stacked.shape[1:]).sum(0)
-    return jax.lax.optimization_barrier(partial).sum(0)
+        sums = jnp.stack([x.astype(jnp.float32).sum(0) for x in xs])
+    else:
+        stacked = jnp.stack([x.astype(jnp.float32) for x in xs], axis=1)
+        partial = stacked.reshape((r, rows // r) + stacked.shape[1:]).sum(0)
+        sums = jax.lax.optimization_barrier(partial).sum(0)
+    extra = tuple(range(1, sums.ndim - keep)) if keep is not None else ()
+    return sums.sum(extra) if extra else sums
 
 
 def sum_of_squares(x) -> jax.Array:

@@ -29,6 +29,13 @@ def test_column_sums_match_float64_sums(rows):
     np.testing.assert_allclose(got, np.stack([a.sum(0), b.sum(0)]), rtol=1e-5, atol=1e-4)
 
 
+def test_column_sums_keep_trailing_axes():
+    x = jnp.arange(2 * 3 * 4, dtype=jnp.float32).reshape(2, 3, 4)
+    np.testing.assert_array_equal(column_sums(x, keep=1), [np.arange(24.0).reshape(2, 3, 4).sum((0, 1))])
+    np.testing.assert_array_equal(column_sums(x, x, keep=0), [276.0, 276.0])
+    np.testing.assert_array_equal(column_sums(x, keep=2), column_sums(x))
+
+
 def test_column_sums_off_cpu_are_plain_per_input_sums(monkeypatch):
     """On accelerators: one plain sum per input (no fold, no barrier, no stacked [B, n, ...] copy)."""
     import kdef_jax.reductions as reductions

@@ -56,10 +56,7 @@ def _scale_shift_fwd(x, a, c):
 def _scale_shift_bwd(res, dy):
     x, a, c = res
     dyf = dy.astype(jnp.float32)
-    sums = column_sums(dyf * x.astype(jnp.float32), dyf)  # [2, ...x.shape[1:]], float32 even for bf16 x
-    extra = tuple(range(1, sums.ndim - a.ndim))
-    if extra:
-        sums = sums.sum(extra)
+    sums = column_sums(dyf * x.astype(jnp.float32), dyf, keep=a.ndim)  # [2, *a.shape], float32 even for bf16 x
     return (dy * a.astype(dy.dtype)).astype(x.dtype), sums[0].astype(a.dtype), sums[1].astype(c.dtype)
 
 
@@ -93,15 +90,12 @@ class BatchNorm(nn.Module):
             xs = xf - shift
             if mask is None:
                 n = jnp.float32(x.shape[0] * per_row)
-                sums = column_sums(xs, jnp.square(xs))
+                sums = column_sums(xs, jnp.square(xs), keep=len(shape))  # [2, *shape]
             else:
                 w = mask.astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
                 n = jnp.maximum(mask.astype(jnp.float32).sum() * per_row, 1.0)
                 xw = xs * w
-                sums = column_sums(xw, xw * xs)
-            extra = tuple(range(1, sums.ndim - len(shape)))  # [2, *x.shape[1:]] → [2, *shape]
-            if extra:
-                sums = sums.sum(extra)
+                sums = column_sums(xw, xw * xs, keep=len(shape))
             m1, m2 = sums[0] / n, sums[1] / n
             var = jnp.maximum(m2 - jnp.square(m1), 0.0)
             mean = m1 + shift
