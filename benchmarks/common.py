@@ -14,6 +14,7 @@ import numpy as np
 from kdef_jax.config import base_config
 from kdef_jax.data.synthetic import CRITEO_VOCAB
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
+from kdef_jax.report import host_cpu
 
 HIDDEN = (400, 400, 400)
 EMB_DIM = 16
@@ -117,6 +118,7 @@ def machine() -> dict:
         "device_count": jax.device_count(),
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
+        "cpu": host_cpu(),
         "jax": jax.__version__,
     }
 

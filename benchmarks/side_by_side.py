@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from kdef_jax.report import host_cpu  # noqa: E402  (no JAX backend started in this process)
 HARNESS = HERE.parents[1] / "shared" / "reference" / "bench" / "run_reference.py"
 LATEST_OVERRIDES = '{"num_cross_layers": 4, "net1_dropout": 0.1, "net2_dropout": 0.1, "net3_dropout": 0.1}'
 # (name, K or None, batch, reference model, our train_throughput.py arguments)
@@ -91,7 +93,7 @@ def main():
         o, ref = statistics.median(d["ours"]), statistics.median(d["reference"])
         summary[name] = {"ours_samples_per_s": o, "reference_samples_per_s": ref, "speedup": o / ref, **d}
         print(f"{name:12s} ours {o:10,.0f}  reference {ref:10,.0f}  speed-up {o / ref:5.2f}x")
-    text = json.dumps({"benchmark": "side_by_side", "rounds": args.rounds, "steps": args.steps, "summary": summary}, indent=1)
+    text = json.dumps({"benchmark": "side_by_side", "cpu": host_cpu(), "rounds": args.rounds, "steps": args.steps, "summary": summary}, indent=1)
     if args.out:
         Path(args.out).write_text(text + "\n")
 

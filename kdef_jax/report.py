@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
+
+# Vector ISA extensions that decide XLA:CPU's and torch's GEMM speed (recorded with every timing).
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "asimd", "sve")
 
 
 def student_names(groups) -> list:
@@ -44,6 +48,37 @@ def format_table(summary: dict) -> str:
             f"logloss {summary['ensemble_minus_best_student_test_logloss']:+.6f}"
         )
     return "\n".join(lines)
+
+
+def host_cpu(cpuinfo: str | None = None) -> dict:
+    """The host CPU as timings need it: model name, x86 family/model ids, core count and vector ISA.
+
+    Parsed from ``/proc/cpuinfo`` (or the text ``cpuinfo``); elsewhere only ``platform.processor()``.
+    Two VMs "of the same class" can differ by CPU generation (Zen 4 vs Zen 5 ran one KDEF step 2x
+    apart), so every benchmark JSON records this beside its numbers.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    first, processors = {}, 0
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        if key == "processor":
+            processors += 1
+        if processors <= 1 and key not in first:
+            first[key] = value
+    flags = set((first.get("flags") or first.get("Features") or "").split())
+    out = {"model": first.get("model name") or platform.processor() or platform.machine(),
+           "logical_cpus": processors or None,
+           "isa": [f for f in _ISA_FLAGS if f in flags]}
+    if "cpu family" in first:
+        out["family"], out["model_id"] = int(first["cpu family"]), int(first.get("model", -1))
+    return out
 
 
 def append_jsonl(path: Path, record: dict) -> None:

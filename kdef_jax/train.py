@@ -201,6 +201,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         "wall_s": time.perf_counter() - t_start,
         "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
         "host": platform.node(),
+        "cpu": report.host_cpu(),
         "seed": c.seed,
     }
     report.write_json(workdir / "results.json", results)

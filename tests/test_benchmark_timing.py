@@ -50,3 +50,33 @@ def test_processes_build_the_variants_in_rotated_order():
     orders.append(argv[i + 1:i + 4])
     assert argv[argv.index("--ks") + 1] == "6" and argv[argv.index("--out") + 1] == "/tmp/x.json"
   assert orders == [["group", "vmap", "loop"], ["vmap", "loop", "group"], ["loop", "group", "vmap"]]
+
+
+_CPUINFO_ZEN5 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC 9B45
+flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 avx512_vnni
+processor\t: 1
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC 9B45
+flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 avx512_vnni
+"""
+
+
+def test_host_cpu_names_the_cpu_generation_and_isa():
+  from kdef_jax.report import host_cpu
+
+  cpu = host_cpu(_CPUINFO_ZEN5)
+  assert cpu == {"model": "AMD EPYC 9B45", "logical_cpus": 2, "isa": ["avx2", "fma", "avx512f", "avx512_bf16"],
+                 "family": 26, "model_id": 2}
+  arm = host_cpu("processor\t: 0\nFeatures\t: fp asimd sve\n")
+  assert arm["isa"] == ["asimd", "sve"] and arm["logical_cpus"] == 1 and "family" not in arm
+  assert host_cpu("")["model"]  # no /proc/cpuinfo: platform's name, never empty
+
+
+def test_benchmark_records_carry_the_cpu():
+  assert set(common.machine()["cpu"]) >= {"model", "isa", "logical_cpus"}
