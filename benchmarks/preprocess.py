@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kdef_jax.data.synthetic import CRITEO_VOCAB  # noqa: E402
+from kdef_jax.report import host_cpu  # noqa: E402
 
 
 def generate(path: Path, rows: int, seed: int = 0, vocab_scale: int = 1, block: int = 200_000) -> None:
@@ -152,7 +153,7 @@ def main():
         r["max_peak_rss_mb"] = max(t["peak_rss_mb"] for t in tries)
         print(json.dumps(r), flush=True)
         runs.append(r)
-    summary = {"cpu_count": os.cpu_count(), "vocab_scale": a.vocab_scale, "repeat": a.repeat, "runs": runs}
+    summary = {"cpu_count": os.cpu_count(), "cpu": host_cpu(), "vocab_scale": a.vocab_scale, "repeat": a.repeat, "runs": runs}
     if len(runs) >= 2:
         summary["peak_rss_ratio_last_vs_first"] = round(runs[-1]["max_peak_rss_mb"] / runs[0]["max_peak_rss_mb"], 4)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
