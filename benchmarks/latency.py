@@ -3,7 +3,10 @@
     python benchmarks/latency.py --k 10 --batches 1 256 10000 --out latency.json
 
 Both predictors include the shared embedding lookup and the sigmoid; "one student" is the
-network a latency-bound deployment serves (``kdef_jax.export.extract_student``).
+network a latency-bound deployment serves (``kdef_jax.export.extract_student``). ``--hlo-out FILE``
+also writes every predictor's optimized HLO at the largest batch into one text file (what the
+backend runs: its fusions, GEMM custom calls and their count), to read where a predictor spends
+more than its GEMM time, e.g. one student on a GPU.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main():
     ap.add_argument("--students", default="", help='a student spec instead of K MLPs, e.g. "ipnn:1,final:1,ecn:1"')
     ap.add_argument("--set", nargs="*", default=[], help="model config overrides for --students")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--hlo-out", default=None, help="write each predictor's optimized HLO (largest batch) here")
     args = ap.parse_args()
     model = criteo_model(spec_groups(args.students, args.set) if args.students else [mlp_group(args.k)])
     ids0 = criteo_batches(2, n=1)[0]["ids"]
@@ -60,6 +64,25 @@ def main():
         record = {"benchmark": "latency", "K": model.num_students, "students": args.students or f"mlp:{args.k}",
                   "machine": machine(), "rows": rows}
         write_json(args.out, record, echo=b == args.batches[-1])  # after every batch size: a cut-short run keeps it
+    if args.hlo_out:
+        write_hlo(args.hlo_out, predictors, criteo_batches(max(args.batches), n=1)[0]["ids"])
+
+
+def optimized_hlo(predictor, ids) -> str:
+    """The compiled program's HLO text of ``predictor`` (a ``make_predictor`` partial) at ``ids``' shape."""
+    return predictor.func.lower(*predictor.args, ids).compile().as_text()
+
+
+def write_hlo(path: str, predictors: dict, ids) -> None:
+    """One file, a section per predictor, each headed by the counts of its entry computation's
+    fusions, dots (XLA:CPU's GEMMs) and custom calls (cuBLAS GEMMs on a GPU)."""
+    with open(path, "w") as fh:
+        for name, fn in predictors.items():
+            text = optimized_hlo(fn, ids)
+            head = [line for line in text.splitlines() if line.startswith("ENTRY")]
+            entry = text[text.index(head[0]):] if head else text
+            counts = ", ".join(f"{entry.count(f' {op}(')} {op}" for op in ("fusion", "dot", "custom-call"))
+            fh.write(f"===== {name} batch {ids.shape[0]}: {counts} =====\n{text}\n")
 
 
 if __name__ == "__main__":

@@ -80,3 +80,24 @@ def test_host_cpu_names_the_cpu_generation_and_isa():
 
 def test_benchmark_records_carry_the_cpu():
   assert set(common.machine()["cpu"]) >= {"model", "isa", "logical_cpus"}
+
+
+def test_latency_writes_each_predictors_optimized_hlo(tmp_path):
+  import jax
+  import numpy as np
+  import latency
+  from kdef_jax.export import make_predictor
+
+  model = common.criteo_model([common.mlp_group(2)], vocab=(7, 5))
+  ids = np.array([[1, 2], [3, 4], [0, 1]], np.int32)
+  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, False))(ids)
+  predictors = {"ensemble": make_predictor(model, variables), "one_student": make_predictor(model, variables, 1)}
+  path = tmp_path / "hlo.txt"
+  latency.write_hlo(str(path), predictors, ids)
+  text = path.read_text()
+  heads = [line for line in text.splitlines() if line.startswith("=====")]
+  assert [h.split()[1] for h in heads] == ["ensemble", "one_student"] and all("batch 3:" in h for h in heads)
+  assert sum(line.startswith("ENTRY") for line in text.splitlines()) == 2 and " fusion, " in heads[0]
+  # the HLO is the program the predictor runs: the one-student program multiplies by one [16·2, 400] kernel
+  one = text[text.index(heads[1]):]
+  assert "f32[32,400]" in one and "f32[2,32,400]" not in one
