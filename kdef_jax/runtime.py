@@ -13,7 +13,9 @@ Measured on the project's 2-core machine (benchmarks/train_throughput.py, Criteo
   dot (Eigen) and emitters instead. YNNPACK's reduce fusion ran BatchNorm's batch reductions ~20x
   slower than XLA's emitter (6 × 60 ms per step at K=1), and its matmuls ran the students' forward and
   input-gradient GEMMs ([10000, 624]·[624, 400]) at ~140 GFLOP/s against Eigen's ~190: a KDEF step
-  is ~3% (K=1) to ~10% (K=3, 10) faster without them. Added to XLA_FLAGS only for jaxlib versions
+  is ~3% (K=1) to ~10% (K=3, 10) faster without them than with YNNPACK minus its reduce fusion (Zen 4),
+  and 2.4-2.6x faster than with XLA's default YNNPACK fusions (Zen 5, K=1/3/10;
+  benchmarks/results/runtime_flag_ab_cpu.json). Added to XLA_FLAGS only for jaxlib versions
   where it was measured, and only if the user has not set a YNN option; XLA_FLAGS is read when the
   backend starts, so import kdef_jax before running any JAX computation.
 

@@ -49,9 +49,9 @@ def vmapped(cls, count: int):
 def unrolled(cls, count: int):
     """The same group as ``vmapped(cls, count)`` — identical variables, leading K axis, split rngs —
     executed as K per-student computations (``nn.scan`` fully unrolled) instead of batched ones.
-    XLA:CPU runs the resulting 2-D matmuls and row reductions faster than the batched [K, B, ·]
-    forms (K=10: 1.04-1.09×, as fast as K separate modules; benchmarks/results/group_vs_loop_cpu.json);
-    on accelerators the batched form wins."""
+    XLA:CPU runs the resulting 2-D matmuls and row reductions as fast as K separate modules and a
+    few % faster than the batched [K, B, ·] forms (Zen 4, K=10: 1.04-1.09×; Zen 5: within noise;
+    benchmarks/results/group_vs_loop_cpu.json); on accelerators the batched form wins."""
 
     class Body(cls):
         def __call__(self, carry, emb, train, mask):
