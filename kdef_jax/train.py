@@ -209,7 +209,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     log(f"epochs {meta['epoch']} (best {meta['best_epoch']}), train {throughput:,.0f} samples/s, "
         f"results in {workdir / 'results.json'}")
     if t.plot and meta["history"]:
-        report.plot_history(meta["history"], names, workdir / "curves.png")
+        if not report.plot_history(meta["history"], names, workdir / "curves.png"):
+            log("[plot] matplotlib is not installed, so no curves.png (pip install 'kdef-jax[plots]')")
     return results
 
 

@@ -156,6 +156,7 @@ def test_end_to_end_tiny_run_writes_results(tmp_path):
     lines = (wd / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == res["epochs_run"] == 2
     assert res["train_samples_per_s"] > 0
+    assert on_disk["cpu"]["model"] and isinstance(on_disk["cpu"]["isa"], list)  # the throughput names its CPU
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -229,3 +230,16 @@ def test_single_student_runs(tmp_path):
     assert res["students"] == ["mlp"] and res["num_students"] == 1
     # K=1: the ensemble is the student
     assert math.isclose(res["rows"][0]["test_auc"], res["rows"][1]["test_auc"], rel_tol=1e-12)
+
+
+def test_run_writes_curves_png_or_says_why_not(tmp_path, monkeypatch):
+    c = tiny_config(tmp_path, **{"train.plot": True, "train.num_epochs": 1, "model.num_students": 2})
+    lines = []
+    train_and_evaluate(c, tmp_path / "with", log=lines.append)
+    png = (tmp_path / "with" / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and not any("[plot]" in line for line in lines)
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if it were not installed
+    lines = []
+    train_and_evaluate(c, tmp_path / "without", log=lines.append)
+    assert not (tmp_path / "without" / "curves.png").exists()
+    assert any("matplotlib is not installed" in line and "kdef-jax[plots]" in line for line in lines)
