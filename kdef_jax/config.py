@@ -104,6 +104,10 @@ def base_config() -> ml_collections.ConfigDict:
     o.patience = 2  # stop after this many consecutive non-improving epochs
     o.min_delta = 1e-6  # improvement threshold on the teacher's validation AUC
 
+    # Devices (kdef_jax/sharding.py): batch rows split over mesh.data devices (0 = every device the
+    # student axis leaves), each student group's K axis over mesh.student; one device = no mesh.
+    c.mesh = ml_collections.ConfigDict({"data": 0, "student": 1})
+
     c.train = ml_collections.ConfigDict()
     t = c.train
     t.batch_size = 4096
@@ -203,6 +207,10 @@ def validate(c) -> None:
         bad("optim.lr_decay", f"must be in (0, 1], got {o.lr_decay}")
     if o.patience < 1:
         bad("optim.patience", f"must be >= 1, got {o.patience}")
+    if not isinstance(c.mesh.data, int) or c.mesh.data < 0:
+        bad("mesh.data", f"must be an integer >= 0 (0 = all devices), got {c.mesh.data!r}")
+    if not isinstance(c.mesh.student, int) or c.mesh.student < 1:
+        bad("mesh.student", f"must be an integer >= 1, got {c.mesh.student!r}")
     if d.split not in ("files", "mod", "random"):
         bad("data.split", f"{d.split!r} is not one of files, mod, random")
     if d.split == "mod" and d.valid_mod < 2:

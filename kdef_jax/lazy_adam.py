@@ -49,8 +49,9 @@ def init_opt_state(params, o):
     return (optax.EmptyState(), _dense_adam(o).init(dense), LazyAdamState(jnp.zeros_like(table), jnp.zeros_like(table)))
 
 
-def make_lazy_train_step(model, loss_cfg, o):
-    """``train_step(state, batch, rng) -> (state, metrics)`` with lazy Adam on the table (jitted, donating)."""
+def make_lazy_train_step(model, loss_cfg, o, **jit_kw):
+    """``train_step(state, batch, rng) -> (state, metrics)`` with lazy Adam on the table (jitted, donating;
+    ``jit_kw``: a mesh's shardings, as ``steps.make_train_step``)."""
     offsets = jnp.asarray(column_offsets(model.vocab_sizes, model.max_lens))
     adam = _dense_adam(o)
 
@@ -99,4 +100,4 @@ def make_lazy_train_step(model, loss_cfg, o):
                    "kd": aux["kd"], "dml": aux["dml"], "grad_norm": norm}
         return new_state, metrics
 
-    return jax.jit(train_step, donate_argnums=(0,))
+    return jax.jit(train_step, donate_argnums=(0,), **jit_kw)

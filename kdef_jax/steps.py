@@ -70,28 +70,44 @@ def create_train_state(model, tx, rng, num_columns: int, batch_size: int = 2, op
     )
 
 
-def make_training(model, config, rng, num_columns: int):
+def make_training(model, config, rng, num_columns: int, mesh=None):
     """(initial TrainState, jitted train_step) for ``config.optim.embedding_optimizer``.
 
     "dense": the reference's dense Adam over every parameter (default); "lazy_adam": row-sparse Adam
     on the embedding table (kdef_jax/lazy_adam.py, a documented deviation for huge vocabularies).
+    ``mesh`` (kdef_jax/sharding.py): the state is placed on it and the step compiled for it.
     """
     o = config.optim
     if o.embedding_optimizer == "lazy_adam":
         from kdef_jax import lazy_adam
 
         state = create_train_state(model, None, rng, num_columns, opt_init=lambda p: lazy_adam.init_opt_state(p, o))
-        return state, lazy_adam.make_lazy_train_step(model, config.loss, o)
+        state, jit_kw = _place(state, model, mesh)
+        return state, lazy_adam.make_lazy_train_step(model, config.loss, o, **jit_kw)
     tx = make_optimizer(o)
-    return create_train_state(model, tx, rng, num_columns), make_train_step(model, tx, config.loss, o.embedding_l2)
+    state, jit_kw = _place(create_train_state(model, tx, rng, num_columns), model, mesh)
+    return state, make_train_step(model, tx, config.loss, o.embedding_l2, **jit_kw)
 
 
-def make_train_step(model, tx, loss_cfg, emb_l2: float):
+def _place(state: TrainState, model, mesh):
+    """(state on ``mesh``, the train step's jit shardings); unchanged and {} without a mesh."""
+    if mesh is None:
+        return state, {}
+    from kdef_jax import sharding
+
+    state_sh = sharding.state_shardings(mesh, state, model.groups)
+    rep = sharding.replicated(mesh)
+    jit_kw = {"in_shardings": (state_sh, sharding.batch_sharding(mesh), rep), "out_shardings": (state_sh, rep)}
+    return jax.device_put(state, state_sh), jit_kw
+
+
+def make_train_step(model, tx, loss_cfg, emb_l2: float, **jit_kw):
     """Returns the jitted, state-donating ``train_step(state, batch, rng) -> (state, metrics)``.
 
     ``rng`` is the run's dropout base key; the step folds in ``state.step`` so every step and every
     student (vmap ``split_rngs``) draws its own masks. Metrics are device scalars, weighted sums
     over the real (mask=1) rows plus ``count``, so the caller can average without a host sync.
+    ``jit_kw``: ``in_shardings``/``out_shardings`` for a device mesh (``make_training``).
     """
 
     def train_step(state: TrainState, batch, rng):
@@ -136,7 +152,7 @@ def make_train_step(model, tx, loss_cfg, emb_l2: float):
         }
         return new_state, metrics
 
-    return jax.jit(train_step, donate_argnums=(0,))
+    return jax.jit(train_step, donate_argnums=(0,), **jit_kw)
 
 
 def make_predict_step(model):

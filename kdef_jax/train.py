@@ -25,14 +25,16 @@ from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches, prefetch
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
-from kdef_jax import report
+from kdef_jax import report, sharding
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
-def predict_logits(predict, state, split, batch_size: int, *, progress: bool = False, desc: str = "eval") -> np.ndarray:
-    """Student logits [K, N] for a whole split (eval mode), fetched to the host once at the end."""
+def predict_logits(predict, state, split, batch_size: int, *, progress: bool = False, desc: str = "eval",
+                   rows_to=None) -> np.ndarray:
+    """Student logits [K, N] for a whole split (eval mode), fetched to the host once at the end.
+    ``rows_to``: where each ids batch goes (a mesh's row split; None = the default device)."""
     outs = []
-    batches = prefetch(iterate_batches(split, batch_size), 2, transform=lambda b: jax.device_put(b["ids"]))
+    batches = prefetch(iterate_batches(split, batch_size), 2, transform=lambda b: jax.device_put(b["ids"], rows_to))
     for ids in tqdm(batches, total=num_batches(len(split), batch_size), desc=desc, leave=False, disable=not progress):
         outs.append(predict(state.params, state.batch_stats, ids))
     return np.concatenate(jax.device_get(outs), axis=1)[:, : len(split)]
@@ -90,9 +92,13 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     fmap = ds.feature_map
     model = build_model(c.model, fmap)
     names = report.student_names(model.groups)
+    bs, ebs = t.batch_size, (t.eval_batch_size or t.batch_size)
+    mesh = sharding.make_mesh(c.mesh, {"train.batch_size": bs, "train.eval_batch_size": ebs})
+    rows_to = sharding.batch_sharding(mesh) if mesh is not None else None
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(c.seed))
-    state, train_step = make_training(model, c, init_rng, fmap.num_columns)
+    state, train_step = make_training(model, c, init_rng, fmap.num_columns, mesh)
     params = count_params(state.params)
+    log(f"[devices] {sharding.describe(mesh, model.groups)}")
     log(f"[model] {len(names)} students: " + ", ".join(f"{g.name}" for g in model.groups))
     for k, v in params.items():
         log(f"[model] parameters {k:>16}: {v:,}")
@@ -116,7 +122,6 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
 
     predict = make_predict_step(model)
     train, valid, test = ds.splits["train"], ds.splits["valid"], ds.splits.get("test")
-    bs, ebs = t.batch_size, (t.eval_batch_size or t.batch_size)
     steps = num_batches(len(train), bs)
     if t.steps_per_epoch > 0:
         steps = min(steps, t.steps_per_epoch)
@@ -130,7 +135,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         ms, rows_after_first, t_first = [], 0, None
         t0 = time.perf_counter()
         bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not t.progress)
-        for i, batch in enumerate(prefetch(batches, t.prefetch, transform=jax.device_put)):
+        for i, batch in enumerate(prefetch(batches, t.prefetch, transform=lambda b: jax.device_put(b, rows_to))):
             if i >= steps:
                 break
             state, m = train_step(state, batch, dropout_rng)
@@ -158,7 +163,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         if not all(math.isfinite(v) for v in tm.values()):
             raise FloatingPointError(_nan_message(epoch, len(ms), meta, ckpt))
 
-        val = evaluate(predict, state, valid, ebs, progress=t.progress, desc="valid")
+        val = evaluate(predict, state, valid, ebs, progress=t.progress, desc="valid", rows_to=rows_to)
         auc = val["teacher"]["auc"]
         lr_used = meta["lr"]
         improved = plateau_update(meta, epoch, auc, o)
@@ -180,8 +185,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     if restored is not None:
         state = restored[0]
     ckpt.close()
-    val = evaluate(predict, state, valid, ebs, progress=t.progress, desc="valid")
-    tst = evaluate(predict, state, test, ebs, progress=t.progress, desc="test") if test is not None and len(test) else None
+    val = evaluate(predict, state, valid, ebs, progress=t.progress, desc="valid", rows_to=rows_to)
+    tst = evaluate(predict, state, test, ebs, progress=t.progress, desc="test", rows_to=rows_to) if test is not None and len(test) else None
     summary = report.summarize(val, tst, names)
     throughput = meta["timed_rows"] / meta["timed_s"] if meta["timed_s"] > 0 else float("nan")
     results = {
@@ -200,6 +205,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         "train_time_s": meta["train_time_s"],
         "wall_s": time.perf_counter() - t_start,
         "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
+        "mesh": dict(mesh.shape) if mesh is not None else {"data": 1, "student": 1},
         "host": platform.node(),
         "cpu": report.host_cpu(),
         "seed": c.seed,

@@ -1,0 +1,87 @@
+"""Multi-device training on one host: a ``("data", "student")`` device mesh for jit's SPMD partitioner.
+
+    mesh = D × S devices:  batch rows on "data" (D shards), the leading K axis of every student
+    group's variables (params, BatchNorm statistics, Adam moments) on "student" (S shards);
+    the embedding table, its moments and every scalar replicated.
+
+The math is that of one device: the partitioner inserts the all-reduces, so BatchNorm statistics,
+the teacher σ(mean_k z_k), the examination scores, the loss and the gradients are those of the
+GLOBAL batch (only the floating-point reduction order differs). A group whose size K_g is not a
+multiple of S (e.g. KDEF_Latest's one IPNN) is replicated over "student" and runs data-parallel.
+``config.mesh.data = 0`` (default) takes every device the student axis leaves; one device in all
+means no mesh at all (the single-device program, unchanged).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "student")
+
+
+def make_mesh(mesh_config, batch_sizes: dict, devices=None) -> Mesh | None:
+    """The (data, student) mesh of ``mesh_config`` over ``devices`` (default: all), or None for one device.
+
+    ``batch_sizes``: {config key: batch size}, each must divide over the data axis (named in the error).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if jax.process_count() > 1:
+        raise ValueError("config mesh: multi-host (multi-process) runs are not supported yet; run one process per host "
+                         "group or set mesh.data/mesh.student for this host's devices only")
+    s = int(mesh_config.student)
+    if s < 1:
+        raise ValueError(f"config mesh.student: must be >= 1, got {s}")
+    if len(devices) % s:
+        raise ValueError(f"config mesh.student: {s} does not divide the {len(devices)} devices")
+    d = int(mesh_config.data) or len(devices) // s
+    if d < 1 or d * s > len(devices):
+        raise ValueError(f"config mesh.data × mesh.student = {d} × {s} needs {d * s} devices; this host has {len(devices)}")
+    if d * s == 1:
+        return None
+    for key, b in batch_sizes.items():
+        if b % d:
+            raise ValueError(f"config {key}: {b} rows do not split over the {d} devices of mesh.data; "
+                             f"use a multiple of {d} or set mesh.data")
+    return Mesh(np.asarray(devices[: d * s], dtype=object).reshape(d, s), AXES)
+
+
+def _is_student_leaf(path, leaf, counts: dict, student: int) -> bool:
+    """Whether ``leaf`` (at ``path`` in a params-like tree) carries a group's leading K axis that splits over S."""
+    for key in path:
+        name = getattr(key, "key", None)
+        if isinstance(name, str) and name in counts:
+            k = counts[name]
+            return k % student == 0 and getattr(leaf, "ndim", 0) >= 1 and leaf.shape[0] == k
+    return False
+
+
+def state_shardings(mesh: Mesh, state, groups) -> object:
+    """NamedShardings for every leaf of a TrainState: student-group leaves P("student"), the rest P()."""
+    counts = {f"group{i}_{g.kind}": g.count for i, g in enumerate(groups)}
+    s = mesh.shape["student"]
+
+    def spec(path, leaf):
+        return NamedSharding(mesh, P("student") if s > 1 and _is_student_leaf(path, leaf, counts, s) else P())
+
+    return jax.tree_util.tree_map_with_path(spec, state)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Every batch array ([B, C] ids, [B] labels and mask) split by rows over "data"."""
+    return NamedSharding(mesh, P("data"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def describe(mesh: Mesh | None, groups) -> str:
+    """One log line: the mesh and which groups split over its student axis."""
+    if mesh is None:
+        return f"1 device ({jax.devices()[0].device_kind})"
+    s = mesh.shape["student"]
+    split = [f"{g.name} {'split' if g.count % s == 0 else 'replicated'}" for g in groups] if s > 1 else []
+    return (f"{mesh.size} devices ({mesh.devices.flat[0].device_kind}): data {mesh.shape['data']} × student {s}"
+            + (f"; {', '.join(split)}" if split else ""))

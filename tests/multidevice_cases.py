@@ -1,0 +1,158 @@
+"""Multi-device cases, run by tests/test_sharding.py in a subprocess with 4 host CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=4``; the device count is fixed when jax starts).
+
+Run alone: XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pytest tests/multidevice_cases.py
+"""
+
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from kdef_jax import sharding
+from kdef_jax.config import base_config
+from kdef_jax.models.ensemble import KDEFModel, groups_from_config
+from kdef_jax.steps import make_training
+from kdef_jax.train import train_and_evaluate
+
+if jax.device_count() < 4:
+    pytest.skip("needs 4 devices: XLA_FLAGS=--xla_force_host_platform_device_count=4", allow_module_level=True)
+
+VOCAB = (50, 40, 30, 20)
+B = 64
+
+
+def _mesh(data, student):
+    return sharding.make_mesh(ml_collections.ConfigDict({"data": data, "student": student}), {"train.batch_size": B})
+
+
+def _model(students="mlp:4", impl="vmap"):
+    c = base_config()
+    c.model.students, c.model.hidden_units = students, (32, 32)
+    return c, KDEFModel(vocab_sizes=VOCAB, groups=groups_from_config(c.model), embedding_dim=8, group_impl=impl)
+
+
+def _batch(seed=0, real=B - 13):
+    """A padded batch: the last 13 rows are PAD ids with mask 0 (they must not enter loss or BN stats)."""
+    rng = np.random.default_rng(seed)
+    ids = np.stack([rng.integers(1, v, B) for v in VOCAB], 1).astype(np.int32)
+    mask = (np.arange(B) < real).astype(np.float32)
+    ids[real:] = 0
+    return {"ids": ids, "y": rng.integers(0, 2, B).astype(np.float32), "mask": mask}
+
+
+def _run(model, c, mesh, steps=2):
+    state, step = make_training(model, c, jax.random.PRNGKey(0), len(VOCAB), mesh)
+    put = (lambda b: jax.device_put(b, sharding.batch_sharding(mesh))) if mesh is not None else jax.device_put
+    states, metrics = [], []
+    for i in range(steps):
+        state, m = step(state, put(_batch(i)), jax.random.PRNGKey(1))
+        states.append(jax.device_get(state))
+        metrics.append(jax.device_get(m))
+    return state, states, metrics, step
+
+
+def _pre_bn_bias(path) -> bool:
+    """A Dense bias right before a BatchNorm: its true gradient is 0 (BN subtracts it), so its float
+    gradient is rounding noise that Adam's g/√v turns into ±lr steps on any device layout. Dense_2 is
+    the output layer of these (32, 32) towers."""
+    keys = [getattr(k, "key", getattr(k, "name", "")) for k in path]
+    return bool(keys) and keys[-1] == "bias" and any(str(k).startswith("Dense_") for k in keys) and "Dense_2" not in keys
+
+
+def _compare(tree, ref, tol, what):
+    """Every leaf within ``tol`` of its one-device value, relative to the leaf's largest magnitude
+    (float reduction order differs between layouts; elementwise relative error is meaningless where
+    a gradient component cancels to ~0)."""
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(ref)):
+        if _pre_bn_bias(path):
+            continue
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        scale = max(float(np.max(np.abs(b))), 1e-12)
+        err = float(np.max(np.abs(a - b))) / scale
+        assert err <= tol, f"{what} {jax.tree_util.keystr(path)}: max |diff| / max |value| = {err:.2e} > {tol:g}"
+
+
+@pytest.mark.parametrize("data,student,impl", [(4, 1, "vmap"), (2, 2, "unrolled"), (1, 4, "vmap")])
+def test_sharded_steps_match_one_device(data, student, impl):
+    c, model = _model(impl=impl)
+    _, (ref1, _), ref_m, _ = _run(model, c, None)
+    mesh = _mesh(data, student)
+    state, (one, _), m, step = _run(model, c, mesh)
+    for a, b in zip(m, ref_m):  # loss, its terms and ‖g‖ of each step: the global batch's
+        for k in b:
+            np.testing.assert_allclose(a[k], b[k], rtol=2e-5, atol=1e-7, err_msg=k)
+    # After step 1 (later steps inherit the pre-BN biases' noise through the BN running means):
+    # Adam's first moment is 0.1·g, the gradient itself; BN statistics are the global batch's real rows.
+    _compare(one.opt_state[1].inner_state[0].mu, ref1.opt_state[1].inner_state[0].mu, 1e-5, "gradients (0.1·g)")
+    _compare(one.batch_stats, ref1.batch_stats, 1e-5, "BatchNorm running stats")
+    _compare(one.params, ref1.params, 1e-5, "params")
+    kernel = state.params["group0_mlp"]["Dense_0"]["kernel"]
+    assert kernel.sharding.spec == (P("student") if student > 1 else P())
+    assert state.params["embedding"]["table"].sharding.spec == P()
+    assert step._cache_size() == 1  # every step ran the one compiled program
+
+
+def test_lazy_adam_step_on_a_mesh_matches_one_device():
+    c, model = _model()
+    c.optim.embedding_optimizer = "lazy_adam"
+    _, (ref1, _), ref_m, _ = _run(model, c, None)
+    _, (one, _), m, _ = _run(model, c, _mesh(2, 2))
+    for a, b in zip(m, ref_m):
+        for k in b:
+            np.testing.assert_allclose(a[k], b[k], rtol=2e-5, atol=1e-7, err_msg=k)
+    _compare(one.opt_state[2].mu, ref1.opt_state[2].mu, 1e-5, "the table rows' gradients (0.1·g)")
+    _compare(one.params, ref1.params, 1e-5, "params")
+
+
+def test_groups_not_dividing_the_student_axis_are_replicated():
+    c, model = _model("mlp:2,ipnn:1")
+    mesh = _mesh(2, 2)
+    state, _, metrics, _ = _run(model, c, mesh, steps=1)
+    assert state.params["group0_mlp"]["Dense_0"]["kernel"].sharding.spec == P("student")
+    ipnn = jax.tree.leaves(state.params["group1_ipnn"])
+    assert all(x.sharding.spec == P() for x in ipnn)
+    assert np.isfinite(metrics[0]["loss"])
+    assert "mlpx2 split, ipnnx1 replicated" in sharding.describe(mesh, model.groups)
+
+
+def test_mesh_errors_name_the_config_key():
+    with pytest.raises(ValueError, match=r"train.batch_size: 63 rows do not split over the 4 devices of mesh.data"):
+        sharding.make_mesh(ml_collections.ConfigDict({"data": 0, "student": 1}), {"train.batch_size": 63})
+    with pytest.raises(ValueError, match=r"mesh.data × mesh.student = 4 × 2 needs 8 devices; this host has 4"):
+        sharding.make_mesh(ml_collections.ConfigDict({"data": 4, "student": 2}), {})
+    with pytest.raises(ValueError, match=r"mesh.student: 3 does not divide the 4 devices"):
+        sharding.make_mesh(ml_collections.ConfigDict({"data": 0, "student": 3}), {})
+    assert sharding.make_mesh(ml_collections.ConfigDict({"data": 1, "student": 1}), {}) is None
+    assert dict(sharding.make_mesh(ml_collections.ConfigDict({"data": 0, "student": 2}), {"b": 8}).shape) == {
+        "data": 2, "student": 2}
+
+
+def _tiny_run_config(tmp_path, **mesh):
+    c = base_config()
+    c.data.cache_dir = str(tmp_path / "cache")
+    c.data.synthetic.num_train, c.data.synthetic.num_valid, c.data.synthetic.num_test = 2000, 500, 500
+    c.data.name = "synthetic_mesh"
+    c.model.hidden_units, c.model.num_students = (16, 16), 4
+    c.train.batch_size, c.train.num_epochs, c.train.progress, c.train.plot = 512, 1, False, False
+    c.mesh.data, c.mesh.student = mesh.get("data", 0), mesh.get("student", 1)
+    return c
+
+
+def test_train_and_evaluate_on_a_mesh_checkpoints_and_resumes(tmp_path):
+    c = _tiny_run_config(tmp_path, data=2, student=2)
+    logs = []
+    first = train_and_evaluate(c, tmp_path / "run", log=logs.append)
+    assert first["mesh"] == {"data": 2, "student": 2}
+    assert any("[devices] 4 devices" in line and "data 2 × student 2" in line for line in logs)
+    # Resume the sharded checkpoint for a second epoch on the same mesh.
+    c.resume, c.train.num_epochs = True, 2
+    logs = []
+    second = train_and_evaluate(c, tmp_path / "run", log=logs.append)
+    assert any("resumed from epoch 1" in line for line in logs)
+    assert second["epochs_run"] == 2
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["mesh"] == {"data": 2, "student": 2} and np.isfinite(saved["rows"][0]["test_auc"])
