@@ -89,6 +89,24 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def run_setting(config_path: str, name: str, overrides, seeds, workdir) -> list:
+    """results.json of ``config_path`` + ``overrides`` for each seed, in ``<workdir>/<name>_seed<seed>``
+    (a finished run there is reused, so an interrupted sweep resumes)."""
+    runs = []
+    for seed in seeds:
+        wd = Path(workdir) / f"{name}_seed{seed}"
+        if (wd / "results.json").exists():
+            res = json.loads((wd / "results.json").read_text())
+            print(f"[{name} seed {seed}] reusing {wd / 'results.json'}")
+        else:
+            config = load_config_file(config_path)
+            apply_overrides(config, [*overrides, f"seed={seed}", "train.progress=False"])
+            print(f"[{name} seed {seed}] training in {wd}", flush=True)
+            res = train_and_evaluate(config, wd)
+        runs.append(res)
+    return runs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="configs/x.py[:arg]")
@@ -98,23 +116,11 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True, help="JSON summary path (a .md table is written beside it)")
     args = ap.parse_args()
-    summary, all_runs = {}, {}
+    summary = {}
     for name, *overrides in args.setting:
-        runs = []
-        for seed in args.seeds:
-            wd = Path(args.workdir) / f"{name}_seed{seed}"
-            if (wd / "results.json").exists():
-                res = json.loads((wd / "results.json").read_text())
-                print(f"[{name} seed {seed}] reusing {wd / 'results.json'}")
-            else:
-                config = load_config_file(args.config)
-                apply_overrides(config, [*overrides, f"seed={seed}", "train.progress=False"])
-                print(f"[{name} seed {seed}] training in {wd}", flush=True)
-                res = train_and_evaluate(config, wd)
-            runs.append(res)
+        runs = run_setting(args.config, name, overrides, args.seeds, args.workdir)
         summary[name] = summarize(runs)
         summary[name]["overrides"] = overrides
-        all_runs[name] = runs
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"config": args.config, "summary": summary}, indent=1))

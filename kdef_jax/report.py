@@ -92,14 +92,31 @@ def write_json(path: Path, obj: dict) -> None:
     tmp.replace(path)
 
 
-def plot_history(history: list, names: list, path: Path) -> bool:
-    """Validation AUC per epoch (ensemble and students) and train loss; PNG. False if no matplotlib."""
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def save_figure(fig, path, dpi: int = 120) -> None:
+    """Lay out, write ``fig`` to ``path`` (PNG) and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def plot_history(history: list, names: list, path: Path) -> bool:
+    """Validation AUC per epoch (ensemble and students) and train loss; PNG. False if no matplotlib."""
+    plt = pyplot()
+    if plt is None:
         return False
     epochs = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -113,7 +130,5 @@ def plot_history(history: list, names: list, path: Path) -> bool:
     a2b = a2.twinx()
     a2b.semilogy(epochs, [h["lr"] for h in history], "r--", label="learning rate")
     a2b.set_ylabel("learning rate", color="r")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True

@@ -1,0 +1,135 @@
+"""Embedding collapse across a K sweep: the information abundance of the shared embedding tables.
+
+    python experiments/collapse.py --workdir runs/frappe_scaling --out experiments/results/frappe_collapse.json
+
+For every finished run ``<workdir>/<variant>_k<K>_seed<s>`` (experiments/scaling.py), loads the best
+checkpoint and, per field f with V_f ≥ 2d rows, takes the singular values σ of its table E_f
+(the PAD row left out) and the information abundance of Guo et al. (2023, "On the embedding
+collapse when scaling up recommendation models"):
+
+    IA(E_f) = ‖σ‖₁ / ‖σ‖_∞ ∈ [1, d]   (d: a full-rank spread spectrum; 1: every row on one line)
+
+Writes per run the mean IA over those fields and each field's normalised spectrum σ/σ_max, a
+Markdown table (IA against K per variant) and a PNG (IA against K; the largest field's spectra).
+Not the paper's Eq. 3 "knowledge abundance" (a count of singular values above a threshold τ
+whose value the paper does not give; spec §9.8): IA needs no threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kdef_jax.models.embedding import field_offsets  # noqa: E402
+from kdef_jax.report import pyplot, save_figure  # noqa: E402
+
+RUN = re.compile(r"^(?P<variant>\w+?)_k(?P<k>\d+)_seed(?P<seed>\d+)$")
+
+
+def information_abundance(matrix: np.ndarray) -> tuple[float, np.ndarray]:
+    """(‖σ‖₁/‖σ‖_∞, σ/σ_max) of ``matrix`` [n, d], in float64."""
+    s = np.linalg.svd(np.asarray(matrix, np.float64), compute_uv=False)
+    if s.size == 0 or s[0] == 0:
+        return 0.0, s
+    return float(s.sum() / s[0]), s / s[0]
+
+
+def table_abundance(table: np.ndarray, vocab_sizes, min_rows: int) -> dict:
+    """{field index: (IA, normalised spectrum)} for every field with at least ``min_rows`` rows."""
+    out = {}
+    for f, (lo, v) in enumerate(zip(field_offsets(vocab_sizes), vocab_sizes)):
+        if v >= min_rows:
+            out[f] = information_abundance(table[lo + 1 : lo + v])  # row lo is the field's PAD row
+    return out
+
+
+def analyse_run(workdir: Path) -> dict:
+    from kdef_jax.export import load_run
+
+    _, variables, fmap, results = load_run(workdir)
+    table = np.asarray(variables["params"]["embedding"]["table"])
+    per_field = table_abundance(table, fmap.vocab_sizes, 2 * table.shape[1])
+    names = [fmap.fields[f].name for f in per_field]
+    return {
+        "mean_ia": statistics.fmean(ia for ia, _ in per_field.values()),
+        "fields": {n: {"ia": ia, "spectrum": s.tolist(), "rows": fmap.vocab_sizes[f] - 1}
+                   for n, (f, (ia, s)) in zip(names, per_field.items())},
+        "ensemble_test_auc": results["rows"][0].get("test_auc"),
+        "dim": int(table.shape[1]),
+    }
+
+
+def collect(workdir: Path) -> dict:
+    """{variant: {K: [per-seed analyse_run]}} over the finished runs under ``workdir``."""
+    out: dict = {}
+    for d in sorted(workdir.iterdir()):
+        m = RUN.match(d.name)
+        if m and (d / "results.json").exists():
+            out.setdefault(m["variant"], {}).setdefault(int(m["k"]), []).append(analyse_run(d) | {"seed": int(m["seed"])})
+    return {v: dict(sorted(ks.items())) for v, ks in out.items()}
+
+
+def markdown(found: dict) -> str:
+    lines = ["| variant | K | mean IA of the embedding tables (mean; per seed) | ensemble test AUC |", "|---|---:|---|---:|"]
+    for v, ks in found.items():
+        for k, runs in ks.items():
+            ia = [r["mean_ia"] for r in runs]
+            lines.append(f"| {v} | {k} | **{statistics.fmean(ia):.3f}** ({' / '.join(f'{x:.3f}' for x in ia)}) | "
+                         f"{statistics.fmean(r['ensemble_test_auc'] for r in runs):.4f} |")
+    return "\n".join(lines)
+
+
+def plot(found: dict, path: Path) -> bool:
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for v, ks in found.items():
+        a.plot(list(ks), [statistics.fmean(r["mean_ia"] for r in runs) for runs in ks.values()], marker="o", label=v)
+    a.set_xscale("log", base=2)
+    a.set_xlabel("students K")
+    a.set_ylabel("mean information abundance ‖σ‖₁/‖σ‖∞")
+    a.legend(title="loss.variant")
+    a.grid(alpha=0.3)
+    first = next(iter(next(iter(found.values())).values()))[0]
+    field = max(first["fields"], key=lambda n: first["fields"][n]["rows"])
+    for v, ks in found.items():
+        for k, runs in ks.items():
+            b.plot(runs[0]["fields"][field]["spectrum"], label=f"{v} K={k}", alpha=0.8)
+    b.set_yscale("log")
+    b.set_xlabel("singular value index")
+    b.set_ylabel("σ / σ_max")
+    b.set_title(f"field {field!r}, first seed")
+    b.legend(fontsize=7, ncol=2)
+    save_figure(fig, path)
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", required=True, help="the folder of an experiments/scaling.py sweep")
+    ap.add_argument("--out", required=True, help="JSON path; the .md table and .png plot go beside it")
+    args = ap.parse_args()
+    found = collect(Path(args.workdir))
+    if not found:
+        raise SystemExit(f"no finished <variant>_k<K>_seed<s> runs under {args.workdir}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({v: {str(k): r for k, r in ks.items()} for v, ks in found.items()}, indent=1))
+    md = markdown(found)
+    out.with_suffix(".md").write_text(md + "\n")
+    print(md)
+    if not plot(found, out.with_suffix(".png")):
+        print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")
+
+
+if __name__ == "__main__":
+    main()

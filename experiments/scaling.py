@@ -1,0 +1,104 @@
+"""Scaling the number of students K: a plain ensemble against KDEF (the paper's Finding 1 / Table II).
+
+    python experiments/scaling.py --config configs/frappe.py --ks 1 2 4 8 --variants mean kdef \
+        --seeds 2024 2025 --workdir runs/frappe_scaling --out experiments/results/frappe_scaling.json
+
+For every variant v (``loss.variant``: "mean" = one BCE on σ(mean_k z_k), the paper's MLP_mean /
+"w/o all"; "kdef" = the full loss; any of kdef_jax.losses.VARIANTS) and every K, trains
+``config`` with ``model.num_students=K`` over the seeds (experiments/run_seeds.py; finished runs in
+``<workdir>/<v>_k<K>_seed<s>`` are reused). Writes JSON, a Markdown table and a PNG with two
+panels against K: the ensemble's test AUC and the best student's (chosen by validation AUC), each
+line the mean over seeds with the per-seed min-max as a band. The collapse the paper reports is the
+"mean" curve of the best student falling as K grows while the ensemble does not gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run_seeds import run_setting, summarize  # noqa: E402
+
+from kdef_jax.report import pyplot, save_figure  # noqa: E402
+
+
+def sweep(config: str, ks, variants, seeds, workdir, extra=()) -> dict:
+    """{variant: {K: run_seeds.summarize(...)}} for every (variant, K)."""
+    out = {}
+    for v in variants:
+        out[v] = {}
+        for k in ks:
+            overrides = [f"model.num_students={k}", f"loss.variant={v}", *extra]
+            out[v][k] = summarize(run_setting(config, f"{v}_k{k}", overrides, seeds, workdir))
+    return out
+
+
+def markdown(table: dict) -> str:
+    lines = ["| variant | K | ensemble test AUC (mean; per seed) | best student test AUC (mean; per seed) | "
+             "ensemble − best student | epochs |", "|---|---:|---|---|---:|---|"]
+    for v, rows in table.items():
+        for k, s in rows.items():
+            e, b = s["ensemble_test_auc"], s["best_student_test_auc"]
+            per = lambda x: " / ".join(f"{t:.4f}" for t in x["values"])  # noqa: E731
+            lines.append(f"| {v} | {k} | **{e['mean']:.4f}** ({per(e)}) | {b['mean']:.4f} ({per(b)}) | "
+                         f"{e['mean'] - b['mean']:+.4f} | {', '.join(map(str, s['epochs']))} |")
+    return "\n".join(lines)
+
+
+def plot(table: dict, path: Path, title: str) -> bool:
+    """Two panels (ensemble, best student) of test AUC against K; False when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key, name in zip(axes, ("ensemble_test_auc", "best_student_test_auc"), ("ensemble", "best student")):
+        for v, rows in table.items():
+            ks = list(rows)
+            mean = [rows[k][key]["mean"] for k in ks]
+            ax.plot(ks, mean, marker="o", label=v)
+            ax.fill_between(ks, [rows[k][key]["min"] for k in ks], [rows[k][key]["max"] for k in ks], alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("students K")
+        ax.set_title(f"{name} test AUC")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test AUC")
+    axes[0].legend(title="loss.variant")
+    fig.suptitle(title)
+    save_figure(fig, path)
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="configs/x.py[:arg]")
+    ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--variants", nargs="+", default=["mean", "kdef"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025])
+    ap.add_argument("--set", nargs="*", default=[], help="extra config overrides KEY=VALUE for every run")
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--out", required=True, help="JSON path; the .md table and .png plot go beside it")
+    args = ap.parse_args()
+    table = sweep(args.config, args.ks, args.variants, args.seeds, args.workdir, args.set)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"config": args.config, "overrides": args.set, "seeds": args.seeds,
+              "table": {v: {str(k): s for k, s in rows.items()} for v, rows in table.items()}}
+    out.write_text(json.dumps(record, indent=1))
+    md = markdown(table)
+    out.with_suffix(".md").write_text(md + "\n")
+    print(md)
+    if not plot(table, out.with_suffix(".png"), f"{args.config}: scaling K, seeds {args.seeds}"):
+        print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")
+    best = {v: max(rows, key=lambda k: rows[k]["ensemble_test_auc"]["mean"]) for v, rows in table.items()}
+    print("best K by ensemble test AUC: " + ", ".join(f"{v} K={k}" for v, k in best.items()))
+    print(f"mean wall s per run: {statistics.fmean(w for rows in table.values() for s in rows.values() for w in s['wall_s']):.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""experiments/: the seed runner and the K-scaling sweep (tiny synthetic runs)."""
+
+import json
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "experiments"))
+
+import collapse  # noqa: E402
+import numpy as np  # noqa: E402
+import run_seeds  # noqa: E402
+import scaling  # noqa: E402
+
+TINY = ["data.synthetic.num_train=1200", "data.synthetic.num_valid=400", "data.synthetic.num_test=400",
+        "data.name=synthetic_exp", "model.hidden_units=(8,)", "train.num_epochs=1", "train.batch_size=400",
+        "train.plot=False"]
+
+
+def _summary(ens, best, epochs=(3, 4)):
+    runs = [{"seed": s, "rows": [{"test_auc": e, "test_logloss": 0.5}, {"model": "mlp_0", "test_auc": b, "test_logloss": 0.6}],
+             "best_student_index": 0, "epochs_run": n, "wall_s": 1.0, "train_samples_per_s": 1.0}
+            for s, e, b, n in zip((1, 2), ens, best, epochs)]
+    return run_seeds.summarize(runs)
+
+
+def test_summarize_and_markdown_by_hand():
+    table = {"mean": {1: _summary((0.70, 0.72), (0.70, 0.72)), 4: _summary((0.71, 0.71), (0.60, 0.64))}}
+    s = table["mean"][4]
+    assert s["ensemble_test_auc"]["mean"] == pytest.approx(0.71)
+    assert s["best_student_test_auc"] == {"mean": pytest.approx(0.62), "min": 0.60, "max": 0.64, "values": [0.60, 0.64]}
+    md = scaling.markdown(table).splitlines()
+    assert md[2] == "| mean | 1 | **0.7100** (0.7000 / 0.7200) | 0.7100 (0.7000 / 0.7200) | +0.0000 | 3, 4 |"
+    assert md[3] == "| mean | 4 | **0.7100** (0.7100 / 0.7100) | 0.6200 (0.6000 / 0.6400) | +0.0900 | 3, 4 |"
+
+
+def test_apply_overrides_rejects_unknown_keys():
+    from kdef_jax.config import base_config
+
+    c = base_config()
+    run_seeds.apply_overrides(c, ["model.hidden_units=(8,4)", "loss.variant=mean", "train.batch_size=64"])
+    assert c.model.hidden_units == (8, 4) and c.loss.variant == "mean" and c.train.batch_size == 64
+    with pytest.raises(KeyError, match="model.no_such_key"):
+        run_seeds.apply_overrides(c, ["model.no_such_key=1"])
+
+
+def test_scaling_sweep_trains_each_cell_once_and_reuses_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KDEF_CACHE_DIR", str(tmp_path / "cache"))
+    table = scaling.sweep(str(REPO_ROOT / "configs" / "default.py"), [1, 2], ["mean"], [7], tmp_path / "runs", TINY)
+    for k in (1, 2):
+        res = json.loads((tmp_path / "runs" / f"mean_k{k}_seed7" / "results.json").read_text())
+        assert res["num_students"] == k and res["variant"] == "mean" and res["seed"] == 7
+        assert table["mean"][k]["ensemble_test_auc"]["values"] == [res["rows"][0]["test_auc"]]
+    capsys.readouterr()
+    again = scaling.sweep(str(REPO_ROOT / "configs" / "default.py"), [1, 2], ["mean"], [7], tmp_path / "runs", TINY)
+    assert capsys.readouterr().out.count("reusing") == 2 and again == table
+    found = collapse.collect(tmp_path / "runs")  # the embedding-collapse analysis of the same runs
+    assert list(found) == ["mean"] and list(found["mean"]) == [1, 2]
+    r = found["mean"][2][0]
+    assert r["seed"] == 7 and 1.0 <= r["mean_ia"] <= r["dim"]
+    assert r["ensemble_test_auc"] == table["mean"][2]["ensemble_test_auc"]["values"][0]
+    pytest.importorskip("matplotlib")
+    assert scaling.plot(table, tmp_path / "s.png", "t") and (tmp_path / "s.png").stat().st_size > 1000
+    assert collapse.plot(found, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_information_abundance_by_hand():
+    ia, s = collapse.information_abundance(np.array([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    assert ia == pytest.approx(4.0 / 3.0) and s.tolist() == pytest.approx([1.0, 1.0 / 3.0])
+    assert collapse.information_abundance(np.outer([1.0, 2.0, 3.0], [1.0, -1.0, 2.0]))[0] == pytest.approx(1.0)
+    assert collapse.information_abundance(np.eye(4) * 5)[0] == pytest.approx(4.0)  # full rank, flat spectrum
+
+
+def test_table_abundance_skips_pad_rows_and_small_fields():
+    # Two fields of 3 and 2 rows; only fields with >= min_rows rows count.
+    field0 = np.array([[9.0, 9.0], [2.0, 0.0], [0.0, 1.0]])  # PAD row 0 is huge here: it must be left out
+    table = np.concatenate([field0, np.ones((2, 2))])
+    out = collapse.table_abundance(table, (3, 2), min_rows=3)
+    assert list(out) == [0] and out[0][0] == pytest.approx(1.5)  # σ of [[2,0],[0,1]] = (2, 1)
