@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -92,21 +93,24 @@ class Runner:
         return time.perf_counter() - t0
 
 
-def time_interleaved(runners, *, warmup: int = 2, steps: int = 10, rounds: int = 3) -> list:
+def time_interleaved(runners, *, warmup: int = 2, steps: int = 10, rounds: int = 3, min_round_s: float = 0.0) -> list:
     """[(median, min, max) seconds per call] for each runner. All are warmed up first (compiled), then
     every round runs each one ``steps`` times, in an order that rotates from round to round, so that
     machine drift and first-after-compile effects hit every variant alike. Each runner's first call
-    (compile included) is timed on its own into ``runner.first_call_s``."""
+    (compile included) is timed on its own into ``runner.first_call_s``. ``min_round_s`` > 0 raises a
+    runner's calls per round until a round lasts at least that long (from its warm-up calls' time,
+    or one extra call when ``warmup`` is 1), so a sub-millisecond GPU call is not dominated by the one
+    dispatch and sync of each round; ``runner.steps`` records the count used."""
     for r in runners:
         r.first_call_s = r.run(1)
-        if warmup > 1:
-            r.run(warmup - 1)
+        per_call = r.run(warmup - 1) / (warmup - 1) if warmup > 1 else (r.run(1) if min_round_s > 0 else 0.0)
+        r.steps = max(steps, math.ceil(min_round_s / per_call)) if min_round_s > 0 and per_call > 0 else steps
     per = [[] for _ in runners]
     n = len(runners)
     for i in range(rounds):
         for j in range(n):
             k = (i + j) % n
-            per[k].append(runners[k].run(steps) / steps)
+            per[k].append(runners[k].run(runners[k].steps) / runners[k].steps)
     return [(statistics.median(p), min(p), max(p)) for p in per]
 
 

@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 256, 10_000])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--min-round-s", type=float, default=0.05,
+                    help="more calls per round until a round lasts this long (sub-ms GPU calls; 0: --steps only)")
     ap.add_argument("--students", default="", help='a student spec instead of K MLPs, e.g. "ipnn:1,final:1,ecn:1"')
     ap.add_argument("--set", nargs="*", default=[], help="model config overrides for --students")
     ap.add_argument("--out", default=None)
@@ -51,10 +53,10 @@ def main():
         row = {"batch": b}
         steps = args.steps if b <= 1024 else max(3, args.steps // 4)
         runners = [Runner(fn, [(x,) for x in ids]) for fn in predictors.values()]
-        timings = time_interleaved(runners, warmup=2, steps=steps, rounds=args.rounds)
+        timings = time_interleaved(runners, warmup=2, steps=steps, rounds=args.rounds, min_round_s=args.min_round_s)
         for name, (med, lo, hi), r in zip(predictors, timings, runners):
             row[name] = {"ms": med * 1e3, "ms_min": lo * 1e3, "ms_max": hi * 1e3, "samples_per_s": b / med,
-                         "first_call_s": r.first_call_s}
+                         "first_call_s": r.first_call_s, "calls_per_round": r.steps}
         fastest = min((k for k in row if k != "batch" and k != "ensemble"), key=lambda k: row[k]["ms"])
         row["fastest_student"] = fastest
         row["one_student_speedup"] = row["ensemble"]["ms"] / row[fastest]["ms"]

@@ -40,6 +40,16 @@ def test_warm_up_beyond_the_first_call_is_not_timed_either():
   assert (med, lo, hi) == (2.0, 1.0, 3.0) and a.first_call_s == 7.0
 
 
+def test_min_round_s_raises_the_calls_per_round_of_fast_runners_only():
+  log = []
+  fast = FakeRunner("fast", log, [5.0, 0.001] + [0.001] * 3)  # compile, warm-up: 1 ms per call
+  slow = FakeRunner("slow", log, [5.0, 0.5] + [0.5] * 3)
+  (med_f, _, _), (med_s, _, _) = common.time_interleaved([fast, slow], warmup=2, steps=4, rounds=3, min_round_s=0.05)
+  assert (fast.steps, slow.steps) == (50, 4)  # ceil(0.05 / 0.001) calls; the slow one keeps --steps
+  assert [k for name, k in log if name == "fast"] == [1, 1, 50, 50, 50]
+  assert (med_f, med_s) == (0.001, 0.5)
+
+
 def test_processes_build_the_variants_in_rotated_order():
   args = argparse.Namespace(variants=["group", "vmap", "loop"], batch=10, dtype="float32", loop_max_k=16,
                             warmup=1, steps=2, rounds=3)
