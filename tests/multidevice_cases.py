@@ -76,7 +76,7 @@ def _compare(tree, ref, tol, what):
         assert err <= tol, f"{what} {jax.tree_util.keystr(path)}: max |diff| / max |value| = {err:.2e} > {tol:g}"
 
 
-@pytest.mark.parametrize("data,student,impl", [(4, 1, "vmap"), (2, 2, "unrolled"), (1, 4, "vmap")])
+@pytest.mark.parametrize("data,student,impl", [(2, 2, "unrolled"), (1, 4, "vmap")])
 def test_sharded_steps_match_one_device(data, student, impl):
     c, model = _model(impl=impl)
     _, (ref1, _), ref_m, _ = _run(model, c, None)
@@ -109,14 +109,14 @@ def test_lazy_adam_step_on_a_mesh_matches_one_device():
 
 
 def test_groups_not_dividing_the_student_axis_are_replicated():
-    c, model = _model("mlp:2,ipnn:1")
+    c, model = _model("mlp:2,mlp:1")  # e.g. KDEF_Latest's single IPNN beside a split group
     mesh = _mesh(2, 2)
     state, _, metrics, _ = _run(model, c, mesh, steps=1)
     assert state.params["group0_mlp"]["Dense_0"]["kernel"].sharding.spec == P("student")
-    ipnn = jax.tree.leaves(state.params["group1_ipnn"])
-    assert all(x.sharding.spec == P() for x in ipnn)
+    assert all(x.sharding.spec == P() for x in jax.tree.leaves(state.params["group1_mlp"]))
+    assert all(x.sharding.spec == P() for x in jax.tree.leaves(state.opt_state[1].inner_state[0].mu["group1_mlp"]))
     assert np.isfinite(metrics[0]["loss"])
-    assert "mlpx2 split, ipnnx1 replicated" in sharding.describe(mesh, model.groups)
+    assert "mlpx2 split, mlpx1 replicated" in sharding.describe(mesh, model.groups)
 
 
 def test_mesh_errors_name_the_config_key():
@@ -134,9 +134,9 @@ def test_mesh_errors_name_the_config_key():
 def _tiny_run_config(tmp_path, **mesh):
     c = base_config()
     c.data.cache_dir = str(tmp_path / "cache")
-    c.data.synthetic.num_train, c.data.synthetic.num_valid, c.data.synthetic.num_test = 2000, 500, 500
+    c.data.synthetic.num_train, c.data.synthetic.num_valid, c.data.synthetic.num_test = 1024, 512, 512
     c.data.name = "synthetic_mesh"
-    c.model.hidden_units, c.model.num_students = (16, 16), 4
+    c.model.hidden_units, c.model.num_students = (8,), 2
     c.train.batch_size, c.train.num_epochs, c.train.progress, c.train.plot = 512, 1, False, False
     c.mesh.data, c.mesh.student = mesh.get("data", 0), mesh.get("student", 1)
     return c
