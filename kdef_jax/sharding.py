@@ -28,15 +28,12 @@ def make_mesh(mesh_config, batch_sizes: dict, devices=None) -> Mesh | None:
     """
     devices = list(jax.devices() if devices is None else devices)
     if jax.process_count() > 1:
-        raise ValueError("config mesh: multi-host (multi-process) runs are not supported yet; run one process per host "
-                         "group or set mesh.data/mesh.student for this host's devices only")
-    s = int(mesh_config.student)
-    if s < 1:
-        raise ValueError(f"config mesh.student: must be >= 1, got {s}")
+        raise ValueError("config mesh: multi-host (multi-process) runs are not supported yet")
+    s = int(mesh_config.student)  # mesh.data >= 0 and mesh.student >= 1: config.validate
     if len(devices) % s:
         raise ValueError(f"config mesh.student: {s} does not divide the {len(devices)} devices")
     d = int(mesh_config.data) or len(devices) // s
-    if d < 1 or d * s > len(devices):
+    if d * s > len(devices):
         raise ValueError(f"config mesh.data × mesh.student = {d} × {s} needs {d * s} devices; this host has {len(devices)}")
     if d * s == 1:
         return None
@@ -47,13 +44,18 @@ def make_mesh(mesh_config, batch_sizes: dict, devices=None) -> Mesh | None:
     return Mesh(np.asarray(devices[: d * s], dtype=object).reshape(d, s), AXES)
 
 
+def splits(count: int, student: int) -> bool:
+    """Whether a group of ``count`` students is split over a student axis of size ``student``."""
+    return student > 1 and count % student == 0
+
+
 def _is_student_leaf(path, leaf, counts: dict, student: int) -> bool:
     """Whether ``leaf`` (at ``path`` in a params-like tree) carries a group's leading K axis that splits over S."""
     for key in path:
         name = getattr(key, "key", None)
         if isinstance(name, str) and name in counts:
             k = counts[name]
-            return k % student == 0 and getattr(leaf, "ndim", 0) >= 1 and leaf.shape[0] == k
+            return splits(k, student) and getattr(leaf, "ndim", 0) >= 1 and leaf.shape[0] == k
     return False
 
 
@@ -63,7 +65,7 @@ def state_shardings(mesh: Mesh, state, groups) -> object:
     s = mesh.shape["student"]
 
     def spec(path, leaf):
-        return NamedSharding(mesh, P("student") if s > 1 and _is_student_leaf(path, leaf, counts, s) else P())
+        return NamedSharding(mesh, P("student") if _is_student_leaf(path, leaf, counts, s) else P())
 
     return jax.tree_util.tree_map_with_path(spec, state)
 
@@ -82,6 +84,6 @@ def describe(mesh: Mesh | None, groups) -> str:
     if mesh is None:
         return f"1 device ({jax.devices()[0].device_kind})"
     s = mesh.shape["student"]
-    split = [f"{g.name} {'split' if g.count % s == 0 else 'replicated'}" for g in groups] if s > 1 else []
+    split = [f"{g.name} {'split' if splits(g.count, s) else 'replicated'}" for g in groups] if s > 1 else []
     return (f"{mesh.size} devices ({mesh.devices.flat[0].device_kind}): data {mesh.shape['data']} × student {s}"
             + (f"; {', '.join(split)}" if split else ""))
