@@ -76,7 +76,7 @@ def _compare(tree, ref, tol, what):
         assert err <= tol, f"{what} {jax.tree_util.keystr(path)}: max |diff| / max |value| = {err:.2e} > {tol:g}"
 
 
-@pytest.mark.parametrize("data,student,impl", [(2, 2, "unrolled"), (1, 4, "vmap")])
+@pytest.mark.parametrize("data,student,impl", [(2, 2, "unrolled"), pytest.param(1, 4, "vmap", marks=pytest.mark.slow)])
 def test_sharded_steps_match_one_device(data, student, impl):
     c, model = _model(impl=impl)
     _, (ref1, _), ref_m, _ = _run(model, c, None)
@@ -96,6 +96,7 @@ def test_sharded_steps_match_one_device(data, student, impl):
     assert step._cache_size() == 1  # every step ran the one compiled program
 
 
+@pytest.mark.slow
 def test_lazy_adam_step_on_a_mesh_matches_one_device():
     c, model = _model()
     c.optim.embedding_optimizer = "lazy_adam"

@@ -16,16 +16,25 @@ from kdef_jax.config import base_config, validate
 TESTS = Path(__file__).resolve().parent
 
 
-def test_multidevice_cases_pass_on_four_host_devices():
+def _run_cases(marker: str) -> None:
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / "multidevice_cases.py")],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker, str(TESTS / "multidevice_cases.py")],
         cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=900,
     )
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
     assert " passed" in tail and "skipped" not in tail, tail
+
+
+def test_multidevice_cases_pass_on_four_host_devices():
+    _run_cases("not slow")
+
+
+@pytest.mark.slow
+def test_slow_multidevice_cases_pass_on_four_host_devices():  # 1x4 vmap, lazy Adam on 2x2
+    _run_cases("slow")
 
 
 def test_one_device_means_no_mesh():
