@@ -107,6 +107,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Devices (kdef_jax/sharding.py): batch rows split over mesh.data devices (0 = every device the
     # student axis leaves), each student group's K axis over mesh.student; one device = no mesh.
     c.mesh = ml_collections.ConfigDict({"data": 0, "student": 1})
+    # Many processes (kdef_jax/distributed.py): coordinator "" = one process, "auto" = jax's cluster
+    # detection (SLURM, Open MPI, TPU pods), "host:port" = explicit, with num_processes and process_id.
+    c.distributed = ml_collections.ConfigDict({"coordinator": "", "num_processes": 0, "process_id": -1})
 
     c.train = ml_collections.ConfigDict()
     t = c.train
@@ -211,6 +214,17 @@ def validate(c) -> None:
         bad("mesh.data", f"must be an integer >= 0 (0 = all devices), got {c.mesh.data!r}")
     if not isinstance(c.mesh.student, int) or c.mesh.student < 1:
         bad("mesh.student", f"must be an integer >= 1, got {c.mesh.student!r}")
+    dist = c.distributed
+    if not isinstance(dist.coordinator, str):
+        bad("distributed.coordinator", f"must be '', 'auto' or 'host:port', got {dist.coordinator!r}")
+    if dist.coordinator not in ("", "auto"):
+        if ":" not in dist.coordinator:
+            bad("distributed.coordinator", f"{dist.coordinator!r} is not '', 'auto' or 'host:port'")
+        if not isinstance(dist.num_processes, int) or dist.num_processes < 1:
+            bad("distributed.num_processes", f"must be >= 1 with coordinator {dist.coordinator!r}, got {dist.num_processes!r}")
+        if not isinstance(dist.process_id, int) or not 0 <= dist.process_id < dist.num_processes:
+            bad("distributed.process_id", f"must be in [0, {dist.num_processes}) with coordinator "
+                f"{dist.coordinator!r}, got {dist.process_id!r}")
     if d.split not in ("files", "mod", "random"):
         bad("data.split", f"{d.split!r} is not one of files, mod, random")
     if d.split == "mod" and d.valid_mod < 2:

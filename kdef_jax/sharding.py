@@ -1,4 +1,4 @@
-"""Multi-device training on one host: a ``("data", "student")`` device mesh for jit's SPMD partitioner.
+"""Multi-device training: a ``("data", "student")`` device mesh for jit's SPMD partitioner.
 
     mesh = D × S devices:  batch rows on "data" (D shards), the leading K axis of every student
     group's variables (params, BatchNorm statistics, Adam moments) on "student" (S shards);
@@ -9,7 +9,10 @@ the teacher σ(mean_k z_k), the examination scores, the loss and the gradients a
 GLOBAL batch (only the floating-point reduction order differs). A group whose size K_g is not a
 multiple of S (e.g. KDEF_Latest's one IPNN) is replicated over "student" and runs data-parallel.
 ``config.mesh.data = 0`` (default) takes every device the student axis leaves; one device in all
-means no mesh at all (the single-device program, unchanged).
+means no mesh at all (the single-device program, unchanged). Across processes (kdef_jax/distributed.py)
+the mesh takes every device, ordered by process, so each process holds whole data-axis rows and,
+when mesh.student divides its local device count, whole student shards: host arrays go on with
+``to_mesh`` and come back with ``to_host``.
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ def make_mesh(mesh_config, batch_sizes: dict, devices=None) -> Mesh | None:
 
     ``batch_sizes``: {config key: batch size}, each must divide over the data axis (named in the error).
     """
-    devices = list(jax.devices() if devices is None else devices)
-    if jax.process_count() > 1:
-        raise ValueError("config mesh: multi-host (multi-process) runs are not supported yet")
+    devices = sorted(jax.devices() if devices is None else devices, key=lambda d: (d.process_index, d.id))
     s = int(mesh_config.student)  # mesh.data >= 0 and mesh.student >= 1: config.validate
     if len(devices) % s:
         raise ValueError(f"config mesh.student: {s} does not divide the {len(devices)} devices")
     d = int(mesh_config.data) or len(devices) // s
     if d * s > len(devices):
         raise ValueError(f"config mesh.data × mesh.student = {d} × {s} needs {d * s} devices; this host has {len(devices)}")
+    if jax.process_count() > 1 and d * s != len(devices):
+        raise ValueError(f"config mesh.data × mesh.student = {d} × {s}: a {jax.process_count()}-process run "
+                         f"must use all {len(devices)} devices")
     if d * s == 1:
         return None
     for key, b in batch_sizes.items():
@@ -79,11 +83,39 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def to_mesh(tree, shardings):
+    """Host (numpy) or single-device arrays → global arrays with ``shardings`` (one, or a matching tree).
+
+    One process: ``jax.device_put``. Several: every process holds the same full values and each
+    places only the slices its own devices hold (``jax.make_array_from_callback``).
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def put(x, sh):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sh, lambda index: x[index])
+
+    if isinstance(shardings, NamedSharding):
+        return jax.tree.map(lambda x: put(x, shardings), tree)
+    return jax.tree.map(put, tree, shardings)
+
+
+def to_host(tree):
+    """Device arrays → numpy; an array spread over several processes is gathered whole on every one."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def describe(mesh: Mesh | None, groups) -> str:
     """One log line: the mesh and which groups split over its student axis."""
     if mesh is None:
         return f"1 device ({jax.devices()[0].device_kind})"
+    hosts = f", {jax.process_count()} processes" if jax.process_count() > 1 else ""
     s = mesh.shape["student"]
     split = [f"{g.name} {'split' if splits(g.count, s) else 'replicated'}" for g in groups] if s > 1 else []
-    return (f"{mesh.size} devices ({mesh.devices.flat[0].device_kind}): data {mesh.shape['data']} × student {s}"
+    return (f"{mesh.size} devices ({mesh.devices.flat[0].device_kind}{hosts}): data {mesh.shape['data']} × student {s}"
             + (f"; {', '.join(split)}" if split else ""))

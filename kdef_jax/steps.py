@@ -13,6 +13,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from kdef_jax.losses import kdef_loss
@@ -53,7 +54,14 @@ def set_learning_rate(state: TrainState, lr: float) -> TrainState:
     """Same Adam moments, new learning rate (torch ReduceLROnPlateau semantics)."""
     inject = state.opt_state[1]
     hp = dict(inject.hyperparams)
-    hp["learning_rate"] = jnp.asarray(lr, dtype=jnp.asarray(hp["learning_rate"]).dtype)
+    old = hp["learning_rate"]
+    new = np.asarray(lr, dtype=jnp.result_type(old))
+    if isinstance(old, jax.Array) and not old.is_fully_addressable:  # a multi-process mesh: keep it global
+        from kdef_jax.sharding import to_mesh
+
+        hp["learning_rate"] = to_mesh(new, old.sharding)
+    else:
+        hp["learning_rate"] = jnp.asarray(new)
     return state.replace(opt_state=(state.opt_state[0], inject._replace(hyperparams=hp)))
 
 
@@ -98,7 +106,7 @@ def _place(state: TrainState, model, mesh):
     state_sh = sharding.state_shardings(mesh, state, model.groups)
     rep = sharding.replicated(mesh)
     jit_kw = {"in_shardings": (state_sh, sharding.batch_sharding(mesh), rep), "out_shardings": (state_sh, rep)}
-    return jax.device_put(state, state_sh), jit_kw
+    return sharding.to_mesh(state, state_sh), jit_kw
 
 
 def make_train_step(model, tx, loss_cfg, emb_l2: float, **jit_kw):

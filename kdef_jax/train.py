@@ -5,6 +5,8 @@ student on validation; the TEACHER's validation AUC alone drives everything: an 
 least ``min_delta`` saves the best checkpoint and resets the counter; otherwise LR ×= 0.1 (floor
 1e-6, Adam moments kept) and the counter grows; ``patience`` (2) consecutive non-improving epochs
 stop the run. Then the best epoch is restored and evaluated on validation and test.
+With ``config.distributed`` every process runs this same function (kdef_jax/distributed.py); process
+0 alone logs and writes the result files.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches, prefetch
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
-from kdef_jax import report, sharding
+from kdef_jax import distributed, report, sharding
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
@@ -34,10 +36,10 @@ def predict_logits(predict, state, split, batch_size: int, *, progress: bool = F
     """Student logits [K, N] for a whole split (eval mode), fetched to the host once at the end.
     ``rows_to``: where each ids batch goes (a mesh's row split; None = the default device)."""
     outs = []
-    batches = prefetch(iterate_batches(split, batch_size), 2, transform=lambda b: jax.device_put(b["ids"], rows_to))
+    batches = prefetch(iterate_batches(split, batch_size), 2, transform=lambda b: sharding.to_mesh(b["ids"], rows_to))
     for ids in tqdm(batches, total=num_batches(len(split), batch_size), desc=desc, leave=False, disable=not progress):
         outs.append(predict(state.params, state.batch_stats, ids))
-    return np.concatenate(jax.device_get(outs), axis=1)[:, : len(split)]
+    return np.concatenate(sharding.to_host(outs), axis=1)[:, : len(split)]
 
 
 def evaluate(predict, state, split, batch_size: int, **kw) -> dict:
@@ -74,17 +76,22 @@ def plateau_update(meta: dict, epoch: int, auc: float, o) -> bool:
 
 
 def _mean_metrics(ms: list) -> dict:
-    host = jax.device_get(ms)
+    host = sharding.to_host(ms)
     return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
 def train_and_evaluate(config, workdir, *, log=print) -> dict:
     t_start = time.perf_counter()
     validate(config)
+    c, t = config, config.train
+    distributed.initialize(c.distributed)
+    main = distributed.is_main()
+    if not main:
+        log = _quiet
+    progress = t.progress and main
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    c, t = config, config.train
-    ds = load_dataset(c.data, log=log)
+    ds = distributed.main_first(lambda: load_dataset(c.data, log=log), "kdef_jax: dataset cache")
     _check_labels(ds)
     for s in ("train", "valid"):
         if s not in ds.splits or len(ds.splits[s]) == 0:
@@ -97,6 +104,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     rows_to = sharding.batch_sharding(mesh) if mesh is not None else None
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(c.seed))
     state, train_step = make_training(model, c, init_rng, fmap.num_columns, mesh)
+    if mesh is not None:
+        dropout_rng = sharding.to_mesh(dropout_rng, sharding.replicated(mesh))
     params = count_params(state.params)
     log(f"[devices] {sharding.describe(mesh, model.groups)}")
     log(f"[model] {len(names)} students: " + ", ".join(f"{g.name}" for g in model.groups))
@@ -117,8 +126,9 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
             f"{ckpt.root} holds checkpoints of an earlier run; pass --config.resume=True to continue it "
             f"or choose a new --workdir (nothing was overwritten)"
         )
-    (workdir / "config.json").write_text(c.to_json(indent=1))
-    fmap.save(workdir / "feature_map.json")  # with config.json: enough to rebuild the model (export.load_run)
+    if main:
+        (workdir / "config.json").write_text(c.to_json(indent=1))
+        fmap.save(workdir / "feature_map.json")  # with config.json: enough to rebuild the model (export.load_run)
 
     predict = make_predict_step(model)
     train, valid, test = ds.splits["train"], ds.splits["valid"], ds.splits.get("test")
@@ -134,8 +144,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         batches = iterate_batches(train, bs, order=order)
         ms, rows_after_first, t_first = [], 0, None
         t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not t.progress)
-        for i, batch in enumerate(prefetch(batches, t.prefetch, transform=lambda b: jax.device_put(b, rows_to))):
+        bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress)
+        for i, batch in enumerate(prefetch(batches, t.prefetch, transform=lambda b: sharding.to_mesh(b, rows_to))):
             if i >= steps:
                 break
             state, m = train_step(state, batch, dropout_rng)
@@ -163,7 +173,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         if not all(math.isfinite(v) for v in tm.values()):
             raise FloatingPointError(_nan_message(epoch, len(ms), meta, ckpt))
 
-        val = evaluate(predict, state, valid, ebs, progress=t.progress, desc="valid", rows_to=rows_to)
+        val = evaluate(predict, state, valid, ebs, progress=progress, desc="valid", rows_to=rows_to)
         auc = val["teacher"]["auc"]
         lr_used = meta["lr"]
         improved = plateau_update(meta, epoch, auc, o)
@@ -173,7 +183,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
                   "epoch_train_s": t_end - t0, "steps": len(ms)}
         meta["history"].append(record)
         meta["epoch"] = epoch
-        report.append_jsonl(workdir / "metrics.jsonl", record)
+        if main:
+            report.append_jsonl(workdir / "metrics.jsonl", record)
         students = " ".join(f"{s['auc']:.4f}" for s in val["students"])
         gain = "*" if improved else f"no gain ({meta['bad_epochs']})"
         log(f"[epoch {epoch:3d}] loss {tm['loss']:.5f}  val AUC {auc:.6f} logloss {val['teacher']['logloss']:.6f}"
@@ -185,8 +196,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     if restored is not None:
         state = restored[0]
     ckpt.close()
-    val = evaluate(predict, state, valid, ebs, progress=t.progress, desc="valid", rows_to=rows_to)
-    tst = evaluate(predict, state, test, ebs, progress=t.progress, desc="test", rows_to=rows_to) if test is not None and len(test) else None
+    val = evaluate(predict, state, valid, ebs, progress=progress, desc="valid", rows_to=rows_to)
+    tst = evaluate(predict, state, test, ebs, progress=progress, desc="test", rows_to=rows_to) if test is not None and len(test) else None
     summary = report.summarize(val, tst, names)
     throughput = meta["timed_rows"] / meta["timed_s"] if meta["timed_s"] > 0 else float("nan")
     results = {
@@ -206,10 +217,13 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         "wall_s": time.perf_counter() - t_start,
         "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
         "mesh": dict(mesh.shape) if mesh is not None else {"data": 1, "student": 1},
+        "processes": jax.process_count(),
         "host": platform.node(),
         "cpu": report.host_cpu(),
         "seed": c.seed,
     }
+    if not main:
+        return results
     report.write_json(workdir / "results.json", results)
     log("\n" + report.format_table(summary))
     log(f"epochs {meta['epoch']} (best {meta['best_epoch']}), train {throughput:,.0f} samples/s, "
@@ -218,6 +232,10 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         if not report.plot_history(meta["history"], names, workdir / "curves.png"):
             log("[plot] matplotlib is not installed, so no curves.png (pip install 'kdef-jax[plots]')")
     return results
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of processes other than 0."""
 
 
 def _nan_message(epoch: int, step: int, meta: dict, ckpt) -> str:

@@ -1,0 +1,65 @@
+"""Many hosts: ``jax.distributed`` start-up and the few things a multi-process run does differently.
+
+One process per host (or per GPU), all running the same program on the same config. After
+``initialize``, ``jax.devices()`` lists every process's devices and the (data, student) mesh of
+kdef_jax/sharding.py spans them all, so the train step is the one-device math on the global batch.
+
+    config.distributed.coordinator = ""            one process (default)
+                                   = "auto"        jax's cluster detection (SLURM, Open MPI, TPU pods, ...)
+                                   = "host:port"   explicit: also num_processes (≥ 2) and process_id
+
+Every process reads every global batch from its own copy of the preprocessed cache (the data must
+be on every host, or on a shared filesystem) and places only its devices' rows; process 0 builds
+that cache first (``main_first``). Checkpoints are written by all processes together (orbax) into
+a workdir that every process must see (a shared filesystem); logs and result files come from
+process 0 only.
+"""
+
+from __future__ import annotations
+
+import jax
+
+def initialize(cfg) -> bool:
+    """Start ``jax.distributed`` as ``cfg`` (config.distributed) says; returns whether it runs multi-process.
+
+    Must run before any JAX computation in this process (jax's own rule). A no-op for ``coordinator=""``
+    or when the caller (or an earlier call) already initialised it.
+    """
+    if jax.distributed.is_initialized():
+        return jax.process_count() > 1
+    if not cfg.coordinator:
+        return False
+    # CPU devices talk to other processes through gloo (jax's default CPU collectives do not cross
+    # processes); GPU/TPU backends ignore the setting.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kw = {} if cfg.coordinator == "auto" else dict(
+        coordinator_address=cfg.coordinator, num_processes=cfg.num_processes, process_id=cfg.process_id)
+    try:
+        jax.distributed.initialize(**kw)
+    except RuntimeError as e:
+        raise ValueError(f"config distributed.coordinator={cfg.coordinator!r}: jax.distributed.initialize "
+                         f"failed ({e}); it must run before any JAX computation in the process") from e
+    return jax.process_count() > 1
+
+
+def is_main() -> bool:
+    """Whether this process writes logs and files (process 0; always true in a one-process run)."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches ``name`` (nothing to wait for in a one-process run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def main_first(fn, name: str):
+    """``fn()`` on process 0, then on the others once it finished (e.g. building a shared data cache)."""
+    if is_main():
+        out = fn()
+        barrier(name)
+        return out
+    barrier(name)
+    return fn()

@@ -1,0 +1,57 @@
+"""One process of a multi-process CPU run for tests/test_multihost.py (not collected by pytest).
+
+    python tests/multihost_worker.py --workdir W --cache C --devices 2 --coordinator localhost:PORT \
+        --num-processes 2 --process-id 0 [--resume] [--epochs N]
+
+Trains ``configs/default.py:tiny`` on a (data = all devices) mesh with ``--devices`` CPU devices in
+this process; without ``--coordinator`` it is the one-process run the multi-process one must match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--devices", type=int, required=True)
+    p.add_argument("--coordinator", default="")
+    p.add_argument("--num-processes", type=int, default=0)
+    p.add_argument("--process-id", type=int, default=-1)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--resume", action="store_true")
+    a = p.parse_args()
+
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", a.devices)
+    from kdef_jax.config import load_config_file
+    from kdef_jax.train import train_and_evaluate
+
+    c = load_config_file(str(ROOT / "configs" / "default.py") + ":tiny")
+    c.data.cache_dir = a.cache
+    c.data.synthetic.num_train = 3000  # 6 batches of 512, the last one padded (440 real rows)
+    c.model.num_students = 2
+    c.train.num_epochs = a.epochs
+    c.train.plot = False
+    c.train.log_every = 1  # float(loss) each step: a read of a replicated global scalar
+    c.resume = a.resume
+    c.distributed.coordinator = a.coordinator
+    c.distributed.num_processes = a.num_processes
+    c.distributed.process_id = a.process_id
+    results = train_and_evaluate(c, a.workdir, log=lambda *m: print(*m, flush=True))
+    print("RESULT " + json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
+                                  "test_auc": [r["test_auc"] for r in results["rows"]],
+                                  "epochs_run": results["epochs_run"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

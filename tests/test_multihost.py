@@ -1,0 +1,138 @@
+"""Multi-process training (kdef_jax/distributed.py): two CPU processes of 2 devices each, joined by
+``jax.distributed`` (gloo collectives), against one process with 4 devices: the same global program,
+so the same losses and weights; plus the config checks."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from kdef_jax.config import base_config, validate
+
+TESTS = Path(__file__).resolve().parent
+WORKER = TESTS / "multihost_worker.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(TESTS.parent / ".cache" / "jax_test_compile"))
+    env.pop("XLA_FLAGS", None)  # the device count comes from the worker's --devices
+    return env
+
+
+def _results(out: str) -> dict:
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def _one_process(workdir, cache, *extra) -> str:
+    proc = subprocess.run([sys.executable, str(WORKER), "--workdir", str(workdir), "--cache", str(cache),
+                           "--devices", "4", *extra], env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout
+
+
+def _two_processes(workdir, cache, *extra) -> list:
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, str(WORKER), "--workdir", str(workdir), "--cache", str(cache),
+                               "--devices", "2", "--coordinator", f"localhost:{port}", "--num-processes", "2",
+                               "--process-id", str(i), *extra],
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=600)[0])
+    finally:
+        for p in procs:
+            p.kill()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+    return outs
+
+
+def _epoch_losses(workdir) -> list:
+    lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(ln)["train"]["loss"] for ln in lines]
+
+
+def _assert_same_weights(a_dir, b_dir) -> None:
+    """Best checkpoints within 1e-5 (1% of one Adam step at lr 1e-3: a wrong row or a missed shard moves
+    a weight by whole steps, float reduction order by ~1e-6 after 12 steps), except the Dense biases
+    feeding a BatchNorm and the BN running means that follow them: their true gradient is 0, so Adam
+    turns the rounding noise of any reduction order into ±lr steps (tests/multidevice_cases.py)."""
+    from kdef_jax.export import load_run
+
+    va, vb = load_run(a_dir)[1], load_run(b_dir)[1]
+    checked = 0
+    for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(va), jax.tree_util.tree_leaves_with_path(vb)):
+        name = jax.tree_util.keystr(path)
+        pre_bn_bias = "Dense" in name and "bias" in name and not name.endswith("['Dense_2']['bias']")
+        if pre_bn_bias or ("BatchNorm" in name and "mean" in name):
+            continue
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5, err_msg=name)
+        checked += 1
+    assert checked >= 8
+
+
+def test_two_processes_train_what_one_process_trains(tmp_path):
+    cache = tmp_path / "cache"
+    one = _results(_one_process(tmp_path / "one", cache))
+    outs = _two_processes(tmp_path / "two", cache)
+    r0, r1 = (_results(o) for o in outs)
+    assert one["processes"] == 1 and r0["processes"] == r1["processes"] == 2
+    assert (r0["process"], r1["process"]) == (0, 1)
+    assert r0["test_auc"] == r1["test_auc"]  # every process evaluates the same gathered predictions
+    assert r0["epochs_run"] == one["epochs_run"] == 2
+    np.testing.assert_allclose(_epoch_losses(tmp_path / "two"), _epoch_losses(tmp_path / "one"), rtol=2e-5)
+    _assert_same_weights(tmp_path / "one", tmp_path / "two")
+    assert "[devices] 4 devices (cpu, 2 processes): data 4 × student 1" in outs[0]
+    assert "[epoch" in outs[0] and "[epoch" not in outs[1]  # process 0 alone logs
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["processes"] == 2
+    assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == 2  # written once per epoch
+
+
+@pytest.mark.slow
+def test_two_processes_resume_a_checkpointed_run(tmp_path):
+    cache = tmp_path / "cache"
+    _one_process(tmp_path / "one", cache)
+    _two_processes(tmp_path / "two", cache, "--epochs", "1")
+    outs = _two_processes(tmp_path / "two", cache, "--epochs", "2", "--resume")
+    assert "resumed from epoch 1" in outs[0]
+    np.testing.assert_allclose(_epoch_losses(tmp_path / "two"), _epoch_losses(tmp_path / "one"), rtol=2e-5)
+    _assert_same_weights(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("coordinator", "somehost", "distributed.coordinator: 'somehost' is not"),
+    ("num_processes", 0, "distributed.num_processes: must be >= 1"),
+    ("process_id", 2, r"distributed.process_id: must be in \[0, 2\)"),
+])
+def test_bad_distributed_config_names_the_key(key, value, msg):
+    c = base_config()
+    c.distributed.coordinator, c.distributed.num_processes, c.distributed.process_id = "localhost:1234", 2, 0
+    c.distributed[key] = value
+    with pytest.raises(ValueError, match=msg):
+        validate(c)
+
+
+def test_one_process_by_default():
+    from kdef_jax import distributed
+
+    assert base_config().distributed.coordinator == ""
+    assert distributed.initialize(base_config().distributed) is False
+    assert distributed.is_main()
+    assert distributed.main_first(lambda: 7, "unused") == 7
