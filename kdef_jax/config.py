@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
     m = c.model
     m.embedding_dim = 16
     m.embedding_init_std = 1e-4
+    m.embedding_rows = 0  # table rows; 0 = Σ V_f (more: zero rows no id reaches; set by mesh.embedding="rows")
     m.num_students = 3
     m.student = "mlp"
     m.students = ""  # groups "kind:count,kind:count" (overrides student/num_students); logits [K, B] follow this order
@@ -106,7 +107,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Devices (kdef_jax/sharding.py): batch rows split over mesh.data devices (0 = every device the
     # student axis leaves), each student group's K axis over mesh.student; one device = no mesh.
-    c.mesh = ml_collections.ConfigDict({"data": 0, "student": 1})
+    # mesh.embedding: "replicated" (every device holds the table) or "rows" (the table and its Adam
+    # moments split by rows over every device; padded with zero rows to a multiple of the mesh size).
+    c.mesh = ml_collections.ConfigDict({"data": 0, "student": 1, "embedding": "replicated"})
     # Many processes (kdef_jax/distributed.py): coordinator "" = one process, "auto" = jax's cluster
     # detection (SLURM, Open MPI, TPU pods), "host:port" = explicit, with num_processes and process_id.
     c.distributed = ml_collections.ConfigDict({"coordinator": "", "num_processes": 0, "process_id": -1})
@@ -214,6 +217,10 @@ def validate(c) -> None:
         bad("mesh.data", f"must be an integer >= 0 (0 = all devices), got {c.mesh.data!r}")
     if not isinstance(c.mesh.student, int) or c.mesh.student < 1:
         bad("mesh.student", f"must be an integer >= 1, got {c.mesh.student!r}")
+    if c.mesh.embedding not in ("replicated", "rows"):
+        bad("mesh.embedding", f"{c.mesh.embedding!r} is not one of replicated, rows")
+    if not isinstance(m.embedding_rows, int) or m.embedding_rows < 0:
+        bad("model.embedding_rows", f"must be an integer >= 0 (0 = the feature map's rows), got {m.embedding_rows!r}")
     dist = c.distributed
     if not isinstance(dist.coordinator, str):
         bad("distributed.coordinator", f"must be '', 'auto' or 'host:port', got {dist.coordinator!r}")

@@ -72,8 +72,11 @@ def load_exported(blob: bytes):
     return jax.export.deserialize(blob).call
 
 
-def load_run(workdir):
-    """(model, variables, feature_map, results) of a finished ``train_and_evaluate`` workdir (best epoch)."""
+def load_run(workdir, checkpoint: str = "best"):
+    """(model, variables, feature_map, results) of a ``train_and_evaluate`` workdir: its best epoch, or
+    with ``checkpoint="latest"`` its last saved one (e.g. a run still going or cut short)."""
+    if checkpoint not in ("best", "latest"):
+        raise ValueError(f"load_run checkpoint={checkpoint!r}: use 'best' or 'latest'")
     import json
     from pathlib import Path
 
@@ -91,7 +94,7 @@ def load_run(workdir):
     template, _ = make_training(model, config, jax.random.PRNGKey(0), fmap.num_columns)
     ckpt = Checkpoints(workdir)
     try:
-        restored = ckpt.restore_best(template)
+        restored = ckpt.restore_best(template) if checkpoint == "best" else ckpt.restore_latest(template)
     finally:
         ckpt.close()
     if restored is None:

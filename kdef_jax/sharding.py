@@ -2,7 +2,8 @@
 
     mesh = D × S devices:  batch rows on "data" (D shards), the leading K axis of every student
     group's variables (params, BatchNorm statistics, Adam moments) on "student" (S shards);
-    the embedding table, its moments and every scalar replicated.
+    the embedding table and its moments replicated, or (``mesh.embedding = "rows"``) split by rows
+    over all D·S devices; every scalar replicated.
 
 The math is that of one device: the partitioner inserts the all-reduces, so BatchNorm statistics,
 the teacher σ(mean_k z_k), the examination scores, the loss and the gradients are those of the
@@ -18,6 +19,7 @@ when mesh.student divides its local device count, whole student shards: host arr
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -63,13 +65,57 @@ def _is_student_leaf(path, leaf, counts: dict, student: int) -> bool:
     return False
 
 
-def state_shardings(mesh: Mesh, state, groups) -> object:
-    """NamedShardings for every leaf of a TrainState: student-group leaves P("student"), the rest P()."""
-    counts = {f"group{i}_{g.kind}": g.count for i, g in enumerate(groups)}
+TABLE_ROWS = P(AXES, None)  # the embedding table's rows over every device of the mesh
+
+
+def table_rows(total_rows: int, mesh: Mesh) -> int:
+    """The table's row count split over ``mesh``: ``total_rows`` rounded up to a multiple of its size."""
+    return -(-total_rows // mesh.size) * mesh.size
+
+
+def row_split_lookup(mesh: Mesh):
+    """``lookup(table, rows) -> table[rows]`` for a table split by rows (TABLE_ROWS) and row ids
+    [B, C] split by batch rows over "data": the model-parallel embedding lookup.
+
+    Device n = (data i, student j), n = i·S + j, holds table rows [n·R, (n+1)·R). It gathers the
+    global batch's ids over "data", looks up the ones in its range (zeros elsewhere), and a
+    reduce-scatter over "data" plus a sum over "student" hands each device its batch rows' sums,
+    in which exactly one device contributed each row. Per step that moves B·C ids and B·C·d values,
+    never the table; autodiff turns it into the matching all-gather and a local scatter-add into
+    each device's rows. (Left to jit's partitioner, the same ``jnp.take`` all-gathers the whole table
+    and all-reduces its whole gradient.)
+    """
     s = mesh.shape["student"]
 
+    def local(table, ids):
+        n_rows = table.shape[0]
+        shard = jax.lax.axis_index("data") * s + jax.lax.axis_index("student")
+        local_ids = jax.lax.all_gather(ids, "data", axis=0, tiled=True) - shard * n_rows
+        hit = (local_ids >= 0) & (local_ids < n_rows)
+        part = jnp.take(table, jnp.where(hit, local_ids, 0), axis=0) * hit[..., None].astype(table.dtype)
+        out = jax.lax.psum_scatter(part, "data", scatter_dimension=0, tiled=True)
+        return jax.lax.psum(out, "student")
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(TABLE_ROWS, P("data")), out_specs=P("data"))
+
+
+def state_shardings(mesh: Mesh, state, groups, *, split_table: bool = False) -> object:
+    """NamedShardings for every leaf of a TrainState: student-group leaves P("student"); with
+    ``split_table`` the embedding table and every leaf of its shape (its Adam moments) TABLE_ROWS;
+    the rest P()."""
+    counts = {f"group{i}_{g.kind}": g.count for i, g in enumerate(groups)}
+    s = mesh.shape["student"]
+    table_shape = state.params["embedding"]["table"].shape
+    if split_table and table_shape[0] % mesh.size:
+        raise ValueError(f"config model.embedding_rows: a table of {table_shape[0]} rows does not split over "
+                         f"{mesh.size} devices (mesh.embedding='rows'); use 0 or a multiple of {mesh.size}")
+
     def spec(path, leaf):
-        return NamedSharding(mesh, P("student") if _is_student_leaf(path, leaf, counts, s) else P())
+        if _is_student_leaf(path, leaf, counts, s):
+            return NamedSharding(mesh, P("student"))
+        if split_table and getattr(leaf, "shape", None) == table_shape:
+            return NamedSharding(mesh, TABLE_ROWS)
+        return NamedSharding(mesh, P())
 
     return jax.tree_util.tree_map_with_path(spec, state)
 
@@ -110,12 +156,13 @@ def to_host(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def describe(mesh: Mesh | None, groups) -> str:
-    """One log line: the mesh and which groups split over its student axis."""
+def describe(mesh: Mesh | None, groups, split_table: bool = False) -> str:
+    """One log line: the mesh, which groups split over its student axis, where the table lives."""
     if mesh is None:
         return f"1 device ({jax.devices()[0].device_kind})"
     hosts = f", {jax.process_count()} processes" if jax.process_count() > 1 else ""
     s = mesh.shape["student"]
     split = [f"{g.name} {'split' if splits(g.count, s) else 'replicated'}" for g in groups] if s > 1 else []
     return (f"{mesh.size} devices ({mesh.devices.flat[0].device_kind}{hosts}): data {mesh.shape['data']} × student {s}"
-            + (f"; {', '.join(split)}" if split else ""))
+            + (f"; {', '.join(split)}" if split else "")
+            + (f"; embedding table split by rows over {mesh.size}" if split_table else ""))

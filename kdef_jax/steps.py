@@ -90,33 +90,38 @@ def make_training(model, config, rng, num_columns: int, mesh=None):
         from kdef_jax import lazy_adam
 
         state = create_train_state(model, None, rng, num_columns, opt_init=lambda p: lazy_adam.init_opt_state(p, o))
-        state, jit_kw = _place(state, model, mesh)
+        state, jit_kw, _ = _place(state, model, mesh, config)  # lazy Adam gathers its batch's rows itself
         return state, lazy_adam.make_lazy_train_step(model, config.loss, o, **jit_kw)
     tx = make_optimizer(o)
-    state, jit_kw = _place(create_train_state(model, tx, rng, num_columns), model, mesh)
-    return state, make_train_step(model, tx, config.loss, o.embedding_l2, **jit_kw)
+    state, jit_kw, lookup = _place(create_train_state(model, tx, rng, num_columns), model, mesh, config)
+    return state, make_train_step(model, tx, config.loss, o.embedding_l2, lookup=lookup, **jit_kw)
 
 
-def _place(state: TrainState, model, mesh):
-    """(state on ``mesh``, the train step's jit shardings); unchanged and {} without a mesh."""
+def _place(state: TrainState, model, mesh, config):
+    """(state on ``mesh``, the train step's jit shardings, the table lookup of a row-split table or
+    None); unchanged, {} and None without a mesh."""
     if mesh is None:
-        return state, {}
+        return state, {}, None
     from kdef_jax import sharding
 
-    state_sh = sharding.state_shardings(mesh, state, model.groups)
+    split_table = config.mesh.get("embedding", "replicated") == "rows"
+    state_sh = sharding.state_shardings(mesh, state, model.groups, split_table=split_table)
     rep = sharding.replicated(mesh)
     jit_kw = {"in_shardings": (state_sh, sharding.batch_sharding(mesh), rep), "out_shardings": (state_sh, rep)}
-    return sharding.to_mesh(state, state_sh), jit_kw
+    lookup = sharding.row_split_lookup(mesh) if split_table else None
+    return sharding.to_mesh(state, state_sh), jit_kw, lookup
 
 
-def make_train_step(model, tx, loss_cfg, emb_l2: float, **jit_kw):
+def make_train_step(model, tx, loss_cfg, emb_l2: float, lookup=None, **jit_kw):
     """Returns the jitted, state-donating ``train_step(state, batch, rng) -> (state, metrics)``.
 
     ``rng`` is the run's dropout base key; the step folds in ``state.step`` so every step and every
     student (vmap ``split_rngs``) draws its own masks. Metrics are device scalars, weighted sums
     over the real (mask=1) rows plus ``count``, so the caller can average without a host sync.
-    ``jit_kw``: ``in_shardings``/``out_shardings`` for a device mesh (``make_training``).
+    ``jit_kw``: ``in_shardings``/``out_shardings`` for a device mesh (``make_training``); ``lookup``:
+    how the table's rows are gathered (``sharding.row_split_lookup`` for a row-split table).
     """
+    gather = _row_gather(model, lookup)
 
     def train_step(state: TrainState, batch, rng):
         mask = batch.get("mask")  # None: every row real (full batch), no masking work compiled in
@@ -125,7 +130,7 @@ def make_train_step(model, tx, loss_cfg, emb_l2: float, **jit_kw):
         def loss_fn(params):
             logits, new_vars = model.apply(
                 {"params": params, "batch_stats": state.batch_stats},
-                batch["ids"], True, mask,
+                batch["ids"], True, mask, gather(params, batch["ids"]),
                 rngs={"dropout": step_rng},
                 mutable=["batch_stats"],
             )
@@ -163,11 +168,23 @@ def make_train_step(model, tx, loss_cfg, emb_l2: float, **jit_kw):
     return jax.jit(train_step, donate_argnums=(0,), **jit_kw)
 
 
-def make_predict_step(model):
-    """Jitted ``predict_step(params, batch_stats, ids) -> logits [K, B]`` in eval mode."""
+def _row_gather(model, lookup):
+    """``(params, ids) -> rows [B, C, d]`` through ``lookup``, or ``-> None`` (the model gathers itself)."""
+    if lookup is None:
+        return lambda params, ids: None
+    from kdef_jax.models.embedding import column_offsets
+
+    offsets = jnp.asarray(column_offsets(model.vocab_sizes, model.max_lens))
+    return lambda params, ids: lookup(params["embedding"]["table"], ids + offsets)
+
+
+def make_predict_step(model, lookup=None):
+    """Jitted ``predict_step(params, batch_stats, ids) -> logits [K, B]`` in eval mode (``lookup``: as
+    ``make_train_step``)."""
+    gather = _row_gather(model, lookup)
 
     def predict_step(params, batch_stats, ids):
-        return model.apply({"params": params, "batch_stats": batch_stats}, ids, False, None)
+        return model.apply({"params": params, "batch_stats": batch_stats}, ids, False, None, gather(params, ids))
 
     return jax.jit(predict_step)
 

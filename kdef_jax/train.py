@@ -97,17 +97,24 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         if s not in ds.splits or len(ds.splits[s]) == 0:
             raise ValueError(f"dataset {c.data.name!r} has no {s} rows; check config data.files / data.split")
     fmap = ds.feature_map
-    model = build_model(c.model, fmap)
-    names = report.student_names(model.groups)
     bs, ebs = t.batch_size, (t.eval_batch_size or t.batch_size)
     mesh = sharding.make_mesh(c.mesh, {"train.batch_size": bs, "train.eval_batch_size": ebs})
+    split_table = mesh is not None and c.mesh.embedding == "rows"
+    if split_table and not c.model.embedding_rows:  # pad to a multiple of the mesh; config.json records it
+        c = c.copy_and_resolve_references()
+        c.model.embedding_rows = sharding.table_rows(fmap.total_vocab, mesh)
+    model = build_model(c.model, fmap)
+    names = report.student_names(model.groups)
     rows_to = sharding.batch_sharding(mesh) if mesh is not None else None
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(c.seed))
     state, train_step = make_training(model, c, init_rng, fmap.num_columns, mesh)
     if mesh is not None:
         dropout_rng = sharding.to_mesh(dropout_rng, sharding.replicated(mesh))
     params = count_params(state.params)
-    log(f"[devices] {sharding.describe(mesh, model.groups)}")
+    log(f"[devices] {sharding.describe(mesh, model.groups, split_table)}")
+    if c.model.embedding_rows > fmap.total_vocab:
+        log(f"[model] embedding table padded with {c.model.embedding_rows - fmap.total_vocab:,} zero rows "
+            f"(model.embedding_rows {c.model.embedding_rows:,}); no id reaches them, they stay 0")
     log(f"[model] {len(names)} students: " + ", ".join(f"{g.name}" for g in model.groups))
     for k, v in params.items():
         log(f"[model] parameters {k:>16}: {v:,}")
@@ -130,7 +137,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         (workdir / "config.json").write_text(c.to_json(indent=1))
         fmap.save(workdir / "feature_map.json")  # with config.json: enough to rebuild the model (export.load_run)
 
-    predict = make_predict_step(model)
+    predict = make_predict_step(model, sharding.row_split_lookup(mesh) if split_table else None)
     train, valid, test = ds.splits["train"], ds.splits["valid"], ds.splits.get("test")
     steps = num_batches(len(train), bs)
     if t.steps_per_epoch > 0:

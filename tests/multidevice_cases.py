@@ -5,6 +5,7 @@ Run alone: XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pytest t
 """
 
 import json
+import re
 
 import jax
 import ml_collections
@@ -145,10 +146,14 @@ def _tiny_run_config(tmp_path, **mesh):
 
 def test_train_and_evaluate_on_a_mesh_checkpoints_and_resumes(tmp_path):
     c = _tiny_run_config(tmp_path, data=2, student=2)
+    c.mesh.embedding = "rows"
     logs = []
     first = train_and_evaluate(c, tmp_path / "run", log=logs.append)
     assert first["mesh"] == {"data": 2, "student": 2}
-    assert any("[devices] 4 devices" in line and "data 2 × student 2" in line for line in logs)
+    assert any("[devices] 4 devices" in line and "data 2 × student 2" in line
+               and "embedding table split by rows over 4" in line for line in logs)
+    rows = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["embedding_rows"]
+    assert rows % 4 == 0 and 0 <= rows - first["feature_map"]["total_vocab"] < 4  # padded, recorded for export
     # Resume the sharded checkpoint for a second epoch on the same mesh.
     c.resume, c.train.num_epochs = True, 2
     logs = []
@@ -157,3 +162,44 @@ def test_train_and_evaluate_on_a_mesh_checkpoints_and_resumes(tmp_path):
     assert second["epochs_run"] == 2
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["mesh"] == {"data": 2, "student": 2} and np.isfinite(saved["rows"][0]["test_auc"])
+
+
+def _unpad(tree, rows):
+    """``tree`` with every leaf of the padded table's shape cut back to its first ``rows`` rows."""
+    return jax.tree.map(lambda x: x[:rows] if x.ndim == 2 and x.shape[0] > rows and x.shape[1] == 8 else x, tree)
+
+
+@pytest.mark.parametrize("optimizer", ["dense", pytest.param("lazy_adam", marks=pytest.mark.slow)])
+def test_table_split_by_rows_matches_one_device(optimizer):
+    c, model = _model(impl="unrolled")
+    c.optim.embedding_optimizer = optimizer
+    _, (ref1, ref2), ref_m, _ = _run(model, c, None)
+    c.mesh.embedding = "rows"
+    rows = sum(VOCAB)
+    padded = model.clone(embedding_rows=rows + 4)  # 4 zero rows, as train.py pads for a 4-device mesh
+    state, (one, two), m, step = _run(padded, c, _mesh(2, 2))
+    for a, b in zip(m, ref_m):  # zero rows add nothing to ‖E‖², the loss or ‖g‖
+        for k in b:
+            np.testing.assert_allclose(a[k], b[k], rtol=2e-5, atol=1e-7, err_msg=k)
+    _compare(_unpad(one.params, rows), ref1.params, 1e-5, "params")
+    _compare(_unpad(two.params["embedding"], rows), ref2.params["embedding"], 1e-5, "table after 2 steps")
+    table = state.params["embedding"]["table"]
+    assert table.sharding.spec == sharding.TABLE_ROWS
+    assert {s.data.shape for s in table.addressable_shards} == {((rows + 4) // 4, 8)}
+    moments = [x for x in jax.tree.leaves(state.opt_state) if getattr(x, "shape", None) == table.shape]
+    assert len(moments) == 2 and all(x.sharding.spec == sharding.TABLE_ROWS for x in moments)
+    assert not np.asarray(table[rows:]).any()  # the padding rows stay exactly 0
+    assert step._cache_size() == 1
+    # The compiled step moves ids and looked-up rows, never the table: no collective yields a buffer
+    # of the whole table or of half of it (jit's partitioner alone all-gathers [144, 8] on a 4x1 mesh).
+    hlo = step.lower(state, jax.device_put(_batch(0), sharding.batch_sharding(_mesh(2, 2))),
+                     jax.random.PRNGKey(1)).compile().as_text()
+    outputs = re.findall(r"= \(?(f32\[[\d,]+\])[^=]*? (?:all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)\(", hlo)
+    assert outputs and not {f"f32[{rows + 4},8]", f"f32[{(rows + 4) // 2},8]"} & set(outputs), outputs
+
+
+def test_a_table_that_does_not_split_names_the_key():
+    c, model = _model()
+    c.mesh.embedding = "rows"
+    with pytest.raises(ValueError, match=r"model.embedding_rows: a table of 142 rows does not split over 4"):
+        make_training(model.clone(embedding_rows=142), c, jax.random.PRNGKey(0), len(VOCAB), _mesh(2, 2))

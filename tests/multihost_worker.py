@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--process-id", type=int, default=-1)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--embedding", default="replicated", help="config mesh.embedding")
     a = p.parse_args()
 
     import jax
@@ -44,6 +45,7 @@ def main() -> None:
     c.train.plot = False
     c.train.log_every = 1  # float(loss) each step: a read of a replicated global scalar
     c.resume = a.resume
+    c.mesh.embedding = a.embedding
     c.distributed.coordinator = a.coordinator
     c.distributed.num_processes = a.num_processes
     c.distributed.process_id = a.process_id

@@ -4,7 +4,9 @@ All fields live in ONE table [Σ_f V_f, d] with per-field row offsets, so a batc
 Rows 1..V_f−1 of each field ~ N(0, std²) (untruncated, std 1e-4); each field's PAD row (local id 0)
 is exactly 0 and — because looked-up rows are multiplied by (id ≠ 0) — receives no gradient, so
 it stays 0 under Adam. Sequence fields are masked-mean pooled:
-e_f = Σ_t E[x_t] / (#{t : x_t ≠ PAD} + 1e-12). Output: [B, F, d].
+e_f = Σ_t E[x_t] / (#{t : x_t ≠ PAD} + 1e-12). Output: [B, F, d]. ``num_rows`` > Σ V_f appends
+zero rows that no id reaches (so they stay 0 and add nothing to ‖E‖²): a table split by rows over
+N devices needs a multiple of N rows.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ def column_offsets(vocab_sizes: Sequence[int], max_lens: Sequence[int] | None = 
 
 def embedding_init(vocab_sizes: Sequence[int], std: float):
     pad_rows = field_offsets(vocab_sizes)
+    used = int(sum(vocab_sizes))
 
     def init(key, shape, dtype=jnp.float32):
-        table = std * jax.random.normal(key, shape, dtype)
+        table = std * jax.random.normal(key, (used, *shape[1:]), dtype)
+        table = jnp.pad(table, ((0, shape[0] - used), (0, 0)))  # padding rows (num_rows > Σ V_f): 0
         return table.at[pad_rows].set(0.0)
 
     return init
@@ -42,6 +46,7 @@ class FeatureEmbedding(nn.Module):
     embedding_dim: int = 16
     max_lens: Sequence[int] | None = None  # None: every field categorical (one column each)
     init_std: float = 1e-4
+    num_rows: int = 0  # 0: Σ V_f
 
     @nn.compact
     def __call__(self, ids, rows=None):
@@ -51,7 +56,11 @@ class FeatureEmbedding(nn.Module):
         lens = tuple(self.max_lens) if self.max_lens is not None else (1,) * len(vocab)
         if ids.shape[-1] != sum(lens):
             raise ValueError(f"ids have {ids.shape[-1]} columns; the feature map needs {sum(lens)}")
-        table = self.param("table", embedding_init(vocab, self.init_std), (sum(vocab), self.embedding_dim))
+        rows_needed = sum(vocab)
+        if 0 < self.num_rows < rows_needed:
+            raise ValueError(f"config model.embedding_rows: {self.num_rows} < the feature map's {rows_needed} rows")
+        table = self.param("table", embedding_init(vocab, self.init_std),
+                           (max(self.num_rows, rows_needed), self.embedding_dim))
         col_offsets = column_offsets(vocab, lens)
         e = jnp.take(table, ids + col_offsets, axis=0, mode="clip") if rows is None else rows  # [B, C, d]
         e = e * (ids != 0)[..., None].astype(e.dtype)  # PAD rows: exactly 0, no gradient

@@ -86,11 +86,13 @@ class KDEFModel(nn.Module):
     embedding_init_std: float = 1e-4
     compute_dtype: str = "float32"  # "bfloat16": students compute in bf16, params/optimizer stay fp32
     group_impl: str = "auto"  # how a group of K copies executes: vmap (batched) | unrolled | auto (unrolled on CPU)
+    embedding_rows: int = 0  # table rows (0: Σ V_f); more pads zero rows, for a table split by rows
 
     @nn.compact
     def __call__(self, ids, train: bool = False, mask=None, emb_rows=None):
         """ids int32 [B, C] → student logits [K, B]. ``emb_rows``: pre-gathered embedding rows [B, C, d]."""
-        emb = FeatureEmbedding(self.vocab_sizes, self.embedding_dim, self.max_lens, self.embedding_init_std, name="embedding")(
+        emb = FeatureEmbedding(self.vocab_sizes, self.embedding_dim, self.max_lens, self.embedding_init_std,
+                               self.embedding_rows, name="embedding")(
             ids, emb_rows
         )
         outs = []
@@ -135,4 +137,5 @@ def build_model(model_config, feature_map) -> KDEFModel:
         embedding_init_std=model_config.embedding_init_std,
         compute_dtype=model_config.compute_dtype,
         group_impl=model_config.group_impl,
+        embedding_rows=model_config.get("embedding_rows", 0),  # absent in runs saved before it existed
     )
