@@ -94,7 +94,7 @@ def row_split_lookup(mesh: Mesh):
         hit = (local_ids >= 0) & (local_ids < n_rows)
         part = jnp.take(table, jnp.where(hit, local_ids, 0), axis=0) * hit[..., None].astype(table.dtype)
         out = jax.lax.psum_scatter(part, "data", scatter_dimension=0, tiled=True)
-        return jax.lax.psum(out, "student")
+        return jax.lax.psum(out, "student")  # over a 1-device student axis: a copy (vma typing needs it)
 
     return jax.shard_map(local, mesh=mesh, in_specs=(TABLE_ROWS, P("data")), out_specs=P("data"))
 

@@ -8,6 +8,7 @@ import json
 import re
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -203,3 +204,11 @@ def test_a_table_that_does_not_split_names_the_key():
     c.mesh.embedding = "rows"
     with pytest.raises(ValueError, match=r"model.embedding_rows: a table of 142 rows does not split over 4"):
         make_training(model.clone(embedding_rows=142), c, jax.random.PRNGKey(0), len(VOCAB), _mesh(2, 2))
+
+
+def test_sums_skip_the_one_pass_fold_with_several_devices():
+    """On a mesh the fold's [B/16, ...] partials would be what the partitioner all-reduces."""
+    from kdef_jax.reductions import column_sums
+
+    jaxpr = jax.make_jaxpr(lambda x: column_sums(x, jnp.square(x)))(np.ones((64, 32), np.float32))
+    assert "optimization_barrier" not in [e.primitive.name for e in jaxpr.jaxpr.eqns]

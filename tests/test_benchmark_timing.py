@@ -111,3 +111,21 @@ def test_latency_writes_each_predictors_optimized_hlo(tmp_path):
   # the HLO is the program the predictor runs: the one-student program multiplies by one [16·2, 400] kernel
   one = text[text.index(heads[1]):]
   assert "f32[32,400]" in one and "f32[2,32,400]" not in one
+
+
+def test_collective_bytes_sums_the_outputs_of_each_collective():
+  import collective_bytes  # noqa: E402 - benchmarks/ is on sys.path above
+
+  hlo = "\n".join([
+      "  %all-reduce.1 = (f32[400,624]{1,0}, f32[400]{0}) all-reduce(%a, %b), channel_id=1",
+      "  %all-gather.2 = s32[10,39]{1,0} all-gather(%c), dimensions={0}",
+      "  %ars = bf16[8]{0} all-reduce-start(%d)",
+      "  %ard = bf16[8]{0} all-reduce-done(%ars)",
+      "  %add.3 = f32[400]{0} add(%x, %y)",
+      "  %rs = pred[16]{0} reduce-scatter(%e)",
+  ])
+  assert collective_bytes.collective_bytes(hlo) == {
+      "all-reduce": [2, (400 * 624 + 400) * 4 + 8 * 2],  # the -done half of an async pair is not counted
+      "all-gather": [1, 10 * 39 * 4],
+      "reduce-scatter": [1, 16],
+  }
