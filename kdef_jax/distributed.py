@@ -36,9 +36,12 @@ def initialize(cfg) -> bool:
         coordinator_address=cfg.coordinator, num_processes=cfg.num_processes, process_id=cfg.process_id)
     try:
         jax.distributed.initialize(**kw)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
+        hint = ("no cluster (SLURM, Open MPI, TPU pod, ...) was detected; give host:port, num_processes and "
+                "process_id instead" if cfg.coordinator == "auto" else "it must run before any JAX computation "
+                "in the process, and every process must reach the coordinator")
         raise ValueError(f"config distributed.coordinator={cfg.coordinator!r}: jax.distributed.initialize "
-                         f"failed ({e}); it must run before any JAX computation in the process") from e
+                         f"failed ({e}); {hint}") from e
     return jax.process_count() > 1
 
 

@@ -137,3 +137,12 @@ def test_one_process_by_default():
     assert distributed.initialize(base_config().distributed) is False
     assert distributed.is_main()
     assert distributed.main_first(lambda: 7, "unused") == 7
+
+
+def test_auto_without_a_cluster_is_an_error_naming_the_key(tmp_path):
+    env = {k: v for k, v in _env().items() if not k.startswith(("SLURM_", "OMPI_", "TPU_"))}
+    proc = subprocess.run([sys.executable, "-m", "kdef_jax.main", "--config", "configs/default.py:tiny",
+                           "--workdir", str(tmp_path / "run"), "--config.distributed.coordinator=auto"],
+                          cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "config distributed.coordinator='auto'" in proc.stderr and "no cluster" in proc.stderr
