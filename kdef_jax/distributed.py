@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import jax
 
+
 def initialize(cfg) -> bool:
     """Start ``jax.distributed`` as ``cfg`` (config.distributed) says; returns whether it runs multi-process.
 

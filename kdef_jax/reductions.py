@@ -4,11 +4,12 @@ XLA:CPU splits a long reduction into a tree of reduce-windows and writes the red
 (x − c, x², dy·x, ...) to memory before the first of them, so Σ f(x) reads x, writes f(x) and reads
 it back. Folding the rows R-to-1 first (p[j] = Σ_r f(x)[r·N/R + j], R = 16) is an elementwise-style
 pass that computes f on the fly; an optimization barrier stops XLA from merging that fold back into
-one long reduction, and the short [N/R, ...] partials are then reduced as usual. With several
-devices (a mesh, kdef_jax/sharding.py) the fold is skipped: over rows split across devices the
-partitioner would all-reduce the [N/R, ...] partials (2 MB per BatchNorm at batch 10,000) instead
-of the final sums (3.2 KB). On other backends and with several devices these are plain sums, one per input (sibling reductions of one input that XLA:GPU fuses into one
-kernel; stacking the inputs first could materialise a [B, n, ...] copy).
+one long reduction, and the short [N/R, ...] partials are then reduced as usual. On other backends
+these are plain sums, one per input (sibling reductions of one input that XLA:GPU fuses into one
+kernel; stacking the inputs first could materialise a [B, n, ...] copy), and so they are with
+several devices (a mesh, kdef_jax/sharding.py): over rows split across devices the partitioner
+would all-reduce the fold's [N/R, ...] partials (2 MB per BatchNorm at batch 10,000, K=1) instead
+of the final sums (3.2 KB; benchmarks/collective_bytes.py).
 """
 
 from __future__ import annotations

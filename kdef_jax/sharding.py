@@ -74,8 +74,8 @@ def table_rows(total_rows: int, mesh: Mesh) -> int:
 
 
 def row_split_lookup(mesh: Mesh):
-    """``lookup(table, rows) -> table[rows]`` for a table split by rows (TABLE_ROWS) and row ids
-    [B, C] split by batch rows over "data": the model-parallel embedding lookup.
+    """``lookup(table, ids) -> table[ids]`` ([B, C, d]) for a table split by rows (TABLE_ROWS) and
+    table-row ids [B, C] split by batch rows over "data": the model-parallel embedding lookup.
 
     Device n = (data i, student j), n = i·S + j, holds table rows [n·R, (n+1)·R). It gathers the
     global batch's ids over "data", looks up the ones in its range (zeros elsewhere), and a
