@@ -12,7 +12,9 @@ distinct rows of the batch are touched, so the cost no longer grows with the voc
     E[u] ← E[u] − lr·m̂_u/(√v̂_u + ε) with the global step's bias correction (TF LazyAdam's rule).
 
 Rows absent from the batch keep their values and moments exactly. PAD rows get zero gradient and
-stay 0. When every row is in every batch and λ = 0, this equals dense Adam.
+stay 0. When every row is in every batch and λ = 0, this equals dense Adam. With the table split by
+rows over a mesh (``mesh.embedding = "rows"``) each device applies that update to the rows of u it
+holds, in place (``row_mesh``): no gather of the moments crosses devices.
 """
 
 from __future__ import annotations
@@ -49,11 +51,41 @@ def init_opt_state(params, o):
     return (optax.EmptyState(), _dense_adam(o).init(dense), LazyAdamState(jnp.zeros_like(table), jnp.zeros_like(table)))
 
 
-def make_lazy_train_step(model, loss_cfg, o, **jit_kw):
+def _row_update(o, table, mu, nu, uniq, rows, g_rows, lr, t):
+    """The rows u of (table, mu, nu) after one lazy Adam step (indices out of range are dropped)."""
+    m = o.b1 * jnp.take(mu, uniq, axis=0, mode="fill", fill_value=0.0) + (1 - o.b1) * g_rows
+    v = o.b2 * jnp.take(nu, uniq, axis=0, mode="fill", fill_value=0.0) + (1 - o.b2) * jnp.square(g_rows)
+    m_hat, v_hat = m / (1 - o.b1**t), v / (1 - o.b2**t)
+    new_rows = rows - lr * m_hat / (jnp.sqrt(v_hat) + o.eps)
+    return (table.at[uniq].set(new_rows, mode="drop"), mu.at[uniq].set(m, mode="drop"),
+            nu.at[uniq].set(v, mode="drop"))
+
+
+def _sharded_row_update(o, mesh):
+    """``_row_update`` on a table split by rows (sharding.TABLE_ROWS): each device moves the rows of u
+    in its range [n·R, (n+1)·R) to local indices and drops the rest; u, rows, g_u are replicated."""
+    from jax.sharding import PartitionSpec as P
+
+    from kdef_jax.sharding import TABLE_ROWS
+
+    s = mesh.shape["student"]
+
+    def local(table, mu, nu, uniq, rows, g_rows, lr, t):
+        n_rows = table.shape[0]
+        idx = uniq - (jax.lax.axis_index("data") * s + jax.lax.axis_index("student")) * n_rows
+        idx = jnp.where((idx >= 0) & (idx < n_rows), idx, n_rows)  # n_rows: out of range, dropped
+        return _row_update(o, table, mu, nu, idx, rows, g_rows, lr, t)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(TABLE_ROWS,) * 3 + (P(),) * 5, out_specs=(TABLE_ROWS,) * 3)
+
+
+def make_lazy_train_step(model, loss_cfg, o, row_mesh=None, **jit_kw):
     """``train_step(state, batch, rng) -> (state, metrics)`` with lazy Adam on the table (jitted, donating;
-    ``jit_kw``: a mesh's shardings, as ``steps.make_train_step``)."""
+    ``jit_kw``: a mesh's shardings, as ``steps.make_train_step``; ``row_mesh``: the mesh a row-split
+    table lives on)."""
     offsets = jnp.asarray(column_offsets(model.vocab_sizes, model.max_lens))
     adam = _dense_adam(o)
+    update_rows = (lambda *a: _row_update(o, *a)) if row_mesh is None else _sharded_row_update(o, row_mesh)
 
     def train_step(state, batch, rng):
         ids, mask = batch["ids"], batch.get("mask")
@@ -87,12 +119,8 @@ def make_lazy_train_step(model, loss_cfg, o, **jit_kw):
         dense = optax.apply_updates(dense, updates)
         lr = adam_state.hyperparams["learning_rate"]
         t = (state.step + 1).astype(jnp.float32)
-        m = o.b1 * jnp.take(lazy.mu, uniq, axis=0, mode="fill", fill_value=0.0) + (1 - o.b1) * g_rows
-        v = o.b2 * jnp.take(lazy.nu, uniq, axis=0, mode="fill", fill_value=0.0) + (1 - o.b2) * jnp.square(g_rows)
-        m_hat, v_hat = m / (1 - o.b1**t), v / (1 - o.b2**t)
-        new_rows = rows - lr * m_hat / (jnp.sqrt(v_hat) + o.eps)
-        table = table.at[uniq].set(new_rows, mode="drop")  # fill slots (index = vocab) are dropped
-        lazy = LazyAdamState(lazy.mu.at[uniq].set(m, mode="drop"), lazy.nu.at[uniq].set(v, mode="drop"))
+        table, mu, nu = update_rows(table, lazy.mu, lazy.nu, uniq, rows, g_rows, lr, t)  # fill slots dropped
+        lazy = LazyAdamState(mu, nu)
         params = {**dense, "embedding": {"table": table}}
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                                   opt_state=(state.opt_state[0], adam_state, lazy))
