@@ -170,7 +170,7 @@ def _unpad(tree, rows):
     return jax.tree.map(lambda x: x[:rows] if x.ndim == 2 and x.shape[0] > rows and x.shape[1] == 8 else x, tree)
 
 
-@pytest.mark.parametrize("optimizer", ["dense", pytest.param("lazy_adam", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("optimizer", ["dense", "lazy_adam"])
 def test_table_split_by_rows_matches_one_device(optimizer):
     c, model = _model(impl="unrolled")
     c.optim.embedding_optimizer = optimizer
