@@ -99,6 +99,14 @@ def row_split_lookup(mesh: Mesh):
     return jax.shard_map(local, mesh=mesh, in_specs=(TABLE_ROWS, P("data")), out_specs=P("data"))
 
 
+def table_lookup(mesh: Mesh | None, mesh_config):
+    """``row_split_lookup(mesh)`` when ``mesh_config.embedding`` splits the table by rows on a mesh, else
+    None (the model's own gather of a replicated or single-device table)."""
+    if mesh is None or mesh_config.get("embedding", "replicated") != "rows":
+        return None
+    return row_split_lookup(mesh)
+
+
 def state_shardings(mesh: Mesh, state, groups, *, split_table: bool = False) -> object:
     """NamedShardings for every leaf of a TrainState: student-group leaves P("student"); with
     ``split_table`` the embedding table and every leaf of its shape (its Adam moments) TABLE_ROWS;

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from kdef_jax import sharding
 from kdef_jax.losses import kdef_loss
 from kdef_jax.reductions import sum_of_squares, tree_norm
 
@@ -56,12 +57,8 @@ def set_learning_rate(state: TrainState, lr: float) -> TrainState:
     hp = dict(inject.hyperparams)
     old = hp["learning_rate"]
     new = np.asarray(lr, dtype=jnp.result_type(old))
-    if isinstance(old, jax.Array) and not old.is_fully_addressable:  # a multi-process mesh: keep it global
-        from kdef_jax.sharding import to_mesh
-
-        hp["learning_rate"] = to_mesh(new, old.sharding)
-    else:
-        hp["learning_rate"] = jnp.asarray(new)
+    # Where the old value lives (one device, or replicated over a mesh that may span processes).
+    hp["learning_rate"] = sharding.to_mesh(new, old.sharding) if isinstance(old, jax.Array) else jnp.asarray(new)
     return state.replace(opt_state=(state.opt_state[0], inject._replace(hyperparams=hp)))
 
 
@@ -103,13 +100,10 @@ def _place(state: TrainState, model, mesh, config):
     None); unchanged, {} and None without a mesh."""
     if mesh is None:
         return state, {}, None
-    from kdef_jax import sharding
-
-    split_table = config.mesh.get("embedding", "replicated") == "rows"
-    state_sh = sharding.state_shardings(mesh, state, model.groups, split_table=split_table)
+    lookup = sharding.table_lookup(mesh, config.mesh)
+    state_sh = sharding.state_shardings(mesh, state, model.groups, split_table=lookup is not None)
     rep = sharding.replicated(mesh)
     jit_kw = {"in_shardings": (state_sh, sharding.batch_sharding(mesh), rep), "out_shardings": (state_sh, rep)}
-    lookup = sharding.row_split_lookup(mesh) if split_table else None
     return sharding.to_mesh(state, state_sh), jit_kw, lookup
 
 

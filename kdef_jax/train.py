@@ -99,7 +99,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     fmap = ds.feature_map
     bs, ebs = t.batch_size, (t.eval_batch_size or t.batch_size)
     mesh = sharding.make_mesh(c.mesh, {"train.batch_size": bs, "train.eval_batch_size": ebs})
-    split_table = mesh is not None and c.mesh.embedding == "rows"
+    lookup = sharding.table_lookup(mesh, c.mesh)
+    split_table = lookup is not None
     if split_table and not c.model.embedding_rows:  # pad to a multiple of the mesh; config.json records it
         c = c.copy_and_resolve_references()
         c.model.embedding_rows = sharding.table_rows(fmap.total_vocab, mesh)
@@ -137,7 +138,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         (workdir / "config.json").write_text(c.to_json(indent=1))
         fmap.save(workdir / "feature_map.json")  # with config.json: enough to rebuild the model (export.load_run)
 
-    predict = make_predict_step(model, sharding.row_split_lookup(mesh) if split_table else None)
+    predict = make_predict_step(model, lookup)
     train, valid, test = ds.splits["train"], ds.splits["valid"], ds.splits.get("test")
     steps = num_batches(len(train), bs)
     if t.steps_per_epoch > 0:

@@ -47,3 +47,11 @@ def no_home_cache(monkeypatch, tmp_path):
   d = tmp_path / "_env_cache"
   monkeypatch.setenv("KDEF_CACHE_DIR", str(d))
   return d
+
+
+def pre_bn_bias(path, output_layer: str = "Dense_2") -> bool:
+  """Whether a tree path is a Dense bias right before a BatchNorm (every Dense bias of an MLP tower
+  but its ``output_layer``'s): its true gradient is 0 (BN subtracts it), so its float gradient is
+  rounding noise that Adam's g/√v turns into ±lr steps on any device layout or reduction order."""
+  keys = [str(getattr(k, "key", getattr(k, "name", ""))) for k in path]
+  return bool(keys) and keys[-1] == "bias" and any(k.startswith("Dense_") for k in keys) and output_layer not in keys

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import pre_bn_bias
 from jax.sharding import PartitionSpec as P
 
 from kdef_jax import sharding
@@ -57,20 +58,12 @@ def _run(model, c, mesh, steps=2):
     return state, states, metrics, step
 
 
-def _pre_bn_bias(path) -> bool:
-    """A Dense bias right before a BatchNorm: its true gradient is 0 (BN subtracts it), so its float
-    gradient is rounding noise that Adam's g/√v turns into ±lr steps on any device layout. Dense_2 is
-    the output layer of these (32, 32) towers."""
-    keys = [getattr(k, "key", getattr(k, "name", "")) for k in path]
-    return bool(keys) and keys[-1] == "bias" and any(str(k).startswith("Dense_") for k in keys) and "Dense_2" not in keys
-
-
 def _compare(tree, ref, tol, what):
     """Every leaf within ``tol`` of its one-device value, relative to the leaf's largest magnitude
     (float reduction order differs between layouts; elementwise relative error is meaningless where
     a gradient component cancels to ~0)."""
     for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(ref)):
-        if _pre_bn_bias(path):
+        if pre_bn_bias(path):  # Dense_2: the output layer of these (32, 32) towers
             continue
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         scale = max(float(np.max(np.abs(b))), 1e-12)
