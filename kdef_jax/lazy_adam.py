@@ -14,20 +14,23 @@ distinct rows of the batch are touched, so the cost no longer grows with the voc
 Rows absent from the batch keep their values and moments exactly. PAD rows get zero gradient and
 stay 0. When every row is in every batch and λ = 0, this equals dense Adam. With the table split by
 rows over a mesh (``mesh.embedding = "rows"``) each device applies that update to the rows of u it
-holds, in place (``row_mesh``): no gather of the moments crosses devices.
+holds, in place (``split_table``): no table row, moment or [U, d] sum crosses devices.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import PartitionSpec as P
 
 from kdef_jax.losses import kdef_loss
 from kdef_jax.models.embedding import column_offsets
 from kdef_jax.reductions import tree_norm
+from kdef_jax.sharding import TABLE_ROWS, replicated
 
 
 class LazyAdamState(NamedTuple):
@@ -61,43 +64,75 @@ def _row_update(o, table, mu, nu, uniq, rows, g_rows, lr, t):
             nu.at[uniq].set(v, mode="drop"))
 
 
-def _sharded_row_update(o, mesh):
-    """``_row_update`` on a table split by rows (sharding.TABLE_ROWS): each device moves the rows of u
-    in its range [n·R, (n+1)·R) to local indices and drops the rest; u, rows, g_u are replicated."""
-    from jax.sharding import PartitionSpec as P
+def _row_split_ops(o, mesh):
+    """(gather, expand, update) of a table split by rows (sharding.TABLE_ROWS), as ``shard_map``s.
 
-    from kdef_jax.sharding import TABLE_ROWS
+    Device n = (data i, student j), n = i·S + j, holds table rows [n·R, (n+1)·R) and the [U, d] block
+    ``blocks[n]`` of the slots of u it owns (zeros elsewhere), so each unique row lives on exactly one
+    device and ‖g_u‖², ‖E[u]‖² are sums over devices:
 
+        gather:  blocks[n] = E_n[u − n·R] on the slots n owns, 0 elsewhere; owned_n   (local take)
+        expand:  rows of device (i, j)'s batch = Σ_n (owned_n · blocks[n])[inv]   (reduce-scatter over
+                 "data", sum over "student"; its transpose all-gathers the batch's row gradients,
+                 and owned_n keeps g = 0 on the slots of other devices)
+        update:  the lazy Adam rows of u that device n owns, in place (``_row_update``, others dropped)
+
+    Per step: B·C ids and B·C·d values cross devices, never the table, its moments or a [U, d] sum.
+    """
     s = mesh.shape["student"]
 
-    def local(table, mu, nu, uniq, rows, g_rows, lr, t):
-        n_rows = table.shape[0]
+    def local_index(uniq, n_rows):
         idx = uniq - (jax.lax.axis_index("data") * s + jax.lax.axis_index("student")) * n_rows
-        idx = jnp.where((idx >= 0) & (idx < n_rows), idx, n_rows)  # n_rows: out of range, dropped
-        return _row_update(o, table, mu, nu, idx, rows, g_rows, lr, t)
+        return jnp.where((idx >= 0) & (idx < n_rows), idx, n_rows)  # n_rows: not this device's
 
-    return jax.shard_map(local, mesh=mesh, in_specs=(TABLE_ROWS,) * 3 + (P(),) * 5, out_specs=(TABLE_ROWS,) * 3)
+    def gather(table, uniq):
+        idx = local_index(uniq, table.shape[0])
+        owned = (idx < table.shape[0]).astype(table.dtype)[:, None]
+        return jnp.take(table, idx, axis=0, mode="fill", fill_value=0.0), owned
+
+    def expand(block, owned, inv):
+        part = (block * owned)[inv]
+        out = jax.lax.psum_scatter(part, "data", scatter_dimension=0, tiled=True)
+        return jax.lax.psum(out, "student")  # over a 1-device student axis: a copy (vma typing needs it)
+
+    def update(table, mu, nu, uniq, block, g_block, lr, t):
+        return _row_update(o, table, mu, nu, local_index(uniq, table.shape[0]), block, g_block, lr, t)
+
+    smap = functools.partial(jax.shard_map, mesh=mesh)
+    return (smap(gather, in_specs=(TABLE_ROWS, P()), out_specs=(TABLE_ROWS, TABLE_ROWS)),
+            smap(expand, in_specs=(TABLE_ROWS, TABLE_ROWS, P()), out_specs=P("data")),
+            smap(update, in_specs=(TABLE_ROWS,) * 3 + (P(), TABLE_ROWS, TABLE_ROWS, P(), P()),
+                 out_specs=(TABLE_ROWS,) * 3))
 
 
-def make_lazy_train_step(model, loss_cfg, o, row_mesh=None, **jit_kw):
+def make_lazy_train_step(model, loss_cfg, o, mesh=None, split_table=False, **jit_kw):
     """``train_step(state, batch, rng) -> (state, metrics)`` with lazy Adam on the table (jitted, donating;
-    ``jit_kw``: a mesh's shardings, as ``steps.make_train_step``; ``row_mesh``: the mesh a row-split
-    table lives on)."""
+    ``jit_kw``: the shardings of the state on ``mesh``, as ``steps.make_train_step``; ``split_table``: the
+    table is split by rows over ``mesh``)."""
     offsets = jnp.asarray(column_offsets(model.vocab_sizes, model.max_lens))
     adam = _dense_adam(o)
-    update_rows = (lambda *a: _row_update(o, *a)) if row_mesh is None else _sharded_row_update(o, row_mesh)
+    if not split_table:  # rows [U, d] of u; a row-split table: blocks [n·U, d] (_row_split_ops)
+        gather = lambda table, uniq: (jnp.take(table, uniq, axis=0, mode="fill", fill_value=0.0), None)  # noqa: E731
+        expand = lambda rows, owned, inv: rows[inv]  # noqa: E731
+        update_rows = functools.partial(_row_update, o)
+    else:
+        gather, expand, update_rows = _row_split_ops(o, mesh)
+    # u and inv from the whole batch's ids on every device (one all-gather of B·C ids; left sharded,
+    # unique's sort all-gathers them anyway and its gather then all-reduces B·C ids again)
+    replicate = (lambda x: x) if mesh is None else functools.partial(jax.lax.with_sharding_constraint,
+                                                                      shardings=replicated(mesh))
 
     def train_step(state, batch, rng):
         ids, mask = batch["ids"], batch.get("mask")
         dense, table = _split(state.params)
         vocab, dim = table.shape
-        flat = (ids + offsets).reshape(-1)
+        flat = replicate((ids + offsets).reshape(-1))
         uniq, inv = jnp.unique(flat, size=flat.shape[0], fill_value=vocab, return_inverse=True)
-        rows = jnp.take(table, uniq, axis=0, mode="fill", fill_value=0.0)  # fill slots → zeros
+        rows, owned = gather(table, uniq)  # fill slots → zeros
         step_rng = jax.random.fold_in(rng, state.step)
 
         def loss_fn(dense, rows):
-            emb_rows = rows[inv.reshape(-1)].reshape(ids.shape + (dim,))
+            emb_rows = expand(rows, owned, inv.reshape(-1)).reshape(ids.shape + (dim,))
             params = {**dense, "embedding": {"table": table}}  # table itself is not differentiated
             logits, new_vars = model.apply(
                 {"params": params, "batch_stats": state.batch_stats}, ids, True, mask, emb_rows,

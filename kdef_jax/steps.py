@@ -88,8 +88,7 @@ def make_training(model, config, rng, num_columns: int, mesh=None):
 
         state = create_train_state(model, None, rng, num_columns, opt_init=lambda p: lazy_adam.init_opt_state(p, o))
         state, jit_kw, lookup = _place(state, model, mesh, config)  # lazy Adam gathers its batch's rows itself
-        row_mesh = mesh if lookup is not None else None
-        return state, lazy_adam.make_lazy_train_step(model, config.loss, o, row_mesh=row_mesh, **jit_kw)
+        return state, lazy_adam.make_lazy_train_step(model, config.loss, o, mesh, split_table=lookup is not None, **jit_kw)
     tx = make_optimizer(o)
     state, jit_kw, lookup = _place(create_train_state(model, tx, rng, num_columns), model, mesh, config)
     return state, make_train_step(model, tx, config.loss, o.embedding_l2, lookup=lookup, **jit_kw)
