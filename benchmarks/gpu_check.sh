@@ -3,7 +3,7 @@
 # an H100/H200), in two halves of under 8 min of time limits each, one device call per half on the same
 # warm machine (timeout_s=600 each; the machine's start is not counted):
 #   PART=1 bash benchmarks/gpu_check.sh   # the train step, group at K = 1, 3, 10, 32, 64 in fp32, K = 10, 64 in bf16
-#   PART=2 bash benchmarks/gpu_check.sh   # the Python loop, the GEMM ceiling, latency, KDEF_Latest training
+#   PART=2 bash benchmarks/gpu_check.sh   # the Python loop, the GEMM ceiling, latency, op profile, KDEF_Latest training
 #   QUICK=1 bash benchmarks/gpu_check.sh  # a dry run of both halves in about a minute, here or anywhere
 # Why two halves: XLA:GPU compiles and autotunes every distinct jitted program for 20 s to over a minute
 # (H200, 2026-11-28; KDEF_Latest's train step over 90 s), and the checks need ~16 programs. Every
@@ -26,10 +26,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-/tmp/kdef_jax_cache}"
 PY="${PYTHON:-python3}"
 if [ "${QUICK:-0}" = 1 ]; then
-  KS="1 3"; BIGKS="4"; LOOPKS="1"; GEMMK="3"; BFKS="3"; BATCH=512; LBATCH=256; LATB="256 1"
+  KS="1 3"; BIGKS="4"; LOOPKS="1"; GEMMK="3"; BFKS="3"; PROFK=3; BATCH=512; LBATCH=256; LATB="256 1"
   STEPS="--steps 2 --rounds 1 --warmup 1"
 else
-  KS="1 3 10 32"; BIGKS="64"; LOOPKS="3 10"; GEMMK="10"; BFKS="10 64"; BATCH=10000; LBATCH=4096; LATB="10000 256 1"
+  KS="1 3 10 32"; BIGKS="64"; LOOPKS="3 10"; GEMMK="10"; BFKS="10 64"; PROFK=10; BATCH=10000; LBATCH=4096; LATB="10000 256 1"
   STEPS="--steps 20 --rounds 3 --warmup 2"
 fi
 LATEST="--students ipnn:1,final:1,ecn:1 --set model.ecn.num_cross_layers=4"
@@ -47,10 +47,11 @@ if [ "$PART" = 1 ] || [ "$PART" = all ]; then  # limits: 170 + 110 + 180 = 460 s
   run 110 $TT --ks $BIGKS --batch $BATCH --variants group $STEPS --out "$OUT/train_fp32_k64.json"
   run 180 $TT --ks $BFKS --batch $BATCH --dtype bfloat16 --variants group $STEPS --out "$OUT/train_bf16.json"
 fi
-if [ "$PART" = 2 ] || [ "$PART" = all ]; then  # limits: 110 + 50 + 90 + 180 = 430 s
+if [ "$PART" = 2 ] || [ "$PART" = all ]; then  # limits: 110 + 50 + 90 + 50 + 180 = 480 s
   run 110 $TT --ks $LOOPKS --batch $BATCH --variants loop --loop-max-k 64 $STEPS --out "$OUT/train_fp32_loop.json"
   run 50 $TT --ks $GEMMK --batch $BATCH --variants gemm $STEPS --out "$OUT/train_fp32_gemm.json"
   run 90 benchmarks/latency.py --k 10 --batches $LATB --steps 20 --rounds 3 --out "$OUT/latency.json" --hlo-out "$OUT/latency_hlo.txt"
+  run 50 benchmarks/device_profile.py --k $PROFK --batch $BATCH --programs one_student ensemble train --calls 10 --out "$OUT/device_profile.json"
   run 180 $TT $LATEST --batch $LBATCH --mflop-per-sample 15.08 $STEPS --out "$OUT/train_latest.json"
 fi
 echo "[$(date -u +%T)] done, status $status"

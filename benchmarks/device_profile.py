@@ -1,0 +1,148 @@
+"""Where a jitted program's time goes, op by op, from a ``jax.profiler`` trace (any backend).
+
+    python benchmarks/device_profile.py --k 10 --batch 10000 --programs ensemble one_student train --out prof.json
+
+For each program (the K=10 ensemble predictor, one student alone, the full KDEF train step; Criteo
+shape, synthetic ids): its wall time per call, untraced, interleaved as in ``latency.py``; then
+``--calls`` calls under ``jax.profiler.trace``, and from the trace the device time per call, by op.
+An op event is one with ``hlo_op`` and ``hlo_module`` stats (a GPU kernel or a CPU thunk) of the
+program's module; on a GPU device plane only its "XLA Ops" line counts (its kernel lines repeat
+it). Per call: ``busy_ms`` = the union of the op intervals (time the device was doing the program's
+work), ``gap_ms`` = wall − busy (dispatch, launch and sync latency, or idle), and the top ops by
+summed time. The question it answers, e.g.: is one student's 0.29 ms at batch 10,000 on an H200
+its kernels or the host around them? On a CPU the numbers are a smoke test only: XLA:CPU runs
+its dots asynchronously, and their events time the launch, not the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+from collections import defaultdict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+
+from common import Runner, criteo_batches, criteo_model, machine, mlp_group, time_interleaved, write_json  # noqa: E402
+from kdef_jax.export import make_predictor  # noqa: E402
+from train_throughput import step_runner  # noqa: E402
+
+PROGRAMS = ("ensemble", "one_student", "train")
+
+
+def op_events(profile, module_substring: str) -> list:
+    """[(hlo_op, start_ns, end_ns)] of the ops of the modules whose name contains ``module_substring``."""
+    out = []
+    for plane in profile.planes:
+        lines = list(plane.lines)
+        if plane.name.startswith("/device:") and any(line.name == "XLA Ops" for line in lines):
+            lines = [line for line in lines if line.name == "XLA Ops"]
+        seen = set()  # one event on two lines of a plane (e.g. a kernel on a per-stream and a merged line) counts once
+        for line in lines:
+            for e in line.events:
+                stats = dict(e.stats)
+                if "hlo_op" in stats and module_substring in str(stats.get("hlo_module", "")):
+                    ev = (str(stats["hlo_op"]), e.start_ns, e.start_ns + e.duration_ns)
+                    if ev not in seen:
+                        seen.add(ev)
+                        out.append(ev)
+    return out
+
+
+def union_ns(intervals) -> float:
+    """Total length of the union of ``[(start, end)]``."""
+    total, cur_start, cur_end = 0.0, None, None
+    for s, e in sorted(intervals):
+        if cur_end is None or s > cur_end:
+            if cur_end is not None:
+                total += cur_end - cur_start
+            cur_start, cur_end = s, e
+        else:
+            cur_end = max(cur_end, e)
+    return total + (cur_end - cur_start if cur_end is not None else 0.0)
+
+
+def summarize(events, calls: int, wall_ms: float, top: int) -> dict:
+    """Per-call busy time, gap to the wall time and the ``top`` ops by summed time."""
+    by_op = defaultdict(lambda: [0.0, 0])
+    for op, s, e in events:
+        by_op[op][0] += e - s
+        by_op[op][1] += 1
+    busy_ms = union_ns([(s, e) for _, s, e in events]) / calls / 1e6
+    summed_ms = sum(t for t, _ in by_op.values()) / calls / 1e6
+    ops = sorted(by_op.items(), key=lambda kv: -kv[1][0])
+    return {
+        "wall_ms": wall_ms, "busy_ms": busy_ms, "gap_ms": wall_ms - busy_ms, "op_ms_summed": summed_ms,
+        "ops_per_call": sum(n for _, n in by_op.values()) / calls, "distinct_ops": len(by_op),
+        "top_ops": [{"op": op, "ms": t / calls / 1e6, "share": t / calls / 1e6 / summed_ms if summed_ms else 0.0,
+                     "events_per_call": n / calls} for op, (t, n) in ops[:top]],
+    }
+
+
+def traced(runner: Runner, calls: int, trace_dir: str):
+    """The ``jax.profiler.ProfileData`` of ``calls`` calls of ``runner`` (already compiled)."""
+    with jax.profiler.trace(trace_dir):
+        runner.run(calls)
+    paths = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)
+    if not paths:
+        raise RuntimeError(f"jax.profiler.trace wrote no *.xplane.pb under {trace_dir}")
+    return jax.profiler.ProfileData.from_file(paths[-1])
+
+
+def build_runners(programs, k: int, batch: int) -> dict:
+    batches = criteo_batches(batch, n=2)
+    runners = {}
+    if "ensemble" in programs or "one_student" in programs:
+        model = criteo_model([mlp_group(k)])
+        variables = jax.jit(lambda ids: model.init(jax.random.PRNGKey(0), ids, False))(batches[0]["ids"][:1])
+        ids = [(jax.device_put(b["ids"]),) for b in batches]
+        for name, what in (("ensemble", "ensemble"), ("one_student", 0)):
+            if name in programs:
+                runners[name] = Runner(make_predictor(model, variables, what), ids)
+    if "train" in programs:
+        runners["train"] = step_runner([mlp_group(k)], batches)
+    return runners
+
+
+def module_name(name: str) -> str:
+    """The substring of the XLA module name of each program (jit of export.apply / steps.train_step)."""
+    return "train_step" if name == "train" else "apply"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--programs", nargs="+", default=list(PROGRAMS), choices=PROGRAMS)
+    ap.add_argument("--calls", type=int, default=10, help="calls traced per program")
+    ap.add_argument("--steps", type=int, default=10, help="calls per round of the untraced wall-time measurement")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    runners = build_runners(args.programs, args.k, args.batch)
+    walls = time_interleaved(list(runners.values()), warmup=2, steps=args.steps, rounds=args.rounds, min_round_s=0.05)
+    record = {"benchmark": "device_profile", "K": args.k, "batch": args.batch, "calls_traced": args.calls,
+              "machine": machine(), "programs": {}}
+    for (name, runner), (wall, _, _) in zip(runners.items(), walls):  # JSON after each: a cut-short run keeps it
+        with tempfile.TemporaryDirectory() as d:
+            events = op_events(traced(runner, args.calls, d), module_name(name))
+        if not events:
+            raise RuntimeError(f"{name}: the trace holds no op events of a module named *{module_name(name)}*")
+        s = summarize(events, args.calls, wall * 1e3, args.top)
+        s["first_call_s"] = runner.first_call_s
+        if jax.default_backend() == "cpu":
+            s["note"] = "XLA:CPU: dot events time their asynchronous launch only; busy/gap mean something on a GPU"
+        record["programs"][name] = s
+        print(f"{name:12s} wall {s['wall_ms']:9.3f} ms  busy {s['busy_ms']:9.3f} ms  gap {s['gap_ms']:8.3f} ms  "
+              f"{s['ops_per_call']:.0f} ops/call; top: "
+              + ", ".join(f"{o['op']} {o['ms']:.3f}" for o in s["top_ops"][:4]), flush=True)
+        write_json(args.out, record, echo=False)
+
+
+if __name__ == "__main__":
+    main()
