@@ -57,8 +57,10 @@ def set_learning_rate(state: TrainState, lr: float) -> TrainState:
     hp = dict(inject.hyperparams)
     old = hp["learning_rate"]
     new = np.asarray(lr, dtype=jnp.result_type(old))
-    # Where the old value lives (one device, or replicated over a mesh that may span processes).
-    hp["learning_rate"] = sharding.to_mesh(new, old.sharding) if isinstance(old, jax.Array) else jnp.asarray(new)
+    # Where the old value lives (one device, or replicated over a mesh that may span processes), and as
+    # committed as it was: either change would make the next train step a cache miss and a recompile.
+    committed = isinstance(old, jax.Array) and old.committed
+    hp["learning_rate"] = sharding.to_mesh(new, old.sharding) if committed else jnp.asarray(new)
     return state.replace(opt_state=(state.opt_state[0], inject._replace(hyperparams=hp)))
 
 
@@ -96,9 +98,12 @@ def make_training(model, config, rng, num_columns: int, mesh=None):
 
 def _place(state: TrainState, model, mesh, config):
     """(state on ``mesh``, the train step's jit shardings, the table lookup of a row-split table or
-    None); unchanged, {} and None without a mesh."""
+    None); without a mesh: the state committed to the device it is on, {} and None. Committed from
+    the start, the state's arrays stay as placed as what the step returns and what a checkpoint
+    restores, so the steps compile once (a committed argument where an uncommitted one was is a
+    cache miss)."""
     if mesh is None:
-        return state, {}, None
+        return jax.tree.map(lambda x: jax.device_put(x, x.sharding), state), {}, None
     lookup = sharding.table_lookup(mesh, config.mesh)
     state_sh = sharding.state_shardings(mesh, state, model.groups, split_table=lookup is not None)
     rep = sharding.replicated(mesh)
