@@ -55,3 +55,15 @@ def pre_bn_bias(path, output_layer: str = "Dense_2") -> bool:
   rounding noise that Adam's g/√v turns into ±lr steps on any device layout or reduction order."""
   keys = [str(getattr(k, "key", getattr(k, "name", ""))) for k in path]
   return bool(keys) and keys[-1] == "bias" and any(k.startswith("Dense_") for k in keys) and output_layer not in keys
+
+
+def step_compiles(caplog, run):
+  """(run(), {"train_step": n, "predict_step": m}): how many times ``run`` compiled each jitted step,
+  from jax's compile log."""
+  import logging
+
+  caplog.clear()
+  with caplog.at_level(logging.WARNING, logger="jax._src.interpreters.pxla"), jax.log_compiles(True):
+    out = run()
+  names = [r.getMessage().split(" with ")[0] for r in caplog.records]
+  return out, {n: names.count(f"Compiling jit({n})") for n in ("train_step", "predict_step")}

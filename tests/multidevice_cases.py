@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import pre_bn_bias
+from conftest import pre_bn_bias, step_compiles
 from jax.sharding import PartitionSpec as P
 
 from kdef_jax import sharding
@@ -138,22 +138,25 @@ def _tiny_run_config(tmp_path, **mesh):
     return c
 
 
-def test_train_and_evaluate_on_a_mesh_checkpoints_and_resumes(tmp_path):
+def test_train_and_evaluate_on_a_mesh_checkpoints_and_resumes(tmp_path, caplog):
     c = _tiny_run_config(tmp_path, data=2, student=2)
     c.mesh.embedding = "rows"
     logs = []
-    first = train_and_evaluate(c, tmp_path / "run", log=logs.append)
+    first, counts = step_compiles(caplog, lambda: train_and_evaluate(c, tmp_path / "run", log=logs.append))
+    assert counts == {"train_step": 1, "predict_step": 1}
     assert first["mesh"] == {"data": 2, "student": 2}
     assert any("[devices] 4 devices" in line and "data 2 × student 2" in line
                and "embedding table split by rows over 4" in line for line in logs)
     rows = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["embedding_rows"]
     assert rows % 4 == 0 and 0 <= rows - first["feature_map"]["total_vocab"] < 4  # padded, recorded for export
-    # Resume the sharded checkpoint for a second epoch on the same mesh.
-    c.resume, c.train.num_epochs = True, 2
+    # Resume the sharded checkpoint for two more epochs on the same mesh; neither improves
+    # (min_delta 1), so the learning rate drops between them: still one compile of each step.
+    c.resume, c.train.num_epochs, c.optim.min_delta = True, 3, 1.0
     logs = []
-    second = train_and_evaluate(c, tmp_path / "run", log=logs.append)
+    second, counts = step_compiles(caplog, lambda: train_and_evaluate(c, tmp_path / "run", log=logs.append))
     assert any("resumed from epoch 1" in line for line in logs)
-    assert second["epochs_run"] == 2
+    assert second["epochs_run"] == 3 and second["lr_decays"] == 2
+    assert counts == {"train_step": 1, "predict_step": 1}
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["mesh"] == {"data": 2, "student": 2} and np.isfinite(saved["rows"][0]["test_auc"])
 

@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from conftest import step_compiles
 
 from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.config import base_config
@@ -249,21 +250,11 @@ def test_a_run_compiles_its_steps_once_through_lr_drops_restores_and_resume(tmp_
     """Each jitted step compiles once per process: a plateau's new learning rate, the best epoch's
     restore before the final evaluation and a resumed run all keep the arrays' placement (a committed
     array where an uncommitted one was, or the reverse, is a cache miss and a recompile)."""
-    import logging
-
     # min_delta 1: no epoch improves after the first, so epochs 2 and 3 each lower the learning rate
     c = tiny_config(tmp_path, **{"train.num_epochs": 3, "optim.min_delta": 1.0, "optim.patience": 5})
-
-    def compiles(run):
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="jax._src.interpreters.pxla"), jax.log_compiles(True):
-            out = run()
-        names = [r.getMessage().split(" with ")[0] for r in caplog.records if r.getMessage().startswith("Compiling jit(")]
-        return out, {n: names.count(n) for n in ("Compiling jit(train_step)", "Compiling jit(predict_step)")}
-
-    res, counts = compiles(lambda: train_and_evaluate(c, tmp_path / "run", log=lambda *a: None))
+    res, counts = step_compiles(caplog, lambda: train_and_evaluate(c, tmp_path / "run", log=lambda *a: None))
     assert res["lr_decays"] == 2 and res["final_lr"] == pytest.approx(1e-5)
-    assert counts == {"Compiling jit(train_step)": 1, "Compiling jit(predict_step)": 1}
+    assert counts == {"train_step": 1, "predict_step": 1}
     c2 = tiny_config(tmp_path, **{"train.num_epochs": 4, "optim.min_delta": 1.0, "optim.patience": 5, "resume": True})
-    _, counts = compiles(lambda: train_and_evaluate(c2, tmp_path / "run", log=lambda *a: None))
-    assert counts == {"Compiling jit(train_step)": 1, "Compiling jit(predict_step)": 1}
+    _, counts = step_compiles(caplog, lambda: train_and_evaluate(c2, tmp_path / "run", log=lambda *a: None))
+    assert counts == {"train_step": 1, "predict_step": 1}
