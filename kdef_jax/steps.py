@@ -115,8 +115,10 @@ def make_train_step(model, tx, loss_cfg, emb_l2: float, lookup=None, **jit_kw):
     """Returns the jitted, state-donating ``train_step(state, batch, rng) -> (state, metrics)``.
 
     ``rng`` is the run's dropout base key; the step folds in ``state.step`` so every step and every
-    student (vmap ``split_rngs``) draws its own masks. Metrics are device scalars, weighted sums
-    over the real (mask=1) rows plus ``count``, so the caller can average without a host sync.
+    student (vmap ``split_rngs``) draws its own masks. Metrics are device scalars: the step's loss
+    terms (means over the real, mask=1, rows) and its gradient norm; the caller keeps them on the
+    device and averages them over the epoch's steps (one host sync per epoch; as the reference's
+    "Train loss": the mean over the epoch's batches, R included; spec §4).
     ``jit_kw``: ``in_shardings``/``out_shardings`` for a device mesh (``make_training``); ``lookup``:
     how the table's rows are gathered (``sharding.row_split_lookup`` for a row-split table).
     """
