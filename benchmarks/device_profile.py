@@ -53,6 +53,20 @@ def op_events(profile, module_substring: str) -> list:
     return out
 
 
+def kernel_names(profile, module_substring: str) -> dict:
+    """{hlo_op: [names of the events that ran it]}, where those differ from the op's name: on a GPU
+    the kernels of each op (e.g. whether a dot ran as a TF32 tensor-core GEMM or as an SGEMM)."""
+    out = defaultdict(set)
+    for plane in profile.planes:
+        for line in plane.lines:
+            for e in line.events:
+                stats = dict(e.stats)
+                op = str(stats.get("hlo_op", ""))
+                if op and e.name != op and module_substring in str(stats.get("hlo_module", "")):
+                    out[op].add(e.name)
+    return {op: sorted(names) for op, names in out.items()}
+
+
 def union_ns(intervals) -> float:
     """Total length of the union of ``[(start, end)]``."""
     total, cur_start, cur_end = 0.0, None, None
@@ -66,8 +80,10 @@ def union_ns(intervals) -> float:
     return total + (cur_end - cur_start if cur_end is not None else 0.0)
 
 
-def summarize(events, calls: int, wall_ms: float, top: int) -> dict:
-    """Per-call busy time, gap to the wall time and the ``top`` ops by summed time."""
+def summarize(events, calls: int, wall_ms: float, top: int, kernels=None) -> dict:
+    """Per-call busy time, gap to the wall time and the ``top`` ops by summed time (with their
+    ``kernels``' names where known)."""
+    kernels = kernels or {}
     by_op = defaultdict(lambda: [0.0, 0])
     for op, s, e in events:
         by_op[op][0] += e - s
@@ -79,7 +95,8 @@ def summarize(events, calls: int, wall_ms: float, top: int) -> dict:
         "wall_ms": wall_ms, "busy_ms": busy_ms, "gap_ms": wall_ms - busy_ms, "op_ms_summed": summed_ms,
         "ops_per_call": sum(n for _, n in by_op.values()) / calls, "distinct_ops": len(by_op),
         "top_ops": [{"op": op, "ms": t / calls / 1e6, "share": t / calls / 1e6 / summed_ms if summed_ms else 0.0,
-                     "events_per_call": n / calls} for op, (t, n) in ops[:top]],
+                     "events_per_call": n / calls, **({"kernels": kernels[op]} if op in kernels else {})}
+                    for op, (t, n) in ops[:top]],
     }
 
 
@@ -130,10 +147,11 @@ def main():
               "machine": machine(), "programs": {}}
     for (name, runner), (wall, _, _) in zip(runners.items(), walls):  # JSON after each: a cut-short run keeps it
         with tempfile.TemporaryDirectory() as d:
-            events = op_events(traced(runner, args.calls, d), module_name(name))
+            profile = traced(runner, args.calls, d)
+        events = op_events(profile, module_name(name))
         if not events:
             raise RuntimeError(f"{name}: the trace holds no op events of a module named *{module_name(name)}*")
-        s = summarize(events, args.calls, wall * 1e3, args.top)
+        s = summarize(events, args.calls, wall * 1e3, args.top, kernel_names(profile, module_name(name)))
         s["first_call_s"] = runner.first_call_s
         if jax.default_backend() == "cpu":
             s["note"] = "XLA:CPU: dot events time their asynchronous launch only; busy/gap mean something on a GPU"
