@@ -30,17 +30,13 @@ class TrainState(flax.struct.PyTreeNode):
 
 def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     """``optax.clip_by_global_norm`` (same rule and empty state: g ← g·c/‖g‖ unless ‖g‖ < c) with ‖g‖
-    from one-pass sums (``tree_norm``), so no g² copy of the embedding table's gradient is written, and
-    c/‖g‖ applied as one scalar factor (torch's clip_grad_norm_ order; optax divides first, ≤ 1 ulp
-    apart): a multiply XLA fuses into Adam's moment passes, so no clipped copy of the table's
-    gradient is written either."""
+    from one-pass sums (``tree_norm``), so no g² copy of the embedding table's gradient is written."""
 
     def update_fn(updates, state, params=None):
         del params
         g_norm = tree_norm(updates)
         trigger = g_norm < max_norm
-        scale = max_norm / g_norm
-        updates = jax.tree.map(lambda t: jax.lax.select(trigger, t, t * scale.astype(t.dtype)), updates)
+        updates = jax.tree.map(lambda t: jax.lax.select(trigger, t, (t / g_norm.astype(t.dtype)) * max_norm), updates)
         return updates, state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
