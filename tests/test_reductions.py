@@ -10,7 +10,7 @@ import pytest
 
 from kdef_jax.models.layers import BatchNorm, relu_dropout, scale_shift
 from kdef_jax.reductions import column_sums, sum_of_squares, tree_norm
-from kdef_jax.steps import clip_by_global_norm
+from kdef_jax.steps import clip_by_global_norm, clip_coefficient
 
 
 def test_column_sums_hand_values_and_fold_sizes():
@@ -142,6 +142,24 @@ def test_batchnorm_gradients_equal_textbook_autodiff(masked, scalar, shape):
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
     for k in ("scale", "bias"):
         np.testing.assert_allclose(dp[k], dp_ref[k], rtol=1e-4, atol=1e-4)
+
+
+def test_clip_by_global_norm_is_torchs_rule_by_hand():
+    """torch clip_grad_norm_: g · min(1, c/(‖g‖ + 1e-6)), the factor applied to every leaf."""
+    g = {"a": jnp.asarray([3.0, 4.0]), "b": jnp.asarray([[0.0]])}  # ‖g‖ = 5
+    clip = clip_by_global_norm(1.0)
+    got = clip.update(g, clip.init(g))[0]
+    np.testing.assert_allclose(got["a"], [3.0 / (5 + 1e-6), 4.0 / (5 + 1e-6)], rtol=1e-6)  # 0.59999988, 0.79999984
+    assert float(got["b"][0, 0]) == 0.0
+    # below the threshold the factor is exactly 1: the gradient passes bit for bit
+    same = clip_by_global_norm(10.0).update(g, clip.init(g))[0]
+    assert np.array_equal(same["a"], g["a"]) and np.array_equal(same["b"], g["b"])
+    # at ‖g‖ = c torch still scales, by c/(c + 1e-6) (float32: 1 - 1 ulp); optax's (g/‖g‖)·c leaves g
+    at = jnp.asarray([6.0, 8.0])
+    scaled = clip_by_global_norm(10.0).update(at, ())[0]
+    assert float(clip_coefficient(jnp.float32(10.0), 10.0)) < 1.0 < float(clip_coefficient(jnp.float32(9.99), 10.0))
+    np.testing.assert_allclose(scaled, [6.0, 8.0], rtol=2e-7)
+    assert not np.array_equal(scaled, at)
 
 
 @pytest.mark.parametrize("max_norm", [100.0, 0.5])
