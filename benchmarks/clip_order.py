@@ -53,8 +53,7 @@ def runner(variant: str, k: int, batches) -> Runner:
     if variant == "library":
         tx = steps.make_optimizer(o)
     else:
-        adam = optax.inject_hyperparams(optax.adam)(learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps)
-        tx = optax.chain(optax_order_clip(o.clip_norm), adam)
+        tx = optax.chain(optax_order_clip(o.clip_norm), steps.make_adam(o))
     model = criteo_model([mlp_group(k)])
     state = steps.create_train_state(model, tx, jax.random.PRNGKey(0), batches[0]["ids"].shape[1])
     step = steps.make_train_step(model, tx, c.loss, o.embedding_l2)

@@ -30,17 +30,13 @@ from jax.sharding import PartitionSpec as P
 from kdef_jax.losses import kdef_loss
 from kdef_jax.models.embedding import column_offsets
 from kdef_jax.reductions import tree_norm
-from kdef_jax.steps import clip_coefficient
+from kdef_jax.steps import clip_coefficient, make_adam
 from kdef_jax.sharding import TABLE_ROWS, replicated
 
 
 class LazyAdamState(NamedTuple):
     mu: jax.Array  # [V, d]
     nu: jax.Array  # [V, d]
-
-
-def _dense_adam(o) -> optax.GradientTransformation:
-    return optax.inject_hyperparams(optax.adam)(learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps)
 
 
 def _split(params):
@@ -52,7 +48,7 @@ def init_opt_state(params, o):
     """(placeholder, dense Adam state, LazyAdamState): index 1 is the injected-hyperparameter state, as
     in the dense optimizer, so ``steps.get/set_learning_rate`` work on both."""
     dense, table = _split(params)
-    return (optax.EmptyState(), _dense_adam(o).init(dense), LazyAdamState(jnp.zeros_like(table), jnp.zeros_like(table)))
+    return (optax.EmptyState(), make_adam(o).init(dense), LazyAdamState(jnp.zeros_like(table), jnp.zeros_like(table)))
 
 
 def _row_update(o, table, mu, nu, uniq, rows, g_rows, lr, t):
@@ -111,7 +107,7 @@ def make_lazy_train_step(model, loss_cfg, o, mesh=None, split_table=False, **jit
     ``jit_kw``: the shardings of the state on ``mesh``, as ``steps.make_train_step``; ``split_table``: the
     table is split by rows over ``mesh``)."""
     offsets = jnp.asarray(column_offsets(model.vocab_sizes, model.max_lens))
-    adam = _dense_adam(o)
+    adam = make_adam(o)
     if not split_table:  # rows [U, d] of u; a row-split table: blocks [n·U, d] (_row_split_ops)
         gather = lambda table, uniq: (jnp.take(table, uniq, axis=0, mode="fill", fill_value=0.0), None)  # noqa: E731
         expand = lambda rows, owned, inv: rows[inv]  # noqa: E731

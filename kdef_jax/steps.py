@@ -51,8 +51,13 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
+def make_adam(o) -> optax.GradientTransformation:
+    """Adam with ``config.optim``'s hyperparameters, the learning rate injected (changeable in place)."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps)
+
+
 def make_optimizer(o) -> optax.GradientTransformation:
-    adam = optax.inject_hyperparams(optax.adam)(learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps)
+    adam = make_adam(o)
     return optax.chain(clip_by_global_norm(o.clip_norm), adam) if o.clip_norm > 0 else optax.chain(optax.identity(), adam)
 
 
