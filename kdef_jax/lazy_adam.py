@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 from kdef_jax.losses import kdef_loss
 from kdef_jax.models.embedding import column_offsets
 from kdef_jax.reductions import tree_norm
-from kdef_jax.steps import clip_coefficient, make_adam
+from kdef_jax.steps import clip_tree, make_adam
 from kdef_jax.sharding import TABLE_ROWS, replicated
 
 
@@ -143,9 +143,7 @@ def make_lazy_train_step(model, loss_cfg, o, mesh=None, split_table=False, **jit
         (total, (aux, batch_stats, reg)), (g_dense, g_rows) = jax.value_and_grad(loss_fn, (0, 1), has_aux=True)(dense, rows)
         norm = tree_norm([g_dense, g_rows])
         if o.clip_norm > 0:
-            scale = jnp.minimum(clip_coefficient(norm, o.clip_norm), 1.0)
-            g_dense = jax.tree.map(lambda g: g * scale, g_dense)
-            g_rows = g_rows * scale
+            g_dense, g_rows = clip_tree((g_dense, g_rows), norm, o.clip_norm)
         _, adam_state, lazy = state.opt_state
         updates, adam_state = adam.update(g_dense, adam_state, dense)
         dense = optax.apply_updates(dense, updates)

@@ -28,9 +28,12 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
 
 
-def clip_coefficient(g_norm: jax.Array, max_norm: float) -> jax.Array:
-    """The reference's clipping factor c / (‖g‖ + 1e-6) (torch ``clip_grad_norm_``), applied when below 1."""
-    return max_norm / (g_norm + 1e-6)
+def clip_tree(tree, g_norm: jax.Array, max_norm: float):
+    """``tree`` · min(1, c/(‖g‖ + 1e-6)) (torch ``clip_grad_norm_``'s factor), as a select on a scalar
+    predicate: leaves pass bit for bit when the factor is ≥ 1."""
+    scale = max_norm / (g_norm + 1e-6)
+    clip = scale < 1.0
+    return jax.tree.map(lambda t: jax.lax.select(clip, t * scale.astype(t.dtype), t), tree)
 
 
 def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
@@ -44,9 +47,7 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         del params
-        scale = clip_coefficient(tree_norm(updates), max_norm)
-        clip = scale < 1.0
-        return jax.tree.map(lambda t: jax.lax.select(clip, t * scale.astype(t.dtype), t), updates), state
+        return clip_tree(updates, tree_norm(updates), max_norm), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 

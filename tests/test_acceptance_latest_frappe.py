@@ -8,8 +8,8 @@ The gates are on the 3-seed means because one seed's AUC moves with floating-poi
 rounding differs between code versions and between host CPUs (XLA:CPU's vector width and FMA
 contraction): seed 2024's ensemble read 0.9516 to 0.9532 under versions of the code that differ by
 ≤ 1 ulp per step, and one version (commit 9265e36's scalar clipping factor, which gives the current
-code's numbers on a Zen 5) read 0.9516 on a Zen 3 host and 0.9531 on a Zen 5: a spread that straddles any single-seed gate near the reference. The
-3-seed means of those versions: 0.9531-0.9541.
+code's numbers on a Zen 5) read 0.9516 on a Zen 3 host and 0.9531 on a Zen 5: a spread that straddles
+any single-seed gate near the reference. The 3-seed means of those versions: 0.9531-0.9541.
 """
 
 import statistics

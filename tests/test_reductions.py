@@ -10,7 +10,7 @@ import pytest
 
 from kdef_jax.models.layers import BatchNorm, relu_dropout, scale_shift
 from kdef_jax.reductions import column_sums, sum_of_squares, tree_norm
-from kdef_jax.steps import clip_by_global_norm, clip_coefficient
+from kdef_jax.steps import clip_by_global_norm, clip_tree
 
 
 def test_column_sums_hand_values_and_fold_sizes():
@@ -157,7 +157,8 @@ def test_clip_by_global_norm_is_torchs_rule_by_hand():
     # at ‖g‖ = c torch still scales, by c/(c + 1e-6) (float32: 1 - 1 ulp); optax's (g/‖g‖)·c leaves g
     at = jnp.asarray([6.0, 8.0])
     scaled = clip_by_global_norm(10.0).update(at, ())[0]
-    assert float(clip_coefficient(jnp.float32(10.0), 10.0)) < 1.0 < float(clip_coefficient(jnp.float32(9.99), 10.0))
+    assert not np.array_equal(clip_tree(at, jnp.float32(10.0), 10.0), at)  # factor < 1 at ‖g‖ = c ...
+    assert np.array_equal(clip_tree(at, jnp.float32(9.99), 10.0), at)  # ... and ≥ 1 just below it
     np.testing.assert_allclose(scaled, [6.0, 8.0], rtol=2e-7)
     assert not np.array_equal(scaled, at)
 
