@@ -147,3 +147,28 @@ def test_clip_orders_benchmark_compares_optax_rule_with_the_library():
   for a, b, c in zip(*(jax.tree_util.tree_leaves(x) for x in (theirs, want, ours))):
     np.testing.assert_allclose(a, b, rtol=1e-6)  # the benchmark's baseline is optax's rule
     np.testing.assert_allclose(c, b, rtol=1e-6)  # and the library's differs by rounding only
+
+
+def test_table_update_benchmark_times_the_same_update_in_both_layouts():
+  import jax.numpy as jnp
+  import numpy as np
+  import table_update  # noqa: E402 - benchmarks/ is on sys.path above
+  from common import default_train_config
+
+  o = default_train_config().optim
+  o.clip_norm = 0.05  # below these gradients' norm (~0.25): every step clips, so the clip factor is compared too
+  rng = np.random.default_rng(0)
+  table0 = rng.normal(0, 1e-2, (300, 16)).astype(np.float32)
+  batches = [(jnp.asarray(rng.integers(0, 300, (8, 5)), jnp.int32), jnp.asarray(rng.normal(0, 1e-2, (8, 5, 16)), jnp.float32))
+             for _ in range(3)]
+  rs = table_update.runners(table0, batches, o, o.embedding_l2)
+  for r in rs.values():
+    r.run(5)
+  lib = np.asarray(rs["library"].carry[0]["embedding"]["table"])
+  assert np.max(np.abs(lib - table0)) > 1e-4  # the steps moved the table
+  for v in ("stacked", "stacked_donated"):
+    s = np.asarray(rs[v].carry[0])
+    np.testing.assert_allclose(s[0], lib, rtol=1e-5, atol=1e-8)
+    adam = rs["library"].carry[1][1].inner_state[0]  # (clip state, injected Adam's (ScaleByAdamState, scale))
+    np.testing.assert_allclose(s[1], np.asarray(adam.mu["embedding"]["table"]), rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(s[2], np.asarray(adam.nu["embedding"]["table"]), rtol=1e-4, atol=1e-12)
