@@ -897,3 +897,24 @@ def test_build_leaves_the_cyclic_gc_as_it_found_it(libfm_dir, tmp_path):
     assert not gc.isenabled()
   finally:
     gc.enable()
+
+
+def test_atomic_dir_publishes_only_complete_builds_and_keeps_the_first_of_two(tmp_path):
+  from kdef_jax.data.atomic_dir import building
+
+  final = tmp_path / "ds-abc"
+  with building(final) as tmp:
+    assert tmp.is_dir() and tmp != final and not final.exists()
+    (tmp / "feature_map.json").write_text("first")
+  assert (final / "feature_map.json").read_text() == "first"
+  # A second build of the same cache that finishes later: the published one stays, the new one goes.
+  with building(final) as tmp:
+    (tmp / "feature_map.json").write_text("second")
+  assert (final / "feature_map.json").read_text() == "first"
+  # A build that fails leaves neither its folder nor a cache.
+  other = tmp_path / "ds-def"
+  with pytest.raises(KeyboardInterrupt):
+    with building(other) as tmp:
+      (tmp / "train_x.npy").write_text("half")
+      raise KeyboardInterrupt
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["ds-abc"]

@@ -30,7 +30,6 @@ import gc
 import hashlib
 import json
 import os
-import shutil
 import struct
 import threading
 import time
@@ -39,6 +38,7 @@ from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
+from kdef_jax.data.atomic_dir import building
 from kdef_jax.data.feature_map import FeatureMap, FieldSpec
 from kdef_jax.data.schema import DROP, LABEL, Block, DataFormatError, LabelRule
 from kdef_jax.data.hash_ids import count_where, remap_columns, scatter_columns
@@ -401,11 +401,8 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
     log(f"[data] preprocessing {spec.dataset_id} into {final}")
     state = _State(spec, hashed)
     encs, ncol = state.encs, state.ncol
-    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     st = _Stats()
-    try:
+    with building(final) as tmp:
         out = _Outputs(tmp, ncol)
         try:
             for role, path in spec.files:
@@ -463,15 +460,6 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
         (tmp / "build.json").write_text(json.dumps({"count_pass_s": t1 - t0, "encode_pass_s": t2 - t1,
                                                     "raw_rows": st.raw_rows, "distinct_values": {k: r.n for k, r in state.raws.items() if k != LABEL}}))
         fmap.save(tmp / "feature_map.json")
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process finished the same cache first
-            if not (final / "feature_map.json").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     extra = ""
     if st.skipped:
         extra += f", skipped bad rows {dict(st.skipped)}"

@@ -16,11 +16,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from kdef_jax.data.atomic_dir import building
 from kdef_jax.data.feature_map import FeatureMap, FieldSpec
 
 # Criteo_x4_10 embedding-table sizes (PAD + OOV included): C1-C26 from the public FuxiCTR feature
@@ -109,12 +109,9 @@ def build_synthetic(spec: SyntheticSpec, cache_root: str | os.PathLike, dataset_
         return final
     log(f"[data] generating {dataset_id} ({spec.num_train:,}/{spec.num_valid:,}/{spec.num_test:,} rows) into {final}")
     planted = _Planted(spec)
-    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     rows = {"train": spec.num_train, "valid": spec.num_valid, "test": spec.num_test}
     pos, bayes = {}, {}
-    try:
+    with building(final) as tmp:
         for si, (split, n) in enumerate(rows.items()):
             x_out = np.lib.format.open_memmap(tmp / f"{split}_x.npy", "w+", np.int32, (n, len(planted.n)))
             y_out = np.lib.format.open_memmap(tmp / f"{split}_y.npy", "w+", np.float32, (n,))
@@ -141,13 +138,4 @@ def build_synthetic(spec: SyntheticSpec, cache_root: str | os.PathLike, dataset_
             positive_rate={k: v for k, v in pos.items() if rows[k]},
             info={"synthetic": dataclasses.asdict(spec), "bayes_auc": bayes},
         ).save(tmp / "feature_map.json")
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / "feature_map.json").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final

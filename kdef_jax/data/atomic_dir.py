@@ -1,0 +1,35 @@
+"""Publishing a dataset cache folder atomically.
+
+A cache is built in a sibling ``<name>.tmp-<pid>`` folder and renamed to its final name only once
+complete, so a crash or Ctrl-C never leaves a half-written cache that a later run would trust. Two
+processes building the same cache at once both finish; the first rename wins and the second build is
+discarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def building(final: Path, marker: str = "feature_map.json"):
+    """Yields an empty temporary folder beside ``final``; on normal exit renames it to ``final`` (or
+    removes it where another process published ``final`` first, as ``final/marker`` shows), on an
+    exception removes it and re-raises."""
+    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process finished the same cache first
+            if not (final / marker).exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
