@@ -4,7 +4,11 @@
 # warm machine (timeout_s=600 each; the machine's start is not counted):
 #   PART=1 bash benchmarks/gpu_check.sh   # the train step, group at K = 1, 3, 10, 32, 64 in fp32, K = 10, 64 in bf16
 #   PART=2 bash benchmarks/gpu_check.sh   # the Python loop, the GEMM ceiling, latency, op profile, KDEF_Latest training
-#   QUICK=1 bash benchmarks/gpu_check.sh  # a dry run of both halves in about a minute, here or anywhere
+#   PART=open bash benchmarks/gpu_check.sh  # ONE call, what no lease has measured yet, most telling first:
+#                                           # the op profile, latency at batch 10k (HLO too), KDEF_Latest and bf16 K=64 training
+#   QUICK=1 bash benchmarks/gpu_check.sh  # a dry run of both halves in about a minute, here or anywhere (QUICK=1 PART=open too)
+# A lease is 15 min of device time with the machine's start (minutes) counted in, so both halves rarely
+# fit in one: the next lease runs PART=open (limits 440 s; timeout_s=540), and PART=1 / PART=2 with what is left.
 # Why two halves: XLA:GPU compiles and autotunes every distinct jitted program for 20 s to over a minute
 # (H200, 2026-11-28; KDEF_Latest's train step over 90 s), and the checks need ~16 programs. Every
 # benchmark prints and records each program's first-call seconds (compile included), and the script
@@ -20,6 +24,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results/gpu}"
 PART="${PART:-all}"
+case "$PART" in 1|2|open|all) ;; *) echo "PART=$PART: use 1, 2, open or all" >&2; exit 2;; esac
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1  # the whole log comes back with the JSONs
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -53,6 +58,12 @@ if [ "$PART" = 2 ] || [ "$PART" = all ]; then  # limits: 110 + 50 + 90 + 50 + 18
   run 90 benchmarks/latency.py --k 10 --batches $LATB --steps 20 --rounds 3 --out "$OUT/latency.json" --hlo-out "$OUT/latency_hlo.txt"
   run 50 benchmarks/device_profile.py --k $PROFK --batch $BATCH --programs one_student ensemble train --calls 10 --out "$OUT/device_profile.json"
   run 180 $TT $LATEST --batch $LBATCH --mflop-per-sample 15.08 $STEPS --out "$OUT/train_latest.json"
+fi
+if [ "$PART" = open ]; then  # limits: 50 + 90 + 180 + 120 = 440 s
+  run 50 benchmarks/device_profile.py --k $PROFK --batch $BATCH --programs one_student ensemble train --calls 10 --out "$OUT/device_profile.json"
+  run 90 benchmarks/latency.py --k 10 --batches $LATB --steps 20 --rounds 3 --out "$OUT/latency.json" --hlo-out "$OUT/latency_hlo.txt"
+  run 180 $TT $LATEST --batch $LBATCH --mflop-per-sample 15.08 $STEPS --out "$OUT/train_latest.json"
+  run 120 $TT --ks $BIGKS --batch $BATCH --dtype bfloat16 --variants group $STEPS --out "$OUT/train_bf16_k64.json"
 fi
 echo "[$(date -u +%T)] done, status $status"
 exit $status
