@@ -40,13 +40,14 @@ def sweep(config: str, ks, variants, seeds, workdir, extra=()) -> dict:
 
 def markdown(table: dict) -> str:
     lines = ["| variant | K | ensemble test AUC (mean; per seed) | best student test AUC (mean; per seed) | "
-             "ensemble − best student | epochs |", "|---|---:|---|---|---:|---|"]
+             "ensemble − best student | epochs | train samples/s |", "|---|---:|---|---|---:|---|---:|"]
     for v, rows in table.items():
         for k, s in rows.items():
             e, b = s["ensemble_test_auc"], s["best_student_test_auc"]
             per = lambda x: " / ".join(f"{t:.4f}" for t in x["values"])  # noqa: E731
             lines.append(f"| {v} | {k} | **{e['mean']:.4f}** ({per(e)}) | {b['mean']:.4f} ({per(b)}) | "
-                         f"{e['mean'] - b['mean']:+.4f} | {', '.join(map(str, s['epochs']))} |")
+                         f"{e['mean'] - b['mean']:+.4f} | {', '.join(map(str, s['epochs']))} | "
+                         f"{statistics.fmean(s['train_samples_per_s']):,.0f} |")
     return "\n".join(lines)
 
 

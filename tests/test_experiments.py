@@ -21,8 +21,8 @@ TINY = ["data.synthetic.num_train=1200", "data.synthetic.num_valid=400", "data.s
 
 def _summary(ens, best, epochs=(3, 4)):
     runs = [{"seed": s, "rows": [{"test_auc": e, "test_logloss": 0.5}, {"model": "mlp_0", "test_auc": b, "test_logloss": 0.6}],
-             "best_student_index": 0, "epochs_run": n, "wall_s": 1.0, "train_samples_per_s": 1.0}
-            for s, e, b, n in zip((1, 2), ens, best, epochs)]
+             "best_student_index": 0, "epochs_run": n, "wall_s": 1.0, "train_samples_per_s": t}
+            for s, e, b, n, t in zip((1, 2), ens, best, epochs, (1000.0, 3000.0))]
     return run_seeds.summarize(runs)
 
 
@@ -32,8 +32,8 @@ def test_summarize_and_markdown_by_hand():
     assert s["ensemble_test_auc"]["mean"] == pytest.approx(0.71)
     assert s["best_student_test_auc"] == {"mean": pytest.approx(0.62), "min": 0.60, "max": 0.64, "values": [0.60, 0.64]}
     md = scaling.markdown(table).splitlines()
-    assert md[2] == "| mean | 1 | **0.7100** (0.7000 / 0.7200) | 0.7100 (0.7000 / 0.7200) | +0.0000 | 3, 4 |"
-    assert md[3] == "| mean | 4 | **0.7100** (0.7100 / 0.7100) | 0.6200 (0.6000 / 0.6400) | +0.0900 | 3, 4 |"
+    assert md[2] == "| mean | 1 | **0.7100** (0.7000 / 0.7200) | 0.7100 (0.7000 / 0.7200) | +0.0000 | 3, 4 | 2,000 |"
+    assert md[3] == "| mean | 4 | **0.7100** (0.7100 / 0.7100) | 0.6200 (0.6000 / 0.6400) | +0.0900 | 3, 4 | 2,000 |"
 
 
 def test_apply_overrides_rejects_unknown_keys():
