@@ -47,6 +47,10 @@ LATEST="--students ipnn:1,final:1,ecn:1 --set model.ecn.num_cross_layers=4"
 status=0
 run() { local t=$1; shift; echo "+ [$(date -u +%T)] $*"; timeout "$t" "$PY" "$@" | grep -v '^ \|^{\|^}' || { echo "FAILED or cut short: $*"; status=1; }; }
 TT=benchmarks/train_throughput.py
+# The checks that PART=2 and PART=open share (limits 90, 50 and 180 s).
+latency() { run 90 benchmarks/latency.py --k 10 --batches $LATB --steps 20 --rounds 3 --out "$OUT/latency.json" --hlo-out "$OUT/latency_hlo.txt"; }
+profile() { run 50 benchmarks/device_profile.py --k $PROFK --batch $BATCH --programs one_student ensemble train --calls 10 --out "$OUT/device_profile.json"; }
+latest() { run 180 $TT $LATEST --batch $LBATCH --mflop-per-sample 15.08 $STEPS --out "$OUT/train_latest.json"; }
 if [ "$PART" = 1 ] || [ "$PART" = all ]; then  # limits: 170 + 110 + 180 = 460 s
   run 170 $TT --ks $KS --batch $BATCH --variants group $STEPS --out "$OUT/train_fp32.json"
   run 110 $TT --ks $BIGKS --batch $BATCH --variants group $STEPS --out "$OUT/train_fp32_k64.json"
@@ -55,14 +59,10 @@ fi
 if [ "$PART" = 2 ] || [ "$PART" = all ]; then  # limits: 110 + 50 + 90 + 50 + 180 = 480 s
   run 110 $TT --ks $LOOPKS --batch $BATCH --variants loop --loop-max-k 64 $STEPS --out "$OUT/train_fp32_loop.json"
   run 50 $TT --ks $GEMMK --batch $BATCH --variants gemm $STEPS --out "$OUT/train_fp32_gemm.json"
-  run 90 benchmarks/latency.py --k 10 --batches $LATB --steps 20 --rounds 3 --out "$OUT/latency.json" --hlo-out "$OUT/latency_hlo.txt"
-  run 50 benchmarks/device_profile.py --k $PROFK --batch $BATCH --programs one_student ensemble train --calls 10 --out "$OUT/device_profile.json"
-  run 180 $TT $LATEST --batch $LBATCH --mflop-per-sample 15.08 $STEPS --out "$OUT/train_latest.json"
+  latency; profile; latest
 fi
 if [ "$PART" = open ]; then  # limits: 50 + 90 + 180 + 120 = 440 s
-  run 50 benchmarks/device_profile.py --k $PROFK --batch $BATCH --programs one_student ensemble train --calls 10 --out "$OUT/device_profile.json"
-  run 90 benchmarks/latency.py --k 10 --batches $LATB --steps 20 --rounds 3 --out "$OUT/latency.json" --hlo-out "$OUT/latency_hlo.txt"
-  run 180 $TT $LATEST --batch $LBATCH --mflop-per-sample 15.08 $STEPS --out "$OUT/train_latest.json"
+  profile; latency; latest
   run 120 $TT --ks $BIGKS --batch $BATCH --dtype bfloat16 --variants group $STEPS --out "$OUT/train_bf16_k64.json"
 fi
 echo "[$(date -u +%T)] done, status $status"

@@ -18,6 +18,7 @@ whose value the paper does not give; spec §9.8): IA needs no threshold.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import statistics
@@ -93,10 +94,9 @@ def plot(found: dict, path: Path) -> bool:
         return False
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     # One sequential colour map per variant, darker for larger K, so the spectra read by variant and K.
-    maps = {v: plt.get_cmap(m) for v, m in zip(found, ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys"))}
+    maps = {v: plt.get_cmap(m) for v, m in zip(found, itertools.cycle(("Blues", "Oranges", "Greens", "Purples", "Reds")))}
     for v, ks in found.items():
-        a.plot(list(ks), [statistics.fmean(r["mean_ia"] for r in runs) for runs in ks.values()], marker="o", label=v,
-               color=maps[v](0.75) if v in maps else None)
+        a.plot(list(ks), [statistics.fmean(r["mean_ia"] for r in runs) for runs in ks.values()], marker="o", label=v, color=maps[v](0.75))
     a.set_xscale("log", base=2)
     all_ks = sorted({k for ks in found.values() for k in ks})
     a.set_xticks(all_ks, [str(k) for k in all_ks])
@@ -108,8 +108,8 @@ def plot(found: dict, path: Path) -> bool:
     field = max(first["fields"], key=lambda n: first["fields"][n]["rows"])
     for v, ks in found.items():
         for j, (k, runs) in enumerate(ks.items()):
-            shade = maps[v](0.35 + 0.65 * j / max(1, len(ks) - 1)) if v in maps else None
-            b.plot(runs[0]["fields"][field]["spectrum"], label=f"{v} K={k}", color=shade)
+            shade = 0.35 + 0.65 * j / max(1, len(ks) - 1)
+            b.plot(runs[0]["fields"][field]["spectrum"], label=f"{v} K={k}", color=maps[v](shade))
     b.set_yscale("log")
     b.set_xlabel("singular value index")
     b.set_ylabel("σ / σ_max")
