@@ -5,10 +5,11 @@
 #   PART=1 bash benchmarks/gpu_check.sh   # the train step, group at K = 1, 3, 10, 32, 64 in fp32, K = 10, 64 in bf16
 #   PART=2 bash benchmarks/gpu_check.sh   # the Python loop, the GEMM ceiling, latency, op profile, KDEF_Latest training
 #   PART=open bash benchmarks/gpu_check.sh  # ONE call, what no lease has measured yet, most telling first:
-#                                           # the op profile, latency at batch 10k (HLO too), KDEF_Latest and bf16 K=64 training
+#                                           # the op profile, latency at batch 10k (HLO too; BatchNorm-folded
+#                                           # predictors too), KDEF_Latest and bf16 K=64 training
 #   QUICK=1 bash benchmarks/gpu_check.sh  # a dry run of both halves in about a minute, here or anywhere (QUICK=1 PART=open too)
 # A lease is 15 min of device time with the machine's start (minutes) counted in, so both halves rarely
-# fit in one: the next lease runs PART=open (limits 440 s; timeout_s=540), and PART=1 / PART=2 with what is left.
+# fit in one: the next lease runs PART=open (limits 460 s; timeout_s=540), and PART=1 / PART=2 with what is left.
 # Why two halves: XLA:GPU compiles and autotunes every distinct jitted program for 20 s to over a minute
 # (H200, 2026-11-28; KDEF_Latest's train step over 90 s), and the checks need ~16 programs. Every
 # benchmark prints and records each program's first-call seconds (compile included), and the script
@@ -47,8 +48,8 @@ LATEST="--students ipnn:1,final:1,ecn:1 --set model.ecn.num_cross_layers=4"
 status=0
 run() { local t=$1; shift; echo "+ [$(date -u +%T)] $*"; timeout "$t" "$PY" "$@" | grep -v '^ \|^{\|^}' || { echo "FAILED or cut short: $*"; status=1; }; }
 TT=benchmarks/train_throughput.py
-# The checks that PART=2 and PART=open share (limits 90, 50 and 180 s).
-latency() { run 90 benchmarks/latency.py --k 10 --batches $LATB --steps 20 --rounds 3 --out "$OUT/latency.json" --hlo-out "$OUT/latency_hlo.txt"; }
+# The checks that PART=2 and PART=open share (limits: latency's first argument, 50 and 180 s).
+latency() { local t=$1; shift; run "$t" benchmarks/latency.py --k 10 --batches $LATB --steps 20 --rounds 3 --out "$OUT/latency.json" --hlo-out "$OUT/latency_hlo.txt" "$@"; }
 profile() { run 50 benchmarks/device_profile.py --k $PROFK --batch $BATCH --programs one_student ensemble train --calls 10 --out "$OUT/device_profile.json"; }
 latest() { run 180 $TT $LATEST --batch $LBATCH --mflop-per-sample 15.08 $STEPS --out "$OUT/train_latest.json"; }
 if [ "$PART" = 1 ] || [ "$PART" = all ]; then  # limits: 170 + 110 + 180 = 460 s
@@ -59,10 +60,10 @@ fi
 if [ "$PART" = 2 ] || [ "$PART" = all ]; then  # limits: 110 + 50 + 90 + 50 + 180 = 480 s
   run 110 $TT --ks $LOOPKS --batch $BATCH --variants loop --loop-max-k 64 $STEPS --out "$OUT/train_fp32_loop.json"
   run 50 $TT --ks $GEMMK --batch $BATCH --variants gemm $STEPS --out "$OUT/train_fp32_gemm.json"
-  latency; profile; latest
+  latency 90; profile; latest
 fi
-if [ "$PART" = open ]; then  # limits: 50 + 90 + 180 + 120 = 440 s
-  profile; latency; latest
+if [ "$PART" = open ]; then  # limits: 50 + 110 + 180 + 120 = 460 s
+  profile; latency 110 --fold-bn; latest
   run 120 $TT --ks $BIGKS --batch $BATCH --dtype bfloat16 --variants group $STEPS --out "$OUT/train_bf16_k64.json"
 fi
 echo "[$(date -u +%T)] done, status $status"

@@ -6,7 +6,9 @@ Both predictors include the shared embedding lookup and the sigmoid; "one studen
 network a latency-bound deployment serves (``kdef_jax.export.extract_student``). ``--hlo-out FILE``
 also writes every predictor's optimized HLO at the largest batch into one text file (what the
 backend runs: its fusions, GEMM custom calls and their count), to read where a predictor spends
-more than its GEMM time, e.g. one student on a GPU.
+more than its GEMM time, e.g. one student on a GPU. ``--fold-bn`` adds every predictor again with its
+BatchNorms folded into the Dense layers before them (``kdef_jax.export.fold_batchnorm``; names end in
+``_folded``) and reports the folded one student's speed-up over the folded ensemble too.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def main():
     ap.add_argument("--set", nargs="*", default=[], help="model config overrides for --students")
     ap.add_argument("--out", default=None)
     ap.add_argument("--hlo-out", default=None, help="write each predictor's optimized HLO (largest batch) here")
+    ap.add_argument("--fold-bn", action="store_true", help="also time each predictor with BatchNorm folded into its Dense layers")
     args = ap.parse_args()
     model = criteo_model(spec_groups(args.students, args.set) if args.students else [mlp_group(args.k)])
     ids0 = criteo_batches(2, n=1)[0]["ids"]
@@ -47,6 +50,10 @@ def main():
             predictors[f"student_{k}"] = make_predictor(model, variables, k)
     else:
         predictors["one_student"] = make_predictor(model, variables, 0)
+    if args.fold_bn:
+        whats = {name: ("ensemble" if name == "ensemble" else (0 if name == "one_student" else int(name.split("_")[1])))
+                 for name in predictors}
+        predictors.update({f"{name}_folded": make_predictor(model, variables, what, fold_bn=True) for name, what in whats.items()})
     rows = []
     for b in args.batches:
         ids = [jax.device_put(x["ids"]) for x in criteo_batches(b, n=2)]
@@ -57,11 +64,14 @@ def main():
         for name, (med, lo, hi), r in zip(predictors, timings, runners):
             row[name] = {"ms": med * 1e3, "ms_min": lo * 1e3, "ms_max": hi * 1e3, "samples_per_s": b / med,
                          "first_call_s": r.first_call_s, "calls_per_round": r.steps}
-        fastest = min((k for k in row if k != "batch" and k != "ensemble"), key=lambda k: row[k]["ms"])
-        row["fastest_student"] = fastest
-        row["one_student_speedup"] = row["ensemble"]["ms"] / row[fastest]["ms"]
-        print(f"batch {b:6d}: ensemble {row['ensemble']['ms']:8.2f} ms, fastest student ({fastest}) "
-              f"{row[fastest]['ms']:8.2f} ms, speedup {row['one_student_speedup']:.2f}x", flush=True)
+        for suffix in ("", "_folded") if args.fold_bn else ("",):
+            ens = "ensemble" + suffix
+            students = [k for k in predictors if not k.startswith("ensemble") and k.endswith("_folded") == bool(suffix)]
+            fastest = min(students, key=lambda k: row[k]["ms"])
+            row["fastest_student" + suffix] = fastest
+            row["one_student_speedup" + suffix] = row[ens]["ms"] / row[fastest]["ms"]
+            print(f"batch {b:6d}: {ens} {row[ens]['ms']:8.2f} ms, fastest student ({fastest}) "
+                  f"{row[fastest]['ms']:8.2f} ms, speedup {row['one_student_speedup' + suffix]:.2f}x", flush=True)
         rows.append(row)
         record = {"benchmark": "latency", "K": model.num_students, "students": args.students or f"mlp:{args.k}",
                   "machine": machine(), "rows": rows}

@@ -1,12 +1,14 @@
-"""Deployment: a single extracted student and the exported predictor match the ensemble model."""
+"""Deployment: a single extracted student, the BatchNorm-folded networks and the exported predictor
+match the ensemble model."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdef_jax.export import export_predictor, extract_student, load_exported, make_predictor
-from kdef_jax.models.ensemble import KDEFModel, StudentGroup
+from kdef_jax.export import export_predictor, extract_student, fold_batchnorm, load_exported, make_predictor
+from kdef_jax.models.ensemble import KDEFModel, StudentGroup, groups_from_config
+from kdef_jax.models.registry import STUDENTS
 
 KW = (("batch_norm", True), ("dropout", 0.1), ("hidden_units", (8, 6)))
 
@@ -68,3 +70,95 @@ def test_load_run_restores_the_best_epoch(tmp_path):
     assert m["students"][k]["auc"] == pytest.approx(res["rows"][1 + k]["test_auc"], rel=1e-9)
     p_k = make_predictor(model, variables, k)(jnp.asarray(test.x))  # float32 probabilities: ties may move
     assert auc(test.y, p_k) == pytest.approx(res["rows"][1 + k]["test_auc"], abs=1e-4)
+
+
+def _count(tree):
+    return sum(x.size for x in jax.tree.leaves(tree))
+
+
+def test_fold_batchnorm_hand_computed():
+    """One hidden layer of width 2, σ² + ε = 1 so a = γ: W' = W·γ, b' = b·γ + β − μ·γ."""
+    model = KDEFModel(vocab_sizes=(3,), groups=(StudentGroup("mlp", 1, (("batch_norm", True), ("dropout", 0.0), ("hidden_units", (2,)))),),
+                      embedding_dim=2)
+    v = model.init(jax.random.PRNGKey(0), jnp.ones((1, 1), jnp.int32), False)
+    p = jax.tree.map(np.asarray, v["params"])
+    g = p["group0_mlp"]
+    g["Dense_0"] = {"kernel": np.array([[[1.0, 2.0], [3.0, 4.0]]], np.float32), "bias": np.array([[1.0, -1.0]], np.float32)}
+    g["BatchNorm_0"] = {"scale": np.array([[2.0, 0.5]], np.float32), "bias": np.array([[0.1, 0.2]], np.float32)}
+    stats = {"group0_mlp": {"BatchNorm_0": {"mean": np.array([[0.5, 2.0]], np.float32),
+                                            "var": np.array([[1.0 - 1e-5, 1.0 - 1e-5]], np.float32)}}}
+    folded_model, fv = fold_batchnorm(model, {"params": p, "batch_stats": stats})
+    fd = fv["params"]["group0_mlp"]
+    np.testing.assert_allclose(fd["Dense_0"]["kernel"], [[[2.0, 1.0], [6.0, 2.0]]], rtol=1e-6)
+    np.testing.assert_allclose(fd["Dense_0"]["bias"], [[1.1, -1.3]], rtol=1e-6)
+    assert "BatchNorm_0" not in fd and fv["batch_stats"] == {}
+    np.testing.assert_array_equal(fd["Dense_1"]["kernel"], g["Dense_1"]["kernel"])  # the output layer as it was
+    assert dict(folded_model.groups[0].kwargs)["batch_norm"] is False
+    table = np.array([[0.0, 0.0], [1.0, -2.0], [0.5, 3.0]], np.float32)  # rows reached by ids 1, 2
+    p["embedding"] = {"table": table}
+    fv["params"]["embedding"] = {"table": table}
+    ids = jnp.array([[1], [2]], jnp.int32)
+    np.testing.assert_allclose(folded_model.apply(fv, ids, False), model.apply({"params": p, "batch_stats": stats}, ids, False),
+                               rtol=1e-6)
+
+
+def _random_stats(stats, key):
+    """Running statistics that make BatchNorm matter: mean ~ N(0, 0.05²), var ~ U(0.02, 0.2)."""
+    leaves, tree = jax.tree.flatten_with_path(stats)
+    keys = jax.random.split(key, len(leaves))
+    out = [0.05 * jax.random.normal(k, x.shape) if path[-1].key == "mean" else jax.random.uniform(k, x.shape, minval=0.02, maxval=0.2)
+           for (path, x), k in zip(leaves, keys)]
+    return jax.tree.unflatten(tree, out)
+
+
+FOLDED_KINDS = {"mlp", "ipnn", "dcn", "dcnv2", "xdeepfm", "widedeep", "deepfm", "autoint", "afn"}
+
+
+@pytest.mark.parametrize("kind", sorted(STUDENTS))
+def test_fold_batchnorm_every_kind_predicts_the_same(kind):
+    """Folded where the kind's BatchNorms follow Dense layers of an MLP tower, untouched elsewhere;
+    logits equal the unfolded model's up to float rounding, in a mixed model (the kind, then MLPs)."""
+    from kdef_jax.config import base_config
+
+    c = base_config()
+    c.model.students = f"{kind}:2,mlp:1"
+    c.model.hidden_units = (16, 8)
+    model = KDEFModel(vocab_sizes=(5, 7, 4, 6), groups=groups_from_config(c.model), embedding_dim=4, embedding_init_std=0.3)
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(np.stack([rng.integers(0, v, size=64) for v in (5, 7, 4, 6)], 1), jnp.int32)  # 0: PAD too
+    v = model.init(jax.random.PRNGKey(0), ids, False)
+    v = {"params": v["params"], "batch_stats": _random_stats(v.get("batch_stats", {}), jax.random.PRNGKey(1))}
+    folded_model, fv = fold_batchnorm(model, v)
+    expect = model.apply(v, ids, False)
+    assert float(jnp.std(expect)) > 0.05  # BatchNorm's statistics change the logits visibly
+    np.testing.assert_allclose(folded_model.apply(fv, ids, False), expect, rtol=1e-4, atol=1e-5 * float(jnp.abs(expect).max()))
+    was = dict(model.groups[0].kwargs).get("batch_norm")
+    now = dict(folded_model.groups[0].kwargs).get("batch_norm")
+    assert bool(was and not now) == (kind in FOLDED_KINDS)
+    assert dict(folded_model.groups[1].kwargs)["batch_norm"] is False  # the MLP group
+    towers = 2 if kind == "afn" else 1
+    removed = 4 * (16 + 8) * (2 * towers * (kind in FOLDED_KINDS) + 1)  # γ, β, μ, σ² per hidden unit, per student
+    assert _count(v) - _count(fv) == removed
+
+
+def test_folded_student_parameter_count_criteo_shape():
+    """Spec §2.6: one Criteo MLP student has 573,601 parameters (39 fields · d 16 in, [400, 400, 400]);
+    folded, its 2·1,200 BatchNorm γ, β are gone: 571,201, and no batch statistics remain."""
+    groups = (StudentGroup("mlp", 10, (("batch_norm", True), ("dropout", 0.1), ("hidden_units", (400, 400, 400)))),)
+    model = KDEFModel(vocab_sizes=(2,) * 39, groups=groups, embedding_dim=16)
+    v = model.init(jax.random.PRNGKey(0), jnp.ones((2, 39), jnp.int32), False)
+    single, sv = extract_student(model, v, 7)
+    assert _count(sv["params"]["group0_mlp"]) == 573_601
+    folded, fv = fold_batchnorm(single, sv)
+    assert _count(fv["params"]["group0_mlp"]) == 571_201 and fv["batch_stats"] == {}
+
+
+def test_folded_predictor_and_export():
+    model, ids = _model(), _ids()
+    v = model.init(jax.random.PRNGKey(0), ids, False)
+    v = {"params": v["params"], "batch_stats": _random_stats(v["batch_stats"], jax.random.PRNGKey(2))}
+    for what in ("ensemble", 3):
+        want = make_predictor(model, v, what)(ids)
+        np.testing.assert_allclose(make_predictor(model, v, what, fold_bn=True)(ids), want, rtol=1e-5)
+        call = load_exported(export_predictor(model, v, 3, what, fold_bn=True))
+        np.testing.assert_allclose(call(ids[:5]), want[:5], rtol=1e-5)
