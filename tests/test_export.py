@@ -47,13 +47,13 @@ def test_predictor_and_export_roundtrip():
     np.testing.assert_allclose(call(ids[:4]), ens[:4], rtol=1e-6)  # symbolic batch size
 
 
-def test_load_run_restores_the_best_epoch(tmp_path):
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """(config, workdir, results) of a 2-epoch synthetic run."""
     from kdef_jax.config import base_config
-    from kdef_jax.data.dataset import load_dataset
-    from kdef_jax.export import load_run
-    from kdef_jax.metrics import auc, ensemble_metrics
     from kdef_jax.train import train_and_evaluate
 
+    tmp_path = tmp_path_factory.mktemp("run")
     c = base_config()
     c.data.cache_dir = str(tmp_path / "cache")
     c.data.synthetic.num_train, c.data.synthetic.num_valid, c.data.synthetic.num_test = 3000, 700, 700
@@ -61,7 +61,16 @@ def test_load_run_restores_the_best_epoch(tmp_path):
     c.model.hidden_units = (16, 16)
     c.train.batch_size, c.train.num_epochs, c.train.progress, c.train.plot = 512, 2, False, False
     res = train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
-    model, variables, fmap, results = load_run(tmp_path / "run")
+    return c, tmp_path / "run", res
+
+
+def test_load_run_restores_the_best_epoch(trained_run):
+    from kdef_jax.data.dataset import load_dataset
+    from kdef_jax.export import load_run
+    from kdef_jax.metrics import auc, ensemble_metrics
+
+    c, workdir, res = trained_run
+    model, variables, fmap, results = load_run(workdir)
     assert results["best_student"] == res["best_student"]
     test = load_dataset(c.data, log=lambda *a: None).splits["test"]
     m = ensemble_metrics(test.y, model.apply(variables, jnp.asarray(test.x), False, None))
@@ -70,6 +79,46 @@ def test_load_run_restores_the_best_epoch(tmp_path):
     assert m["students"][k]["auc"] == pytest.approx(res["rows"][1 + k]["test_auc"], rel=1e-9)
     p_k = make_predictor(model, variables, k)(jnp.asarray(test.x))  # float32 probabilities: ties may move
     assert auc(test.y, p_k) == pytest.approx(res["rows"][1 + k]["test_auc"], abs=1e-4)
+
+
+def test_export_run_writes_a_servable_predictor(trained_run, tmp_path, capsys):
+    """``python -m kdef_jax.export_run``: the file alone (jax.export) predicts the test split as the
+    library's unfolded predictor does, and its JSON names the network and its test AUC."""
+    import json
+
+    from kdef_jax.data.dataset import load_dataset
+    from kdef_jax.export import load_run
+    from kdef_jax.export_run import main
+
+    c, workdir, res = trained_run
+    out = tmp_path / "serve" / "best.jaxexport"
+    assert main(["--workdir", str(workdir), "--what", "best", "--fold-bn", "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    info = json.loads(out.with_name("best.jaxexport.json").read_text())
+    k = res["best_student_index"]
+    x = jnp.asarray(load_dataset(c.data, log=lambda *a: None).splits["test"].x)
+    assert info["what"] == f"student{k}" and info["fold_bn"] is True and info["num_columns"] == x.shape[1]
+    assert info["test_auc"] == res["rows"][1 + k]["test_auc"] and info["check"]["max_abs_diff"] < 1e-5
+    served = jax.export.deserialize(out.read_bytes()).call(x)
+    model, variables, _, _ = load_run(workdir)
+    np.testing.assert_allclose(served, make_predictor(model, variables, k)(x), rtol=1e-5, atol=1e-7)
+    assert main(["--workdir", str(workdir)]) == 0  # default: the ensemble, beside the run
+    assert (workdir / "predictor_ensemble.jaxexport").exists()
+
+
+@pytest.mark.parametrize("what,message", [("7", "students 0..2"), ("teacher", "use ensemble, best or a student index")])
+def test_export_run_refuses_an_unknown_network(trained_run, capsys, what, message):
+    from kdef_jax.export_run import main
+
+    assert main(["--workdir", str(trained_run[1]), "--what", what]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_export_run_names_a_missing_run(tmp_path, capsys):
+    from kdef_jax.export_run import main
+
+    assert main(["--workdir", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere/config.json" in capsys.readouterr().err
 
 
 def _count(tree):

@@ -1,0 +1,108 @@
+"""Command line: a trained run → one serialized predictor file for serving.
+
+    python -m kdef_jax.export_run --workdir runs/frappe --what best --fold-bn
+
+Loads the run's best epoch (``export.load_run``), builds the predictor of the ensemble, of the best
+student by validation AUC (``--what best``, from results.json) or of student K (``--what K``),
+optionally with BatchNorm folded into the Dense layers (``--fold-bn``), and writes its ``jax.export``
+serialization (StableHLO with the weights as constants, batch dimension symbolic) to ``--out``
+(default ``<workdir>/predictor_<what>.jaxexport``), plus ``<out>.json``: which network, its input
+columns, the feature map to encode raw rows with, and a check that the reloaded file predicts what
+the library does on random ids (max |Δp|). Serve it with ``jax.export.deserialize(blob).call(ids)``
+(ids int32 [B, C] encoded by the run's feature_map.json), no kdef_jax needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kdef_jax.checkpoint import CheckpointError
+from kdef_jax.export import export_predictor, load_exported, load_run, make_predictor
+
+
+def resolve_what(what: str, results: dict, num_students: int):
+    """'ensemble' | 'best' | a student index → 'ensemble' or an int in [0, K)."""
+    if what == "ensemble":
+        return what
+    if what == "best":
+        if "best_student_index" not in results:
+            raise ValueError("--what best: the run has no results.json with best_student_index "
+                             "(it did not finish); pass a student index instead")
+        return int(results["best_student_index"])
+    try:
+        k = int(what)
+    except ValueError:
+        raise ValueError(f"--what {what!r}: use ensemble, best or a student index") from None
+    if not 0 <= k < num_students:
+        raise ValueError(f"--what {k}: the model has students 0..{num_students - 1}")
+    return k
+
+
+def random_ids(vocab_sizes, max_lens, rows: int, seed: int = 0) -> np.ndarray:
+    """int32 [rows, C] ids valid for the feature map (0 = PAD included), one column per id slot."""
+    rng = np.random.default_rng(seed)
+    lens = max_lens if max_lens is not None else (1,) * len(vocab_sizes)
+    cols = [rng.integers(0, v, size=rows) for v, n in zip(vocab_sizes, lens) for _ in range(n)]
+    return np.stack(cols, 1).astype(np.int32)
+
+
+def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None, check_rows: int = 256) -> dict:
+    """Write the predictor file and its JSON description; returns the description."""
+    workdir = Path(workdir)
+    model, variables, fmap, results = load_run(workdir)
+    target = resolve_what(what, results, model.num_students)
+    name = "ensemble" if target == "ensemble" else f"student{target}"
+    out = Path(out) if out else workdir / f"predictor_{name}{'_folded' if fold_bn else ''}.jaxexport"
+    blob = export_predictor(model, variables, fmap.num_columns, target, fold_bn=fold_bn)
+    ids = jnp.asarray(random_ids(model.vocab_sizes, model.max_lens, check_rows))
+    want = make_predictor(model, variables, target)(ids)  # unfolded: the check covers the fold too
+    got = load_exported(blob)(ids)
+    diff = float(jnp.max(jnp.abs(got - want)))
+    if not diff <= 1e-4:
+        raise FloatingPointError(f"exported predictor differs from the model by {diff:.3g} on random ids: not written")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(blob)
+    tmp.replace(out)
+    info = {
+        "file": str(out), "bytes": len(blob), "what": name, "fold_bn": fold_bn,
+        "num_students": model.num_students, "num_columns": fmap.num_columns,
+        "input": "int32 ids [B, num_columns], encoded with feature_map; output: click probability [B]",
+        "feature_map": str(workdir / "feature_map.json"), "workdir": str(workdir),
+        "check": {"rows": check_rows, "max_abs_diff": diff}, "jax": jax.__version__,
+    }
+    if target != "ensemble" and "rows" in results:
+        info["test_auc"] = results["rows"][1 + target].get("test_auc")
+    elif "rows" in results:
+        info["test_auc"] = results["rows"][0].get("test_auc")
+    Path(f"{out}.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", required=True, help="a finished (or checkpointed) kdef_jax.main workdir")
+    ap.add_argument("--what", default="ensemble", help="ensemble | best | a student index (default ensemble)")
+    ap.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the Dense before it (fewer ops)")
+    ap.add_argument("--out", default=None, help="predictor file (default <workdir>/predictor_<what>.jaxexport)")
+    args = ap.parse_args(argv)
+    try:
+        info = export_run(args.workdir, args.what, args.fold_bn, args.out)
+    except (ValueError, FileNotFoundError, FloatingPointError, CheckpointError) as e:
+        print(f"kdef_jax.export_run: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {info['file']} ({info['bytes']:,} bytes): {info['what']}{' (BatchNorm folded)' if args.fold_bn else ''}, "
+          f"{info['num_columns']} input columns; reloaded file vs model on {info['check']['rows']} random rows: "
+          f"max |dp| {info['check']['max_abs_diff']:.2g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
