@@ -57,7 +57,20 @@ def plot(table: dict, path: Path, title: str) -> bool:
     if plt is None:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    single_k = all(len(rows) == 1 for rows in table.values())  # an ablation: one K, variants side by side
     for ax, key, name in zip(axes, ("ensemble_test_auc", "best_student_test_auc"), ("ensemble", "best student")):
+        if single_k:
+            (k,) = next(iter(table.values()))
+            for i, (v, rows) in enumerate(table.items()):
+                (st,) = (r[key] for r in rows.values())
+                ax.errorbar([i], [st["mean"]], yerr=[[st["mean"] - st["min"]], [st["max"] - st["mean"]]], fmt="o", capsize=4,
+                            label=v)
+                ax.plot([i] * len(st["values"]), st["values"], "x", color="grey", alpha=0.7)  # one per seed
+            ax.set_xticks(range(len(table)), list(table), rotation=20)
+            ax.set_xlabel(f"loss.variant at K={k} (bar: seeds' min-max, x: each seed)")
+            ax.set_title(f"{name} test AUC")
+            ax.grid(alpha=0.3)
+            continue
         for v, rows in table.items():
             ks = list(rows)
             mean = [rows[k][key]["mean"] for k in ks]
@@ -69,7 +82,8 @@ def plot(table: dict, path: Path, title: str) -> bool:
         ax.set_title(f"{name} test AUC")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test AUC")
-    axes[0].legend(title="loss.variant")
+    if not single_k:
+        axes[0].legend(title="loss.variant")
     fig.suptitle(title)
     save_figure(fig, path)
     return True

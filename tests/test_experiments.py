@@ -63,6 +63,8 @@ def test_scaling_sweep_trains_each_cell_once_and_reuses_it(tmp_path, monkeypatch
     assert r["ensemble_test_auc"] == table["mean"][2]["ensemble_test_auc"]["values"][0]
     pytest.importorskip("matplotlib")
     assert scaling.plot(table, tmp_path / "s.png", "t") and (tmp_path / "s.png").stat().st_size > 1000
+    ablation = {v: {2: table["mean"][2]} for v in ("kdef", "mean")}  # one K: variants side by side
+    assert scaling.plot(ablation, tmp_path / "a.png", "t") and (tmp_path / "a.png").stat().st_size > 1000
     assert collapse.plot(found, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 1000
 
 
