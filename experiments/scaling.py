@@ -108,7 +108,8 @@ def main():
     md = markdown(table)
     out.with_suffix(".md").write_text(md + "\n")
     print(md)
-    if not plot(table, out.with_suffix(".png"), f"{args.config}: scaling K, seeds {args.seeds}"):
+    what = "ablation" if len(args.ks) == 1 else "scaling K"
+    if not plot(table, out.with_suffix(".png"), f"{args.config}: {what}, seeds {args.seeds}"):
         print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")
     best = {v: max(rows, key=lambda k: rows[k]["ensemble_test_auc"]["mean"]) for v, rows in table.items()}
     print("best K by ensemble test AUC: " + ", ".join(f"{v} K={k}" for v, k in best.items()))
