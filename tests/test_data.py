@@ -219,34 +219,34 @@ def test_mod_split_with_test_file_and_chunking(tmp_path, monkeypatch):
 # ================================================================================ bad input
 
 
-def _msg(excinfo):
-  return str(excinfo.value)
+def _load_error(cfg, exc=DataFormatError) -> str:
+  """The message of the ``exc`` that loading ``cfg`` raises."""
+  with pytest.raises(exc) as e:
+    _load(cfg)
+  return str(e.value)
 
 
 def test_libfm_wrong_number_of_fields_names_file_and_line(tmp_path):
   d = tmp_path / "raw"
   p = _write(d / "train.libfm", "1 1:1 2:1 3:1\n-1 1:1 2:1 3:1\n1 1:1 2:1\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_cfg(d, tmp_path / "cache"))
-  assert f"{p}:3:" in _msg(e)
-  assert "expected 3" in _msg(e) and "found 2" in _msg(e)
+  msg = _load_error(_cfg(d, tmp_path / "cache"))
+  assert f"{p}:3:" in msg
+  assert "expected 3" in msg and "found 2" in msg
 
 
 def test_libfm_label_outside_map_names_file_and_line(tmp_path):
   d = tmp_path / "raw"
   p = _write(d / "train.libfm", "1 1:1 2:1 3:1\n2 1:1 2:1 3:1\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_cfg(d, tmp_path / "cache"))
-  assert f"{p}:2:" in _msg(e)
-  assert "'2'" in _msg(e)
+  msg = _load_error(_cfg(d, tmp_path / "cache"))
+  assert f"{p}:2:" in msg
+  assert "'2'" in msg
 
 
 def test_libfm_blank_line_is_an_error_with_line(tmp_path):
   d = tmp_path / "raw"
   p = _write(d / "train.libfm", "1 1:1 2:1 3:1\n\n-1 1:1 2:1 3:1\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_cfg(d, tmp_path / "cache"))
-  assert f"{p}:2:" in _msg(e)
+  msg = _load_error(_cfg(d, tmp_path / "cache"))
+  assert f"{p}:2:" in msg
 
 
 @pytest.mark.parametrize("fmt", ["libfm", "delimited"])
@@ -255,24 +255,21 @@ def test_empty_file_names_path(tmp_path, fmt):
   _write(d / "train.txt", "1 1:1 2:1 3:1\n" if fmt == "libfm" else "1\t1\t2\t3\n")
   p = _write(d / "test.txt", "")
   extra = {} if fmt == "libfm" else {"column_names": ("label", "f1", "f2", "f3")}
-  with pytest.raises(DataFormatError) as e:
-    _load(_cfg(d, tmp_path / "cache", fmt=fmt, train="train.txt", test="test.txt", **extra))
-  assert str(p) in _msg(e) and "empty" in _msg(e)
+  msg = _load_error(_cfg(d, tmp_path / "cache", fmt=fmt, train="train.txt", test="test.txt", **extra))
+  assert str(p) in msg and "empty" in msg
 
 
 def test_missing_data_dir_names_path(tmp_path):
   missing = tmp_path / "does_not_exist"
-  with pytest.raises(FileNotFoundError) as e:
-    _load(_cfg(missing, tmp_path / "cache"))
-  assert str(missing) in _msg(e)
+  msg = _load_error(_cfg(missing, tmp_path / "cache"), FileNotFoundError)
+  assert str(missing) in msg
   assert not (tmp_path / "cache").exists()
 
 
 def test_missing_file_names_path(libfm_dir, tmp_path):
-  with pytest.raises(FileNotFoundError) as e:
-    _load(_cfg(libfm_dir, tmp_path / "cache", test="nope.libfm"))
-  assert str(libfm_dir / "nope.libfm") in _msg(e)
-  assert "test" in _msg(e)
+  msg = _load_error(_cfg(libfm_dir, tmp_path / "cache", test="nope.libfm"), FileNotFoundError)
+  assert str(libfm_dir / "nope.libfm") in msg
+  assert "test" in msg
 
 
 def test_empty_data_dir_resolves_kdef_data_dir_subdir(tmp_path, monkeypatch, libfm_dir):
@@ -282,9 +279,8 @@ def test_empty_data_dir_resolves_kdef_data_dir_subdir(tmp_path, monkeypatch, lib
   ds = _load(cfg)
   assert ds.feature_map.num_rows == {"train": 6, "test": 4}
   cfg.subdir = "absent_subdir"
-  with pytest.raises(FileNotFoundError) as e:
-    _load(cfg)
-  assert str(libfm_dir.parent / "absent_subdir") in _msg(e)
+  msg = _load_error(cfg, FileNotFoundError)
+  assert str(libfm_dir.parent / "absent_subdir") in msg
 
 
 def test_unknown_on_bad_rows_rejected(libfm_dir, tmp_path):
@@ -305,51 +301,45 @@ def _dcfg(data_dir, cache_dir, **kw):
 def test_delimited_wrong_column_count_names_file_and_line(tmp_path):
   d = tmp_path / "raw"
   p = _write(d / "train.tsv", "1\t1\t2\ta\tb\n0\t1\t2\ta\tb\n0\t1\t2\ta\n1\t1\t2\ta\tb\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_dcfg(d, tmp_path / "cache"))
-  assert f"{p}:3:" in _msg(e)
-  assert "expected 5 columns, found 4" in _msg(e)
+  msg = _load_error(_dcfg(d, tmp_path / "cache"))
+  assert f"{p}:3:" in msg
+  assert "expected 5 columns, found 4" in msg
 
 
 def test_delimited_bad_label_names_file_and_line(tmp_path):
   d = tmp_path / "raw"
   p = _write(d / "train.tsv", "1\t1\t2\ta\tb\n0\t1\t2\ta\tb\nyes\t1\t2\ta\tb\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_dcfg(d, tmp_path / "cache"))
-  assert f"{p}:3:" in _msg(e) and "'yes'" in _msg(e)
+  msg = _load_error(_dcfg(d, tmp_path / "cache"))
+  assert f"{p}:3:" in msg and "'yes'" in msg
 
 
 def test_delimited_non_numeric_in_numeric_field_names_file_line_column(tmp_path):
   d = tmp_path / "raw"
   p = _write(d / "train.tsv", "1\t1\t2\ta\tb\n0\t1\t2\ta\tb\n1\t3\t2\ta\tb\n0\tabc\t2\ta\tb\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_dcfg(d, tmp_path / "cache"))
-  assert f"{p}:4:" in _msg(e)
-  assert "'I1'" in _msg(e) and "'abc'" in _msg(e)
+  msg = _load_error(_dcfg(d, tmp_path / "cache"))
+  assert f"{p}:4:" in msg
+  assert "'I1'" in msg and "'abc'" in msg
 
 
 def test_delimited_non_finite_numeric_is_an_error(tmp_path):
   d = tmp_path / "raw"
   p = _write(d / "train.tsv", "1\t1\t2\ta\tb\n0\t1\tinf\ta\tb\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_dcfg(d, tmp_path / "cache"))
-  assert f"{p}:2:" in _msg(e) and "'I2'" in _msg(e)
+  msg = _load_error(_dcfg(d, tmp_path / "cache"))
+  assert f"{p}:2:" in msg and "'I2'" in msg
 
 
 def test_delimited_header_line_numbers_count_the_header(tmp_path):
   d = tmp_path / "raw"
   p = _write(d / "train.csv", "label,I1,I2,C1,C2\n1,1,2,a,b\n0,x1,2,a,b\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_dcfg(d, tmp_path / "cache", train="train.csv", header=True, delimiter=",", column_names=()))
-  assert f"{p}:3:" in _msg(e)
+  msg = _load_error(_dcfg(d, tmp_path / "cache", train="train.csv", header=True, delimiter=",", column_names=()))
+  assert f"{p}:3:" in msg
 
 
 def test_delimited_header_missing_schema_column(tmp_path):
   d = tmp_path / "raw"
   p = _write(d / "train.csv", "label,I1,C1,C2\n1,1,a,b\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_dcfg(d, tmp_path / "cache", train="train.csv", header=True, delimiter=",", column_names=()))
-  assert str(p) in _msg(e) and "I2" in _msg(e)
+  msg = _load_error(_dcfg(d, tmp_path / "cache", train="train.csv", header=True, delimiter=",", column_names=()))
+  assert str(p) in msg and "I2" in msg
 
 
 def test_delimited_header_columns_in_any_order(tmp_path):
@@ -366,9 +356,8 @@ def test_delimited_undecodable_bytes_names_path(tmp_path):
   p = d / "train.tsv"
   d.mkdir()
   p.write_bytes(b"1\t1\t2\ta\tb\n0\t1\t2\ta\tb\n0\t1\t2\t\xff\xfe\tb\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_dcfg(d, tmp_path / "cache"))
-  assert str(p) in _msg(e)
+  msg = _load_error(_dcfg(d, tmp_path / "cache"))
+  assert str(p) in msg
   assert not any((tmp_path / "cache").glob("*")) if (tmp_path / "cache").exists() else True
 
 
@@ -377,9 +366,8 @@ def test_delimited_undecodable_bytes_names_line(tmp_path):
   p = d / "train.tsv"
   d.mkdir()
   p.write_bytes(b"1\t1\t2\ta\tb\n0\t1\t2\ta\tb\n0\t1\t2\t\xff\xfe\tb\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_dcfg(d, tmp_path / "cache"))
-  assert re.search(r"line 3\b|:3:", _msg(e)), _msg(e)
+  msg = _load_error(_dcfg(d, tmp_path / "cache"))
+  assert re.search(r"line 3\b|:3:", msg), msg
 
 
 def test_libfm_undecodable_bytes_names_path(tmp_path):
@@ -387,9 +375,8 @@ def test_libfm_undecodable_bytes_names_path(tmp_path):
   p = d / "train.libfm"
   d.mkdir()
   p.write_bytes(b"1 1:1 2:1 3:1\n-1 1:1 2:1 3:1\n1 \xff\xfe:1 2:1 3:1\n")
-  with pytest.raises(DataFormatError) as e:
-    _load(_cfg(d, tmp_path / "cache"))
-  assert f"{p}:3:" in _msg(e)
+  msg = _load_error(_cfg(d, tmp_path / "cache"))
+  assert f"{p}:3:" in msg
 
 
 def test_libfm_skip_bad_rows_counts_and_keeps_good_rows(tmp_path):
@@ -576,9 +563,8 @@ def _leftovers(root):
 def test_failed_build_in_count_pass_leaves_nothing(libfm_dir, tmp_path):
   _write(libfm_dir / "bad_test.libfm", "1 999:1 30:1 8:1\n3 1:1 2:1 3:1\n")
   root = tmp_path / "cache"
-  with pytest.raises(DataFormatError) as e:
-    _load(_cfg(libfm_dir, root, test="bad_test.libfm"))
-  assert f"{libfm_dir / 'bad_test.libfm'}:2:" in _msg(e)
+  msg = _load_error(_cfg(libfm_dir, root, test="bad_test.libfm"))
+  assert f"{libfm_dir / 'bad_test.libfm'}:2:" in msg
   assert _leftovers(root) == []
 
 
@@ -588,9 +574,8 @@ def test_bad_value_in_test_split_is_found_in_the_first_pass(tmp_path):
   # A non-numeric value in a test row: every split is validated in the first pass.
   p = _write(d / "test.tsv", "0\t2\t1\ta\tx\n1\tabc\t1\ta\tx\n")
   root = tmp_path / "cache"
-  with pytest.raises(DataFormatError) as e:
-    _load(_dcfg(d, root, test="test.tsv"))
-  assert f"{p}:2:" in _msg(e) and "'abc'" in _msg(e)
+  msg = _load_error(_dcfg(d, root, test="test.tsv"))
+  assert f"{p}:2:" in msg and "'abc'" in msg
   assert _leftovers(root) == []
 
 
