@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kdef_jax.data import hash_ids
-from kdef_jax.data.formats import columnar
+from kdef_jax.data.formats import columnar, split_kernels
 from kdef_jax.data.hash_ids import Cells, HashIds, unpack
 
 pytestmark = pytest.mark.skipif(not hash_ids.available(), reason="numba (the 'preprocess' extra) is not installed")
@@ -154,9 +154,9 @@ def test_word_kernel_equals_byte_kernel_at_every_offset():
       ls, h1, tag = np.zeros(51, np.int64), np.zeros((2, 50), np.uint64), np.zeros((2, 50), np.uint32)
       args = (pad, buf.shape[0], 3, 9, -1, False, wanted, ls, h1, tag)
       if kernel == "words":
-        got = columnar._split_words(buf, buf[: buf.shape[0] & ~7].view(np.uint64), *args)
+        got = split_kernels.split_words(buf, buf[: buf.shape[0] & ~7].view(np.uint64), *args)
       else:
-        got = columnar._split(buf, *args)
+        got = split_kernels.split(buf, *args)
       assert got[0] == 50
       out.append((ls.copy(), h1.copy(), tag.copy()))
     for a, b in zip(*out):

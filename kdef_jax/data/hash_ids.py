@@ -324,7 +324,7 @@ class HashIds:
 class Cells:
     """The strings of one column of a block as byte ranges ``buf[starts[i]:ends[i]]`` of one buffer,
     with their keys (h1, tag). The native parser computes the keys while it splits the text (and
-    finds the byte ranges only of the rows that get packed, :class:`~kdef_jax.data.formats.columnar.LineCells`);
+    finds the byte ranges only of the rows that get packed, :class:`~kdef_jax.data.formats.split_kernels.LineCells`);
     other sources (polars Series, Python lists) are packed and hashed here by the same function, so
     a value has one key whichever parser read it."""
 
