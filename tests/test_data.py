@@ -16,7 +16,7 @@ import pytest
 from conftest import load_config_module, shared_data_dir
 from kdef_jax.config import base_config
 from kdef_jax.data import dataset as dataset_mod
-from kdef_jax.data import preprocess
+from kdef_jax.data import id_files, preprocess
 from kdef_jax.data.dataset import Split, load_dataset
 from kdef_jax.data.feature_map import FeatureMap
 from kdef_jax.data.formats import libfm as libfm_mod
@@ -585,13 +585,13 @@ def test_failed_build_in_encode_pass_leaves_nothing(tmp_path, monkeypatch):
   _write(d / "train.tsv", CRITEO_TRAIN)
   _write(d / "test.tsv", "0\t2\t1\ta\tx\n1\t3\t1\ta\tx\n")
   passes = []
-  real = preprocess._remap_in_place
+  real = preprocess.remap_in_place
 
   def crash(*a, **k):
     passes.append("encode")
     raise OSError("disk full (simulated)")
 
-  monkeypatch.setattr(preprocess, "_remap_in_place", crash)
+  monkeypatch.setattr(preprocess, "remap_in_place", crash)
   root = tmp_path / "cache"
   with pytest.raises(OSError, match="simulated"):
     _load(_dcfg(d, root, test="test.tsv"))
@@ -599,7 +599,7 @@ def test_failed_build_in_encode_pass_leaves_nothing(tmp_path, monkeypatch):
   assert _leftovers(root) == []
   assert not list(tmp_path.rglob("*.tmp-*"))
   # Without the fault it builds normally.
-  monkeypatch.setattr(preprocess, "_remap_in_place", real)
+  monkeypatch.setattr(preprocess, "remap_in_place", real)
   ds = _load(_dcfg(d, root, test="test.tsv"))
   assert ds.feature_map.num_rows == {"train": 5, "test": 2}
   assert _leftovers(root) == [ds.cache_dir.name]
@@ -861,7 +861,7 @@ def test_criteo_sample_real(tmp_path):
 
 
 def test_outputs_close_waits_for_writes_and_refuses_later_ones(tmp_path):
-  out = preprocess._Outputs(tmp_path, 2)
+  out = id_files.IdFiles(tmp_path, 2)
   start = out.reserve({"train": 3})["train"]
   out.write("train", start, np.arange(6, dtype=np.int32).reshape(3, 2), np.ones(3, np.float32))
   out.close()

@@ -6,8 +6,8 @@ Two streaming passes, bounded memory (peak RSS does not grow with the number of 
    give every distinct value of every raw column a global *raw id* (:mod:`kdef_jax.data.vocab`),
    validate labels and values once per distinct value, count the raw ids of the **train** rows,
    and append each row's ids (raw ids, or token ids for transformed / bucketed / sequence fields)
-   and label to its split's ``.npy`` file with plain writes (no memmap, so written pages are page
-   cache, not process memory).
+   and label to its split's ``.npy`` file with plain writes (:mod:`kdef_jax.data.id_files`; no
+   memmap, so written pages are page cache, not process memory).
 2. **Encode** — build the vocabulary (spec §1.2: keep count ≥ min_count, not the NA value, sorted
    ascending, ids 1..n, PAD 0, OOV n+1; numeric buckets sorted numerically) and rewrite the id
    files in place, block by block, through one lookup table.
@@ -21,7 +21,6 @@ a changed schema builds a new one.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
@@ -30,7 +29,6 @@ import gc
 import hashlib
 import json
 import os
-import struct
 import threading
 import time
 from pathlib import Path
@@ -41,14 +39,13 @@ import numpy as np
 from kdef_jax.data.atomic_dir import building
 from kdef_jax.data.feature_map import FeatureMap, FieldSpec
 from kdef_jax.data.schema import DROP, LABEL, Block, DataFormatError, LabelRule
-from kdef_jax.data.hash_ids import count_where, remap_columns, scatter_columns
+from kdef_jax.data.hash_ids import count_where, scatter_columns
+from kdef_jax.data.id_files import SPLITS, IdFiles, remap_in_place
 from kdef_jax.data.packed import vocab_json
 from kdef_jax.data.vocab import FieldEncoder, LabelColumn, RawColumn, _grow, ingest_all
 
 CACHE_VERSION = 2
-SPLITS = ("train", "valid", "test")
 _CODE = {name: i for i, name in enumerate(SPLITS)}
-HEADER_BYTES = 128  # fixed .npy header length, rewritten in place once the row count is known
 
 
 def file_identity(path: str) -> list:
@@ -121,103 +118,6 @@ def _split_codes(spec: SourceSpec, role: str, row_index: np.ndarray) -> np.ndarr
     raise ValueError(f"unknown split rule {spec.split!r}; use files, mod or random")
 
 
-# ------------------------------------------------------------------------------------ .npy writing
-
-
-def npy_header(dtype, shape) -> bytes:
-    d = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (np.dtype(dtype).str, tuple(shape))
-    hlen = HEADER_BYTES - 10
-    if len(d) >= hlen:
-        raise ValueError(f"shape {shape} does not fit a {HEADER_BYTES}-byte .npy header")
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", hlen) + (d.ljust(hlen - 1) + "\n").encode("latin1")
-
-
-_SEEK_LOCK = threading.Lock()  # where os.pwrite is missing (Windows): seek + write under one lock
-
-
-def _pwrite_all(fd: int, arr: np.ndarray, offset: int) -> None:
-    view = memoryview(np.ascontiguousarray(arr)).cast("B")
-    while view:
-        if hasattr(os, "pwrite"):
-            k = os.pwrite(fd, view, offset)
-        else:  # pragma: no cover - Windows
-            with _SEEK_LOCK:
-                os.lseek(fd, offset, os.SEEK_SET)
-                k = os.write(fd, view)
-        view, offset = view[k:], offset + k
-
-
-class _Outputs:
-    """``{split}_x.npy`` (int32 [rows, ncol]) and ``{split}_y.npy`` (float32 [rows]) with plain writes
-    (no memmap, so written pages are page cache, not process memory). Row ranges are reserved in file
-    order (:meth:`reserve`); blocks are then written at their offsets by any thread; the headers are
-    written on close, once the row counts are known. A reader stopped by an error may leave a
-    worker thread still writing: :meth:`close` waits for writes in progress and refuses later ones,
-    so no write can reach a closed (and maybe reused) file descriptor."""
-
-    def __init__(self, folder: Path, ncol: int):
-        self.ncol, self.rows = ncol, dict.fromkeys(SPLITS, 0)
-        self.paths = {(s, k): folder / f"{s}_{k}.npy" for s in SPLITS for k in "xy"}
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
-        self.fds = {key: os.open(path, flags, 0o644) for key, path in self.paths.items()}
-        self._busy, self._closed = 0, False
-        self._cond = threading.Condition()
-
-    def reserve(self, sizes: dict) -> dict:
-        """First row of each split for a block of ``sizes[split]`` rows (call in file order)."""
-        starts = dict(self.rows)
-        for s, m in sizes.items():
-            self.rows[s] += m
-        return starts
-
-    def write(self, split: str, start: int, x: np.ndarray, y: np.ndarray) -> None:
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("the outputs are closed (the build stopped)")
-            self._busy += 1
-        try:
-            _pwrite_all(self.fds[split, "x"], x.astype(np.int32, copy=False), HEADER_BYTES + 4 * self.ncol * start)
-            _pwrite_all(self.fds[split, "y"], y.astype(np.float32, copy=False), HEADER_BYTES + 4 * start)
-        finally:
-            with self._cond:
-                self._busy -= 1
-                self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.wait_for(lambda: self._busy == 0)
-        for (s, k), fd in self.fds.items():
-            shape = (self.rows[s], self.ncol) if k == "x" else (self.rows[s],)
-            _pwrite_all(fd, np.frombuffer(npy_header(np.int32 if k == "x" else np.float32, shape), np.uint8), 0)
-            os.close(fd)
-        self.fds = {}
-
-
-def _remap_in_place(path: Path, ncol: int, col_offsets: np.ndarray, lut: np.ndarray, rows_per_step: int,
-                    threads: int = 2) -> None:
-    """x ← lut[x + col_offsets] over an int32 .npy file, block by block (no memmap), the rows split
-    between ``threads`` threads (the compiled kernel and file I/O release the GIL)."""
-    rows = (path.stat().st_size - HEADER_BYTES) // (4 * ncol)
-    bounds = np.linspace(0, rows, threads + 1).astype(np.int64)
-    remap_columns(np.zeros((1, ncol), np.int32), np.zeros(ncol, np.int32), np.zeros(1, np.int32))  # compile here, not in the threads
-
-    def part(lo: int, hi: int) -> None:
-        buf = np.empty(rows_per_step * ncol, np.int32)
-        with open(path, "r+b") as fh:
-            for r in range(lo, hi, rows_per_step):
-                x = buf[: (min(hi, r + rows_per_step) - r) * ncol]
-                fh.seek(HEADER_BYTES + 4 * ncol * r)
-                fh.readinto(memoryview(x).cast("B"))
-                remap_columns(x.reshape(-1, ncol), col_offsets, lut)
-                fh.seek(HEADER_BYTES + 4 * ncol * r)
-                fh.write(x.data)
-
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        for f in [pool.submit(part, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]:
-            f.result()
-
-
 # ------------------------------------------------------------------------------------ pass 1
 
 
@@ -279,7 +179,7 @@ class _Admitted(NamedTuple):
     starts: dict  # split -> first output row reserved for this block
 
 
-def _admit(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats, out: _Outputs) -> _Admitted | None:
+def _admit(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats, out: IdFiles) -> _Admitted | None:
     """The in-order part of a block: register its values (hash-table lookups, new values), validate
     labels and values (the first bad row in file order raises), split the kept rows and reserve their
     output rows. O(new values) Python work; the per-row work is vectorized."""
@@ -330,7 +230,7 @@ def _admit(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats,
     return _Admitted(ids, {name: state.raws[name].n for name in state.counted}, y, codes, out.reserve(sizes))
 
 
-def _emit(state: _State, out: _Outputs, a: _Admitted | None) -> None:
+def _emit(state: _State, out: IdFiles, a: _Admitted | None) -> None:
     """The part of a block that may run beside other blocks: assemble the rows' pass-1 ids (rows
     grouped by split, file order kept within a split), count the train rows, write each split's rows
     at the offsets reserved by :func:`_admit`."""
@@ -403,7 +303,7 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
     encs, ncol = state.encs, state.ncol
     st = _Stats()
     with building(final) as tmp:
-        out = _Outputs(tmp, ncol)
+        out = IdFiles(tmp, ncol)
         try:
             for role, path in spec.files:
                 if not path:
@@ -441,7 +341,7 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
         step = max(1, (16 << 20) // (4 * ncol))
         for s in SPLITS:
             if st.rows[s]:
-                _remap_in_place(tmp / f"{s}_x.npy", ncol, col_offsets, lut, step)
+                remap_in_place(tmp / f"{s}_x.npy", ncol, col_offsets, lut, step)
             else:
                 (tmp / f"{s}_x.npy").unlink()
                 (tmp / f"{s}_y.npy").unlink()
