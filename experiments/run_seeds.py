@@ -52,24 +52,37 @@ def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
         node[leaf] = _parse_value(value)
 
 
-def summarize(runs: list) -> dict:
-    def stats(vals):
-        return {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals), "values": vals}
+def _stats(vals: list) -> dict:
+    return {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals), "values": vals}
 
+
+_STATS = ("ensemble_test_auc", "ensemble_test_logloss", "best_student_test_auc", "best_student_test_logloss")
+
+
+def summarize(runs: list) -> dict:
     ens_auc = [r["rows"][0]["test_auc"] for r in runs]
     ens_ll = [r["rows"][0]["test_logloss"] for r in runs]
     best = [r["rows"][1 + r["best_student_index"]] for r in runs]
     return {
         "seeds": [r["seed"] for r in runs],
-        "ensemble_test_auc": stats(ens_auc),
-        "ensemble_test_logloss": stats(ens_ll),
-        "best_student_test_auc": stats([b["test_auc"] for b in best]),
-        "best_student_test_logloss": stats([b["test_logloss"] for b in best]),
+        "ensemble_test_auc": _stats(ens_auc),
+        "ensemble_test_logloss": _stats(ens_ll),
+        "best_student_test_auc": _stats([b["test_auc"] for b in best]),
+        "best_student_test_logloss": _stats([b["test_logloss"] for b in best]),
         "best_student": [b["model"] for b in best],
         "epochs": [r["epochs_run"] for r in runs],
         "wall_s": [r["wall_s"] for r in runs],
         "train_samples_per_s": [r["train_samples_per_s"] for r in runs],
     }
+
+
+def merge_summaries(a: dict, b: dict) -> dict:
+    """One :func:`summarize` of the runs behind ``a`` and ``b`` (one setting, disjoint seeds): the
+    per-seed lists concatenated, mean / min / max recomputed from the per-seed values."""
+    twice = sorted(set(a["seeds"]) & set(b["seeds"]))
+    if twice:
+        raise ValueError(f"seeds {twice} are in both summaries; merge only runs of other seeds")
+    return {k: _stats(a[k]["values"] + b[k]["values"]) if k in _STATS else a[k] + b[k] for k in a}
 
 
 def markdown(summary: dict) -> str:

@@ -10,6 +10,11 @@ For every variant v (``loss.variant``: "mean" = one BCE on σ(mean_k z_k), the p
 panels against K: the ensemble's test AUC and the best student's (chosen by validation AUC), each
 line the mean over seeds with the per-seed min-max as a band. The collapse the paper reports is the
 "mean" curve of the best student falling as K grows while the ensemble does not gain.
+
+    python experiments/scaling.py --merge A.json B.json --out AB.json
+
+joins sweeps of the same config, overrides, variants and Ks over other seeds (a seed run later, in
+another workdir) into one record, table and plot, training nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_seeds import run_setting, summarize  # noqa: E402
+from run_seeds import merge_summaries, run_setting, summarize  # noqa: E402
 
 from kdef_jax.report import pyplot, save_figure  # noqa: E402
 
@@ -36,6 +41,29 @@ def sweep(config: str, ks, variants, seeds, workdir, extra=()) -> dict:
             overrides = [f"model.num_students={k}", f"loss.variant={v}", *extra]
             out[v][k] = summarize(run_setting(config, f"{v}_k{k}", overrides, seeds, workdir))
     return out
+
+
+def merge(paths) -> dict:
+    """The record of one sweep from the JSON records of sweeps that ran the same config, overrides,
+    variants and Ks over disjoint seeds (e.g. a seed added later): every cell's per-seed values
+    joined, in the order of ``paths``."""
+    records = [json.loads(Path(p).read_text()) for p in paths]
+    first = records[0]
+    for p, r in zip(paths[1:], records[1:]):
+        for key in ("config", "overrides"):
+            if r[key] != first[key]:
+                raise ValueError(f"{p}: {key} {r[key]!r} is not {paths[0]}'s {first[key]!r}")
+        cells = {v: list(rows) for v, rows in r["table"].items()}
+        if cells != {v: list(rows) for v, rows in first["table"].items()}:
+            raise ValueError(f"{p}: variants and Ks {cells} are not those of {paths[0]}")
+    table = {v: {k: s for k, s in rows.items()} for v, rows in first["table"].items()}
+    for p, r in zip(paths[1:], records[1:]):
+        try:
+            table = {v: {k: merge_summaries(s, r["table"][v][k]) for k, s in rows.items()} for v, rows in table.items()}
+        except ValueError as e:
+            raise ValueError(f"{p}: {e}") from None
+    return {"config": first["config"], "overrides": first["overrides"], "seeds": [s for r in records for s in r["seeds"]],
+            "table": table, "merged_from": [str(p) for p in paths]}
 
 
 def markdown(table: dict) -> str:
@@ -91,25 +119,33 @@ def plot(table: dict, path: Path, title: str) -> bool:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, help="configs/x.py[:arg]")
+    ap.add_argument("--config", help="configs/x.py[:arg] (required unless --merge)")
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--variants", nargs="+", default=["mean", "kdef"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025])
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides KEY=VALUE for every run")
-    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--workdir", help="where the runs go (required unless --merge)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="train nothing: join these sweeps' records (same config, overrides, variants, Ks; other seeds)")
     ap.add_argument("--out", required=True, help="JSON path; the .md table and .png plot go beside it")
     args = ap.parse_args()
-    table = sweep(args.config, args.ks, args.variants, args.seeds, args.workdir, args.set)
+    if args.merge:
+        record = merge(args.merge)
+    elif not (args.config and args.workdir):
+        ap.error("--config and --workdir are required unless --merge")
+    else:
+        table = sweep(args.config, args.ks, args.variants, args.seeds, args.workdir, args.set)
+        record = {"config": args.config, "overrides": args.set, "seeds": args.seeds,
+                  "table": {v: {str(k): s for k, s in rows.items()} for v, rows in table.items()}}
+    table = {v: {int(k): s for k, s in rows.items()} for v, rows in record["table"].items()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"config": args.config, "overrides": args.set, "seeds": args.seeds,
-              "table": {v: {str(k): s for k, s in rows.items()} for v, rows in table.items()}}
     out.write_text(json.dumps(record, indent=1))
     md = markdown(table)
     out.with_suffix(".md").write_text(md + "\n")
     print(md)
-    what = "ablation" if len(args.ks) == 1 else "scaling K"
-    if not plot(table, out.with_suffix(".png"), f"{args.config}: {what}, seeds {args.seeds}"):
+    what = "ablation" if all(len(rows) == 1 for rows in table.values()) else "scaling K"
+    if not plot(table, out.with_suffix(".png"), f"{record['config']}: {what}, seeds {record['seeds']}"):
         print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")
     best = {v: max(rows, key=lambda k: rows[k]["ensemble_test_auc"]["mean"]) for v, rows in table.items()}
     print("best K by ensemble test AUC: " + ", ".join(f"{v} K={k}" for v, k in best.items()))

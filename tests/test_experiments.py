@@ -81,3 +81,36 @@ def test_table_abundance_skips_pad_rows_and_small_fields():
     table = np.concatenate([field0, np.ones((2, 2))])
     out = collapse.table_abundance(table, (3, 2), min_rows=3)
     assert list(out) == [0] and out[0][0] == pytest.approx(1.5)  # σ of [[2,0],[0,1]] = (2, 1)
+
+
+def test_scaling_merge_joins_seeds_and_refuses_mismatches(tmp_path):
+    def sweep_json(name, seeds, ens, config="configs/x.py"):
+        def runs(v):
+            return [{"seed": s, "rows": [{"test_auc": e + v, "test_logloss": 0.5},
+                                         {"model": "mlp_0", "test_auc": e, "test_logloss": 0.6}],
+                     "best_student_index": 0, "epochs_run": 3, "wall_s": 1.0, "train_samples_per_s": 10.0}
+                    for s, e in zip(seeds, ens)]
+
+        p = tmp_path / name
+        table = {"kdef": {"16": run_seeds.summarize(runs(0.01))}, "mean": {"16": run_seeds.summarize(runs(0.0))}}
+        p.write_text(json.dumps({"config": config, "overrides": [], "seeds": seeds, "table": table}))
+        return p
+
+    a, b = sweep_json("a.json", [1, 2], [0.70, 0.72]), sweep_json("b.json", [3], [0.80])
+    rec = scaling.merge([a, b])
+    assert rec["seeds"] == [1, 2, 3] and rec["merged_from"] == [str(a), str(b)]
+    kdef = rec["table"]["kdef"]["16"]
+    assert kdef["seeds"] == [1, 2, 3] and kdef["epochs"] == [3, 3, 3]
+    assert kdef["ensemble_test_auc"]["values"] == pytest.approx([0.71, 0.73, 0.81])
+    assert kdef["ensemble_test_auc"]["mean"] == pytest.approx(0.75)  # (0.71 + 0.73 + 0.81) / 3
+    assert kdef["best_student_test_auc"]["min"] == 0.70 and kdef["best_student_test_auc"]["max"] == 0.80
+    with pytest.raises(ValueError, match=r"b\.json: seeds \[3\] are in both"):
+        scaling.merge([a, b, b])
+    with pytest.raises(ValueError, match=r"c\.json: config"):
+        scaling.merge([a, sweep_json("c.json", [4], [0.8], config="configs/y.py")])
+    d = sweep_json("d.json", [5], [0.8])
+    rec_d = json.loads(d.read_text())
+    del rec_d["table"]["mean"]
+    d.write_text(json.dumps(rec_d))
+    with pytest.raises(ValueError, match=r"d\.json: variants and Ks"):
+        scaling.merge([a, d])
