@@ -49,6 +49,14 @@ def no_home_cache(monkeypatch, tmp_path):
   return d
 
 
+@pytest.fixture
+def libfm_dir(tmp_path):
+  """tmp_path/raw with the data tests' train.libfm and test.libfm (data_helpers.TRAIN_LIBFM, TEST_LIBFM)."""
+  from data_helpers import write_libfm_dir
+
+  return write_libfm_dir(tmp_path)
+
+
 def pre_bn_bias(path, output_layer: str = "Dense_2") -> bool:
   """Whether a tree path is a Dense bias right before a BatchNorm (every Dense bias of an MLP tower
   but its ``output_layer``'s): its true gradient is 0 (BN subtracts it), so its float gradient is

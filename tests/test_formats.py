@@ -3,13 +3,13 @@ KKBox / iPinYou quirks, label rules, every bad-input class, TFDS (mocked), and t
 
 Every fixture is written to tmp_path and every cache goes to tmp_path.
 """
-import json
 import importlib.util
 
 import numpy as np
 import pytest
 
 from conftest import load_config_module, shared_data_dir
+from data_helpers import load_data, quiet, vocab_of, write_file, x_of, y_of
 from kdef_jax.config import base_config
 from kdef_jax.data import preprocess
 from kdef_jax.data.dataset import load_dataset
@@ -33,19 +33,6 @@ def _cache_env(no_home_cache):
   yield
 
 
-def _quiet(*a, **k):
-  pass
-
-
-def _write(path, data):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  if isinstance(data, bytes):
-    path.write_bytes(data)
-  else:
-    path.write_text(data, encoding="utf-8")
-  return path
-
-
 def _cfg(data_dir, cache_dir, **kw):
   c = base_config().data
   c.name = kw.pop("name", "fx")
@@ -56,22 +43,6 @@ def _cfg(data_dir, cache_dir, **kw):
   for k, v in kw.items():
     setattr(c, k, v)
   return c
-
-
-def _load(cfg):
-  return load_dataset(cfg, log=_quiet)
-
-
-def _x(ds, s):
-  return np.asarray(ds.splits[s].x)
-
-
-def _y(ds, s):
-  return np.asarray(ds.splits[s].y)
-
-
-def _vocab(ds):
-  return json.loads((ds.cache_dir / "vocab.json").read_text())
 
 
 # ============================================================================ engines agree
@@ -95,17 +66,17 @@ def _criteo_cfg(d, cache, engine, **kw):
 @pytest.mark.parametrize("split", ["files", "random", "mod"])
 def test_engines_give_identical_caches_across_blocks(tmp_path, monkeypatch, split, engine):
   d = tmp_path / "raw"
-  _write(d / "train.tsv", CRITEO)
-  _write(d / "test.tsv", "0\t2.5\t26\td\ty\n1\t4\t7\ta\tz\n")
+  write_file(d / "train.tsv", CRITEO)
+  write_file(d / "test.tsv", "0\t2.5\t26\td\ty\n1\t4\t7\ta\tz\n")
   monkeypatch.setattr(columnar, "BLOCK_BYTES", 40)  # many tiny blocks: line numbers and splits must not depend on it
   kw = {"split": split, "valid_mod": 3} if split != "files" else {}
-  a = _load(_criteo_cfg(d, tmp_path / "c1", "python", **kw))
-  b = _load(_criteo_cfg(d, tmp_path / "c2", engine, **kw))
+  a = load_data(_criteo_cfg(d, tmp_path / "c1", "python", **kw))
+  b = load_data(_criteo_cfg(d, tmp_path / "c2", engine, **kw))
   assert a.feature_map.to_dict() | {"info": None} == b.feature_map.to_dict() | {"info": None}
-  assert _vocab(a) == _vocab(b)
+  assert vocab_of(a) == vocab_of(b)
   for s in a.splits:
-    np.testing.assert_array_equal(_x(a, s), _x(b, s))
-    np.testing.assert_array_equal(_y(a, s), _y(b, s))
+    np.testing.assert_array_equal(x_of(a, s), x_of(b, s))
+    np.testing.assert_array_equal(y_of(a, s), y_of(b, s))
   assert a.cache_dir.name == b.cache_dir.name  # the engine is not part of the cache key
 
 
@@ -117,44 +88,44 @@ def test_fast_engines_mix_plain_and_python_parsed_blocks_into_one_vocabulary(tmp
   rows = ["label,u,v"] + [f"{i % 2},{['Amélie', 'x' * 13, 'ab', ''][i % 4]},{['é', 'k' * 9, 'z'][i % 3]}" for i in range(60)]
   rows[17] = '1,"ab",zz'  # quoted: its block is declined by the fast parsers
   rows[42] = '0,"Amélie, the film",é'
-  _write(d / "train.csv", "\r\n".join(rows).encode() + b"\r\n")
+  write_file(d / "train.csv", "\r\n".join(rows).encode() + b"\r\n")
   monkeypatch.setattr(columnar, "BLOCK_BYTES", 48)
   kw = dict(format="delimited", files={"train": "train.csv"}, column_names=("label", "u", "v"), header=True,
             delimiter=",", quotechar='"', fields=("u", "v"), split="mod", valid_mod=5, min_count=1)
-  a = _load(_cfg(d, tmp_path / "c1", engine="python", **kw))
-  b = _load(_cfg(d, tmp_path / "c2", engine=engine, **kw))
-  assert _vocab(a) == _vocab(b) and "Amélie, the film" in _vocab(a)["u"] and "x" * 13 in _vocab(a)["u"]
+  a = load_data(_cfg(d, tmp_path / "c1", engine="python", **kw))
+  b = load_data(_cfg(d, tmp_path / "c2", engine=engine, **kw))
+  assert vocab_of(a) == vocab_of(b) and "Amélie, the film" in vocab_of(a)["u"] and "x" * 13 in vocab_of(a)["u"]
   for s in a.splits:
-    np.testing.assert_array_equal(_x(a, s), _x(b, s))
-    np.testing.assert_array_equal(_y(a, s), _y(b, s))
+    np.testing.assert_array_equal(x_of(a, s), x_of(b, s))
+    np.testing.assert_array_equal(y_of(a, s), y_of(b, s))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_criteo_tsv_quirks_empty_negative_and_buckets(tmp_path, engine):
   d = tmp_path / "raw"
-  _write(d / "train.tsv", CRITEO)
-  _write(d / "test.tsv", "0\t2.5\t26\td\ty\n1\t4\t7\ta\tz\n")
-  ds = _load(_criteo_cfg(d, tmp_path / "c", engine))
-  v = _vocab(ds)
+  write_file(d / "train.tsv", CRITEO)
+  write_file(d / "test.tsv", "0\t2.5\t26\td\ty\n1\t4\t7\ta\tz\n")
+  ds = load_data(_criteo_cfg(d, tmp_path / "c", engine))
+  v = vocab_of(ds)
   assert v["I1"] == ["1", "5", "47"]  # "" and 0 -> bucket 0 = NA (OOV); 3 -> 1; 10 -> 5; 1000 -> 47
   assert v["I2"] == ["-1", "1", "2", "10"]  # negative ints stay distinct tokens, numeric order
   assert v["C1"] == ["a", "b", "c"] and "" not in v["C2"]
   oov = [len(v[f]) + 1 for f in ("I1", "I2", "C1", "C2")]
-  np.testing.assert_array_equal(_x(ds, "train")[:5], [[oov[0], 1, 2, 1], [oov[0], 4, oov[2], 1], [1, 3, 1, 2],
+  np.testing.assert_array_equal(x_of(ds, "train")[:5], [[oov[0], 1, 2, 1], [oov[0], 4, oov[2], 1], [1, 3, 1, 2],
                                                       [2, 1, 2, oov[3]], [3, 2, 3, 1]])
   # test: 2.5 -> bucket 0 -> OOV; 26 -> 10; "d" unseen -> OOV; "z" unseen -> OOV
-  np.testing.assert_array_equal(_x(ds, "test"), [[oov[0], 4, oov[2], 2], [1, oov[1], 1, oov[3]]])
+  np.testing.assert_array_equal(x_of(ds, "test"), [[oov[0], 4, oov[2], 2], [1, oov[1], 1, oov[3]]])
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_per_field_min_count_overrides_the_default(tmp_path, engine):
   d = tmp_path / "raw"
-  _write(d / "train.tsv", CRITEO)
-  _write(d / "test.tsv", "0\t2.5\t26\td\ty\n")
+  write_file(d / "train.tsv", CRITEO)
+  write_file(d / "test.tsv", "0\t2.5\t26\td\ty\n")
   cfg = _criteo_cfg(d, tmp_path / "c", engine, min_count=1)
   cfg.field_options = {"C1": {"min_count": 8}}  # a x7, b x14, c x7 -> only b kept
-  ds = _load(cfg)
-  assert _vocab(ds)["C1"] == ["b"] and _vocab(ds)["C2"] == ["x", "y"]
+  ds = load_data(cfg)
+  assert vocab_of(ds)["C1"] == ["b"] and vocab_of(ds)["C2"] == ["x", "y"]
 
 
 # ============================================================================ MovieLens raw
@@ -173,11 +144,11 @@ TEST_RATINGS = "3\t3\t5\t8\n2\t1\t3\t9\n1\t2\t1\t10\n"
 @pytest.fixture
 def ml_dir(tmp_path):
   d = tmp_path / "ml"
-  _write(d / "u.genre", GENRES)
-  _write(d / "u.user", USERS)
-  _write(d / "u.item", ITEMS.encode("latin-1"))
-  _write(d / "u1.base", RATINGS)
-  _write(d / "u1.test", TEST_RATINGS)
+  write_file(d / "u.genre", GENRES)
+  write_file(d / "u.user", USERS)
+  write_file(d / "u.item", ITEMS.encode("latin-1"))
+  write_file(d / "u1.base", RATINGS)
+  write_file(d / "u1.test", TEST_RATINGS)
   return d
 
 
@@ -192,15 +163,15 @@ def _ml_cfg(d, cache, **kw):
 
 def test_movielens_100k_join_labels_split_and_genres_sequence(ml_dir, tmp_path):
   cfg = _ml_cfg(ml_dir, tmp_path / "c", valid_mod=3)
-  ds = _load(cfg)
+  ds = load_data(cfg)
   fm = ds.feature_map
   # rows 0..6 of u1.base; valid = i % 3 == 0 -> rows 0, 3, 6; rating 3 (row 1) is dropped after the split
   assert fm.num_rows == {"train": 3, "valid": 3, "test": 2}
-  np.testing.assert_array_equal(_y(ds, "valid"), [1, 1, 1])
-  np.testing.assert_array_equal(_y(ds, "train"), [0, 0, 1])  # rows 2, 4, 5
-  np.testing.assert_array_equal(_y(ds, "test"), [1, 0])  # rating 3 dropped
+  np.testing.assert_array_equal(y_of(ds, "valid"), [1, 1, 1])
+  np.testing.assert_array_equal(y_of(ds, "train"), [0, 0, 1])  # rows 2, 4, 5
+  np.testing.assert_array_equal(y_of(ds, "test"), [1, 0])  # rating 3 dropped
   assert sum(fm.info["dropped_by_label_rule"].values()) == 2
-  v = _vocab(ds)
+  v = vocab_of(ds)
   assert v["user_id"] == ["1", "2", "3"] and v["item_id"] == ["1", "2", "3"]
   assert v["zip"] == ["32067", "85711", "T8H1N"]  # full zip strings, Canadian included
   # genres of the train rows: item 2 (Comedy, Romance), item 1 (first 5 of 6), item 3 (unknown);
@@ -209,7 +180,7 @@ def test_movielens_100k_join_labels_split_and_genres_sequence(ml_dir, tmp_path):
   g = {t: i + 1 for i, t in enumerate(v["genres"])}
   f = {x.name: x for x in fm.fields}
   assert f["genres"].type == "sequence" and f["genres"].max_len == 5
-  x = _x(ds, "train")
+  x = x_of(ds, "train")
   assert x.shape == (3, 6 + 5)
   np.testing.assert_array_equal(x[0, 6:], [g["Comedy"], g["Romance"], 0, 0, 0])  # post-padding
   np.testing.assert_array_equal(x[1, 6:], [g[k] for k in ("Action", "Comedy", "Drama", "Horror", "Romance")])  # truncation
@@ -218,14 +189,14 @@ def test_movielens_100k_join_labels_split_and_genres_sequence(ml_dir, tmp_path):
 
 def test_movielens_latin1_titles_and_1m_layout(tmp_path):
   d = tmp_path / "ml1m"
-  _write(d / "users.dat", "1::F::1::10::48067\n2::M::56::16::70072\n")
-  _write(d / "movies.dat", "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Amélie (2001)::Comedy|Romance\n".encode("latin-1"))
-  _write(d / "ratings.dat", "1::1::5::978300760\n2::2::4::978302109\n1::2::2::978301968\n2::1::3::978300275\n")
+  write_file(d / "users.dat", "1::F::1::10::48067\n2::M::56::16::70072\n")
+  write_file(d / "movies.dat", "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Amélie (2001)::Comedy|Romance\n".encode("latin-1"))
+  write_file(d / "ratings.dat", "1::1::5::978300760\n2::2::4::978302109\n1::2::2::978301968\n2::1::3::978300275\n")
   cfg = _ml_cfg(d, tmp_path / "c", movielens_variant="1m", split="files")
   cfg.files.train, cfg.files.test = "ratings.dat", ""
   cfg.fields = ("user_id", "item_id", "gender", "age", "title", "genres")
-  ds = _load(cfg)
-  v = _vocab(ds)
+  ds = load_data(cfg)
+  v = vocab_of(ds)
   assert v["title"] == ["Amélie (2001)", "Toy Story (1995)"]
   assert v["gender"] == ["F", "M"] and v["age"] == ["1", "56"]
   assert v["genres"] == ["Animation", "Children's", "Comedy", "Romance"]
@@ -233,11 +204,11 @@ def test_movielens_latin1_titles_and_1m_layout(tmp_path):
 
 
 def test_movielens_unknown_user_names_file_and_line(ml_dir, tmp_path):
-  p = _write(ml_dir / "u1.base", RATINGS + "9\t1\t5\t11\n")
+  p = write_file(ml_dir / "u1.base", RATINGS + "9\t1\t5\t11\n")
   with pytest.raises(DataFormatError) as e:
-    _load(_ml_cfg(ml_dir, tmp_path / "c"))
+    load_data(_ml_cfg(ml_dir, tmp_path / "c"))
   assert f"{p}:8:" in str(e.value) and "'9'" in str(e.value)
-  ds = _load(_ml_cfg(ml_dir, tmp_path / "c2", on_bad_rows="skip"))
+  ds = load_data(_ml_cfg(ml_dir, tmp_path / "c2", on_bad_rows="skip"))
   assert ds.feature_map.skipped_rows == {str(p): 1}
 
 
@@ -245,7 +216,7 @@ def test_movielens_100k_real_acceptance_split(tmp_path):
   d = shared_data_dir() / "movielens_100k"
   if not (d / "u1.base").is_file():
     pytest.skip(f"MovieLens 100K not found in {d}")
-  ds = _load(_ml_cfg(d, tmp_path / "c"))
+  ds = load_data(_ml_cfg(d, tmp_path / "c"))
   fm = ds.feature_map
   assert fm.num_rows == {"train": 52_159, "valid": 5_878, "test": 14_818}
   assert dict(zip([f.name for f in fm.fields], fm.vocab_sizes)) == {
@@ -253,7 +224,7 @@ def test_movielens_100k_real_acceptance_split(tmp_path):
   assert fm.total_vocab == 3_442 and fm.num_columns == 11
   assert fm.positive_rate["train"] == pytest.approx(0.760, abs=5e-4)
   # 3 items have 6 genres; they are cut to 5 — every genre row has at most 5 non-PAD ids
-  g = _x(ds, "train")[:, 6:]
+  g = x_of(ds, "train")[:, 6:]
   assert ((g != 0).sum(1) >= 1).all() and ((g != 0).sum(1) <= 5).all()
   assert ((g[:, :-1] == 0) <= (g[:, 1:] == 0)).all()  # post-padding: no id after a PAD
 
@@ -263,15 +234,15 @@ def test_movielens_100k_real_acceptance_split(tmp_path):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sequence_na_token_is_pad_oov_and_truncation(tmp_path, engine):
   d = tmp_path / "raw"
-  _write(d / "train.csv", "label,s\n1,a|b|c|d\n0,b||a\n1,\n0,c|c\n")
-  _write(d / "test.csv", "label,s\n1,z|a\n0,a|b|c|d|e\n")
+  write_file(d / "train.csv", "label,s\n1,a|b|c|d\n0,b||a\n1,\n0,c|c\n")
+  write_file(d / "test.csv", "label,s\n1,z|a\n0,a|b|c|d|e\n")
   cfg = _cfg(d, tmp_path / "c", format="delimited", files={"train": "train.csv", "test": "test.csv"}, header=True,
              delimiter=",", fields=("s",), field_options={"s": {"kind": "sequence", "max_len": 3, "splitter": "|"}},
              engine=engine)
-  ds = _load(cfg)
-  assert _vocab(ds)["s"] == ["a", "b", "c", "d"]  # d (past max_len) still counted
-  np.testing.assert_array_equal(_x(ds, "train"), [[1, 2, 3], [2, 0, 1], [0, 0, 0], [3, 3, 0]])  # "" token -> PAD in place
-  np.testing.assert_array_equal(_x(ds, "test"), [[5, 1, 0], [1, 2, 3]])  # z unseen -> OOV (5)
+  ds = load_data(cfg)
+  assert vocab_of(ds)["s"] == ["a", "b", "c", "d"]  # d (past max_len) still counted
+  np.testing.assert_array_equal(x_of(ds, "train"), [[1, 2, 3], [2, 0, 1], [0, 0, 0], [3, 3, 0]])  # "" token -> PAD in place
+  np.testing.assert_array_equal(x_of(ds, "test"), [[5, 1, 0], [1, 2, 3]])  # z unseen -> OOV (5)
 
 
 def test_embedding_masked_mean_pooling_pad_rows_zero():
@@ -302,19 +273,19 @@ AVAZU = ("id,click,hour,C1,site_id\n"
 @pytest.mark.parametrize("engine", ENGINES)
 def test_avazu_hour_to_hour_of_day_weekday_weekend(tmp_path, engine):
   d = tmp_path / "raw"
-  _write(d / "train", AVAZU)
+  write_file(d / "train", AVAZU)
   mod = load_config_module("avazu")
   cfg = mod.get_config().data
   cfg.data_dir, cfg.cache_dir, cfg.engine, cfg.split, cfg.min_count = str(d), str(tmp_path / "c"), engine, "files", 1
   cfg.fields = ("C1", "site_id") + mod.DERIVED
-  ds = _load(cfg)
-  v = _vocab(ds)
+  ds = load_data(cfg)
+  v = vocab_of(ds)
   assert v["hour_of_day"] == ["0", "23"] and v["weekday"] == ["0", "2", "6"] and v["weekend"] == ["0", "1"]
-  np.testing.assert_array_equal(_x(ds, "train")[:, 2:], [[1, 2, 1], [2, 3, 2], [1, 1, 2]])
-  _write(d / "train", AVAZU + "a4,1,141026,1002,s1\n")
+  np.testing.assert_array_equal(x_of(ds, "train")[:, 2:], [[1, 2, 1], [2, 3, 2], [1, 1, 2]])
+  write_file(d / "train", AVAZU + "a4,1,141026,1002,s1\n")
   with pytest.raises(DataFormatError) as e:
     cfg.cache_dir = str(tmp_path / "c2")
-    _load(cfg)
+    load_data(cfg)
   assert f"{d / 'train'}:5:" in str(e.value) and "YYMMDDHH" in str(e.value)
 
 
@@ -330,16 +301,16 @@ KKBOX = ('msno,song_id,source_system_tab,source_screen_name,source_type,city,gen
 def test_kkbox_isrc_country_age_buckets_and_pipe_sequences(tmp_path, engine):
   d = tmp_path / "raw"
   for s in ("train.csv", "valid.csv", "test.csv"):
-    _write(d / s, KKBOX)
+    write_file(d / s, KKBOX)
   cfg = load_config_module("kkbox").get_config().data
   cfg.data_dir, cfg.cache_dir, cfg.engine, cfg.min_count = str(d), str(tmp_path / "c"), engine, 1
-  ds = _load(cfg)
-  v = _vocab(ds)
+  ds = load_data(cfg)
+  v = vocab_of(ds)
   assert v["isrc"] == ["GB", "TW", "US"]  # missing isrc -> OOV
   assert v["bd"] == ["3", "7"]  # 0 and 96 are outside [1, 95] -> missing -> OOV
   assert v["artist_name"] == ["Adele", "Jay Chou", "Various, Artists"]  # quoted comma kept
   assert v["genre_ids"] == ["1", "465", "958"]
-  x = _x(ds, "train")
+  x = x_of(ds, "train")
   names = [f.name for f in ds.feature_map.fields]
   col = {n: sum(f.max_len for f in ds.feature_map.fields[: names.index(n)]) for n in names}
   np.testing.assert_array_equal(x[:, col["bd"]], [1, 3, 3, 2])
@@ -349,16 +320,16 @@ def test_kkbox_isrc_country_age_buckets_and_pipe_sequences(tmp_path, engine):
 
 def test_libfm_featindex_maps_indices_to_field_values(tmp_path):
   d = tmp_path / "raw"
-  _write(d / "fi.txt", "weekday:other\t0\nweekday:2\t1\nweekday:3\t2\nhour:other\t3\nhour:01\t4\nhour:02\t5\n")
-  _write(d / "train.fm", "0 1:1 4:1\n1 2:1 5:1\n0 1:1 3:1\n")
+  write_file(d / "fi.txt", "weekday:other\t0\nweekday:2\t1\nweekday:3\t2\nhour:other\t3\nhour:01\t4\nhour:02\t5\n")
+  write_file(d / "train.fm", "0 1:1 4:1\n1 2:1 5:1\n0 1:1 3:1\n")
   cfg = _cfg(d, tmp_path / "c", format="libfm", files={"train": "train.fm"}, fields=("weekday", "hour"),
              featindex="fi.txt", label_rule="binary")
-  ds = _load(cfg)
-  assert _vocab(ds) == {"weekday": ["2", "3"], "hour": ["01", "02", "other"]}
-  _write(d / "train.fm", "0 1:1 4:1\n1 4:1 5:1\n")  # index 4 is an hour, not a weekday
+  ds = load_data(cfg)
+  assert vocab_of(ds) == {"weekday": ["2", "3"], "hour": ["01", "02", "other"]}
+  write_file(d / "train.fm", "0 1:1 4:1\n1 4:1 5:1\n")  # index 4 is an hour, not a weekday
   cfg.cache_dir = str(tmp_path / "c2")
   with pytest.raises(DataFormatError) as e:
-    _load(cfg)
+    load_data(cfg)
   assert f"{d / 'train.fm'}:2:" in str(e.value) and "'hour'" in str(e.value)
 
 
@@ -395,9 +366,9 @@ BAD_CASES = {
 def test_bad_rows_error_with_file_and_line_or_skip_and_count(tmp_path, engine, case):
   data, line, text = BAD_CASES[case]
   d = tmp_path / "raw"
-  p = _write(d / "train.tsv", data * 1)
+  p = write_file(d / "train.tsv", data * 1)
   with pytest.raises(DataFormatError) as e:
-    _load(_tsv_cfg(d, tmp_path / "c", engine))
+    load_data(_tsv_cfg(d, tmp_path / "c", engine))
   assert f"{p}:{line}:" in str(e.value) and text in str(e.value)
   assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
   logs = []
@@ -409,30 +380,30 @@ def test_bad_rows_error_with_file_and_line_or_skip_and_count(tmp_path, engine, c
 @pytest.mark.parametrize("engine", ENGINES)
 def test_empty_missing_file_and_header_without_schema_field(tmp_path, engine):
   d = tmp_path / "raw"
-  p = _write(d / "train.tsv", b"")
+  p = write_file(d / "train.tsv", b"")
   with pytest.raises(DataFormatError, match="empty") as e:
-    _load(_tsv_cfg(d, tmp_path / "c", engine))
+    load_data(_tsv_cfg(d, tmp_path / "c", engine))
   assert str(p) in str(e.value)
   with pytest.raises(FileNotFoundError) as e:
-    _load(_cfg(d, tmp_path / "c", format="delimited", files={"train": "nope.tsv"}, fields=("a",), engine=engine))
+    load_data(_cfg(d, tmp_path / "c", format="delimited", files={"train": "nope.tsv"}, fields=("a",), engine=engine))
   assert str(d / "nope.tsv") in str(e.value)
-  p = _write(d / "h.csv", "label,I1,C1\n1,2,a\n")
+  p = write_file(d / "h.csv", "label,I1,C1\n1,2,a\n")
   with pytest.raises(DataFormatError) as e:
-    _load(_cfg(d, tmp_path / "c", format="delimited", files={"train": "h.csv"}, header=True, delimiter=",",
+    load_data(_cfg(d, tmp_path / "c", format="delimited", files={"train": "h.csv"}, header=True, delimiter=",",
                fields=("I1", "C7"), engine=engine))
   assert str(p) in str(e.value) and "C7" in str(e.value)
 
 
 def test_unknown_field_option_and_transform_are_config_errors(tmp_path):
   d = tmp_path / "raw"
-  _write(d / "train.tsv", CRITEO)
+  write_file(d / "train.tsv", CRITEO)
   cfg = _criteo_cfg(d, tmp_path / "c", "python")
   cfg.field_options = {"C1": {"maxlen": 3}}
   with pytest.raises(ValueError, match="field_options.C1"):
-    _load(cfg)
+    load_data(cfg)
   cfg.field_options = {"C1": {"transform": "nope"}}
   with pytest.raises(ValueError, match="transform"):
-    _load(cfg)
+    load_data(cfg)
 
 
 def test_npy_files_are_written_without_memmap(tmp_path, monkeypatch):
@@ -443,11 +414,11 @@ def test_npy_files_are_written_without_memmap(tmp_path, monkeypatch):
   monkeypatch.setattr(np.lib.format, "open_memmap", forbidden)
   monkeypatch.setattr(np, "memmap", forbidden)
   d = tmp_path / "raw"
-  _write(d / "train.tsv", CRITEO)
-  _write(d / "test.tsv", "0\t2.5\t26\td\ty\n")
+  write_file(d / "train.tsv", CRITEO)
+  write_file(d / "test.tsv", "0\t2.5\t26\td\ty\n")
   cfg = _criteo_cfg(d, tmp_path / "c", "python")
   spec = __import__("kdef_jax.data.dataset", fromlist=["_source_spec"])._source_spec(cfg)
-  out = preprocess.build_cache(spec, tmp_path / "c", log=_quiet)
+  out = preprocess.build_cache(spec, tmp_path / "c", log=quiet)
   x = np.load(out / "train_x.npy")
   assert x.shape == (35, 4) and x.dtype == np.int32 and x.min() >= 1
 
@@ -466,12 +437,12 @@ def test_tfds_movielens_ratings_into_the_cache_with_mock_data(tmp_path):
   c.fields = ("user_id", "movie_id", "user_gender", "user_occupation_text", "movie_genres")
   c.field_options = {"movie_genres": {"kind": "sequence", "max_len": 5, "splitter": "^"}}
   with tfds.testing.mock_data(num_examples=200):
-    ds = _load(c)
+    ds = load_data(c)
   fm = ds.feature_map
   assert sum(fm.num_rows.values()) + sum(fm.info["dropped_by_label_rule"].values()) == 200
   assert fm.num_rows["train"] > 100 and fm.fields[-1].max_len == 5 and fm.fields[-1].type == "sequence"
-  assert set(_vocab(ds)["user_gender"]) <= {"0", "1"}
-  assert (_x(ds, "train")[:, :4] >= 1).all()
+  assert set(vocab_of(ds)["user_gender"]) <= {"0", "1"}
+  assert (x_of(ds, "train")[:, :4] >= 1).all()
 
 
 # ============================================================================ real data, one KDEF epoch each
@@ -498,7 +469,7 @@ def test_real_dataset_config_preprocesses_and_trains_one_kdef_epoch(tmp_path, na
   c.data.data_dir, c.data.cache_dir = str(d), str(tmp_path / "cache")
   c.train.num_epochs, c.train.progress, c.train.plot = 1, False, False
   c.model.num_students = 3
-  res = train_and_evaluate(c, tmp_path / "run", log=_quiet)
+  res = train_and_evaluate(c, tmp_path / "run", log=quiet)
   fm = res["feature_map"]
   if rows:
     assert fm["num_rows"] == rows
@@ -513,10 +484,10 @@ def test_real_dataset_config_preprocesses_and_trains_one_kdef_epoch(tmp_path, na
 def _bars(tmp_path, module, arg, header, rows, engine):
   d = tmp_path / "bars"
   for s in ("train.csv", "valid.csv", "test.csv"):
-    _write(d / s, header + rows)
+    write_file(d / s, header + rows)
   c = load_config_module(module).get_config(arg).data
   c.data_dir, c.cache_dir, c.engine, c.min_count = str(d), str(tmp_path / f"c_{module}"), engine, 1
-  return _load(c)
+  return load_data(c)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -524,16 +495,16 @@ def test_bars_csv_configs_kdd12_frappe_latest_criteo(tmp_path, engine):
   kdd = _bars(tmp_path, "kdd12", None,
               "Click,Depth,Position,Impression,DisplayURL,AdID,AdvertiserID,QueryID,KeywordID,TitleID,DescriptionID,UserID,Gender,Age\n",
               "0,2,1,1,u1,a1,v1,q1,k1,t1,d1,x1,1,3\n1,3,2,30,u2,a1,v1,q2,k1,t1,d1,x2,2,4\n", engine)
-  v = _vocab(kdd)
+  v = vocab_of(kdd)
   assert v["Depth"] == ["1", "2"] and v["Position"] == ["1", "2"] and v["Impression"] == ["1", "11"]  # ⌊ln² 3⌋=1, ⌊ln² 30⌋=11
   assert kdd.feature_map.num_fields == 13
   fr = _bars(tmp_path, "frappe", "bars", "label,user,item,daytime,weekday,isweekend,homework,cost,weather,country,city\n",
              "1,0,1,morning,sunday,weekend,unknown,free,sunny,United States,1\n0,2,3,night,monday,workday,home,paid,rainy,Spain,2\n",
              engine)
-  assert _vocab(fr)["country"] == ["Spain", "United States"] and fr.feature_map.num_rows["train"] == 2
+  assert vocab_of(fr)["country"] == ["Spain", "United States"] and fr.feature_map.num_rows["train"] == 2
   ml = _bars(tmp_path, "movielens_latest", None, "label,user_id,item_id,tag_id\n", "1,1,2,3\n0,1,4,5\n", engine)
   assert ml.feature_map.vocab_sizes == (3, 4, 4)
   cr = _bars(tmp_path, "criteo_bars", None, "label," + ",".join(f"I{i}" for i in range(1, 14)) + "," +
              ",".join(f"C{i}" for i in range(1, 27)) + "\n",
              "0,," + ",".join(["260.0"] * 12) + "," + ",".join(["05db9164"] * 26) + "\n", engine)
-  assert _vocab(cr)["I2"] == ["30"] and _vocab(cr)["I1"] == []  # ⌊ln² 260⌋ = 30; missing I1 -> OOV only
+  assert vocab_of(cr)["I2"] == ["30"] and vocab_of(cr)["I1"] == []  # ⌊ln² 260⌋ = 30; missing I1 -> OOV only

@@ -1,0 +1,105 @@
+"""Helpers of the data tests: write raw files into tmp_path, build data configs, load a dataset
+quietly and read its splits back."""
+import json
+
+import numpy as np
+import pytest
+
+from kdef_jax.config import base_config
+from kdef_jax.data.dataset import load_dataset
+from kdef_jax.data.schema import DataFormatError
+
+
+def quiet(*args, **kwargs):
+  pass
+
+
+def write_file(path, data):
+  """Write text (UTF-8) or bytes to ``path``, creating its folder; returns ``path``."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if isinstance(data, bytes):
+    path.write_bytes(data)
+  else:
+    path.write_text(data, encoding="utf-8")
+  return path
+
+
+def load_data(cfg):
+  return load_dataset(cfg, log=quiet)
+
+
+def load_error(cfg, exc=DataFormatError) -> str:
+  """The message of the ``exc`` that loading ``cfg`` raises."""
+  with pytest.raises(exc) as e:
+    load_data(cfg)
+  return str(e.value)
+
+
+def vocab_of(ds):
+  return json.loads((ds.cache_dir / "vocab.json").read_text())
+
+
+def x_of(ds, split):
+  return np.asarray(ds.splits[split].x)
+
+
+def y_of(ds, split):
+  return np.asarray(ds.splits[split].y)
+
+
+def data_cfg(data_dir, cache_dir, *, fmt="libfm", train="train.libfm", valid="", test="", fields=("f1", "f2", "f3"),
+             split="files", valid_mod=0, min_count=1, name="tiny", **extra):
+  """A ``config.data`` for files in ``data_dir`` (libFM with fields f1, f2, f3 unless told)."""
+  d = base_config().data
+  d.name = name
+  d.format = fmt
+  d.data_dir = str(data_dir)
+  d.cache_dir = str(cache_dir)
+  d.files.train, d.files.valid, d.files.test = train, valid, test
+  d.split = split
+  d.valid_mod = valid_mod
+  d.fields = tuple(fields)
+  d.min_count = min_count
+  for k, v in extra.items():
+    setattr(d, k, v)
+  return d
+
+
+DELIM_COLS = ("label", "I1", "I2", "C1", "C2")
+
+
+def delimited_cfg(data_dir, cache_dir, **kw):
+  """:func:`data_cfg` for a tab-separated ``train.tsv`` with columns DELIM_COLS (I1, I2 numeric)."""
+  kw.setdefault("train", "train.tsv")
+  kw.setdefault("column_names", DELIM_COLS)
+  kw.setdefault("numeric_fields", ("I1", "I2"))
+  return data_cfg(data_dir, cache_dir, fmt="delimited", fields=("I1", "I2", "C1", "C2"), **kw)
+
+
+# Field tokens (the idx before ':') of the train file, and their train counts:
+#   f1: 10 x3, 9 x2, 100 x1      string order: "10" < "100" < "9"
+#   f2: 200 x3, 30 x2, 4 x1      string order: "200" < "30" < "4"
+#   f3: 7 x4, 8 x1, 5 x1         string order: "5" < "7" < "8"
+TRAIN_LIBFM = """\
+1 10:1 200:1 7:1
+-1 9:1 200:1 7:1
+1 10:1 30:1 8:1
+-1 10:1 30:1 7:1
+-1 9:1 200:1 5:1
+-1 100:1 4:1 7:1
+"""
+# "999" is frequent in test (3x) but absent from train -> OOV; "31" and "6" only in test -> OOV.
+TEST_LIBFM = """\
+1 999:1 30:1 8:1
+-1 999:1 4:1 7:1
+-1 999:1 200:1 6:1
+1 9:1 31:1 5:1
+"""
+
+
+def write_libfm_dir(tmp_path):
+  """tmp_path/raw with train.libfm (TRAIN_LIBFM) and test.libfm (TEST_LIBFM)."""
+  d = tmp_path / "raw"
+  write_file(d / "train.libfm", TRAIN_LIBFM)
+  write_file(d / "test.libfm", TEST_LIBFM)
+  return d

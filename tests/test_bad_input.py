@@ -1,0 +1,218 @@
+"""Bad input data: every malformed row, label, value, header or file is an error naming the file and
+line (and column), or with ``on_bad_rows="skip"`` a counted skip of the row."""
+import re
+
+import numpy as np
+import pytest
+
+from data_helpers import data_cfg, delimited_cfg, load_data, load_error, vocab_of, write_file, x_of, y_of
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(no_home_cache):
+  """Every test in this file runs with KDEF_CACHE_DIR inside tmp_path."""
+  yield
+
+
+def test_libfm_wrong_number_of_fields_names_file_and_line(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.libfm", "1 1:1 2:1 3:1\n-1 1:1 2:1 3:1\n1 1:1 2:1\n")
+  msg = load_error(data_cfg(d, tmp_path / "cache"))
+  assert f"{p}:3:" in msg
+  assert "expected 3" in msg and "found 2" in msg
+
+
+def test_libfm_label_outside_map_names_file_and_line(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.libfm", "1 1:1 2:1 3:1\n2 1:1 2:1 3:1\n")
+  msg = load_error(data_cfg(d, tmp_path / "cache"))
+  assert f"{p}:2:" in msg
+  assert "'2'" in msg
+
+
+def test_libfm_blank_line_is_an_error_with_line(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.libfm", "1 1:1 2:1 3:1\n\n-1 1:1 2:1 3:1\n")
+  msg = load_error(data_cfg(d, tmp_path / "cache"))
+  assert f"{p}:2:" in msg
+
+
+@pytest.mark.parametrize("fmt", ["libfm", "delimited"])
+def test_empty_file_names_path(tmp_path, fmt):
+  d = tmp_path / "raw"
+  write_file(d / "train.txt", "1 1:1 2:1 3:1\n" if fmt == "libfm" else "1\t1\t2\t3\n")
+  p = write_file(d / "test.txt", "")
+  extra = {} if fmt == "libfm" else {"column_names": ("label", "f1", "f2", "f3")}
+  msg = load_error(data_cfg(d, tmp_path / "cache", fmt=fmt, train="train.txt", test="test.txt", **extra))
+  assert str(p) in msg and "empty" in msg
+
+
+def test_missing_data_dir_names_path(tmp_path):
+  missing = tmp_path / "does_not_exist"
+  msg = load_error(data_cfg(missing, tmp_path / "cache"), FileNotFoundError)
+  assert str(missing) in msg
+  assert not (tmp_path / "cache").exists()
+
+
+def test_missing_file_names_path(libfm_dir, tmp_path):
+  msg = load_error(data_cfg(libfm_dir, tmp_path / "cache", test="nope.libfm"), FileNotFoundError)
+  assert str(libfm_dir / "nope.libfm") in msg
+  assert "test" in msg
+
+
+def test_empty_data_dir_resolves_kdef_data_dir_subdir(tmp_path, monkeypatch, libfm_dir):
+  monkeypatch.setenv("KDEF_DATA_DIR", str(libfm_dir.parent))
+  cfg = data_cfg("", tmp_path / "cache", test="test.libfm")
+  cfg.subdir = libfm_dir.name
+  ds = load_data(cfg)
+  assert ds.feature_map.num_rows == {"train": 6, "test": 4}
+  cfg.subdir = "absent_subdir"
+  msg = load_error(cfg, FileNotFoundError)
+  assert str(libfm_dir.parent / "absent_subdir") in msg
+
+
+def test_unknown_on_bad_rows_rejected(libfm_dir, tmp_path):
+  with pytest.raises(ValueError, match="on_bad_rows"):
+    load_data(data_cfg(libfm_dir, tmp_path / "cache", on_bad_rows="ignore"))
+
+
+def test_delimited_wrong_column_count_names_file_and_line(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.tsv", "1\t1\t2\ta\tb\n0\t1\t2\ta\tb\n0\t1\t2\ta\n1\t1\t2\ta\tb\n")
+  msg = load_error(delimited_cfg(d, tmp_path / "cache"))
+  assert f"{p}:3:" in msg
+  assert "expected 5 columns, found 4" in msg
+
+
+def test_delimited_bad_label_names_file_and_line(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.tsv", "1\t1\t2\ta\tb\n0\t1\t2\ta\tb\nyes\t1\t2\ta\tb\n")
+  msg = load_error(delimited_cfg(d, tmp_path / "cache"))
+  assert f"{p}:3:" in msg and "'yes'" in msg
+
+
+def test_delimited_non_numeric_in_numeric_field_names_file_line_column(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.tsv", "1\t1\t2\ta\tb\n0\t1\t2\ta\tb\n1\t3\t2\ta\tb\n0\tabc\t2\ta\tb\n")
+  msg = load_error(delimited_cfg(d, tmp_path / "cache"))
+  assert f"{p}:4:" in msg
+  assert "'I1'" in msg and "'abc'" in msg
+
+
+def test_delimited_non_finite_numeric_is_an_error(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.tsv", "1\t1\t2\ta\tb\n0\t1\tinf\ta\tb\n")
+  msg = load_error(delimited_cfg(d, tmp_path / "cache"))
+  assert f"{p}:2:" in msg and "'I2'" in msg
+
+
+def test_delimited_header_line_numbers_count_the_header(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.csv", "label,I1,I2,C1,C2\n1,1,2,a,b\n0,x1,2,a,b\n")
+  msg = load_error(delimited_cfg(d, tmp_path / "cache", train="train.csv", header=True, delimiter=",", column_names=()))
+  assert f"{p}:3:" in msg
+
+
+def test_delimited_header_missing_schema_column(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.csv", "label,I1,C1,C2\n1,1,a,b\n")
+  msg = load_error(delimited_cfg(d, tmp_path / "cache", train="train.csv", header=True, delimiter=",", column_names=()))
+  assert str(p) in msg and "I2" in msg
+
+
+def test_delimited_header_columns_in_any_order(tmp_path):
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", "C2,C1,extra,I2,label,I1\nq,a,zz,2,1,3\nr,b,zz,1,0,\n")
+  ds = load_data(delimited_cfg(d, tmp_path / "cache", train="train.csv", header=True, delimiter=",", column_names=()))
+  # I1: 3 -> bucket 1 (id 1), "" -> OOV 2; I2: 2 -> id 2, 1 -> id 1; C1 a/b; C2 q/r
+  np.testing.assert_array_equal(x_of(ds, "train"), [[1, 2, 1, 1], [2, 1, 2, 2]])
+  np.testing.assert_array_equal(y_of(ds, "train"), [1, 0])
+
+
+def test_delimited_undecodable_bytes_names_path(tmp_path):
+  d = tmp_path / "raw"
+  p = d / "train.tsv"
+  d.mkdir()
+  p.write_bytes(b"1\t1\t2\ta\tb\n0\t1\t2\ta\tb\n0\t1\t2\t\xff\xfe\tb\n")
+  msg = load_error(delimited_cfg(d, tmp_path / "cache"))
+  assert str(p) in msg
+  assert not any((tmp_path / "cache").glob("*")) if (tmp_path / "cache").exists() else True
+
+
+def test_delimited_undecodable_bytes_names_line(tmp_path):
+  d = tmp_path / "raw"
+  p = d / "train.tsv"
+  d.mkdir()
+  p.write_bytes(b"1\t1\t2\ta\tb\n0\t1\t2\ta\tb\n0\t1\t2\t\xff\xfe\tb\n")
+  msg = load_error(delimited_cfg(d, tmp_path / "cache"))
+  assert re.search(r"line 3\b|:3:", msg), msg
+
+
+def test_libfm_undecodable_bytes_names_path(tmp_path):
+  d = tmp_path / "raw"
+  p = d / "train.libfm"
+  d.mkdir()
+  p.write_bytes(b"1 1:1 2:1 3:1\n-1 1:1 2:1 3:1\n1 \xff\xfe:1 2:1 3:1\n")
+  msg = load_error(data_cfg(d, tmp_path / "cache"))
+  assert f"{p}:3:" in msg
+
+
+def test_libfm_skip_bad_rows_counts_and_keeps_good_rows(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(
+      d / "train.libfm",
+      "1 1:1 5:1\n"  # row 0 good
+      "-1 2:1\n"  # row 1 wrong field count
+      "1 3:1 6:1\n"  # row 2 good
+      "7 1:1 5:1\n"  # row 3 bad label
+      "-1 2:1 6:1\n"  # row 4 good
+      "\n"  # row 5 empty line
+      "1 :1 6:1\n",  # row 6 no index
+  )
+  ds = load_data(data_cfg(d, tmp_path / "cache", fields=("a", "b"), on_bad_rows="skip"))
+  assert ds.feature_map.skipped_rows == {str(p): 4}
+  assert ds.feature_map.num_rows == {"train": 3}
+  assert vocab_of(ds) == {"a": ["1", "2", "3"], "b": ["5", "6"]}
+  np.testing.assert_array_equal(x_of(ds, "train"), [[1, 1], [3, 2], [2, 2]])
+  np.testing.assert_array_equal(y_of(ds, "train"), [1, 1, 0])
+
+
+def test_skip_with_mod_split_counts_skipped_rows_in_row_index(tmp_path):
+  d = tmp_path / "raw"
+  write_file(d / "train.libfm", "1 1:1\n-1\n1 2:1\n-1 3:1\n1 4:1\n-1 5:1\n")  # row 1 malformed
+  ds = load_data(data_cfg(d, tmp_path / "cache", fields=("a",), on_bad_rows="skip", split="mod", valid_mod=3))
+  # data rows 0..5, row 1 skipped: valid = rows 0, 3; train = rows 2, 4, 5 (tokens 2, 4, 5)
+  assert vocab_of(ds) == {"a": ["2", "4", "5"]}
+  np.testing.assert_array_equal(x_of(ds, "train")[:, 0], [1, 2, 3])
+  np.testing.assert_array_equal(y_of(ds, "valid"), [1, 0])
+  assert sum(ds.feature_map.skipped_rows.values()) == 1
+
+
+def test_delimited_mod_split_with_header(tmp_path):
+  d = tmp_path / "raw"
+  # data rows 0..4 (the header is not a data row): valid = rows 0, 2, 4 with valid_mod=2
+  write_file(d / "train.csv", "label,I1,I2,C1,C2\n1,1,1,r0,x\n0,1,1,r1,x\n1,1,1,r2,x\n0,1,1,r3,x\n0,1,1,r4,x\n")
+  ds = load_data(delimited_cfg(d, tmp_path / "cache", train="train.csv", header=True, delimiter=",", column_names=(),
+                   split="mod", valid_mod=2))
+  assert vocab_of(ds)["C1"] == ["r1", "r3"]
+  np.testing.assert_array_equal(x_of(ds, "train")[:, 2], [1, 2])
+  np.testing.assert_array_equal(x_of(ds, "valid")[:, 2], [3, 3, 3])
+  np.testing.assert_array_equal(y_of(ds, "valid"), [1, 1, 0])
+  np.testing.assert_array_equal(y_of(ds, "train"), [0, 0])
+
+
+def test_delimited_skip_bad_rows(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(
+      d / "train.tsv",
+      "1\t1\t2\ta\tb\n"
+      "0\t1\t2\ta\n"  # too few columns
+      "2\t1\t2\ta\tb\n"  # bad label
+      "0\t3\t1\tc\td\n"
+      "1\t1\t2\ta\tb\textra\n",  # too many columns
+  )
+  ds = load_data(delimited_cfg(d, tmp_path / "cache", on_bad_rows="skip"))
+  assert ds.feature_map.skipped_rows == {str(p): 3}
+  np.testing.assert_array_equal(y_of(ds, "train"), [1, 0])
+  # I1: 1 -> 1, 3 -> bucket 1 : same token; I2: 2 -> id 2, 1 -> id 1
+  np.testing.assert_array_equal(x_of(ds, "train"), [[1, 2, 1, 1], [1, 1, 2, 2]])
