@@ -49,15 +49,15 @@ def merge(paths) -> dict:
     joined, in the order of ``paths``."""
     records = [json.loads(Path(p).read_text()) for p in paths]
     first = records[0]
+    cells = {v: list(rows) for v, rows in first["table"].items()}
+    table = first["table"]
     for p, r in zip(paths[1:], records[1:]):
         for key in ("config", "overrides"):
             if r[key] != first[key]:
                 raise ValueError(f"{p}: {key} {r[key]!r} is not {paths[0]}'s {first[key]!r}")
-        cells = {v: list(rows) for v, rows in r["table"].items()}
-        if cells != {v: list(rows) for v, rows in first["table"].items()}:
-            raise ValueError(f"{p}: variants and Ks {cells} are not those of {paths[0]}")
-    table = {v: {k: s for k, s in rows.items()} for v, rows in first["table"].items()}
-    for p, r in zip(paths[1:], records[1:]):
+        got = {v: list(rows) for v, rows in r["table"].items()}
+        if got != cells:
+            raise ValueError(f"{p}: variants and Ks {got} are not those of {paths[0]}")
         try:
             table = {v: {k: merge_summaries(s, r["table"][v][k]) for k, s in rows.items()} for v, rows in table.items()}
         except ValueError as e:
@@ -79,23 +79,27 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def is_ablation(table: dict) -> bool:
+    """One K for every variant: the variants are compared side by side, not against K."""
+    return all(len(rows) == 1 for rows in table.values())
+
+
 def plot(table: dict, path: Path, title: str) -> bool:
     """Two panels (ensemble, best student) of test AUC against K; False when matplotlib is missing."""
     plt = pyplot()
     if plt is None:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    single_k = all(len(rows) == 1 for rows in table.values())  # an ablation: one K, variants side by side
+    single_k = is_ablation(table)
     for ax, key, name in zip(axes, ("ensemble_test_auc", "best_student_test_auc"), ("ensemble", "best student")):
         if single_k:
-            (k,) = next(iter(table.values()))
             for i, (v, rows) in enumerate(table.items()):
                 (st,) = (r[key] for r in rows.values())
                 ax.errorbar([i], [st["mean"]], yerr=[[st["mean"] - st["min"]], [st["max"] - st["mean"]]], fmt="o", capsize=4,
                             label=v)
                 ax.plot([i] * len(st["values"]), st["values"], "x", color="grey", alpha=0.7)  # one per seed
             ax.set_xticks(range(len(table)), list(table), rotation=20)
-            ax.set_xlabel(f"loss.variant at K={k} (bar: seeds' min-max, x: each seed)")
+            ax.set_xlabel(f"loss.variant at K={next(iter(rows))} (bar: seeds' min-max, x: each seed)")
             ax.set_title(f"{name} test AUC")
             ax.grid(alpha=0.3)
             continue
@@ -144,7 +148,7 @@ def main():
     md = markdown(table)
     out.with_suffix(".md").write_text(md + "\n")
     print(md)
-    what = "ablation" if all(len(rows) == 1 for rows in table.values()) else "scaling K"
+    what = "ablation" if is_ablation(table) else "scaling K"
     if not plot(table, out.with_suffix(".png"), f"{record['config']}: {what}, seeds {record['seeds']}"):
         print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")
     best = {v: max(rows, key=lambda k: rows[k]["ensemble_test_auc"]["mean"]) for v, rows in table.items()}
