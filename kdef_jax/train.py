@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     if main:
         (workdir / "config.json").write_text(c.to_json(indent=1))
         fmap.save(workdir / "feature_map.json")  # with config.json: enough to rebuild the model (export.load_run)
+        if (ds.cache_dir / "vocab.json").exists():  # the ids' meaning: what score_run encodes new files with
+            shutil.copyfile(ds.cache_dir / "vocab.json", workdir / "vocab.json")
 
     predict = make_predict_step(model, lookup)
     train, valid, test = ds.splits["train"], ds.splits["valid"], ds.splits.get("test")

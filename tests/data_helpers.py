@@ -7,7 +7,16 @@ import pytest
 
 from kdef_jax.config import base_config
 from kdef_jax.data.dataset import load_dataset
+from kdef_jax.data.formats import columnar
 from kdef_jax.data.schema import DataFormatError
+
+HAS_NATIVE = columnar.available("native")
+HAS_POLARS = columnar.available("columnar")
+FAST = [  # the compiled engines, each skipped where its extra is missing
+        pytest.param("native", marks=pytest.mark.skipif(not HAS_NATIVE, reason="numba (the 'preprocess' extra) is not installed")),
+        pytest.param("columnar", marks=pytest.mark.skipif(
+            not HAS_POLARS, reason="numba and polars (the 'preprocess' extra) are not installed"))]
+ENGINES = ["python", *FAST]
 
 
 def quiet(*args, **kwargs):
@@ -22,6 +31,19 @@ def write_file(path, data):
   else:
     path.write_text(data, encoding="utf-8")
   return path
+
+
+def raw_cfg(data_dir, cache_dir, **kw):
+  """``config.data`` of the base config for raw files in ``data_dir``: ``files={split: name}``, any
+  other keyword a data key (name defaults to "fx")."""
+  c = base_config().data
+  c.name = kw.pop("name", "fx")
+  c.data_dir, c.cache_dir = str(data_dir), str(cache_dir)
+  for k, v in kw.pop("files", {}).items():
+    c.files[k] = v
+  for k, v in kw.items():
+    setattr(c, k, v)
+  return c
 
 
 def load_data(cfg):

@@ -10,40 +10,22 @@ import numpy as np
 import pytest
 
 from conftest import load_config_module, shared_data_dir
-from data_helpers import load_data, quiet, vocab_of, write_file, x_of, y_of
+from data_helpers import ENGINES, FAST, load_data, quiet, raw_cfg as _cfg, vocab_of, write_file, x_of, y_of
 from kdef_jax.config import base_config
 from kdef_jax.data import preprocess
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.formats import columnar
 from kdef_jax.data.schema import DataFormatError, LabelRule
 
-HAS_NATIVE = columnar.available("native")
-HAS_POLARS = columnar.available("columnar")
 try:
   HAS_TFDS = importlib.util.find_spec("tensorflow_datasets") is not None
 except (ValueError, ImportError):  # blocked in sys.modules or by an import hook
   HAS_TFDS = False
-FAST = [pytest.param("native", marks=pytest.mark.skipif(not HAS_NATIVE, reason="numba (the 'preprocess' extra) is not installed")),
-        pytest.param("columnar", marks=pytest.mark.skipif(
-            not HAS_POLARS, reason="numba and polars (the 'preprocess' extra) are not installed"))]
-ENGINES = ["python", *FAST]
 
 
 @pytest.fixture(autouse=True)
 def _cache_env(no_home_cache):
   yield
-
-
-def _cfg(data_dir, cache_dir, **kw):
-  c = base_config().data
-  c.name = kw.pop("name", "fx")
-  c.data_dir, c.cache_dir = str(data_dir), str(cache_dir)
-  files = kw.pop("files", {})
-  for k, v in files.items():
-    c.files[k] = v
-  for k, v in kw.items():
-    setattr(c, k, v)
-  return c
 
 
 # ============================================================================ engines agree

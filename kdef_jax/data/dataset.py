@@ -161,7 +161,7 @@ def _delimited_reader(cfg, raw_cols, engine):
     return read
 
 
-def _source_spec(cfg) -> SourceSpec:
+def _source_spec(cfg, vocab: dict | None = None) -> SourceSpec:
     columns = column_specs(cfg)
     raw_cols = list(dict.fromkeys(c.raw for c in columns))
     engine = _engine(cfg)
@@ -215,8 +215,10 @@ def _source_spec(cfg) -> SourceSpec:
             reader_key = {"format": "delimited", "label": cfg.label_column, "cols": list(cfg.column_names),
                           "header": cfg.header, "delim": cfg.delimiter, "quote": cfg.quotechar, "enc": cfg.encoding}
             default_rule = LabelRule()
-    if not any(s == "train" for s, _ in files):
+    if not any(s == "train" for s, _ in files) and vocab is None:
         raise ValueError("config data.files.train is empty: a training file is required")
+    if vocab is not None and set(vocab) != {c.name for c in columns}:
+        raise ValueError(f"the vocabulary's fields {sorted(vocab)} are not the config's {sorted(c.name for c in columns)}")
     featindex = None
     if cfg.featindex:
         if cfg.format != "libfm":
@@ -240,6 +242,7 @@ def _source_spec(cfg) -> SourceSpec:
         split_seed=cfg.split_seed,
         featindex=featindex,
         identity=identity,
+        vocab=vocab,
     )
 
 
@@ -257,18 +260,22 @@ def synthetic_spec(cfg) -> SyntheticSpec:
     )
 
 
-def load_dataset(cfg, log=print) -> Dataset:
-    """Build (once) and open the dataset that ``config.data`` describes."""
+def load_dataset(cfg, log=print, vocab: dict | None = None) -> Dataset:
+    """Build (once) and open the dataset that ``config.data`` describes. ``vocab`` ({field: tokens},
+    a trained run's ``vocab.json``): encode the files with that vocabulary instead of one counted
+    on their train rows (unseen values → OOV), so a trained model reads them; no train file needed."""
     if cfg.format not in FORMATS:
         raise ValueError(f"config data.format={cfg.format!r}; choose one of {FORMATS}")
     cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+    if cfg.format == "synthetic" and vocab is not None:
+        raise ValueError("config data.format='synthetic' has no vocabulary to encode other files with")
     if cfg.format == "synthetic":
         path = build_synthetic(synthetic_spec(cfg), cache_root, dataset_id=cfg.name or "synthetic", log=log)
     else:
         if cfg.on_bad_rows not in ("error", "skip"):
             raise ValueError(f"config data.on_bad_rows={cfg.on_bad_rows!r}; use 'error' or 'skip'")
         hashed = cfg.format in ("libfm", "delimited") and _engine(cfg) != "python"
-        path = build_cache(_source_spec(cfg), cache_root, log=log, hashed=hashed)
+        path = build_cache(_source_spec(cfg, vocab), cache_root, log=log, hashed=hashed)
     ds = open_cache(path)
     skipped = ds.feature_map.skipped_rows
     if skipped:

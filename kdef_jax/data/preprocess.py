@@ -77,6 +77,8 @@ class SourceSpec:
     split_seed: int = 2018
     featindex: dict | None = dataclasses.field(default=None, compare=False, hash=False)
     identity: Callable[[str], list] = dataclasses.field(default=file_identity, compare=False, hash=False)
+    # a vocabulary fixed in advance ({field: tokens}, a run's vocab.json): ids from it, not from train counts
+    vocab: dict | None = dataclasses.field(default=None, compare=False, hash=False)
 
     def key(self) -> str:
         ident = [(split, self.identity(path)) for split, path in self.files if path]
@@ -90,6 +92,8 @@ class SourceSpec:
                 "label": dataclasses.asdict(self.label_rule),
                 "bad": self.on_bad_rows,
                 "split": [self.split, self.valid_mod, list(self.split_fractions), self.split_seed],
+                **({"vocab": hashlib.sha256(json.dumps(self.vocab, sort_keys=True).encode()).hexdigest()}
+                   if self.vocab is not None else {}),
             },
             sort_keys=True,
             default=str,
@@ -323,11 +327,11 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
         state.total_counts()
         _release_free_memory()  # the blocks are gone: give their heap pages back before the vocabulary is built
         t1 = time.perf_counter()
-        if st.rows["train"] == 0:
+        if st.rows["train"] == 0 and spec.vocab is None:
             raise ValueError(f"{spec.dataset_id}: the train split is empty ({spec.files})")
         vocabs, tables = [], []
-        for e in encs:
-            v, tab = e.finalize()
+        for c, e in zip(spec.columns, encs):
+            v, tab = e.finalize() if spec.vocab is None else e.finalize_pinned(spec.vocab[c.name])
             vocabs.append(v)
             tables.append(tab)
         fields = tuple(

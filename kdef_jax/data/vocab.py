@@ -272,3 +272,20 @@ class FieldEncoder:
         table[0] = 0 if self.spec.kind == "sequence" else oov  # PAD in sequences; missing → OOV otherwise
         return [self.tokens[p] for p in kept], table
 
+    def finalize_pinned(self, vocab: list) -> tuple[list, np.ndarray]:
+        """(``vocab``, pass-1 id → final id table) for a vocabulary fixed in advance (a trained run's
+        ``vocab.json``): token ``vocab[i]`` is id i + 1, any other token OOV = len(vocab) + 1, and
+        missing values map as in :meth:`finalize` (PAD 0 in sequences, OOV otherwise). Tokens are
+        compared as the strings ``vocab.json`` holds."""
+        final = {tok: i for i, tok in enumerate(vocab, start=1)}
+        oov = len(vocab) + 1
+        if self.identity:
+            strs = self.raw.strings(np.arange(self.raw.n))
+            strs = strs.tolist() if isinstance(strs, PackedStrings) else strs
+            table = np.fromiter((final.get(s, oov) for s in strs), np.int32, len(strs))
+            return list(vocab), table
+        table = np.fromiter((final.get(t if isinstance(t, str) else str(t), oov) for t in self.tokens),
+                            np.int32, len(self.tokens))
+        table[0] = 0 if self.spec.kind == "sequence" else oov
+        return list(vocab), table
+

@@ -1,0 +1,142 @@
+"""Command line: score a new raw file with a trained run.
+
+    python -m kdef_jax.score_run --workdir runs/frappe --input new_rows.libfm [--what best] [--out preds.csv]
+
+The file is read exactly as the run's training data was (its ``config.json``: format, columns,
+transforms, label rule, bad-row policy) and encoded with the run's vocabulary (``vocab.json``, written
+beside its checkpoints): a value seen in training gets the id the model learned, any other value its
+field's OOV id. The file needs the label column of that format (libFM: the first token); with both
+classes present the command reports AUC and logloss of the ensemble and of every student on it.
+
+Writes ``--out`` (default ``<workdir>/scores_<input name>.csv``): one line per scored row, in file
+order — ``row,label,probability`` with the probability of ``--what`` (the ensemble σ(mean logit),
+``best``: the best student by validation AUC, or a student index) — and ``<out>.json``: the metrics,
+the rows scored, skipped and dropped, and each field's share of OOV ids (values training never saw).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from kdef_jax.checkpoint import CheckpointError
+from kdef_jax.data.dataset import default_cache_dir, load_dataset
+from kdef_jax.export import load_run
+from kdef_jax.export_run import resolve_what
+from kdef_jax.metrics import ensemble_metrics, sigmoid64
+from kdef_jax.report import student_names
+from kdef_jax.steps import make_predict_step
+from kdef_jax.train import predict_logits
+
+FORMATS = ("libfm", "delimited", "movielens")
+
+
+def run_vocab(workdir: Path, config, fmap) -> dict:
+    """The run's vocabulary: ``<workdir>/vocab.json``, else the dataset cache it was trained from."""
+    cache_root = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir()
+    places = [workdir / "vocab.json",
+              cache_root / f"{fmap.dataset_id}-{fmap.info.get('cache_key', '')}" / "vocab.json"]
+    for path in places:
+        if path.is_file():
+            return json.loads(path.read_text())
+    raise FileNotFoundError(f"{workdir}: no vocab.json (looked in {', '.join(map(str, places))}); "
+                            f"retrain with this version, which writes it beside the checkpoints")
+
+
+def scoring_data_config(config, input_path: Path):
+    """The run's ``config.data`` with ``input_path`` as its only (test) file."""
+    data = ml_collections.ConfigDict(config.data.to_dict())
+    if data.format not in FORMATS:
+        raise ValueError(f"the run's data.format={data.format!r}: score_run reads {', '.join(FORMATS)} files")
+    if not input_path.is_file():
+        raise FileNotFoundError(f"--input {input_path}: no such file")
+    data.files.train, data.files.valid, data.files.test = "", "", str(input_path.resolve())
+    data.split = "files"
+    return data
+
+
+def oov_shares(x: np.ndarray, fmap) -> dict:
+    """{field: share of its ids that are its OOV id} (a sequence field: of its non-PAD ids)."""
+    out, col = {}, 0
+    for f in fmap.fields:
+        ids = np.asarray(x[:, col : col + f.max_len])
+        used = ids[ids != 0] if f.type == "sequence" else ids
+        out[f.name] = float((used == f.oov_index).mean()) if used.size else 0.0
+        col += f.max_len
+    return out
+
+
+def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint: str = "best",
+              batch_size: int = 0, log=print) -> dict:
+    """Score ``input_path`` with the run in ``workdir``; writes the CSV and its JSON, returns the JSON."""
+    workdir, input_path = Path(workdir), Path(input_path)
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(f"--workdir {workdir}: no config.json (not a kdef_jax.main run)")
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    data = scoring_data_config(config, input_path)
+    model, variables, fmap, results = load_run(workdir, checkpoint)
+    target = resolve_what(what, results, model.num_students)
+    ds = load_dataset(data, log=log, vocab=run_vocab(workdir, config, fmap))
+    if ds.feature_map.vocab_sizes != fmap.vocab_sizes or ds.feature_map.max_lens != fmap.max_lens:
+        raise ValueError(f"{input_path}: encoded with {ds.feature_map.vocab_sizes}, the run has {fmap.vocab_sizes}")
+    split = ds.splits.get("test")
+    if split is None or len(split) == 0:
+        raise ValueError(f"{input_path}: no rows left to score ({ds.feature_map.num_rows})")
+    bs = batch_size or config.train.eval_batch_size or config.train.batch_size
+    state = types.SimpleNamespace(params=variables["params"], batch_stats=variables["batch_stats"])
+    logits = predict_logits(make_predict_step(model), state, split, bs, progress=True, desc="score")
+    z = logits.mean(axis=0) if target == "ensemble" else logits[target]
+    probs, labels = sigmoid64(z), np.asarray(split.y)
+    name = "ensemble" if target == "ensemble" else f"student{target}"
+    out = Path(out) if out else workdir / f"scores_{input_path.name}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(f"row,label,probability_{name}\n")
+        for i, (y, p) in enumerate(zip(labels.tolist(), probs.tolist())):
+            fh.write(f"{i},{int(y)},{p:.8g}\n")
+    tmp.replace(out)
+    metrics = ensemble_metrics(labels, logits)
+    names = student_names(model.groups)
+    info = {
+        "input": str(input_path), "workdir": str(workdir), "checkpoint": checkpoint, "what": name,
+        "out": str(out), "rows_scored": len(split), "positive_rate": float(labels.mean()),
+        "skipped_rows": ds.feature_map.skipped_rows,
+        "dropped_by_label_rule": ds.feature_map.info.get("dropped_by_label_rule", {}),
+        "oov_share": oov_shares(split.x, fmap),
+        "metrics": {"ensemble": metrics["teacher"], **dict(zip(names, metrics["students"]))},
+    }
+    Path(f"{out}.json").write_text(json.dumps(info, indent=1) + "\n")
+    log("\n".join([f"{'model':>14}  {'auc':>10}  {'logloss':>10}"] + [
+        f"{n:>14}  {m['auc']:>10.6f}  {m['logloss']:>10.6f}" for n, m in info["metrics"].items()]))
+    return info
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", required=True, help="a kdef_jax.main run (its best epoch is used)")
+    ap.add_argument("--input", required=True, help="a raw file in the run's data format, label column included")
+    ap.add_argument("--what", default="ensemble", help="whose probability to write: ensemble | best | a student index")
+    ap.add_argument("--out", default=None, help="CSV to write (default <workdir>/scores_<input name>.csv)")
+    ap.add_argument("--checkpoint", default="best", help="best (default) or latest")
+    ap.add_argument("--batch-size", type=int, default=0, help="rows per predict call (default: the run's eval batch)")
+    args = ap.parse_args(argv)
+    try:
+        info = score_run(args.workdir, args.input, args.what, args.out, args.checkpoint, args.batch_size)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        print(f"kdef_jax.score_run: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    oov = ", ".join(f"{k} {v:.2%}" for k, v in info["oov_share"].items() if v > 0) or "none"
+    print(f"wrote {info['out']}: {info['rows_scored']:,} rows, probability of the {info['what']}; "
+          f"OOV ids (values unseen in training): {oov}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Scoring new files with a trained run: a file encoded with the run's vocabulary gets exactly the ids
+the run's own cache gave it (every engine, every token kind), unseen values become OOV, and
+``kdef_jax.score_run`` reproduces the run's test metrics on its own test file."""
+import json
+
+import numpy as np
+import pytest
+
+from data_helpers import ENGINES, load_data, raw_cfg, vocab_of, write_file, x_of, y_of
+from kdef_jax import score_run
+from kdef_jax.data.dataset import load_dataset
+
+TRAIN = ("label,I1,C1,tags\n" + "1,3,a,x|y\n0,25,b,y\n1,,a,\n0,1000,c,x|z|y\n1,3,b,z\n0,-1,a,y|y\n" * 3)
+NEW = "label,I1,C1,tags\n1,3,b,y|x\n0,7,new,q|x\n1,,c,\n0,1000,a,z\n"
+
+
+def _cfg(d, cache, engine, **files):
+  return raw_cfg(d, cache, format="delimited", header=True, delimiter=",", files=files, engine=engine,
+                 fields=("I1", "C1", "tags"), numeric_fields=("I1",), min_count=2,
+                 field_options={"tags": {"kind": "sequence", "max_len": 2, "splitter": "|"}})
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(no_home_cache):
+  yield
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_file_encoded_with_a_run_vocabulary_gets_the_ids_of_training(tmp_path, engine):
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", TRAIN)
+  write_file(d / "new.csv", NEW)
+  trained = load_data(_cfg(d, tmp_path / "c1", engine, train="train.csv", test="new.csv"))
+  vocab = vocab_of(trained)
+  assert vocab["C1"] == ["a", "b", "c"] and vocab["tags"] == ["x", "y", "z"]
+  pinned = load_dataset(_cfg(d, tmp_path / "c2", engine, test="new.csv"), log=lambda *a: None, vocab=vocab)
+  assert pinned.feature_map.vocab_sizes == trained.feature_map.vocab_sizes
+  assert pinned.feature_map.num_rows == {"test": 4}
+  np.testing.assert_array_equal(x_of(pinned, "test"), x_of(trained, "test"))
+  np.testing.assert_array_equal(y_of(pinned, "test"), [1, 0, 1, 0])
+  # by hand: I1's buckets in training are ⌊ln² 3⌋ = 1, ⌊ln² 25⌋ = 10, ⌊ln² 1000⌋ = 47 and -1 (the empty
+  # value is missing, no token), sorted numerically → ids 1..4, OOV 5; 7 → ⌊ln² 7⌋ = 3, unseen → OOV, and
+  # missing → OOV. C1 a, b, c → 1..3, "new" → OOV 4; tags x, y, z → 1..3, "q" → OOV 4 in place, "" → PAD
+  assert vocab["I1"] == ["-1", "1", "10", "47"]
+  np.testing.assert_array_equal(x_of(pinned, "test"), [[2, 2, 2, 1], [5, 4, 4, 1], [5, 3, 0, 0], [4, 1, 3, 0]])
+
+
+def test_vocabulary_fields_must_match_the_config(tmp_path):
+  d = tmp_path / "raw"
+  write_file(d / "new.csv", NEW)
+  with pytest.raises(ValueError, match=r"vocabulary's fields \['C1', 'I1'\]"):
+    load_dataset(_cfg(d, tmp_path / "c", "python", test="new.csv"), vocab={"I1": [], "C1": []})
+
+
+@pytest.fixture(scope="module")
+def frappe_like_run(tmp_path_factory):
+  """A 2-epoch KDEF run on a small libFM dataset (split "files"): (workdir, results, raw folder)."""
+  from kdef_jax.config import base_config
+  from kdef_jax.train import train_and_evaluate
+
+  tmp = tmp_path_factory.mktemp("score")
+  rng = np.random.default_rng(0)
+  d = tmp / "raw"
+  for name, n in (("train.libfm", 1500), ("valid.libfm", 300), ("test.libfm", 400)):
+    a, b, c = rng.integers(0, 40, n), rng.integers(40, 60, n), rng.integers(60, 65, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(a % 7 - 3 + (c - 62))))).astype(int) * 2 - 1
+    write_file(d / name, "".join(f"{l} {i}:1 {j}:1 {k}:1\n" for l, i, j, k in zip(y, a, b, c)))
+  cfg = base_config()
+  cfg.data = raw_cfg(d, tmp / "cache", format="libfm", fields=("f1", "f2", "f3"), split="files",
+                     files={"train": "train.libfm", "valid": "valid.libfm", "test": "test.libfm"})
+  cfg.model.hidden_units, cfg.model.num_students = (16, 16), 3
+  cfg.train.batch_size, cfg.train.num_epochs, cfg.train.progress, cfg.train.plot = 256, 2, False, False
+  results = train_and_evaluate(cfg, tmp / "run", log=lambda *a: None)
+  return tmp / "run", results, d
+
+
+def test_score_run_reproduces_the_runs_test_metrics(frappe_like_run, tmp_path, capsys):
+  workdir, results, raw = frappe_like_run
+  assert (workdir / "vocab.json").is_file()
+  out = tmp_path / "scores.csv"
+  assert score_run.main(["--workdir", str(workdir), "--input", str(raw / "test.libfm"), "--out", str(out)]) == 0
+  info = json.loads((tmp_path / "scores.csv.json").read_text())
+  rows = {r["model"]: r for r in results["rows"]}
+  assert info["rows_scored"] == 400 and info["what"] == "ensemble"
+  assert info["metrics"]["ensemble"]["auc"] == pytest.approx(rows["ensemble"]["test_auc"], abs=1e-9)
+  for name in ("mlp_0", "mlp_1", "mlp_2"):
+    assert info["metrics"][name]["logloss"] == pytest.approx(rows[name]["test_logloss"], abs=1e-9)
+  lines = out.read_text().splitlines()
+  assert lines[0] == "row,label,probability_ensemble" and len(lines) == 401
+  labels = [int(l.split()[0]) for l in (raw / "test.libfm").read_text().splitlines()]
+  assert [int(l.split(",")[1]) for l in lines[1:]] == [int(v > 0) for v in labels]  # file order kept
+  assert info["oov_share"] == {"f1": 0.0, "f2": 0.0, "f3": 0.0}
+  assert "wrote" in capsys.readouterr().out
+
+
+def test_score_run_best_student_and_unseen_values(frappe_like_run, tmp_path):
+  workdir, results, _ = frappe_like_run
+  new = write_file(tmp_path / "new.libfm", "1 3:1 45:1 61:1\n-1 999:1 45:1 61:1\n1 3:1 998:1 61:1\n")
+  info = score_run.score_run(workdir, new, what="best", out=tmp_path / "s.csv", log=lambda *a: None)
+  assert info["what"] == f"student{results['best_student_index']}"
+  assert info["oov_share"] == pytest.approx({"f1": 1 / 3, "f2": 1 / 3, "f3": 0.0})
+  assert len((tmp_path / "s.csv").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--input", "missing.libfm", "no such file"),
+    ("--what", "7", "students 0..2"),
+    ("--checkpoint", "newest", "use 'best' or 'latest'"),
+])
+def test_score_run_errors_name_the_problem(frappe_like_run, tmp_path, capsys, flag, value, message):
+  workdir, _, raw = frappe_like_run
+  flags = {"--workdir": str(workdir), "--input": str(raw / "test.libfm"), "--out": str(tmp_path / "o.csv")}
+  flags[flag] = str(tmp_path / value) if flag == "--input" else value
+  assert score_run.main([s for kv in flags.items() for s in kv]) == 2
+  assert message in capsys.readouterr().err
+  assert not (tmp_path / "o.csv").exists()
+
+
+def test_score_run_refuses_a_synthetic_run(tmp_path, capsys):
+  from kdef_jax.config import base_config
+
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text(base_config().to_json())
+  assert score_run.main(["--workdir", str(run), "--input", str(tmp_path / "x.csv")]) == 2
+  err = capsys.readouterr().err
+  assert "score_run reads libfm, delimited, movielens files" in err
