@@ -9,7 +9,8 @@ field's OOV id. The file needs the label column of that format (libFM: the first
 classes present the command reports AUC and logloss of the ensemble and of every student on it.
 
 Writes ``--out`` (default ``<workdir>/scores_<input name>.csv``): one line per scored row, in file
-order — ``row,label,probability`` with the probability of ``--what`` (the ensemble σ(mean logit),
+order (rows the label rule drops or ``on_bad_rows='skip'`` skips are left out and counted) —
+``row,label,probability`` with the probability of ``--what`` (the ensemble σ(mean logit),
 ``best``: the best student by validation AUC, or a student index) — and ``<out>.json``: the metrics,
 the rows scored, skipped and dropped, and each field's share of OOV ids (values training never saw).
 """
