@@ -7,6 +7,8 @@ transforms, label rule, bad-row policy) and encoded with the run's vocabulary (`
 beside its checkpoints): a value seen in training gets the id the model learned, any other value its
 field's OOV id. The file needs the label column of that format (libFM: the first token); with both
 classes present the command reports AUC and logloss of the ensemble and of every student on it.
+``--unlabeled`` (delimited files, e.g. Kaggle Criteo's test.txt): the file has no label column; it is
+read through a copy with a column of zeros appended, and the CSV has no label column.
 
 Writes ``--out`` (default ``<workdir>/scores_<input name>.csv``): one line per scored row, in file
 order (rows the label rule drops or ``on_bad_rows='skip'`` skips are left out and counted) —
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -28,6 +31,7 @@ import numpy as np
 
 from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.data.dataset import default_cache_dir, load_dataset
+from kdef_jax.data.schema import open_raw
 from kdef_jax.export import load_run
 from kdef_jax.export_run import resolve_what
 from kdef_jax.metrics import ensemble_metrics, sigmoid64
@@ -62,6 +66,30 @@ def scoring_data_config(config, input_path: Path):
     return data
 
 
+def with_zero_labels(path: Path, data, tmp_dir: Path) -> Path:
+    """A copy of the unlabeled delimited file ``path`` with a label column of zeros appended to every
+    line (in the header, or last in ``data.column_names``, which is changed to match); the same line
+    numbers. ``data.label_rule`` becomes binary (the run's rule need not know "0")."""
+    label, delim = data.label_column, data.delimiter.encode(data.encoding)
+    names = list(data.column_names)
+    if not data.header:
+        data.column_names = tuple(n for n in names if n != label) + (label,)
+    data.label_rule = "binary"
+    out = tmp_dir / path.name
+    with open_raw(str(path)) as src, open(out, "wb") as dst:
+        for i, line in enumerate(src):
+            body = line.rstrip(b"\r\n")
+            if i == 0 and data.header:
+                if label.encode(data.encoding) in body.split(delim):
+                    raise ValueError(f"{path}:1: the header has the label column {label!r}; drop --unlabeled")
+                dst.write(body + delim + label.encode(data.encoding) + b"\n")
+            elif body:
+                dst.write(body + delim + b"0\n")
+            else:
+                dst.write(b"\n")
+    return out
+
+
 def oov_shares(x: np.ndarray, fmap) -> dict:
     """{field: share of its ids that are its OOV id} (a sequence field: of its non-PAD ids)."""
     out, col = {}, 0
@@ -74,48 +102,62 @@ def oov_shares(x: np.ndarray, fmap) -> dict:
 
 
 def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint: str = "best",
-              batch_size: int = 0, log=print) -> dict:
+              batch_size: int = 0, unlabeled: bool = False, log=print) -> dict:
     """Score ``input_path`` with the run in ``workdir``; writes the CSV and its JSON, returns the JSON."""
     workdir, input_path = Path(workdir), Path(input_path)
     if not (workdir / "config.json").is_file():
         raise FileNotFoundError(f"--workdir {workdir}: no config.json (not a kdef_jax.main run)")
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
     data = scoring_data_config(config, input_path)
+    if unlabeled and data.format != "delimited":
+        raise ValueError(f"--unlabeled reads delimited files; the run's data.format is {data.format!r}")
     model, variables, fmap, results = load_run(workdir, checkpoint)
     target = resolve_what(what, results, model.num_students)
-    ds = load_dataset(data, log=log, vocab=run_vocab(workdir, config, fmap))
-    if ds.feature_map.vocab_sizes != fmap.vocab_sizes or ds.feature_map.max_lens != fmap.max_lens:
-        raise ValueError(f"{input_path}: encoded with {ds.feature_map.vocab_sizes}, the run has {fmap.vocab_sizes}")
-    split = ds.splits.get("test")
-    if split is None or len(split) == 0:
-        raise ValueError(f"{input_path}: no rows left to score ({ds.feature_map.num_rows})")
-    bs = batch_size or config.train.eval_batch_size or config.train.batch_size
-    state = types.SimpleNamespace(params=variables["params"], batch_stats=variables["batch_stats"])
-    logits = predict_logits(make_predict_step(model), state, split, bs, progress=True, desc="score")
+    with tempfile.TemporaryDirectory(prefix="kdef_score_") as tmp:  # the file's ids live only as long as this
+        data.cache_dir = tmp
+        if unlabeled:
+            data.files.test = str(with_zero_labels(input_path, data, Path(tmp)))
+        try:
+            ds = load_dataset(data, log=log, vocab=run_vocab(workdir, config, fmap))
+        except ValueError as e:  # DataFormatError included: name the user's file, not the copy
+            raise type(e)(str(e).replace(data.files.test, str(input_path))) from None
+        if ds.feature_map.vocab_sizes != fmap.vocab_sizes or ds.feature_map.max_lens != fmap.max_lens:
+            raise ValueError(f"{input_path}: encoded with {ds.feature_map.vocab_sizes}, the run has {fmap.vocab_sizes}")
+        split = ds.splits.get("test")
+        if split is None or len(split) == 0:
+            raise ValueError(f"{input_path}: no rows left to score ({ds.feature_map.num_rows})")
+        state = types.SimpleNamespace(params=variables["params"], batch_stats=variables["batch_stats"])
+        bs = batch_size or config.train.eval_batch_size or config.train.batch_size
+        logits = predict_logits(make_predict_step(model), state, split, bs, progress=True, desc="score")
+        labels, oov, rows = np.array(split.y), oov_shares(split.x, fmap), len(split)
     z = logits.mean(axis=0) if target == "ensemble" else logits[target]
-    probs, labels = sigmoid64(z), np.asarray(split.y)
+    probs = sigmoid64(z)
     name = "ensemble" if target == "ensemble" else f"student{target}"
     out = Path(out) if out else workdir / f"scores_{input_path.name}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w") as fh:
-        fh.write(f"row,label,probability_{name}\n")
-        for i, (y, p) in enumerate(zip(labels.tolist(), probs.tolist())):
-            fh.write(f"{i},{int(y)},{p:.8g}\n")
+        if unlabeled:
+            fh.write(f"row,probability_{name}\n")
+            fh.writelines(f"{i},{p:.8g}\n" for i, p in enumerate(probs.tolist()))
+        else:
+            fh.write(f"row,label,probability_{name}\n")
+            fh.writelines(f"{i},{int(y)},{p:.8g}\n" for i, (y, p) in enumerate(zip(labels.tolist(), probs.tolist())))
     tmp.replace(out)
-    metrics = ensemble_metrics(labels, logits)
-    names = student_names(model.groups)
     info = {
         "input": str(input_path), "workdir": str(workdir), "checkpoint": checkpoint, "what": name,
-        "out": str(out), "rows_scored": len(split), "positive_rate": float(labels.mean()),
-        "skipped_rows": ds.feature_map.skipped_rows,
+        "out": str(out), "rows_scored": rows, "skipped_rows": ds.feature_map.skipped_rows,
         "dropped_by_label_rule": ds.feature_map.info.get("dropped_by_label_rule", {}),
-        "oov_share": oov_shares(split.x, fmap),
-        "metrics": {"ensemble": metrics["teacher"], **dict(zip(names, metrics["students"]))},
+        "oov_share": oov, "mean_probability": float(probs.mean()),
     }
+    if not unlabeled:
+        metrics = ensemble_metrics(labels, logits)
+        names = student_names(model.groups)
+        info["positive_rate"] = float(labels.mean())
+        info["metrics"] = {"ensemble": metrics["teacher"], **dict(zip(names, metrics["students"]))}
+        log("\n".join([f"{'model':>14}  {'auc':>10}  {'logloss':>10}"] + [
+            f"{n:>14}  {m['auc']:>10.6f}  {m['logloss']:>10.6f}" for n, m in info["metrics"].items()]))
     Path(f"{out}.json").write_text(json.dumps(info, indent=1) + "\n")
-    log("\n".join([f"{'model':>14}  {'auc':>10}  {'logloss':>10}"] + [
-        f"{n:>14}  {m['auc']:>10.6f}  {m['logloss']:>10.6f}" for n, m in info["metrics"].items()]))
     return info
 
 
@@ -127,9 +169,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="CSV to write (default <workdir>/scores_<input name>.csv)")
     ap.add_argument("--checkpoint", default="best", help="best (default) or latest")
     ap.add_argument("--batch-size", type=int, default=0, help="rows per predict call (default: the run's eval batch)")
+    ap.add_argument("--unlabeled", action="store_true", help="a delimited file without the label column")
     args = ap.parse_args(argv)
     try:
-        info = score_run(args.workdir, args.input, args.what, args.out, args.checkpoint, args.batch_size)
+        info = score_run(args.workdir, args.input, args.what, args.out, args.checkpoint, args.batch_size,
+                         args.unlabeled)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"kdef_jax.score_run: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

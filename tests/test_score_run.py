@@ -125,3 +125,68 @@ def test_score_run_refuses_a_synthetic_run(tmp_path, capsys):
   assert score_run.main(["--workdir", str(run), "--input", str(tmp_path / "x.csv")]) == 2
   err = capsys.readouterr().err
   assert "score_run reads libfm, delimited, movielens files" in err
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory):
+  """A 1-epoch run on a small CSV with a header (label, I1 numeric, C1, tags): (workdir, raw folder)."""
+  from kdef_jax.config import base_config
+  from kdef_jax.train import train_and_evaluate
+
+  tmp = tmp_path_factory.mktemp("score_csv")
+  rng = np.random.default_rng(1)
+  d = tmp / "raw"
+  for name, n in (("train.csv", 1200), ("valid.csv", 300), ("test.csv", 300)):
+    i1, c1 = rng.integers(0, 200, n), rng.integers(0, 30, n)
+    y = (rng.random(n) < 0.2 + 0.5 * (c1 % 3 == 0)).astype(int)
+    rows = [f"{l},{a},c{b},t{b % 4}|t{a % 5}" for l, a, b in zip(y, i1, c1)]
+    write_file(d / name, "label,I1,C1,tags\n" + "\n".join(rows) + "\n")
+  cfg = base_config()
+  cfg.data = _cfg(d, tmp / "cache", "python", train="train.csv", valid="valid.csv", test="test.csv")
+  cfg.data.split = "files"
+  cfg.model.hidden_units, cfg.model.num_students = (8,), 2
+  cfg.train.batch_size, cfg.train.num_epochs, cfg.train.progress, cfg.train.plot = 256, 1, False, False
+  train_and_evaluate(cfg, tmp / "run", log=lambda *a: None)
+  return tmp / "run", d
+
+
+def test_unlabeled_file_gets_the_probabilities_of_the_labeled_one(csv_run, tmp_path):
+  workdir, raw = csv_run
+  quiet = lambda *a: None  # noqa: E731
+  labeled = score_run.score_run(workdir, raw / "test.csv", out=tmp_path / "a.csv", log=quiet)
+  lines = (raw / "test.csv").read_text().splitlines()
+  bare = write_file(tmp_path / "bare.csv", "\n".join(l.split(",", 1)[1] for l in lines) + "\n")
+  info = score_run.score_run(workdir, bare, out=tmp_path / "b.csv", unlabeled=True, log=quiet)
+  a = (tmp_path / "a.csv").read_text().splitlines()
+  b = (tmp_path / "b.csv").read_text().splitlines()
+  assert b[0] == "row,probability_ensemble" and len(b) == len(a) == 301
+  assert [l.split(",")[-1] for l in b[1:]] == [l.split(",")[-1] for l in a[1:]]
+  assert "metrics" not in info and info["rows_scored"] == 300
+  assert info["oov_share"] == labeled["oov_share"]
+  with pytest.raises(ValueError, match=r"test.csv:1: the header has the label column 'label'; drop --unlabeled"):
+    score_run.score_run(workdir, raw / "test.csv", out=tmp_path / "c.csv", unlabeled=True, log=quiet)
+
+
+def test_unlabeled_errors_name_the_users_file(csv_run, tmp_path):
+  workdir, _ = csv_run
+  bad = write_file(tmp_path / "bad.csv", "I1,C1,tags\n3,c1,t1\n4,c2\n")
+  with pytest.raises(ValueError) as e:
+    score_run.score_run(workdir, bad, out=tmp_path / "o.csv", unlabeled=True, log=lambda *a: None)
+  assert f"{bad}:3" in str(e.value) and "kdef_score_" not in str(e.value)
+
+
+def test_zero_labels_copy_of_a_headerless_file(tmp_path):
+  import ml_collections
+
+  data = ml_collections.ConfigDict({"label_column": "label", "delimiter": "\t", "encoding": "utf-8",
+                                    "header": False, "column_names": ("label", "I1", "C1"), "label_rule": "map:1=1,-1=0"})
+  src = write_file(tmp_path / "in" / "test.txt", "3\ta\n\n\tb\r\n")
+  copy = score_run.with_zero_labels(src, data, tmp_path)
+  assert copy.read_bytes() == b"3\ta\t0\n\n\tb\t0\n"
+  assert data.column_names == ("I1", "C1", "label") and data.label_rule == "binary"
+
+
+def test_unlabeled_is_for_delimited_runs(frappe_like_run, tmp_path):
+  workdir, _, raw = frappe_like_run
+  with pytest.raises(ValueError, match="--unlabeled reads delimited files; the run's data.format is 'libfm'"):
+    score_run.score_run(workdir, raw / "test.libfm", unlabeled=True, log=lambda *a: None)
