@@ -52,26 +52,38 @@ def test_vocabulary_fields_must_match_the_config(tmp_path):
     load_dataset(_cfg(d, tmp_path / "c", "python", test="new.csv"), vocab={"I1": [], "C1": []})
 
 
-@pytest.fixture(scope="module")
-def frappe_like_run(tmp_path_factory):
-  """A 2-epoch KDEF run on a small libFM dataset (split "files"): (workdir, results, raw folder)."""
+def _train(tmp, data, students: int, hidden: tuple, epochs: int) -> dict:
+  """train_and_evaluate on ``data`` (a config.data) with a small MLP ensemble into tmp/run."""
   from kdef_jax.config import base_config
   from kdef_jax.train import train_and_evaluate
 
+  cfg = base_config()
+  cfg.data = data
+  cfg.model.hidden_units, cfg.model.num_students = hidden, students
+  cfg.train.batch_size, cfg.train.num_epochs, cfg.train.progress, cfg.train.plot = 256, epochs, False, False
+  return train_and_evaluate(cfg, tmp / "run", log=lambda *a: None)
+
+
+def _write_splits(d, rng, sizes, row):
+  """One file per split of ``sizes`` {name: rows}, each row ``row(rng, n)`` → list of lines."""
+  for name, n in sizes.items():
+    write_file(d / name, "".join(f"{line}\n" for line in row(rng, n)))
+
+
+@pytest.fixture(scope="module")
+def frappe_like_run(tmp_path_factory):
+  """A 2-epoch KDEF run (K=3) on a small libFM dataset (split "files"): (workdir, results, raw folder)."""
   tmp = tmp_path_factory.mktemp("score")
-  rng = np.random.default_rng(0)
-  d = tmp / "raw"
-  for name, n in (("train.libfm", 1500), ("valid.libfm", 300), ("test.libfm", 400)):
+
+  def rows(rng, n):
     a, b, c = rng.integers(0, 40, n), rng.integers(40, 60, n), rng.integers(60, 65, n)
     y = (rng.random(n) < 1 / (1 + np.exp(-(a % 7 - 3 + (c - 62))))).astype(int) * 2 - 1
-    write_file(d / name, "".join(f"{l} {i}:1 {j}:1 {k}:1\n" for l, i, j, k in zip(y, a, b, c)))
-  cfg = base_config()
-  cfg.data = raw_cfg(d, tmp / "cache", format="libfm", fields=("f1", "f2", "f3"), split="files",
-                     files={"train": "train.libfm", "valid": "valid.libfm", "test": "test.libfm"})
-  cfg.model.hidden_units, cfg.model.num_students = (16, 16), 3
-  cfg.train.batch_size, cfg.train.num_epochs, cfg.train.progress, cfg.train.plot = 256, 2, False, False
-  results = train_and_evaluate(cfg, tmp / "run", log=lambda *a: None)
-  return tmp / "run", results, d
+    return [f"{l} {i}:1 {j}:1 {k}:1" for l, i, j, k in zip(y, a, b, c)]
+
+  _write_splits(tmp / "raw", np.random.default_rng(0), {"train.libfm": 1500, "valid.libfm": 300, "test.libfm": 400}, rows)
+  data = raw_cfg(tmp / "raw", tmp / "cache", format="libfm", fields=("f1", "f2", "f3"), split="files",
+                 files={"train": "train.libfm", "valid": "valid.libfm", "test": "test.libfm"})
+  return tmp / "run", _train(tmp, data, 3, (16, 16), 2), tmp / "raw"
 
 
 def test_score_run_reproduces_the_runs_test_metrics(frappe_like_run, tmp_path, capsys):
@@ -129,25 +141,19 @@ def test_score_run_refuses_a_synthetic_run(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def csv_run(tmp_path_factory):
-  """A 1-epoch run on a small CSV with a header (label, I1 numeric, C1, tags): (workdir, raw folder)."""
-  from kdef_jax.config import base_config
-  from kdef_jax.train import train_and_evaluate
-
+  """A 1-epoch run (K=2) on a small CSV with a header (label, I1 numeric, C1, tags): (workdir, raw folder)."""
   tmp = tmp_path_factory.mktemp("score_csv")
-  rng = np.random.default_rng(1)
-  d = tmp / "raw"
-  for name, n in (("train.csv", 1200), ("valid.csv", 300), ("test.csv", 300)):
+
+  def rows(rng, n):
     i1, c1 = rng.integers(0, 200, n), rng.integers(0, 30, n)
     y = (rng.random(n) < 0.2 + 0.5 * (c1 % 3 == 0)).astype(int)
-    rows = [f"{l},{a},c{b},t{b % 4}|t{a % 5}" for l, a, b in zip(y, i1, c1)]
-    write_file(d / name, "label,I1,C1,tags\n" + "\n".join(rows) + "\n")
-  cfg = base_config()
-  cfg.data = _cfg(d, tmp / "cache", "python", train="train.csv", valid="valid.csv", test="test.csv")
-  cfg.data.split = "files"
-  cfg.model.hidden_units, cfg.model.num_students = (8,), 2
-  cfg.train.batch_size, cfg.train.num_epochs, cfg.train.progress, cfg.train.plot = 256, 1, False, False
-  train_and_evaluate(cfg, tmp / "run", log=lambda *a: None)
-  return tmp / "run", d
+    return ["label,I1,C1,tags"] + [f"{l},{a},c{b},t{b % 4}|t{a % 5}" for l, a, b in zip(y, i1, c1)]
+
+  _write_splits(tmp / "raw", np.random.default_rng(1), {"train.csv": 1200, "valid.csv": 300, "test.csv": 300}, rows)
+  data = _cfg(tmp / "raw", tmp / "cache", "python", train="train.csv", valid="valid.csv", test="test.csv")
+  data.split = "files"
+  _train(tmp, data, 2, (8,), 1)
+  return tmp / "run", tmp / "raw"
 
 
 def test_unlabeled_file_gets_the_probabilities_of_the_labeled_one(csv_run, tmp_path):
