@@ -9,7 +9,8 @@ serialization (StableHLO with the weights as constants, batch dimension symbolic
 (default ``<workdir>/predictor_<what>.jaxexport``), plus ``<out>.json``: which network, its input
 columns, the feature map to encode raw rows with, and a check that the reloaded file predicts what
 the library does on random ids (max |Δp|). Serve it with ``jax.export.deserialize(blob).call(ids)``
-(ids int32 [B, C] encoded by the run's feature_map.json), no kdef_jax needed.
+(ids int32 [B, C]: field by field, id i + 1 is the run's vocab.json[field][i], 0 PAD, the last id OOV;
+``kdef_jax.score_run`` encodes raw files so), no kdef_jax needed.
 """
 
 from __future__ import annotations
@@ -74,8 +75,10 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
     info = {
         "file": str(out), "bytes": len(blob), "what": name, "fold_bn": fold_bn,
         "num_students": model.num_students, "num_columns": fmap.num_columns,
-        "input": "int32 ids [B, num_columns], encoded with feature_map; output: click probability [B]",
+        "input": "int32 ids [B, num_columns]: per field id i+1 = vocab.json[field][i], 0 PAD, last id OOV; "
+                 "output: click probability [B]",
         "feature_map": str(workdir / "feature_map.json"), "workdir": str(workdir),
+        "vocab": str(workdir / "vocab.json") if (workdir / "vocab.json").is_file() else None,
         "check": {"rows": check_rows, "max_abs_diff": diff}, "jax": jax.__version__,
     }
     if target != "ensemble" and "rows" in results:
