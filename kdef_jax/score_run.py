@@ -12,7 +12,7 @@ read through a copy with a column of zeros appended, and the CSV has no label co
 
 Writes ``--out`` (default ``<workdir>/scores_<input name>.csv``): one line per scored row, in file
 order (rows the label rule drops or ``on_bad_rows='skip'`` skips are left out and counted) —
-``row,label,probability`` with the probability of ``--what`` (the ensemble σ(mean logit),
+``row,label,probability_<what>`` (``probability_ensemble``, ``probability_student3``) with the probability of ``--what`` (the ensemble σ(mean logit),
 ``best``: the best student by validation AUC, or a student index) — and ``<out>.json``: the metrics,
 the rows scored, skipped and dropped, and each field's share of OOV ids (values training never saw).
 """
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True, help="a kdef_jax.main run (its best epoch is used)")
     ap.add_argument("--input", required=True, help="a raw file in the run's data format, label column included")
-    ap.add_argument("--what", default="ensemble", help="whose probability to write: ensemble | best | a student index")
+    ap.add_argument("--what", default="ensemble", help="whose probability to write: ensemble | best | a student index (CSV column probability_ensemble | probability_studentK)")
     ap.add_argument("--out", default=None, help="CSV to write (default <workdir>/scores_<input name>.csv)")
     ap.add_argument("--checkpoint", default="best", help="best (default) or latest")
     ap.add_argument("--batch-size", type=int, default=0, help="rows per predict call (default: the run's eval batch)")

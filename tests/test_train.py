@@ -216,6 +216,12 @@ def test_missing_data_dir_names_the_path(tmp_path):
     c = tiny_config(tmp_path, **{"data.format": "libfm", "data.data_dir": str(tmp_path / "nowhere"), "data.fields": ("a",)})
     with pytest.raises(FileNotFoundError, match="nowhere"):
         train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    assert not (tmp_path / "run").exists()  # the run folder it created is removed again
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("x")
+    with pytest.raises(FileNotFoundError):
+        train_and_evaluate(c, tmp_path / "mine", log=lambda *a: None)
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "x"  # a folder that was there stays
 
 
 @pytest.mark.parametrize("variant", ["independent", "mean", "kd_only", "dml_only", "no_exam"])
