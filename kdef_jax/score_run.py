@@ -12,8 +12,9 @@ read through a copy with a column of zeros appended, and the CSV has no label co
 
 Writes ``--out`` (default ``<workdir>/scores_<input name>.csv``): one line per scored row, in file
 order (rows the label rule drops or ``on_bad_rows='skip'`` skips are left out and counted) —
-``row,label,probability_<what>`` (``probability_ensemble``, ``probability_student3``) with the probability of ``--what`` (the ensemble σ(mean logit),
-``best``: the best student by validation AUC, or a student index) — and ``<out>.json``: the metrics,
+``row,label,probability_<what>`` (``probability_ensemble``, ``probability_student3``) with the
+probability of ``--what`` (the ensemble σ(mean logit), ``best``: the best student by validation AUC,
+or a student index) — and ``<out>.json``: the metrics,
 the rows scored, skipped and dropped, and each field's share of OOV ids (values training never saw).
 """
 

@@ -91,18 +91,12 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         log = _quiet
     progress = t.progress and main
     workdir = Path(workdir)
-    created = not workdir.exists()
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        ds = distributed.main_first(lambda: load_dataset(c.data, log=log), "kdef_jax: dataset cache")
-        _check_labels(ds)
-        for s in ("train", "valid"):
-            if s not in ds.splits or len(ds.splits[s]) == 0:
-                raise ValueError(f"dataset {c.data.name!r} has no {s} rows; check config data.files / data.split")
-    except BaseException:
-        if created and main and not any(workdir.iterdir()):
-            workdir.rmdir()  # bad input leaves no empty run folder behind
-        raise
+    ds = distributed.main_first(lambda: load_dataset(c.data, log=log), "kdef_jax: dataset cache")
+    _check_labels(ds)
+    for s in ("train", "valid"):
+        if s not in ds.splits or len(ds.splits[s]) == 0:
+            raise ValueError(f"dataset {c.data.name!r} has no {s} rows; check config data.files / data.split")
+    workdir.mkdir(parents=True, exist_ok=True)  # only once the data loads: bad input leaves no empty run folder
     fmap = ds.feature_map
     bs, ebs = t.batch_size, (t.eval_batch_size or t.batch_size)
     mesh = sharding.make_mesh(c.mesh, {"train.batch_size": bs, "train.eval_batch_size": ebs})
