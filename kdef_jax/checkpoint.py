@@ -1,13 +1,22 @@
 """Orbax checkpoints: ``latest`` (every epoch, for resume) and ``best`` (teacher validation AUC).
 
 Each checkpoint holds the train state and a JSON ``meta`` (epoch, learning rate, plateau counters,
-history) so a resumed run continues exactly where it stopped.
+history) so a resumed run continues exactly where it stopped. ``meta["checksums"]`` holds, per
+array of the state, two sums of its 32-bit words w_i (i = 1..n, arithmetic mod 2³²): Σ w_i and
+Σ i·w_i. A restore recomputes them, so bytes damaged inside an array file (which orbax itself
+does not notice) are an error naming the array, not a model that silently predicts NaN.
 """
 
 from __future__ import annotations
 
+import gc
+import sys
+import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -19,45 +28,134 @@ def _state_tree(state) -> dict:
     return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats, "opt_state": state.opt_state}
 
 
-class Checkpoints:
-    def __init__(self, workdir: str | Path):
-        root = Path(workdir).resolve() / "checkpoints"
-        self.root = root
-        sync = dict(enable_async_checkpointing=False, create=True)
-        self.latest = ocp.CheckpointManager(root / "latest", options=ocp.CheckpointManagerOptions(max_to_keep=1, **sync))
-        self.best = ocp.CheckpointManager(
-            root / "best",
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["val_auc"], best_mode="max", **sync),
+def _words(x) -> jax.Array:
+    """The array's bits as a flat uint32 vector (1- and 2-byte items widened, 8-byte ones split)."""
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32).reshape(-1)
+    size = x.dtype.itemsize
+    if size == 4:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
+    if size in (1, 2):
+        return jax.lax.bitcast_convert_type(x, jnp.uint8 if size == 1 else jnp.uint16).astype(jnp.uint32).reshape(-1)
+    return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)  # 8 bytes → [..., 2]
+
+
+@jax.jit
+def _leaf_sums(tree):
+    def sums(x):
+        w = _words(jnp.asarray(x))
+        i = jnp.arange(1, w.size + 1, dtype=jnp.uint32)
+        return jnp.stack([jnp.sum(w, dtype=jnp.uint32), jnp.sum(w * i, dtype=jnp.uint32)])
+
+    return jax.tree.map(sums, tree)
+
+
+def state_checksums(tree) -> dict:
+    """{array path: [Σ w_i, Σ i·w_i] mod 2³²} of a state tree (exact: integer sums in any order agree)."""
+    out = jax.tree_util.tree_flatten_with_path(_leaf_sums(tree))[0]
+    # every process holds the replicated sums: read its own copy (no cross-host gather)
+    return {jax.tree_util.keystr(p): [int(v) for v in np.asarray(s.addressable_data(0))] for p, s in out}
+
+
+def _verify(tree, expected: dict, where: Path) -> None:
+    got = state_checksums(tree)
+    bad = [k for k, v in expected.items() if got.get(k) != v]
+    if bad:
+        names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(
+            f"the checkpoint {where} is corrupt: {len(bad)} of its {len(expected)} arrays ({names}) differ "
+            f"from the checksums written with them (its files were damaged after saving). Move it aside "
+            f"or start a new workdir."
         )
 
+
+def _settle_failed_restore() -> None:
+    """A failed restore leaves tensorstore reads in flight; when the frames that hold them are freed,
+    their callbacks find orbax's event loop closed and print "RuntimeError: Event loop is closed"
+    (through sys.unraisablehook) after the real error. Free them and let them finish now, with exactly
+    those errors dropped; every other unraisable exception still reaches the hook."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        e = unraisable.exc_value
+        if not (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        gc.collect()
+        time.sleep(0.5)  # local reads finish within milliseconds; their callbacks arrive meanwhile
+    finally:
+        sys.unraisablehook = previous
+
+
+class Checkpoints:
+    """``create=False`` (readers: export, score) opens a workdir without creating its folders."""
+
+    def __init__(self, workdir: str | Path, *, create: bool = True):
+        root = Path(workdir).resolve() / "checkpoints"
+        self.root = root
+        sync = dict(enable_async_checkpointing=False, create=create)
+        self.latest = self._manager(root / "latest", ocp.CheckpointManagerOptions(max_to_keep=1, **sync), create)
+        self.best = self._manager(
+            root / "best",
+            ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["val_auc"], best_mode="max", **sync),
+            create,
+        )
+
+    @staticmethod
+    def _manager(path: Path, options, create: bool):
+        return ocp.CheckpointManager(path, options=options) if create or path.is_dir() else None
+
+    @staticmethod
+    def _step(mngr, which: str):
+        if mngr is None:
+            return None
+        return mngr.latest_step() if which == "latest" else (mngr.best_step() or mngr.latest_step())
+
+    def steps(self) -> dict:
+        """{"latest": epoch or None, "best": epoch or None}: what the workdir holds."""
+        return {"latest": self._step(self.latest, "latest"), "best": self._step(self.best, "best")}
+
     def exists(self) -> bool:
-        return self.latest.latest_step() is not None or self.best.latest_step() is not None
+        return any(s is not None for s in self.steps().values())
 
     def save(self, epoch: int, state, meta: dict, *, best_auc: float | None = None) -> None:
-        args = ocp.args.Composite(state=ocp.args.StandardSave(_state_tree(state)), meta=ocp.args.JsonSave(meta))
-        self.latest.save(epoch, args=args, force=True)
+        tree = _state_tree(state)
+        meta = {**meta, "checksums": state_checksums(tree)}
+
+        def args():
+            return ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
+
+        self.latest.save(epoch, args=args(), force=True)
         if best_auc is not None:
-            args = ocp.args.Composite(state=ocp.args.StandardSave(_state_tree(state)), meta=ocp.args.JsonSave(meta))
-            self.best.save(epoch, args=args, metrics={"val_auc": float(best_auc)}, force=True)
+            self.best.save(epoch, args=args(), metrics={"val_auc": float(best_auc)}, force=True)
 
     def _restore(self, mngr, which: str, template):
-        step = mngr.latest_step() if which == "latest" else (mngr.best_step() or mngr.latest_step())
+        step = self._step(mngr, which)
         if step is None:
             return None
+        where = self.root / which / str(step)
+        failure = None
         try:
             out = mngr.restore(
                 step,
                 args=ocp.args.Composite(state=ocp.args.StandardRestore(_state_tree(template)), meta=ocp.args.JsonRestore()),
             )
         except Exception as e:  # noqa: BLE001 - any orbax/tensorstore failure means unusable
+            failure = f"{type(e).__name__}: {str(e)[:300]}"
+        if failure is not None:
+            _settle_failed_restore()
             raise CheckpointError(
-                f"cannot restore the {which} checkpoint {self.root / which / str(step)}: it is corrupt or was "
-                f"written by a different model/config ({type(e).__name__}: {str(e)[:300]}). Move it aside "
-                f"or start a new workdir."
-            ) from e
-        t = out["state"]
+                f"cannot restore the {which} checkpoint {where}: it is corrupt or was written by a different "
+                f"model/config ({failure}). Move it aside or start a new workdir."
+            )
+        t, meta = out["state"], dict(out["meta"])
+        checksums = meta.pop("checksums", None)
+        if checksums is not None:  # checkpoints written before checksums existed restore unchecked
+            _verify(t, checksums, where)
         state = template.replace(step=t["step"], params=t["params"], batch_stats=t["batch_stats"], opt_state=t["opt_state"])
-        return state, dict(out["meta"]), step
+        return state, meta, step
 
     def restore_latest(self, template):
         return self._restore(self.latest, "latest", template)
@@ -66,5 +164,6 @@ class Checkpoints:
         return self._restore(self.best, "best", template)
 
     def close(self):
-        self.latest.close()
-        self.best.close()
+        for m in (self.latest, self.best):
+            if m is not None:
+                m.close()

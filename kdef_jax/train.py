@@ -56,6 +56,19 @@ def _check_labels(ds) -> None:
             raise ValueError(f"{ds.cache_dir}/{name}_y.npy: row {i} has label {y[i]!r}; labels must be 0 or 1")
 
 
+def _check_classes(ds, name: str, log) -> None:
+    """AUC needs both labels: the validation AUC drives the schedule (an error), the test AUC is reported."""
+    for split in ("valid", "test"):
+        y = np.asarray(ds.splits[split].y) if split in ds.splits else np.zeros(0)
+        if len(y) and y.min() == y.max():
+            msg = (f"dataset {name!r}: all {len(y):,} {split} rows have label {int(y[0])}, so their AUC is "
+                   f"undefined; check config data.files / data.split")
+            if split == "valid":
+                raise ValueError(msg + " (the teacher's validation AUC drives the learning-rate decay, "
+                                 "early stopping and the best checkpoint)")
+            log(f"[data] warning: {msg}")
+
+
 def _fresh_meta(lr: float) -> dict:
     return {"epoch": 0, "lr": lr, "best_auc": -math.inf, "best_epoch": 0, "bad_epochs": 0, "lr_decays": 0,
             "history": [], "train_time_s": 0.0, "timed_rows": 0, "timed_s": 0.0}
@@ -96,6 +109,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     for s in ("train", "valid"):
         if s not in ds.splits or len(ds.splits[s]) == 0:
             raise ValueError(f"dataset {c.data.name!r} has no {s} rows; check config data.files / data.split")
+    _check_classes(ds, c.data.name, log)
     workdir.mkdir(parents=True, exist_ok=True)  # only once the data loads: bad input leaves no empty run folder
     fmap = ds.feature_map
     bs, ebs = t.batch_size, (t.eval_batch_size or t.batch_size)
@@ -123,18 +137,14 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
 
     ckpt = Checkpoints(workdir)
     meta = _fresh_meta(c.optim.learning_rate)
-    if c.resume:
-        restored = ckpt.restore_latest(state)
-        if restored is None:
+    restored = ckpt.restore_latest(state) if c.resume else None
+    if restored is not None:
+        state, meta, _ = restored
+        log(f"[train] resumed from epoch {meta['epoch']} (lr {meta['lr']:g}, best {meta['best_auc']:.6f})")
+    else:
+        _refuse_earlier_run(workdir, ckpt, c.resume)
+        if c.resume:
             log(f"[train] resume: no checkpoint in {ckpt.root}, starting fresh")
-        else:
-            state, meta, _ = restored
-            log(f"[train] resumed from epoch {meta['epoch']} (lr {meta['lr']:g}, best {meta['best_auc']:.6f})")
-    elif ckpt.exists():
-        raise FileExistsError(
-            f"{ckpt.root} holds checkpoints of an earlier run; pass --config.resume=True to continue it "
-            f"or choose a new --workdir (nothing was overwritten)"
-        )
     if main:
         (workdir / "config.json").write_text(c.to_json(indent=1))
         fmap.save(workdir / "feature_map.json")  # with config.json: enough to rebuild the model (export.load_run)
@@ -249,8 +259,33 @@ def _quiet(*args, **kwargs) -> None:
     """The log of processes other than 0."""
 
 
+def _refuse_earlier_run(workdir: Path, ckpt, resume: bool) -> None:
+    """A fresh start must not mix with an earlier run's checkpoints or results (nothing is overwritten)."""
+    steps = ckpt.steps()
+    if resume and steps["best"] is not None:  # latest is gone but best is there: not a state to continue
+        raise FileExistsError(
+            f"resume: {ckpt.root / 'latest'} holds no checkpoint but {ckpt.root / 'best'} holds epoch "
+            f"{steps['best']}; a run resumes from its latest epoch only. Restore checkpoints/latest or choose a "
+            f"new --workdir (nothing was overwritten)"
+        )
+    if steps["latest"] is not None or steps["best"] is not None:
+        raise FileExistsError(
+            f"{ckpt.root} holds checkpoints of an earlier run; pass --config.resume=True to continue it "
+            f"or choose a new --workdir (nothing was overwritten)"
+        )
+    earlier = [f for f in ("metrics.jsonl", "results.json") if (workdir / f).exists()]
+    if earlier:
+        raise FileExistsError(
+            f"{workdir} holds {' and '.join(earlier)} of an earlier run but no checkpoint to "
+            f"{'resume' if resume else 'continue'}; choose a new --workdir or move those files aside "
+            f"(nothing was overwritten)"
+        )
+
+
 def _nan_message(epoch: int, step: int, meta: dict, ckpt) -> str:
+    saved = (f"The last good state is in {ckpt.root} (epoch {meta['epoch']})" if meta["epoch"] > 0
+             else "No epoch finished, so no state was saved")
     return (
-        f"training loss became NaN/inf in epoch {epoch} by step {step} (lr {meta['lr']:g}). The last good "
-        f"state is in {ckpt.root} (epoch {meta['epoch']}); lower optim.learning_rate or check the data."
+        f"training loss became NaN/inf in epoch {epoch} by step {step} (lr {meta['lr']:g}). {saved}; "
+        f"lower optim.learning_rate or check the data."
     )

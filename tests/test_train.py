@@ -180,6 +180,42 @@ def test_existing_checkpoints_without_resume_are_not_overwritten(tmp_path):
         train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
 
 
+def test_earlier_results_without_checkpoints_are_not_overwritten(tmp_path):
+    """A workdir whose checkpoints were moved aside still holds its results: a fresh run refuses it."""
+    c = tiny_config(tmp_path, **{"train.num_epochs": 1})
+    train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    shutil.move(tmp_path / "run" / "checkpoints", tmp_path / "moved")
+    before = {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()}
+    for resume in (False, True):
+        c2 = tiny_config(tmp_path, **{"train.num_epochs": 1, "resume": resume})
+        with pytest.raises(FileExistsError, match="holds metrics.jsonl and results.json of an earlier run"):
+            train_and_evaluate(c2, tmp_path / "run", log=lambda *a: None)
+    assert {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()} == before
+
+
+def test_resume_without_latest_but_with_best_refuses(tmp_path):
+    c = tiny_config(tmp_path, **{"train.num_epochs": 1})
+    train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "latest")
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text()
+    c2 = tiny_config(tmp_path, **{"train.num_epochs": 2, "resume": True})
+    with pytest.raises(FileExistsError, match=r"latest holds no checkpoint but .*best holds epoch 1"):
+        train_and_evaluate(c2, tmp_path / "run", log=lambda *a: None)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == lines
+
+
+def test_validation_with_one_class_is_an_error(tmp_path):
+    c = tiny_config(tmp_path)
+    ds = load_dataset(c.data, log=lambda *a: None)
+    y = np.load(ds.cache_dir / "valid_y.npy", mmap_mode="r+")
+    y[:] = 1.0
+    y.flush()
+    del y
+    with pytest.raises(ValueError, match="all 700 valid rows have label 1, so their AUC is undefined"):
+        train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
+
+
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     c = tiny_config(tmp_path, **{"train.num_epochs": 1})
     train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
@@ -194,7 +230,7 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path):
 
 def test_nan_loss_stops_with_message(tmp_path):
     c = tiny_config(tmp_path, **{"model.embedding_init_std": float("inf")})
-    with pytest.raises(FloatingPointError, match="NaN/inf in epoch 1"):
+    with pytest.raises(FloatingPointError, match="NaN/inf in epoch 1 by step 1 .*No epoch finished, so no state was saved"):
         train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
 
 

@@ -1,0 +1,99 @@
+"""Checkpoints: the per-array checksums (hand values), damaged bytes found on restore, read-only opening."""
+
+import json
+
+import flax.struct
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kdef_jax.checkpoint import CheckpointError, Checkpoints, state_checksums
+
+
+@flax.struct.dataclass
+class State:
+    step: object
+    params: object
+    batch_stats: object
+    opt_state: object
+
+
+def _state(scale=1.0):
+    return State(jnp.int32(7), {"w": jnp.arange(600, dtype=jnp.float32).reshape(20, 30) * scale, "b": jnp.ones(30)},
+                 {"mean": jnp.zeros(30)}, ({"mu": jnp.full((20, 30), 0.5)},))
+
+
+def test_checksums_are_the_word_sum_and_the_index_weighted_sum_mod_2_32():
+    words = jnp.array([1, 2, 3], jnp.uint32)
+    got = state_checksums({"f32": words.view(jnp.float32), "i32": jnp.int32(5),
+                           "bf16": jnp.ones(2, jnp.bfloat16), "flag": jnp.array([True, False, True]),
+                           "wrap": jnp.array([0xFFFFFFFF, 2], jnp.uint32)})
+    assert got["['f32']"] == [1 + 2 + 3, 1 * 1 + 2 * 2 + 3 * 3]
+    assert got["['i32']"] == [5, 5]
+    assert got["['bf16']"] == [2 * 0x3F80, 1 * 0x3F80 + 2 * 0x3F80]  # bf16 1.0 = 0x3F80, widened
+    assert got["['flag']"] == [2, 1 + 3]
+    assert got["['wrap']"] == [(0xFFFFFFFF + 2) % 2**32, (0xFFFFFFFF + 2 * 2) % 2**32]
+
+
+def test_checksums_tell_a_swap_and_a_flipped_bit_from_the_original():
+    a = jnp.arange(10, dtype=jnp.float32)
+    swapped = a.at[2].set(a[3]).at[3].set(a[2])
+    flipped = jnp.asarray(a).view(jnp.uint32).at[4].add(1 << 31).view(jnp.float32)
+    base = state_checksums({"x": a})["['x']"]
+    assert state_checksums({"x": swapped})["['x']"][0] == base[0]  # the plain sum misses a swap ...
+    assert state_checksums({"x": swapped})["['x']"][1] != base[1]  # ... the weighted one does not
+    assert state_checksums({"x": flipped})["['x']"][0] != base[0]
+
+
+def _flip_bytes_in_largest_array_file(step_dir):
+    files = [f for f in (step_dir / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
+    f = max(files, key=lambda p: p.stat().st_size)
+    b = bytearray(f.read_bytes())
+    mid = len(b) // 2
+    for i in range(mid, mid + 16):
+        b[i] ^= 0x5A
+    f.write_bytes(bytes(b))
+
+
+def test_restore_returns_the_saved_state_and_meta(tmp_path):
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _state(), {"epoch": 1, "lr": 0.1}, best_auc=0.7)
+    state, meta, step = ck.restore_best(_state(scale=0.0))
+    ck.close()
+    assert step == 1 and meta == {"epoch": 1, "lr": 0.1}  # the checksums stay inside the checkpoint
+    np.testing.assert_array_equal(np.asarray(state.params["w"]), np.asarray(_state().params["w"]))
+    saved = json.loads((tmp_path / "checkpoints" / "best" / "1" / "meta" / "metadata").read_text())
+    assert saved["checksums"]["['params']['w']"] == state_checksums({"params": {"w": _state().params["w"]}})["['params']['w']"]
+
+
+def test_damaged_array_bytes_are_an_error_naming_the_array(tmp_path):
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _state(), {"epoch": 1})
+    ck.close()
+    _flip_bytes_in_largest_array_file(tmp_path / "checkpoints" / "latest" / "1")
+    ck = Checkpoints(tmp_path)
+    with pytest.raises(CheckpointError, match=r"latest/1 is corrupt: 1 of its 5 arrays \(\['(params|opt_state)'\]"):
+        ck.restore_latest(_state())
+    ck.close()
+
+
+def test_checkpoints_without_checksums_still_restore(tmp_path):
+    """Checkpoints of earlier versions have no checksums in their meta: restored unchecked."""
+    import orbax.checkpoint as ocp
+
+    from kdef_jax.checkpoint import _state_tree
+
+    ck = Checkpoints(tmp_path)
+    ck.latest.save(2, args=ocp.args.Composite(state=ocp.args.StandardSave(_state_tree(_state())),
+                                              meta=ocp.args.JsonSave({"epoch": 2})), force=True)
+    state, meta, step = ck.restore_latest(_state(scale=0.0))
+    ck.close()
+    assert step == 2 and meta == {"epoch": 2} and float(state.params["w"][1, 0]) == 30.0
+
+
+def test_reading_a_workdir_without_checkpoints_creates_nothing(tmp_path):
+    ck = Checkpoints(tmp_path, create=False)
+    assert ck.steps() == {"latest": None, "best": None} and not ck.exists()
+    assert ck.restore_best(_state()) is None
+    ck.close()
+    assert not (tmp_path / "checkpoints").exists()
