@@ -195,12 +195,16 @@ def validate(c) -> None:
         bad("model.compute_dtype", f"{m.compute_dtype!r} is not one of float32, bfloat16")
     if m.embedding_dim < 1:
         bad("model.embedding_dim", f"must be >= 1, got {m.embedding_dim}")
+    if isinstance(m.hidden_units, str) or not all(isinstance(u, int) for u in m.hidden_units):
+        bad("model.hidden_units", f"must be a tuple of integer widths such as (400, 400, 400), got {m.hidden_units!r}")
     if any(u < 1 for u in m.hidden_units):
         bad("model.hidden_units", f"widths must be >= 1, got {tuple(m.hidden_units)}")
     if t.batch_size < 1:
         bad("train.batch_size", f"must be >= 1, got {t.batch_size}")
     if t.eval_batch_size < 0:
         bad("train.eval_batch_size", f"must be >= 0, got {t.eval_batch_size}")
+    if t.log_every < 1:
+        bad("train.log_every", f"must be >= 1, got {t.log_every}")
     if t.num_epochs < 1:
         bad("train.num_epochs", f"must be >= 1, got {t.num_epochs}")
     if o.learning_rate <= 0:
@@ -232,6 +236,12 @@ def validate(c) -> None:
         if not isinstance(dist.process_id, int) or not 0 <= dist.process_id < dist.num_processes:
             bad("distributed.process_id", f"must be in [0, {dist.num_processes}) with coordinator "
                 f"{dist.coordinator!r}, got {dist.process_id!r}")
+    syn = d.synthetic
+    if d.format == "synthetic" and not 0.0 < syn.positive_rate < 1.0:
+        bad("data.synthetic.positive_rate", f"must be in (0, 1), got {syn.positive_rate}")
+    for n in ("num_train", "num_valid", "num_test") if d.format == "synthetic" else ():
+        if syn[n] < 1:
+            bad(f"data.synthetic.{n}", f"must be >= 1, got {syn[n]}")
     if d.split not in ("files", "mod", "random"):
         bad("data.split", f"{d.split!r} is not one of files, mod, random")
     if d.split == "mod" and d.valid_mod < 2:

@@ -182,29 +182,35 @@ def load_run(workdir, checkpoint: str = "best"):
     with ``checkpoint="latest"`` its last saved one (e.g. a run still going or cut short)."""
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"load_run checkpoint={checkpoint!r}: use 'best' or 'latest'")
-    import json
     from pathlib import Path
 
     import ml_collections
 
     from kdef_jax.checkpoint import Checkpoints
+    from kdef_jax.run_files import read_json
     from kdef_jax.data.feature_map import FeatureMap
     from kdef_jax.models.ensemble import build_model
     from kdef_jax.steps import make_training
 
     workdir = Path(workdir)
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(f"{workdir}: no config.json (not a kdef_jax.main run)")
+    config = ml_collections.ConfigDict(read_json(workdir / "config.json"))
     fmap = FeatureMap.load(workdir / "feature_map.json")
     model = build_model(config.model, fmap)
     template, _ = make_training(model, config, jax.random.PRNGKey(0), fmap.num_columns)
-    ckpt = Checkpoints(workdir)
+    ckpt = Checkpoints(workdir, create=False)  # reading a run creates nothing in it
     try:
+        steps = ckpt.steps()
         restored = ckpt.restore_best(template) if checkpoint == "best" else ckpt.restore_latest(template)
     finally:
         ckpt.close()
     if restored is None:
-        raise FileNotFoundError(f"no checkpoint under {workdir / 'checkpoints'}")
+        other = "latest" if checkpoint == "best" else "best"
+        hint = (f"; checkpoints/{other} holds epoch {steps[other]} (checkpoint={other!r}, score_run --checkpoint "
+                f"{other})" if steps[other] is not None else "")
+        raise FileNotFoundError(f"no {checkpoint} checkpoint under {ckpt.root / checkpoint}{hint}")
     state = restored[0]
     results_path = workdir / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results = read_json(results_path) if results_path.exists() else {}
     return model, {"params": state.params, "batch_stats": state.batch_stats}, fmap, results

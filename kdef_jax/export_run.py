@@ -26,6 +26,7 @@ import numpy as np
 
 from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.export import export_predictor, load_exported, load_run, make_predictor
+from kdef_jax.run_files import check_output, write_atomic
 
 
 def resolve_what(what: str, results: dict, num_students: int):
@@ -60,7 +61,7 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
     model, variables, fmap, results = load_run(workdir)
     target = resolve_what(what, results, model.num_students)
     name = "ensemble" if target == "ensemble" else f"student{target}"
-    out = Path(out) if out else workdir / f"predictor_{name}{'_folded' if fold_bn else ''}.jaxexport"
+    out = check_output(Path(out) if out else workdir / f"predictor_{name}{'_folded' if fold_bn else ''}.jaxexport", "--out")
     blob = export_predictor(model, variables, fmap.num_columns, target, fold_bn=fold_bn)
     ids = jnp.asarray(random_ids(model.vocab_sizes, model.max_lens, check_rows))
     want = make_predictor(model, variables, target)(ids)  # unfolded: the check covers the fold too
@@ -68,10 +69,7 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
     diff = float(jnp.max(jnp.abs(got - want)))
     if not diff <= 1e-4:
         raise FloatingPointError(f"exported predictor differs from the model by {diff:.3g} on random ids: not written")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(blob)
-    tmp.replace(out)
+    write_atomic(out, lambda fh: fh.write(blob), binary=True)
     info = {
         "file": str(out), "bytes": len(blob), "what": name, "fold_bn": fold_bn,
         "num_students": model.num_students, "num_columns": fmap.num_columns,
@@ -85,7 +83,7 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
         info["test_auc"] = results["rows"][1 + target].get("test_auc")
     elif "rows" in results:
         info["test_auc"] = results["rows"][0].get("test_auc")
-    Path(f"{out}.json").write_text(json.dumps(info, indent=1) + "\n")
+    write_atomic(Path(f"{out}.json"), lambda fh: fh.write(json.dumps(info, indent=1) + "\n"))
     return info
 
 

@@ -36,12 +36,13 @@ def main(argv):
 
 
 def check_config_overrides(argv: list) -> str | None:
-    """Error message for the first ``--config.a.b=v`` whose key the config does not have, else None."""
+    """Error message for a config file that does not load or the first ``--config.a.b=v`` whose key
+    the config does not have, else None (absl would report either as a traceback)."""
     spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if spec is None and "--config" in argv[:-1]:
         spec = argv[argv.index("--config") + 1]
     keys = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
-    if spec is None or not keys:
+    if spec is None:
         return None
     try:
         config = load_config_file(spec)

@@ -6,6 +6,8 @@ import json
 import platform
 from pathlib import Path
 
+from kdef_jax.run_files import write_atomic
+
 # Vector ISA extensions that decide XLA:CPU's and torch's GEMM speed (recorded with every timing).
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "asimd", "sve")
 
@@ -87,9 +89,7 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+    write_atomic(path, lambda fh: fh.write(json.dumps(obj, indent=1)))
 
 
 def pyplot():

@@ -11,7 +11,8 @@ classes present the command reports AUC and logloss of the ensemble and of every
 read through a copy with a column of zeros appended, and the CSV has no label column.
 
 Writes ``--out`` (default ``<workdir>/scores_<input name>.csv``): one line per scored row, in file
-order (rows the label rule drops or ``on_bad_rows='skip'`` skips are left out and counted) —
+order (rows the label rule drops or ``on_bad_rows='skip'`` skips are left out and counted, so ``row``
+numbers the scored rows) —
 ``row,label,probability_<what>`` (``probability_ensemble``, ``probability_student3``) with the
 probability of ``--what`` (the ensemble σ(mean logit), ``best``: the best student by validation AUC,
 or a student index) — and ``<out>.json``: the metrics,
@@ -32,11 +33,12 @@ import numpy as np
 
 from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.data.dataset import default_cache_dir, load_dataset
-from kdef_jax.data.schema import open_raw
+from kdef_jax.data.schema import DataFormatError, open_raw
 from kdef_jax.export import load_run
 from kdef_jax.export_run import resolve_what
 from kdef_jax.metrics import ensemble_metrics, sigmoid64
 from kdef_jax.report import student_names
+from kdef_jax.run_files import check_output, read_json, write_atomic
 from kdef_jax.steps import make_predict_step
 from kdef_jax.train import predict_logits
 
@@ -50,7 +52,7 @@ def run_vocab(workdir: Path, config, fmap) -> dict:
               cache_root / f"{fmap.dataset_id}-{fmap.info.get('cache_key', '')}" / "vocab.json"]
     for path in places:
         if path.is_file():
-            return json.loads(path.read_text())
+            return read_json(path)
     raise FileNotFoundError(f"{workdir}: no vocab.json (looked in {', '.join(map(str, places))}); "
                             f"retrain with this version, which writes it beside the checkpoints")
 
@@ -65,6 +67,19 @@ def scoring_data_config(config, input_path: Path):
     data.files.train, data.files.valid, data.files.test = "", "", str(input_path.resolve())
     data.split = "files"
     return data
+
+
+def check_label_column(path: Path, data) -> None:
+    """A headerless delimited file one column short of the run's: most likely unlabeled; say so."""
+    if data.format != "delimited" or data.header:
+        return
+    names = list(data.column_names)
+    with open_raw(str(path)) as src:
+        first = next((line.rstrip(b"\r\n") for line in src if line.strip()), b"")
+    n = len(first.split(data.delimiter.encode(data.encoding))) if first else 0
+    if n == len(names) - 1:
+        raise ValueError(f"{path}:1: {n} columns, one fewer than the run's data with its label column "
+                         f"{data.label_column!r}; pass --unlabeled for a file without labels")
 
 
 def with_zero_labels(path: Path, data, tmp_dir: Path) -> Path:
@@ -84,6 +99,10 @@ def with_zero_labels(path: Path, data, tmp_dir: Path) -> Path:
                 if label.encode(data.encoding) in body.split(delim):
                     raise ValueError(f"{path}:1: the header has the label column {label!r}; drop --unlabeled")
                 dst.write(body + delim + label.encode(data.encoding) + b"\n")
+                continue
+            if i == 0 and not data.header and body and len(body.split(delim)) == len(names):
+                raise ValueError(f"{path}:1: {len(names)} columns, as many as the run's data with its label column "
+                                 f"{label!r}; drop --unlabeled (it expects the {len(names) - 1} columns without it)")
             elif body:
                 dst.write(body + delim + b"0\n")
             else:
@@ -108,20 +127,31 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
     workdir, input_path = Path(workdir), Path(input_path)
     if not (workdir / "config.json").is_file():
         raise FileNotFoundError(f"--workdir {workdir}: no config.json (not a kdef_jax.main run)")
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    if checkpoint not in ("best", "latest"):
+        raise ValueError(f"--checkpoint {checkpoint!r}: use 'best' or 'latest'")
+    if batch_size < 0:
+        raise ValueError(f"--batch-size {batch_size}: must be >= 1 (or 0: the run's eval batch size)")
+    out = check_output(Path(out) if out else workdir / f"scores_{input_path.name}.csv", "--out", (input_path,))
+    config = ml_collections.ConfigDict(read_json(workdir / "config.json"))
     data = scoring_data_config(config, input_path)
     if unlabeled and data.format != "delimited":
         raise ValueError(f"--unlabeled reads delimited files; the run's data.format is {data.format!r}")
     model, variables, fmap, results = load_run(workdir, checkpoint)
     target = resolve_what(what, results, model.num_students)
+    vocab = run_vocab(workdir, config, fmap)
     with tempfile.TemporaryDirectory(prefix="kdef_score_") as tmp:  # the file's ids live only as long as this
         data.cache_dir = tmp
         if unlabeled:
             data.files.test = str(with_zero_labels(input_path, data, Path(tmp)))
+        else:
+            check_label_column(input_path, data)
         try:
-            ds = load_dataset(data, log=log, vocab=run_vocab(workdir, config, fmap))
+            ds = load_dataset(data, log=log, vocab=vocab)
         except ValueError as e:  # DataFormatError included: name the user's file, not the copy
-            raise type(e)(str(e).replace(data.files.test, str(input_path))) from None
+            if data.files.test == str(input_path.resolve()):
+                raise
+            kind = DataFormatError if isinstance(e, DataFormatError) else ValueError
+            raise kind(str(e).replace(data.files.test, str(input_path))) from None
         if ds.feature_map.vocab_sizes != fmap.vocab_sizes or ds.feature_map.max_lens != fmap.max_lens:
             raise ValueError(f"{input_path}: encoded with {ds.feature_map.vocab_sizes}, the run has {fmap.vocab_sizes}")
         split = ds.splits.get("test")
@@ -134,17 +164,16 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
     z = logits.mean(axis=0) if target == "ensemble" else logits[target]
     probs = sigmoid64(z)
     name = "ensemble" if target == "ensemble" else f"student{target}"
-    out = Path(out) if out else workdir / f"scores_{input_path.name}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w") as fh:
+
+    def write_csv(fh):
         if unlabeled:
             fh.write(f"row,probability_{name}\n")
             fh.writelines(f"{i},{p:.8g}\n" for i, p in enumerate(probs.tolist()))
         else:
             fh.write(f"row,label,probability_{name}\n")
             fh.writelines(f"{i},{int(y)},{p:.8g}\n" for i, (y, p) in enumerate(zip(labels.tolist(), probs.tolist())))
-    tmp.replace(out)
+
+    write_atomic(out, write_csv)
     info = {
         "input": str(input_path), "workdir": str(workdir), "checkpoint": checkpoint, "what": name,
         "out": str(out), "rows_scored": rows, "skipped_rows": ds.feature_map.skipped_rows,
@@ -158,7 +187,7 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
         info["metrics"] = {"ensemble": metrics["teacher"], **dict(zip(names, metrics["students"]))}
         log("\n".join([f"{'model':>14}  {'auc':>10}  {'logloss':>10}"] + [
             f"{n:>14}  {m['auc']:>10.6f}  {m['logloss']:>10.6f}" for n, m in info["metrics"].items()]))
-    Path(f"{out}.json").write_text(json.dumps(info, indent=1) + "\n")
+    write_atomic(Path(f"{out}.json"), lambda fh: fh.write(json.dumps(info, indent=1) + "\n"))
     return info
 
 

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from data_helpers import data_cfg, delimited_cfg, load_data, load_error, vocab_of, write_file, x_of, y_of
+from data_helpers import ENGINES, data_cfg, delimited_cfg, load_data, load_error, vocab_of, write_file, x_of, y_of
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +28,21 @@ def test_libfm_label_outside_map_names_file_and_line(tmp_path):
   msg = load_error(data_cfg(d, tmp_path / "cache"))
   assert f"{p}:2:" in msg
   assert "'2'" in msg
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("pair,message", [
+    ("garbage", "column 'f2': 'garbage' is not an 'index:value' pair"),
+    ("abc:1", "column 'f2': pair 'abc:1': the index 'abc' is not a non-negative integer"),
+    ("7:x", "column 'f2': pair '7:x': the value 'x' is not a number"),
+])
+def test_libfm_token_that_is_not_an_index_value_pair_names_file_and_line(tmp_path, engine, pair, message):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.libfm", f"1 1:1 2:1 3:1\n-1 1:1 {pair} 3:1\n1 1:1 2:1 3:1\n")
+  msg = load_error(data_cfg(d, tmp_path / "cache", engine=engine))
+  assert f"{p}:2: {message}" in msg
+  ds = load_data(data_cfg(d, tmp_path / "cache2", engine=engine, on_bad_rows="skip"))
+  assert len(ds.splits["train"]) == 2 and pair.split(":")[0] not in vocab_of(ds)["f2"]
 
 
 def test_libfm_blank_line_is_an_error_with_line(tmp_path):
@@ -216,3 +231,10 @@ def test_delimited_skip_bad_rows(tmp_path):
   np.testing.assert_array_equal(y_of(ds, "train"), [1, 0])
   # I1: 1 -> 1, 3 -> bucket 1 : same token; I2: 2 -> id 2, 1 -> id 1
   np.testing.assert_array_equal(x_of(ds, "train"), [[1, 2, 1, 1], [1, 1, 2, 2]])
+
+
+def test_a_train_split_left_empty_by_skipped_rows_says_so(tmp_path):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.libfm", "1 1:1 2:1\n-1 junk\n")
+  msg = load_error(data_cfg(d, tmp_path / "cache", on_bad_rows="skip"), ValueError)
+  assert f"the train split is empty (files read: train {p}; skipped as malformed (on_bad_rows='skip'): {{'{p}': 2}})" in msg

@@ -118,7 +118,15 @@ def test_export_run_names_a_missing_run(tmp_path, capsys):
     from kdef_jax.export_run import main
 
     assert main(["--workdir", str(tmp_path / "nowhere")]) == 2
-    assert "nowhere/config.json" in capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'}: no config.json (not a kdef_jax.main run)" in capsys.readouterr().err
+
+
+def test_export_run_out_must_be_a_file(trained_run, tmp_path, capsys):
+    from kdef_jax.export_run import main
+
+    assert main(["--workdir", str(trained_run[1]), "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a directory" in capsys.readouterr().err
+    assert not list(tmp_path.parent.glob(f"{tmp_path.name}*.tmp"))
 
 
 def _count(tree):

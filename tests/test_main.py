@@ -28,6 +28,46 @@ def test_unknown_config_key_is_named():
     assert check_config_overrides(["--config=configs/frappe.py", "--config.train.batch_size=1"]) is None
 
 
+def test_a_config_file_that_does_not_load_is_one_line_even_without_overrides():
+    assert check_config_overrides(["--config", "configs/nope.py:tiny"]) == (
+        "cannot load config 'configs/nope.py:tiny': FileNotFoundError: config file 'configs/nope.py' not found")
+    msg = check_config_overrides(["--config=configs/frappe.py:tni"])
+    assert "unknown argument 'tni'" in msg
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("model.hidden_units", ("abc",), "config model.hidden_units: must be a tuple of integer widths"),
+    ("train.log_every", 0, "config train.log_every: must be >= 1, got 0"),
+    ("data.synthetic.positive_rate", 1.5, "config data.synthetic.positive_rate: must be in (0, 1), got 1.5"),
+    ("data.synthetic.num_train", 0, "config data.synthetic.num_train: must be >= 1, got 0"),
+])
+def test_config_values_the_run_cannot_use_name_their_key(key, value, message):
+    from kdef_jax.config import base_config, validate
+
+    c = base_config()
+    *path, leaf = key.split(".")
+    node = c
+    for part in path:
+        node = node[part]
+    with c.unlocked():
+        node[leaf] = value
+    with pytest.raises(ValueError) as e:
+        validate(c)
+    assert message in str(e.value)
+
+
+def test_cli_resume_with_another_model_is_one_clean_error(tmp_path):
+    """Orbax's failed restore leaves reads in flight whose callbacks print 'Event loop is closed'
+    tracebacks after the error unless kdef_jax.checkpoint lets them finish quietly."""
+    wd = tmp_path / "w"
+    assert _run(["--config", "configs/default.py:tiny", "--workdir", str(wd)], tmp_path).returncode == 0
+    p = _run(["--config", "configs/default.py:tiny", "--workdir", str(wd), "--config.resume=True",
+              "--config.model.hidden_units=(8,8)", "--config.train.num_epochs=3"], tmp_path)
+    assert p.returncode == 2
+    assert "CheckpointError: cannot restore the latest checkpoint" in p.stderr
+    assert "Traceback" not in p.stderr and "Event loop is closed" not in p.stderr
+
+
 def test_cli_rejects_unknown_key_without_traceback(tmp_path):
     p = _run(["--config", "configs/default.py:tiny", "--workdir", str(tmp_path / "w"), "--config.model.nope=1"], tmp_path)
     assert p.returncode == 2

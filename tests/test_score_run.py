@@ -2,6 +2,7 @@
 the run's own cache gave it (every engine, every token kind), unseen values become OOV, and
 ``kdef_jax.score_run`` reproduces the run's test metrics on its own test file."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -117,15 +118,49 @@ def test_score_run_best_student_and_unseen_values(frappe_like_run, tmp_path):
 @pytest.mark.parametrize("flag,value,message", [
     ("--input", "missing.libfm", "no such file"),
     ("--what", "7", "students 0..2"),
-    ("--checkpoint", "newest", "use 'best' or 'latest'"),
+    ("--checkpoint", "newest", "--checkpoint 'newest': use 'best' or 'latest'"),
+    ("--batch-size", "-1", "--batch-size -1: must be >= 1"),
+    ("--out", "", "is a directory; give a file name"),
 ])
 def test_score_run_errors_name_the_problem(frappe_like_run, tmp_path, capsys, flag, value, message):
   workdir, _, raw = frappe_like_run
   flags = {"--workdir": str(workdir), "--input": str(raw / "test.libfm"), "--out": str(tmp_path / "o.csv")}
-  flags[flag] = str(tmp_path / value) if flag == "--input" else value
+  flags[flag] = str(tmp_path / value) if flag in ("--input", "--out") else value
   assert score_run.main([s for kv in flags.items() for s in kv]) == 2
   assert message in capsys.readouterr().err
+  assert not (tmp_path / "o.csv").exists() and not list(tmp_path.parent.glob(f"{tmp_path.name}*.tmp"))
+
+
+def test_score_run_never_writes_over_its_input(frappe_like_run, tmp_path):
+  workdir, _, raw = frappe_like_run
+  src = write_file(tmp_path / "rows.libfm", (raw / "test.libfm").read_text())
+  before = src.read_bytes()
+  with pytest.raises(ValueError, match="is the input file itself"):
+    score_run.score_run(workdir, src, out=tmp_path / "." / "rows.libfm", log=lambda *a: None)
+  assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["vocab.json", "config.json", "results.json"])
+def test_a_damaged_run_file_is_named(frappe_like_run, tmp_path, capsys, name):
+  workdir, _, raw = frappe_like_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  (run / name).write_text('{"trunc')
+  assert score_run.main(["--workdir", str(run), "--input", str(raw / "test.libfm"), "--out", str(tmp_path / "o.csv")]) == 2
+  err = capsys.readouterr().err
+  assert f"{run / name}: not valid JSON" in err and "Traceback" not in err
   assert not (tmp_path / "o.csv").exists()
+
+
+def test_missing_best_checkpoint_points_at_latest(frappe_like_run, tmp_path, capsys):
+  workdir, _, raw = frappe_like_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  shutil.rmtree(run / "checkpoints" / "best")
+  assert score_run.main(["--workdir", str(run), "--input", str(raw / "test.libfm"), "--out", str(tmp_path / "o.csv")]) == 2
+  err = capsys.readouterr().err
+  assert f"no best checkpoint under {run / 'checkpoints' / 'best'}; checkpoints/latest holds epoch" in err
+  assert not (run / "checkpoints" / "best").exists()  # reading the run created nothing in it
 
 
 def test_score_run_refuses_a_synthetic_run(tmp_path, capsys):
@@ -190,6 +225,15 @@ def test_zero_labels_copy_of_a_headerless_file(tmp_path):
   copy = score_run.with_zero_labels(src, data, tmp_path)
   assert copy.read_bytes() == b"3\ta\t0\n\n\tb\t0\n"
   assert data.column_names == ("I1", "C1", "label") and data.label_rule == "binary"
+  data.column_names, data.format = ("label", "I1", "C1"), "delimited"
+  with pytest.raises(ValueError, match=r"test.txt:1: 2 columns, one fewer than the run's data with its label "
+                                       r"column 'label'; pass --unlabeled"):
+    score_run.check_label_column(src, data)  # read without --unlabeled
+  labeled = write_file(tmp_path / "in" / "labeled.txt", "1\t3\ta\n")
+  score_run.check_label_column(labeled, data)  # 3 columns: fine
+  with pytest.raises(ValueError, match=r"labeled.txt:1: 3 columns, as many as the run's data with its label column "
+                                       r"'label'; drop --unlabeled \(it expects the 2 columns without it\)"):
+    score_run.with_zero_labels(labeled, data, tmp_path)
 
 
 def test_unlabeled_is_for_delimited_runs(frappe_like_run, tmp_path):

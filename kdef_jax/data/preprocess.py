@@ -328,7 +328,10 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
         _release_free_memory()  # the blocks are gone: give their heap pages back before the vocabulary is built
         t1 = time.perf_counter()
         if st.rows["train"] == 0 and spec.vocab is None:
-            raise ValueError(f"{spec.dataset_id}: the train split is empty ({spec.files})")
+            read = ", ".join(f"{role} {path}" for role, path in spec.files if path)
+            why = "".join(f"; {what}: {d}" for what, d in (("skipped as malformed (on_bad_rows='skip')", st.skipped),
+                                                          ("dropped by the label rule", st.dropped)) if d)
+            raise ValueError(f"{spec.dataset_id}: the train split is empty (files read: {read}{why})")
         vocabs, tables = [], []
         for c, e in zip(spec.columns, encs):
             v, tab = e.finalize() if spec.vocab is None else e.finalize_pinned(spec.vocab[c.name])

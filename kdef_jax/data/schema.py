@@ -89,9 +89,15 @@ def _weekend(v: str) -> str:
 
 
 def _libfm_index(v: str) -> str:
-    idx = v.partition(":")[0]
-    if not idx:
-        raise ValueError(f"pair {v!r} has no index before ':'")
+    idx, colon, val = v.partition(":")
+    if not colon:
+        raise ValueError(f"{v!r} is not an 'index:value' pair")
+    if not (idx.isascii() and idx.isdigit()):
+        raise ValueError(f"pair {v!r}: the index {idx!r} is not a non-negative integer")
+    try:
+        float(val)
+    except ValueError:
+        raise ValueError(f"pair {v!r}: the value {val!r} is not a number") from None
     return idx
 
 
