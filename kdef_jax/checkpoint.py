@@ -117,9 +117,6 @@ class Checkpoints:
         """{"latest": epoch or None, "best": epoch or None}: what the workdir holds."""
         return {"latest": self._step(self.latest, "latest"), "best": self._step(self.best, "best")}
 
-    def exists(self) -> bool:
-        return any(s is not None for s in self.steps().values())
-
     def save(self, epoch: int, state, meta: dict, *, best_auc: float | None = None) -> None:
         tree = _state_tree(state)
         meta = {**meta, "checksums": state_checksums(tree)}
