@@ -1,14 +1,17 @@
 """Orbax checkpoints: ``latest`` (every epoch, for resume) and ``best`` (teacher validation AUC).
 
 Each checkpoint holds the train state and a JSON ``meta`` (epoch, learning rate, plateau counters,
-history) so a resumed run continues exactly where it stopped. ``meta["checksums"]`` holds, per
-array of the state, two sums of its 32-bit words w_i (i = 1..n, arithmetic mod 2³²): Σ w_i and
-Σ i·w_i. A restore recomputes them, so bytes damaged inside an array file (which orbax itself
-does not notice) are an error naming the array, not a model that silently predicts NaN.
+history) so a resumed run continues exactly where it stopped. ``meta["arrays"]`` records, per
+array of the state, its shape, dtype and two sums of its 32-bit words w_i (i = 1..n, arithmetic
+mod 2³²): Σ w_i and Σ i·w_i. A restore first compares the shapes with the model's (a changed config
+is an error listing the arrays, before any array is read), then recomputes the sums, so bytes
+damaged inside an array file (which orbax itself does not notice) are an error naming the array,
+not a model that silently predicts NaN.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 import time
@@ -57,36 +60,63 @@ def state_checksums(tree) -> dict:
     return {jax.tree_util.keystr(p): [int(v) for v in np.asarray(s.addressable_data(0))] for p, s in out}
 
 
-def _verify(tree, expected: dict, where: Path) -> None:
-    got = state_checksums(tree)
-    bad = [k for k, v in expected.items() if got.get(k) != v]
-    if bad:
-        names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+def _shapes(tree) -> dict:
+    """{array path: [shape, dtype]} (no array is read)."""
+    return {jax.tree_util.keystr(p): [list(np.shape(x)), str(x.dtype if hasattr(x, "dtype") else jnp.result_type(x))]
+            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def array_records(tree) -> dict:
+    """{array path: {"shape", "dtype", "sums"}}: what ``meta["arrays"]`` holds."""
+    sums = state_checksums(tree)
+    return {k: {"shape": shape, "dtype": dtype, "sums": sums[k]} for k, (shape, dtype) in _shapes(tree).items()}
+
+
+def _listed(items: list) -> str:
+    return "; ".join(items[:3]) + (f"; and {len(items) - 3} more" if len(items) > 3 else "")
+
+
+def _check_shapes(template, records: dict, where: Path) -> None:
+    want = _shapes(template)
+    diff = [f"{k}: checkpoint {tuple(r['shape'])} {r['dtype']}, this config "
+            + (f"{tuple(want[k][0])} {want[k][1]}" if k in want else "has no such array")
+            for k, r in records.items() if k not in want or want[k] != [r["shape"], r["dtype"]]]
+    diff += [f"{k}: not in the checkpoint" for k in want if k not in records]
+    if diff:
         raise CheckpointError(
-            f"the checkpoint {where} is corrupt: {len(bad)} of its {len(expected)} arrays ({names}) differ "
+            f"the checkpoint {where} was written by a different model/config ({len(diff)} arrays differ: "
+            f"{_listed(diff)}). Use the config it was written with (the run's config.json) or start a new workdir."
+        )
+
+
+def _verify(tree, records: dict, where: Path) -> None:
+    got = state_checksums(tree)
+    bad = [k for k, r in records.items() if got.get(k) != r["sums"]]
+    if bad:
+        raise CheckpointError(
+            f"the checkpoint {where} is corrupt: {len(bad)} of its {len(records)} arrays ({_listed(bad)}) differ "
             f"from the checksums written with them (its files were damaged after saving). Move it aside "
             f"or start a new workdir."
         )
 
 
-def _settle_failed_restore() -> None:
-    """A failed restore leaves tensorstore reads in flight; when the frames that hold them are freed,
-    their callbacks find orbax's event loop closed and print "RuntimeError: Event loop is closed"
-    (through sys.unraisablehook) after the real error. Free them and let them finish now, with exactly
-    those errors dropped; every other unraisable exception still reaches the hook."""
-    previous = sys.unraisablehook
+def _closed_loop(e) -> bool:
+    return isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
 
-    def hook(unraisable):
-        e = unraisable.exc_value
-        if not (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"):
-            previous(unraisable)
 
-    sys.unraisablehook = hook
+@contextlib.contextmanager
+def _closed_loop_errors_muted():
+    """A failed restore leaves tensorstore reads in flight; as they finish, their callbacks find orbax's
+    event loop closed and print "RuntimeError: Event loop is closed" tracebacks (through
+    sys.unraisablehook or sys.excepthook) around the real error. Within this block exactly those are
+    dropped; every other exception still reaches the hooks."""
+    unraisable, excepthook = sys.unraisablehook, sys.excepthook
+    sys.unraisablehook = lambda u: None if _closed_loop(u.exc_value) else unraisable(u)
+    sys.excepthook = lambda t, v, tb: None if _closed_loop(v) else excepthook(t, v, tb)
     try:
-        gc.collect()
-        time.sleep(0.5)  # local reads finish within milliseconds; their callbacks arrive meanwhile
+        yield
     finally:
-        sys.unraisablehook = previous
+        sys.unraisablehook, sys.excepthook = unraisable, excepthook
 
 
 class Checkpoints:
@@ -119,7 +149,7 @@ class Checkpoints:
 
     def save(self, epoch: int, state, meta: dict, *, best_auc: float | None = None) -> None:
         tree = _state_tree(state)
-        meta = {**meta, "checksums": state_checksums(tree)}
+        meta = {**meta, "arrays": array_records(tree)}
 
         def args():
             return ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
@@ -133,24 +163,32 @@ class Checkpoints:
         if step is None:
             return None
         where = self.root / which / str(step)
+        try:  # the JSON meta alone first: its array shapes tell a changed config before any array is read
+            records = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"].get("arrays")
+        except Exception as e:  # noqa: BLE001 - any orbax failure means unusable
+            raise CheckpointError(f"cannot read the {which} checkpoint {where}: it is corrupt "
+                                  f"({type(e).__name__}: {str(e)[:300]}). Move it aside or start a new workdir.") from None
+        if records is not None:  # checkpoints written before these records existed restore unchecked
+            _check_shapes(_state_tree(template), records, where)
         failure = None
-        try:
-            out = mngr.restore(
-                step,
-                args=ocp.args.Composite(state=ocp.args.StandardRestore(_state_tree(template)), meta=ocp.args.JsonRestore()),
-            )
-        except Exception as e:  # noqa: BLE001 - any orbax/tensorstore failure means unusable
-            failure = f"{type(e).__name__}: {str(e)[:300]}"
+        with _closed_loop_errors_muted():
+            try:
+                out = mngr.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_state_tree(template)), meta=ocp.args.JsonRestore()))
+            except Exception as e:  # noqa: BLE001 - any orbax/tensorstore failure means unusable
+                failure = f"{type(e).__name__}: {str(e)[:300]}"
+            if failure is not None:  # free the failed reads and let them finish while muted
+                gc.collect()
+                time.sleep(0.5)  # local reads finish within milliseconds
         if failure is not None:
-            _settle_failed_restore()
             raise CheckpointError(
                 f"cannot restore the {which} checkpoint {where}: it is corrupt or was written by a different "
                 f"model/config ({failure}). Move it aside or start a new workdir."
             )
         t, meta = out["state"], dict(out["meta"])
-        checksums = meta.pop("checksums", None)
-        if checksums is not None:  # checkpoints written before checksums existed restore unchecked
-            _verify(t, checksums, where)
+        meta.pop("arrays", None)
+        if records is not None:
+            _verify(t, records, where)
         state = template.replace(step=t["step"], params=t["params"], batch_stats=t["batch_stats"], opt_state=t["opt_state"])
         return state, meta, step
 

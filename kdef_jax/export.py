@@ -184,18 +184,14 @@ def load_run(workdir, checkpoint: str = "best"):
         raise ValueError(f"load_run checkpoint={checkpoint!r}: use 'best' or 'latest'")
     from pathlib import Path
 
-    import ml_collections
-
     from kdef_jax.checkpoint import Checkpoints
-    from kdef_jax.run_files import read_json
+    from kdef_jax.run_files import read_json, read_run_config
     from kdef_jax.data.feature_map import FeatureMap
     from kdef_jax.models.ensemble import build_model
     from kdef_jax.steps import make_training
 
     workdir = Path(workdir)
-    if not (workdir / "config.json").is_file():
-        raise FileNotFoundError(f"{workdir}: no config.json (not a kdef_jax.main run)")
-    config = ml_collections.ConfigDict(read_json(workdir / "config.json"))
+    config = read_run_config(workdir)
     fmap = FeatureMap.load(workdir / "feature_map.json")
     model = build_model(config.model, fmap)
     template, _ = make_training(model, config, jax.random.PRNGKey(0), fmap.num_columns)

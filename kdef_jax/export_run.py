@@ -61,7 +61,8 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
     model, variables, fmap, results = load_run(workdir)
     target = resolve_what(what, results, model.num_students)
     name = "ensemble" if target == "ensemble" else f"student{target}"
-    out = check_output(Path(out) if out else workdir / f"predictor_{name}{'_folded' if fold_bn else ''}.jaxexport", "--out")
+    default = workdir / f"predictor_{name}{'_folded' if fold_bn else ''}.jaxexport"
+    out = check_output(Path(out) if out else default, "--out", workdir=workdir)
     blob = export_predictor(model, variables, fmap.num_columns, target, fold_bn=fold_bn)
     ids = jnp.asarray(random_ids(model.vocab_sizes, model.max_lens, check_rows))
     want = make_predictor(model, variables, target)(ids)  # unfolded: the check covers the fold too

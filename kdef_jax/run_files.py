@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Callable, IO
+
+# What kdef_jax.main writes into a workdir (besides checkpoints/): never an output of another command.
+RUN_FILES = ("config.json", "feature_map.json", "vocab.json", "results.json", "metrics.jsonl", "curves.png")
 
 
 def read_json(path: Path):
@@ -16,26 +21,47 @@ def read_json(path: Path):
         raise ValueError(f"{path}: not valid JSON ({e}); the file is damaged") from None
 
 
-def check_output(out: Path, flag: str, inputs: tuple = ()) -> Path:
-    """``out`` as a file to write: not an existing directory, not one of ``inputs`` (never overwrite data)."""
+def read_run_config(workdir: Path):
+    """``<workdir>/config.json`` as a ConfigDict, checked to be a run's config."""
+    import ml_collections
+
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{workdir}: no config.json (not a kdef_jax.main run)")
+    raw = read_json(path)
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), dict) for k in ("data", "model", "train")):
+        raise ValueError(f"{path}: not a kdef_jax run config (no data/model/train sections)")
+    return ml_collections.ConfigDict(raw)
+
+
+def check_output(out: Path, flag: str, *, inputs: tuple = (), workdir: Path | None = None) -> Path:
+    """``out`` (and its ``<out>.json`` description) as files to write: not an existing directory, not
+    one of ``inputs``, not a file of the run in ``workdir`` (nothing the user has is overwritten)."""
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"{flag} {out} is a directory; give a file name")
-    for src in inputs:
-        if Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
-            raise ValueError(f"{flag} {out} is the input file itself; choose another name (nothing was written)")
+    kept = [Path(p) for p in inputs]
+    if workdir is not None:
+        kept += [Path(workdir) / f for f in RUN_FILES]
+    for target in (out, Path(f"{out}.json")):
+        if any(p.exists() and target.exists() and target.resolve() == p.resolve() for p in kept):
+            raise ValueError(f"{flag} {out} would overwrite {target}, an input or a file of the run; choose "
+                             f"another name (nothing was written)")
+        if workdir is not None and (Path(workdir) / "checkpoints").resolve() in target.resolve().parents:
+            raise ValueError(f"{flag} {out} is inside the run's checkpoints; choose another name (nothing was written)")
     return out
 
 
 def write_atomic(out: Path, write: Callable[[IO], None], *, binary: bool = False) -> None:
-    """``write(fh)`` into ``<out>.tmp``, then rename it to ``out``: readers never see half a file, and a
-    failure leaves neither a partial ``out`` nor the temporary behind."""
+    """``write(fh)`` into a new temporary file beside ``out`` (a fresh name, created exclusively: no file of
+    the user's is touched), then rename it to ``out``: readers never see half a file, and a failure leaves
+    neither a partial ``out`` nor the temporary behind."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "wb" if binary else "w") as fh:
+        with open(tmp, "xb" if binary else "x") as fh:
             write(fh)
-        tmp.replace(out)
+        os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

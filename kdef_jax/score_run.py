@@ -38,7 +38,7 @@ from kdef_jax.export import load_run
 from kdef_jax.export_run import resolve_what
 from kdef_jax.metrics import ensemble_metrics, sigmoid64
 from kdef_jax.report import student_names
-from kdef_jax.run_files import check_output, read_json, write_atomic
+from kdef_jax.run_files import check_output, read_json, read_run_config, write_atomic
 from kdef_jax.steps import make_predict_step
 from kdef_jax.train import predict_logits
 
@@ -125,14 +125,13 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
               batch_size: int = 0, unlabeled: bool = False, log=print) -> dict:
     """Score ``input_path`` with the run in ``workdir``; writes the CSV and its JSON, returns the JSON."""
     workdir, input_path = Path(workdir), Path(input_path)
-    if not (workdir / "config.json").is_file():
-        raise FileNotFoundError(f"--workdir {workdir}: no config.json (not a kdef_jax.main run)")
+    config = read_run_config(workdir)
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"--checkpoint {checkpoint!r}: use 'best' or 'latest'")
     if batch_size < 0:
         raise ValueError(f"--batch-size {batch_size}: must be >= 1 (or 0: the run's eval batch size)")
-    out = check_output(Path(out) if out else workdir / f"scores_{input_path.name}.csv", "--out", (input_path,))
-    config = ml_collections.ConfigDict(read_json(workdir / "config.json"))
+    out = check_output(Path(out) if out else workdir / f"scores_{input_path.name}.csv", "--out",
+                       inputs=(input_path,), workdir=workdir)
     data = scoring_data_config(config, input_path)
     if unlabeled and data.format != "delimited":
         raise ValueError(f"--unlabeled reads delimited files; the run's data.format is {data.format!r}")

@@ -11,6 +11,7 @@ With ``config.distributed`` every process runs this same function (kdef_jax/dist
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -29,6 +30,7 @@ from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
 from kdef_jax import distributed, report, sharding
+from kdef_jax.run_files import read_json
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
@@ -135,14 +137,24 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     for k, v in params.items():
         log(f"[model] parameters {k:>16}: {v:,}")
 
-    ckpt = Checkpoints(workdir)
     meta = _fresh_meta(c.optim.learning_rate)
+    had_folder = (workdir / "checkpoints").exists()
+    ckpt = Checkpoints(workdir)  # every process opens it alike: orbax synchronises the processes here
     restored = ckpt.restore_latest(state) if c.resume else None
     if restored is not None:
         state, meta, _ = restored
         log(f"[train] resumed from epoch {meta['epoch']} (lr {meta['lr']:g}, best {meta['best_auc']:.6f})")
+        state = _apply_resume_changes(workdir, c, state, meta, log)
     else:
-        _refuse_earlier_run(workdir, ckpt, c.resume)
+        try:
+            _refuse_earlier_run(workdir, ckpt, c.resume)
+        except FileExistsError:
+            ckpt.close()
+            if main and not had_folder:  # a refused workdir keeps no empty folders of ours
+                for d in (ckpt.root / "latest", ckpt.root / "best", ckpt.root):
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+            raise
         if c.resume:
             log(f"[train] resume: no checkpoint in {ckpt.root}, starting fresh")
     if main:
@@ -259,6 +271,32 @@ def _quiet(*args, **kwargs) -> None:
     """The log of processes other than 0."""
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _apply_resume_changes(workdir: Path, c, state, meta: dict, log):
+    """Resume continues the checkpoint's schedule, except where the config asks otherwise: a changed
+    ``optim.learning_rate`` becomes the current rate (e.g. to continue below a rate that diverged);
+    every other changed key is logged (config.json then records the new values)."""
+    path = workdir / "config.json"
+    if not path.is_file():
+        return state
+    old, new = _flat(read_json(path)), _flat(c.to_dict())
+    changed = {k: (old.get(k), v) for k, v in new.items() if k != "resume" and old.get(k) != v
+               and not (isinstance(v, (list, tuple)) and list(v) == old.get(k))}
+    if changed:
+        log("[train] resume with a changed config: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    if "optim.learning_rate" in changed:
+        was, meta["lr"] = meta["lr"], c.optim.learning_rate
+        state = set_learning_rate(state, meta["lr"])
+        log(f"[train] resume: learning rate {was:g} (the checkpoint's) -> {meta['lr']:g} (optim.learning_rate)")
+    return state
+
+
 def _refuse_earlier_run(workdir: Path, ckpt, resume: bool) -> None:
     """A fresh start must not mix with an earlier run's checkpoints or results (nothing is overwritten)."""
     steps = ckpt.steps()
@@ -283,9 +321,8 @@ def _refuse_earlier_run(workdir: Path, ckpt, resume: bool) -> None:
 
 
 def _nan_message(epoch: int, step: int, meta: dict, ckpt) -> str:
-    saved = (f"The last good state is in {ckpt.root} (epoch {meta['epoch']})" if meta["epoch"] > 0
-             else "No epoch finished, so no state was saved")
-    return (
-        f"training loss became NaN/inf in epoch {epoch} by step {step} (lr {meta['lr']:g}). {saved}; "
-        f"lower optim.learning_rate or check the data."
-    )
+    then = (f"The last good state is in {ckpt.root} (epoch {meta['epoch']}): continue from it with "
+            f"--config.resume=True and a lower --config.optim.learning_rate, or check the data."
+            if meta["epoch"] > 0 else
+            "No epoch finished, so no state was saved: lower optim.learning_rate or check the data.")
+    return f"training loss became NaN/inf in epoch {epoch} by step {step} (lr {meta['lr']:g}). {then}"

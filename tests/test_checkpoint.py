@@ -63,7 +63,8 @@ def test_restore_returns_the_saved_state_and_meta(tmp_path):
     assert step == 1 and meta == {"epoch": 1, "lr": 0.1}  # the checksums stay inside the checkpoint
     np.testing.assert_array_equal(np.asarray(state.params["w"]), np.asarray(_state().params["w"]))
     saved = json.loads((tmp_path / "checkpoints" / "best" / "1" / "meta" / "metadata").read_text())
-    assert saved["checksums"]["['params']['w']"] == state_checksums({"params": {"w": _state().params["w"]}})["['params']['w']"]
+    assert saved["arrays"]["['params']['w']"] == {
+        "shape": [20, 30], "dtype": "float32", "sums": state_checksums({"params": {"w": _state().params["w"]}})["['params']['w']"]}
 
 
 def test_damaged_array_bytes_are_an_error_naming_the_array(tmp_path):
@@ -74,6 +75,16 @@ def test_damaged_array_bytes_are_an_error_naming_the_array(tmp_path):
     ck = Checkpoints(tmp_path)
     with pytest.raises(CheckpointError, match=r"latest/1 is corrupt: 1 of its 5 arrays \(\['(params|opt_state)'\]"):
         ck.restore_latest(_state())
+    ck.close()
+
+
+def test_a_changed_model_is_named_before_any_array_is_read(tmp_path):
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _state(), {"epoch": 1})
+    other = _state().replace(params={"w": jnp.zeros((20, 31)), "b": jnp.ones(30)})
+    with pytest.raises(CheckpointError, match=r"latest/1 was written by a different model/config \(1 arrays differ: "
+                                              r"\['params'\]\['w'\]: checkpoint \(20, 30\) float32, this config \(20, 31\) float32\)"):
+        ck.restore_latest(other)
     ck.close()
 
 

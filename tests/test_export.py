@@ -126,7 +126,10 @@ def test_export_run_out_must_be_a_file(trained_run, tmp_path, capsys):
 
     assert main(["--workdir", str(trained_run[1]), "--out", str(tmp_path)]) == 2
     assert f"--out {tmp_path} is a directory" in capsys.readouterr().err
-    assert not list(tmp_path.parent.glob(f"{tmp_path.name}*.tmp"))
+    config = (trained_run[1] / "config.json").read_bytes()
+    assert main(["--workdir", str(trained_run[1]), "--out", str(trained_run[1] / "config.json")]) == 2
+    assert "would overwrite" in capsys.readouterr().err and (trained_run[1] / "config.json").read_bytes() == config
+    assert not list(tmp_path.parent.glob(f"*{tmp_path.name}*.tmp")) and not list(trained_run[1].glob(".*.tmp"))
 
 
 def _count(tree):

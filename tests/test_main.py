@@ -56,15 +56,20 @@ def test_config_values_the_run_cannot_use_name_their_key(key, value, message):
     assert message in str(e.value)
 
 
-def test_cli_resume_with_another_model_is_one_clean_error(tmp_path):
-    """Orbax's failed restore leaves reads in flight whose callbacks print 'Event loop is closed'
-    tracebacks after the error unless kdef_jax.checkpoint lets them finish quietly."""
+def test_cli_checkpoint_errors_are_one_clean_message(tmp_path):
+    """A changed model is named from the checkpoint's records before any array is read; a damaged
+    manifest fails inside orbax, whose in-flight reads then print 'Event loop is closed' tracebacks
+    after the error unless kdef_jax.checkpoint lets them finish quietly."""
     wd = tmp_path / "w"
     assert _run(["--config", "configs/default.py:tiny", "--workdir", str(wd)], tmp_path).returncode == 0
     p = _run(["--config", "configs/default.py:tiny", "--workdir", str(wd), "--config.resume=True",
               "--config.model.hidden_units=(8,8)", "--config.train.num_epochs=3"], tmp_path)
-    assert p.returncode == 2
-    assert "CheckpointError: cannot restore the latest checkpoint" in p.stderr
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "CheckpointError: the checkpoint" in p.stderr and "was written by a different model/config" in p.stderr
+    (wd / "checkpoints" / "latest" / "2" / "state" / "manifest.ocdbt").write_bytes(b"garbage{")
+    p = _run(["--config", "configs/default.py:tiny", "--workdir", str(wd), "--config.resume=True",
+              "--config.train.num_epochs=3"], tmp_path)
+    assert p.returncode == 2 and "CheckpointError: cannot restore the latest checkpoint" in p.stderr
     assert "Traceback" not in p.stderr and "Event loop is closed" not in p.stderr
 
 

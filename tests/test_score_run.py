@@ -135,20 +135,44 @@ def test_score_run_never_writes_over_its_input(frappe_like_run, tmp_path):
   workdir, _, raw = frappe_like_run
   src = write_file(tmp_path / "rows.libfm", (raw / "test.libfm").read_text())
   before = src.read_bytes()
-  with pytest.raises(ValueError, match="is the input file itself"):
+  with pytest.raises(ValueError, match="would overwrite .*rows.libfm, an input or a file of the run"):
     score_run.score_run(workdir, src, out=tmp_path / "." / "rows.libfm", log=lambda *a: None)
-  assert src.read_bytes() == before
+  side = write_file(tmp_path / "rows.csv.json", (raw / "test.libfm").read_text())  # <out>.json is written too
+  with pytest.raises(ValueError, match="would overwrite .*rows.csv.json"):
+    score_run.score_run(workdir, side, out=tmp_path / "rows.csv", log=lambda *a: None)
+  assert src.read_bytes() == before and side.read_text() == (raw / "test.libfm").read_text()
 
 
-@pytest.mark.parametrize("name", ["vocab.json", "config.json", "results.json"])
-def test_a_damaged_run_file_is_named(frappe_like_run, tmp_path, capsys, name):
+@pytest.mark.parametrize("name", ["results.json", "config.json", "checkpoints/best/x.csv"])
+def test_score_run_never_writes_over_the_runs_files(frappe_like_run, name):
+  workdir, _, raw = frappe_like_run
+  before = (workdir / "results.json").read_bytes()
+  with pytest.raises(ValueError, match="(would overwrite|is inside the run's checkpoints)"):
+    score_run.score_run(workdir, raw / "test.libfm", out=workdir / name, log=lambda *a: None)
+  assert (workdir / "results.json").read_bytes() == before and not (workdir / "checkpoints" / "best" / "x.csv").exists()
+
+
+def test_an_existing_tmp_file_of_the_user_is_left_alone(frappe_like_run, tmp_path):
+  workdir, _, raw = frappe_like_run
+  mine = write_file(tmp_path / "s.csv.tmp", "precious\n")
+  score_run.score_run(workdir, raw / "test.libfm", out=tmp_path / "s.csv", log=lambda *a: None)
+  assert mine.read_text() == "precious\n" and (tmp_path / "s.csv").exists()
+  assert sorted(f.name for f in tmp_path.iterdir()) == ["s.csv", "s.csv.json", "s.csv.tmp"]
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("vocab.json", '{"trunc', "not valid JSON"), ("config.json", '{"trunc', "not valid JSON"),
+    ("results.json", '{"trunc', "not valid JSON"), ("config.json", "{}", "not a kdef_jax run config"),
+    ("config.json", "[]", "not a kdef_jax run config"),
+])
+def test_a_damaged_run_file_is_named(frappe_like_run, tmp_path, capsys, name, text, message):
   workdir, _, raw = frappe_like_run
   run = tmp_path / "run"
   shutil.copytree(workdir, run)
-  (run / name).write_text('{"trunc')
+  (run / name).write_text(text)
   assert score_run.main(["--workdir", str(run), "--input", str(raw / "test.libfm"), "--out", str(tmp_path / "o.csv")]) == 2
   err = capsys.readouterr().err
-  assert f"{run / name}: not valid JSON" in err and "Traceback" not in err
+  assert f"{run / name}: {message}" in err and "Traceback" not in err
   assert not (tmp_path / "o.csv").exists()
 
 

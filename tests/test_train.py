@@ -191,6 +191,20 @@ def test_earlier_results_without_checkpoints_are_not_overwritten(tmp_path):
         with pytest.raises(FileExistsError, match="holds metrics.jsonl and results.json of an earlier run"):
             train_and_evaluate(c2, tmp_path / "run", log=lambda *a: None)
     assert {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()} == before
+    assert not (tmp_path / "run" / "checkpoints").exists()  # the refusal created no folders either
+
+
+def test_resume_with_a_new_learning_rate_uses_it_and_logs_the_changes(tmp_path):
+    c = tiny_config(tmp_path, **{"train.num_epochs": 1})
+    train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    lines = []
+    c2 = tiny_config(tmp_path, **{"train.num_epochs": 2, "resume": True, "optim.learning_rate": 1e-5})
+    train_and_evaluate(c2, tmp_path / "run", log=lambda *a: lines.append(" ".join(map(str, a))))
+    said = "\n".join(lines)
+    assert "train.num_epochs 1 -> 2" in said and "optim.learning_rate 0.001 -> 1e-05" in said
+    assert "learning rate 0.001 (the checkpoint's) -> 1e-05 (optim.learning_rate)" in said
+    epochs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["lr"] for e in epochs] == [1e-3, 1e-5]
 
 
 def test_resume_without_latest_but_with_best_refuses(tmp_path):
