@@ -195,7 +195,7 @@ def validate(c) -> None:
         bad("model.compute_dtype", f"{m.compute_dtype!r} is not one of float32, bfloat16")
     if m.embedding_dim < 1:
         bad("model.embedding_dim", f"must be >= 1, got {m.embedding_dim}")
-    if isinstance(m.hidden_units, str) or not all(isinstance(u, int) for u in m.hidden_units):
+    if isinstance(m.hidden_units, str) or not all(isinstance(u, int) and not isinstance(u, bool) for u in m.hidden_units):
         bad("model.hidden_units", f"must be a tuple of integer widths such as (400, 400, 400), got {m.hidden_units!r}")
     if any(u < 1 for u in m.hidden_units):
         bad("model.hidden_units", f"widths must be >= 1, got {tuple(m.hidden_units)}")

@@ -34,7 +34,8 @@ def test_libfm_label_outside_map_names_file_and_line(tmp_path):
 @pytest.mark.parametrize("pair,message", [
     ("garbage", "column 'f2': 'garbage' is not an 'index:value' pair"),
     ("abc:1", "column 'f2': pair 'abc:1': the index 'abc' is not a non-negative integer"),
-    ("7:x", "column 'f2': pair '7:x': the value 'x' is not a number"),
+    ("7:x", "column 'f2': pair '7:x': the value 'x' is not a finite number"),
+    ("7:nan", "column 'f2': pair '7:nan': the value 'nan' is not a finite number"),
 ])
 def test_libfm_token_that_is_not_an_index_value_pair_names_file_and_line(tmp_path, engine, pair, message):
   d = tmp_path / "raw"

@@ -37,6 +37,7 @@ def test_a_config_file_that_does_not_load_is_one_line_even_without_overrides():
 
 @pytest.mark.parametrize("key,value,message", [
     ("model.hidden_units", ("abc",), "config model.hidden_units: must be a tuple of integer widths"),
+    ("model.hidden_units", (True, 16), "config model.hidden_units: must be a tuple of integer widths"),
     ("train.log_every", 0, "config train.log_every: must be >= 1, got 0"),
     ("data.synthetic.positive_rate", 1.5, "config data.synthetic.positive_rate: must be in (0, 1), got 1.5"),
     ("data.synthetic.num_train", 0, "config data.synthetic.num_train: must be >= 1, got 0"),

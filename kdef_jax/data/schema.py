@@ -95,9 +95,11 @@ def _libfm_index(v: str) -> str:
     if not (idx.isascii() and idx.isdigit()):
         raise ValueError(f"pair {v!r}: the index {idx!r} is not a non-negative integer")
     try:
-        float(val)
+        ok = math.isfinite(float(val))
     except ValueError:
-        raise ValueError(f"pair {v!r}: the value {val!r} is not a number") from None
+        ok = False
+    if not ok:
+        raise ValueError(f"pair {v!r}: the value {val!r} is not a finite number")
     return idx
 
 
