@@ -32,15 +32,13 @@ def _state_tree(state) -> dict:
 
 
 def _words(x) -> jax.Array:
-    """The array's bits as a flat uint32 vector (1- and 2-byte items widened, 8-byte ones split)."""
+    """The array's bits as a flat uint32 vector (1- and 2-byte items widened, 8-byte ones split in two)."""
     if x.dtype == jnp.bool_:
         return x.astype(jnp.uint32).reshape(-1)
     size = x.dtype.itemsize
-    if size == 4:
-        return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
-    if size in (1, 2):
+    if size < 4:
         return jax.lax.bitcast_convert_type(x, jnp.uint8 if size == 1 else jnp.uint16).astype(jnp.uint32).reshape(-1)
-    return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)  # 8 bytes → [..., 2]
+    return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
 
 
 @jax.jit
@@ -62,7 +60,7 @@ def state_checksums(tree) -> dict:
 
 def _shapes(tree) -> dict:
     """{array path: [shape, dtype]} (no array is read)."""
-    return {jax.tree_util.keystr(p): [list(np.shape(x)), str(x.dtype if hasattr(x, "dtype") else jnp.result_type(x))]
+    return {jax.tree_util.keystr(p): [list(np.shape(x)), str(jnp.result_type(x))]
             for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
@@ -164,17 +162,17 @@ class Checkpoints:
             return None
         where = self.root / which / str(step)
         try:  # the JSON meta alone first: its array shapes tell a changed config before any array is read
-            records = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"].get("arrays")
+            meta = dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
         except Exception as e:  # noqa: BLE001 - any orbax failure means unusable
             raise CheckpointError(f"cannot read the {which} checkpoint {where}: it is corrupt "
                                   f"({type(e).__name__}: {str(e)[:300]}). Move it aside or start a new workdir.") from None
+        records = meta.pop("arrays", None)
         if records is not None:  # checkpoints written before these records existed restore unchecked
             _check_shapes(_state_tree(template), records, where)
         failure = None
         with _closed_loop_errors_muted():
             try:
-                out = mngr.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(_state_tree(template)), meta=ocp.args.JsonRestore()))
+                out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_state_tree(template))))
             except Exception as e:  # noqa: BLE001 - any orbax/tensorstore failure means unusable
                 failure = f"{type(e).__name__}: {str(e)[:300]}"
             if failure is not None:  # free the failed reads and let them finish while muted
@@ -185,8 +183,7 @@ class Checkpoints:
                 f"cannot restore the {which} checkpoint {where}: it is corrupt or was written by a different "
                 f"model/config ({failure}). Move it aside or start a new workdir."
             )
-        t, meta = out["state"], dict(out["meta"])
-        meta.pop("arrays", None)
+        t = out["state"]
         if records is not None:
             _verify(t, records, where)
         state = template.replace(step=t["step"], params=t["params"], batch_stats=t["batch_stats"], opt_state=t["opt_state"])

@@ -285,9 +285,8 @@ def _apply_resume_changes(workdir: Path, c, state, meta: dict, log):
     path = workdir / "config.json"
     if not path.is_file():
         return state
-    old, new = _flat(read_json(path)), _flat(c.to_dict())
-    changed = {k: (old.get(k), v) for k, v in new.items() if k != "resume" and old.get(k) != v
-               and not (isinstance(v, (list, tuple)) and list(v) == old.get(k))}
+    old, new = _flat(read_json(path)), _flat(json.loads(c.to_json()))  # both as config.json writes them
+    changed = {k: (old.get(k), v) for k, v in new.items() if k != "resume" and old.get(k) != v}
     if changed:
         log("[train] resume with a changed config: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
     if "optim.learning_rate" in changed:
