@@ -11,12 +11,13 @@ classes present the command reports AUC and logloss of the ensemble and of every
 read through a copy with a column of zeros appended, and the CSV has no label column.
 
 Writes ``--out`` (default ``<workdir>/scores_<input name>.csv``): one line per scored row, in file
-order (rows the label rule drops or ``on_bad_rows='skip'`` skips are left out and counted, so ``row``
-numbers the scored rows) —
-``row,label,probability_<what>`` (``probability_ensemble``, ``probability_student3``) with the
-probability of ``--what`` (the ensemble σ(mean logit), ``best``: the best student by validation AUC,
-or a student index) — and ``<out>.json``: the metrics,
-the rows scored, skipped and dropped, and each field's share of OOV ids (values training never saw).
+order — ``row,line,label,probability_<what>`` (``probability_ensemble``, ``probability_student3``).
+``row`` numbers the scored rows from 0; ``line`` is the row's 1-based line in ``--input``, the key
+that joins scores back to the file when rows were left out (the label rule drops them,
+``on_bad_rows='skip'`` skips them; both are counted). The probability is that of ``--what``: the
+ensemble σ(mean logit), ``best`` (the best student by validation AUC) or a student index. Beside it,
+``<out>.json``: the metrics, the rows scored, skipped and dropped, and each field's share of OOV ids
+(values training never saw).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
         else:
             check_label_column(input_path, data)
         try:
-            ds = load_dataset(data, log=log, vocab=vocab)
+            ds = load_dataset(data, log=log, vocab=vocab, keep_lines=True)
         except ValueError as e:  # DataFormatError included: name the user's file, not the copy
             if data.files.test == str(input_path.resolve()):
                 raise
@@ -159,18 +160,19 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
         state = types.SimpleNamespace(params=variables["params"], batch_stats=variables["batch_stats"])
         bs = batch_size or config.train.eval_batch_size or config.train.batch_size
         logits = predict_logits(make_predict_step(model), state, split, bs, progress=True, desc="score")
-        labels, oov, rows = np.array(split.y), oov_shares(split.x, fmap), len(split)
+        labels, lines, oov, rows = np.array(split.y), np.array(split.line), oov_shares(split.x, fmap), len(split)
     z = logits.mean(axis=0) if target == "ensemble" else logits[target]
     probs = sigmoid64(z)
     name = "ensemble" if target == "ensemble" else f"student{target}"
 
     def write_csv(fh):
         if unlabeled:
-            fh.write(f"row,probability_{name}\n")
-            fh.writelines(f"{i},{p:.8g}\n" for i, p in enumerate(probs.tolist()))
+            fh.write(f"row,line,probability_{name}\n")
+            fh.writelines(f"{i},{n},{p:.8g}\n" for i, (n, p) in enumerate(zip(lines.tolist(), probs.tolist())))
         else:
-            fh.write(f"row,label,probability_{name}\n")
-            fh.writelines(f"{i},{int(y)},{p:.8g}\n" for i, (y, p) in enumerate(zip(labels.tolist(), probs.tolist())))
+            fh.write(f"row,line,label,probability_{name}\n")
+            fh.writelines(f"{i},{n},{int(y)},{p:.8g}\n"
+                          for i, (n, y, p) in enumerate(zip(lines.tolist(), labels.tolist(), probs.tolist())))
 
     write_atomic(out, write_csv)
     info = {

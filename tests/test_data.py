@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import load_config_module, shared_data_dir
-from data_helpers import TRAIN_LIBFM, data_cfg, delimited_cfg, load_data, load_error, vocab_of, write_file, x_of, y_of
+from data_helpers import (ENGINES, TRAIN_LIBFM, data_cfg, delimited_cfg, load_data, load_error, quiet, raw_cfg, vocab_of,
+                          write_file, x_of, y_of)
+from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data import dataset as dataset_mod
 from kdef_jax.data import id_files, preprocess
 from kdef_jax.data.feature_map import FeatureMap
@@ -403,3 +405,25 @@ def test_atomic_dir_publishes_only_complete_builds_and_keeps_the_first_of_two(tm
       (tmp / "train_x.npy").write_text("half")
       raise KeyboardInterrupt
   assert sorted(p.name for p in tmp_path.iterdir()) == ["ds-abc"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_keep_lines_records_each_kept_rows_line_in_every_split(tmp_path, engine):
+  # lines 1: header, 2..9 data rows 0..7; row 1 has a column too few, row 4 the label 7 (both skipped,
+  # on_bad_rows='skip'); valid_mod=3 sends data rows 0, 3, 6 (counting the skipped ones) to valid
+  text = ("label,C1\n" "1,a\n" "0\n" "1,b\n" "0,a\n" "7,b\n" "1,a\n" "0,c\n" "1,b\n")
+  write_file(tmp_path / "raw" / "train.csv", text)
+  write_file(tmp_path / "raw" / "test.csv", "label,C1\n0,a\n1,zz\n")
+  cfg = raw_cfg(tmp_path / "raw", tmp_path / "cache", format="delimited", header=True, delimiter=",",
+                fields=("C1",), engine=engine, on_bad_rows="skip", split="mod", valid_mod=3,
+                files={"train": "train.csv", "test": "test.csv"})
+  ds = load_dataset(cfg, log=quiet, keep_lines=True)
+  assert ds.feature_map.skipped_rows == {str(tmp_path / "raw" / "train.csv"): 2}
+  lines = {s: np.asarray(sp.line).tolist() for s, sp in ds.splits.items()}
+  assert lines == {"train": [4, 7, 9], "valid": [2, 5, 8], "test": [2, 3]}
+  assert y_of(ds, "train").tolist() == [1, 1, 1] and y_of(ds, "valid").tolist() == [1, 0, 0]
+  plain = load_dataset(cfg, log=quiet)  # without keep_lines: its own cache, no line files, the same ids
+  assert plain.cache_dir != ds.cache_dir and all(sp.line is None for sp in plain.splits.values())
+  assert not list(plain.cache_dir.glob("*_line.npy"))
+  for s in ds.splits:
+    np.testing.assert_array_equal(x_of(plain, s), x_of(ds, s))

@@ -99,9 +99,10 @@ def test_score_run_reproduces_the_runs_test_metrics(frappe_like_run, tmp_path, c
   for name in ("mlp_0", "mlp_1", "mlp_2"):
     assert info["metrics"][name]["logloss"] == pytest.approx(rows[name]["test_logloss"], abs=1e-9)
   lines = out.read_text().splitlines()
-  assert lines[0] == "row,label,probability_ensemble" and len(lines) == 401
+  assert lines[0] == "row,line,label,probability_ensemble" and len(lines) == 401
   labels = [int(l.split()[0]) for l in (raw / "test.libfm").read_text().splitlines()]
-  assert [int(l.split(",")[1]) for l in lines[1:]] == [int(v > 0) for v in labels]  # file order kept
+  assert [int(l.split(",")[2]) for l in lines[1:]] == [int(v > 0) for v in labels]  # file order kept
+  assert [l.split(",")[:2] for l in lines[1:]] == [[str(i), str(i + 1)] for i in range(400)]
   assert info["oov_share"] == {"f1": 0.0, "f2": 0.0, "f3": 0.0}
   assert "wrote" in capsys.readouterr().out
 
@@ -113,6 +114,30 @@ def test_score_run_best_student_and_unseen_values(frappe_like_run, tmp_path):
   assert info["what"] == f"student{results['best_student_index']}"
   assert info["oov_share"] == pytest.approx({"f1": 1 / 3, "f2": 1 / 3, "f3": 0.0})
   assert len((tmp_path / "s.csv").read_text().splitlines()) == 4
+
+
+def test_the_line_column_joins_scores_back_to_a_file_with_skipped_rows(frappe_like_run, tmp_path):
+  """With on_bad_rows='skip', rows are left out: ``row`` runs on, ``line`` names each row's own line."""
+  workdir, _, raw = frappe_like_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  config = json.loads((run / "config.json").read_text())
+  config["data"]["on_bad_rows"] = "skip"
+  (run / "config.json").write_text(json.dumps(config))
+  good = (raw / "test.libfm").read_text().splitlines()[:6]
+  bad = {2: "1 3:1 junk 61:1", 5: "", 6: "-1 3:1"}  # not index:value, empty, a field short
+  text = []
+  for line in range(1, 10):
+    text.append(bad[line] if line in bad else good.pop(0))
+  mixed = write_file(tmp_path / "mixed.libfm", "\n".join(text) + "\n")
+  info = score_run.score_run(run, mixed, out=tmp_path / "m.csv", log=lambda *a: None)
+  clean = score_run.score_run(run, raw / "test.libfm", out=tmp_path / "c.csv", log=lambda *a: None)
+  assert info["rows_scored"] == 6 and info["skipped_rows"] == {str(mixed.resolve()): 3}
+  got = [l.split(",") for l in (tmp_path / "m.csv").read_text().splitlines()[1:]]
+  assert [r[:2] for r in got] == [["0", "1"], ["1", "3"], ["2", "4"], ["3", "7"], ["4", "8"], ["5", "9"]]
+  want = [l.split(",") for l in (tmp_path / "c.csv").read_text().splitlines()[1:7]]
+  assert [r[2:] for r in got] == [r[2:] for r in want]  # each line scored as in the clean file
+  assert clean["rows_scored"] == 400
 
 
 @pytest.mark.parametrize("flag,value,message", [
@@ -224,7 +249,9 @@ def test_unlabeled_file_gets_the_probabilities_of_the_labeled_one(csv_run, tmp_p
   info = score_run.score_run(workdir, bare, out=tmp_path / "b.csv", unlabeled=True, log=quiet)
   a = (tmp_path / "a.csv").read_text().splitlines()
   b = (tmp_path / "b.csv").read_text().splitlines()
-  assert b[0] == "row,probability_ensemble" and len(b) == len(a) == 301
+  assert b[0] == "row,line,probability_ensemble" and len(b) == len(a) == 301
+  assert [l.split(",")[:2] for l in b[1:]] == [l.split(",")[:2] for l in a[1:]] == [
+      [str(i), str(i + 2)] for i in range(300)]  # line 1 is the header
   assert [l.split(",")[-1] for l in b[1:]] == [l.split(",")[-1] for l in a[1:]]
   assert "metrics" not in info and info["rows_scored"] == 300
   assert info["oov_share"] == labeled["oov_share"]

@@ -31,6 +31,7 @@ class Split:
     name: str
     x: np.ndarray  # int32 [N, C], memmap
     y: np.ndarray  # float32 [N]
+    line: np.ndarray | None = None  # int64 [N], each row's 1-based line in its raw file (a cache built keep_lines)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -73,9 +74,12 @@ def open_cache(cache_dir: Path) -> Dataset:
         if (cache_dir / f"{s}_x.npy").exists():
             x = np.load(cache_dir / f"{s}_x.npy", mmap_mode="r")
             y = np.load(cache_dir / f"{s}_y.npy", mmap_mode="r")
-            if x.shape != (fmap.num_rows.get(s, -1), fmap.num_columns) or y.shape != (x.shape[0],):
+            line_path = cache_dir / f"{s}_line.npy"
+            line = np.load(line_path, mmap_mode="r") if line_path.exists() else None
+            if (x.shape != (fmap.num_rows.get(s, -1), fmap.num_columns) or y.shape != (x.shape[0],)
+                    or (line is not None and line.shape != y.shape)):
                 raise ValueError(f"{cache_dir}: {s} arrays {x.shape}/{y.shape} do not match feature_map.json; delete the folder")
-            splits[s] = Split(s, x, y)
+            splits[s] = Split(s, x, y, line)
     return Dataset(fmap, splits, cache_dir)
 
 
@@ -161,7 +165,7 @@ def _delimited_reader(cfg, raw_cols, engine):
     return read
 
 
-def _source_spec(cfg, vocab: dict | None = None) -> SourceSpec:
+def _source_spec(cfg, vocab: dict | None = None, keep_lines: bool = False) -> SourceSpec:
     columns = column_specs(cfg)
     raw_cols = list(dict.fromkeys(c.raw for c in columns))
     engine = _engine(cfg)
@@ -243,6 +247,7 @@ def _source_spec(cfg, vocab: dict | None = None) -> SourceSpec:
         featindex=featindex,
         identity=identity,
         vocab=vocab,
+        keep_lines=keep_lines,
     )
 
 
@@ -260,10 +265,11 @@ def synthetic_spec(cfg) -> SyntheticSpec:
     )
 
 
-def load_dataset(cfg, log=print, vocab: dict | None = None) -> Dataset:
+def load_dataset(cfg, log=print, vocab: dict | None = None, keep_lines: bool = False) -> Dataset:
     """Build (once) and open the dataset that ``config.data`` describes. ``vocab`` ({field: tokens},
     a trained run's ``vocab.json``): encode the files with that vocabulary instead of one counted
-    on their train rows (unseen values → OOV), so a trained model reads them; no train file needed."""
+    on their train rows (unseen values → OOV), so a trained model reads them; no train file needed.
+    ``keep_lines``: each split also records its rows' raw-file lines (``Split.line``; raw formats)."""
     if cfg.format not in FORMATS:
         raise ValueError(f"config data.format={cfg.format!r}; choose one of {FORMATS}")
     cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
@@ -275,7 +281,7 @@ def load_dataset(cfg, log=print, vocab: dict | None = None) -> Dataset:
         if cfg.on_bad_rows not in ("error", "skip"):
             raise ValueError(f"config data.on_bad_rows={cfg.on_bad_rows!r}; use 'error' or 'skip'")
         hashed = cfg.format in ("libfm", "delimited") and _engine(cfg) != "python"
-        path = build_cache(_source_spec(cfg, vocab), cache_root, log=log, hashed=hashed)
+        path = build_cache(_source_spec(cfg, vocab, keep_lines), cache_root, log=log, hashed=hashed)
     ds = open_cache(path)
     skipped = ds.feature_map.skipped_rows
     if skipped:

@@ -1,5 +1,6 @@
-"""The id files of a cache: ``{split}_x.npy`` (int32 [rows, ncol]) and ``{split}_y.npy`` (float32
-[rows]), written with positioned plain writes (no memmap: written pages are page cache, not process
+"""The id files of a cache: ``{split}_x.npy`` (int32 [rows, ncol]), ``{split}_y.npy`` (float32
+[rows]) and, when asked for, ``{split}_line.npy`` (int64 [rows]: each row's 1-based line in its raw
+file), written with positioned plain writes (no memmap: written pages are page cache, not process
 memory) under a fixed-size .npy header that is filled in once the row counts are known, and
 rewritten in place through a lookup table (the encode pass)."""
 
@@ -52,9 +53,9 @@ class IdFiles:
     worker thread still writing: :meth:`close` waits for writes in progress and refuses later ones,
     so no write can reach a closed (and maybe reused) file descriptor."""
 
-    def __init__(self, folder: Path, ncol: int):
+    def __init__(self, folder: Path, ncol: int, lines: bool = False):
         self.ncol, self.rows = ncol, dict.fromkeys(SPLITS, 0)
-        self.paths = {(s, k): folder / f"{s}_{k}.npy" for s in SPLITS for k in "xy"}
+        self.paths = {(s, k): folder / f"{s}_{k}.npy" for s in SPLITS for k in ("x", "y", "line")[: 3 if lines else 2]}
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
         self.fds = {key: os.open(path, flags, 0o644) for key, path in self.paths.items()}
         self._busy, self._closed = 0, False
@@ -67,7 +68,7 @@ class IdFiles:
             self.rows[s] += m
         return starts
 
-    def write(self, split: str, start: int, x: np.ndarray, y: np.ndarray) -> None:
+    def write(self, split: str, start: int, x: np.ndarray, y: np.ndarray, line: np.ndarray | None = None) -> None:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the outputs are closed (the build stopped)")
@@ -75,6 +76,8 @@ class IdFiles:
         try:
             pwrite_all(self.fds[split, "x"], x.astype(np.int32, copy=False), HEADER_BYTES + 4 * self.ncol * start)
             pwrite_all(self.fds[split, "y"], y.astype(np.float32, copy=False), HEADER_BYTES + 4 * start)
+            if (split, "line") in self.fds:
+                pwrite_all(self.fds[split, "line"], line.astype(np.int64, copy=False), HEADER_BYTES + 8 * start)
         finally:
             with self._cond:
                 self._busy -= 1
@@ -86,7 +89,8 @@ class IdFiles:
             self._cond.wait_for(lambda: self._busy == 0)
         for (s, k), fd in self.fds.items():
             shape = (self.rows[s], self.ncol) if k == "x" else (self.rows[s],)
-            pwrite_all(fd, np.frombuffer(npy_header(np.int32 if k == "x" else np.float32, shape), np.uint8), 0)
+            dtype = {"x": np.int32, "y": np.float32, "line": np.int64}[k]
+            pwrite_all(fd, np.frombuffer(npy_header(dtype, shape), np.uint8), 0)
             os.close(fd)
         self.fds = {}
 

@@ -79,6 +79,7 @@ class SourceSpec:
     identity: Callable[[str], list] = dataclasses.field(default=file_identity, compare=False, hash=False)
     # a vocabulary fixed in advance ({field: tokens}, a run's vocab.json): ids from it, not from train counts
     vocab: dict | None = dataclasses.field(default=None, compare=False, hash=False)
+    keep_lines: bool = False  # also write {split}_line.npy: each kept row's 1-based line in its raw file
 
     def key(self) -> str:
         ident = [(split, self.identity(path)) for split, path in self.files if path]
@@ -94,6 +95,7 @@ class SourceSpec:
                 "split": [self.split, self.valid_mod, list(self.split_fractions), self.split_seed],
                 **({"vocab": hashlib.sha256(json.dumps(self.vocab, sort_keys=True).encode()).hexdigest()}
                    if self.vocab is not None else {}),
+                **({"lines": True} if self.keep_lines else {}),
             },
             sort_keys=True,
             default=str,
@@ -180,6 +182,7 @@ class _Admitted(NamedTuple):
     sizes: dict  # raw column -> dictionary size after this block (bounds the ids)
     y: np.ndarray
     codes: np.ndarray  # split code per kept row
+    lines: np.ndarray  # 1-based raw-file line per kept row
     starts: dict  # split -> first output row reserved for this block
 
 
@@ -222,16 +225,16 @@ def _admit(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats,
     if keep is not None:
         ids = {k: v[keep] for k, v in ids.items()}
         y = y[keep]
-        row_index = block.row_index[keep]
+        row_index, lines = block.row_index[keep], block.line_numbers[keep]
     else:
-        row_index = block.row_index
+        row_index, lines = block.row_index, block.line_numbers
     codes = _split_codes(spec, role, row_index)
     sizes = {}
     for s, code in _CODE.items():
         sel = codes == code
         sizes[s] = int(sel.sum())
         st.positives[s] += float(y[sel].sum())
-    return _Admitted(ids, {name: state.raws[name].n for name in state.counted}, y, codes, out.reserve(sizes))
+    return _Admitted(ids, {name: state.raws[name].n for name in state.counted}, y, codes, lines, out.reserve(sizes))
 
 
 def _emit(state: _State, out: IdFiles, a: _Admitted | None) -> None:
@@ -240,7 +243,7 @@ def _emit(state: _State, out: IdFiles, a: _Admitted | None) -> None:
     at the offsets reserved by :func:`_admit`."""
     if a is None:
         return
-    ids, y, codes = a.ids, a.y, a.codes
+    ids, y, codes, lines = a.ids, a.y, a.codes, a.lines
     m = y.shape[0]
     if (codes == _CODE["train"]).any():
         state.add_counts(ids, a.sizes, codes)
@@ -262,14 +265,14 @@ def _emit(state: _State, out: IdFiles, a: _Admitted | None) -> None:
             x[:, off : off + enc.width] = seq if order is None else seq[order]
     if one_split:
         if m:
-            out.write(SPLITS[codes[0]], a.starts[SPLITS[codes[0]]], x, y)
+            out.write(SPLITS[codes[0]], a.starts[SPLITS[codes[0]]], x, y, lines)
         return
-    y = y[order]
+    y, lines = y[order], lines[order]
     bounds = np.searchsorted(codes[order], np.arange(len(SPLITS) + 1))
     for s, code in _CODE.items():
         lo, hi = bounds[code], bounds[code + 1]
         if hi > lo:
-            out.write(s, a.starts[s], x[lo:hi], y[lo:hi])
+            out.write(s, a.starts[s], x[lo:hi], y[lo:hi], lines[lo:hi])
 
 
 def _release_free_memory() -> None:
@@ -307,7 +310,7 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
     encs, ncol = state.encs, state.ncol
     st = _Stats()
     with building(final) as tmp:
-        out = IdFiles(tmp, ncol)
+        out = IdFiles(tmp, ncol, lines=spec.keep_lines)
         try:
             for role, path in spec.files:
                 if not path:
@@ -350,8 +353,8 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
             if st.rows[s]:
                 remap_in_place(tmp / f"{s}_x.npy", ncol, col_offsets, lut, step)
             else:
-                (tmp / f"{s}_x.npy").unlink()
-                (tmp / f"{s}_y.npy").unlink()
+                for k in ("x", "y", "line"):
+                    (tmp / f"{s}_{k}.npy").unlink(missing_ok=True)
         t2 = time.perf_counter()
         fmap = FeatureMap(
             dataset_id=spec.dataset_id,
