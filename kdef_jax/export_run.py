@@ -16,7 +16,6 @@ the library does on random ids (max |Δp|). Serve it with ``jax.export.deseriali
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.export import export_predictor, load_exported, load_run, make_predictor
-from kdef_jax.run_files import check_output, write_atomic
+from kdef_jax.run_files import check_output, write_atomic, write_json
 
 
 def resolve_what(what: str, results: dict, num_students: int):
@@ -84,7 +83,7 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
         info["test_auc"] = results["rows"][1 + target].get("test_auc")
     elif "rows" in results:
         info["test_auc"] = results["rows"][0].get("test_auc")
-    write_atomic(Path(f"{out}.json"), lambda fh: fh.write(json.dumps(info, indent=1) + "\n"))
+    write_json(Path(f"{out}.json"), info)
     return info
 
 

@@ -1,4 +1,4 @@
-"""Run outputs: the results table, results.json, metrics.jsonl lines and the training-curve plot."""
+"""Run outputs: the results table, metrics.jsonl lines and the training-curve plot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import platform
 from pathlib import Path
 
-from kdef_jax.run_files import write_atomic
 
 # Vector ISA extensions that decide XLA:CPU's and torch's GEMM speed (recorded with every timing).
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "asimd", "sve")
@@ -86,10 +85,6 @@ def host_cpu(cpuinfo: str | None = None) -> dict:
 def append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")
-
-
-def write_json(path: Path, obj: dict) -> None:
-    write_atomic(path, lambda fh: fh.write(json.dumps(obj, indent=1)))
 
 
 def pyplot():

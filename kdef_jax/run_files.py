@@ -65,3 +65,8 @@ def write_atomic(out: Path, write: Callable[[IO], None], *, binary: bool = False
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj) -> None:
+    """``obj`` as indented JSON with a final newline, written atomically (:func:`write_atomic`)."""
+    write_atomic(path, lambda fh: fh.write(json.dumps(obj, indent=1) + "\n"))

@@ -23,7 +23,6 @@ ensemble σ(mean logit), ``best`` (the best student by validation AUC) or a stud
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import types
@@ -39,7 +38,7 @@ from kdef_jax.export import load_run
 from kdef_jax.export_run import resolve_what
 from kdef_jax.metrics import ensemble_metrics, sigmoid64
 from kdef_jax.report import student_names
-from kdef_jax.run_files import check_output, read_json, read_run_config, write_atomic
+from kdef_jax.run_files import check_output, read_json, read_run_config, write_atomic, write_json
 from kdef_jax.steps import make_predict_step
 from kdef_jax.train import predict_logits
 
@@ -188,7 +187,7 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
         info["metrics"] = {"ensemble": metrics["teacher"], **dict(zip(names, metrics["students"]))}
         log("\n".join([f"{'model':>14}  {'auc':>10}  {'logloss':>10}"] + [
             f"{n:>14}  {m['auc']:>10.6f}  {m['logloss']:>10.6f}" for n, m in info["metrics"].items()]))
-    write_atomic(Path(f"{out}.json"), lambda fh: fh.write(json.dumps(info, indent=1) + "\n"))
+    write_json(Path(f"{out}.json"), info)
     return info
 
 

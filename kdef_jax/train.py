@@ -30,7 +30,7 @@ from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
 from kdef_jax import distributed, report, sharding
-from kdef_jax.run_files import read_json
+from kdef_jax.run_files import read_json, write_json
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
@@ -257,7 +257,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     }
     if not main:
         return results
-    report.write_json(workdir / "results.json", results)
+    write_json(workdir / "results.json", results)
     log("\n" + report.format_table(summary))
     log(f"epochs {meta['epoch']} (best {meta['best_epoch']}), train {throughput:,.0f} samples/s, "
         f"results in {workdir / 'results.json'}")
