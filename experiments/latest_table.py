@@ -37,9 +37,16 @@ def _auc(res: dict, model: str) -> float:
     return row["test_auc"]
 
 
+def missing_runs(workdir: Path, seeds=SEEDS) -> list:
+    """The ``results.json`` files the table needs that ``workdir`` lacks."""
+    runs = [f"{setting}_seed{seed}" for seed in seeds for setting in ("latest", *(f"{s}_alone" for s in STUDENTS))]
+    return [str(workdir / r / "results.json") for r in runs if not (workdir / r / "results.json").is_file()]
+
+
 def collect(workdir: Path, seeds=SEEDS) -> dict:
     per_seed = []
-    for i, seed in enumerate(seeds):
+    for seed in seeds:
+        i = SEEDS.index(seed)
         latest = json.loads((workdir / f"latest_seed{seed}" / "results.json").read_text())
         row = {"seed": seed, "epochs": latest["epochs_run"], "best_epoch": latest["best_epoch"], "wall_s": latest["wall_s"],
                "ensemble": _auc(latest, "ensemble"), "ensemble_test_logloss": latest["rows"][0]["test_logloss"],
@@ -52,7 +59,7 @@ def collect(workdir: Path, seeds=SEEDS) -> dict:
         per_seed.append(row)
     keys = ["ensemble", *STUDENTS, *(f"{s}_alone" for s in STUDENTS)]
     mean = {k: statistics.fmean(r[k] for r in per_seed) for k in keys}
-    ref_mean = {k: statistics.fmean(v) for k, v in REFERENCE.items()}
+    ref_mean = {k: statistics.fmean(v[SEEDS.index(seed)] for seed in seeds) for k, v in REFERENCE.items()}
     return {"dataset": "frappe_mod10", "config": "configs/kdef_latest_frappe.py", "seeds": list(seeds),
             "per_seed": per_seed, "mean": mean, "reference_mean": ref_mean,
             "target": {"ensemble_mean_at_least": round(ref_mean["ensemble"] - 0.001, 4)}}
@@ -102,8 +109,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True, help="JSON path (a .md table is written beside it)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), choices=SEEDS,
+                    help="the seeds to tabulate (the reference was run with 2024-2026; its means follow the choice)")
     args = ap.parse_args()
-    table = collect(Path(args.workdir))
+    missing = missing_runs(Path(args.workdir), args.seeds)
+    if missing:
+        raise SystemExit(f"latest_table: {len(missing)} run(s) missing (run experiments/run_seeds.py as in this "
+                         f"script's docstring, or pass --seeds): " + ", ".join(missing))
+    table = collect(Path(args.workdir), tuple(args.seeds))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(table, indent=1))

@@ -12,7 +12,7 @@ distinct rows of the batch are touched, so the cost no longer grows with the voc
     E[u] ← E[u] − lr·m̂_u/(√v̂_u + ε) with the global step's bias correction (TF LazyAdam's rule).
 
 Rows absent from the batch keep their values and moments exactly. PAD rows get zero gradient and
-stay 0. When every row is in every batch and λ = 0, this equals dense Adam. With the table split by
+stay 0; the ids of a padded batch's masked rows are read as PAD, so they touch no row. When every row is in every batch and λ = 0, this equals dense Adam. With the table split by
 rows over a mesh (``mesh.embedding = "rows"``) each device applies that update to the rows of u it
 holds, in place (``split_table``): no table row, moment or [U, d] sum crosses devices.
 """
@@ -121,6 +121,8 @@ def make_lazy_train_step(model, loss_cfg, o, mesh=None, split_table=False, **jit
 
     def train_step(state, batch, rng):
         ids, mask = batch["ids"], batch.get("mask")
+        if mask is not None:  # padded rows read PAD: their ids (whatever they hold) enter neither u nor R
+            ids = jnp.where(mask[:, None] > 0, ids, 0)
         dense, table = _split(state.params)
         vocab, dim = table.shape
         flat = replicate((ids + offsets).reshape(-1))

@@ -108,3 +108,38 @@ def test_reading_a_workdir_without_checkpoints_creates_nothing(tmp_path):
     assert ck.restore_best(_state()) is None
     ck.close()
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_restore_checks_the_index_weighted_sum_too(tmp_path):
+    """Two words swapped keep the plain sum: only Σi·w tells them apart, and the restore must look at it."""
+    from kdef_jax.checkpoint import _state_tree, _verify, array_records
+
+    tree = _state_tree(_state())
+    w = tree["params"]["w"]
+    swapped = {**tree, "params": {**tree["params"], "w": w.at[0, 0].set(w[0, 1]).at[0, 1].set(w[0, 0])}}
+    with pytest.raises(CheckpointError, match=r"x is corrupt: 1 of its 5 arrays \(\['params'\]\['w'\]\)"):
+        _verify(swapped, array_records(tree), tmp_path / "x")
+
+
+def test_a_changed_dtype_or_an_array_missing_from_the_checkpoint_is_a_changed_model(tmp_path):
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _state(), {"epoch": 1})
+    half = _state().replace(params={"w": jnp.zeros((20, 30), jnp.float16), "b": jnp.ones(30)})
+    with pytest.raises(CheckpointError, match=r"\['params'\]\['w'\]: checkpoint \(20, 30\) float32, this config \(20, 30\) float16"):
+        ck.restore_latest(half)
+    more = _state().replace(params={**_state().params, "extra": jnp.zeros(3)})
+    with pytest.raises(CheckpointError, match=r"\['params'\]\['extra'\]: not in the checkpoint"):
+        ck.restore_latest(more)
+    ck.close()
+
+
+def test_best_is_the_highest_validation_auc_not_the_latest_epoch(tmp_path):
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _state(scale=1.0), {"epoch": 1}, best_auc=0.7)
+    ck.save(2, _state(scale=2.0), {"epoch": 2}, best_auc=0.8)
+    ck.save(3, _state(scale=3.0), {"epoch": 3})  # no improvement: saved as latest only
+    state, meta, step = ck.restore_best(_state(scale=0.0))
+    latest = ck.restore_latest(_state(scale=0.0))
+    ck.close()
+    assert (step, meta) == (2, {"epoch": 2}) and float(state.params["w"][0, 1]) == 2.0
+    assert latest[2] == 3 and float(latest[0].params["w"][0, 1]) == 3.0

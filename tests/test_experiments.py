@@ -114,3 +114,30 @@ def test_scaling_merge_joins_seeds_and_refuses_mismatches(tmp_path):
     d.write_text(json.dumps(rec_d))
     with pytest.raises(ValueError, match=r"d\.json: variants and Ks"):
         scaling.merge([a, d])
+
+
+def _results(auc_by_model: dict, epochs=5, best=4):
+  return {"rows": [{"model": m, "test_auc": a, "test_logloss": 0.3} for m, a in auc_by_model.items()],
+          "epochs_run": epochs, "best_epoch": best, "wall_s": 10.0}
+
+
+def test_latest_table_names_missing_runs_and_tabulates_the_seeds_given(tmp_path, monkeypatch, capsys):
+  import latest_table
+
+  wd = tmp_path / "runs"
+  for name, res in {"latest_seed2025": _results({"ensemble": 0.95, "ipnn": 0.94, "final": 0.93, "ecn": 0.92}),
+                    "ipnn_alone_seed2025": _results({"ensemble": 0.91}), "final_alone_seed2025": _results({"ensemble": 0.90}),
+                    "ecn_alone_seed2025": _results({"ensemble": 0.89})}.items():
+    (wd / name).mkdir(parents=True)
+    (wd / name / "results.json").write_text(json.dumps(res))
+  out = tmp_path / "t.json"
+  monkeypatch.setattr(sys, "argv", ["latest_table", "--workdir", str(wd), "--out", str(out)])
+  with pytest.raises(SystemExit, match=r"8 run\(s\) missing .*latest_seed2024/results.json"):
+    latest_table.main()
+  assert not out.exists()
+  monkeypatch.setattr(sys, "argv", ["latest_table", "--workdir", str(wd), "--out", str(out), "--seeds", "2025"])
+  latest_table.main()
+  t = json.loads(out.read_text())
+  assert t["seeds"] == [2025] and t["mean"]["ensemble"] == 0.95 and t["mean"]["ecn_alone"] == 0.89
+  assert t["reference_mean"]["ensemble"] == latest_table.REFERENCE["ensemble"][1]  # seed 2025's reference run
+  assert "| 2025 | **0.9500** (0.95456) |" in capsys.readouterr().out

@@ -217,3 +217,8 @@ def test_ensemble_metrics_single_class_teacher_auc_nan():
   out = ensemble_metrics(np.ones(3), np.zeros((2, 3)))
   assert math.isnan(out["teacher"]["auc"])
   assert out["teacher"]["logloss"] == pytest.approx(math.log(2), rel=1e-12)
+
+
+def test_auc_ranks_scores_in_float64():
+  assert auc([0, 1], [0.5, 0.5 + 1e-12]) == 1.0  # one float32 value: a tie, AUC 0.5
+  assert auc([1, 0], [0.5, 0.5 + 1e-12]) == 0.0

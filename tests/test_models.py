@@ -204,6 +204,11 @@ def test_dropout_is_inverted_and_identity_at_eval(rng):
     np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.9], rtol=1e-6)
     assert abs((y == 0).mean() - 0.1) < 0.005
     np.testing.assert_array_equal(np.asarray(d.apply({}, x, True)), np.asarray(x))
+    # the fused ReLU path every MLP tower takes: max(x, 0) kept with 1/(1−p), the same masks
+    xr = x.at[:, ::2].set(-1.0)
+    yr = np.asarray(d.apply({}, xr, False, True, rngs={"dropout": jax.random.PRNGKey(0)}))
+    np.testing.assert_allclose(yr, np.where(np.asarray(xr) > 0, y, 0.0), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(d.apply({}, xr, True, True)), np.maximum(np.asarray(xr), 0))
 
 
 def test_group_impls_share_variables_and_agree():

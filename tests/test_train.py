@@ -14,7 +14,7 @@ import optax
 import pytest
 from conftest import step_compiles
 
-from kdef_jax.checkpoint import CheckpointError
+from kdef_jax.checkpoint import CheckpointError, Checkpoints
 from kdef_jax.config import base_config
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.loader import iterate_batches
@@ -156,6 +156,11 @@ def test_end_to_end_tiny_run_writes_results(tmp_path):
     assert res["params"]["total"] == res["params"]["embedding"] + res["params"]["group0_mlp"]
     lines = (wd / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == res["epochs_run"] == 2
+    aucs = [json.loads(line)["val"]["teacher"]["auc"] for line in lines]
+    assert res["best_epoch"] == 1 + int(np.argmax(aucs))  # the test rows come from the best epoch's state
+    ck = Checkpoints(wd, create=False)
+    assert ck.steps() == {"latest": 2, "best": res["best_epoch"]}
+    ck.close()
     assert res["train_samples_per_s"] > 0
     assert on_disk["cpu"]["model"] and isinstance(on_disk["cpu"]["isa"], list)  # the throughput names its CPU
 

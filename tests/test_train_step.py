@@ -1,0 +1,109 @@
+"""The train step by hand, for the dense and the lazy-Adam embedding optimizers: the L2 term's value,
+its place in the loss and its gradient, fresh dropout masks every step, stored BatchNorm statistics,
+and a padded batch (garbage ids in its masked rows) stepping exactly as its real rows alone."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from kdef_jax.config import base_config
+from kdef_jax.models.embedding import column_offsets
+from kdef_jax.models.ensemble import KDEFModel, StudentGroup
+from kdef_jax.steps import create_train_state, make_train_step, make_training
+
+VOCAB = (4, 5, 3)
+OPTIMIZERS = ["dense", "lazy_adam"]
+
+
+def _model(dropout=0.0):
+    kw = (("batch_norm", True), ("dropout", dropout), ("dropout_rng", "hash"), ("hidden_units", (8,)))
+    return KDEFModel(vocab_sizes=VOCAB, groups=(StudentGroup("mlp", 2, kw),), embedding_dim=3, embedding_init_std=0.3)
+
+
+def _batch(n=6, pad=0):
+    """n real rows (ids >= 1) then ``pad`` masked rows holding other real-looking ids and labels."""
+    rng = np.random.default_rng(1)
+    ids = np.stack([rng.integers(1, v, n + pad) for v in VOCAB], 1).astype(np.int32)
+    y = (rng.random(n + pad) < 0.5).astype(np.float32)
+    return {"ids": ids, "y": y, "mask": np.r_[np.ones(n), np.zeros(pad)].astype(np.float32)}
+
+
+def _config(opt, **optim):
+    c = base_config()
+    c.optim.embedding_optimizer = opt
+    for k, v in optim.items():
+        setattr(c.optim, k, v)
+    return c
+
+
+def test_l2_value_loss_and_gradient_by_hand():
+    """R = (λ/2)·Σ E²; the reported loss includes R; with SGD(1) R moves the table by exactly −λ·E."""
+    model, tx, lam = _model(), optax.sgd(1.0), 0.1
+    loss_cfg = base_config().loss
+    state = create_train_state(model, tx, jax.random.PRNGKey(0), len(VOCAB))
+    table = np.asarray(state.params["embedding"]["table"], np.float64)
+    b, key = _batch(), jax.random.PRNGKey(0)
+    s0, m0 = jax.jit(make_train_step(model, tx, loss_cfg, 0.0).__wrapped__)(state, b, key)
+    s1, m1 = jax.jit(make_train_step(model, tx, loss_cfg, lam).__wrapped__)(state, b, key)
+    assert float(m0["reg"]) == 0.0
+    np.testing.assert_allclose(float(m1["reg"]), 0.5 * lam * np.sum(table**2), rtol=1e-5)
+    np.testing.assert_allclose(float(m1["loss"]) - float(m0["loss"]), float(m1["reg"]), rtol=1e-4)
+    moved = np.asarray(s1.params["embedding"]["table"]) - np.asarray(s0.params["embedding"]["table"])
+    np.testing.assert_allclose(moved, -lam * table, rtol=1e-4, atol=1e-7)
+
+
+def test_lazy_adam_l2_covers_the_batch_rows_only():
+    """Lazy Adam: R = (λ/2)·Σ over the batch's distinct rows u of E[u]² (not the whole table)."""
+    state, step = make_training(_model(), _config("lazy_adam", embedding_l2=0.1), jax.random.PRNGKey(0), len(VOCAB))
+    table = np.asarray(state.params["embedding"]["table"], np.float64)
+    b = _batch()
+    rows = np.unique(b["ids"] + column_offsets(VOCAB))
+    assert len(rows) < table.shape[0]  # some rows are absent, so the two sums differ
+    _, m = step(state, b, jax.random.PRNGKey(3))
+    np.testing.assert_allclose(float(m["reg"]), 0.5 * 0.1 * np.sum(table[rows] ** 2), rtol=1e-5)
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS)
+def test_dropout_masks_change_with_the_step(opt):
+    """The same batch and base key at a learning rate of 0 (nothing moves): only the step number
+    differs, and with it the dropout masks, hence the loss."""
+    c = _config(opt, learning_rate=0.0)
+    state, step = make_training(_model(dropout=0.5), c, jax.random.PRNGKey(0), len(VOCAB))
+    b, key = _batch(), jax.random.PRNGKey(3)
+    state, m1 = step(state, b, key)
+    state, m2 = step(state, b, key)
+    assert float(m1["loss"]) != float(m2["loss"])
+    state, step = make_training(_model(dropout=0.0), c, jax.random.PRNGKey(0), len(VOCAB))  # no dropout: equal
+    state, n1 = step(state, b, key)
+    state, n2 = step(state, b, key)
+    assert float(n1["loss"]) == float(n2["loss"])
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS)
+def test_the_step_stores_batchnorm_running_statistics(opt):
+    state, step = make_training(_model(), _config(opt), jax.random.PRNGKey(0), len(VOCAB))
+    before = jax.tree.map(np.asarray, state.batch_stats)
+    assert jax.tree.leaves(before)
+    state, _ = step(state, _batch(), jax.random.PRNGKey(3))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.batch_stats)):
+        assert not np.allclose(a, np.asarray(b))
+
+
+def test_lazy_adam_padded_batch_steps_as_its_real_rows():
+    """6 real rows + 4 masked rows with real-looking ids (not PAD) = the 6 rows alone: the same loss,
+    R, BatchNorm statistics and table (masked rows' ids touch no row and add nothing to R)."""
+    c = _config("lazy_adam", embedding_l2=0.1)
+    padded = _batch(6, pad=4)
+    real = {k: v[:6] for k, v in padded.items()}
+    assert set(map(tuple, padded["ids"][6:])) - set(map(tuple, real["ids"]))  # rows only the padding has
+    out = []
+    for b in (padded, real):
+        state, step = make_training(_model(), c, jax.random.PRNGKey(0), len(VOCAB))
+        out.append(step(state, b, jax.random.PRNGKey(3)))
+    (sp, mp), (sr, mr) = out
+    for k in ("loss", "reg"):
+        np.testing.assert_allclose(float(mp[k]), float(mr[k]), rtol=1e-5, err_msg=k)
+    for a, b in zip(jax.tree.leaves(sp.batch_stats), jax.tree.leaves(sr.batch_stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sp.params["embedding"]["table"], sr.params["embedding"]["table"], rtol=1e-5, atol=1e-7)
