@@ -131,6 +131,7 @@ def write_json(path: str | None, record: dict, echo: bool = True) -> None:
     """Write ``record`` to ``path`` (atomically: a run killed mid-write keeps the previous file) and print it."""
     text = json.dumps(record, indent=1)
     if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.tmp"
         with open(tmp, "w") as fh:
             fh.write(text + "\n")

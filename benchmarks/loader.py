@@ -45,7 +45,7 @@ def main():
     ap.add_argument("--batch-size", type=int, nargs="+", default=[10_000, 4096])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "kdef_bench_loader"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "loader.json"))
+    ap.add_argument("--out", required=True, help="JSON path, e.g. benchmarks/results/loader.json")
     a = ap.parse_args()
     spec = SyntheticSpec(vocab_sizes=CRITEO_VOCAB, num_train=a.rows, num_valid=1000, num_test=1000, seed=7)
     ds = open_cache(build_synthetic(spec, a.cache_dir, dataset_id="loader_bench_criteo", log=print))

@@ -121,7 +121,7 @@ def main():
     ap.add_argument("--vocab-scale", type=int, default=1)
     ap.add_argument("--engine", default="auto", choices=["auto", "native", "columnar", "python"])
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "kdef_bench_preprocess"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "preprocess.json"))
+    ap.add_argument("--out", required=True, help="JSON path, e.g. benchmarks/results/preprocess.json")
     ap.add_argument("--repeat", type=int, default=3, help="runs per size (fresh processes); the median run is reported")
     ap.add_argument("--child", nargs=2, metavar=("PATH", "ENGINE"), help=argparse.SUPPRESS)
     a = ap.parse_args()

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kdef_jax.config import load_config_file  # noqa: E402
+from kdef_jax.config import load_config_file, validate  # noqa: E402
 from kdef_jax.data.dataset import load_dataset  # noqa: E402
 from kdef_jax.train import train_and_evaluate  # noqa: E402
 
@@ -36,16 +36,23 @@ CONFIGS = [
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "datasets_real.json"))
+    ap.add_argument("--out", required=True, help="JSON path, e.g. experiments/results/datasets_real.json (a .md beside it)")
     ap.add_argument("--configs", nargs="+", default=CONFIGS)
     a = ap.parse_args()
-    rows = []
+    rows, configs = [], []
+    for spec in a.configs:  # every config loaded and validated before the first one trains
+        c = load_config_file(str(ROOT / spec.split(":")[0]) + (":" + spec.split(":")[1] if ":" in spec else ""))
+        c.train.num_epochs, c.train.progress, c.train.plot = 1, False, False
+        c.model.num_students = 3
+        try:
+            validate(c)
+        except ValueError as e:
+            ap.error(f"{spec}: {e}")
+        configs.append((spec, c))
     with tempfile.TemporaryDirectory(prefix="kdef_ds_") as tmp:
-        for spec in a.configs:
-            c = load_config_file(str(ROOT / spec.split(":")[0]) + (":" + spec.split(":")[1] if ":" in spec else ""))
+        for i, (spec, c) in enumerate(configs):
+            print(f"[{i + 1}/{len(configs)}] {spec}: preprocessing and one epoch", flush=True)
             c.data.cache_dir = f"{tmp}/cache"
-            c.train.num_epochs, c.train.progress, c.train.plot = 1, False, False
-            c.model.num_students = 3
             t0 = time.perf_counter()
             ds = load_dataset(c.data, log=lambda *x: None)
             prep = time.perf_counter() - t0
@@ -68,7 +75,7 @@ def main():
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))
-    lines = ["Every shared real dataset through its config alone (`python experiments/dataset_summary.py`): rows per",
+    lines = ["Every shared real dataset through its config alone (`python experiments/dataset_summary.py --out experiments/results/datasets_real.json`): rows per",
              "split, vocabulary size per field (PAD and OOV rows included; `seq L` = sequence field of max_len L),",
              "embedding rows, and the teacher's test AUC after ONE KDEF (K=3) epoch — a smoke number, not a result.",
              "",

@@ -112,6 +112,8 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), choices=SEEDS,
                     help="the seeds to tabulate (the reference was run with 2024-2026; its means follow the choice)")
     args = ap.parse_args()
+    if len(set(args.seeds)) < len(args.seeds):
+        ap.error(f"--seeds {' '.join(map(str, args.seeds))}: a seed given twice would count twice in the means")
     missing = missing_runs(Path(args.workdir), args.seeds)
     if missing:
         raise SystemExit(f"latest_table: {len(missing)} run(s) missing (run experiments/run_seeds.py as in this "

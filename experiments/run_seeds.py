@@ -5,8 +5,11 @@
         --setting mlp_k1 model.num_students=1 loss.variant=independent \
         --workdir runs/frappe_seeds --out experiments/results/frappe_seeds.json
 
-Each (setting, seed) trains with ``train_and_evaluate`` in its own workdir (an existing finished run
-is reused, so an interrupted sweep resumes). The summary gives, per setting, the mean and the
+Each (setting, seed) trains with ``train_and_evaluate`` in its own workdir. Every config is built and
+validated before the first run trains. A finished run there is reused and a run cut short resumes
+from its last checkpoint, so an interrupted sweep continues where it stopped; either only when the
+run's config.json is this setting's config (else an error names the keys that differ: pick another
+--workdir or setting name). The summary gives, per setting, the mean and the
 per-seed values of the ensemble's and the best student's (chosen by validation AUC) test AUC and
 logloss, epochs and wall time, and writes JSON plus a Markdown table.
 """
@@ -23,7 +26,8 @@ import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdef_jax.config import load_config_file  # noqa: E402
+from kdef_jax.config import load_config_file, validate  # noqa: E402
+from kdef_jax.run_files import config_changes, read_json  # noqa: E402
 from kdef_jax.train import train_and_evaluate  # noqa: E402
 
 
@@ -102,22 +106,77 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def run_setting(config_path: str, name: str, overrides, seeds, workdir) -> list:
-    """results.json of ``config_path`` + ``overrides`` for each seed, in ``<workdir>/<name>_seed<seed>``
-    (a finished run there is reused, so an interrupted sweep resumes)."""
-    runs = []
+def check_unique(flag: str, values) -> None:
+    """A value given twice would be counted twice in the means: an error naming it."""
+    twice = sorted({str(v) for v in values if list(values).count(v) > 1})
+    if twice:
+        raise ValueError(f"{flag}: {', '.join(twice)} given more than once")
+
+
+def plan_setting(config_path: str, name: str, overrides, seeds, workdir) -> list:
+    """[(seed, run folder ``<workdir>/<name>_seed<seed>``, validated config)] of one setting; a run
+    folder holding a run of another config is an error naming the keys that differ."""
+    plan = []
     for seed in seeds:
+        config = load_config_file(config_path)
+        try:
+            apply_overrides(config, [*overrides, f"seed={seed}", "train.progress=False"])
+            validate(config)
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"setting {name!r}: {e}") from None
         wd = Path(workdir) / f"{name}_seed{seed}"
+        changes = _changed(wd, config)
+        if changes:
+            diff = ", ".join(f"{k} {a!r} (there) vs {b!r} (this setting)" for k, (a, b) in changes.items())
+            raise ValueError(f"{wd} holds a run of another config ({diff}); choose another --workdir or setting name")
+        plan.append((seed, wd, config))
+    return plan
+
+
+def _changed(wd: Path, config) -> dict:
+    """Keys of ``config`` that differ from the run's config.json (keys it predates are not compared;
+    model.embedding_rows=0 resolves at train time)."""
+    changes = config_changes(wd, config, ignore=("resume", "train.progress"), recorded_only=True)
+    if changes.get("model.embedding_rows", (None, None))[1] == 0:
+        del changes["model.embedding_rows"]
+    return changes
+
+
+def run_planned(name: str, plan: list) -> list:
+    """results.json of each run of :func:`plan_setting`: reused when finished, resumed from its last
+    checkpoint when cut short, else trained."""
+    runs = []
+    for seed, wd, config in plan:
         if (wd / "results.json").exists():
-            res = json.loads((wd / "results.json").read_text())
+            res = read_json(wd / "results.json")
             print(f"[{name} seed {seed}] reusing {wd / 'results.json'}")
         else:
-            config = load_config_file(config_path)
-            apply_overrides(config, [*overrides, f"seed={seed}", "train.progress=False"])
-            print(f"[{name} seed {seed}] training in {wd}", flush=True)
+            if (wd / "checkpoints").is_dir():
+                config.resume = True  # an interrupted run: continue from its last epoch
+            print(f"[{name} seed {seed}] {'resuming' if config.resume else 'training'} in {wd}", flush=True)
             res = train_and_evaluate(config, wd)
+        if "test_auc" not in res.get("rows", [{}])[0]:
+            raise ValueError(f"{wd / 'results.json'}: no test AUC (the config has no test split); run_seeds summarises test metrics")
         runs.append(res)
     return runs
+
+
+def check_out(out: Path, run_dirs=(), inputs=()) -> Path:
+    """``--out`` before any work: a JSON path whose .md/.png siblings are other files, not a folder,
+    not an input, not inside a run folder (its results.json, checkpoints)."""
+    out = Path(out)
+    if out.suffix in (".md", ".png"):
+        raise ValueError(f"--out {out}: the .md table and .png plot are written beside it; give a .json path")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give a file name")
+    target = out.resolve()
+    for p in inputs:
+        if Path(p).resolve() in (target, target.with_suffix(".md"), target.with_suffix(".png")):
+            raise ValueError(f"--out {out} would overwrite the input {p}")
+    for d in run_dirs:
+        if Path(d).resolve() in target.parents:
+            raise ValueError(f"--out {out} is inside the run folder {d}")
+    return out
 
 
 def main():
@@ -129,12 +188,18 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True, help="JSON summary path (a .md table is written beside it)")
     args = ap.parse_args()
+    try:
+        check_unique("--seeds", args.seeds)
+        check_unique("--setting names", [name for name, *_ in args.setting])
+        plans = {name: plan_setting(args.config, name, overrides, args.seeds, args.workdir)
+                 for name, *overrides in args.setting}
+        out = check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan])
+    except ValueError as e:
+        ap.error(str(e))
     summary = {}
     for name, *overrides in args.setting:
-        runs = run_setting(args.config, name, overrides, args.seeds, args.workdir)
-        summary[name] = summarize(runs)
+        summary[name] = summarize(run_planned(name, plans[name]))
         summary[name]["overrides"] = overrides
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"config": args.config, "summary": summary}, indent=1))
     table = markdown(summary)

@@ -27,19 +27,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_seeds import merge_summaries, run_setting, summarize  # noqa: E402
+from run_seeds import check_out, check_unique, merge_summaries, plan_setting, run_planned, summarize  # noqa: E402
 
 from kdef_jax.report import pyplot, save_figure  # noqa: E402
 
 
-def sweep(config: str, ks, variants, seeds, workdir, extra=()) -> dict:
+SWEPT = ("model.num_students", "loss.variant", "model.students")  # what the sweep sets; --set may not
+
+
+def plan_sweep(config: str, ks, variants, seeds, workdir, extra=()) -> dict:
+    """{(variant, K): run_seeds.plan_setting(...)}: every run's config built and validated up front."""
+    swept = [o for o in extra if o.partition("=")[0] in SWEPT]
+    if swept:
+        raise ValueError(f"--set {' '.join(swept)}: scaling.py sweeps {', '.join(SWEPT[:2])} itself")
+    plans = {(v, k): plan_setting(config, f"{v}_k{k}", [f"model.num_students={k}", f"loss.variant={v}", *extra],
+                                  seeds, workdir) for v in variants for k in ks}
+    students = next(iter(plans.values()))[0][2].model.students
+    if students:
+        raise ValueError(f"{config} sets model.students={students!r}, which fixes the students: "
+                         "scaling.py sweeps K MLPs (model.num_students)")
+    return plans
+
+
+def sweep(config: str, ks, variants, seeds, workdir, extra=(), plans=None) -> dict:
     """{variant: {K: run_seeds.summarize(...)}} for every (variant, K)."""
+    plans = plans or plan_sweep(config, ks, variants, seeds, workdir, extra)
     out = {}
-    for v in variants:
-        out[v] = {}
-        for k in ks:
-            overrides = [f"model.num_students={k}", f"loss.variant={v}", *extra]
-            out[v][k] = summarize(run_setting(config, f"{v}_k{k}", overrides, seeds, workdir))
+    for (v, k), plan in plans.items():
+        out.setdefault(v, {})[k] = summarize(run_planned(f"{v}_k{k}", plan))
     return out
 
 
@@ -133,12 +148,23 @@ def main():
                     help="train nothing: join these sweeps' records (same config, overrides, variants, Ks; other seeds)")
     ap.add_argument("--out", required=True, help="JSON path; the .md table and .png plot go beside it")
     args = ap.parse_args()
+    plans = None
+    try:
+        if args.merge:
+            check_out(args.out, inputs=args.merge)
+        elif not (args.config and args.workdir):
+            ap.error("--config and --workdir are required unless --merge")
+        else:
+            for flag, values in (("--ks", args.ks), ("--variants", args.variants), ("--seeds", args.seeds)):
+                check_unique(flag, values)
+            plans = plan_sweep(args.config, args.ks, args.variants, args.seeds, args.workdir, args.set)
+            check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan])
+    except ValueError as e:
+        ap.error(str(e))
     if args.merge:
         record = merge(args.merge)
-    elif not (args.config and args.workdir):
-        ap.error("--config and --workdir are required unless --merge")
     else:
-        table = sweep(args.config, args.ks, args.variants, args.seeds, args.workdir, args.set)
+        table = sweep(args.config, args.ks, args.variants, args.seeds, args.workdir, args.set, plans)
         record = {"config": args.config, "overrides": args.set, "seeds": args.seeds,
                   "table": {v: {str(k): s for k, s in rows.items()} for v, rows in table.items()}}
     table = {v: {int(k): s for k, s in rows.items()} for v, rows in record["table"].items()}

@@ -7,6 +7,7 @@ so ``--config.some.key=v`` for a key not listed here is an error that names the 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 import ml_collections
@@ -207,10 +208,10 @@ def validate(c) -> None:
         bad("train.log_every", f"must be >= 1, got {t.log_every}")
     if t.num_epochs < 1:
         bad("train.num_epochs", f"must be >= 1, got {t.num_epochs}")
-    if o.learning_rate <= 0:
-        bad("optim.learning_rate", f"must be > 0, got {o.learning_rate}")
-    if o.embedding_l2 < 0:
-        bad("optim.embedding_l2", f"must be >= 0, got {o.embedding_l2}")
+    if not 0 < o.learning_rate < math.inf:  # NaN fails every comparison
+        bad("optim.learning_rate", f"must be a finite number > 0, got {o.learning_rate}")
+    if not 0 <= o.embedding_l2 < math.inf:
+        bad("optim.embedding_l2", f"must be a finite number >= 0, got {o.embedding_l2}")
     if o.embedding_optimizer not in ("dense", "lazy_adam"):
         bad("optim.embedding_optimizer", f"{o.embedding_optimizer!r} is not one of dense, lazy_adam")
     if not 0 < o.lr_decay <= 1:

@@ -70,3 +70,22 @@ def write_atomic(out: Path, write: Callable[[IO], None], *, binary: bool = False
 def write_json(path: Path, obj) -> None:
     """``obj`` as indented JSON with a final newline, written atomically (:func:`write_atomic`)."""
     write_atomic(path, lambda fh: fh.write(json.dumps(obj, indent=1) + "\n"))
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def config_changes(workdir: Path, config, ignore=("resume",), recorded_only: bool = False) -> dict:
+    """{dotted key: (value in ``<workdir>/config.json``, value in ``config``)} for every key that
+    differs, both sides as config.json writes them (``ignore``: keys left out; ``recorded_only``: keys
+    the config.json does not have, e.g. added by a later version, left out too); {} without a config.json."""
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        return {}
+    old, new = _flat(read_json(path)), _flat(json.loads(config.to_json()))
+    keys = [k for k in {**old, **new} if k not in ignore and (k in old or not recorded_only)]
+    return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}

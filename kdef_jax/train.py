@@ -12,7 +12,6 @@ With ``config.distributed`` every process runs this same function (kdef_jax/dist
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import platform
 import shutil
@@ -30,7 +29,7 @@ from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
 from kdef_jax import distributed, report, sharding
-from kdef_jax.run_files import read_json, write_json
+from kdef_jax.run_files import config_changes, write_json
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
@@ -271,22 +270,11 @@ def _quiet(*args, **kwargs) -> None:
     """The log of processes other than 0."""
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def _apply_resume_changes(workdir: Path, c, state, meta: dict, log):
     """Resume continues the checkpoint's schedule, except where the config asks otherwise: a changed
     ``optim.learning_rate`` becomes the current rate (e.g. to continue below a rate that diverged);
     every other changed key is logged (config.json then records the new values)."""
-    path = workdir / "config.json"
-    if not path.is_file():
-        return state
-    old, new = _flat(read_json(path)), _flat(json.loads(c.to_json()))  # both as config.json writes them
-    changed = {k: (old.get(k), v) for k, v in new.items() if k != "resume" and old.get(k) != v}
+    changed = config_changes(workdir, c)
     if changed:
         log("[train] resume with a changed config: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
     if "optim.learning_rate" in changed:

@@ -141,3 +141,66 @@ def test_latest_table_names_missing_runs_and_tabulates_the_seeds_given(tmp_path,
   assert t["seeds"] == [2025] and t["mean"]["ensemble"] == 0.95 and t["mean"]["ecn_alone"] == 0.89
   assert t["reference_mean"]["ensemble"] == latest_table.REFERENCE["ensemble"][1]  # seed 2025's reference run
   assert "| 2025 | **0.9500** (0.95456) |" in capsys.readouterr().out
+
+
+def _run_seeds(monkeypatch, *args):
+  monkeypatch.setattr(sys, "argv", ["run_seeds", "--config", str(REPO_ROOT / "configs" / "default.py"), *args])
+  run_seeds.main()
+
+
+def test_run_seeds_refuses_another_configs_run_and_resumes_a_cut_short_one(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("KDEF_CACHE_DIR", str(tmp_path / "cache"))
+  wd, out = tmp_path / "runs", tmp_path / "s.json"
+  _run_seeds(monkeypatch, "--seeds", "7", "--setting", "a", "model.num_students=2", *TINY, "--workdir", str(wd), "--out", str(out))
+  first = json.loads(out.read_text())["summary"]["a"]
+  with pytest.raises(SystemExit):  # the same setting name with other overrides: the old numbers would pass as new
+    _run_seeds(monkeypatch, "--seeds", "7", "--setting", "a", "model.num_students=3", *TINY, "--workdir", str(wd),
+               "--out", str(out))
+  err = capsys.readouterr().err
+  assert f"{wd / 'a_seed7'} holds a run of another config (model.num_students 2 (there) vs 3 (this setting))" in err
+  (wd / "a_seed7" / "results.json").unlink()  # cut short after its last epoch was saved
+  _run_seeds(monkeypatch, "--seeds", "7", "--setting", "a", "model.num_students=2", *TINY, "--workdir", str(wd), "--out", str(out))
+  said = capsys.readouterr().out
+  assert f"[a seed 7] resuming in {wd / 'a_seed7'}" in said and "resumed from epoch 1" in said
+  assert json.loads(out.read_text())["summary"]["a"]["ensemble_test_auc"] == first["ensemble_test_auc"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seeds", "7", "7", "--setting", "a"], "--seeds: 7 given more than once"),
+    (["--seeds", "7", "--setting", "a", "--setting", "a", "model.num_students=2"], "--setting names: a given more than once"),
+    (["--seeds", "7", "--setting", "a", "--out", "OUT.md"], "give a .json path"),
+    (["--seeds", "7", "--setting", "a", "--out", "RUNS/a_seed7/results.json"], "is inside the run folder"),
+    (["--seeds", "7", "--setting", "a", "--setting", "b", "model.nope=1"], "setting 'b': \"unknown config key 'model.nope'\""),
+])
+def test_run_seeds_argument_errors_come_before_any_training(tmp_path, monkeypatch, capsys, args, message):
+  runs = tmp_path / "runs"
+  args = [a.replace("OUT", str(tmp_path / "s")).replace("RUNS", str(runs)) for a in args]
+  if "--out" not in args:
+    args += ["--out", str(tmp_path / "s.json")]
+  with pytest.raises(SystemExit):
+    _run_seeds(monkeypatch, *args, "--workdir", str(runs))
+  assert message in capsys.readouterr().err
+  assert not runs.exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "model.num_students=3"], "--set model.num_students=3: scaling.py sweeps"),
+    (["--ks", "1", "1"], "--ks: 1 given more than once"),
+    (["--variants", "mean", "bogus"], "config loss.variant"),
+])
+def test_scaling_refuses_what_would_mislabel_its_table(tmp_path, monkeypatch, capsys, args, message):
+  monkeypatch.setattr(sys, "argv", ["scaling", "--config", str(REPO_ROOT / "configs" / "default.py"), "--seeds", "7",
+                                    "--workdir", str(tmp_path / "runs"), "--out", str(tmp_path / "s.json"), *args])
+  with pytest.raises(SystemExit):
+    scaling.main()
+  assert message in capsys.readouterr().err
+  assert not (tmp_path / "runs").exists()
+
+
+def test_scaling_merge_never_writes_over_an_input(tmp_path, monkeypatch, capsys):
+  a = tmp_path / "a.json"
+  a.write_text("{}")
+  monkeypatch.setattr(sys, "argv", ["scaling", "--merge", str(a), str(tmp_path / "b.json"), "--out", str(a)])
+  with pytest.raises(SystemExit):
+    scaling.main()
+  assert f"would overwrite the input {a}" in capsys.readouterr().err and a.read_text() == "{}"

@@ -41,6 +41,9 @@ def test_a_config_file_that_does_not_load_is_one_line_even_without_overrides():
     ("train.log_every", 0, "config train.log_every: must be >= 1, got 0"),
     ("data.synthetic.positive_rate", 1.5, "config data.synthetic.positive_rate: must be in (0, 1), got 1.5"),
     ("data.synthetic.num_train", 0, "config data.synthetic.num_train: must be >= 1, got 0"),
+    ("optim.learning_rate", float("nan"), "config optim.learning_rate: must be a finite number > 0, got nan"),
+    ("optim.learning_rate", 0.0, "config optim.learning_rate: must be a finite number > 0, got 0.0"),
+    ("optim.embedding_l2", float("inf"), "config optim.embedding_l2: must be a finite number >= 0, got inf"),
 ])
 def test_config_values_the_run_cannot_use_name_their_key(key, value, message):
     from kdef_jax.config import base_config, validate
