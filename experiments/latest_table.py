@@ -20,7 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kdef_jax.run_files import read_json  # noqa: E402
 
 STUDENTS = ("ipnn", "final", "ecn")
 SEEDS = (2024, 2025, 2026)
@@ -32,9 +37,11 @@ REFERENCE = {  # test AUC, EKTF_L, Frappe mod10, batch 4096, emb L2 0.01, [400]x
 }
 
 
-def _auc(res: dict, model: str) -> float:
-    (row,) = [r for r in res["rows"] if r["model"] == model]
-    return row["test_auc"]
+def _auc(res: dict, model: str, path: Path) -> float:
+    rows = [r for r in res.get("rows", []) if r.get("model") == model and r.get("test_auc") is not None]
+    if len(rows) != 1:
+        raise ValueError(f"{path}: no {model!r} row with a test AUC (is it a run of this setting?)")
+    return rows[0]["test_auc"]
 
 
 def missing_runs(workdir: Path, seeds=SEEDS) -> list:
@@ -47,14 +54,18 @@ def collect(workdir: Path, seeds=SEEDS) -> dict:
     per_seed = []
     for seed in seeds:
         i = SEEDS.index(seed)
-        latest = json.loads((workdir / f"latest_seed{seed}" / "results.json").read_text())
+        path = workdir / f"latest_seed{seed}" / "results.json"
+        latest = read_json(path)
         row = {"seed": seed, "epochs": latest["epochs_run"], "best_epoch": latest["best_epoch"], "wall_s": latest["wall_s"],
-               "ensemble": _auc(latest, "ensemble"), "ensemble_test_logloss": latest["rows"][0]["test_logloss"],
+               "ensemble": _auc(latest, "ensemble", path), "ensemble_test_logloss": latest["rows"][0]["test_logloss"],
                "reference": {k: v[i] for k, v in REFERENCE.items()}}
         for s in STUDENTS:
-            alone = json.loads((workdir / f"{s}_alone_seed{seed}" / "results.json").read_text())
-            row[s] = _auc(latest, s)
-            row[f"{s}_alone"] = _auc(alone, "ensemble")  # K=1: the ensemble row is the student
+            alone_path = workdir / f"{s}_alone_seed{seed}" / "results.json"
+            alone = read_json(alone_path)
+            if alone.get("num_students") != 1:
+                raise ValueError(f"{alone_path}: {alone.get('num_students')} students; a {s}_alone run has one")
+            row[s] = _auc(latest, s, path)
+            row[f"{s}_alone"] = _auc(alone, "ensemble", alone_path)  # K=1: the ensemble row is the student
             row[f"{s}_alone_epochs"] = alone["epochs_run"]
         per_seed.append(row)
     keys = ["ensemble", *STUDENTS, *(f"{s}_alone" for s in STUDENTS)]
@@ -118,7 +129,10 @@ def main():
     if missing:
         raise SystemExit(f"latest_table: {len(missing)} run(s) missing (run experiments/run_seeds.py as in this "
                          f"script's docstring, or pass --seeds): " + ", ".join(missing))
-    table = collect(Path(args.workdir), tuple(args.seeds))
+    try:
+        table = collect(Path(args.workdir), tuple(args.seeds))
+    except ValueError as e:
+        ap.error(str(e))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(table, indent=1))

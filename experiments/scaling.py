@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_seeds import check_out, check_unique, merge_summaries, plan_setting, run_planned, summarize  # noqa: E402
 
 from kdef_jax.report import pyplot, save_figure  # noqa: E402
+from kdef_jax.run_files import read_json  # noqa: E402
 
 
 SWEPT = ("model.num_students", "loss.variant", "model.students")  # what the sweep sets; --set may not
@@ -62,7 +63,10 @@ def merge(paths) -> dict:
     """The record of one sweep from the JSON records of sweeps that ran the same config, overrides,
     variants and Ks over disjoint seeds (e.g. a seed added later): every cell's per-seed values
     joined, in the order of ``paths``."""
-    records = [json.loads(Path(p).read_text()) for p in paths]
+    records = [read_json(Path(p)) for p in paths]
+    for p, r in zip(paths, records):
+        if not isinstance(r, dict) or not {"config", "overrides", "seeds", "table"} <= set(r):
+            raise ValueError(f"{p}: not a scaling.py record (it needs config, overrides, seeds and table)")
     first = records[0]
     cells = {v: list(rows) for v, rows in first["table"].items()}
     table = first["table"]
@@ -162,7 +166,10 @@ def main():
     except ValueError as e:
         ap.error(str(e))
     if args.merge:
-        record = merge(args.merge)
+        try:
+            record = merge(args.merge)
+        except ValueError as e:
+            ap.error(str(e))
     else:
         table = sweep(args.config, args.ks, args.variants, args.seeds, args.workdir, args.set, plans)
         record = {"config": args.config, "overrides": args.set, "seeds": args.seeds,

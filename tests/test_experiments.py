@@ -106,6 +106,12 @@ def test_scaling_merge_joins_seeds_and_refuses_mismatches(tmp_path):
     assert kdef["best_student_test_auc"]["min"] == 0.70 and kdef["best_student_test_auc"]["max"] == 0.80
     with pytest.raises(ValueError, match=r"b\.json: seeds \[3\] are in both"):
         scaling.merge([a, b, b])
+    (tmp_path / "e.json").write_text(json.dumps({"config": "configs/x.py", "summary": {}}))  # a run_seeds record
+    with pytest.raises(ValueError, match=r"e\.json: not a scaling.py record"):
+        scaling.merge([a, tmp_path / "e.json"])
+    (tmp_path / "f.json").write_text('{"config": ')
+    with pytest.raises(ValueError, match=r"f\.json: not valid JSON"):
+        scaling.merge([a, tmp_path / "f.json"])
     with pytest.raises(ValueError, match=r"c\.json: config"):
         scaling.merge([a, sweep_json("c.json", [4], [0.8], config="configs/y.py")])
     d = sweep_json("d.json", [5], [0.8])
@@ -118,7 +124,7 @@ def test_scaling_merge_joins_seeds_and_refuses_mismatches(tmp_path):
 
 def _results(auc_by_model: dict, epochs=5, best=4):
   return {"rows": [{"model": m, "test_auc": a, "test_logloss": 0.3} for m, a in auc_by_model.items()],
-          "epochs_run": epochs, "best_epoch": best, "wall_s": 10.0}
+          "epochs_run": epochs, "best_epoch": best, "wall_s": 10.0, "num_students": max(1, len(auc_by_model) - 1)}
 
 
 def test_latest_table_names_missing_runs_and_tabulates_the_seeds_given(tmp_path, monkeypatch, capsys):
@@ -141,6 +147,14 @@ def test_latest_table_names_missing_runs_and_tabulates_the_seeds_given(tmp_path,
   assert t["seeds"] == [2025] and t["mean"]["ensemble"] == 0.95 and t["mean"]["ecn_alone"] == 0.89
   assert t["reference_mean"]["ensemble"] == latest_table.REFERENCE["ensemble"][1]  # seed 2025's reference run
   assert "| 2025 | **0.9500** (0.95456) |" in capsys.readouterr().out
+  (wd / "ecn_alone_seed2025" / "results.json").write_text(json.dumps(_results({"ensemble": 0.9, "mlp_0": 0.8, "mlp_1": 0.8})))
+  with pytest.raises(SystemExit):  # a K=2 run where the table expects ECN alone
+    latest_table.main()
+  assert "ecn_alone_seed2025/results.json: 2 students; a ecn_alone run has one" in capsys.readouterr().err
+  (wd / "latest_seed2025" / "results.json").write_text('{"rows": [{"model": "ens')
+  with pytest.raises(SystemExit):
+    latest_table.main()
+  assert "latest_seed2025/results.json: not valid JSON" in capsys.readouterr().err
 
 
 def _run_seeds(monkeypatch, *args):
