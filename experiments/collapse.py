@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.models.embedding import field_offsets  # noqa: E402
 from kdef_jax.report import pyplot, save_figure  # noqa: E402
+from run_seeds import check_out  # noqa: E402  (experiments/ is this script's folder)
 
 RUN = re.compile(r"^(?P<variant>\w+?)_k(?P<k>\d+)_seed(?P<seed>\d+)$")
 
@@ -58,6 +59,9 @@ def analyse_run(workdir: Path) -> dict:
     _, variables, fmap, results = load_run(workdir)
     table = np.asarray(variables["params"]["embedding"]["table"])
     per_field = table_abundance(table, fmap.vocab_sizes, 2 * table.shape[1])
+    if not per_field:
+        raise ValueError(f"{workdir}: no field has the {2 * table.shape[1]} (2·embedding_dim) rows an "
+                         f"information abundance needs (vocabulary sizes {list(fmap.vocab_sizes)})")
     names = [fmap.fields[f].name for f in per_field]
     return {
         "mean_ia": statistics.fmean(ia for ia, _ in per_field.values()),
@@ -124,16 +128,20 @@ def main():
     ap.add_argument("--workdir", required=True, help="the folder of an experiments/scaling.py sweep")
     ap.add_argument("--out", required=True, help="JSON path; the .md table and .png plot go beside it")
     args = ap.parse_args()
-    found = collect(Path(args.workdir))
+    try:
+        out = check_out(args.out)
+        found = collect(Path(args.workdir))
+    except ValueError as e:
+        ap.error(str(e))
     if not found:
         raise SystemExit(f"no finished <variant>_k<K>_seed<s> runs under {args.workdir}")
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({v: {str(k): r for k, r in ks.items()} for v, ks in found.items()}, indent=1))
     md = markdown(found)
     out.with_suffix(".md").write_text(md + "\n")
     print(md)
     if not plot(found, out.with_suffix(".png")):
+        out.with_suffix(".png").unlink(missing_ok=True)  # not an earlier run's plot beside these numbers
         print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")
 
 

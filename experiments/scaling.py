@@ -183,6 +183,7 @@ def main():
     print(md)
     what = "ablation" if is_ablation(table) else "scaling K"
     if not plot(table, out.with_suffix(".png"), f"{record['config']}: {what}, seeds {record['seeds']}"):
+        out.with_suffix(".png").unlink(missing_ok=True)  # not an earlier run's plot beside these numbers
         print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")
     best = {v: max(rows, key=lambda k: rows[k]["ensemble_test_auc"]["mean"]) for v, rows in table.items()}
     print("best K by ensemble test AUC: " + ", ".join(f"{v} K={k}" for v, k in best.items()))
