@@ -222,3 +222,29 @@ def test_folded_predictor_and_export():
         np.testing.assert_allclose(make_predictor(model, v, what, fold_bn=True)(ids), want, rtol=1e-5)
         call = load_exported(export_predictor(model, v, 3, what, fold_bn=True))
         np.testing.assert_allclose(call(ids[:5]), want[:5], rtol=1e-5)
+
+
+def _two_linear_students():
+    """Two MLP students without hidden layers (z_k = w_k·e + b_k) on one field of d = 1."""
+    from kdef_jax.models.ensemble import KDEFModel, StudentGroup
+
+    kw = (("batch_norm", True), ("dropout", 0.0), ("hidden_units", ()))
+    model = KDEFModel(vocab_sizes=(3,), groups=(StudentGroup("mlp", 2, kw),), embedding_dim=1)
+    v = model.init(jax.random.PRNGKey(0), jnp.ones((1, 1), jnp.int32), False)
+    params = {"embedding": {"table": jnp.asarray([[0.0], [1.0], [-1.0]])},
+                        "group0_mlp": {"Dense_0": {"kernel": jnp.asarray([[[2.0]], [[-1.0]]]), "bias": jnp.asarray([[0.0], [1.0]])}}}
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, v["params"])
+    return model, {"params": params}
+
+
+def test_ensemble_predictor_is_sigmoid_of_the_mean_logit_hand_values():
+    """id 1 → e = 1: logits (2, 0) → σ(1) = 0.7310586 (mean of σ would be 0.6903985);
+    id 2 → e = -1: logits (-2, 2) → σ(0) = 0.5 (mean of σ also 0.5)."""
+    from kdef_jax.export import make_predictor
+
+    model, v = _two_linear_students()
+    ids = jnp.asarray([[1], [2]], jnp.int32)
+    np.testing.assert_allclose(np.asarray(model.apply(v, ids, False, None)), [[2.0, -2.0], [0.0, 2.0]])
+    np.testing.assert_allclose(make_predictor(model, v)(ids), [0.7310586, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(make_predictor(model, v, 1)(ids), [0.5, 0.8807971], rtol=1e-6)
+

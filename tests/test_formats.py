@@ -390,3 +390,46 @@ def test_bars_csv_configs_kdd12_frappe_latest_criteo(tmp_path, engine):
              ",".join(f"C{i}" for i in range(1, 27)) + "\n",
              "0,," + ",".join(["260.0"] * 12) + "," + ",".join(["05db9164"] * 26) + "\n", engine)
   assert vocab_of(cr)["I2"] == ["30"] and vocab_of(cr)["I1"] == []  # ⌊ln² 260⌋ = 30; missing I1 -> OOV only
+
+
+def test_kkbox_age_bucket_boundaries():
+  """Ages on every bucket edge: "" outside [1, 95]; "1" (≤10), "2" (≤20) … "6" (≤60), "7" (>60)."""
+  from kdef_jax.data.schema import TRANSFORMS
+
+  age = TRANSFORMS["kkbox_age"]
+  cases = {"": "", "0": "", "0.5": "", "1": "1", "10": "1", "10.5": "2", "20": "2", "21": "3", "30": "3", "40": "4",
+           "50": "5", "60": "6", "60.5": "7", "95": "7", "95.5": "", "-3": ""}
+  assert {k: age(k) for k in cases} == cases
+
+
+def test_threshold_label_rule_needs_neg_strictly_below_pos():
+  """threshold:4:4 would make every 4 both positive and negative: NEG must be below POS."""
+  from kdef_jax.data.schema import LabelRule
+
+  with pytest.raises(ValueError, match="NEG must be < POS"):
+    LabelRule.parse("threshold:4:4")
+  r = LabelRule.parse("threshold:4:3.5")
+  assert r.apply(["4", "3.75", "3.5"])[0].tolist() == [1.0, -1.0, 0.0]
+
+
+def test_threshold_label_rule_rejects_non_finite_labels():
+  """Labels inf, nan and -inf under a threshold rule are bad rows, not a positive or a silent drop."""
+  from kdef_jax.data.schema import DROP, LabelRule
+
+  lab, bad = LabelRule.parse("threshold:4:2").apply(["inf", "5", "nan", "-inf"])
+  assert lab.tolist() == [DROP, 1.0, DROP, DROP]
+  assert sorted(bad) == [0, 2, 3] and "label 'inf' is not a number" in bad[0]
+
+
+def test_libfm_row_with_an_extra_pair_is_a_bad_row(tmp_path):
+  """Too many pairs is a bad row too: a row of 3 pairs for 2 fields names its line."""
+  from kdef_jax.data.formats.libfm import read_libfm
+  from kdef_jax.data.schema import DataFormatError
+
+  p = tmp_path / "x.libfm"
+  p.write_text("1 1:1 2:1\n0 1:1 2:1 3:1\n0 4:1\n")
+  with pytest.raises(DataFormatError, match=r"x.libfm:2: expected 2 'index:value' pairs after the label, found 3"):
+    list(read_libfm(str(p), ("a", "b")))
+  (block,) = read_libfm(str(p), ("a", "b"), on_bad_rows="skip")
+  assert block.skipped == 2 and block.line_numbers.tolist() == [1]
+

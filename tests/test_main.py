@@ -97,3 +97,36 @@ def test_cli_tiny_run_writes_results(tmp_path):
     assert res["num_students"] == 2 and res["students"] == ["mlp_0", "mlp_1"]
     assert "ensemble − best student" in p.stdout
     assert (wd / "metrics.jsonl").exists() and (wd / "config.json").exists()
+
+
+@pytest.mark.parametrize("key,ok,bad", [
+    ("optim.patience", 1, 0),
+    ("optim.lr_decay", 1.0, 1.5),
+    ("optim.learning_rate", 1e-9, 0.0),
+    ("optim.embedding_l2", 0.0, -1e-9),
+    ("model.embedding_dim", 1, 0),
+    ("model.final.blocks", 2, 3),
+    ("train.num_epochs", 1, 0),
+    ("train.eval_batch_size", 0, -1),
+    ("data.min_count", 1, 0),
+    ("data.valid_mod", 2, 1),
+])
+def test_validate_boundaries(key, ok, bad):
+    """At each limit: the first legal value passes, the first illegal one names its key."""
+    from kdef_jax.config import base_config, validate
+
+    def cfg(value):
+        c = base_config()
+        if key == "data.valid_mod":
+            c.data.split = "mod"
+        node = c
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = value
+        return c
+
+    validate(cfg(ok))
+    with pytest.raises(ValueError, match=f"config {key}:"):
+        validate(cfg(bad))
+

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from kdef_jax.config import base_config
 from kdef_jax.data.synthetic import CRITEO_VOCAB
 from kdef_jax.models.embedding import FeatureEmbedding, field_offsets
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup, groups_from_config
@@ -240,3 +241,44 @@ def test_each_impl_draws_independent_dropout_per_student(impl):
     var = {"params": {**v["params"], "group0_mlp": same}, "batch_stats": v["batch_stats"]}
     z, _ = model.apply(var, ids, True, None, rngs={"dropout": jax.random.PRNGKey(3)}, mutable=["batch_stats"])
     assert not np.allclose(z[0], z[1]) and not np.allclose(z[1], z[2])
+
+
+def test_students_spec_without_count_means_one_copy():
+    """model.students is "kind:count, ..."; a bare kind is one student."""
+    from kdef_jax.models.ensemble import groups_from_config
+
+    c = base_config()
+    c.model.students = "mlp, ecn:2,ipnn"
+    assert [(g.kind, g.count) for g in groups_from_config(c.model)] == [("mlp", 1), ("ecn", 2), ("ipnn", 1)]
+
+
+def _fmix32_py(h):
+    m = 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & m
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & m
+    return h ^ (h >> 16)
+
+
+def test_fmix32_is_murmurhash3s_finaliser_hand_values():
+    """MurmurHash3 fmix32(1) = 0x514E28B7 (published value); 0 is its fixed point."""
+    from kdef_jax.models.layers import _fmix32
+
+    xs = [0, 1, 2, 0x80000000, 0xFFFFFFFF, 123456789]
+    want = [0x0, 0x514E28B7, 0x30F4C306, 0x6D3C65A0, 0x81F16F39, 0xBA60D89A]
+    assert [int(v) for v in np.asarray(_fmix32(jnp.asarray(xs, jnp.uint32)))] == want
+    assert [_fmix32_py(x) for x in xs] == want
+
+
+def test_hash_keep_mask_follows_the_documented_formula():
+    """The mask bit by bit: keep[i] iff fmix32(fmix32(i + s0) ^ s1) < keep_prob·2³², with
+    (s0, s1) = jax.random.bits(key, (2,), uint32)."""
+    from kdef_jax.models.layers import hash_keep_mask
+
+    key = jax.random.PRNGKey(7)
+    s0, s1 = (int(s) for s in np.asarray(jax.random.bits(key, (2,), jnp.uint32)))
+    got = np.asarray(hash_keep_mask(key, (4, 16), 0.5)).ravel()
+    want = [_fmix32_py(_fmix32_py((i + s0) & 0xFFFFFFFF) ^ s1) < 2**31 for i in range(64)]
+    assert got.tolist() == want
+

@@ -111,3 +111,16 @@ def test_movielens_100k_real_acceptance_split(tmp_path):
   g = x_of(ds, "train")[:, 6:]
   assert ((g != 0).sum(1) >= 1).all() and ((g != 0).sum(1) <= 5).all()
   assert ((g[:, :-1] == 0) <= (g[:, 1:] == 0)).all()  # post-padding: no id after a PAD
+
+
+def test_movielens_100k_genre_flags_follow_genre_ids_not_file_order(tmp_path):
+  """The i-th genre flag of u.item is genre id i, whatever the line order of u.genre."""
+  from kdef_jax.data.formats.movielens import load_metadata
+
+  (tmp_path / "u.genre").write_text("Drama|2\nAction|0\nComedy|1\n")
+  (tmp_path / "u.user").write_text("1|24|M|technician|85711\n")
+  (tmp_path / "u.item").write_text("7|Film (1990)|01-Jan-1990||url|1|0|1\n8|Other (1991)|01-Jan-1991||url|0|1|0\n")
+  users, items = load_metadata(str(tmp_path), "100k")
+  assert users == {"1": ["24", "M", "technician", "85711"]}
+  assert items == {"7": ["Film (1990)", "Action^Drama"], "8": ["Other (1991)", "Comedy"]}
+

@@ -4,6 +4,7 @@ CPU devices, since a process's device count is fixed when jax starts; plus the o
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import jax
@@ -50,3 +51,22 @@ def test_bad_mesh_config_names_the_key(key, value, msg):
     c.mesh[key] = value
     with pytest.raises(ValueError, match=msg):
         validate(c)
+
+
+def test_table_rows_rounds_up_to_the_mesh_size_hand_values():
+    """The table is padded up to a multiple of the mesh size, and a divisible table not at all."""
+    from kdef_jax.sharding import table_rows
+
+    mesh4 = types.SimpleNamespace(size=4)
+    assert [table_rows(t, mesh4) for t in (1, 141, 142, 144, 145)] == [4, 144, 144, 144, 148]
+    assert table_rows(5298, types.SimpleNamespace(size=1)) == 5298
+
+
+def test_splits_only_groups_that_divide_the_student_axis():
+    """Only groups whose count the student axis divides are split; groups of one (KDEF_Latest) or
+    3 copies over 2 shards are replicated."""
+    from kdef_jax.sharding import splits
+
+    assert [splits(k, 2) for k in (1, 2, 3, 4, 6)] == [False, True, False, True, True]
+    assert [splits(k, 1) for k in (1, 4)] == [False, False] and splits(4, 4) and not splits(6, 4)
+

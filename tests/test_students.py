@@ -292,3 +292,51 @@ def test_kdef_latest_configs():
         tiny = load_config_module(name).get_config("tiny")
         validate(tiny)
         assert tiny.model.students == KDEF_LATEST and tiny.train.num_epochs <= 2
+
+
+def test_ecn_relayout_odd_dim_splits_ceil_then_floor():
+    """An odd d splits as torch.tensor_split does: ceil(d/2) then floor(d/2)."""
+    from kdef_jax.models.students.ecn import ecn_relayout
+
+    e = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)  # row 0: e_1 = [0, 1, 2], e_2 = [3, 4, 5]
+    x = np.asarray(ecn_relayout(jnp.asarray(e)))
+    np.testing.assert_array_equal(x[0], [0, 1, 3, 4, 2, 5])  # first halves [0,1] [3,4], then second halves [2] [5]
+    np.testing.assert_array_equal(x[1], [6, 7, 9, 10, 8, 11])
+
+
+def _attention(use_scale, use_residual):
+    from kdef_jax.models.students.autoint import MultiHeadSelfAttention
+
+    eye = jnp.eye(2, dtype=jnp.float32)
+    layer = MultiHeadSelfAttention(attention_dim=2, num_heads=1, dropout=0.0, use_residual=use_residual,
+                                                                  use_scale=use_scale, layer_norm=False)
+    x = jnp.asarray([[[1.0, 0.0], [0.0, 2.0]]])  # B=1, F=2, d=2; W_q = W_k = W_v = I, so Q = K = V = X
+    params = {"W_q": {"kernel": eye}, "W_k": {"kernel": eye}, "W_v": {"kernel": eye}}
+    return np.asarray(layer.apply({"params": params}, x, False))[0]
+
+
+def test_autoint_attention_unscaled_without_residual_hand_values():
+    """use_scale=False and use_residual=False by hand.
+
+    S = X Xᵀ = [[1, 0], [0, 4]]; row 1: softmax([1, 0]) = [e/(1+e), 1/(1+e)] = [0.731059, 0.268941],
+    O₁ = 0.731059·[1, 0] + 0.268941·[0, 2] = [0.731059, 0.537883]; row 2: softmax([0, 4]) =
+    [0.017986, 0.982014], O₂ = [0.017986, 1.964028]. No residual, ReLU keeps them."""
+    np.testing.assert_allclose(_attention(False, False), [[0.7310586, 0.5378828], [0.0179862, 1.9640276]], rtol=1e-5)
+
+
+def test_autoint_attention_scaled_with_identity_residual_hand_values():
+    """S = X Xᵀ/√2 = [[0.707107, 0], [0, 2.828427]]; row 1 softmax = [0.669762, 0.330238] → O₁ = [0.669762,
+    0.660477] + X₁ = [1.669762, 0.660477]; row 2 softmax = [0.055807, 0.944193] → O₂ = [0.055807, 1.888386] + [0, 2]."""
+    np.testing.assert_allclose(_attention(True, True), [[1.6697616, 0.6604769], [0.0558072, 3.8883856]], rtol=1e-5)
+
+
+def test_afn_log_transform_clamps_at_1e5_and_flattens_neuron_major():
+    """With identity BNs and W = I (N = F), C = exp(ln max(|E|, 1e-5)) =
+    max(|E|, 1e-5), flattened neuron-major: E = [[0, -2], [3, 1e-7]] → [1e-5, 2, 3, 1e-5]."""
+    from kdef_jax.models.students.afn import log_transform
+
+    ident_bn = lambda x, train, mask: x  # noqa: E731
+    e = jnp.asarray([[[0.0, -2.0], [3.0, 1e-7]]])
+    out = np.asarray(log_transform(e, lambda a: a, ident_bn, ident_bn, False, None))
+    np.testing.assert_allclose(out, [[1e-5, 2.0, 3.0, 1e-5]], rtol=1e-5, atol=0)
+

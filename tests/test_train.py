@@ -13,9 +13,9 @@ import numpy as np
 import optax
 import pytest
 from conftest import step_compiles
+from run_helpers import tiny_config
 
 from kdef_jax.checkpoint import CheckpointError, Checkpoints
-from kdef_jax.config import base_config
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.loader import iterate_batches
 from kdef_jax.models.embedding import field_offsets
@@ -24,25 +24,6 @@ from kdef_jax.steps import create_train_state, get_learning_rate, make_optimizer
 from kdef_jax.train import plateau_update, train_and_evaluate
 
 
-def tiny_config(tmp_path, **over):
-    c = base_config()
-    c.data.cache_dir = str(tmp_path / "cache")
-    c.data.synthetic.num_train, c.data.synthetic.num_valid, c.data.synthetic.num_test = 3000, 700, 700
-    c.data.name = "synthetic_test"
-    c.model.hidden_units = (16, 16)
-    c.model.num_students = 3
-    c.train.batch_size = 512
-    c.train.num_epochs = 2
-    c.train.progress = False
-    c.train.plot = False
-    c.train.log_every = 1
-    for k, v in over.items():
-        node = c
-        *path, leaf = k.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = v
-    return c
 
 
 def _setup(tmp_path, **over):
