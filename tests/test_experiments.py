@@ -1,6 +1,7 @@
 """experiments/: the seed runner and the K-scaling sweep (tiny synthetic runs)."""
 
 import json
+import re
 import sys
 
 import pytest
@@ -218,3 +219,21 @@ def test_scaling_merge_never_writes_over_an_input(tmp_path, monkeypatch, capsys)
   with pytest.raises(SystemExit):
     scaling.main()
   assert f"would overwrite the input {a}" in capsys.readouterr().err and a.read_text() == "{}"
+
+
+def test_overrides_are_parsed_as_their_fields_type():
+  from kdef_jax.config import base_config
+
+  c = base_config()
+  run_seeds.apply_overrides(c, ["data.name=123", "optim.learning_rate=1", "train.progress=True", "model.hidden_units=(8,)"])
+  assert c.data.name == "123" and c.optim.learning_rate == 1.0 and isinstance(c.optim.learning_rate, float)
+  assert c.train.progress is True and c.model.hidden_units == (8,)
+  for item, message in [("train.progress=yes", "train.progress='yes': expected True or False"),
+                        ("model.hidden_units=8", "model.hidden_units='8': expected a tuple"),
+                        ("train.batch_size=1e3", "train.batch_size='1e3': expected an integer"),
+                        ("optim.learning_rate=fast", "optim.learning_rate='fast': expected a number"),
+                        ("model.num_students", "'model.num_students': an override is KEY=VALUE")]:
+    with pytest.raises(ValueError, match=re.escape(message)):
+      run_seeds.apply_overrides(c, [item])
+  with pytest.raises(KeyError, match="unknown config key 'nope.x'"):
+    run_seeds.apply_overrides(c, ["nope.x=1"])
