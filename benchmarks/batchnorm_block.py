@@ -23,7 +23,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import Runner, machine, time_interleaved, write_json  # noqa: E402
+from common import Runner, machine, positive_int, time_interleaved, write_json  # noqa: E402
 from kdef_jax.models.layers import BatchNorm, Dropout, hash_keep_mask  # noqa: E402
 
 
@@ -55,11 +55,11 @@ def autodiff_fwd(params, stats, x, key, rate):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=10_000)
-    ap.add_argument("--features", type=int, default=400)
+    ap.add_argument("--batch", type=positive_int, default=10_000)
+    ap.add_argument("--features", type=positive_int, default=400)
     ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=positive_int, default=20)
+    ap.add_argument("--rounds", type=positive_int, default=5)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     rng = np.random.default_rng(0)

@@ -29,7 +29,9 @@ import jax
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Runner, criteo_batches, criteo_model, default_train_config, machine, mlp_group, time_interleaved, write_json  # noqa: E402
+from common import (  # noqa: E402
+    Runner, criteo_batches, criteo_model, default_train_config, machine, mlp_group, positive_int, time_interleaved, write_json,
+)
 from kdef_jax import steps  # noqa: E402
 from kdef_jax.reductions import tree_norm  # noqa: E402
 
@@ -75,11 +77,11 @@ def one_process(ks, order, steps_, rounds, batch) -> list:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ks", type=int, nargs="+", default=[1, 10])
-    ap.add_argument("--steps", type=int, default=5, help="calls per variant per round")
-    ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--batch", type=int, default=10_000)
-    ap.add_argument("--processes", type=int, default=1, help="fresh processes, build order alternated")
+    ap.add_argument("--ks", type=positive_int, nargs="+", default=[1, 10])
+    ap.add_argument("--steps", type=positive_int, default=5, help="calls per variant per round")
+    ap.add_argument("--rounds", type=positive_int, default=12)
+    ap.add_argument("--batch", type=positive_int, default=10_000)
+    ap.add_argument("--processes", type=positive_int, default=1, help="fresh processes, build order alternated")
     ap.add_argument("--order", default=",".join(VARIANTS), help=argparse.SUPPRESS)
     ap.add_argument("--out")
     args = ap.parse_args()

@@ -27,10 +27,13 @@ def _args():
     p.add_argument("--devices", type=int, default=8)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--batch", type=int, default=10_000)
-    p.add_argument("--optimizers", nargs="+", default=["dense", "lazy_adam"])
-    p.add_argument("--embeddings", nargs="+", default=["replicated", "rows"])
+    p.add_argument("--optimizers", nargs="+", default=["dense", "lazy_adam"], choices=["dense", "lazy_adam"])
+    p.add_argument("--embeddings", nargs="+", default=["replicated", "rows"], choices=["replicated", "rows"])
     p.add_argument("--out", default=None)
-    return p.parse_args()
+    a = p.parse_args()  # before jax is imported (it fixes the device count): checked here, not by common's types
+    if min(a.devices, a.k, a.batch) < 1:
+        p.error("--devices, --k and --batch must be >= 1")
+    return a
 
 
 ARGS = _args() if __name__ == "__main__" else None
@@ -41,7 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
-from benchmarks.common import EMB_DIM, criteo_batches, criteo_model, default_train_config, machine, mlp_group, write_json  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    EMB_DIM, criteo_batches, criteo_model, default_train_config, machine, mlp_group, write_json,
+)
 from kdef_jax import sharding  # noqa: E402
 from kdef_jax.data.synthetic import CRITEO_VOCAB  # noqa: E402
 from kdef_jax.steps import make_training  # noqa: E402

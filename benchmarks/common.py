@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -125,6 +126,14 @@ def machine() -> dict:
         "cpu": host_cpu(),
         "jax": jax.__version__,
     }
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of students, rows, steps or rounds)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
+    return value
 
 
 def write_json(path: str | None, record: dict, echo: bool = True) -> None:

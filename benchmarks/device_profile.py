@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 
-from common import Runner, criteo_batches, criteo_model, machine, mlp_group, time_interleaved, write_json  # noqa: E402
+from common import Runner, criteo_batches, criteo_model, machine, mlp_group, positive_int, time_interleaved, write_json  # noqa: E402
 from kdef_jax.export import make_predictor  # noqa: E402
 from train_throughput import step_runner  # noqa: E402
 
@@ -132,13 +132,13 @@ def module_name(name: str) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--k", type=positive_int, default=10)
+    ap.add_argument("--batch", type=positive_int, default=10_000)
     ap.add_argument("--programs", nargs="+", default=list(PROGRAMS), choices=PROGRAMS)
-    ap.add_argument("--calls", type=int, default=10, help="calls traced per program")
-    ap.add_argument("--steps", type=int, default=10, help="calls per round of the untraced wall-time measurement")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--calls", type=positive_int, default=10, help="calls traced per program")
+    ap.add_argument("--steps", type=positive_int, default=10, help="calls per round of the untraced wall-time measurement")
+    ap.add_argument("--rounds", type=positive_int, default=3)
+    ap.add_argument("--top", type=positive_int, default=12)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     runners = build_runners(args.programs, args.k, args.batch)

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 
-from common import machine, write_json  # noqa: E402
+from common import machine, positive_int, write_json  # noqa: E402
 from kdef_jax.config import load_config_file, validate  # noqa: E402
 from kdef_jax.data.dataset import load_dataset  # noqa: E402
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, prefetch  # noqa: E402
@@ -36,9 +36,9 @@ from kdef_jax.steps import make_training  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/default.py:criteo")
-    ap.add_argument("--k", type=int, default=10, help="model.num_students")
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--k", type=positive_int, default=10, help="model.num_students")
+    ap.add_argument("--steps", type=positive_int, default=6)
+    ap.add_argument("--rounds", type=positive_int, default=3)
     ap.add_argument("--prefetch", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()

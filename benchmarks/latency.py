@@ -22,17 +22,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 
 from common import (  # noqa: E402
-    Runner, criteo_batches, criteo_model, machine, mlp_group, spec_groups, time_interleaved, write_json,
+    Runner, criteo_batches, criteo_model, machine, mlp_group, positive_int, spec_groups, time_interleaved, write_json,
 )
 from kdef_jax.export import make_predictor  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 256, 10_000])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--k", type=positive_int, default=10)
+    ap.add_argument("--batches", type=positive_int, nargs="+", default=[1, 256, 10_000])
+    ap.add_argument("--steps", type=positive_int, default=20)
+    ap.add_argument("--rounds", type=positive_int, default=3)
     ap.add_argument("--min-round-s", type=float, default=0.05,
                     help="more calls per round until a round lasts this long (sub-ms GPU calls; 0: --steps only)")
     ap.add_argument("--students", default="", help='a student spec instead of K MLPs, e.g. "ipnn:1,final:1,ecn:1"')

@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "kdef_bench_loader"))
     ap.add_argument("--out", required=True, help="JSON path, e.g. benchmarks/results/loader.json")
     a = ap.parse_args()
+    if a.rows < 1 or a.epochs < 1 or min(a.batch_size) < 1:
+        ap.error("--rows, --epochs and --batch-size must be >= 1")
     spec = SyntheticSpec(vocab_sizes=CRITEO_VOCAB, num_train=a.rows, num_valid=1000, num_test=1000, seed=7)
     ds = open_cache(build_synthetic(spec, a.cache_dir, dataset_id="loader_bench_criteo", log=print))
     split = ds.splits["train"]

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import EMB_DIM, Runner, criteo_batches, default_train_config, machine, time_interleaved, write_json  # noqa: E402
+from common import EMB_DIM, Runner, criteo_batches, default_train_config, machine, positive_int, time_interleaved, write_json  # noqa: E402
 from kdef_jax import steps  # noqa: E402
 from kdef_jax.data.synthetic import CRITEO_VOCAB  # noqa: E402
 from kdef_jax.models.embedding import column_offsets  # noqa: E402
@@ -91,9 +91,9 @@ def runners(table0, batches, o, lam):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=5, help="calls per variant per round")
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--steps", type=positive_int, default=5, help="calls per variant per round")
+    ap.add_argument("--rounds", type=positive_int, default=8)
+    ap.add_argument("--batch", type=positive_int, default=10_000)
     ap.add_argument("--out")
     args = ap.parse_args()
     c = default_train_config()

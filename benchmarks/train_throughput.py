@@ -45,6 +45,7 @@ from common import (  # noqa: E402
     default_train_config,
     machine,
     mlp_group,
+    positive_int,
     spec_groups,
     time_interleaved,
     write_json,
@@ -96,19 +97,19 @@ def gemm_runner(k, batch, dtype=jnp.float32) -> Runner:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 3, 6, 10, 16, 32])
-    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--ks", type=positive_int, nargs="+", default=[1, 2, 3, 6, 10, 16, 32])
+    ap.add_argument("--batch", type=positive_int, default=10_000)
     ap.add_argument("--variants", nargs="+", default=["group", "vmap", "loop", "gemm"],
                     choices=["group", "vmap", "loop", "gemm"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--loop-max-k", type=int, default=16, help="skip the Python-loop variant above this K")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=positive_int, default=5)
+    ap.add_argument("--rounds", type=positive_int, default=3)
     ap.add_argument("--students", default="", help='a student spec instead of K MLPs, e.g. "ipnn:1,final:1,ecn:1"')
     ap.add_argument("--set", nargs="*", default=[], help="model config overrides for --students, e.g. model.ecn.num_cross_layers=4")
     ap.add_argument("--mflop-per-sample", type=float, default=0.0, help="forward+backward MFLOP/sample of --students")
-    ap.add_argument("--processes", type=int, default=1, help="repeat every K in this many fresh processes")
+    ap.add_argument("--processes", type=positive_int, default=1, help="repeat every K in this many fresh processes")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.processes > 1 and not args.students:
