@@ -12,9 +12,10 @@ distinct rows of the batch are touched, so the cost no longer grows with the voc
     E[u] ← E[u] − lr·m̂_u/(√v̂_u + ε) with the global step's bias correction (TF LazyAdam's rule).
 
 Rows absent from the batch keep their values and moments exactly. PAD rows get zero gradient and
-stay 0; the ids of a padded batch's masked rows are read as PAD, so they touch no row. When every row is in every batch and λ = 0, this equals dense Adam. With the table split by
-rows over a mesh (``mesh.embedding = "rows"``) each device applies that update to the rows of u it
-holds, in place (``split_table``): no table row, moment or [U, d] sum crosses devices.
+stay 0; the ids of a padded batch's masked rows are read as PAD, so they touch no row. When every
+row is in every batch and λ = 0, this equals dense Adam. With the table split by rows over a mesh
+(``mesh.embedding = "rows"``) each device applies that update to the rows of u it holds, in place
+(``split_table``): no table row, moment or [U, d] sum crosses devices.
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ class _Admitted(NamedTuple):
     sizes: dict  # raw column -> dictionary size after this block (bounds the ids)
     y: np.ndarray
     codes: np.ndarray  # split code per kept row
-    lines: np.ndarray  # 1-based raw-file line per kept row
+    lines: np.ndarray | None  # 1-based raw-file line per kept row (spec.keep_lines only)
     starts: dict  # split -> first output row reserved for this block
 
 
@@ -225,9 +225,12 @@ def _admit(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats,
     if keep is not None:
         ids = {k: v[keep] for k, v in ids.items()}
         y = y[keep]
-        row_index, lines = block.row_index[keep], block.line_numbers[keep]
+        row_index = block.row_index[keep]
     else:
-        row_index, lines = block.row_index, block.line_numbers
+        row_index = block.row_index
+    lines = None
+    if spec.keep_lines:
+        lines = block.line_numbers if keep is None else block.line_numbers[keep]
     codes = _split_codes(spec, role, row_index)
     sizes = {}
     for s, code in _CODE.items():
@@ -267,12 +270,14 @@ def _emit(state: _State, out: IdFiles, a: _Admitted | None) -> None:
         if m:
             out.write(SPLITS[codes[0]], a.starts[SPLITS[codes[0]]], x, y, lines)
         return
-    y, lines = y[order], lines[order]
+    y = y[order]
+    if lines is not None:
+        lines = lines[order]
     bounds = np.searchsorted(codes[order], np.arange(len(SPLITS) + 1))
     for s, code in _CODE.items():
         lo, hi = bounds[code], bounds[code + 1]
         if hi > lo:
-            out.write(s, a.starts[s], x[lo:hi], y[lo:hi], lines[lo:hi])
+            out.write(s, a.starts[s], x[lo:hi], y[lo:hi], None if lines is None else lines[lo:hi])
 
 
 def _release_free_memory() -> None:
