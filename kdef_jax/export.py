@@ -5,7 +5,8 @@
 * ``fold_batchnorm(model, variables)`` → the same predictions with every eval-mode BatchNorm that
   follows a Dense folded into it (W' = W·diag(a), b' = b·a + β − μ·a, a = γ/√(σ²+ε)).
 * ``make_predictor(model, variables, what)`` → a jitted ``ids -> probabilities`` for the ensemble
-  (σ of the mean logit) or for one student (``fold_bn=True``: of its folded network).
+  (σ of the mean logit; ``fusion=`` for the sum / mean_prob baselines) or for one student
+  (``fold_bn=True``: of its folded network).
 * ``export_predictor(...)`` → ``jax.export`` serialization (StableHLO bytes) with a symbolic batch
   dimension, loadable without this library's Python code via ``jax.export.deserialize``.
 * ``load_run(workdir)`` → the trained model, its best-epoch variables and feature map.
@@ -18,6 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from kdef_jax.losses import FUSIONS, ensemble_logit
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
 from kdef_jax.models.layers import BatchNorm
 
@@ -146,10 +148,15 @@ def _group_shapes(model: KDEFModel, group: StudentGroup):
     return _shapes(sub)
 
 
-def make_predictor(model: KDEFModel, variables: dict, what: str | int = "ensemble", fold_bn: bool = False):
+def make_predictor(model: KDEFModel, variables: dict, what: str | int = "ensemble", fold_bn: bool = False,
+                   fusion: str = "mean_logit"):
     """Jitted ``ids [B, C] int32 -> probabilities [B]`` of the ensemble or of student ``what``;
     ``fold_bn``: of its BatchNorm-folded network (``fold_batchnorm``; the same predictions up to float
-    rounding, fewer ops)."""
+    rounding, fewer ops). ``fusion``: how the students form the ensemble, σ(``ensemble_logit(z, fusion)``);
+    a run's is ``results["fusion"]`` (``fusion_of(loss.variant)``: σ(mean z) but for the sum/mean_prob
+    baselines)."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion {fusion!r} is not one of {FUSIONS}")
     if what != "ensemble":
         model, variables = extract_student(model, variables, int(what))
     if fold_bn:
@@ -158,15 +165,15 @@ def make_predictor(model: KDEFModel, variables: dict, what: str | int = "ensembl
     @jax.jit
     def apply(variables, ids):
         logits = model.apply(variables, ids, False, None)
-        return jax.nn.sigmoid(jnp.mean(logits, axis=0))
+        return jax.nn.sigmoid(ensemble_logit(logits, fusion))
 
     return functools.partial(apply, variables)
 
 
 def export_predictor(model: KDEFModel, variables: dict, num_columns: int, what: str | int = "ensemble",
-                     fold_bn: bool = False) -> bytes:
+                     fold_bn: bool = False, fusion: str = "mean_logit") -> bytes:
     """Serialized ``jax.export`` of the predictor (``make_predictor``'s arguments), batch dimension symbolic."""
-    predict = jax.jit(make_predictor(model, variables, what, fold_bn))  # variables become constants
+    predict = jax.jit(make_predictor(model, variables, what, fold_bn, fusion))  # variables become constants
     (b,) = jax.export.symbolic_shape("b")
     exp = jax.export.export(predict)(jax.ShapeDtypeStruct((b, num_columns), jnp.int32))
     return exp.serialize()

@@ -2,9 +2,10 @@
 
     python -m kdef_jax.export_run --workdir runs/frappe --what best --fold-bn
 
-Loads the run's best epoch (``export.load_run``), builds the predictor of the ensemble, of the best
-student by validation AUC (``--what best``, from results.json) or of student K (``--what K``),
-optionally with BatchNorm folded into the Dense layers (``--fold-bn``), and writes its ``jax.export``
+Loads the run's best epoch (``export.load_run``), builds the predictor of the ensemble (formed as
+the run's loss.variant forms it: ``kdef_jax.losses.fusion_of``), of the best student by validation
+AUC (``--what best``, from results.json) or of student K (``--what K``), optionally with BatchNorm
+folded into the Dense layers (``--fold-bn``), and writes its ``jax.export``
 serialization (StableHLO with the weights as constants, batch dimension symbolic) to ``--out``
 (default ``<workdir>/predictor_<what>.jaxexport``), plus ``<out>.json``: which network, its input
 columns, the feature map to encode raw rows with, and a check that the reloaded file predicts what
@@ -25,7 +26,8 @@ import numpy as np
 
 from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.export import export_predictor, load_exported, load_run, make_predictor
-from kdef_jax.run_files import check_output, write_atomic, write_json
+from kdef_jax.losses import fusion_of
+from kdef_jax.run_files import check_output, read_run_config, write_atomic, write_json
 
 
 def resolve_what(what: str, results: dict, num_students: int):
@@ -58,13 +60,14 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
     """Write the predictor file and its JSON description; returns the description."""
     workdir = Path(workdir)
     model, variables, fmap, results = load_run(workdir)
+    fusion = fusion_of(read_run_config(workdir).loss.variant)  # the ensemble the run trained and evaluated
     target = resolve_what(what, results, model.num_students)
     name = "ensemble" if target == "ensemble" else f"student{target}"
     default = workdir / f"predictor_{name}{'_folded' if fold_bn else ''}.jaxexport"
     out = check_output(Path(out) if out else default, "--out", workdir=workdir)
-    blob = export_predictor(model, variables, fmap.num_columns, target, fold_bn=fold_bn)
+    blob = export_predictor(model, variables, fmap.num_columns, target, fold_bn=fold_bn, fusion=fusion)
     ids = jnp.asarray(random_ids(model.vocab_sizes, model.max_lens, check_rows))
-    want = make_predictor(model, variables, target)(ids)  # unfolded: the check covers the fold too
+    want = make_predictor(model, variables, target, fusion=fusion)(ids)  # unfolded: the check covers the fold too
     got = load_exported(blob)(ids)
     diff = float(jnp.max(jnp.abs(got - want)))
     if not diff <= 1e-4:
@@ -72,6 +75,7 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
     write_atomic(out, lambda fh: fh.write(blob), binary=True)
     info = {
         "file": str(out), "bytes": len(blob), "what": name, "fold_bn": fold_bn,
+        **({"fusion": fusion} if target == "ensemble" else {}),
         "num_students": model.num_students, "num_columns": fmap.num_columns,
         "input": "int32 ids [B, num_columns]: per field id i+1 = vocab.json[field][i], 0 PAD, last id OOV; "
                  "output: click probability [B]",

@@ -3,21 +3,51 @@
 The default variant reproduces the authors' PyTorch code (EKTF.add_loss); see
 ``shared/reference/kdef-reference.md`` section 3. Notation: ``z`` = logits [K, B], ``p = sigmoid(z)``,
 teacher logit ``z_t = mean_k z_k``, teacher probability ``y_t = sigmoid(z_t)`` (sigmoid of the mean
-*logit*), ``sg`` = ``jax.lax.stop_gradient``, "mean" = (masked) mean over the batch.
+*logit*), ``sg`` = ``jax.lax.stop_gradient``, "mean" = (masked) mean over the batch. The ensemble
+baselines ``"sum"`` and ``"mean_prob"`` form the ensemble (teacher) otherwise: ``ensemble_logit``.
 """
 from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
-VARIANTS = ("kdef", "kd_only", "dml_only", "no_exam", "mean", "independent")
+VARIANTS = ("kdef", "kd_only", "dml_only", "no_exam", "mean", "sum", "mean_prob", "independent")
 CONSISTENCIES = ("mse", "l1", "huber", "bce", "kl")
+# How the K students form the ensemble (the teacher): the logit mean (default), the logit sum
+# (MLPs_sum, spec §7) or the probability mean ("mean_prob": MLP_mean read as averaging probabilities).
+FUSIONS = ("mean_logit", "sum_logit", "mean_prob")
 _LOG_CLAMP = -100.0
+
+
+def fusion_of(variant: str) -> str:
+  """The ensemble ``variant`` trains and predicts with: ``"sum"`` → ``"sum_logit"``, ``"mean_prob"`` →
+  ``"mean_prob"``, every other variant (KDEF's teacher σ(mean z) included) → ``"mean_logit"``."""
+  if variant not in VARIANTS:
+    raise ValueError(f"Unknown variant {variant!r}; valid: {VARIANTS}.")
+  return {"sum": "sum_logit", "mean_prob": "mean_prob"}.get(variant, "mean_logit")
 
 
 def teacher_logit(logits: jax.Array) -> jax.Array:
   """Teacher logit ``z_t = mean_k z_k`` of ``logits`` [K, B] -> [B]."""
   return jnp.mean(logits, axis=0)
+
+
+def ensemble_logit(logits: jax.Array, fusion: str = "mean_logit") -> jax.Array:
+  r"""The ensemble's logit [B] from student logits [K, B]; its probability is ``sigmoid`` of it.
+
+  * ``"mean_logit"``: ``mean_k z_k`` (KDEF's teacher, MLP_mean).
+  * ``"sum_logit"``: ``sum_k z_k`` (MLPs_sum: the same ranking as the mean, K times as sharp).
+  * ``"mean_prob"``: ``logit(mean_k sigmoid(z_k)) = LSE_k log sigmoid(z_k) - LSE_k log sigmoid(-z_k)``
+    (the two ``log K`` cancel), finite for finite ``z`` however saturated the students are.
+  """
+  if fusion == "mean_logit":
+    return teacher_logit(logits)
+  if fusion == "sum_logit":
+    return jnp.sum(logits, axis=0)
+  if fusion == "mean_prob":
+    lse = jax.nn.logsumexp
+    return lse(jax.nn.log_sigmoid(logits), axis=0) - lse(jax.nn.log_sigmoid(-logits), axis=0)
+  raise ValueError(f"Unknown fusion {fusion!r}; valid: {FUSIONS}.")
 
 
 def _log_sigmoid(z: jax.Array) -> jax.Array:
@@ -78,6 +108,9 @@ def kdef_loss(
   * ``"dml_only"`` (paper Eq. 7): ``(1/K) sum_k BCE_k + (1/K) sum_k sum_{l!=k} (1/K) C_kl``.
   * ``"no_exam"`` ("w/o EM"): as kdef with ``lam_k = 1``, ``mu_kl = 1`` (l != k).
   * ``"mean"`` ("w/o all", MLP_mean): ``bce(z_t, y)``.
+  * ``"sum"`` (MLPs_sum): ``bce(z_t, y)`` with ``z_t = sum_k z_k``.
+  * ``"mean_prob"`` (MLP_mean averaging probabilities): ``bce(z_t, y)`` with
+    ``sigmoid(z_t) = mean_k p_k`` (``ensemble_logit``).
   * ``"independent"``: ``(1/K) sum_k BCE_k``.
 
   BCE choice: ``bce(z, y) = -[y max(log_sigmoid(z), -100) + (1-y) max(log_sigmoid(-z), -100)]``.
@@ -95,7 +128,8 @@ def kdef_loss(
     huber_delta: Huber threshold (torch ``HuberLoss`` default 1.0).
 
   Returns:
-    ``(loss, aux)``; aux holds ``teacher_logit`` [B], ``teacher_prob`` [B], ``exam_scores`` [K],
+    ``(loss, aux)``; aux holds ``teacher_logit`` [B] (``ensemble_logit(z, fusion_of(variant))``),
+    ``teacher_prob`` [B], ``exam_scores`` [K],
     ``lambda`` [K] and ``mu`` [K, K] (weights used, zeros where unused), ``student_bce`` [K],
     ``teacher_bce_monitor`` and the terms ``label_bce``, ``teacher_bce``, ``kd``, ``dml`` with
     ``loss == label_bce + teacher_bce + kd + dml``.
@@ -130,7 +164,7 @@ def kdef_loss(
     bmean = lambda x: jnp.sum(jnp.where(keep, x * m, 0.0), axis=-1) / denom
 
   p = jax.nn.sigmoid(z)
-  zt = teacher_logit(z)
+  zt = ensemble_logit(z, fusion_of(variant))
   yt = jax.nn.sigmoid(zt)
   student_bce = bmean(_bce(z, y[None]))  # [K]
   teacher_bce = bmean(_bce(zt, y))  # scalar
@@ -163,7 +197,7 @@ def kdef_loss(
     dml = jnp.sum(mu * C) / K
   label_bce = jnp.mean(student_bce) if variant in ("kdef", "dml_only", "no_exam",
                                                    "independent") else zero
-  teacher_term = teacher_bce if variant in ("kd_only", "mean") else zero
+  teacher_term = teacher_bce if variant in ("kd_only", "mean", "sum", "mean_prob") else zero
   loss = label_bce + teacher_term + kd + dml
   aux = {
       "teacher_logit": zt,

@@ -66,17 +66,31 @@ def sigmoid64(logits) -> np.ndarray:
     return out
 
 
-def ensemble_metrics(labels, logits) -> dict:
-    """AUC and logloss of the teacher (σ of the mean logit) and of every student.
+def ensemble_prob64(logits, fusion: str = "mean_logit") -> np.ndarray:
+    """The ensemble's probability [N] from student logits [K, N] in float64 (``kdef_jax.losses.FUSIONS``):
+    σ(mean_k z_k), σ(Σ_k z_k) or mean_k σ(z_k)."""
+    z = np.asarray(logits, dtype=np.float64)
+    if fusion == "mean_logit":
+        return sigmoid64(z.mean(axis=0))
+    if fusion == "sum_logit":
+        return sigmoid64(z.sum(axis=0))
+    if fusion == "mean_prob":
+        return sigmoid64(z).mean(axis=0)
+    raise ValueError(f"Unknown fusion {fusion!r}; valid: mean_logit, sum_logit, mean_prob")
+
+
+def ensemble_metrics(labels, logits, fusion: str = "mean_logit") -> dict:
+    """AUC and logloss of the teacher (the ensemble, by default σ of the mean logit) and of every student.
 
     Args:
       labels: [N] in {0, 1}.
       logits: [K, N] raw student logits.
+      fusion: how the students form the ensemble (``ensemble_prob64``).
     Returns:
       {"teacher": {"auc", "logloss"}, "students": [{"auc", "logloss"}, ...]}.
     """
     z = np.asarray(logits, dtype=np.float64)
-    teacher_p = sigmoid64(z.mean(axis=0))
+    teacher_p = ensemble_prob64(z, fusion)
     students = []
     for k in range(z.shape[0]):
         p = sigmoid64(z[k])

@@ -15,7 +15,8 @@ order — ``row,line,label,probability_<what>`` (``probability_ensemble``, ``pro
 ``row`` numbers the scored rows from 0; ``line`` is the row's 1-based line in ``--input``, the key
 that joins scores back to the file when rows were left out (the label rule drops them,
 ``on_bad_rows='skip'`` skips them; both are counted). The probability is that of ``--what``: the
-ensemble σ(mean logit), ``best`` (the best student by validation AUC) or a student index. Beside it,
+ensemble (σ(mean logit); the sum / mean_prob baselines' own fusion, ``kdef_jax.losses.fusion_of``),
+``best`` (the best student by validation AUC) or a student index. Beside it,
 ``<out>.json``: the metrics, the rows scored, skipped and dropped, and each field's share of OOV ids
 (values training never saw).
 """
@@ -36,7 +37,8 @@ from kdef_jax.data.dataset import default_cache_dir, load_dataset
 from kdef_jax.data.schema import DataFormatError, open_raw
 from kdef_jax.export import load_run
 from kdef_jax.export_run import resolve_what
-from kdef_jax.metrics import ensemble_metrics, sigmoid64
+from kdef_jax.losses import fusion_of
+from kdef_jax.metrics import ensemble_metrics, ensemble_prob64, sigmoid64
 from kdef_jax.report import student_names
 from kdef_jax.run_files import check_output, read_json, read_run_config, write_atomic, write_json
 from kdef_jax.steps import make_predict_step
@@ -160,8 +162,8 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
         bs = batch_size or config.train.eval_batch_size or config.train.batch_size
         logits = predict_logits(make_predict_step(model), state, split, bs, progress=True, desc="score")
         labels, lines, oov, rows = np.array(split.y), np.array(split.line), oov_shares(split.x, fmap), len(split)
-    z = logits.mean(axis=0) if target == "ensemble" else logits[target]
-    probs = sigmoid64(z)
+    fusion = fusion_of(config.loss.variant)  # the ensemble the run trained and evaluated
+    probs = ensemble_prob64(logits, fusion) if target == "ensemble" else sigmoid64(logits[target])
     name = "ensemble" if target == "ensemble" else f"student{target}"
 
     def write_csv(fh):
@@ -181,7 +183,7 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
         "oov_share": oov, "mean_probability": float(probs.mean()),
     }
     if not unlabeled:
-        metrics = ensemble_metrics(labels, logits)
+        metrics = ensemble_metrics(labels, logits, fusion)
         names = student_names(model.groups)
         info["positive_rate"] = float(labels.mean())
         info["metrics"] = {"ensemble": metrics["teacher"], **dict(zip(names, metrics["students"]))}

@@ -1,12 +1,12 @@
 """``train_and_evaluate(config, workdir) -> results``: the library entry point (FuxiCTR ``fit`` rules).
 
-Per epoch: train on a fresh permutation; evaluate the teacher (σ of the mean logit) and every
-student on validation; the TEACHER's validation AUC alone drives everything: an improvement of at
-least ``min_delta`` saves the best checkpoint and resets the counter; otherwise LR ×= 0.1 (floor
-1e-6, Adam moments kept) and the counter grows; ``patience`` (2) consecutive non-improving epochs
-stop the run. Then the best epoch is restored and evaluated on validation and test.
-With ``config.distributed`` every process runs this same function (kdef_jax/distributed.py); process
-0 alone logs and writes the result files.
+Per epoch: train on a fresh permutation; evaluate the teacher (the ensemble: σ of the mean logit, or
+the ensemble baselines' ``fusion_of(loss.variant)``) and every student on validation; the TEACHER's
+validation AUC alone drives everything: an improvement of at least ``min_delta`` saves the best
+checkpoint and resets the counter; otherwise LR ×= 0.1 (floor 1e-6, Adam moments kept) and the
+counter grows; ``patience`` (2) consecutive non-improving epochs stop the run. Then the best epoch
+is restored and evaluated on validation and test. With ``config.distributed`` every process runs this
+same function (kdef_jax/distributed.py); process 0 alone logs and writes the result files.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from kdef_jax.checkpoint import Checkpoints
 from kdef_jax.config import validate
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches, prefetch
+from kdef_jax.losses import fusion_of
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
 from kdef_jax import distributed, report, sharding
@@ -44,8 +45,8 @@ def predict_logits(predict, state, split, batch_size: int, *, progress: bool = F
     return np.concatenate(sharding.to_host(outs), axis=1)[:, : len(split)]
 
 
-def evaluate(predict, state, split, batch_size: int, **kw) -> dict:
-    return ensemble_metrics(split.y, predict_logits(predict, state, split, batch_size, **kw))
+def evaluate(predict, state, split, batch_size: int, fusion: str = "mean_logit", **kw) -> dict:
+    return ensemble_metrics(split.y, predict_logits(predict, state, split, batch_size, **kw), fusion)
 
 
 def _check_labels(ds) -> None:
@@ -163,6 +164,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
             shutil.copyfile(ds.cache_dir / "vocab.json", workdir / "vocab.json")
 
     predict = make_predict_step(model, lookup)
+    fusion = fusion_of(c.loss.variant)  # how the students form the ensemble that is evaluated
     train, valid, test = ds.splits["train"], ds.splits["valid"], ds.splits.get("test")
     steps = num_batches(len(train), bs)
     if t.steps_per_epoch > 0:
@@ -205,7 +207,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         if not all(math.isfinite(v) for v in tm.values()):
             raise FloatingPointError(_nan_message(epoch, len(ms), meta, ckpt))
 
-        val = evaluate(predict, state, valid, ebs, progress=progress, desc="valid", rows_to=rows_to)
+        val = evaluate(predict, state, valid, ebs, fusion, progress=progress, desc="valid", rows_to=rows_to)
         auc = val["teacher"]["auc"]
         lr_used = meta["lr"]
         improved = plateau_update(meta, epoch, auc, o)
@@ -228,8 +230,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     if restored is not None:
         state = restored[0]
     ckpt.close()
-    val = evaluate(predict, state, valid, ebs, progress=progress, desc="valid", rows_to=rows_to)
-    tst = evaluate(predict, state, test, ebs, progress=progress, desc="test", rows_to=rows_to) if test is not None and len(test) else None
+    val = evaluate(predict, state, valid, ebs, fusion, progress=progress, desc="valid", rows_to=rows_to)
+    tst = evaluate(predict, state, test, ebs, fusion, progress=progress, desc="test", rows_to=rows_to) if test is not None and len(test) else None
     summary = report.summarize(val, tst, names)
     throughput = meta["timed_rows"] / meta["timed_s"] if meta["timed_s"] > 0 else float("nan")
     results = {
@@ -239,6 +241,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         "num_students": len(names),
         "params": params,
         "variant": c.loss.variant,
+        "fusion": fusion,
         "epochs_run": meta["epoch"],
         "best_epoch": meta["best_epoch"],
         "lr_decays": meta["lr_decays"],

@@ -66,16 +66,24 @@ def np_consistency(p, t, kind, delta):
   raise AssertionError(kind)
 
 
+def np_ensemble_prob(z, variant):
+  """The ensemble's probability by hand: mean of the K probabilities (mean_prob), σ of the logit sum
+  (sum), else σ of the logit mean."""
+  if variant == "mean_prob":
+    return sum(sig(z[k]) for k in range(len(z))) / len(z)
+  return sig(sum(z[k] for k in range(len(z))) / (1 if variant == "sum" else len(z)))
+
+
 def np_kdef(z, y, variant="kdef", kind="mse", delta=1.0, z_tgt=None):
   z = np.asarray(z, np.float64)
   y = np.asarray(y, np.float64)
   z_tgt = z if z_tgt is None else z_tgt
   K, _ = z.shape
   p = sig(z)
-  y_t = sig(z_tgt.mean(axis=0))  # KD target (detached)
+  y_t = np_ensemble_prob(z_tgt, variant)  # KD target (detached)
   p_tgt = sig(z_tgt)  # DML peer targets (detached)
   student_bce = np.array([np_bce(p[k], y) for k in range(K)])
-  teacher_bce = np_bce(sig(z.mean(axis=0)), y)
+  teacher_bce = np_bce(np_ensemble_prob(z, variant), y)
   S = np.array([np.mean(1 - np.abs(y - p[k])) for k in range(K)])
   M = np.array([np.mean(np_consistency(p[k], y_t, kind, delta)) for k in range(K)])
   C = np.array([[np.mean(np_consistency(p[k], p_tgt[l], kind, delta)) for l in range(K)] for k in range(K)])
@@ -89,10 +97,11 @@ def np_kdef(z, y, variant="kdef", kind="mse", delta=1.0, z_tgt=None):
   off = 1.0 - np.eye(K)
   lam, mu = {"kdef": (softmin, mu_exam), "kd_only": (softmin, 0 * off),
              "dml_only": (0 * S, off / K), "no_exam": (np.ones(K), off),
-             "mean": (0 * S, 0 * off), "independent": (0 * S, 0 * off)}[variant]
+             "mean": (0 * S, 0 * off), "sum": (0 * S, 0 * off), "mean_prob": (0 * S, 0 * off),
+             "independent": (0 * S, 0 * off)}[variant]
   out = dict(
       label_bce=student_bce.mean() if variant in ("kdef", "dml_only", "no_exam", "independent") else 0.0,
-      teacher_bce=teacher_bce if variant in ("kd_only", "mean") else 0.0,
+      teacher_bce=teacher_bce if variant in ("kd_only", "mean", "sum", "mean_prob") else 0.0,
       kd=float(np.sum(lam * M)),
       dml=float(sum(mu[k, l] * C[k, l] for k in range(K) for l in range(K) if l != k) / K),
       exam_scores=S, lam=lam, mu=mu, M=M, C=C, student_bce=student_bce, teacher_prob=y_t)

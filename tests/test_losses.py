@@ -9,8 +9,8 @@ import pytest
 
 from kdef_jax import losses
 from kdef_jax.losses import CONSISTENCIES, VARIANTS, kdef_loss
-from loss_refs import (CASES, TERMS, VEC_PATH, cached_problem_results, np_bce, np_fd_grad, np_kdef, problem,
-                       run_combos, sig, VG_JIT, x64)  # noqa: F401 (x64: a fixture)
+from loss_refs import (CASES, TERMS, VEC_PATH, cached_problem_results, np_bce, np_ensemble_prob, np_fd_grad,
+                       np_kdef, problem, run_combos, sig, VG_JIT, x64)  # noqa: F401 (x64: a fixture)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -85,11 +85,57 @@ def test_against_numpy(variant, kind, delta, K, B, x64):
   np.testing.assert_allclose(np.asarray(aux["lambda"]), ref["lam"], **tol)
   np.testing.assert_allclose(np.asarray(aux["mu"]), ref["mu"], **tol)
   np.testing.assert_allclose(np.asarray(aux["student_bce"]), ref["student_bce"], **tol)
-  np.testing.assert_allclose(float(aux["teacher_bce_monitor"]), np_bce(sig(z.mean(0)), y), **tol)
+  np.testing.assert_allclose(float(aux["teacher_bce_monitor"]), np_bce(np_ensemble_prob(z, variant), y), **tol)
   np.testing.assert_allclose(np.asarray(aux["teacher_prob"]), ref["teacher_prob"], **tol)
-  np.testing.assert_allclose(np.asarray(aux["teacher_logit"]), z.mean(0), **tol)
+  t = ref["teacher_prob"]
+  np.testing.assert_allclose(np.asarray(aux["teacher_logit"]), np.log(t / (1 - t)), **tol)
   if g is not None:  # K=3
     np.testing.assert_allclose(np.asarray(g), np_fd_grad(z, y, variant, kind, delta), rtol=0, atol=2e-8)
+
+
+# ------------------------------------------------------------------------------------------------
+# The ensemble baselines' fusions, by hand.
+# ------------------------------------------------------------------------------------------------
+def test_ensemble_logit_by_hand(x64):
+  # two students, one row: p = (1/2, 3/4); logit mean ln3/2, sum ln3; mean_prob 5/8 -> logit ln(5/3)
+  z = jnp.asarray([[0.0, 2.0], [math.log(3.0), -2.0]])
+  fused = {f: np.asarray(losses.ensemble_logit(z, f)) for f in losses.FUSIONS}
+  np.testing.assert_allclose(fused["mean_logit"], [math.log(3.0) / 2, 0.0], rtol=1e-15, atol=1e-15)
+  np.testing.assert_allclose(fused["sum_logit"], [math.log(3.0), 0.0], rtol=1e-15, atol=1e-15)
+  np.testing.assert_allclose(fused["mean_prob"], [math.log(5.0 / 3.0), 0.0], rtol=1e-14, atol=1e-15)
+  # saturated students: finite logits whose sigmoid is still the mean probability
+  sat = jnp.asarray([[300.0, -300.0, 40.0], [300.0, 300.0, -40.0]])
+  zt = np.asarray(losses.ensemble_logit(sat, "mean_prob"))
+  assert np.all(np.isfinite(zt)) and zt[0] > 250 and abs(zt[1]) < 1e-12 and abs(zt[2]) < 1e-12
+  with pytest.raises(ValueError, match=r"'median'.*mean_logit"):
+    losses.ensemble_logit(z, "median")
+
+
+def test_fusion_of_each_variant():
+  assert {v: losses.fusion_of(v) for v in VARIANTS} == {
+      "kdef": "mean_logit", "kd_only": "mean_logit", "dml_only": "mean_logit", "no_exam": "mean_logit",
+      "mean": "mean_logit", "sum": "sum_logit", "mean_prob": "mean_prob", "independent": "mean_logit"}
+  with pytest.raises(ValueError, match="'avg'"):
+    losses.fusion_of("avg")
+
+
+def test_sum_and_mean_prob_gradients_by_hand(x64):
+  """One BCE on the ensemble: d/dz_k bce(Σz, y) = (σ(Σz) - y)/B for every k; for mean_prob,
+  p̄ = mean_k p_k and d/dz_k = (p̄ - y)/(p̄(1 - p̄)) · p_k(1 - p_k)/K / B."""
+  z, y = problem(3, 3)
+  res = run_combos(z, y, combos=(("sum", "mse"), ("mean_prob", "mse")))
+  (loss, aux), g = res["sum/mse"]
+  s = sig(z.sum(0))
+  np.testing.assert_allclose(float(loss), np.mean(-(y * np.log(s) + (1 - y) * np.log(1 - s))), rtol=1e-13)
+  np.testing.assert_allclose(np.asarray(g), np.broadcast_to((s - y) / 3, z.shape), rtol=1e-12)
+  assert float(aux["label_bce"]) == float(aux["kd"]) == float(aux["dml"]) == 0.0
+  (loss, aux), g = res["mean_prob/mse"]
+  p = sig(z)
+  pbar = p.mean(0)
+  np.testing.assert_allclose(float(loss), np.mean(-(y * np.log(pbar) + (1 - y) * np.log(1 - pbar))), rtol=1e-13)
+  np.testing.assert_allclose(np.asarray(aux["teacher_prob"]), pbar, rtol=1e-14)
+  want = (pbar - y) / (pbar * (1 - pbar)) * p * (1 - p) / 3 / 3
+  np.testing.assert_allclose(np.asarray(g), want, rtol=1e-12)
 
 
 def test_variants_differ(x64):
@@ -200,7 +246,8 @@ def test_invalid_arguments():
 
 
 def test_exports(x64):
-  assert VARIANTS == ("kdef", "kd_only", "dml_only", "no_exam", "mean", "independent")
+  assert VARIANTS == ("kdef", "kd_only", "dml_only", "no_exam", "mean", "sum", "mean_prob", "independent")
+  assert losses.FUSIONS == ("mean_logit", "sum_logit", "mean_prob")
   assert CONSISTENCIES == ("mse", "l1", "huber", "bce", "kl")
   z, y = problem(2, 3)
   aux = _JIT_LOSS(jnp.asarray(z), jnp.asarray(y))[1]

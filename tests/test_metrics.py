@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kdef_jax import metrics
-from kdef_jax.metrics import auc, ensemble_metrics, logloss, sigmoid64
+from kdef_jax.metrics import auc, ensemble_metrics, ensemble_prob64, logloss, sigmoid64
 
 sk_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -185,6 +185,28 @@ def test_ensemble_teacher_is_sigmoid_of_mean_logit_not_mean_prob():
   assert out["teacher"]["logloss"] == pytest.approx(expected_ll, rel=1e-12)
   mean_prob_ll = -(math.log(mean_prob[0]) + math.log(1 - mean_prob[1])) / 2
   assert abs(out["teacher"]["logloss"] - mean_prob_ll) > 0.1
+
+
+def test_ensemble_fusions_by_hand():
+  # the same two samples under each fusion: mean_prob ranks B (0.622) above A (0.508), AUC 0;
+  # sum_logit: σ(2) for A, σ(1) for B, the mean's ranking with other probabilities
+  labels = np.array([1.0, 0.0])
+  logits = np.array([[6.0, 0.5], [-4.0, 0.5]])
+  pa = (1 / (1 + math.exp(-6.0)) + 1 / (1 + math.exp(4.0))) / 2
+  pb = 1 / (1 + math.exp(-0.5))
+  np.testing.assert_allclose(ensemble_prob64(logits, "mean_prob"), [pa, pb], rtol=1e-15)
+  np.testing.assert_allclose(ensemble_prob64(logits, "sum_logit"), [1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(-1.0))],
+                             rtol=1e-15)
+  np.testing.assert_array_equal(ensemble_prob64(logits), sigmoid64(logits.mean(0)))
+  out = ensemble_metrics(labels, logits, "mean_prob")
+  assert out["teacher"]["auc"] == 0.0
+  assert out["teacher"]["logloss"] == pytest.approx(-(math.log(pa) + math.log(1 - pb)) / 2, rel=1e-12)
+  out = ensemble_metrics(labels, logits, "sum_logit")
+  assert out["teacher"]["auc"] == 1.0
+  assert out["teacher"]["logloss"] == pytest.approx((_softplus(-2.0) + _softplus(1.0)) / 2, rel=1e-12)
+  assert out["students"] == ensemble_metrics(labels, logits)["students"]  # students are the same either way
+  with pytest.raises(ValueError, match="'vote'"):
+    ensemble_prob64(logits, "vote")
 
 
 def test_ensemble_students_metrics():

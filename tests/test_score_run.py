@@ -53,7 +53,7 @@ def test_vocabulary_fields_must_match_the_config(tmp_path):
     load_dataset(_cfg(d, tmp_path / "c", "python", test="new.csv"), vocab={"I1": [], "C1": []})
 
 
-def _train(tmp, data, students: int, hidden: tuple, epochs: int) -> dict:
+def _train(tmp, data, students: int, hidden: tuple, epochs: int, variant: str = "kdef", lr: float = 1e-3) -> dict:
   """train_and_evaluate on ``data`` (a config.data) with a small MLP ensemble into tmp/run."""
   from kdef_jax.config import base_config
   from kdef_jax.train import train_and_evaluate
@@ -61,6 +61,7 @@ def _train(tmp, data, students: int, hidden: tuple, epochs: int) -> dict:
   cfg = base_config()
   cfg.data = data
   cfg.model.hidden_units, cfg.model.num_students = hidden, students
+  cfg.loss.variant, cfg.optim.learning_rate = variant, lr
   cfg.train.batch_size, cfg.train.num_epochs, cfg.train.progress, cfg.train.plot = 256, epochs, False, False
   return train_and_evaluate(cfg, tmp / "run", log=lambda *a: None)
 
@@ -105,6 +106,22 @@ def test_score_run_reproduces_the_runs_test_metrics(frappe_like_run, tmp_path, c
   assert [l.split(",")[:2] for l in lines[1:]] == [[str(i), str(i + 1)] for i in range(400)]
   assert info["oov_share"] == {"f1": 0.0, "f2": 0.0, "f3": 0.0}
   assert "wrote" in capsys.readouterr().out
+
+
+def test_score_run_scores_a_baseline_runs_own_ensemble(frappe_like_run, tmp_path):
+  """A run trained as the mean_prob baseline is scored with mean_k σ(z_k), the ensemble it reported."""
+  _, _, raw = frappe_like_run
+  data = raw_cfg(raw, tmp_path / "cache", format="libfm", fields=("f1", "f2", "f3"), split="files",
+                 files={"train": "train.libfm", "valid": "valid.libfm", "test": "test.libfm"})
+  results = _train(tmp_path, data, 3, (16,), 1, variant="mean_prob", lr=0.03)
+  assert results["fusion"] == "mean_prob"
+  out = tmp_path / "scores.csv"
+  info = score_run.score_run(tmp_path / "run", raw / "test.libfm", out=out, log=lambda *a: None)
+  ens = results["rows"][0]
+  assert info["metrics"]["ensemble"]["logloss"] == pytest.approx(ens["test_logloss"], abs=1e-9)
+  assert info["metrics"]["ensemble"]["auc"] == pytest.approx(ens["test_auc"], abs=1e-9)
+  y, p = np.loadtxt(out, delimiter=",", skiprows=1, usecols=(2, 3), unpack=True)
+  assert -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)) == pytest.approx(ens["test_logloss"], abs=1e-6)
 
 
 def test_score_run_best_student_and_unseen_values(frappe_like_run, tmp_path):

@@ -260,7 +260,7 @@ def test_missing_data_dir_names_the_path(tmp_path):
     assert (tmp_path / "mine" / "keep.txt").read_text() == "x"  # a folder that was there stays
 
 
-@pytest.mark.parametrize("variant", ["independent", "mean", "kd_only", "dml_only", "no_exam"])
+@pytest.mark.parametrize("variant", ["independent", "mean", "sum", "mean_prob", "kd_only", "dml_only", "no_exam"])
 def test_every_variant_trains(tmp_path, variant):
     c = tiny_config(tmp_path, **{"loss.variant": variant, "train.num_epochs": 1, "train.steps_per_epoch": 2})
     res = train_and_evaluate(c, tmp_path / variant, log=lambda *a: None)
