@@ -175,6 +175,11 @@ def validate(c) -> None:
         bad("model.num_students", f"must be an integer >= 1, got {m.num_students!r}")
     if c.loss.variant not in VARIANTS:
         bad("loss.variant", f"{c.loss.variant!r} is not one of {VARIANTS}")
+    if c.loss.variant == "concat":
+        kinds = {part.strip().partition(":")[0] for part in m.students.split(",")} if m.students.strip() else {m.student}
+        if kinds != {"mlp"}:
+            bad("loss.variant", f"'concat' (the MLPs_concat head over the students' last hidden layers) needs MLP "
+                                f"students; model.students / model.student give {', '.join(sorted(kinds))}")
     if c.loss.consistency not in CONSISTENCIES:
         bad("loss.consistency", f"{c.loss.consistency!r} is not one of {CONSISTENCIES}")
     if not 0.0 <= m.dropout < 1.0:

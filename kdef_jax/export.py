@@ -19,7 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from kdef_jax.losses import FUSIONS, ensemble_logit
+from kdef_jax.losses import FUSIONS, ensemble_logit, fusion_of
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
 from kdef_jax.models.layers import BatchNorm
 
@@ -39,15 +39,14 @@ def extract_student(model: KDEFModel, variables: dict, k: int):
     """(single-student KDEFModel, its variables) for student ``k`` (0-based, in [K] order)."""
     gi, g, j = _locate(model, k)
     name = f"group{gi}_{g.kind}"
-    single = model.clone(groups=(StudentGroup(g.kind, 1, g.kwargs),))
+    single = model.clone(groups=(StudentGroup(g.kind, 1, g.kwargs),), concat_head=False)
     out = {}
     for col, tree in variables.items():
+        rest = {key: v for key, v in tree.items() if not key.startswith("group") and key != "concat_head"}
         if name in tree:
-            part = jax.tree.map(lambda x: x[j : j + 1], tree[name])
-            rest = {key: v for key, v in tree.items() if not key.startswith("group")}
-            out[col] = {**rest, "group0_" + g.kind: part}
+            out[col] = {**rest, "group0_" + g.kind: jax.tree.map(lambda x: x[j : j + 1], tree[name])}
         else:
-            out[col] = {key: v for key, v in tree.items() if not key.startswith("group")}
+            out[col] = rest
     return single, out
 
 
@@ -141,7 +140,7 @@ def _shapes(tree):
 
 def _group_shapes(model: KDEFModel, group: StudentGroup):
     """Variable shapes of ``group`` built alone in ``model``'s embedding: its params and batch_stats."""
-    probe = model.clone(groups=(group,))
+    probe = model.clone(groups=(group,), concat_head=False)
     ids = jnp.ones((2, sum(model.max_lens) if model.max_lens is not None else len(model.vocab_sizes)), jnp.int32)
     v = jax.eval_shape(lambda: probe.init(jax.random.PRNGKey(0), ids, False))
     sub = {col: v.get(col, {}).get(f"group0_{group.kind}", {}) for col in ("params", "batch_stats")}
@@ -149,16 +148,22 @@ def _group_shapes(model: KDEFModel, group: StudentGroup):
 
 
 def make_predictor(model: KDEFModel, variables: dict, what: str | int = "ensemble", fold_bn: bool = False,
-                   fusion: str = "mean_logit"):
+                   fusion: str | None = None):
     """Jitted ``ids [B, C] int32 -> probabilities [B]`` of the ensemble or of student ``what``;
     ``fold_bn``: of its BatchNorm-folded network (``fold_batchnorm``; the same predictions up to float
     rounding, fewer ops). ``fusion``: how the students form the ensemble, σ(``ensemble_logit(z, fusion)``);
-    a run's is ``results["fusion"]`` (``fusion_of(loss.variant)``: σ(mean z) but for the sum/mean_prob
-    baselines)."""
-    if fusion not in FUSIONS:
+    a run's is ``results["fusion"]`` (``fusion_of(loss.variant)``: σ(mean z) but for the sum, mean_prob
+    and concat baselines); None: "concat" for a model with the concat head, else "mean_logit"."""
+    if fusion is not None and fusion not in FUSIONS:
         raise ValueError(f"fusion {fusion!r} is not one of {FUSIONS}")
     if what != "ensemble":
         model, variables = extract_student(model, variables, int(what))
+        fusion = "mean_logit"  # one student: σ(z_k)
+    else:
+        fusion = fusion or ("concat" if model.concat_head else "mean_logit")
+        if (fusion == "concat") != model.concat_head:
+            raise ValueError(f"fusion {fusion!r} for a model {'with' if model.concat_head else 'without'} the concat "
+                             f"head: the ensemble of a concat model is its head (fusion 'concat'), and only its")
     if fold_bn:
         model, variables = fold_batchnorm(model, variables)
 
@@ -171,7 +176,7 @@ def make_predictor(model: KDEFModel, variables: dict, what: str | int = "ensembl
 
 
 def export_predictor(model: KDEFModel, variables: dict, num_columns: int, what: str | int = "ensemble",
-                     fold_bn: bool = False, fusion: str = "mean_logit") -> bytes:
+                     fold_bn: bool = False, fusion: str | None = None) -> bytes:
     """Serialized ``jax.export`` of the predictor (``make_predictor``'s arguments), batch dimension symbolic."""
     predict = jax.jit(make_predictor(model, variables, what, fold_bn, fusion))  # variables become constants
     (b,) = jax.export.symbolic_shape("b")
@@ -200,7 +205,7 @@ def load_run(workdir, checkpoint: str = "best"):
     workdir = Path(workdir)
     config = read_run_config(workdir)
     fmap = FeatureMap.load(workdir / "feature_map.json")
-    model = build_model(config.model, fmap)
+    model = build_model(config.model, fmap, concat_head=fusion_of(config.loss.variant) == "concat")
     template, _ = make_training(model, config, jax.random.PRNGKey(0), fmap.num_columns)
     ckpt = Checkpoints(workdir, create=False)  # reading a run creates nothing in it
     try:

@@ -11,20 +11,22 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-VARIANTS = ("kdef", "kd_only", "dml_only", "no_exam", "mean", "sum", "mean_prob", "independent")
+VARIANTS = ("kdef", "kd_only", "dml_only", "no_exam", "mean", "sum", "mean_prob", "concat", "independent")
 CONSISTENCIES = ("mse", "l1", "huber", "bce", "kl")
 # How the K students form the ensemble (the teacher): the logit mean (default), the logit sum
-# (MLPs_sum, spec §7) or the probability mean ("mean_prob": MLP_mean read as averaging probabilities).
-FUSIONS = ("mean_logit", "sum_logit", "mean_prob")
+# (MLPs_sum, spec §7), the probability mean ("mean_prob": MLP_mean read as averaging probabilities) or
+# a learned head over the students' last hidden layers ("concat": MLPs_concat, the logits' extra last row).
+FUSIONS = ("mean_logit", "sum_logit", "mean_prob", "concat")
 _LOG_CLAMP = -100.0
 
 
 def fusion_of(variant: str) -> str:
   """The ensemble ``variant`` trains and predicts with: ``"sum"`` → ``"sum_logit"``, ``"mean_prob"`` →
-  ``"mean_prob"``, every other variant (KDEF's teacher σ(mean z) included) → ``"mean_logit"``."""
+  ``"mean_prob"``, ``"concat"`` → ``"concat"``, every other variant (KDEF's teacher σ(mean z)
+  included) → ``"mean_logit"``."""
   if variant not in VARIANTS:
     raise ValueError(f"Unknown variant {variant!r}; valid: {VARIANTS}.")
-  return {"sum": "sum_logit", "mean_prob": "mean_prob"}.get(variant, "mean_logit")
+  return {"sum": "sum_logit", "mean_prob": "mean_prob", "concat": "concat"}.get(variant, "mean_logit")
 
 
 def teacher_logit(logits: jax.Array) -> jax.Array:
@@ -33,12 +35,15 @@ def teacher_logit(logits: jax.Array) -> jax.Array:
 
 
 def ensemble_logit(logits: jax.Array, fusion: str = "mean_logit") -> jax.Array:
-  r"""The ensemble's logit [B] from student logits [K, B]; its probability is ``sigmoid`` of it.
+  r"""The ensemble's logit [B] from student logits [K, B] ([K + 1, B] for ``"concat"``); its
+  probability is ``sigmoid`` of it.
 
   * ``"mean_logit"``: ``mean_k z_k`` (KDEF's teacher, MLP_mean).
   * ``"sum_logit"``: ``sum_k z_k`` (MLPs_sum: the same ranking as the mean, K times as sharp).
   * ``"mean_prob"``: ``logit(mean_k sigmoid(z_k)) = LSE_k log sigmoid(z_k) - LSE_k log sigmoid(-z_k)``
     (the two ``log K`` cancel), finite for finite ``z`` however saturated the students are.
+  * ``"concat"``: ``logits[-1]``, the row a model with the MLPs_concat head
+    (``KDEFModel(concat_head=True)``) appends after its K students: ``w·[a_1; …; a_K] + b``.
   """
   if fusion == "mean_logit":
     return teacher_logit(logits)
@@ -47,6 +52,8 @@ def ensemble_logit(logits: jax.Array, fusion: str = "mean_logit") -> jax.Array:
   if fusion == "mean_prob":
     lse = jax.nn.logsumexp
     return lse(jax.nn.log_sigmoid(logits), axis=0) - lse(jax.nn.log_sigmoid(-logits), axis=0)
+  if fusion == "concat":
+    return logits[-1]
   raise ValueError(f"Unknown fusion {fusion!r}; valid: {FUSIONS}.")
 
 
@@ -111,6 +118,8 @@ def kdef_loss(
   * ``"sum"`` (MLPs_sum): ``bce(z_t, y)`` with ``z_t = sum_k z_k``.
   * ``"mean_prob"`` (MLP_mean averaging probabilities): ``bce(z_t, y)`` with
     ``sigmoid(z_t) = mean_k p_k`` (``ensemble_logit``).
+  * ``"concat"`` (MLPs_concat): ``bce(z_t, y)`` with ``z_t`` the head's logit, the last of the K + 1
+    rows of ``logits``; the K student rows are reported (``student_bce``) but get no gradient.
   * ``"independent"``: ``(1/K) sum_k BCE_k``.
 
   BCE choice: ``bce(z, y) = -[y max(log_sigmoid(z), -100) + (1-y) max(log_sigmoid(-z), -100)]``.
@@ -119,7 +128,8 @@ def kdef_loss(
   Consistency terms and exam scores use probabilities. K = 1: no DML (mu = [[0]]), lam = [1].
 
   Args:
-    logits: [K, B] raw student logits. Math runs in ``promote(dtype, float32)``.
+    logits: [K, B] raw student logits ([K + 1, B] for ``"concat"``: the head's logit last). Math runs
+      in ``promote(dtype, float32)``.
     labels: [B] in {0, 1} (not checked here, so that it can be jitted; the data pipeline checks).
     variant: one of ``VARIANTS`` (static under jit).
     consistency: one of ``CONSISTENCIES`` (static under jit).
@@ -147,7 +157,11 @@ def kdef_loss(
                      f"logits {logits.shape}.")
   if mask is not None and jnp.shape(mask) != labels.shape:
     raise ValueError(f"mask must be [B] = {labels.shape}, got {jnp.shape(mask)}.")
-  K = logits.shape[0]
+  fusion = fusion_of(variant)
+  if fusion == "concat" and logits.shape[0] < 2:
+    raise ValueError(f"variant 'concat' needs [K + 1, B] logits (K students, then the concat head's logit); "
+                     f"got shape {logits.shape}.")
+  K = logits.shape[0] - 1 if fusion == "concat" else logits.shape[0]
   dtype = jnp.promote_types(logits.dtype, jnp.float32)
   z = logits.astype(dtype)
   y = labels.astype(dtype)
@@ -163,8 +177,9 @@ def kdef_loss(
     denom = jnp.where(msum > 0, msum, 1.0)
     bmean = lambda x: jnp.sum(jnp.where(keep, x * m, 0.0), axis=-1) / denom
 
+  zt = ensemble_logit(z, fusion)
+  z = z[:K]  # the students (without the concat head's row)
   p = jax.nn.sigmoid(z)
-  zt = ensemble_logit(z, fusion_of(variant))
   yt = jax.nn.sigmoid(zt)
   student_bce = bmean(_bce(z, y[None]))  # [K]
   teacher_bce = bmean(_bce(zt, y))  # scalar
@@ -197,7 +212,7 @@ def kdef_loss(
     dml = jnp.sum(mu * C) / K
   label_bce = jnp.mean(student_bce) if variant in ("kdef", "dml_only", "no_exam",
                                                    "independent") else zero
-  teacher_term = teacher_bce if variant in ("kd_only", "mean", "sum", "mean_prob") else zero
+  teacher_term = teacher_bce if variant in ("kd_only", "mean", "sum", "mean_prob", "concat") else zero
   loss = label_bce + teacher_term + kd + dml
   aux = {
       "teacher_logit": zt,

@@ -68,7 +68,8 @@ def sigmoid64(logits) -> np.ndarray:
 
 def ensemble_prob64(logits, fusion: str = "mean_logit") -> np.ndarray:
     """The ensemble's probability [N] from student logits [K, N] in float64 (``kdef_jax.losses.FUSIONS``):
-    σ(mean_k z_k), σ(Σ_k z_k) or mean_k σ(z_k)."""
+    σ(mean_k z_k), σ(Σ_k z_k), mean_k σ(z_k), or for "concat" σ of the last of [K + 1, N] rows (the
+    MLPs_concat head's logit)."""
     z = np.asarray(logits, dtype=np.float64)
     if fusion == "mean_logit":
         return sigmoid64(z.mean(axis=0))
@@ -76,7 +77,9 @@ def ensemble_prob64(logits, fusion: str = "mean_logit") -> np.ndarray:
         return sigmoid64(z.sum(axis=0))
     if fusion == "mean_prob":
         return sigmoid64(z).mean(axis=0)
-    raise ValueError(f"Unknown fusion {fusion!r}; valid: mean_logit, sum_logit, mean_prob")
+    if fusion == "concat":
+        return sigmoid64(z[-1])
+    raise ValueError(f"Unknown fusion {fusion!r}; valid: mean_logit, sum_logit, mean_prob, concat")
 
 
 def ensemble_metrics(labels, logits, fusion: str = "mean_logit") -> dict:
@@ -84,13 +87,15 @@ def ensemble_metrics(labels, logits, fusion: str = "mean_logit") -> dict:
 
     Args:
       labels: [N] in {0, 1}.
-      logits: [K, N] raw student logits.
+      logits: [K, N] raw student logits ([K + 1, N] for "concat": the head's logit last).
       fusion: how the students form the ensemble (``ensemble_prob64``).
     Returns:
       {"teacher": {"auc", "logloss"}, "students": [{"auc", "logloss"}, ...]}.
     """
     z = np.asarray(logits, dtype=np.float64)
     teacher_p = ensemble_prob64(z, fusion)
+    if fusion == "concat":
+        z = z[:-1]
     students = []
     for k in range(z.shape[0]):
         p = sigmoid64(z[k])

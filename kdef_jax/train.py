@@ -121,7 +121,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     if split_table and not c.model.embedding_rows:  # pad to a multiple of the mesh; config.json records it
         c = c.copy_and_resolve_references()
         c.model.embedding_rows = sharding.table_rows(fmap.total_vocab, mesh)
-    model = build_model(c.model, fmap)
+    fusion = fusion_of(c.loss.variant)  # how the students form the ensemble that is evaluated
+    model = build_model(c.model, fmap, concat_head=fusion == "concat")
     names = report.student_names(model.groups)
     rows_to = sharding.batch_sharding(mesh) if mesh is not None else None
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(c.seed))
@@ -164,7 +165,6 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
             shutil.copyfile(ds.cache_dir / "vocab.json", workdir / "vocab.json")
 
     predict = make_predict_step(model, lookup)
-    fusion = fusion_of(c.loss.variant)  # how the students form the ensemble that is evaluated
     train, valid, test = ds.splits["train"], ds.splits["valid"], ds.splits.get("test")
     steps = num_batches(len(train), bs)
     if t.steps_per_epoch > 0:

@@ -75,15 +75,20 @@ def np_ensemble_prob(z, variant):
 
 
 def np_kdef(z, y, variant="kdef", kind="mse", delta=1.0, z_tgt=None):
+  """``concat``: the last row of ``z`` is the concat head's logit, the K rows before it the students."""
   z = np.asarray(z, np.float64)
   y = np.asarray(y, np.float64)
   z_tgt = z if z_tgt is None else z_tgt
+  if variant == "concat":
+    y_t, teacher_bce = sig(z_tgt[-1]), np_bce(sig(z[-1]), y)
+    z, z_tgt = z[:-1], z_tgt[:-1]
+  else:
+    y_t = np_ensemble_prob(z_tgt, variant)  # KD target (detached)
+    teacher_bce = np_bce(np_ensemble_prob(z, variant), y)
   K, _ = z.shape
   p = sig(z)
-  y_t = np_ensemble_prob(z_tgt, variant)  # KD target (detached)
   p_tgt = sig(z_tgt)  # DML peer targets (detached)
   student_bce = np.array([np_bce(p[k], y) for k in range(K)])
-  teacher_bce = np_bce(np_ensemble_prob(z, variant), y)
   S = np.array([np.mean(1 - np.abs(y - p[k])) for k in range(K)])
   M = np.array([np.mean(np_consistency(p[k], y_t, kind, delta)) for k in range(K)])
   C = np.array([[np.mean(np_consistency(p[k], p_tgt[l], kind, delta)) for l in range(K)] for k in range(K)])
@@ -98,13 +103,14 @@ def np_kdef(z, y, variant="kdef", kind="mse", delta=1.0, z_tgt=None):
   lam, mu = {"kdef": (softmin, mu_exam), "kd_only": (softmin, 0 * off),
              "dml_only": (0 * S, off / K), "no_exam": (np.ones(K), off),
              "mean": (0 * S, 0 * off), "sum": (0 * S, 0 * off), "mean_prob": (0 * S, 0 * off),
-             "independent": (0 * S, 0 * off)}[variant]
+             "concat": (0 * S, 0 * off), "independent": (0 * S, 0 * off)}[variant]
   out = dict(
       label_bce=student_bce.mean() if variant in ("kdef", "dml_only", "no_exam", "independent") else 0.0,
-      teacher_bce=teacher_bce if variant in ("kd_only", "mean", "sum", "mean_prob") else 0.0,
+      teacher_bce=teacher_bce if variant in ("kd_only", "mean", "sum", "mean_prob", "concat") else 0.0,
       kd=float(np.sum(lam * M)),
       dml=float(sum(mu[k, l] * C[k, l] for k in range(K) for l in range(K) if l != k) / K),
-      exam_scores=S, lam=lam, mu=mu, M=M, C=C, student_bce=student_bce, teacher_prob=y_t)
+      exam_scores=S, lam=lam, mu=mu, M=M, C=C, student_bce=student_bce, teacher_prob=y_t,
+      teacher_bce_monitor=teacher_bce)
   out["loss"] = out["label_bce"] + out["teacher_bce"] + out["kd"] + out["dml"]
   return out
 
@@ -144,6 +150,8 @@ def _combos(z, y, mask, delta, combos, grad):
 def run_combos(z, y, mask=None, delta=1.0, combos=ALL, grad=True):
   """{"variant/consistency": ((loss, aux), grad or None)} as numpy; one XLA compile per shape
   (CPU compile time dominates this file, so many configurations share one jitted program)."""
+  if len(z) == 1:  # concat needs a student and the head's row
+    combos = tuple(c for c in combos if c[0] != "concat")
   out = _combos(jnp.asarray(z), jnp.asarray(y), None if mask is None else jnp.asarray(mask),
                 delta, combos=combos, grad=grad)
   return jax.device_get(out)

@@ -1,5 +1,6 @@
-"""The ensemble baselines end to end: a run trained with ``loss.variant`` "sum" or "mean_prob" evaluates,
-reports, exports and scores the ensemble its loss trained (σ(Σ_k z_k), mean_k σ(z_k)), not σ(mean z)."""
+"""The ensemble baselines end to end: a run trained with ``loss.variant`` "sum", "mean_prob" or "concat"
+evaluates, reports and exports the ensemble its loss trained (σ(Σ_k z_k), mean_k σ(z_k), σ of the concat
+head's logit), not σ(mean z)."""
 import json
 
 import jax
@@ -14,12 +15,13 @@ from kdef_jax.export_run import main as export_main
 from kdef_jax.metrics import auc, logloss, sigmoid64
 from kdef_jax.train import train_and_evaluate
 
-# the ensemble probability of each fusion from student logits [K, N], by hand
+# the ensemble probability of each fusion from the model's logits [K, N] ([K + 1, N] with the concat head), by hand
 BY_HAND = {"mean_logit": lambda z: sigmoid64(z.mean(0)), "sum_logit": lambda z: sigmoid64(z.sum(0)),
-           "mean_prob": lambda z: sigmoid64(z).mean(0)}
+           "mean_prob": lambda z: sigmoid64(z).mean(0), "concat": lambda z: sigmoid64(z[-1])}
 
 
-@pytest.fixture(scope="module", params=[("sum", "sum_logit"), ("mean_prob", "mean_prob")], ids=lambda p: p[0])
+@pytest.fixture(scope="module", params=[("sum", "sum_logit"), ("mean_prob", "mean_prob"), ("concat", "concat")],
+                ids=lambda p: p[0])
 def baseline_run(request, tmp_path_factory):
     variant, fusion = request.param
     tmp = tmp_path_factory.mktemp(variant)
@@ -40,7 +42,11 @@ def test_the_run_reports_its_own_ensemble(baseline_run):
     assert ens["test_logloss"] == pytest.approx(logloss(test.y, BY_HAND[fusion](z)), rel=1e-6)
     assert ens["test_auc"] == pytest.approx(auc(test.y, BY_HAND[fusion](z)), abs=1e-4)
     # and not the KDEF teacher's σ(mean z): its logloss is another number on the same logits
-    assert abs(ens["test_logloss"] - logloss(test.y, BY_HAND["mean_logit"](z))) > 1e-4
+    students = z[:-1] if fusion == "concat" else z
+    assert len(students) == res["num_students"] == 3
+    assert abs(ens["test_logloss"] - logloss(test.y, BY_HAND["mean_logit"](students))) > 1e-4
+    for k, row in enumerate(res["rows"][1:]):  # every student is its own row's σ(z_k)
+        assert row["test_logloss"] == pytest.approx(logloss(test.y, sigmoid64(students[k])), rel=1e-6)
 
 
 def test_export_run_serves_the_runs_ensemble(baseline_run, tmp_path, capsys):

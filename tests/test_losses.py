@@ -9,8 +9,8 @@ import pytest
 
 from kdef_jax import losses
 from kdef_jax.losses import CONSISTENCIES, VARIANTS, kdef_loss
-from loss_refs import (CASES, TERMS, VEC_PATH, cached_problem_results, np_bce, np_ensemble_prob, np_fd_grad,
-                       np_kdef, problem, run_combos, sig, VG_JIT, x64)  # noqa: F401 (x64: a fixture)
+from loss_refs import (CASES, TERMS, VEC_PATH, cached_problem_results, np_bce, np_fd_grad, np_kdef, problem,
+                       run_combos, sig, VG_JIT, x64)  # noqa: F401 (x64: a fixture)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def test_against_numpy(variant, kind, delta, K, B, x64):
   np.testing.assert_allclose(np.asarray(aux["lambda"]), ref["lam"], **tol)
   np.testing.assert_allclose(np.asarray(aux["mu"]), ref["mu"], **tol)
   np.testing.assert_allclose(np.asarray(aux["student_bce"]), ref["student_bce"], **tol)
-  np.testing.assert_allclose(float(aux["teacher_bce_monitor"]), np_bce(np_ensemble_prob(z, variant), y), **tol)
+  np.testing.assert_allclose(float(aux["teacher_bce_monitor"]), ref["teacher_bce_monitor"], **tol)
   np.testing.assert_allclose(np.asarray(aux["teacher_prob"]), ref["teacher_prob"], **tol)
   t = ref["teacher_prob"]
   np.testing.assert_allclose(np.asarray(aux["teacher_logit"]), np.log(t / (1 - t)), **tol)
@@ -114,7 +114,8 @@ def test_ensemble_logit_by_hand(x64):
 def test_fusion_of_each_variant():
   assert {v: losses.fusion_of(v) for v in VARIANTS} == {
       "kdef": "mean_logit", "kd_only": "mean_logit", "dml_only": "mean_logit", "no_exam": "mean_logit",
-      "mean": "mean_logit", "sum": "sum_logit", "mean_prob": "mean_prob", "independent": "mean_logit"}
+      "mean": "mean_logit", "sum": "sum_logit", "mean_prob": "mean_prob", "concat": "concat",
+      "independent": "mean_logit"}
   with pytest.raises(ValueError, match="'avg'"):
     losses.fusion_of("avg")
 
@@ -138,6 +139,26 @@ def test_sum_and_mean_prob_gradients_by_hand(x64):
   np.testing.assert_allclose(np.asarray(g), want, rtol=1e-12)
 
 
+def test_concat_is_one_bce_on_the_heads_row(x64):
+  """[K + 1, B] logits: loss = bce(z_head, y) alone; its gradient reaches the head's row only, the K
+  students' rows get 0 (their own heads are not trained, as in MLPs_concat)."""
+  z = np.array([[0.7, -1.2, 2.5], [1.5, 0.2, -0.3], [0.4, -0.9, 1.1]])  # 2 students, then the head
+  y = np.array([1.0, 0.0, 0.0])
+  (loss, aux), g = run_combos(z, y, combos=(("concat", "mse"),))["concat/mse"]
+  h = sig(z[2])
+  np.testing.assert_allclose(float(loss), np.mean(-(y * np.log(h) + (1 - y) * np.log(1 - h))), rtol=1e-13)
+  np.testing.assert_allclose(np.asarray(g), np.vstack([np.zeros((2, 3)), (h - y) / 3]), rtol=1e-12, atol=0)
+  np.testing.assert_allclose(np.asarray(aux["teacher_logit"]), z[2], rtol=0)
+  assert aux["student_bce"].shape == aux["exam_scores"].shape == (2,) and aux["mu"].shape == (2, 2)
+  np.testing.assert_allclose(np.asarray(aux["student_bce"]), [np_bce(sig(z[0]), y), np_bce(sig(z[1]), y)], rtol=1e-13)
+  # one student and the head
+  (loss1, _), g1 = run_combos(z[1:], y, combos=(("concat", "mse"),))["concat/mse"]
+  np.testing.assert_allclose(float(loss1), float(loss), rtol=0)
+  np.testing.assert_allclose(np.asarray(g1), np.asarray(g)[1:], rtol=0)
+  with pytest.raises(ValueError, match=r"K \+ 1.*\(1, 3\)"):
+    kdef_loss(jnp.asarray(z[:1]), jnp.asarray(y), variant="concat")
+
+
 def test_variants_differ(x64):
   res = cached_problem_results(3, 3, 1.0)
   vals = {v: float(res[f"{v}/mse"][0][0]) for v in VARIANTS}
@@ -148,7 +169,7 @@ def test_variants_differ(x64):
 # K=1 and extreme logits.
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", CONSISTENCIES)
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "concat"])  # concat: K + 1 rows (below)
 def test_single_student(variant, kind, x64):
   z = np.array([[0.7, -1.2, 2.5, -0.1]])
   y = np.array([1.0, 0.0, 0.0, 1.0])
@@ -246,8 +267,9 @@ def test_invalid_arguments():
 
 
 def test_exports(x64):
-  assert VARIANTS == ("kdef", "kd_only", "dml_only", "no_exam", "mean", "sum", "mean_prob", "independent")
-  assert losses.FUSIONS == ("mean_logit", "sum_logit", "mean_prob")
+  assert VARIANTS == ("kdef", "kd_only", "dml_only", "no_exam", "mean", "sum", "mean_prob", "concat",
+                      "independent")
+  assert losses.FUSIONS == ("mean_logit", "sum_logit", "mean_prob", "concat")
   assert CONSISTENCIES == ("mse", "l1", "huber", "bce", "kl")
   z, y = problem(2, 3)
   aux = _JIT_LOSS(jnp.asarray(z), jnp.asarray(y))[1]

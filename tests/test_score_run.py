@@ -108,18 +108,22 @@ def test_score_run_reproduces_the_runs_test_metrics(frappe_like_run, tmp_path, c
   assert "wrote" in capsys.readouterr().out
 
 
-def test_score_run_scores_a_baseline_runs_own_ensemble(frappe_like_run, tmp_path):
-  """A run trained as the mean_prob baseline is scored with mean_k σ(z_k), the ensemble it reported."""
+@pytest.mark.parametrize("variant", ["mean_prob", "concat"])
+def test_score_run_scores_a_baseline_runs_own_ensemble(frappe_like_run, tmp_path, variant):
+  """A run trained as the mean_prob / concat baseline is scored with mean_k σ(z_k) / σ(its head's
+  logit), the ensemble it reported; its students as σ(z_k)."""
   _, _, raw = frappe_like_run
   data = raw_cfg(raw, tmp_path / "cache", format="libfm", fields=("f1", "f2", "f3"), split="files",
                  files={"train": "train.libfm", "valid": "valid.libfm", "test": "test.libfm"})
-  results = _train(tmp_path, data, 3, (16,), 1, variant="mean_prob", lr=0.03)
-  assert results["fusion"] == "mean_prob"
+  results = _train(tmp_path, data, 3, (16,), 1, variant=variant, lr=0.03)
+  assert results["fusion"] == variant
   out = tmp_path / "scores.csv"
   info = score_run.score_run(tmp_path / "run", raw / "test.libfm", out=out, log=lambda *a: None)
   ens = results["rows"][0]
   assert info["metrics"]["ensemble"]["logloss"] == pytest.approx(ens["test_logloss"], abs=1e-9)
   assert info["metrics"]["ensemble"]["auc"] == pytest.approx(ens["test_auc"], abs=1e-9)
+  for row in results["rows"][1:]:
+    assert info["metrics"][row["model"]]["logloss"] == pytest.approx(row["test_logloss"], abs=1e-9)
   y, p = np.loadtxt(out, delimiter=",", skiprows=1, usecols=(2, 3), unpack=True)
   assert -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)) == pytest.approx(ens["test_logloss"], abs=1e-6)
 

@@ -248,6 +248,13 @@ def test_bad_config_values_name_the_key(tmp_path, key, value, match):
         train_and_evaluate(tiny_config(tmp_path, **{key: value}), tmp_path / "run", log=lambda *a: None)
 
 
+def test_concat_needs_mlp_students(tmp_path):
+    c = tiny_config(tmp_path, **{"loss.variant": "concat", "model.students": "mlp:2,ecn:1"})
+    with pytest.raises(ValueError, match=r"config loss.variant: 'concat' .* needs MLP students; .* ecn, mlp"):
+        train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_data_dir_names_the_path(tmp_path):
     c = tiny_config(tmp_path, **{"data.format": "libfm", "data.data_dir": str(tmp_path / "nowhere"), "data.fields": ("a",)})
     with pytest.raises(FileNotFoundError, match="nowhere"):
@@ -260,7 +267,7 @@ def test_missing_data_dir_names_the_path(tmp_path):
     assert (tmp_path / "mine" / "keep.txt").read_text() == "x"  # a folder that was there stays
 
 
-@pytest.mark.parametrize("variant", ["independent", "mean", "sum", "mean_prob", "kd_only", "dml_only", "no_exam"])
+@pytest.mark.parametrize("variant", ["independent", "mean", "sum", "mean_prob", "concat", "kd_only", "dml_only", "no_exam"])
 def test_every_variant_trains(tmp_path, variant):
     c = tiny_config(tmp_path, **{"loss.variant": variant, "train.num_epochs": 1, "train.steps_per_epoch": 2})
     res = train_and_evaluate(c, tmp_path / variant, log=lambda *a: None)

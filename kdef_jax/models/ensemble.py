@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from kdef_jax.models.embedding import FeatureEmbedding
+from kdef_jax.models.layers import dense
 from kdef_jax.models.registry import get_student
 
 
@@ -87,23 +88,36 @@ class KDEFModel(nn.Module):
     compute_dtype: str = "float32"  # "bfloat16": students compute in bf16, params/optimizer stay fp32
     group_impl: str = "auto"  # how a group of K copies executes: vmap (batched) | unrolled | auto (unrolled on CPU)
     embedding_rows: int = 0  # table rows (0: Σ V_f); more pads zero rows, for a table split by rows
+    concat_head: bool = False  # MLPs_concat (loss.variant="concat"): + a head over the students' last hidden layers
 
     @nn.compact
     def __call__(self, ids, train: bool = False, mask=None, emb_rows=None):
-        """ids int32 [B, C] → student logits [K, B]. ``emb_rows``: pre-gathered embedding rows [B, C, d]."""
+        """ids int32 [B, C] → student logits [K, B]; with ``concat_head`` [K + 1, B], the last row the
+        head's logit w·[a_1; …; a_K] + b (a_k: student k's last hidden layer, after its dropout; w, b a
+        Linear(K·u → 1) initialised as every Linear). ``emb_rows``: pre-gathered embedding rows [B, C, d]."""
         emb = FeatureEmbedding(self.vocab_sizes, self.embedding_dim, self.max_lens, self.embedding_init_std,
                                self.embedding_rows, name="embedding")(
             ids, emb_rows
         )
+        if self.concat_head and any(g.kind != "mlp" for g in self.groups):
+            raise ValueError(f"loss.variant='concat' (the MLPs_concat head) reads the last hidden layer of MLP "
+                             f"students; these students are {', '.join(g.name for g in self.groups)}")
         outs = []
         for i, g in enumerate(self.groups):
             cls, _ = get_student(g.kind)
             kwargs = dict(g.kwargs, dtype=jnp.dtype(self.compute_dtype))
+            if self.concat_head:
+                kwargs["with_hidden"] = True
             name = f"group{i}_{g.kind}"
             if self.is_initializing() or not _unroll(self.group_impl):  # init always by vmap: same params
                 outs.append(vmapped(cls, g.count)(**kwargs, name=name)(emb, train, mask))
             else:
                 outs.append(unrolled(cls, g.count)(**kwargs, name=name)(None, emb, train, mask)[1])
+        if self.concat_head:
+            hidden = jnp.concatenate([h for _, h in outs], axis=0)  # [K, B, u], students in [K] order
+            a = jnp.swapaxes(hidden, 0, 1).reshape(hidden.shape[1], -1)  # [B, K·u] = [a_1; …; a_K] per row
+            head = dense(1, dtype=jnp.dtype(self.compute_dtype), name="concat_head")(a)[:, 0].astype(jnp.float32)
+            outs = [z for z, _ in outs] + [head[None]]
         return jnp.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
 
     @property
@@ -128,7 +142,9 @@ def groups_from_config(m) -> tuple:
     return tuple(groups)
 
 
-def build_model(model_config, feature_map) -> KDEFModel:
+def build_model(model_config, feature_map, concat_head: bool = False) -> KDEFModel:
+    """The model of ``config.model`` over ``feature_map``'s fields; ``concat_head``: with the MLPs_concat
+    head (a run whose ``loss.variant`` is "concat": ``fusion_of(variant) == "concat"``)."""
     return KDEFModel(
         vocab_sizes=feature_map.vocab_sizes,
         groups=groups_from_config(model_config),
@@ -138,4 +154,5 @@ def build_model(model_config, feature_map) -> KDEFModel:
         compute_dtype=model_config.compute_dtype,
         group_impl=model_config.group_impl,
         embedding_rows=model_config.get("embedding_rows", 0),  # absent in runs saved before it existed
+        concat_head=concat_head,
     )

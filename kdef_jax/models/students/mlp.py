@@ -41,10 +41,12 @@ class MLPStudent(nn.Module):
     batch_norm: bool = True
     dropout_rng: str = "hash"
     dtype: Any = jnp.float32  # computation dtype; params stay float32
+    with_hidden: bool = False  # also return the last hidden layer [B, u_last] (the MLPs_concat head reads it)
 
     @nn.compact
     def __call__(self, emb, train: bool = False, mask=None):
         x = emb.reshape(emb.shape[0], -1).astype(self.dtype)
         x = mlp_hidden(x, self.hidden_units, dropout=self.dropout, batch_norm=self.batch_norm, dropout_rng=self.dropout_rng,
                        dtype=self.dtype, train=train, mask=mask)
-        return dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
+        logit = dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
+        return (logit, x) if self.with_hidden else logit
