@@ -4,7 +4,8 @@
         --seeds 2024 2025 --workdir runs/frappe_scaling --out experiments/results/frappe_scaling.json
 
 For every variant v (``loss.variant``: "mean" = one BCE on σ(mean_k z_k), the paper's MLP_mean /
-"w/o all"; "kdef" = the full loss; any of kdef_jax.losses.VARIANTS) and every K, trains
+"w/o all"; "sum", "mean_prob", "concat" = the other ensembles of spec §7 and §9.3; "kdef" = the full
+loss; any of kdef_jax.losses.VARIANTS) and every K, trains
 ``config`` with ``model.num_students=K`` over the seeds (experiments/run_seeds.py; finished runs in
 ``<workdir>/<v>_k<K>_seed<s>`` are reused). Writes JSON, a Markdown table and a PNG with two
 panels against K: the ensemble's test AUC and the best student's (chosen by validation AUC), each
@@ -13,8 +14,9 @@ line the mean over seeds with the per-seed min-max as a band. The collapse the p
 
     python experiments/scaling.py --merge A.json B.json --out AB.json
 
-joins sweeps of the same config, overrides, variants and Ks over other seeds (a seed run later, in
-another workdir) into one record, table and plot, training nothing.
+joins sweeps of the same config and overrides into one record, table and plot, training nothing: the
+same variants and Ks over other seeds (a seed run later, in another workdir), or other variants over
+the same seeds (a baseline swept later).
 """
 
 from __future__ import annotations
@@ -60,29 +62,34 @@ def sweep(config: str, ks, variants, seeds, workdir, extra=(), plans=None) -> di
 
 
 def merge(paths) -> dict:
-    """The record of one sweep from the JSON records of sweeps that ran the same config, overrides,
-    variants and Ks over disjoint seeds (e.g. a seed added later): every cell's per-seed values
-    joined, in the order of ``paths``."""
+    """The record of one sweep from the JSON records of sweeps of the same config and overrides, each
+    joined to those before it in one of two ways: the same variants and Ks over disjoint seeds (e.g. a
+    seed added later: every cell's per-seed values joined, in the order of ``paths``), or other
+    variants over the same seeds (e.g. a baseline swept later: its rows added to the table)."""
     records = [read_json(Path(p)) for p in paths]
     for p, r in zip(paths, records):
         if not isinstance(r, dict) or not {"config", "overrides", "seeds", "table"} <= set(r):
             raise ValueError(f"{p}: not a scaling.py record (it needs config, overrides, seeds and table)")
     first = records[0]
-    cells = {v: list(rows) for v, rows in first["table"].items()}
-    table = first["table"]
+    table, seeds = dict(first["table"]), list(first["seeds"])
     for p, r in zip(paths[1:], records[1:]):
         for key in ("config", "overrides"):
             if r[key] != first[key]:
                 raise ValueError(f"{p}: {key} {r[key]!r} is not {paths[0]}'s {first[key]!r}")
         got = {v: list(rows) for v, rows in r["table"].items()}
-        if got != cells:
-            raise ValueError(f"{p}: variants and Ks {got} are not those of {paths[0]}")
+        if not set(got) & set(table) and r["seeds"] == seeds:  # other variants, the same seeds
+            table.update(r["table"])
+            continue
+        if got != {v: list(rows) for v, rows in table.items()}:
+            raise ValueError(f"{p}: variants and Ks {got} are neither those joined so far (to add seeds) nor other "
+                             f"variants over their seeds {seeds}")
         try:
             table = {v: {k: merge_summaries(s, r["table"][v][k]) for k, s in rows.items()} for v, rows in table.items()}
         except ValueError as e:
             raise ValueError(f"{p}: {e}") from None
-    return {"config": first["config"], "overrides": first["overrides"], "seeds": [s for r in records for s in r["seeds"]],
-            "table": table, "merged_from": [str(p) for p in paths]}
+        seeds += r["seeds"]
+    return {"config": first["config"], "overrides": first["overrides"], "seeds": seeds, "table": table,
+            "merged_from": [str(p) for p in paths]}
 
 
 def markdown(table: dict) -> str:
@@ -149,7 +156,8 @@ def main():
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides KEY=VALUE for every run")
     ap.add_argument("--workdir", help="where the runs go (required unless --merge)")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
-                    help="train nothing: join these sweeps' records (same config, overrides, variants, Ks; other seeds)")
+                    help="train nothing: join these sweeps' records (same config and overrides; the same variants "
+                         "and Ks over other seeds, or other variants over the same seeds)")
     ap.add_argument("--out", required=True, help="JSON path; the .md table and .png plot go beside it")
     args = ap.parse_args()
     plans = None

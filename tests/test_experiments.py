@@ -119,8 +119,21 @@ def test_scaling_merge_joins_seeds_and_refuses_mismatches(tmp_path):
     rec_d = json.loads(d.read_text())
     del rec_d["table"]["mean"]
     d.write_text(json.dumps(rec_d))
-    with pytest.raises(ValueError, match=r"d\.json: variants and Ks"):
+    with pytest.raises(ValueError, match=r"d\.json: variants and Ks \{'kdef': \['16'\]\} are neither"):
         scaling.merge([a, d])
+    # other variants over the same seeds: rows added; then a seed of every variant joins them all
+    s = sweep_json("s.json", [1, 2], [0.60, 0.62])
+    rec_s = json.loads(s.read_text())
+    rec_s["table"] = {"sum": rec_s["table"]["mean"], "concat": rec_s["table"]["kdef"]}
+    s.write_text(json.dumps(rec_s))
+    rec = scaling.merge([a, s])
+    assert list(rec["table"]) == ["kdef", "mean", "sum", "concat"] and rec["seeds"] == [1, 2]
+    assert rec["table"]["sum"]["16"]["ensemble_test_auc"]["values"] == pytest.approx([0.60, 0.62])
+    assert rec["table"]["kdef"] == json.loads(a.read_text())["table"]["kdef"]
+    with pytest.raises(ValueError, match=r"s\.json: variants and Ks .* neither .* seeds \[1, 2, 3\]"):
+        scaling.merge([a, b, s])  # other variants must come over the seeds joined so far
+    with pytest.raises(ValueError, match=r"b\.json: variants and Ks"):
+        scaling.merge([a, s, b])  # a seed added later needs every variant joined so far
 
 
 def _results(auc_by_model: dict, epochs=5, best=4):
