@@ -5,7 +5,8 @@
 * ``fold_batchnorm(model, variables)`` → the same predictions with every eval-mode BatchNorm that
   follows a Dense folded into it (W' = W·diag(a), b' = b·a + β − μ·a, a = γ/√(σ²+ε)).
 * ``make_predictor(model, variables, what)`` → a jitted ``ids -> probabilities`` for the ensemble
-  (σ of the mean logit; ``fusion=`` for the sum / mean_prob baselines) or for one student
+  (σ of the mean logit; ``fusion=`` for the sum / mean_prob baselines, the head's σ for a model with
+  the concat head) or for one student
   (``fold_bn=True``: of its folded network).
 * ``export_predictor(...)`` → ``jax.export`` serialization (StableHLO bytes) with a symbolic batch
   dimension, loadable without this library's Python code via ``jax.export.deserialize``.
@@ -163,7 +164,7 @@ def make_predictor(model: KDEFModel, variables: dict, what: str | int = "ensembl
         fusion = fusion or ("concat" if model.concat_head else "mean_logit")
         if (fusion == "concat") != model.concat_head:
             raise ValueError(f"fusion {fusion!r} for a model {'with' if model.concat_head else 'without'} the concat "
-                             f"head: the ensemble of a concat model is its head (fusion 'concat'), and only its")
+                             f"head: a model with the head predicts by it (fusion 'concat'), and only such a model can")
     if fold_bn:
         model, variables = fold_batchnorm(model, variables)
 

@@ -4,7 +4,8 @@ The default variant reproduces the authors' PyTorch code (EKTF.add_loss); see
 ``shared/reference/kdef-reference.md`` section 3. Notation: ``z`` = logits [K, B], ``p = sigmoid(z)``,
 teacher logit ``z_t = mean_k z_k``, teacher probability ``y_t = sigmoid(z_t)`` (sigmoid of the mean
 *logit*), ``sg`` = ``jax.lax.stop_gradient``, "mean" = (masked) mean over the batch. The ensemble
-baselines ``"sum"`` and ``"mean_prob"`` form the ensemble (teacher) otherwise: ``ensemble_logit``.
+baselines ``"sum"``, ``"mean_prob"`` and ``"concat"`` form the ensemble (teacher) otherwise:
+``ensemble_logit``.
 """
 from typing import Any, Dict, Optional, Tuple
 
