@@ -110,8 +110,10 @@ def is_ablation(table: dict) -> bool:
     return all(len(rows) == 1 for rows in table.values())
 
 
-def plot(table: dict, path: Path, title: str) -> bool:
-    """Two panels (ensemble, best student) of test AUC against K; False when matplotlib is missing."""
+def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool:
+    """Two panels (ensemble, best student) of test AUC against K; False when matplotlib is missing.
+    ``ymin``: the axes' floor; a mean below it is drawn on the floor as ▼ labelled with its value (a
+    collapsed variant then leaves the others readable)."""
     plt = pyplot()
     if plt is None:
         return False
@@ -132,8 +134,17 @@ def plot(table: dict, path: Path, title: str) -> bool:
         for v, rows in table.items():
             ks = list(rows)
             mean = [rows[k][key]["mean"] for k in ks]
-            ax.plot(ks, mean, marker="o", label=v)
-            ax.fill_between(ks, [rows[k][key]["min"] for k in ks], [rows[k][key]["max"] for k in ks], alpha=0.2)
+            shown = mean if ymin is None else [max(m, ymin) for m in mean]
+            (line,) = ax.plot(ks, shown, marker="o", label=v)
+            ax.fill_between(ks, [rows[k][key]["min"] for k in ks], [rows[k][key]["max"] for k in ks], alpha=0.2,
+                            color=line.get_color())
+            for k, m in zip(ks, mean):
+                if ymin is not None and m < ymin:
+                    ax.plot([k], [ymin], marker="v", markersize=9, color=line.get_color())
+                    ax.annotate(f"{m:.3f}", (k, ymin), textcoords="offset points", xytext=(4, 6), fontsize=7,
+                                color=line.get_color())
+        if ymin is not None:
+            ax.set_ylim(bottom=ymin)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xlabel("students K")
@@ -159,6 +170,8 @@ def main():
                     help="train nothing: join these sweeps' records (same config and overrides; the same variants "
                          "and Ks over other seeds, or other variants over the same seeds)")
     ap.add_argument("--out", required=True, help="JSON path; the .md table and .png plot go beside it")
+    ap.add_argument("--ymin", type=float, default=None,
+                    help="the plot's AUC floor: means below it are drawn on it as ▼ with their value")
     args = ap.parse_args()
     plans = None
     try:
@@ -190,7 +203,7 @@ def main():
     out.with_suffix(".md").write_text(md + "\n")
     print(md)
     what = "ablation" if is_ablation(table) else "scaling K"
-    if not plot(table, out.with_suffix(".png"), f"{record['config']}: {what}, seeds {record['seeds']}"):
+    if not plot(table, out.with_suffix(".png"), f"{record['config']}: {what}, seeds {record['seeds']}", args.ymin):
         out.with_suffix(".png").unlink(missing_ok=True)  # not an earlier run's plot beside these numbers
         print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")
     best = {v: max(rows, key=lambda k: rows[k]["ensemble_test_auc"]["mean"]) for v, rows in table.items()}

@@ -64,6 +64,15 @@ def test_scaling_sweep_trains_each_cell_once_and_reuses_it(tmp_path, monkeypatch
     assert r["ensemble_test_auc"] == table["mean"][2]["ensemble_test_auc"]["values"][0]
     pytest.importorskip("matplotlib")
     assert scaling.plot(table, tmp_path / "s.png", "t") and (tmp_path / "s.png").stat().st_size > 1000
+    saved = []
+    floor = max(table["mean"][k]["ensemble_test_auc"]["mean"] for k in (1, 2)) + 1e-3  # every mean below it
+    with monkeypatch.context() as m:
+        m.setattr(scaling, "save_figure", lambda fig, path: saved.append(fig))
+        assert scaling.plot(table, tmp_path / "f.png", "t", ymin=floor)
+    ens_ax = saved[0].axes[0]
+    assert ens_ax.get_ylim()[0] == pytest.approx(floor)
+    labels = sorted(t.get_text() for t in ens_ax.texts)  # each mean under the floor, drawn on it with its value
+    assert labels == sorted(f"{table['mean'][k]['ensemble_test_auc']['mean']:.3f}" for k in (1, 2))
     ablation = {v: {2: table["mean"][2]} for v in ("kdef", "mean")}  # one K: variants side by side
     assert scaling.plot(ablation, tmp_path / "a.png", "t") and (tmp_path / "a.png").stat().st_size > 1000
     assert collapse.plot(found, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 1000
