@@ -36,6 +36,8 @@ from kdef_jax.run_files import read_json  # noqa: E402
 
 
 SWEPT = ("model.num_students", "loss.variant", "model.students")  # what the sweep sets; --set may not
+# variants whose students' own outputs are never trained (MLPs_concat trains only its head): no best-student curve
+UNTRAINED_STUDENTS = ("concat",)
 
 
 def plan_sweep(config: str, ks, variants, seeds, workdir, extra=()) -> dict:
@@ -113,11 +115,11 @@ def is_ablation(table: dict) -> bool:
 def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool:
     """Two panels (ensemble, best student) of test AUC against K; False when matplotlib is missing.
     ``ymin``: the axes' floor; a mean below it is drawn on the floor as ▼ labelled with its value (a
-    collapsed variant then leaves the others readable)."""
+    collapsed variant then leaves the others readable). ``UNTRAINED_STUDENTS`` get no best-student curve."""
     plt = pyplot()
     if plt is None:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4), sharey=True)
     single_k = is_ablation(table)
     for ax, key, name in zip(axes, ("ensemble_test_auc", "best_student_test_auc"), ("ensemble", "best student")):
         if single_k:
@@ -132,6 +134,9 @@ def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool
             ax.grid(alpha=0.3)
             continue
         for v, rows in table.items():
+            if key == "best_student_test_auc" and v in UNTRAINED_STUDENTS:
+                ax.plot([], [])  # keep each variant's colour the same in both panels
+                continue
             ks = list(rows)
             mean = [rows[k][key]["mean"] for k in ks]
             shown = mean if ymin is None else [max(m, ymin) for m in mean]
@@ -151,8 +156,9 @@ def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool
         ax.set_title(f"{name} test AUC")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test AUC")
-    if not single_k:
-        axes[0].legend(title="loss.variant")
+    if not single_k:  # beside the panels, where it hides no curve
+        axes[1].legend(*axes[0].get_legend_handles_labels(), title="loss.variant", loc="center left",
+                       bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(title)
     save_figure(fig, path)
     return True
