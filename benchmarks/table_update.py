@@ -21,7 +21,6 @@ All timed interleaved in one process (common.time_interleaved); the final tables
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 

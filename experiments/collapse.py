@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import re
 import statistics
 import sys
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.models.embedding import field_offsets  # noqa: E402
 from kdef_jax.report import pyplot, save_figure  # noqa: E402
-from run_seeds import check_out  # noqa: E402  (experiments/ is this script's folder)
+from run_seeds import check_out, write_outputs  # noqa: E402  (experiments/ is this script's folder)
 
 RUN = re.compile(r"^(?P<variant>\w+?)_k(?P<k>\d+)_seed(?P<seed>\d+)$")
 
@@ -135,11 +134,7 @@ def main():
         ap.error(str(e))
     if not found:
         raise SystemExit(f"no finished <variant>_k<K>_seed<s> runs under {args.workdir}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({v: {str(k): r for k, r in ks.items()} for v, ks in found.items()}, indent=1))
-    md = markdown(found)
-    out.with_suffix(".md").write_text(md + "\n")
-    print(md)
+    write_outputs(out, {v: {str(k): r for k, r in ks.items()} for v, ks in found.items()}, markdown(found))
     if not plot(found, out.with_suffix(".png")):
         out.with_suffix(".png").unlink(missing_ok=True)  # not an earlier run's plot beside these numbers
         print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")

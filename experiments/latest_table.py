@@ -18,7 +18,6 @@ Reference: the authors' PyTorch EKTF_L on the same split and settings, seeds 202
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.run_files import read_json  # noqa: E402
+from run_seeds import write_outputs  # noqa: E402  (experiments/ is this script's folder)
 
 STUDENTS = ("ipnn", "final", "ecn")
 SEEDS = (2024, 2025, 2026)
@@ -133,12 +133,7 @@ def main():
         table = collect(Path(args.workdir), tuple(args.seeds))
     except ValueError as e:
         ap.error(str(e))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(table, indent=1))
-    md = markdown(table)
-    out.with_suffix(".md").write_text(md + "\n")
-    print(md)
+    write_outputs(Path(args.out), table, markdown(table))
 
 
 if __name__ == "__main__":

@@ -208,6 +208,14 @@ def check_out(out: Path, run_dirs=(), inputs=()) -> Path:
     return out
 
 
+def write_outputs(out: Path, record, md: str) -> None:
+    """Writes ``record`` as JSON to ``out`` and the markdown table ``md`` beside it (.md), and prints the table."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
+    out.with_suffix(".md").write_text(md + "\n")
+    print(md)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="configs/x.py[:arg]")
@@ -229,11 +237,7 @@ def main():
     for name, *overrides in args.setting:
         summary[name] = summarize(run_planned(name, plans[name]))
         summary[name]["overrides"] = overrides
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config": args.config, "summary": summary}, indent=1))
-    table = markdown(summary)
-    out.with_suffix(".md").write_text(table + "\n")
-    print(table)
+    write_outputs(out, {"config": args.config, "summary": summary}, markdown(summary))
 
 
 if __name__ == "__main__":

@@ -22,14 +22,14 @@ the same seeds (a baseline swept later).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_seeds import check_out, check_unique, merge_summaries, plan_setting, run_planned, summarize  # noqa: E402
+from run_seeds import (check_out, check_unique, merge_summaries, plan_setting, run_planned,  # noqa: E402
+                       summarize, write_outputs)
 
 from kdef_jax.report import pyplot, save_figure  # noqa: E402
 from kdef_jax.run_files import read_json  # noqa: E402
@@ -203,11 +203,7 @@ def main():
                   "table": {v: {str(k): s for k, s in rows.items()} for v, rows in table.items()}}
     table = {v: {int(k): s for k, s in rows.items()} for v, rows in record["table"].items()}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
-    md = markdown(table)
-    out.with_suffix(".md").write_text(md + "\n")
-    print(md)
+    write_outputs(out, record, markdown(table))
     what = "ablation" if is_ablation(table) else "scaling K"
     if not plot(table, out.with_suffix(".png"), f"{record['config']}: {what}, seeds {record['seeds']}", args.ymin):
         out.with_suffix(".png").unlink(missing_ok=True)  # not an earlier run's plot beside these numbers

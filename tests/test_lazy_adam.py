@@ -2,9 +2,7 @@
 and leaves rows absent from the batch untouched."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from kdef_jax.config import base_config
 from kdef_jax.models.embedding import field_offsets

@@ -4,10 +4,8 @@ import json
 import math
 import re
 import shutil
-from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
