@@ -151,7 +151,8 @@ def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool
         if ymin is not None:
             ax.set_ylim(bottom=ymin)
         ax.set_xscale("log", base=2)
-        ax.set_xticks(ks, [str(k) for k in ks])
+        every_k = sorted({int(k) for rows in table.values() for k in rows})  # variants may stop at different Ks
+        ax.set_xticks(every_k, [str(k) for k in every_k])
         ax.set_xlabel("students K")
         ax.set_title(f"{name} test AUC")
         ax.grid(alpha=0.3)

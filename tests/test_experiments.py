@@ -73,6 +73,11 @@ def test_scaling_sweep_trains_each_cell_once_and_reuses_it(tmp_path, monkeypatch
     assert ens_ax.get_ylim()[0] == pytest.approx(floor)
     labels = sorted(t.get_text() for t in ens_ax.texts)  # each mean under the floor, drawn on it with its value
     assert labels == sorted(f"{table['mean'][k]['ensemble_test_auc']['mean']:.3f}" for k in (1, 2))
+    saved.clear()
+    with monkeypatch.context() as m:  # a variant swept to fewer Ks: the axis still ticks every K of the table
+        m.setattr(scaling, "save_figure", lambda fig, path: saved.append(fig))
+        assert scaling.plot({"mean": table["mean"], "sum": {1: table["mean"][1]}}, tmp_path / "g.png", "t")
+    assert [t.get_text() for t in saved[0].axes[0].get_xticklabels()] == ["1", "2"]
     ablation = {v: {2: table["mean"][2]} for v in ("kdef", "mean")}  # one K: variants side by side
     assert scaling.plot(ablation, tmp_path / "a.png", "t") and (tmp_path / "a.png").stat().st_size > 1000
     assert collapse.plot(found, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 1000
