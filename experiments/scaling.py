@@ -121,6 +121,7 @@ def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 4), sharey=True)
     single_k = is_ablation(table)
+    every_k = sorted({int(k) for rows in table.values() for k in rows})  # variants may stop at different Ks
     for ax, key, name in zip(axes, ("ensemble_test_auc", "best_student_test_auc"), ("ensemble", "best student")):
         if single_k:
             for i, (v, rows) in enumerate(table.items()):
@@ -151,7 +152,6 @@ def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool
         if ymin is not None:
             ax.set_ylim(bottom=ymin)
         ax.set_xscale("log", base=2)
-        every_k = sorted({int(k) for rows in table.values() for k in rows})  # variants may stop at different Ks
         ax.set_xticks(every_k, [str(k) for k in every_k])
         ax.set_xlabel("students K")
         ax.set_title(f"{name} test AUC")
