@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -30,9 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.models.embedding import field_offsets  # noqa: E402
 from kdef_jax.report import pyplot, save_figure  # noqa: E402
-from run_seeds import check_out, write_outputs  # noqa: E402  (experiments/ is this script's folder)
-
-RUN = re.compile(r"^(?P<variant>\w+?)_k(?P<k>\d+)_seed(?P<seed>\d+)$")
+from run_seeds import check_out, finished_runs, write_outputs  # noqa: E402  (experiments/ is this script's folder)
 
 
 def information_abundance(matrix: np.ndarray) -> tuple[float, np.ndarray]:
@@ -73,12 +70,8 @@ def analyse_run(workdir: Path) -> dict:
 
 def collect(workdir: Path) -> dict:
     """{variant: {K: [per-seed analyse_run]}} over the finished runs under ``workdir``."""
-    out: dict = {}
-    for d in sorted(workdir.iterdir()):
-        m = RUN.match(d.name)
-        if m and (d / "results.json").exists():
-            out.setdefault(m["variant"], {}).setdefault(int(m["k"]), []).append(analyse_run(d) | {"seed": int(m["seed"])})
-    return {v: dict(sorted(ks.items())) for v, ks in out.items()}
+    return {v: {k: [analyse_run(d) | {"seed": seed} for seed, d in runs] for k, runs in ks.items()}
+            for v, ks in finished_runs(workdir).items()}
 
 
 def markdown(found: dict) -> str:
@@ -134,10 +127,8 @@ def main():
         ap.error(str(e))
     if not found:
         raise SystemExit(f"no finished <variant>_k<K>_seed<s> runs under {args.workdir}")
-    write_outputs(out, {v: {str(k): r for k, r in ks.items()} for v, ks in found.items()}, markdown(found))
-    if not plot(found, out.with_suffix(".png")):
-        out.with_suffix(".png").unlink(missing_ok=True)  # not an earlier run's plot beside these numbers
-        print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")
+    write_outputs(out, {v: {str(k): r for k, r in ks.items()} for v, ks in found.items()}, markdown(found),
+                  lambda png: plot(found, png))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -208,12 +209,31 @@ def check_out(out: Path, run_dirs=(), inputs=()) -> Path:
     return out
 
 
-def write_outputs(out: Path, record, md: str) -> None:
-    """Writes ``record`` as JSON to ``out`` and the markdown table ``md`` beside it (.md), and prints the table."""
+def write_outputs(out: Path, record, md: str, plot=None) -> None:
+    """Writes ``record`` as JSON to ``out`` and the markdown table ``md`` beside it (.md), and prints the
+    table. ``plot(png_path) -> bool`` draws the .png beside them; False (no matplotlib) removes any
+    earlier run's .png there, so no plot is left beside numbers it does not show."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
     out.with_suffix(".md").write_text(md + "\n")
     print(md)
+    if plot is not None and not plot(out.with_suffix(".png")):
+        out.with_suffix(".png").unlink(missing_ok=True)
+        print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")
+
+
+RUN_DIR = re.compile(r"^(?P<variant>\w+?)_k(?P<k>\d+)_seed(?P<seed>\d+)$")  # experiments/scaling.py's run folders
+
+
+def finished_runs(workdir) -> dict:
+    """{variant: {K: [(seed, run folder), ...]}}, Ks ascending, of the finished runs (a results.json)
+    named ``<variant>_k<K>_seed<s>`` under ``workdir``."""
+    out: dict = {}
+    for d in sorted(Path(workdir).iterdir()):
+        m = RUN_DIR.match(d.name)
+        if m and (d / "results.json").exists():
+            out.setdefault(m["variant"], {}).setdefault(int(m["k"]), []).append((int(m["seed"]), d))
+    return {v: dict(sorted(ks.items())) for v, ks in out.items()}
 
 
 def main():

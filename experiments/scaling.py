@@ -204,11 +204,9 @@ def main():
                   "table": {v: {str(k): s for k, s in rows.items()} for v, rows in table.items()}}
     table = {v: {int(k): s for k, s in rows.items()} for v, rows in record["table"].items()}
     out = Path(args.out)
-    write_outputs(out, record, markdown(table))
     what = "ablation" if is_ablation(table) else "scaling K"
-    if not plot(table, out.with_suffix(".png"), f"{record['config']}: {what}, seeds {record['seeds']}", args.ymin):
-        out.with_suffix(".png").unlink(missing_ok=True)  # not an earlier run's plot beside these numbers
-        print("[plot] matplotlib is not installed, so no PNG (pip install 'kdef-jax[plots]')")
+    write_outputs(out, record, markdown(table),
+                  lambda png: plot(table, png, f"{record['config']}: {what}, seeds {record['seeds']}", args.ymin))
     best = {v: max(rows, key=lambda k: rows[k]["ensemble_test_auc"]["mean"]) for v, rows in table.items()}
     print("best K by ensemble test AUC: " + ", ".join(f"{v} K={k}" for v, k in best.items()))
     print(f"mean wall s per run: {statistics.fmean(w for rows in table.values() for s in rows.values() for w in s['wall_s']):.0f}")

@@ -11,6 +11,7 @@ from conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 
 import collapse  # noqa: E402
+import findings  # noqa: E402
 import numpy as np  # noqa: E402
 import run_seeds  # noqa: E402
 import scaling  # noqa: E402
@@ -62,6 +63,13 @@ def test_scaling_sweep_trains_each_cell_once_and_reuses_it(tmp_path, monkeypatch
     r = found["mean"][2][0]
     assert r["seed"] == 7 and 1.0 <= r["mean_ia"] <= r["dim"]
     assert r["ensemble_test_auc"] == table["mean"][2]["ensemble_test_auc"]["values"][0]
+    spread = findings.collect(tmp_path / "runs")  # Findings 2-3: the test split re-predicted from the checkpoints
+    res = json.loads((tmp_path / "runs" / "mean_k2_seed7" / "results.json").read_text())
+    cell = spread["mean"][2]
+    assert [x["seed"] for x in cell["runs"]] == [7] and cell["runs"][0]["fusion"] == "mean_logit"
+    assert cell["runs"][0]["student_auc"] == pytest.approx([row["test_auc"] for row in res["rows"][1:]], abs=1e-9)
+    assert cell["mean"]["ensemble_auc"] == pytest.approx(res["rows"][0]["test_auc"], abs=1e-9)
+    assert spread["mean"][1]["mean"]["student_auc_std"] == 0 and spread["mean"][1]["mean"]["distance_to_ensemble"] == 0
     pytest.importorskip("matplotlib")
     assert scaling.plot(table, tmp_path / "s.png", "t") and (tmp_path / "s.png").stat().st_size > 1000
     saved = []
@@ -81,6 +89,38 @@ def test_scaling_sweep_trains_each_cell_once_and_reuses_it(tmp_path, monkeypatch
     ablation = {v: {2: table["mean"][2]} for v in ("kdef", "mean")}  # one K: variants side by side
     assert scaling.plot(ablation, tmp_path / "a.png", "t") and (tmp_path / "a.png").stat().st_size > 1000
     assert collapse.plot(found, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 1000
+    assert findings.plot(spread, tmp_path / "f2.png") and (tmp_path / "f2.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match=r"mean K=1 seed\(s\) \[7\] are in two of the workdirs"):
+        findings.collect(tmp_path / "runs", tmp_path / "runs")
+    with pytest.raises(ValueError, match=r"--variants kdef: no finished runs of it under"):
+        findings.collect(tmp_path / "runs", variants=["mean", "kdef"])
+    res["rows"][0]["test_auc"] += 0.01  # a run whose checkpoint no longer gives its logged numbers is refused
+    (tmp_path / "runs" / "mean_k2_seed7" / "results.json").write_text(json.dumps(res))
+    with pytest.raises(ValueError, match=r"mean_k2_seed7: re-predicted ensemble test AUC .* in its results\.json"):
+        findings.collect(tmp_path / "runs")
+
+
+def test_findings_metrics_by_hand():
+    import math
+
+    def s(x):
+        return 1 / (1 + math.exp(-x))
+
+    labels = np.array([1, 0, 1, 0])
+    z = np.array([[1.0, -1.0, 0.5, 0.0],    # every positive above every negative: AUC 1
+                  [-1.0, 1.0, 0.0, 0.5]])   # every positive below: AUC 0
+    m = findings.findings_metrics(labels, z)  # ensemble σ(mean z) = σ([0, 0, .25, .25]): AUC (.5 + 0 + 1 + .5)/4
+    d = (2 * (s(1) - s(0)) + (s(0.5) - s(0.25)) + (s(0.25) - s(0))) / 4  # each student's mean |p_k - p|
+    assert m["student_auc"] == [1.0, 0.0] and m["ensemble_auc"] == 0.5
+    assert (m["student_auc_mean"], m["student_auc_min"], m["student_auc_max"], m["student_auc_std"]) == (0.5, 0.0, 1.0, 0.5)
+    assert m["auc_gap"] == 0.0
+    assert m["distance_per_student"] == pytest.approx([d, d]) and m["distance_to_ensemble"] == pytest.approx(d)
+    head = np.concatenate([z, [[3.0, -3.0, 3.0, -3.0]]])  # concat: the head's row is the ensemble, not a student
+    m = findings.findings_metrics(labels, head, "concat")
+    assert m["student_auc"] == [1.0, 0.0] and m["ensemble_auc"] == 1.0 and m["auc_gap"] == 0.5
+    p = np.array([[s(v) for v in row] for row in z])
+    m = findings.findings_metrics(labels, z, "mean_prob")  # ensemble mean_k σ(z_k)
+    assert m["distance_to_ensemble"] == pytest.approx(np.abs(p - p.mean(axis=0)).mean())
 
 
 def test_information_abundance_by_hand():
