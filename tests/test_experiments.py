@@ -304,3 +304,14 @@ def test_overrides_are_parsed_as_their_fields_type():
       run_seeds.apply_overrides(c, [item])
   with pytest.raises(KeyError, match="unknown config key 'nope.x'"):
     run_seeds.apply_overrides(c, ["nope.x=1"])
+
+
+def test_write_outputs_leaves_no_earlier_plot_beside_new_numbers(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.with_suffix(".png").write_bytes(b"an earlier run's plot")
+    run_seeds.write_outputs(out, {"a": 1}, "| t |", lambda png: False)  # as without matplotlib
+    assert json.loads(out.read_text()) == {"a": 1} and out.with_suffix(".md").read_text() == "| t |\n"
+    assert not out.with_suffix(".png").exists() and "matplotlib is not installed" in capsys.readouterr().out
+    drawn = []
+    run_seeds.write_outputs(out, {"a": 2}, "| t |", lambda png: drawn.append(png) or True)
+    assert drawn == [out.with_suffix(".png")]
