@@ -17,7 +17,6 @@ whose value the paper does not give; spec §9.8): IA needs no threshold.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 import sys
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.models.embedding import field_offsets  # noqa: E402
 from kdef_jax.report import pyplot, save_figure  # noqa: E402
-from run_seeds import check_out, finished_runs, write_outputs  # noqa: E402  (experiments/ is this script's folder)
+from run_seeds import analysis_main, finished_runs  # noqa: E402  (experiments/ is this script's folder)
 
 
 def information_abundance(matrix: np.ndarray) -> tuple[float, np.ndarray]:
@@ -68,10 +67,11 @@ def analyse_run(workdir: Path) -> dict:
     }
 
 
-def collect(workdir: Path) -> dict:
-    """{variant: {K: [per-seed analyse_run]}} over the finished runs under ``workdir``."""
+def collect(*workdirs, variants=None) -> dict:
+    """{variant: {K: [per-seed analyse_run]}} over the finished runs under ``workdirs``
+    (run_seeds.finished_runs: joined, only ``variants`` when given)."""
     return {v: {k: [analyse_run(d) | {"seed": seed} for seed, d in runs] for k, runs in ks.items()}
-            for v, ks in finished_runs(workdir).items()}
+            for v, ks in finished_runs(*workdirs, variants=variants).items()}
 
 
 def markdown(found: dict) -> str:
@@ -116,19 +116,7 @@ def plot(found: dict, path: Path) -> bool:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workdir", required=True, help="the folder of an experiments/scaling.py sweep")
-    ap.add_argument("--out", required=True, help="JSON path; the .md table and .png plot go beside it")
-    args = ap.parse_args()
-    try:
-        out = check_out(args.out)
-        found = collect(Path(args.workdir))
-    except ValueError as e:
-        ap.error(str(e))
-    if not found:
-        raise SystemExit(f"no finished <variant>_k<K>_seed<s> runs under {args.workdir}")
-    write_outputs(out, {v: {str(k): r for k, r in ks.items()} for v, ks in found.items()}, markdown(found),
-                  lambda png: plot(found, png))
+    analysis_main(__doc__, collect, markdown, plot)
 
 
 if __name__ == "__main__":

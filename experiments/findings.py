@@ -20,7 +20,6 @@ and D. Each run's recomputed ensemble test AUC must equal its results.json's, or
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 import sys
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.metrics import auc, ensemble_prob64, sigmoid64  # noqa: E402
 from kdef_jax.report import pyplot, save_figure  # noqa: E402
-from run_seeds import check_out, check_unique, finished_runs, write_outputs  # noqa: E402  (experiments/ is this script's folder)
+from run_seeds import analysis_main, finished_runs  # noqa: E402  (experiments/ is this script's folder)
 
 SCALARS = ("student_auc_mean", "student_auc_min", "student_auc_max", "student_auc_std", "ensemble_auc",
            "auc_gap", "distance_to_ensemble")
@@ -92,31 +91,15 @@ def analyse_run(workdir: Path) -> dict:
 
 def collect(*workdirs, variants=None) -> dict:
     """{variant: {K: {"runs": [per-seed analyse_run], "mean": {scalar: mean over seeds}}}} over the
-    finished runs under every one of ``workdirs`` (sweeps of other variants or seeds, joined); only
-    those of ``variants`` (in that order) when given."""
-    runs: dict = {}
-    for wd in workdirs:
-        for v, ks in finished_runs(wd).items():
-            if variants is not None and v not in variants:
-                continue
-            for k, found in ks.items():
-                cell = runs.setdefault(v, {}).setdefault(k, [])
-                twice = sorted({s for s, _ in found} & {s for s, _ in cell})
-                if twice:
-                    raise ValueError(f"{v} K={k} seed(s) {twice} are in two of the workdirs {[str(w) for w in workdirs]}")
-                cell.extend(found)
-    if variants is not None:
-        missing = [v for v in variants if v not in runs]
-        if missing:
-            raise ValueError(f"--variants {' '.join(missing)}: no finished runs of it under {' '.join(map(str, workdirs))}")
-        runs = {v: runs[v] for v in variants}
+    finished runs under ``workdirs`` (run_seeds.finished_runs: joined, only ``variants`` when given)."""
+    runs = finished_runs(*workdirs, variants=variants)
     bar = tqdm(total=sum(len(f) for ks in runs.values() for f in ks.values()), desc="re-predicting test", unit="run")
     out = {}
     for v, ks in runs.items():
         out[v] = {}
-        for k, found in sorted(ks.items()):
+        for k, found in ks.items():
             rs = []
-            for seed, path in sorted(found):
+            for seed, path in found:
                 bar.set_postfix_str(path.name)
                 rs.append(analyse_run(path) | {"seed": seed, "run": str(path)})
                 bar.update()
@@ -166,21 +149,7 @@ def plot(found: dict, path: Path) -> bool:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workdir", required=True, nargs="+", help="the folder(s) of experiments/scaling.py sweeps")
-    ap.add_argument("--out", required=True, help="JSON path; the .md table and .png plot go beside it")
-    ap.add_argument("--variants", nargs="+", help="only these loss.variant runs, in this order (default: all found)")
-    args = ap.parse_args()
-    try:
-        out = check_out(args.out)
-        check_unique("--variants", args.variants or [])
-        found = collect(*args.workdir, variants=args.variants)
-    except ValueError as e:
-        ap.error(str(e))
-    if not found:
-        raise SystemExit(f"no finished <variant>_k<K>_seed<s> runs under {' '.join(args.workdir)}")
-    write_outputs(out, {v: {str(k): cell for k, cell in ks.items()} for v, ks in found.items()}, markdown(found),
-                  lambda png: plot(found, png))
+    analysis_main(__doc__, collect, markdown, plot)
 
 
 if __name__ == "__main__":

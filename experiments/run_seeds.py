@@ -225,15 +225,47 @@ def write_outputs(out: Path, record, md: str, plot=None) -> None:
 RUN_DIR = re.compile(r"^(?P<variant>\w+?)_k(?P<k>\d+)_seed(?P<seed>\d+)$")  # experiments/scaling.py's run folders
 
 
-def finished_runs(workdir) -> dict:
-    """{variant: {K: [(seed, run folder), ...]}}, Ks ascending, of the finished runs (a results.json)
-    named ``<variant>_k<K>_seed<s>`` under ``workdir``."""
+def finished_runs(*workdirs, variants=None) -> dict:
+    """{variant: {K: [(seed, run folder), ...]}}, Ks and seeds ascending, of the finished runs (a
+    results.json) named ``<variant>_k<K>_seed<s>`` under every one of ``workdirs`` (sweeps of other
+    variants or seeds, joined; a run in two of them is an error); only ``variants``, in that order,
+    when given (each must have runs)."""
     out: dict = {}
-    for d in sorted(Path(workdir).iterdir()):
-        m = RUN_DIR.match(d.name)
-        if m and (d / "results.json").exists():
-            out.setdefault(m["variant"], {}).setdefault(int(m["k"]), []).append((int(m["seed"]), d))
-    return {v: dict(sorted(ks.items())) for v, ks in out.items()}
+    for wd in workdirs:
+        for d in sorted(Path(wd).iterdir()):
+            m = RUN_DIR.match(d.name)
+            if not (m and (d / "results.json").exists()) or (variants is not None and m["variant"] not in variants):
+                continue
+            v, k, seed = m["variant"], int(m["k"]), int(m["seed"])
+            cell = out.setdefault(v, {}).setdefault(k, [])
+            if seed in [s for s, _ in cell]:
+                raise ValueError(f"{v} K={k} seed {seed} is in two of the workdirs {' '.join(map(str, workdirs))}")
+            cell.append((seed, d))
+    missing = [v for v in variants or () if v not in out]
+    if missing:
+        raise ValueError(f"--variants {' '.join(missing)}: no finished runs of it under {' '.join(map(str, workdirs))}")
+    return {v: {k: sorted(out[v][k]) for k in sorted(out[v])} for v in (variants or out)}
+
+
+def analysis_main(doc: str, collect, markdown, plot) -> None:
+    """The command line of an analysis of finished sweep runs (experiments/collapse.py, findings.py):
+    ``--workdir`` folder(s), ``--variants``, ``--out``; ``collect(*workdirs, variants=)`` → found,
+    written as JSON (keys as strings), ``markdown(found)`` and ``plot(found, png)``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", required=True, nargs="+", help="the folder(s) of experiments/scaling.py sweeps")
+    ap.add_argument("--variants", nargs="+", help="only these loss.variant runs, in this order (default: all found)")
+    ap.add_argument("--out", required=True, help="JSON path; the .md table and .png plot go beside it")
+    args = ap.parse_args()
+    try:
+        out = check_out(args.out)
+        check_unique("--variants", args.variants or [])
+        found = collect(*args.workdir, variants=args.variants)
+    except ValueError as e:
+        ap.error(str(e))
+    if not found:
+        raise SystemExit(f"no finished <variant>_k<K>_seed<s> runs under {' '.join(args.workdir)}")
+    write_outputs(out, {v: {str(k): cell for k, cell in ks.items()} for v, ks in found.items()}, markdown(found),
+                  lambda png: plot(found, png))
 
 
 def main():

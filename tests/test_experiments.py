@@ -90,7 +90,7 @@ def test_scaling_sweep_trains_each_cell_once_and_reuses_it(tmp_path, monkeypatch
     assert scaling.plot(ablation, tmp_path / "a.png", "t") and (tmp_path / "a.png").stat().st_size > 1000
     assert collapse.plot(found, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 1000
     assert findings.plot(spread, tmp_path / "f2.png") and (tmp_path / "f2.png").stat().st_size > 1000
-    with pytest.raises(ValueError, match=r"mean K=1 seed\(s\) \[7\] are in two of the workdirs"):
+    with pytest.raises(ValueError, match=r"mean K=1 seed 7 is in two of the workdirs"):
         findings.collect(tmp_path / "runs", tmp_path / "runs")
     with pytest.raises(ValueError, match=r"--variants kdef: no finished runs of it under"):
         findings.collect(tmp_path / "runs", variants=["mean", "kdef"])
@@ -315,3 +315,22 @@ def test_write_outputs_leaves_no_earlier_plot_beside_new_numbers(tmp_path, capsy
     drawn = []
     run_seeds.write_outputs(out, {"a": 2}, "| t |", lambda png: drawn.append(png) or True)
     assert drawn == [out.with_suffix(".png")]
+
+
+@pytest.mark.parametrize("script", [findings, collapse])
+@pytest.mark.parametrize("args,message", [
+    (["--variants", "kdef", "kdef"], "--variants: kdef given more than once"),
+    (["--out", "OUT.md"], "give a .json path"),
+    (["--variants", "kdef"], "--variants kdef: no finished runs of it under"),
+])
+def test_sweep_analyses_refuse_bad_arguments_before_any_work(tmp_path, monkeypatch, capsys, script, args, message):
+    (tmp_path / "runs").mkdir()
+    args = [a.replace("OUT", str(tmp_path / "r")) for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "r.json")]
+    monkeypatch.setattr(sys, "argv", ["x", "--workdir", str(tmp_path / "runs"), *args, *out])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert message in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+    monkeypatch.setattr(sys, "argv", ["x", "--workdir", str(tmp_path / "runs"), "--out", str(tmp_path / "r.json")])
+    with pytest.raises(SystemExit, match="no finished <variant>_k<K>_seed<s> runs under"):
+        script.main()
