@@ -56,7 +56,7 @@ def findings_metrics(labels, logits, fusion: str = "mean_logit") -> dict:
     }
 
 
-def test_logits(workdir: Path):
+def predict_test_split(workdir: Path):
     """(test labels [N], student logits [K(+1), N], fusion, results) of a finished run, predicted from its
     best checkpoint on the test split of the data its config.json names."""
     from kdef_jax.data.dataset import load_dataset
@@ -80,7 +80,7 @@ def test_logits(workdir: Path):
 
 
 def analyse_run(workdir: Path) -> dict:
-    labels, logits, fusion, results = test_logits(workdir)
+    labels, logits, fusion, results = predict_test_split(workdir)
     out = findings_metrics(labels, logits, fusion)
     logged = results["rows"][0]["test_auc"]
     if abs(out["ensemble_auc"] - logged) > 1e-6:
