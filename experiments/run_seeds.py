@@ -232,6 +232,8 @@ def finished_runs(*workdirs, variants=None) -> dict:
     when given (each must have runs)."""
     out: dict = {}
     for wd in workdirs:
+        if not Path(wd).is_dir():
+            raise ValueError(f"--workdir {wd}: no such folder")
         for d in sorted(Path(wd).iterdir()):
             m = RUN_DIR.match(d.name)
             if not (m and (d / "results.json").exists()) or (variants is not None and m["variant"] not in variants):

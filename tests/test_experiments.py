@@ -334,3 +334,7 @@ def test_sweep_analyses_refuse_bad_arguments_before_any_work(tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", ["x", "--workdir", str(tmp_path / "runs"), "--out", str(tmp_path / "r.json")])
     with pytest.raises(SystemExit, match="no finished <variant>_k<K>_seed<s> runs under"):
         script.main()
+    monkeypatch.setattr(sys, "argv", ["x", "--workdir", str(tmp_path / "nope"), "--out", str(tmp_path / "r.json")])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert f"--workdir {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
