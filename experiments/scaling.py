@@ -50,7 +50,7 @@ def plan_sweep(config: str, ks, variants, seeds, workdir, extra=()) -> dict:
     students = next(iter(plans.values()))[0][2].model.students
     if students:
         raise ValueError(f"{config} sets model.students={students!r}, which fixes the students: "
-                         "scaling.py sweeps K MLPs (model.num_students)")
+                         "scaling.py sweeps K students of one kind (model.student × model.num_students)")
     return plans
 
 

@@ -279,6 +279,15 @@ def test_scaling_refuses_what_would_mislabel_its_table(tmp_path, monkeypatch, ca
   assert not (tmp_path / "runs").exists()
 
 
+def test_scaling_sweeps_k_students_of_the_kind_model_student_names(tmp_path):
+  plans = scaling.plan_sweep(str(REPO_ROOT / "configs" / "default.py"), [1, 4], ["kdef"], [7], tmp_path / "runs",
+                             ["model.student=final"])
+  configs = {k: plan[0][2].model for (_, k), plan in plans.items()}
+  assert {k: (m.student, m.num_students) for k, m in configs.items()} == {1: ("final", 1), 4: ("final", 4)}
+  with pytest.raises(ValueError, match=r"sets model.students='ipnn:1,final:1,ecn:1', which fixes the students"):
+    scaling.plan_sweep(str(REPO_ROOT / "configs" / "kdef_latest_frappe.py"), [2], ["kdef"], [7], tmp_path / "runs")
+
+
 def test_scaling_merge_never_writes_over_an_input(tmp_path, monkeypatch, capsys):
   a = tmp_path / "a.json"
   a.write_text("{}")
