@@ -17,6 +17,9 @@ line the mean over seeds with the per-seed min-max as a band. The collapse the p
 joins sweeps of the same config and overrides into one record, table and plot, training nothing: the
 same variants and Ks over other seeds (a seed run later, in another workdir), or other variants over
 the same seeds (a baseline swept later).
+
+The K students are ``model.student`` (default "mlp"): ``--set model.student=final`` sweeps K FINAL
+students instead, any registered kind (the paper's Table II rows for other backbones).
 """
 
 from __future__ import annotations
