@@ -152,9 +152,17 @@ class Checkpoints:
         def args():
             return ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
 
-        self.latest.save(epoch, args=args(), force=True)
+        # best first: a crash between the two saves resumes from the epoch before, whose re-run replaces
+        # the best it saved (orbax never overwrites a step); the reverse order would lose that best
         if best_auc is not None:
-            self.best.save(epoch, args=args(), metrics={"val_auc": float(best_auc)}, force=True)
+            self._replace(self.best, epoch).save(epoch, args=args(), metrics={"val_auc": float(best_auc)}, force=True)
+        self._replace(self.latest, epoch).save(epoch, args=args(), force=True)
+
+    @staticmethod
+    def _replace(mngr, epoch: int):
+        if epoch in mngr.all_steps():
+            mngr.delete(epoch)
+        return mngr
 
     def _restore(self, mngr, which: str, template):
         step = self._step(mngr, which)

@@ -12,6 +12,7 @@ same function (kdef_jax/distributed.py); process 0 alone logs and writes the res
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import platform
 import shutil
@@ -30,7 +31,7 @@ from kdef_jax.losses import fusion_of
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
 from kdef_jax import distributed, report, sharding
-from kdef_jax.run_files import config_changes, write_json
+from kdef_jax.run_files import config_changes, write_atomic, write_json
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
@@ -146,6 +147,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         state, meta, _ = restored
         log(f"[train] resumed from epoch {meta['epoch']} (lr {meta['lr']:g}, best {meta['best_auc']:.6f})")
         state = _apply_resume_changes(workdir, c, state, meta, log)
+        if main:  # the log holds exactly the checkpointed epochs, whatever a crash left behind
+            write_atomic(workdir / "metrics.jsonl", lambda fh: fh.writelines(json.dumps(r) + "\n" for r in meta["history"]))
     else:
         try:
             _refuse_earlier_run(workdir, ckpt, c.resume)
@@ -217,14 +220,14 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
                   "epoch_train_s": t_end - t0, "steps": len(ms)}
         meta["history"].append(record)
         meta["epoch"] = epoch
-        if main:
+        ckpt.save(epoch, state, meta, best_auc=auc if improved else None)  # before the log line: a crash
+        if main:                                                           # in between re-runs no logged epoch
             report.append_jsonl(workdir / "metrics.jsonl", record)
         students = " ".join(f"{s['auc']:.4f}" for s in val["students"])
         gain = "*" if improved else f"no gain ({meta['bad_epochs']})"
         log(f"[epoch {epoch:3d}] loss {tm['loss']:.5f}  val AUC {auc:.6f} logloss {val['teacher']['logloss']:.6f}"
             f"  students [{students}]  lr {lr_used:g}  {gain}"
             f"  {t_end - t0:.1f}s")
-        ckpt.save(epoch, state, meta, best_auc=auc if improved else None)
 
     restored = ckpt.restore_best(state)
     if restored is not None:

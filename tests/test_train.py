@@ -157,6 +157,52 @@ def test_resume_continues_exactly(tmp_path):
         np.testing.assert_allclose(a["test_logloss"], b["test_logloss"], rtol=1e-6)
 
 
+def test_a_crash_between_the_two_checkpoint_saves_resumes_to_the_same_results(tmp_path, monkeypatch):
+    """Killed after one of epoch 2's two saves (best, latest): the resumed run re-runs epoch 2, logs
+    each epoch once and evaluates the true best epoch's weights, as an uninterrupted run does."""
+    full = train_and_evaluate(tiny_config(tmp_path), tmp_path / "full", log=lambda *a: None)
+    history = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert history[1]["improved"]  # epoch 2 is a new best: it saves both checkpoints
+    calls = []
+    real_init = Checkpoints.__init__
+
+    def init_with_a_dying_second_save(self, *a, **k):
+        real_init(self, *a, **k)
+        for mngr in (self.latest, self.best):
+            real_save = mngr.save
+
+            def save(step, *sa, _real=real_save, **sk):
+                calls.append(step)
+                if calls.count(2) == 2:  # the second save of epoch 2: the process dies
+                    raise KeyboardInterrupt
+                return _real(step, *sa, **sk)
+
+            mngr.save = save
+
+    monkeypatch.setattr(Checkpoints, "__init__", init_with_a_dying_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(tiny_config(tmp_path), tmp_path / "cut", log=lambda *a: None)
+    monkeypatch.setattr(Checkpoints, "__init__", real_init)
+    resumed = train_and_evaluate(tiny_config(tmp_path, resume=True), tmp_path / "cut", log=lambda *a: None)
+    logged = [json.loads(l) for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in logged] == [1, 2]
+    assert resumed["best_epoch"] == full["best_epoch"] == 2
+    for a, b in zip(full["rows"], resumed["rows"]):
+        np.testing.assert_allclose(b["val_auc"], a["val_auc"], rtol=1e-6)
+        np.testing.assert_allclose(b["test_auc"], a["test_auc"], rtol=1e-6)
+
+
+def test_resume_rewrites_a_log_line_of_an_epoch_that_was_never_checkpointed(tmp_path):
+    train_and_evaluate(tiny_config(tmp_path, **{"train.num_epochs": 1}), tmp_path / "run", log=lambda *a: None)
+    log = tmp_path / "run" / "metrics.jsonl"
+    first = log.read_text()
+    log.write_text(first + first.replace('"epoch": 1', '"epoch": 2'))  # a line whose checkpoint never landed
+    train_and_evaluate(tiny_config(tmp_path, resume=True), tmp_path / "run", log=lambda *a: None)
+    lines = log.read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
+    assert lines[0] + "\n" == first
+
+
 def test_existing_checkpoints_without_resume_are_not_overwritten(tmp_path):
     c = tiny_config(tmp_path, **{"train.num_epochs": 1})
     train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
