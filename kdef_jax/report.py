@@ -12,9 +12,17 @@ _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile"
 
 
 def student_names(groups) -> list:
-    names = []
+    """One name per student, in logit order: the kind alone for a kind's only student, else kind_i with
+    i counted over the whole ensemble ("mlp:2,ecn:1,mlp:1" → mlp_0, mlp_1, ecn, mlp_2)."""
+    totals = {}
     for g in groups:
-        names += [f"{g.kind}_{i}" for i in range(g.count)] if g.count > 1 else [g.kind]
+        totals[g.kind] = totals.get(g.kind, 0) + g.count
+    names, seen = [], {}
+    for g in groups:
+        for _ in range(g.count):
+            i = seen.get(g.kind, 0)
+            seen[g.kind] = i + 1
+            names.append(g.kind if totals[g.kind] == 1 else f"{g.kind}_{i}")
     return names
 
 

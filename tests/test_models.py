@@ -180,6 +180,19 @@ def test_groups_from_config_and_bad_counts():
         groups_from_config(m)
 
 
+def test_student_names_are_unique_in_logit_order():
+    from kdef_jax.report import student_names
+
+    def names(spec):
+        return student_names([StudentGroup(k, int(n), ()) for k, n in (p.split(":") for p in spec.split(","))])
+
+    assert names("mlp:3") == ["mlp_0", "mlp_1", "mlp_2"]
+    assert names("mlp:1") == ["mlp"]
+    assert names("ipnn:1,final:1,ecn:1") == ["ipnn", "final", "ecn"]
+    assert names("mlp:2,ecn:1,mlp:2") == ["mlp_0", "mlp_1", "ecn", "mlp_2", "mlp_3"]  # a kind named twice
+    assert names("ecn:1,mlp:1,ecn:1") == ["ecn_0", "mlp", "ecn_1"]
+
+
 def test_hash_dropout_mask_statistics():
     from kdef_jax.models.layers import hash_keep_mask
 
