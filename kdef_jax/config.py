@@ -6,6 +6,7 @@ so ``--config.some.key=v`` for a key not listed here is an error that names the 
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import math
 import os
@@ -128,6 +129,18 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def _flat_keys(c, prefix: str = "") -> list:
+    """Dotted keys of every leaf; data.field_options is free-form (one section per field name)."""
+    keys = []
+    for k, v in c.items():
+        key = prefix + k
+        if isinstance(v, ml_collections.ConfigDict) and key != "data.field_options":
+            keys += _flat_keys(v, key + ".")
+        else:
+            keys.append(key)
+    return keys
+
+
 def load_config_file(spec: str):
     """``configs/x.py[:arg]`` → that file's ``get_config(arg)`` (configs/ is not a package; config files
     use this to build on one another)."""
@@ -170,6 +183,10 @@ def validate(c) -> None:
     def bad(key, msg):
         raise ValueError(f"config {key}: {msg}")
 
+    unknown = sorted(set(_flat_keys(c)) - set(_flat_keys(base_config())))
+    if unknown:  # a config file's typo (c.train.batchsize = 64) would otherwise be silently ignored
+        bad(unknown[0], "is not a config key (misspelt? every key is listed in kdef_jax/config.py:base_config)"
+            + (f"; other unknown keys: {', '.join(unknown[1:])}" if unknown[1:] else ""))
     m, o, t, d = c.model, c.optim, c.train, c.data
     if not m.students and (not isinstance(m.num_students, int) or m.num_students < 1):
         bad("model.num_students", f"must be an integer >= 1, got {m.num_students!r}")
@@ -217,6 +234,25 @@ def validate(c) -> None:
         bad("optim.learning_rate", f"must be a finite number > 0, got {o.learning_rate}")
     if not 0 <= o.embedding_l2 < math.inf:
         bad("optim.embedding_l2", f"must be a finite number >= 0, got {o.embedding_l2}")
+    if not 0 <= o.min_lr < math.inf:
+        bad("optim.min_lr", f"must be a finite number >= 0, got {o.min_lr}")
+    if not 0 <= o.min_delta < math.inf:
+        bad("optim.min_delta", f"must be a finite number >= 0 (the AUC gain that counts as improving), got {o.min_delta}")
+    if not 0 <= o.clip_norm < math.inf:
+        bad("optim.clip_norm", f"must be a finite number >= 0 (0 = no clipping), got {o.clip_norm}")
+    for key in ("b1", "b2"):
+        if not 0 <= o[key] < 1:
+            bad(f"optim.{key}", f"must be in [0, 1), got {o[key]}")
+    if not 0 < o.eps < math.inf:
+        bad("optim.eps", f"must be a finite number > 0, got {o.eps}")
+    if not 0 < c.loss.huber_delta < math.inf:
+        bad("loss.huber_delta", f"must be a finite number > 0, got {c.loss.huber_delta}")
+    if not 0 <= m.embedding_init_std:
+        bad("model.embedding_init_std", f"must be >= 0, got {m.embedding_init_std}")
+    if t.steps_per_epoch < 0:
+        bad("train.steps_per_epoch", f"must be >= 0 (0 = full epochs), got {t.steps_per_epoch}")
+    if t.prefetch < 0:
+        bad("train.prefetch", f"must be >= 0 (0 = off), got {t.prefetch}")
     if o.embedding_optimizer not in ("dense", "lazy_adam"):
         bad("optim.embedding_optimizer", f"{o.embedding_optimizer!r} is not one of dense, lazy_adam")
     if not 0 < o.lr_decay <= 1:
@@ -258,3 +294,14 @@ def validate(c) -> None:
         bad("data.engine", f"{d.engine!r} is not one of auto, native, columnar, python")
     if d.on_bad_rows not in ("error", "skip"):
         bad("data.on_bad_rows", f"{d.on_bad_rows!r} is not one of error, skip")
+    fr = tuple(d.split_fractions)
+    if len(fr) != 3 or not all(0 <= f < math.inf for f in fr) or sum(fr) <= 0:
+        bad("data.split_fractions", f"must be 3 finite numbers >= 0 (train, valid, test) with a sum > 0, got {fr}")
+    if not isinstance(d.delimiter, str) or len(d.delimiter) != 1 or d.delimiter in "\r\n":
+        bad("data.delimiter", f"must be one character other than a line break, e.g. '\\t' or ',', got {d.delimiter!r}")
+    if d.quotechar and (len(d.quotechar) != 1 or d.quotechar == d.delimiter):
+        bad("data.quotechar", f"must be '' (no quoting) or one character other than the delimiter, got {d.quotechar!r}")
+    try:
+        codecs.lookup(d.encoding)
+    except (LookupError, TypeError):
+        bad("data.encoding", f"{d.encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1)")

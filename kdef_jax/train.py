@@ -81,14 +81,15 @@ def plateau_update(meta: dict, epoch: int, auc: float, o) -> bool:
     """FuxiCTR's per-epoch rule, in place on ``meta``; returns whether the epoch improved.
 
     Improvement: auc ≥ best + min_delta (the reference's ``m < best + 1e-6`` is "no gain"). No gain:
-    lr ← max(lr·lr_decay, min_lr) and bad_epochs += 1; a gain resets bad_epochs, not the lr.
+    lr ← min(lr, max(lr·lr_decay, min_lr)) (a rate already below min_lr is kept, never raised) and
+    bad_epochs += 1; a gain resets bad_epochs, not the lr.
     """
     if auc >= meta["best_auc"] + o.min_delta:
         meta.update(best_auc=auc, best_epoch=epoch, bad_epochs=0)
         return True
     meta["bad_epochs"] += 1
     meta["lr_decays"] += 1
-    meta["lr"] = max(meta["lr"] * o.lr_decay, o.min_lr)
+    meta["lr"] = min(meta["lr"], max(meta["lr"] * o.lr_decay, o.min_lr))
     return False
 
 

@@ -44,6 +44,26 @@ def test_a_config_file_that_does_not_load_is_one_line_even_without_overrides():
     ("optim.learning_rate", float("nan"), "config optim.learning_rate: must be a finite number > 0, got nan"),
     ("optim.learning_rate", 0.0, "config optim.learning_rate: must be a finite number > 0, got 0.0"),
     ("optim.embedding_l2", float("inf"), "config optim.embedding_l2: must be a finite number >= 0, got inf"),
+    ("optim.min_delta", -1.0, "config optim.min_delta: must be a finite number >= 0"),
+    ("optim.min_delta", float("nan"), "config optim.min_delta: must be a finite number >= 0"),
+    ("optim.min_lr", -1e-6, "config optim.min_lr: must be a finite number >= 0"),
+    ("optim.clip_norm", -5.0, "config optim.clip_norm: must be a finite number >= 0"),
+    ("optim.b1", 1.5, "config optim.b1: must be in [0, 1), got 1.5"),
+    ("optim.b2", 1.0, "config optim.b2: must be in [0, 1), got 1.0"),
+    ("optim.eps", -1.0, "config optim.eps: must be a finite number > 0"),
+    ("loss.huber_delta", -1.0, "config loss.huber_delta: must be a finite number > 0"),
+    ("model.embedding_init_std", -1.0, "config model.embedding_init_std: must be >= 0"),
+    ("train.steps_per_epoch", -3, "config train.steps_per_epoch: must be >= 0"),
+    ("train.prefetch", -1, "config train.prefetch: must be >= 0"),
+    ("data.split_fractions", (0.5, -0.2, 0.7), "config data.split_fractions: must be 3 finite numbers >= 0"),
+    ("data.split_fractions", (0, 0, 0), "config data.split_fractions: must be 3 finite numbers >= 0"),
+    ("data.split_fractions", (0.9, 0.1), "config data.split_fractions: must be 3 finite numbers >= 0"),
+    ("data.delimiter", "", "config data.delimiter: must be one character other than a line break"),
+    ("data.delimiter", "\n", "config data.delimiter: must be one character other than a line break"),
+    ("data.quotechar", "\t", "config data.quotechar: must be '' (no quoting) or one character other than the delimiter"),
+    ("data.encoding", "utf-99", "config data.encoding: 'utf-99' is not a text encoding Python knows"),
+    ("train.batchsize", 64, "config train.batchsize: is not a config key (misspelt?"),
+    ("optim.learnig_rate", 0.5, "config optim.learnig_rate: is not a config key"),
 ])
 def test_config_values_the_run_cannot_use_name_their_key(key, value, message):
     from kdef_jax.config import base_config, validate
@@ -54,7 +74,7 @@ def test_config_values_the_run_cannot_use_name_their_key(key, value, message):
     for part in path:
         node = node[part]
     with c.unlocked():
-        node[leaf] = value
+        node[leaf] = value  # a key base_config lacks too: what a config file's typo adds
     with pytest.raises(ValueError) as e:
         validate(c)
     assert message in str(e.value)

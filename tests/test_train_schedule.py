@@ -141,3 +141,16 @@ def test_plateau_gain_of_exactly_min_delta_counts():
   assert plateau_update(meta, 5, 0.9375, o) is False  # 0.9375 < 0.75 + 0.25
   assert meta == {"lr": 5e-4, "best_auc": 0.75, "best_epoch": 4, "bad_epochs": 1, "lr_decays": 2}
 
+
+def test_a_rate_below_min_lr_is_kept_never_raised():
+  from kdef_jax.train import plateau_update
+
+  o = ml_collections.ConfigDict({"lr_decay": 0.5, "min_lr": 1e-3, "min_delta": 0.0, "patience": 2})
+  meta = {"lr": 1e-4, "best_auc": 0.75, "best_epoch": 1, "bad_epochs": 0, "lr_decays": 0}
+  assert plateau_update(meta, 2, 0.5, o) is False
+  assert meta["lr"] == 1e-4  # max(5e-5, 1e-3) would have raised it tenfold
+  meta["lr"] = 4e-3
+  plateau_update(meta, 3, 0.5, o)
+  assert meta["lr"] == 2e-3  # above min_lr: ×0.5 as ever
+  plateau_update(meta, 4, 0.5, o)
+  assert meta["lr"] == 1e-3  # floored at min_lr
