@@ -29,7 +29,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from kdef_jax.losses import kdef_loss
-from kdef_jax.models.embedding import column_offsets
+from kdef_jax.models.embedding import table_rows
 from kdef_jax.reductions import tree_norm
 from kdef_jax.steps import clip_tree, make_adam
 from kdef_jax.sharding import TABLE_ROWS, replicated
@@ -107,7 +107,6 @@ def make_lazy_train_step(model, loss_cfg, o, mesh=None, split_table=False, **jit
     """``train_step(state, batch, rng) -> (state, metrics)`` with lazy Adam on the table (jitted, donating;
     ``jit_kw``: the shardings of the state on ``mesh``, as ``steps.make_train_step``; ``split_table``: the
     table is split by rows over ``mesh``)."""
-    offsets = jnp.asarray(column_offsets(model.vocab_sizes, model.max_lens))
     adam = make_adam(o)
     if not split_table:  # rows [U, d] of u; a row-split table: blocks [n·U, d] (_row_split_ops)
         gather = lambda table, uniq: (jnp.take(table, uniq, axis=0, mode="fill", fill_value=0.0), None)  # noqa: E731
@@ -126,7 +125,7 @@ def make_lazy_train_step(model, loss_cfg, o, mesh=None, split_table=False, **jit
             ids = jnp.where(mask[:, None] > 0, ids, 0)
         dense, table = _split(state.params)
         vocab, dim = table.shape
-        flat = replicate((ids + offsets).reshape(-1))
+        flat = replicate(table_rows(ids, model.vocab_sizes, model.max_lens).reshape(-1))
         uniq, inv = jnp.unique(flat, size=flat.shape[0], fill_value=vocab, return_inverse=True)
         rows, owned = gather(table, uniq)  # fill slots → zeros
         step_rng = jax.random.fold_in(rng, state.step)

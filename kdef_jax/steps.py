@@ -188,10 +188,9 @@ def _row_gather(model, lookup):
     """``(params, ids) -> rows [B, C, d]`` through ``lookup``, or ``-> None`` (the model gathers itself)."""
     if lookup is None:
         return lambda params, ids: None
-    from kdef_jax.models.embedding import column_offsets
+    from kdef_jax.models.embedding import table_rows
 
-    offsets = jnp.asarray(column_offsets(model.vocab_sizes, model.max_lens))
-    return lambda params, ids: lookup(params["embedding"]["table"], ids + offsets)
+    return lambda params, ids: lookup(params["embedding"]["table"], table_rows(ids, model.vocab_sizes, model.max_lens))
 
 
 def make_predict_step(model, lookup=None):

@@ -131,6 +131,23 @@ def test_pad_rows_are_zero_and_get_no_gradient():
     assert np.any(g[np.setdiff1d(np.arange(table.shape[0]), pads)] != 0)
 
 
+def test_an_id_outside_its_field_reads_that_fields_oov_row_not_a_neighbours():
+    """Field offsets 0, 5, 12 (V = 5, 7, 4; OOV = V − 1): id 5 in field 0 would be field 1's PAD row,
+    id −1 in field 1 field 0's OOV row; both read their own field's OOV row instead."""
+    from kdef_jax.models.embedding import table_rows
+
+    vocab, lens = (5, 7, 4), (1, 3, 1)
+    ids = jnp.asarray([[5, -1, 2, 9, 4], [1, 6, 1, 0, 3]], jnp.int32)
+    np.testing.assert_array_equal(np.asarray(table_rows(ids, vocab, lens)),
+                                  [[0 + 4, 5 + 6, 5 + 2, 5 + 6, 12 + 3], [0 + 1, 5 + 6, 5 + 1, 5 + 0, 12 + 3]])
+    emb = FeatureEmbedding(vocab, 4, lens)
+    v = emb.init(jax.random.PRNGKey(0), ids)
+    t = np.asarray(v["params"]["table"])
+    out = np.asarray(emb.apply(v, ids))
+    np.testing.assert_array_equal(out[0, 0], t[4])  # field 0's OOV
+    np.testing.assert_allclose(out[0, 1], (t[11] + t[7] + t[11]) / 3, rtol=1e-6)  # −1 and 9 → field 1's OOV
+
+
 def test_sequence_field_is_masked_mean_pooled():
     vocab, lens = (5, 7), (1, 3)
     emb = FeatureEmbedding(vocab, 2, lens)

@@ -29,6 +29,16 @@ def column_offsets(vocab_sizes: Sequence[int], max_lens: Sequence[int] | None = 
     return np.repeat(field_offsets(vocab_sizes), lens).astype(np.int32)
 
 
+def table_rows(ids, vocab_sizes: Sequence[int], max_lens: Sequence[int] | None = None):
+    """Local ids [..., C] → rows of the one table: ``offset_f + id``, where an id outside its field's
+    [0, V_f) (a caller's id that no vocabulary gave) reads that field's OOV row V_f − 1 instead of a
+    neighbouring field's row. In-range ids, all that training sees, are unchanged."""
+    lens = tuple(max_lens) if max_lens is not None else (1,) * len(vocab_sizes)
+    sizes = jnp.asarray(np.repeat(np.asarray(vocab_sizes, np.int32), lens))
+    local = jnp.where((ids >= 0) & (ids < sizes), ids, sizes - 1)
+    return local + jnp.asarray(column_offsets(vocab_sizes, lens))
+
+
 def embedding_init(vocab_sizes: Sequence[int], std: float):
     pad_rows = field_offsets(vocab_sizes)
     used = int(sum(vocab_sizes))
@@ -61,8 +71,7 @@ class FeatureEmbedding(nn.Module):
             raise ValueError(f"config model.embedding_rows: {self.num_rows} < the feature map's {rows_needed} rows")
         table = self.param("table", embedding_init(vocab, self.init_std),
                            (max(self.num_rows, rows_needed), self.embedding_dim))
-        col_offsets = column_offsets(vocab, lens)
-        e = jnp.take(table, ids + col_offsets, axis=0, mode="clip") if rows is None else rows  # [B, C, d]
+        e = jnp.take(table, table_rows(ids, vocab, lens), axis=0, mode="clip") if rows is None else rows  # [B, C, d]
         e = e * (ids != 0)[..., None].astype(e.dtype)  # PAD rows: exactly 0, no gradient
         if all(n == 1 for n in lens):
             return e
