@@ -6,6 +6,8 @@ import json
 import platform
 from pathlib import Path
 
+from kdef_jax.run_files import strict_json
+
 
 # Vector ISA extensions that decide XLA:CPU's and torch's GEMM speed (recorded with every timing).
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "asimd", "sve")
@@ -90,9 +92,14 @@ def host_cpu(cpuinfo: str | None = None) -> dict:
     return out
 
 
+def jsonl_line(record: dict) -> str:
+    """One strict-JSON line (NaN, e.g. the AUC of a one-class split, → null)."""
+    return json.dumps(strict_json(record), allow_nan=False) + "\n"
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+        fh.write(jsonl_line(record))
 
 
 def pyplot():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -67,9 +68,22 @@ def write_atomic(out: Path, write: Callable[[IO], None], *, binary: bool = False
         tmp.unlink(missing_ok=True)
 
 
+def strict_json(obj):
+    """``obj`` with every NaN / ±inf float as None: JSON has no such numbers (``json.dumps`` would write
+    the non-standard ``NaN`` that strict parsers reject)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj) -> None:
-    """``obj`` as indented JSON with a final newline, written atomically (:func:`write_atomic`)."""
-    write_atomic(path, lambda fh: fh.write(json.dumps(obj, indent=1) + "\n"))
+    """``obj`` as indented, strict JSON (NaN → null) with a final newline, written atomically
+    (:func:`write_atomic`)."""
+    write_atomic(path, lambda fh: fh.write(json.dumps(strict_json(obj), indent=1, allow_nan=False) + "\n"))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

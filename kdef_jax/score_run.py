@@ -17,8 +17,9 @@ that joins scores back to the file when rows were left out (the label rule drops
 ``on_bad_rows='skip'`` skips them; both are counted). The probability is that of ``--what``: the
 ensemble (σ(mean logit); the sum / mean_prob baselines' own fusion, ``kdef_jax.losses.fusion_of``),
 ``best`` (the best student by validation AUC) or a student index. Beside it,
-``<out>.json``: the metrics, the rows scored, skipped and dropped, and each field's share of OOV ids
-(values training never saw).
+``<out>.json``: the metrics (``null`` where undefined: AUC of a one-class file), the rows scored, skipped
+and dropped, and each field's share of OOV ids (values training never saw, and missing values, which
+training maps to OOV as well).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def scoring_data_config(config, input_path: Path):
         raise FileNotFoundError(f"--input {input_path}: no such file")
     data.files.train, data.files.valid, data.files.test = "", "", str(input_path.resolve())
     data.split = "files"
+    if data.format == "delimited" or (data.format == "libfm" and not data.featindex):
+        data.data_dir, data.subdir = str(input_path.resolve().parent), ""  # the file alone is read: no training data needed
     return data
 
 
@@ -211,7 +214,7 @@ def main(argv=None) -> int:
         return 2
     oov = ", ".join(f"{k} {v:.2%}" for k, v in info["oov_share"].items() if v > 0) or "none"
     print(f"wrote {info['out']}: {info['rows_scored']:,} rows, probability of the {info['what']}; "
-          f"OOV ids (values unseen in training): {oov}")
+          f"OOV ids (values unseen in training or missing): {oov}")
     return 0
 
 

@@ -12,7 +12,6 @@ same function (kdef_jax/distributed.py); process 0 alone logs and writes the res
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import platform
 import shutil
@@ -149,7 +148,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         log(f"[train] resumed from epoch {meta['epoch']} (lr {meta['lr']:g}, best {meta['best_auc']:.6f})")
         state = _apply_resume_changes(workdir, c, state, meta, log)
         if main:  # the log holds exactly the checkpointed epochs, whatever a crash left behind
-            write_atomic(workdir / "metrics.jsonl", lambda fh: fh.writelines(json.dumps(r) + "\n" for r in meta["history"]))
+            write_atomic(workdir / "metrics.jsonl", lambda fh: fh.writelines(map(report.jsonl_line, meta["history"])))
     else:
         try:
             _refuse_earlier_run(workdir, ckpt, c.resume)

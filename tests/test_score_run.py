@@ -2,6 +2,7 @@
 the run's own cache gave it (every engine, every token kind), unseen values become OOV, and
 ``kdef_jax.score_run`` reproduces the run's test metrics on its own test file."""
 import json
+import math
 import shutil
 
 import numpy as np
@@ -135,6 +136,26 @@ def test_score_run_best_student_and_unseen_values(frappe_like_run, tmp_path):
   assert info["what"] == f"student{results['best_student_index']}"
   assert info["oov_share"] == pytest.approx({"f1": 1 / 3, "f2": 1 / 3, "f3": 0.0})
   assert len((tmp_path / "s.csv").read_text().splitlines()) == 4
+
+
+def test_a_one_class_file_without_the_training_data_writes_strict_json(frappe_like_run, tmp_path, monkeypatch):
+  """Only --input is read (no KDEF_DATA_DIR, the run's raw folder gone); an AUC that does not exist is null."""
+  workdir, _, raw = frappe_like_run
+  new = write_file(tmp_path / "one_class.libfm", "1 3:1 45:1 61:1\n1 5:1 41:1 62:1\n")
+  config = json.loads((workdir / "config.json").read_text())
+  monkeypatch.setenv("KDEF_DATA_DIR", str(tmp_path / "nowhere"))
+  hidden = raw.with_name("raw_hidden")
+  raw.rename(hidden)
+  try:
+    assert config["data"]["data_dir"] == str(raw)
+    info = score_run.score_run(workdir, new, out=tmp_path / "s.csv", log=lambda *a: None)
+  finally:
+    hidden.rename(raw)
+  text = (tmp_path / "s.csv.json").read_text()
+  assert "NaN" not in text
+  on_disk = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+  assert on_disk["metrics"]["ensemble"]["auc"] is None and on_disk["rows_scored"] == 2
+  assert on_disk["metrics"]["ensemble"]["logloss"] > 0 and math.isnan(info["metrics"]["ensemble"]["auc"])
 
 
 def test_the_line_column_joins_scores_back_to_a_file_with_skipped_rows(frappe_like_run, tmp_path):
