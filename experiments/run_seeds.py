@@ -27,7 +27,7 @@ import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdef_jax.config import load_config_file, validate  # noqa: E402
+from kdef_jax.config import base_config, load_config_file, validate  # noqa: E402
 from kdef_jax.run_files import config_changes, read_json  # noqa: E402
 from kdef_jax.train import train_and_evaluate  # noqa: E402
 
@@ -164,9 +164,9 @@ def plan_setting(config_path: str, name: str, overrides, seeds, workdir) -> list
 
 
 def _changed(wd: Path, config) -> dict:
-    """Keys of ``config`` that differ from the run's config.json (keys it predates are not compared;
-    model.embedding_rows=0 resolves at train time)."""
-    changes = config_changes(wd, config, ignore=("resume", "train.progress"), recorded_only=True)
+    """Keys of ``config`` that differ from the run's config.json (a key it predates compares as its
+    default; model.embedding_rows=0 resolves at train time)."""
+    changes = config_changes(wd, config, ignore=("resume", "train.progress"), defaults=base_config())
     if changes.get("model.embedding_rows", (None, None))[1] == 0:
         del changes["model.embedding_rows"]
     return changes
@@ -225,6 +225,22 @@ def write_outputs(out: Path, record, md: str, plot=None) -> None:
 RUN_DIR = re.compile(r"^(?P<variant>\w+?)_k(?P<k>\d+)_seed(?P<seed>\d+)$")  # experiments/scaling.py's run folders
 
 
+def _check_run_name(d: Path, variant: str, k: int, seed: int) -> None:
+    """The run in folder ``d`` is what its name says (its config.json's loss.variant, student count and
+    seed), or a ValueError: a folder named by hand must not enter a table as another cell."""
+    c = read_json(d / "config.json") if (d / "config.json").is_file() else None
+    if c is None:
+        return
+    m = c["model"]
+    spec = m.get("students") or f"{m['student']}:{m['num_students']}"
+    count = sum(int(part.partition(":")[2] or 1) for part in spec.split(","))
+    found = {"loss.variant": (c["loss"]["variant"], variant), "students": (count, k), "seed": (c["seed"], seed)}
+    wrong = {key: v for key, v in found.items() if v[0] != v[1]}
+    if wrong:
+        raise ValueError(f"{d}: the name says {variant} K={k} seed {seed}, its config.json " + ", ".join(
+            f"{key} {there!r}" for key, (there, _) in wrong.items()) + "; rename or move the folder")
+
+
 def finished_runs(*workdirs, variants=None) -> dict:
     """{variant: {K: [(seed, run folder), ...]}}, Ks and seeds ascending, of the finished runs (a
     results.json) named ``<variant>_k<K>_seed<s>`` under every one of ``workdirs`` (sweeps of other
@@ -239,6 +255,7 @@ def finished_runs(*workdirs, variants=None) -> dict:
             if not (m and (d / "results.json").exists()) or (variants is not None and m["variant"] not in variants):
                 continue
             v, k, seed = m["variant"], int(m["k"]), int(m["seed"])
+            _check_run_name(d, v, k, seed)
             cell = out.setdefault(v, {}).setdefault(k, [])
             if seed in [s for s, _ in cell]:
                 raise ValueError(f"{v} K={k} seed {seed} is in two of the workdirs {' '.join(map(str, workdirs))}")

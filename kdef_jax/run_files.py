@@ -93,13 +93,16 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def config_changes(workdir: Path, config, ignore=("resume",), recorded_only: bool = False) -> dict:
+def config_changes(workdir: Path, config, ignore=("resume",), defaults=None) -> dict:
     """{dotted key: (value in ``<workdir>/config.json``, value in ``config``)} for every key that
-    differs, both sides as config.json writes them (``ignore``: keys left out; ``recorded_only``: keys
-    the config.json does not have, e.g. added by a later version, left out too); {} without a config.json."""
+    differs, both sides as config.json writes them (``ignore``: keys left out). A key the config.json
+    lacks (it predates the key) counts as its value in ``defaults`` (a config such as ``base_config()``:
+    what that run did without the key), else as None. {} without a config.json."""
     path = Path(workdir) / "config.json"
     if not path.is_file():
         return {}
     old, new = _flat(read_json(path)), _flat(json.loads(config.to_json()))
-    keys = [k for k in {**old, **new} if k not in ignore and (k in old or not recorded_only)]
+    if defaults is not None:
+        old = {**{k: v for k, v in _flat(json.loads(defaults.to_json())).items() if k in new}, **old}
+    keys = [k for k in {**old, **new} if k not in ignore]
     return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}

@@ -247,6 +247,34 @@ def test_run_seeds_refuses_another_configs_run_and_resumes_a_cut_short_one(tmp_p
   assert json.loads(out.read_text())["summary"]["a"]["ensemble_test_auc"] == first["ensemble_test_auc"]
 
 
+def test_a_run_older_than_a_key_counts_as_that_keys_default(tmp_path):
+  """A finished run whose config.json predates loss.consistency ran the default (mse): reused for mse,
+  refused for l1 (its numbers would pass as l1's)."""
+  config = str(REPO_ROOT / "configs" / "default.py")
+  (old,) = run_seeds.plan_setting(config, "kdef_k3", ["model.num_students=3"], [7], tmp_path)
+  written = json.loads(old[2].to_json())
+  del written["loss"]["consistency"]
+  old[1].mkdir()
+  (old[1] / "config.json").write_text(json.dumps(written))
+  (old[1] / "results.json").write_text("{}")
+  assert run_seeds.plan_setting(config, "kdef_k3", ["model.num_students=3", "loss.consistency=mse"], [7], tmp_path)
+  with pytest.raises(ValueError, match=r"holds a run of another config \(loss.consistency 'mse' \(there\) vs 'l1'"):
+    run_seeds.plan_setting(config, "kdef_k3", ["model.num_students=3", "loss.consistency=l1"], [7], tmp_path)
+
+
+def test_an_analysis_refuses_a_run_folder_whose_name_is_not_its_config(tmp_path):
+  config = str(REPO_ROOT / "configs" / "default.py")
+  for name, overrides in [("kdef_k3", ["model.num_students=3"]), ("mean_k4", ["model.num_students=2", "loss.variant=mean"]),
+                          ("kdef_k2", ["model.students=mlp:1,ecn:1"])]:
+    (run,) = run_seeds.plan_setting(config, name, overrides, [7], tmp_path)
+    run[1].mkdir()
+    (run[1] / "config.json").write_text(run[2].to_json())
+    (run[1] / "results.json").write_text("{}")
+  with pytest.raises(ValueError, match=r"mean_k4_seed7: the name says mean K=4 seed 7, its config.json students 2;"):
+    run_seeds.finished_runs(tmp_path)
+  assert set(run_seeds.finished_runs(tmp_path, variants=["kdef"])["kdef"]) == {2, 3}  # ecn:1,mlp:1 is K=2
+
+
 @pytest.mark.parametrize("args,message", [
     (["--seeds", "7", "7", "--setting", "a"], "--seeds: 7 given more than once"),
     (["--seeds", "7", "--setting", "a", "--setting", "a", "model.num_students=2"], "--setting names: a given more than once"),
