@@ -256,6 +256,21 @@ def test_cache_key_changes_with_schema_and_content(libfm_dir, tmp_path):
   assert ds_app.feature_map.num_rows["train"] == 7
 
 
+def test_cache_key_holds_only_the_parameters_of_the_split_rule_in_use():
+  from kdef_jax.data.preprocess import SourceSpec
+
+  def key(**kw):
+    return SourceSpec("d", (), (), reader=None, reader_key={}, **kw).key()
+
+  files = key(split="files")
+  assert files == key(split="files", valid_mod=7, split_seed=1, split_fractions=(0.5, 0.25, 0.25))  # unread by "files"
+  assert key(split="mod", valid_mod=10) == key(split="mod", valid_mod=10, split_seed=1)
+  assert key(split="mod", valid_mod=10) != key(split="mod", valid_mod=5)
+  rnd = key(split="random")
+  assert rnd == key(split="random", valid_mod=3)
+  assert len({files, rnd, key(split="random", split_seed=1), key(split="random", split_fractions=(0.7, 0.2, 0.1))}) == 4
+
+
 def _leftovers(root):
   return sorted(p.name for p in root.iterdir()) if root.exists() else []
 

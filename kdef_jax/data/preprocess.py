@@ -44,7 +44,7 @@ from kdef_jax.data.id_files import SPLITS, IdFiles, remap_in_place
 from kdef_jax.data.packed import vocab_json
 from kdef_jax.data.vocab import FieldEncoder, LabelColumn, RawColumn, _grow, ingest_all
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # bump on every change to what a raw file becomes (parsing, bad-row rules, encoding)
 _CODE = {name: i for i, name in enumerate(SPLITS)}
 
 
@@ -81,6 +81,11 @@ class SourceSpec:
     vocab: dict | None = dataclasses.field(default=None, compare=False, hash=False)
     keep_lines: bool = False  # also write {split}_line.npy: each kept row's 1-based line in its raw file
 
+    def split_key(self) -> list:
+        """The split rule and only the parameters it reads (a "files" split ignores the fractions)."""
+        return {"files": ["files"], "mod": ["mod", self.valid_mod],
+                "random": ["random", list(self.split_fractions), self.split_seed]}.get(self.split, [self.split])
+
     def key(self) -> str:
         ident = [(split, self.identity(path)) for split, path in self.files if path]
         blob = json.dumps(
@@ -92,7 +97,7 @@ class SourceSpec:
                 "reader": self.reader_key,
                 "label": dataclasses.asdict(self.label_rule),
                 "bad": self.on_bad_rows,
-                "split": [self.split, self.valid_mod, list(self.split_fractions), self.split_seed],
+                "split": self.split_key(),
                 **({"vocab": hashlib.sha256(json.dumps(self.vocab, sort_keys=True).encode()).hexdigest()}
                    if self.vocab is not None else {}),
                 **({"lines": True} if self.keep_lines else {}),
