@@ -5,7 +5,8 @@
 ``library``: ``layers.BatchNorm`` (one-pass ``column_sums`` statistics, custom VJP of y = x·a + c) and
 ``Dropout(relu=True)`` (``relu_dropout``: the backward reads its mask from the output).
 ``autodiff``: the same math written plainly — Σ(x−c) and Σ(x−c)² with ``sum``, y = x·a + c, ReLU,
-hash-dropout ``where`` — and differentiated by JAX. Both draw the same hash mask. Shape [B, F] =
+hash-dropout ``where`` — and differentiated by JAX. Both draw a hash mask of the same cost (not the same
+mask: their keys differ), so the outputs agree at dropout 0 only. Shape [B, F] =
 [10000, 400] by default: one hidden layer of one Criteo student at batch 10,000 (a KDEF K=10 step
 runs 30 of them). Timed interleaved (benchmarks/common.py); milliseconds per forward+backward.
 """
@@ -44,11 +45,12 @@ def library_block(rate):
 
 def autodiff_fwd(params, stats, x, key, rate):
     p = params["BatchNorm_0"]
-    xs = x - jax.lax.stop_gradient(x[0])
+    c = jax.lax.stop_gradient(x[0])  # the shift: a constant to autodiff, as in the library's custom VJP
+    xs = x - c
     m1, m2 = xs.mean(0), jnp.square(xs).mean(0)
     var = jnp.maximum(m2 - m1 * m1, 0.0)
     a = jax.lax.rsqrt(var + 1e-5) * p["scale"]
-    y = jax.nn.relu(x * a + (p["bias"] - (m1 + x[0]) * a))
+    y = jax.nn.relu(x * a + (p["bias"] - (m1 + c) * a))
     keep = hash_keep_mask(jax.random.fold_in(key, 0), x.shape, 1.0 - rate)  # same cost as the library's draw
     return jnp.where(keep, y / (1.0 - rate), 0.0)
 

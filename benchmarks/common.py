@@ -16,6 +16,7 @@ import numpy as np
 from kdef_jax.config import base_config
 from kdef_jax.data.synthetic import CRITEO_VOCAB
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
+from kdef_jax import runtime
 from kdef_jax.report import host_cpu
 
 HIDDEN = (400, 400, 400)
@@ -125,6 +126,8 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         "cpu": host_cpu(),
         "jax": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "kdef_runtime": {"applied": dict(runtime.applied), "KDEF_JAX_TUNE_CPU": os.environ.get("KDEF_JAX_TUNE_CPU", "")},
     }
 
 
@@ -139,7 +142,10 @@ def positive_int(text: str) -> int:
 def write_json(path: str | None, record: dict, echo: bool = True) -> None:
     """Write ``record`` to ``path`` (atomically: a run killed mid-write keeps the previous file) and print it."""
     text = json.dumps(record, indent=1)
-    if path:
+    if path and os.path.exists(path) and not os.path.isfile(path):  # e.g. /dev/null: never replace a device
+        with open(path, "w") as fh:
+            fh.write(text + "\n")
+    elif path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.tmp"
         with open(tmp, "w") as fh:

@@ -11,7 +11,7 @@ excluded exactly as in the reference harness). For every K, in the same process:
   vmap   — the same module forced to the batched nn.vmap form (group_impl="vmap");
   loop   — the same K students as K separate modules in a Python loop inside the same jit;
   gemm   — the matmul ceiling: only the forward+backward GEMMs of the K students' layers (jnp.dot).
-Achieved GFLOP/s counts the MLP work only, 3·2·K·569,600 FLOP per sample (as the reference does).
+Achieved GFLOP/s counts the MLP work only, 3·2·K·570,000 (624·400 + 2·400² + 400·1 multiply-adds) FLOP per sample (as the reference does).
 All variants of one K are compiled and warmed up first, then timed interleaved: every round runs each
 of them, in an order that rotates from round to round (machine drift hits all alike); medians of rounds.
 On a small VM the same program also runs a few % faster or slower from one process to the next, so
