@@ -242,6 +242,26 @@ def test_dropout_is_inverted_and_identity_at_eval(rng):
     np.testing.assert_array_equal(np.asarray(d.apply({}, xr, True, True)), np.maximum(np.asarray(xr), 0))
 
 
+def test_bfloat16_dropout_scales_by_the_float32_factor_then_rounds():
+    """1/0.9 in bf16 is 1.109375 (0.16% low); a kept bf16 value x must be round_bf16(x · 1.1111…), forward
+    and backward. Over the 128 bf16 values in [1, 2) the two differ on some, so this tells them apart."""
+    from kdef_jax.models.layers import Dropout
+
+    x = jnp.tile((1.0 + jnp.arange(128) / 128.0).astype(jnp.bfloat16), (64, 1))
+    exact = np.asarray((x.astype(jnp.float32) * (1.0 / 0.9)).astype(jnp.bfloat16).astype(jnp.float32))
+    rounded_factor = np.asarray((x * jnp.asarray(1.0 / 0.9, jnp.bfloat16)).astype(jnp.float32))
+    assert (exact != rounded_factor).any()
+    for relu in (False, True):
+        f = lambda x: Dropout(0.1).apply({}, x, False, relu, rngs={"dropout": jax.random.PRNGKey(0)})  # noqa: E731
+        y, vjp = jax.vjp(f, x)
+        y = np.asarray(y.astype(jnp.float32))
+        kept = y != 0
+        assert 0.85 < kept.mean() < 0.95
+        np.testing.assert_array_equal(y[kept], exact[kept])
+        (dx,) = vjp(x)
+        np.testing.assert_array_equal(np.asarray(dx.astype(jnp.float32)), y)  # dy = x: dx = y
+
+
 def test_group_impls_share_variables_and_agree():
     """group_impl vmap (batched) and unrolled (per student) are one module with one set of variables."""
     ids = _ids()

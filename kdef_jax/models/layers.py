@@ -133,6 +133,14 @@ def hash_keep_mask(key, shape, keep_prob: float):
     return h < jnp.uint32(threshold)
 
 
+def _times(x, scale: float):
+    """x · scale in x's dtype, the product formed in float32: in bfloat16 the factor 1/0.9 alone would
+    round to 1.109375, 0.16% low, on every kept value."""
+    if x.dtype == jnp.float32:
+        return x * jnp.asarray(scale, x.dtype)
+    return (x.astype(jnp.float32) * scale).astype(x.dtype)
+
+
 @jax.custom_vjp
 def relu_dropout(x, keep, scale):
     """y = keep · max(x, 0) · scale (ReLU then inverted dropout), ``keep`` boolean like x.
@@ -141,7 +149,7 @@ def relu_dropout(x, keep, scale):
     x > 0) instead of recomputing ``keep`` — the output is kept for the next layer's weight gradient
     anyway, so the backward pass costs no mask and no hash.
     """
-    return jnp.where(keep & (x > 0), x * jnp.asarray(scale, x.dtype), jnp.zeros((), x.dtype))
+    return jnp.where(keep & (x > 0), _times(x, scale), jnp.zeros((), x.dtype))
 
 
 def _relu_dropout_fwd(x, keep, scale):
@@ -151,7 +159,7 @@ def _relu_dropout_fwd(x, keep, scale):
 
 def _relu_dropout_bwd(res, dy):
     y, scale = res
-    return jnp.where(y > 0, dy * jnp.asarray(scale, dy.dtype), jnp.zeros((), dy.dtype)), None, None
+    return jnp.where(y > 0, _times(dy, scale), jnp.zeros((), dy.dtype)), None, None
 
 
 relu_dropout.defvjp(_relu_dropout_fwd, _relu_dropout_bwd)
@@ -176,4 +184,4 @@ class Dropout(nn.Module):
             raise ValueError(f"Dropout rng must be 'hash' or 'jax', got {self.rng!r}")
         if relu:
             return relu_dropout(x, keep, 1.0 / keep_prob)
-        return jnp.where(keep, x * jnp.asarray(1.0 / keep_prob, x.dtype), jnp.zeros((), x.dtype))
+        return jnp.where(keep, _times(x, 1.0 / keep_prob), jnp.zeros((), x.dtype))
