@@ -146,6 +146,9 @@ def check_unique(flag: str, values) -> None:
 def plan_setting(config_path: str, name: str, overrides, seeds, workdir) -> list:
     """[(seed, run folder ``<workdir>/<name>_seed<seed>``, validated config)] of one setting; a run
     folder holding a run of another config is an error naming the keys that differ."""
+    seeded = [o for o in overrides if o.partition("=")[0].strip() == "seed"]
+    if seeded:  # it would be overridden by each --seeds value without a word
+        raise ValueError(f"setting {name!r}: {seeded[0]}: the seeds come from --seeds")
     plan = []
     for seed in seeds:
         config = load_config_file(config_path)
