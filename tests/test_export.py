@@ -49,7 +49,8 @@ def test_predictor_and_export_roundtrip():
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    """(config, workdir, results) of a 2-epoch synthetic run."""
+    """(config, workdir, results) of a 2-epoch synthetic run whose best epoch is the first (min_delta 1:
+    no later epoch counts as a gain), so its best and latest checkpoints differ."""
     from kdef_jax.config import base_config
     from kdef_jax.train import train_and_evaluate
 
@@ -60,7 +61,9 @@ def trained_run(tmp_path_factory):
     c.data.name = "synthetic_test"
     c.model.hidden_units = (16, 16)
     c.train.batch_size, c.train.num_epochs, c.train.progress, c.train.plot = 512, 2, False, False
+    c.optim.min_delta = 1.0
     res = train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    assert (res["best_epoch"], res["epochs_run"]) == (1, 2)
     return c, tmp_path / "run", res
 
 
@@ -77,6 +80,9 @@ def test_load_run_restores_the_best_epoch(trained_run):
     assert m["teacher"]["auc"] == pytest.approx(res["rows"][0]["test_auc"], rel=1e-9)
     k = res["best_student_index"]
     assert m["students"][k]["auc"] == pytest.approx(res["rows"][1 + k]["test_auc"], rel=1e-9)
+    latest_model, latest_vars, _, _ = load_run(workdir, "latest")  # epoch 2: other weights, another AUC
+    latest = ensemble_metrics(test.y, latest_model.apply(latest_vars, jnp.asarray(test.x), False, None))
+    assert abs(latest["teacher"]["auc"] - m["teacher"]["auc"]) > 1e-6
     p_k = make_predictor(model, variables, k)(jnp.asarray(test.x))  # float32 probabilities: ties may move
     assert auc(test.y, p_k) == pytest.approx(res["rows"][1 + k]["test_auc"], abs=1e-4)
 

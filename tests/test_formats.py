@@ -329,19 +329,21 @@ def test_tfds_movielens_ratings_into_the_cache_with_mock_data(tmp_path):
 
 # ============================================================================ real data, one KDEF epoch each
 
+# the last value: a floor for the one-epoch test AUC, well below what it gives
+# (experiments/results/datasets_real.md: 0.9105, 0.8254, 0.6432, 0.6534); None where the split is too small
 REAL = [
-    ("frappe", None, "frappe", {"train": 51_949, "valid": 5_773, "test": 28_860}, 5_298),
-    ("movielens", None, "movielens_100k", {"train": 52_159, "valid": 5_878, "test": 14_818}, 3_442),
-    ("criteo", "sample", "criteo_sample", {"train": 7_200, "valid": 409, "test": 391}, None),
-    ("criteo_bars", "sample", "criteo_sample", None, None),
-    ("ipinyou", "sample", "ipinyou_sample", {"train": 24_095, "valid": 2_678, "test": 21_150}, None),
-    ("movielens", "1m_sample", "movielens_1m_meta", None, None),
+    ("frappe", None, "frappe", {"train": 51_949, "valid": 5_773, "test": 28_860}, 5_298, 0.85),
+    ("movielens", None, "movielens_100k", {"train": 52_159, "valid": 5_878, "test": 14_818}, 3_442, 0.75),
+    ("criteo", "sample", "criteo_sample", {"train": 7_200, "valid": 409, "test": 391}, None, 0.55),
+    ("criteo_bars", "sample", "criteo_sample", None, None, None),
+    ("ipinyou", "sample", "ipinyou_sample", {"train": 24_095, "valid": 2_678, "test": 21_150}, None, 0.55),
+    ("movielens", "1m_sample", "movielens_1m_meta", None, None, None),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,arg,folder,rows,vocab", REAL, ids=[f"{r[0]}:{r[1] or ''}" for r in REAL])
-def test_real_dataset_config_preprocesses_and_trains_one_kdef_epoch(tmp_path, name, arg, folder, rows, vocab):
+@pytest.mark.parametrize("name,arg,folder,rows,vocab,auc_floor", REAL, ids=[f"{r[0]}:{r[1] or ''}" for r in REAL])
+def test_real_dataset_config_preprocesses_and_trains_one_kdef_epoch(tmp_path, name, arg, folder, rows, vocab, auc_floor):
   from kdef_jax.train import train_and_evaluate
 
   d = shared_data_dir() / folder
@@ -359,6 +361,8 @@ def test_real_dataset_config_preprocesses_and_trains_one_kdef_epoch(tmp_path, na
     assert fm["total_vocab"] == vocab
   ens = res["rows"][0]
   assert 0.0 <= ens["val_auc"] <= 1.0 and ("test_auc" not in ens or 0.0 <= ens["test_auc"] <= 1.0)
+  if auc_floor is not None:  # it learned something in its one epoch
+    assert ens["test_auc"] > auc_floor
 
 
 # ============================================================================ BARS CSV configs

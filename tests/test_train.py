@@ -147,10 +147,13 @@ def test_end_to_end_tiny_run_writes_results(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     full = train_and_evaluate(tiny_config(tmp_path), tmp_path / "full", log=lambda *a: None)
     train_and_evaluate(tiny_config(tmp_path, **{"train.num_epochs": 1}), tmp_path / "split", log=lambda *a: None)
+    said = []
     resumed = train_and_evaluate(
-        tiny_config(tmp_path, **{"resume": True}), tmp_path / "split", log=lambda *a: None
+        tiny_config(tmp_path, **{"resume": True}), tmp_path / "split", log=lambda *a: said.append(" ".join(map(str, a)))
     )
     assert resumed["epochs_run"] == 2
+    assert any(line.startswith("[train] resumed from epoch 1") for line in said)  # not a retrain from scratch
+    assert sum(line.startswith("[epoch") for line in said) == 1  # it ran epoch 2 only
     for a, b in zip(full["rows"], resumed["rows"]):
         assert a["model"] == b["model"]
         np.testing.assert_allclose(a["test_auc"], b["test_auc"], rtol=1e-6)

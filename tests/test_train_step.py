@@ -107,3 +107,36 @@ def test_lazy_adam_padded_batch_steps_as_its_real_rows():
     for a, b in zip(jax.tree.leaves(sp.batch_stats), jax.tree.leaves(sr.batch_stats)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(sp.params["embedding"]["table"], sr.params["embedding"]["table"], rtol=1e-5, atol=1e-7)
+
+
+CONFIGURED_LOSSES = [("dense", v, "mse") for v in ("kdef", "kd_only", "dml_only", "no_exam", "mean", "sum", "mean_prob",
+                                                   "concat", "independent")]
+CONFIGURED_LOSSES += [("dense", "kdef", c) for c in ("l1", "huber", "bce", "kl")]
+CONFIGURED_LOSSES += [("lazy_adam", "independent", "mse"), ("lazy_adam", "kdef", "huber")]  # its own step builds the loss too
+
+
+@pytest.mark.parametrize("opt,variant,consistency", CONFIGURED_LOSSES)
+def test_the_step_optimises_the_configured_loss(opt, variant, consistency):
+    """The step's loss is kdef_loss(variant, consistency, huber_delta) of the model's train-mode logits on
+    the step's dropout key, and differs from the default objective's (so a step that ignored the
+    config would fail here)."""
+    from kdef_jax.losses import kdef_loss
+
+    kw = (("batch_norm", True), ("dropout", 0.2), ("dropout_rng", "hash"), ("hidden_units", (8,)))
+    model = KDEFModel(vocab_sizes=VOCAB, groups=(StudentGroup("mlp", 3, kw),), embedding_dim=3,
+                      embedding_init_std=0.3, concat_head=variant == "concat")
+    c = _config(opt)
+    c.loss.variant, c.loss.consistency, c.loss.huber_delta = variant, consistency, 0.05
+    state, step = make_training(model, c, jax.random.PRNGKey(0), len(VOCAB))
+    b, key = _batch(n=7, pad=3), jax.random.PRNGKey(5)
+    variables = {"params": jax.tree.map(np.asarray, state.params), "batch_stats": jax.tree.map(np.asarray, state.batch_stats)}
+    logits, _ = model.apply(variables, b["ids"], True, b["mask"], rngs={"dropout": jax.random.fold_in(key, 0)},
+                            mutable=["batch_stats"])
+
+    def loss(v, cons):
+        return float(kdef_loss(logits, b["y"], variant=v, consistency=cons, mask=b["mask"], huber_delta=0.05)[0])
+
+    want = loss(variant, consistency)
+    assert abs(want - loss("kdef", "mse")) > 1e-4 * abs(want) or (variant, consistency) == ("kdef", "mse")
+    _, m = step(state, b, key)
+    np.testing.assert_allclose(float(m["loss"]) - float(m["reg"]), want, rtol=2e-5)
