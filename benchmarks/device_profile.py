@@ -8,8 +8,10 @@ shape, synthetic ids): its wall time per call, untraced, interleaved as in ``lat
 An op event is one with ``hlo_op`` and ``hlo_module`` stats (a GPU kernel or a CPU thunk) of the
 program's module; on a GPU device plane only its "XLA Ops" line counts (its kernel lines repeat
 it). Per call: ``busy_ms`` = the union of the op intervals (time the device was doing the program's
-work), ``gap_ms`` = wall − busy (dispatch, launch and sync latency, or idle), and the top ops by
-summed time. The question it answers, e.g.: is one student's 0.29 ms at batch 10,000 on an H200
+work), ``gap_ms`` = wall − busy (dispatch, launch and sync latency, or idle), ``traced_gap_ms`` the
+same against the traced calls' own wall time (XLA:GPU runs its command buffers op by op while
+tracing), and the top ops by summed time. The untraced wall times are written first, and a
+program whose trace fails records its error without losing the others. The question it answers, e.g.: is one student's 0.29 ms at batch 10,000 on an H200
 its kernels or the host around them? On a CPU the numbers are a smoke test only: XLA:CPU runs
 its dots asynchronously, and their events time the launch, not the work.
 """
@@ -101,13 +103,15 @@ def summarize(events, calls: int, wall_ms: float, top: int, kernels=None) -> dic
 
 
 def traced(runner: Runner, calls: int, trace_dir: str):
-    """The ``jax.profiler.ProfileData`` of ``calls`` calls of ``runner`` (already compiled)."""
+    """(``jax.profiler.ProfileData``, wall seconds) of ``calls`` calls of ``runner`` (already compiled)
+    under the profiler (XLA:GPU runs command buffers op by op while tracing: that wall is the one the
+    trace's busy time belongs to)."""
     with jax.profiler.trace(trace_dir):
-        runner.run(calls)
+        seconds = runner.run(calls)
     paths = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)
     if not paths:
         raise RuntimeError(f"jax.profiler.trace wrote no *.xplane.pb under {trace_dir}")
-    return jax.profiler.ProfileData.from_file(paths[-1])
+    return jax.profiler.ProfileData.from_file(paths[-1]), seconds
 
 
 def build_runners(programs, k: int, batch: int) -> dict:
@@ -145,21 +149,36 @@ def main():
     walls = time_interleaved(list(runners.values()), warmup=2, steps=args.steps, rounds=args.rounds, min_round_s=0.05)
     record = {"benchmark": "device_profile", "K": args.k, "batch": args.batch, "calls_traced": args.calls,
               "machine": machine(), "programs": {}}
+    for (name, runner), (wall, _, _) in zip(runners.items(), walls):  # the wall times first: kept if tracing fails
+        record["programs"][name] = {"wall_ms": wall * 1e3, "first_call_s": runner.first_call_s}
+        print(f"{name:12s} wall {wall * 1e3:9.3f} ms (untraced; first call {runner.first_call_s:.1f} s)", flush=True)
+    write_json(args.out, record, echo=False)
+    status = 0
     for (name, runner), (wall, _, _) in zip(runners.items(), walls):  # JSON after each: a cut-short run keeps it
-        with tempfile.TemporaryDirectory() as d:
-            profile = traced(runner, args.calls, d)
-        events = op_events(profile, module_name(name))
-        if not events:
-            raise RuntimeError(f"{name}: the trace holds no op events of a module named *{module_name(name)}*")
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                profile, traced_s = traced(runner, args.calls, d)
+            events = op_events(profile, module_name(name))
+            if not events:
+                raise RuntimeError(f"the trace holds no op events of a module named *{module_name(name)}*")
+        except Exception as e:  # noqa: BLE001 - one program's failed trace must not lose the others
+            record["programs"][name]["error"] = f"{type(e).__name__}: {e}"
+            print(f"{name:12s} trace failed: {type(e).__name__}: {e}", flush=True)
+            write_json(args.out, record, echo=False)
+            status = 1
+            continue
         s = summarize(events, args.calls, wall * 1e3, args.top, kernel_names(profile, module_name(name)))
         s["first_call_s"] = runner.first_call_s
+        s["traced_wall_ms"] = traced_s / args.calls * 1e3
+        s["traced_gap_ms"] = s["traced_wall_ms"] - s["busy_ms"]
         if jax.default_backend() == "cpu":
             s["note"] = "XLA:CPU: dot events time their asynchronous launch only; busy/gap mean something on a GPU"
         record["programs"][name] = s
         print(f"{name:12s} wall {s['wall_ms']:9.3f} ms  busy {s['busy_ms']:9.3f} ms  gap {s['gap_ms']:8.3f} ms  "
-              f"{s['ops_per_call']:.0f} ops/call; top: "
+              f"(traced wall {s['traced_wall_ms']:.3f} ms)  {s['ops_per_call']:.0f} ops/call; top: "
               + ", ".join(f"{o['op']} {o['ms']:.3f}" for o in s["top_ops"][:4]), flush=True)
         write_json(args.out, record, echo=False)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

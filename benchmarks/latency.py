@@ -76,8 +76,8 @@ def main():
         record = {"benchmark": "latency", "K": model.num_students, "students": args.students or f"mlp:{args.k}",
                   "machine": machine(), "rows": rows}
         write_json(args.out, record, echo=b == args.batches[-1])  # after every batch size: a cut-short run keeps it
-    if args.hlo_out:
-        write_hlo(args.hlo_out, predictors, criteo_batches(max(args.batches), n=1)[0]["ids"])
+        if args.hlo_out and b == max(args.batches):  # as soon as its programs are compiled (cached): not lost to a cut
+            write_hlo(args.hlo_out, predictors, ids[0])
 
 
 def optimized_hlo(predictor, ids) -> str:

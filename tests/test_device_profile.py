@@ -77,7 +77,8 @@ def test_a_real_trace_of_a_jitted_program_has_its_ops():
     runner = device_profile.Runner(f, [(x,)])
     runner.run(1)
     with tempfile.TemporaryDirectory() as d:
-        profile = device_profile.traced(runner, 2, d)
+        profile, seconds = device_profile.traced(runner, 2, d)
+    assert seconds > 0
     events = device_profile.op_events(profile, "lambda")  # the profile outlives its trace folder
     assert events and all(end >= start for _, start, end in events)
     assert set(device_profile.kernel_names(profile, "lambda")) <= {op for op, _, _ in events}
