@@ -38,10 +38,13 @@ def main(argv):
 def check_config_overrides(argv: list) -> str | None:
     """Error message for a config file that does not load or the first ``--config.a.b=v`` whose key
     the config does not have, else None (absl would report either as a traceback)."""
-    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-    if spec is None and "--config" in argv[:-1]:
-        spec = argv[argv.index("--config") + 1]
-    keys = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    # absl's spellings: --config / -config, and --noconfig.k for a boolean k
+    names = [a.lstrip("-") if a.startswith("-") else None for a in argv]
+    names = [n[2:] if n and n.startswith("noconfig.") else n for n in names]
+    spec = next((n.split("=", 1)[1] for n in names if n and n.startswith("config=")), None)
+    if spec is None and "config" in names[:-1]:
+        spec = argv[names.index("config") + 1]
+    keys = [n[len("config."):].split("=", 1)[0] for n in names if n and n.startswith("config.")]
     if spec is None:
         return None
     try:

@@ -26,6 +26,11 @@ def test_unknown_config_key_is_named():
     msg = check_config_overrides(["--config=configs/frappe.py", "--config.trian.batch_size=1"])
     assert "'trian'" in msg
     assert check_config_overrides(["--config=configs/frappe.py", "--config.train.batch_size=1"]) is None
+    for argv in (["-config", "configs/default.py:tiny", "-config.model.nope=2"],  # absl's other spellings
+                 ["--config=configs/default.py:tiny", "--noconfig.model.nope"],
+                 ["-config=configs/default.py:tiny", "--config.model.nope", "2"]):
+        assert "unknown config key 'model.nope'" in check_config_overrides(argv)
+    assert check_config_overrides(["-config", "configs/default.py:tiny", "--noconfig.train.plot"]) is None
 
 
 def test_a_config_file_that_does_not_load_is_one_line_even_without_overrides():
