@@ -422,6 +422,32 @@ def test_atomic_dir_publishes_only_complete_builds_and_keeps_the_first_of_two(tm
   assert sorted(p.name for p in tmp_path.iterdir()) == ["ds-abc"]
 
 
+def test_two_builders_in_one_process_never_share_a_folder(tmp_path):
+  """Builders of one cache in one process (threads; or two hosts whose builders share a pid) each get
+  their own folder: the published cache is one complete build, not a mix."""
+  from kdef_jax.data.atomic_dir import building
+
+  final = tmp_path / "ds-abc"
+  with building(final) as a:
+    (a / "train_x.npy").write_text("a")
+    with building(final) as b:  # starts while a is half done
+      assert b != a and (a / "train_x.npy").exists()
+      (b / "train_x.npy").write_text("b")
+      (b / "feature_map.json").write_text("b")
+    (a / "feature_map.json").write_text("a")
+  assert {p.name: p.read_text() for p in final.iterdir()} == {"train_x.npy": "b", "feature_map.json": "b"}
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["ds-abc"]
+
+
+def test_a_cache_missing_a_split_file_is_an_error_not_a_smaller_dataset(libfm_dir, tmp_path):
+  from kdef_jax.data.dataset import open_cache
+
+  ds = load_data(data_cfg(libfm_dir, tmp_path / "cache", test="test.libfm"))
+  (ds.cache_dir / "test_y.npy").unlink()
+  with pytest.raises(ValueError, match=r"incomplete cache, feature_map.json lists test_y.npy but they are missing"):
+    open_cache(ds.cache_dir)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_keep_lines_records_each_kept_rows_line_in_every_split(tmp_path, engine):
   # lines 1: header, 2..9 data rows 0..7; row 1 has a column too few, row 4 the label 7 (both skipped,

@@ -34,7 +34,8 @@ def test_sort_order_random_hex_tokens():
   assert [values[i] for i in order] == sorted(values)
 
 
-@pytest.mark.parametrize("values", [["a", "bc", ""], ['q"uote', "back\\slash", "tab\t"], ["é", "x"], []])
+@pytest.mark.parametrize("values", [["a", "bc", ""], ['q"uote', "back\\slash", "tab\t"], ["é", "x"], [],
+                                    ["\x7fb", "a\x7f", "~"]])
 def test_json_equals_json_dumps(values):
   assert _pack(values).json() == json.dumps(values)
 

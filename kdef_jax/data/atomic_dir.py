@@ -1,6 +1,7 @@
 """Publishing a dataset cache folder atomically.
 
-A cache is built in a sibling ``<name>.tmp-<pid>`` folder and renamed to its final name only once
+A cache is built in a fresh sibling ``<name>.tmp-<random>`` folder (``tempfile.mkdtemp``: never one that
+another builder, thread or process, already uses) and renamed to its final name only once
 complete, so a crash or Ctrl-C never leaves a half-written cache that a later run would trust. Two
 processes building the same cache at once both finish; the first rename wins and the second build is
 discarded.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 
@@ -19,9 +21,8 @@ def building(final: Path, marker: str = "feature_map.json"):
     """Yields an empty temporary folder beside ``final``; on normal exit renames it to ``final`` (or
     removes it where another process published ``final`` first, as ``final/marker`` shows), on an
     exception removes it and re-raises."""
-    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=final.name + ".tmp-"))
     try:
         yield tmp
         try:

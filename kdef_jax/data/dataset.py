@@ -69,6 +69,10 @@ def resolve_data_dir(cfg) -> Path:
 
 def open_cache(cache_dir: Path) -> Dataset:
     fmap = FeatureMap.load(cache_dir / "feature_map.json")
+    missing = [f"{s}_{a}.npy" for s in fmap.num_rows for a in ("x", "y") if not (cache_dir / f"{s}_{a}.npy").exists()]
+    if missing:
+        raise ValueError(f"{cache_dir}: incomplete cache, feature_map.json lists {', '.join(missing)} but they are "
+                         f"missing; delete the folder")
     splits = {}
     for s in SPLITS:
         if (cache_dir / f"{s}_x.npy").exists():

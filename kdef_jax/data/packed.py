@@ -14,7 +14,7 @@ import numpy as np
 
 from kdef_jax.data.hash_ids import take, unpack
 
-_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f\x80-\xff]')  # what json.dumps (ensure_ascii) would escape
+_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f\x7f-\xff]')  # what json.dumps (ensure_ascii) would escape
 
 
 class PackedStrings:
