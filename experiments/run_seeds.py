@@ -28,6 +28,7 @@ import ml_collections
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.config import base_config, load_config_file, validate  # noqa: E402
+from kdef_jax.models.ensemble import groups_from_config  # noqa: E402
 from kdef_jax.run_files import config_changes, read_json  # noqa: E402
 from kdef_jax.train import train_and_evaluate  # noqa: E402
 
@@ -234,9 +235,7 @@ def _check_run_name(d: Path, variant: str, k: int, seed: int) -> None:
     c = read_json(d / "config.json") if (d / "config.json").is_file() else None
     if c is None:
         return
-    m = c["model"]
-    spec = m.get("students") or f"{m['student']}:{m['num_students']}"
-    count = sum(int(part.partition(":")[2] or 1) for part in spec.split(","))
+    count = sum(g.count for g in groups_from_config(ml_collections.ConfigDict(c["model"])))
     found = {"loss.variant": (c["loss"]["variant"], variant), "students": (count, k), "seed": (c["seed"], seed)}
     wrong = {key: v for key, v in found.items() if v[0] != v[1]}
     if wrong:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import codecs
 import importlib.util
+import json
 import math
 import os
 
 import ml_collections
 
 from kdef_jax.losses import CONSISTENCIES, VARIANTS
+from kdef_jax.run_files import flat_dict
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -129,18 +131,6 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _flat_keys(c, prefix: str = "") -> list:
-    """Dotted keys of every leaf; data.field_options is free-form (one section per field name)."""
-    keys = []
-    for k, v in c.items():
-        key = prefix + k
-        if isinstance(v, ml_collections.ConfigDict) and key != "data.field_options":
-            keys += _flat_keys(v, key + ".")
-        else:
-            keys.append(key)
-    return keys
-
-
 def load_config_file(spec: str):
     """``configs/x.py[:arg]`` → that file's ``get_config(arg)`` (configs/ is not a package; config files
     use this to build on one another)."""
@@ -183,7 +173,8 @@ def validate(c) -> None:
     def bad(key, msg):
         raise ValueError(f"config {key}: {msg}")
 
-    unknown = sorted(set(_flat_keys(c)) - set(_flat_keys(base_config())))
+    known = flat_dict(json.loads(base_config().to_json()))  # data.field_options is free-form, one section per field
+    unknown = sorted(k for k in flat_dict(json.loads(c.to_json())) if k not in known and not k.startswith("data.field_options."))
     if unknown:  # a config file's typo (c.train.batchsize = 64) would otherwise be silently ignored
         bad(unknown[0], "is not a config key (misspelt? every key is listed in kdef_jax/config.py:base_config)"
             + (f"; other unknown keys: {', '.join(unknown[1:])}" if unknown[1:] else ""))

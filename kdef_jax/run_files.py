@@ -86,10 +86,11 @@ def write_json(path: Path, obj) -> None:
     write_atomic(path, lambda fh: fh.write(json.dumps(strict_json(obj), indent=1, allow_nan=False) + "\n"))
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flat_dict(d: dict, prefix: str = "") -> dict:
+    """{"a.b.c": leaf} of a nested dict (a config's JSON)."""
     out = {}
     for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        out.update(flat_dict(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
@@ -101,8 +102,8 @@ def config_changes(workdir: Path, config, ignore=("resume",), defaults=None) -> 
     path = Path(workdir) / "config.json"
     if not path.is_file():
         return {}
-    old, new = _flat(read_json(path)), _flat(json.loads(config.to_json()))
+    old, new = flat_dict(read_json(path)), flat_dict(json.loads(config.to_json()))
     if defaults is not None:
-        old = {**{k: v for k, v in _flat(json.loads(defaults.to_json())).items() if k in new}, **old}
+        old = {**{k: v for k, v in flat_dict(json.loads(defaults.to_json())).items() if k in new}, **old}
     keys = [k for k in {**old, **new} if k not in ignore]
     return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
