@@ -62,12 +62,22 @@ def check_config_overrides(argv: list) -> str | None:
     return None
 
 
+def parse_flags(argv: list) -> list:
+    """absl's flag parsing, but a bad flag (a typed override that does not parse, a missing
+    required flag) is a usage error: one line on stderr and exit status 2, like unknown keys."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"kdef_jax: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run():
     problem = check_config_overrides(sys.argv[1:])
     if problem:
         print(f"kdef_jax: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,10 @@ def test_cli_rejects_unknown_key_without_traceback(tmp_path):
     p = _run(["--config", "configs/default.py:tiny", "--workdir", str(tmp_path / "w"), "--config.model.nope=1"], tmp_path)
     assert p.returncode == 2
     assert "unknown config key 'model.nope'" in p.stderr and "Traceback" not in p.stderr
+    # a value absl cannot parse for the key's type is the same kind of usage error
+    p = _run(["--config", "configs/default.py:tiny", "--workdir", str(tmp_path / "w"), "--config.model.num_students=2.0"], tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip() == "kdef_jax: error: flag --config.model.num_students=2.0: invalid literal for int() with base 10: '2.0'"
 
 
 def test_cli_rejects_zero_students(tmp_path):
