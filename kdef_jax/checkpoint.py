@@ -125,21 +125,17 @@ class Checkpoints:
         self.root = root
         sync = dict(enable_async_checkpointing=False, create=create)
         self.latest = self._manager(root / "latest", ocp.CheckpointManagerOptions(max_to_keep=1, **sync), create)
-        self.best = self._manager(
-            root / "best",
-            ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["val_auc"], best_mode="max", **sync),
-            create,
-        )
+        # best keeps its NEWEST save, not orbax's best_fn ranking: the plateau rule decides what is best
+        # (a resumed run with a changed learning rate may well save a lower AUC than a crashed one did)
+        self.best = self._manager(root / "best", ocp.CheckpointManagerOptions(max_to_keep=1, **sync), create)
 
     @staticmethod
     def _manager(path: Path, options, create: bool):
         return ocp.CheckpointManager(path, options=options) if create or path.is_dir() else None
 
     @staticmethod
-    def _step(mngr, which: str):
-        if mngr is None:
-            return None
-        return mngr.latest_step() if which == "latest" else (mngr.best_step() or mngr.latest_step())
+    def _step(mngr, which: str = "latest"):
+        return None if mngr is None else mngr.latest_step()
 
     def steps(self) -> dict:
         """{"latest": epoch or None, "best": epoch or None}: what the workdir holds."""
@@ -152,8 +148,9 @@ class Checkpoints:
         def args():
             return ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
 
-        # best first: a crash between the two saves resumes from the epoch before, whose re-run replaces
-        # the best it saved (orbax never overwrites a step); the reverse order would lose that best
+        # best first, both with the same state and meta: a crash between the two saves leaves best one
+        # epoch ahead of latest, and resume continues from it (``restore_newest``); the reverse order
+        # would lose that best
         if best_auc is not None:
             self._replace(self.best, epoch).save(epoch, args=args(), metrics={"val_auc": float(best_auc)}, force=True)
         self._replace(self.latest, epoch).save(epoch, args=args(), force=True)
@@ -199,6 +196,14 @@ class Checkpoints:
 
     def restore_latest(self, template):
         return self._restore(self.latest, "latest", template)
+
+    def restore_newest(self, template):
+        """(state, meta, epoch, "latest" or "best") from whichever holds the later epoch (latest on a tie),
+        or None: what resume continues from. Both hold the full state and meta of their epoch."""
+        steps = self.steps()
+        which = "best" if (steps["best"] or 0) > (steps["latest"] or 0) else "latest"
+        out = self._restore(getattr(self, which), which, template)
+        return None if out is None else (*out, which)
 
     def restore_best(self, template):
         return self._restore(self.best, "best", template)

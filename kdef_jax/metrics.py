@@ -32,7 +32,8 @@ def _average_ranks(scores: np.ndarray) -> np.ndarray:
 
 
 def auc(labels, scores) -> float:
-    """Exact ROC AUC (ties by trapezoid). NaN if only one class is present."""
+    """Exact ROC AUC (ties by trapezoid). NaN if only one class is present or any score is NaN
+    (sklearn raises there; a NaN ranked as a number would give a meaningless AUC)."""
     y = np.asarray(labels, dtype=np.float64).reshape(-1)
     p = np.asarray(scores, dtype=np.float64).reshape(-1)
     if y.shape != p.shape:
@@ -40,7 +41,7 @@ def auc(labels, scores) -> float:
     pos = y > 0.5
     n_pos = int(pos.sum())
     n_neg = y.shape[0] - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_neg == 0 or np.isnan(p).any():
         return float("nan")
     ranks = _average_ranks(p)
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

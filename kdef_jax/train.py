@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from kdef_jax.checkpoint import Checkpoints
+from kdef_jax.checkpoint import CheckpointError, Checkpoints
 from kdef_jax.config import validate
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches, prefetch
@@ -72,8 +72,9 @@ def _check_classes(ds, name: str, log) -> None:
 
 
 def _fresh_meta(lr: float) -> dict:
-    return {"epoch": 0, "lr": lr, "best_auc": -math.inf, "best_epoch": 0, "bad_epochs": 0, "lr_decays": 0,
-            "history": [], "train_time_s": 0.0, "timed_rows": 0, "timed_s": 0.0}
+    # configured_lr: the optim.learning_rate the checkpointed run was (last) started with, for resume
+    return {"epoch": 0, "lr": lr, "configured_lr": lr, "best_auc": -math.inf, "best_epoch": 0, "bad_epochs": 0,
+            "lr_decays": 0, "history": [], "train_time_s": 0.0, "timed_rows": 0, "timed_s": 0.0}
 
 
 def plateau_update(meta: dict, epoch: int, auc: float, o) -> bool:
@@ -113,7 +114,6 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         if s not in ds.splits or len(ds.splits[s]) == 0:
             raise ValueError(f"dataset {c.data.name!r} has no {s} rows; check config data.files / data.split")
     _check_classes(ds, c.data.name, log)
-    workdir.mkdir(parents=True, exist_ok=True)  # only once the data loads: bad input leaves no empty run folder
     fmap = ds.feature_map
     bs, ebs = t.batch_size, (t.eval_batch_size or t.batch_size)
     mesh = sharding.make_mesh(c.mesh, {"train.batch_size": bs, "train.eval_batch_size": ebs})
@@ -139,13 +139,15 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     for k, v in params.items():
         log(f"[model] parameters {k:>16}: {v:,}")
 
+    workdir.mkdir(parents=True, exist_ok=True)  # only once data, mesh and model are built: bad input leaves no empty run folder
     meta = _fresh_meta(c.optim.learning_rate)
     had_folder = (workdir / "checkpoints").exists()
     ckpt = Checkpoints(workdir)  # every process opens it alike: orbax synchronises the processes here
-    restored = ckpt.restore_latest(state) if c.resume else None
+    restored = ckpt.restore_newest(state) if c.resume else None
     if restored is not None:
-        state, meta, _ = restored
-        log(f"[train] resumed from epoch {meta['epoch']} (lr {meta['lr']:g}, best {meta['best_auc']:.6f})")
+        state, meta, _, which = restored
+        log(f"[train] resumed from epoch {meta['epoch']} (lr {meta['lr']:g}, best {meta['best_auc']:.6f})"
+            + (" (checkpoints/best: the run stopped between its two saves)" if which == "best" else ""))
         state = _apply_resume_changes(workdir, c, state, meta, log)
         if main:  # the log holds exactly the checkpointed epochs, whatever a crash left behind
             write_atomic(workdir / "metrics.jsonl", lambda fh: fh.writelines(map(report.jsonl_line, meta["history"])))
@@ -210,7 +212,10 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         if not all(math.isfinite(v) for v in tm.values()):
             raise FloatingPointError(_nan_message(epoch, len(ms), meta, ckpt))
 
-        val = evaluate(predict, state, valid, ebs, fusion, progress=progress, desc="valid", rows_to=rows_to)
+        logits = predict_logits(predict, state, valid, ebs, progress=progress, desc="valid", rows_to=rows_to)
+        if not np.isfinite(logits).all():  # the last steps blew the params up: this state must not be saved
+            raise FloatingPointError(_nan_message(epoch, len(ms), meta, ckpt, what="validation logits"))
+        val = ensemble_metrics(valid.y, logits, fusion)
         auc = val["teacher"]["auc"]
         lr_used = meta["lr"]
         improved = plateau_update(meta, epoch, auc, o)
@@ -229,8 +234,15 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
             f"  students [{students}]  lr {lr_used:g}  {gain}"
             f"  {t_end - t0:.1f}s")
 
-    restored = ckpt.restore_best(state)
-    if restored is not None:
+    if meta["best_epoch"] > 0:  # the final numbers are the best epoch's, or an error
+        restored = ckpt.restore_best(state)
+        if restored is None or restored[2] != meta["best_epoch"]:
+            ckpt.close()
+            held = "no checkpoint" if restored is None else f"epoch {restored[2]}"
+            raise CheckpointError(
+                f"{ckpt.root / 'best'} holds {held}, but the run's best epoch is {meta['best_epoch']}: its final "
+                f"validation and test numbers need that epoch's state. Put that checkpoint back, or train anew "
+                f"in a new --workdir")
         state = restored[0]
     ckpt.close()
     val = evaluate(predict, state, valid, ebs, fusion, progress=progress, desc="valid", rows_to=rows_to)
@@ -283,7 +295,15 @@ def _apply_resume_changes(workdir: Path, c, state, meta: dict, log):
     changed = config_changes(workdir, c)
     if changed:
         log("[train] resume with a changed config: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-    if "optim.learning_rate" in changed:
+    # against the checkpoint's own record: config.json is rewritten before the resumed run saves anything,
+    # so after a second interruption it would already hold the new rate (checkpoints before this record: config.json)
+    configured = meta.get("configured_lr")
+    if configured is None:
+        lr_changed = "optim.learning_rate" in changed
+    else:
+        lr_changed = c.optim.learning_rate != configured
+    meta["configured_lr"] = c.optim.learning_rate
+    if lr_changed:
         was, meta["lr"] = meta["lr"], c.optim.learning_rate
         state = set_learning_rate(state, meta["lr"])
         log(f"[train] resume: learning rate {was:g} (the checkpoint's) -> {meta['lr']:g} (optim.learning_rate)")
@@ -293,12 +313,6 @@ def _apply_resume_changes(workdir: Path, c, state, meta: dict, log):
 def _refuse_earlier_run(workdir: Path, ckpt, resume: bool) -> None:
     """A fresh start must not mix with an earlier run's checkpoints or results (nothing is overwritten)."""
     steps = ckpt.steps()
-    if resume and steps["best"] is not None:  # latest is gone but best is there: not a state to continue
-        raise FileExistsError(
-            f"resume: {ckpt.root / 'latest'} holds no checkpoint but {ckpt.root / 'best'} holds epoch "
-            f"{steps['best']}; a run resumes from its latest epoch only. Restore checkpoints/latest or choose a "
-            f"new --workdir (nothing was overwritten)"
-        )
     if steps["latest"] is not None or steps["best"] is not None:
         raise FileExistsError(
             f"{ckpt.root} holds checkpoints of an earlier run; pass --config.resume=True to continue it "
@@ -313,9 +327,9 @@ def _refuse_earlier_run(workdir: Path, ckpt, resume: bool) -> None:
         )
 
 
-def _nan_message(epoch: int, step: int, meta: dict, ckpt) -> str:
+def _nan_message(epoch: int, step: int, meta: dict, ckpt, what: str = "training loss") -> str:
     then = (f"The last good state is in {ckpt.root} (epoch {meta['epoch']}): continue from it with "
             f"--config.resume=True and a lower --config.optim.learning_rate, or check the data."
             if meta["epoch"] > 0 else
             "No epoch finished, so no state was saved: lower optim.learning_rate or check the data.")
-    return f"training loss became NaN/inf in epoch {epoch} by step {step} (lr {meta['lr']:g}). {then}"
+    return f"{what} became NaN/inf in epoch {epoch} by step {step} (lr {meta['lr']:g}). {then}"

@@ -133,6 +133,25 @@ def test_a_changed_dtype_or_an_array_missing_from_the_checkpoint_is_a_changed_mo
     ck.close()
 
 
+def test_best_keeps_its_newest_save_and_resume_takes_the_later_of_the_two(tmp_path):
+    """The plateau rule decides what is best: a later best save replaces an earlier one even with a
+    lower AUC (a resumed run with another rate); best one epoch ahead of latest (a crash between the
+    two saves) is what resume continues from."""
+    ck = Checkpoints(tmp_path)
+    ck.save(3, _state(scale=3.0), {"epoch": 3}, best_auc=0.9)
+    ck.save(5, _state(scale=5.0), {"epoch": 5}, best_auc=0.8)
+    assert ck.steps() == {"latest": 5, "best": 5}
+    real_latest_save, ck.latest.save = ck.latest.save, lambda *a, **k: None  # dies before latest's save
+    ck.save(6, _state(scale=6.0), {"epoch": 6}, best_auc=0.85)
+    ck.latest.save = real_latest_save
+    assert ck.steps() == {"latest": 5, "best": 6}
+    state, meta, step, which = ck.restore_newest(_state(scale=0.0))
+    assert (step, which, meta) == (6, "best", {"epoch": 6}) and float(state.params["w"][0, 1]) == 6.0
+    ck.save(7, _state(scale=7.0), {"epoch": 7})
+    assert ck.restore_newest(_state(scale=0.0))[2:] == (7, "latest")
+    ck.close()
+
+
 def test_best_is_the_highest_validation_auc_not_the_latest_epoch(tmp_path):
     ck = Checkpoints(tmp_path)
     ck.save(1, _state(scale=1.0), {"epoch": 1}, best_auc=0.7)

@@ -235,6 +235,13 @@ def test_ensemble_metrics_random_against_sklearn():
     assert out["students"][j]["logloss"] == pytest.approx(_sk_logloss(y, pj), rel=1e-10)
 
 
+def test_auc_of_nan_scores_is_nan_not_a_rank():
+  """A NaN sorted as a number would give 0.75 here; sklearn raises."""
+  assert math.isnan(auc([0, 1, 0, 1], [np.nan] * 4))
+  assert math.isnan(auc([0, 1, 0, 1], [0.1, np.nan, 0.2, 0.3]))
+  assert auc([0, 1, 0, 1], [0.1, 0.5, 0.2, np.inf]) == 1.0  # ±inf are ordinary ranks
+
+
 def test_ensemble_metrics_single_class_teacher_auc_nan():
   out = ensemble_metrics(np.ones(3), np.zeros((2, 3)))
   assert math.isnan(out["teacher"]["auc"])

@@ -161,8 +161,9 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_a_crash_between_the_two_checkpoint_saves_resumes_to_the_same_results(tmp_path, monkeypatch):
-    """Killed after one of epoch 2's two saves (best, latest): the resumed run re-runs epoch 2, logs
-    each epoch once and evaluates the true best epoch's weights, as an uninterrupted run does."""
+    """Killed after one of epoch 2's two saves (best, latest): the resumed run continues from best,
+    which is an epoch ahead, logs each epoch once and evaluates the true best epoch's weights, as an
+    uninterrupted run does."""
     full = train_and_evaluate(tiny_config(tmp_path), tmp_path / "full", log=lambda *a: None)
     history = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert history[1]["improved"]  # epoch 2 is a new best: it saves both checkpoints
@@ -186,7 +187,10 @@ def test_a_crash_between_the_two_checkpoint_saves_resumes_to_the_same_results(tm
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate(tiny_config(tmp_path), tmp_path / "cut", log=lambda *a: None)
     monkeypatch.setattr(Checkpoints, "__init__", real_init)
-    resumed = train_and_evaluate(tiny_config(tmp_path, resume=True), tmp_path / "cut", log=lambda *a: None)
+    said = []
+    resumed = train_and_evaluate(tiny_config(tmp_path, resume=True), tmp_path / "cut", log=lambda *a: said.append(str(a[0])))
+    assert any(l.startswith("[train] resumed from epoch 2") and "checkpoints/best" in l for l in said)
+    assert not any(l.startswith("[epoch") for l in said)  # epoch 2 is not trained twice
     logged = [json.loads(l) for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in logged] == [1, 2]
     assert resumed["best_epoch"] == full["best_epoch"] == 2
@@ -240,15 +244,68 @@ def test_resume_with_a_new_learning_rate_uses_it_and_logs_the_changes(tmp_path):
     assert [e["lr"] for e in epochs] == [1e-3, 1e-5]
 
 
-def test_resume_without_latest_but_with_best_refuses(tmp_path):
+def test_resume_with_a_new_learning_rate_keeps_it_after_a_second_interruption(tmp_path, monkeypatch):
+    """config.json holds the new rate as soon as the resumed run starts; if that run dies before its
+    first save, the next resume must still see the change (the checkpoint records its own rate)."""
+    train_and_evaluate(tiny_config(tmp_path, **{"train.num_epochs": 1}), tmp_path / "run", log=lambda *a: None)
+    c2 = tiny_config(tmp_path, **{"train.num_epochs": 2, "resume": True, "optim.learning_rate": 1e-5})
+
+    def dies(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(c2, tmp_path / "run", log=lambda *a: None)
+    monkeypatch.undo()
+    lines = []
+    train_and_evaluate(c2, tmp_path / "run", log=lambda *a: lines.append(" ".join(map(str, a))))
+    assert any("learning rate 0.001 (the checkpoint's) -> 1e-05" in l for l in lines)
+    epochs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["lr"] for e in epochs] == [1e-3, 1e-5]
+
+
+def test_resume_without_latest_continues_from_best(tmp_path):
     c = tiny_config(tmp_path, **{"train.num_epochs": 1})
     train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
     shutil.rmtree(tmp_path / "run" / "checkpoints" / "latest")
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text()
+    said = []
     c2 = tiny_config(tmp_path, **{"train.num_epochs": 2, "resume": True})
-    with pytest.raises(FileExistsError, match=r"latest holds no checkpoint but .*best holds epoch 1"):
+    train_and_evaluate(c2, tmp_path / "run", log=lambda *a: said.append(" ".join(map(str, a))))
+    assert any(l.startswith("[train] resumed from epoch 1") and "checkpoints/best" in l for l in said)
+    logged = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in logged] == [1, 2]
+
+
+def test_a_missing_best_checkpoint_is_an_error_not_the_last_epochs_numbers(tmp_path):
+    """min_delta 1: epoch 1 is best, epoch 2 latest. With best moved aside the final numbers cannot be
+    the best epoch's, so the run says so instead of reporting epoch 2's under best_epoch 1."""
+    c = tiny_config(tmp_path, **{"optim.min_delta": 1.0, "optim.patience": 5})
+    train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    shutil.move(tmp_path / "run" / "checkpoints" / "best", tmp_path / "best_aside")
+    c2 = tiny_config(tmp_path, **{"optim.min_delta": 1.0, "optim.patience": 5, "resume": True})
+    with pytest.raises(CheckpointError, match=r"best holds no checkpoint, but the run's best epoch is 1"):
         train_and_evaluate(c2, tmp_path / "run", log=lambda *a: None)
-    assert (tmp_path / "run" / "metrics.jsonl").read_text() == lines
+
+
+def test_non_finite_validation_logits_stop_the_run_before_that_epoch_is_saved(tmp_path, monkeypatch):
+    """Params that blow up in an epoch's last steps leave its training loss finite; the validation
+    logits are not, and that state must not become the best or latest checkpoint."""
+    import kdef_jax.train as train_mod
+
+    real = train_mod.make_predict_step
+    monkeypatch.setattr(train_mod, "make_predict_step", lambda *a, **k: (lambda *x: real(*a, **k)(*x) * float("nan")))
+    with pytest.raises(FloatingPointError, match="validation logits became NaN/inf in epoch 1 .*No epoch finished"):
+        train_and_evaluate(tiny_config(tmp_path), tmp_path / "run", log=lambda *a: None)
+    ck = Checkpoints(tmp_path / "run", create=False)
+    assert ck.steps() == {"latest": None, "best": None}
+    ck.close()
+
+
+def test_a_mesh_the_host_cannot_build_leaves_no_run_folder(tmp_path):
+    c = tiny_config(tmp_path, **{"mesh.data": len(jax.devices()) + 1})
+    with pytest.raises(ValueError, match="config mesh.data × mesh.student"):
+        train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
 
 
 def test_validation_with_one_class_is_an_error(tmp_path):
