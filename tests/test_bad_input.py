@@ -234,6 +234,14 @@ def test_delimited_skip_bad_rows(tmp_path):
   np.testing.assert_array_equal(x_of(ds, "train"), [[1, 2, 1, 1], [1, 1, 2, 2]])
 
 
+def test_a_configured_test_file_that_gives_no_rows_is_an_error_not_a_missing_split(tmp_path):
+  d = tmp_path / "raw"
+  write_file(d / "train.libfm", "1 1:1 2:1 3:1\n-1 4:1 5:1 6:1\n")
+  p = write_file(d / "test.libfm", "-1 junk\n")
+  msg = load_error(data_cfg(d, tmp_path / "cache", test="test.libfm", on_bad_rows="skip"), ValueError)
+  assert f"the test file {p} gave no rows; skipped as malformed (on_bad_rows='skip'): {{'{p}': 1}}" in msg
+
+
 def test_a_train_split_left_empty_by_skipped_rows_says_so(tmp_path):
   d = tmp_path / "raw"
   p = write_file(d / "train.libfm", "1 1:1 2:1\n-1 junk\n")

@@ -340,11 +340,15 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
         state.total_counts()
         _release_free_memory()  # the blocks are gone: give their heap pages back before the vocabulary is built
         t1 = time.perf_counter()
+        why = "".join(f"; {what}: {d}" for what, d in (("skipped as malformed (on_bad_rows='skip')", st.skipped),
+                                                      ("dropped by the label rule", st.dropped)) if d)
         if st.rows["train"] == 0 and spec.vocab is None:
             read = ", ".join(f"{role} {path}" for role, path in spec.files if path)
-            why = "".join(f"; {what}: {d}" for what, d in (("skipped as malformed (on_bad_rows='skip')", st.skipped),
-                                                          ("dropped by the label rule", st.dropped)) if d)
             raise ValueError(f"{spec.dataset_id}: the train split is empty (files read: {read}{why})")
+        for role, path in spec.files:  # a configured file that yields nothing must not silently drop its split
+            if path and role != "train" and st.rows[role] == 0:
+                raise ValueError(f"{spec.dataset_id}: the {role} file {path} gave no rows{why}; fix it or leave "
+                                 f"data.files.{role} out")
         vocabs, tables = [], []
         for c, e in zip(spec.columns, encs):
             v, tab = e.finalize() if spec.vocab is None else e.finalize_pinned(spec.vocab[c.name])

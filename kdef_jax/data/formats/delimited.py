@@ -73,7 +73,7 @@ def lines_to_block(lay: Layout, lines: list, first_line: int) -> Block:
             problem = f"undecodable bytes; the file is not {lay.encoding}"
         else:
             text = line.rstrip("\r\n")
-            parts = split(text) if split and '"' in text else text.split(lay.delimiter)
+            parts = split(text) if split and lay.quotechar in text else text.split(lay.delimiter)
             problem = None if len(parts) == ncol else f"expected {ncol} columns, found {len(parts)}"
         if problem is not None:
             bad_row(lay.path, line_no, problem, lay.on_bad_rows)
