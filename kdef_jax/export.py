@@ -176,12 +176,20 @@ def make_predictor(model: KDEFModel, variables: dict, what: str | int = "ensembl
     return functools.partial(apply, variables)
 
 
+EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")  # lowered on any host; each adds a few hundred bytes
+
+
 def export_predictor(model: KDEFModel, variables: dict, num_columns: int, what: str | int = "ensemble",
-                     fold_bn: bool = False, fusion: str | None = None) -> bytes:
-    """Serialized ``jax.export`` of the predictor (``make_predictor``'s arguments), batch dimension symbolic."""
+                     fold_bn: bool = False, fusion: str | None = None, platforms=EXPORT_PLATFORMS) -> bytes:
+    """Serialized ``jax.export`` of the predictor (``make_predictor``'s arguments), batch dimension symbolic,
+    lowered for each of ``platforms`` (jax.export names: cpu, cuda, rocm, tpu): a file exported on a CPU
+    host serves on a GPU or TPU too."""
+    platforms = tuple(platforms)
+    if not platforms:
+        raise ValueError("export platforms: name at least one of cpu, cuda, rocm, tpu")
     predict = jax.jit(make_predictor(model, variables, what, fold_bn, fusion))  # variables become constants
     (b,) = jax.export.symbolic_shape("b")
-    exp = jax.export.export(predict)(jax.ShapeDtypeStruct((b, num_columns), jnp.int32))
+    exp = jax.export.export(predict, platforms=platforms)(jax.ShapeDtypeStruct((b, num_columns), jnp.int32))
     return exp.serialize()
 
 

@@ -6,7 +6,8 @@ Loads the run's best epoch (``export.load_run``), builds the predictor of the en
 the run's loss.variant forms it: ``kdef_jax.losses.fusion_of``), of the best student by validation
 AUC (``--what best``, from results.json) or of student K (``--what K``), optionally with BatchNorm
 folded into the Dense layers (``--fold-bn``), and writes its ``jax.export``
-serialization (StableHLO with the weights as constants, batch dimension symbolic) to ``--out``
+serialization (StableHLO with the weights as constants, batch dimension symbolic, lowered for
+``--platforms``, by default cpu, cuda and tpu) to ``--out``
 (default ``<workdir>/predictor_<what>.jaxexport``), plus ``<out>.json``: which network, its input
 columns, the feature map to encode raw rows with, and a check that the reloaded file predicts what
 the library does on random ids (max |Δp|). Serve it with ``jax.export.deserialize(blob).call(ids)``
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdef_jax.checkpoint import CheckpointError
-from kdef_jax.export import export_predictor, load_exported, load_run, make_predictor
+from kdef_jax.export import EXPORT_PLATFORMS, export_predictor, load_exported, load_run, make_predictor
 from kdef_jax.losses import fusion_of
 from kdef_jax.run_files import check_output, read_run_config, write_atomic, write_json
 
@@ -56,16 +57,22 @@ def random_ids(vocab_sizes, max_lens, rows: int, seed: int = 0) -> np.ndarray:
     return np.stack(cols, 1).astype(np.int32)
 
 
-def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None, check_rows: int = 256) -> dict:
+def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None, check_rows: int = 256,
+               platforms=EXPORT_PLATFORMS) -> dict:
     """Write the predictor file and its JSON description; returns the description."""
     workdir = Path(workdir)
+    platforms, here = tuple(platforms), jax.export.default_export_platform()
+    unknown = [p for p in platforms if p not in ("cpu", "cuda", "rocm", "tpu")]
+    if unknown or here not in platforms:
+        raise ValueError(f"--platforms {','.join(platforms)}: " + (f"unknown {unknown}; use cpu, cuda, rocm, tpu" if unknown
+                         else f"include this host's {here!r}: the file is checked here before it is written"))
     model, variables, fmap, results = load_run(workdir)
     fusion = fusion_of(read_run_config(workdir).loss.variant)  # the ensemble the run trained and evaluated
     target = resolve_what(what, results, model.num_students)
     name = "ensemble" if target == "ensemble" else f"student{target}"
     default = workdir / f"predictor_{name}{'_folded' if fold_bn else ''}.jaxexport"
     out = check_output(Path(out) if out else default, "--out", workdir=workdir)
-    blob = export_predictor(model, variables, fmap.num_columns, target, fold_bn=fold_bn, fusion=fusion)
+    blob = export_predictor(model, variables, fmap.num_columns, target, fold_bn=fold_bn, fusion=fusion, platforms=platforms)
     ids = jnp.asarray(random_ids(model.vocab_sizes, model.max_lens, check_rows))
     want = make_predictor(model, variables, target, fusion=fusion)(ids)  # unfolded: the check covers the fold too
     got = load_exported(blob)(ids)
@@ -74,7 +81,7 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
         raise FloatingPointError(f"exported predictor differs from the model by {diff:.3g} on random ids: not written")
     write_atomic(out, lambda fh: fh.write(blob), binary=True)
     info = {
-        "file": str(out), "bytes": len(blob), "what": name, "fold_bn": fold_bn,
+        "file": str(out), "bytes": len(blob), "what": name, "fold_bn": fold_bn, "platforms": list(platforms),
         **({"fusion": fusion} if target == "ensemble" else {}),
         "num_students": model.num_students, "num_columns": fmap.num_columns,
         "input": "int32 ids [B, num_columns]: per field id i+1 = vocab.json[field][i], 0 PAD, last id OOV; "
@@ -97,9 +104,12 @@ def main(argv=None) -> int:
     ap.add_argument("--what", default="ensemble", help="ensemble | best | a student index (default ensemble)")
     ap.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the Dense before it (fewer ops)")
     ap.add_argument("--out", default=None, help="predictor file (default <workdir>/predictor_<what>.jaxexport)")
+    ap.add_argument("--platforms", default=",".join(EXPORT_PLATFORMS),
+                    help=f"where the file may run, comma-separated from cpu, cuda, rocm, tpu (default {','.join(EXPORT_PLATFORMS)})")
     args = ap.parse_args(argv)
     try:
-        info = export_run(args.workdir, args.what, args.fold_bn, args.out)
+        info = export_run(args.workdir, args.what, args.fold_bn, args.out,
+                          platforms=tuple(p.strip() for p in args.platforms.split(",") if p.strip()))
     except (ValueError, FileNotFoundError, FloatingPointError, CheckpointError) as e:
         print(f"kdef_jax.export_run: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

@@ -42,9 +42,12 @@ def test_predictor_and_export_roundtrip():
     ens = make_predictor(model, v)(ids)
     np.testing.assert_allclose(ens, jax.nn.sigmoid(full.mean(0)), rtol=1e-6)
     np.testing.assert_allclose(make_predictor(model, v, 2)(ids), jax.nn.sigmoid(full[2]), rtol=1e-6)
-    call = load_exported(export_predictor(model, v, 3))
+    blob = export_predictor(model, v, 3)
+    call = load_exported(blob)
     np.testing.assert_allclose(call(ids), ens, rtol=1e-6)
     np.testing.assert_allclose(call(ids[:4]), ens[:4], rtol=1e-6)  # symbolic batch size
+    assert jax.export.deserialize(blob).platforms == ("cpu", "cuda", "tpu")  # serves beyond the host it was made on
+    assert jax.export.deserialize(export_predictor(model, v, 3, platforms=("cpu",))).platforms == ("cpu",)
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +111,11 @@ def test_export_run_writes_a_servable_predictor(trained_run, tmp_path, capsys):
     served = jax.export.deserialize(out.read_bytes()).call(x)
     model, variables, _, _ = load_run(workdir)
     np.testing.assert_allclose(served, make_predictor(model, variables, k)(x), rtol=1e-5, atol=1e-7)
+    assert info["platforms"] == ["cpu", "cuda", "tpu"]
     assert main(["--workdir", str(workdir)]) == 0  # default: the ensemble, beside the run
     assert (workdir / "predictor_ensemble.jaxexport").exists()
+    assert main(["--workdir", str(workdir), "--platforms", "cuda", "--out", str(tmp_path / "g.jaxexport")]) == 2
+    assert "include this host's 'cpu'" in capsys.readouterr().err and not (tmp_path / "g.jaxexport").exists()
 
 
 @pytest.mark.parametrize("what,message", [("7", "students 0..2"), ("teacher", "use ensemble, best or a student index")])
