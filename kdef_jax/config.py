@@ -79,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.final = ml_collections.ConfigDict(
         {"dropout": 0.1, "field_gate": True, "gate_init": "xavier", "blocks": 1}  # gate_init xavier | ones; blocks 1 (1B) | 2 (2B)
     )
+    # ECN's batch_norm: its BN when model.batch_norm is on (off = the original ECN's default; spec §2.4)
     m.ecn = ml_collections.ConfigDict({"dropout": 0.1, "num_cross_layers": 3, "batch_norm": True})
     m.crossnet = ml_collections.ConfigDict({"num_cross_layers": 3})
     m.dcnv2 = ml_collections.ConfigDict({"dropout": 0.1, "num_cross_layers": 3})

@@ -197,6 +197,22 @@ def test_groups_from_config_and_bad_counts():
         groups_from_config(m)
 
 
+def test_model_batch_norm_false_switches_off_every_students_batchnorm_ecns_too():
+    from kdef_jax.config import use_kdef_latest
+
+    c = base_config()
+    use_kdef_latest(c)
+
+    def bn(m):
+        return {g.kind: dict(g.kwargs)["batch_norm"] for g in groups_from_config(m)}
+
+    assert bn(c.model) == {"ipnn": True, "final": True, "ecn": True}
+    c.model.ecn.batch_norm = False  # the original ECN's default, the others keep theirs
+    assert bn(c.model) == {"ipnn": True, "final": True, "ecn": False}
+    c.model.ecn.batch_norm, c.model.batch_norm = True, False  # the master switch
+    assert bn(c.model) == {"ipnn": False, "final": False, "ecn": False}
+
+
 def test_student_names_are_unique_in_logit_order():
     from kdef_jax.report import student_names
 

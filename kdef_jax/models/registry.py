@@ -3,7 +3,8 @@ hyperparameters of its own, a ``model.<kind>`` section in ``kdef_jax.config.base
 
 Each entry maps a name to (module class, builder) where builder(model_config) -> constructor kwargs.
 ``_kind(cls, section)`` builds those kwargs from the shared keys the class has as fields
-(hidden_units, batch_norm, dropout_rng, fused) updated by every key of ``model.<section>``.
+(hidden_units, batch_norm, dropout_rng, fused) updated by every key of ``model.<section>`` (batch_norm:
+both must be on, so ``model.batch_norm=False`` switches off every student's BatchNorm).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def _kind(cls, section: str):
         for k, v in m[section].items():
             if k not in fields:
                 raise ValueError(f"config model.{section}.{k}: {cls.__name__} has no such setting ({sorted(fields)})")
-            kw[k] = v
+            # model.batch_norm is the master switch: a kind's own batch_norm (ECN's) can only turn its BN off
+            kw[k] = bool(kw[k]) and bool(v) if k == "batch_norm" and k in kw else v
         return {k: _freeze(v) for k, v in kw.items()}
 
     return cls, build
