@@ -71,7 +71,8 @@ def _compare(tree, ref, tol, what):
         assert err <= tol, f"{what} {jax.tree_util.keystr(path)}: max |diff| / max |value| = {err:.2e} > {tol:g}"
 
 
-@pytest.mark.parametrize("data,student,impl", [(2, 2, "unrolled"), pytest.param(1, 4, "vmap", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("data,student,impl", [(2, 2, "unrolled"), pytest.param(1, 4, "vmap", marks=pytest.mark.slow),
+                                              pytest.param(4, 1, "vmap", marks=pytest.mark.slow)])
 def test_sharded_steps_match_one_device(data, student, impl):
     c, model = _model(impl=impl)
     _, (ref1, _), ref_m, _ = _run(model, c, None)
