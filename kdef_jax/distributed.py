@@ -59,11 +59,29 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def _process0_says(ok: bool) -> bool:
+    """Process 0's ``ok``, on every process (a collective: every process must call it)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
+
+
 def main_first(fn, name: str):
-    """``fn()`` on process 0, then on the others once it finished (e.g. building a shared data cache)."""
+    """``fn()`` on process 0, then on the others once it finished (e.g. building a shared data cache).
+    If it fails on process 0, every process stops: process 0 with the error, the others saying so
+    (not waiting at a barrier process 0 never reaches)."""
+    if jax.process_count() == 1:
+        return fn()
     if is_main():
-        out = fn()
-        barrier(name)
+        try:
+            out = fn()
+        except BaseException:
+            _process0_says(False)
+            raise
+        _process0_says(True)
         return out
-    barrier(name)
+    if not _process0_says(True):
+        raise RuntimeError(f"{name}: process 0 failed (its output names the error); process "
+                           f"{jax.process_index()} stops too")
     return fn()

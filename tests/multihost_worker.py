@@ -29,6 +29,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--embedding", default="replicated", help="config mesh.embedding")
+    p.add_argument("--fail-data-on-process-0", action="store_true", help="process 0's dataset load raises")
     a = p.parse_args()
 
     import jax
@@ -49,6 +50,13 @@ def main() -> None:
     c.distributed.coordinator = a.coordinator
     c.distributed.num_processes = a.num_processes
     c.distributed.process_id = a.process_id
+    if a.fail_data_on_process_0 and a.process_id == 0:
+        import kdef_jax.train
+
+        def broken(*args, **kw):
+            raise FileNotFoundError("worker: no data on process 0")
+
+        kdef_jax.train.load_dataset = broken
     results = train_and_evaluate(c, a.workdir, log=lambda *m: print(*m, flush=True))
     print("RESULT " + json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
                                   "test_auc": [r["test_auc"] for r in results["rows"]],

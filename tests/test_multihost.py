@@ -45,7 +45,7 @@ def _one_process(workdir, cache, *extra) -> str:
     return proc.stdout
 
 
-def _two_processes(workdir, cache, *extra) -> list:
+def _two_processes(workdir, cache, *extra, ok: bool = True, timeout: int = 600) -> list:
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, str(WORKER), "--workdir", str(workdir), "--cache", str(cache),
                                "--devices", "2", "--coordinator", f"localhost:{port}", "--num-processes", "2",
@@ -55,12 +55,12 @@ def _two_processes(workdir, cache, *extra) -> list:
     outs = []
     try:
         for p in procs:
-            outs.append(p.communicate(timeout=600)[0])
+            outs.append(p.communicate(timeout=timeout)[0])
     finally:
         for p in procs:
             p.kill()
     for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-4000:]
+        assert (p.returncode == 0) == ok, out[-4000:]
     return outs
 
 
@@ -115,6 +115,15 @@ def test_two_processes_resume_a_checkpointed_run_with_the_table_split_by_rows(tm
     assert "resumed from epoch 1" in outs[0]
     np.testing.assert_allclose(_epoch_losses(tmp_path / "two"), _epoch_losses(tmp_path / "one"), rtol=2e-5)
     _assert_same_weights(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_a_failure_on_process_0_while_it_builds_the_data_stops_every_process(tmp_path):
+    """process 1 waits for process 0's cache; when that fails, process 1 is told and stops (it used to
+    wait at a barrier process 0 never reached, until jax's coordination timed out)."""
+    outs = _two_processes(tmp_path / "two", tmp_path / "cache", "--fail-data-on-process-0", ok=False, timeout=180)
+    assert "FileNotFoundError: worker: no data on process 0" in outs[0]
+    assert "kdef_jax: dataset cache: process 0 failed (its output names the error); process 1 stops too" in outs[1]
 
 
 @pytest.mark.parametrize("key,value,msg", [
