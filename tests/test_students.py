@@ -2,6 +2,9 @@
 spec §2.6 parameter counts, vmapped groups vs separately built copies, per-copy dropout/BatchNorm,
 and the KDEF_Latest configs.
 
+Train mode is checked against the same references with the hash dropout mask patched to a fixed
+pattern (student_refs.keep_pattern), so each dropout must sit exactly where the spec puts it.
+
 Tiny shapes throughout (B=6, F=4, d=4). Parameters are perturbed with noise after init so zero biases
 and unit BN scales cannot hide a wrong formula, and BN running statistics are made non-trivial so
 eval mode exercises them. The NumPy references (tests/student_refs.py) loop explicitly (pairs i<j,
@@ -16,10 +19,11 @@ import numpy as np
 import pytest
 
 from conftest import load_config_module
-from student_refs import B, HIDDEN, NAIVE, np_ecn, np_final, np_relayout
+from student_refs import B, HIDDEN, NAIVE, Train, keep_pattern, np_ecn, np_final, np_relayout
 from kdef_jax.config import KDEF_LATEST, base_config, use_kdef_latest, validate
 from kdef_jax.data.synthetic import CRITEO_VOCAB
 from kdef_jax.export import extract_student
+from kdef_jax.models import layers
 from kdef_jax.models.embedding import FeatureEmbedding
 from kdef_jax.models.ensemble import KDEFModel, groups_from_config, vmapped
 from kdef_jax.models.registry import STUDENTS, get_student
@@ -177,12 +181,40 @@ def test_ecn_train_mode_scalar_batchnorm_is_masked_and_per_copy():
     means = np.asarray(st["batch_stats"]["bn_0"]["mean"])
     assert means.shape == (3,) and len(set(np.round(means, 6))) == 3
     for k in range(3):
-        pk = _np(jax.tree.map(lambda x: x[k], v["params"]))
-        ref = np_ecn(padded.astype(np.float64), pk, None, 2, bn_train_mask=mask)
+        vk = _np(jax.tree.map(lambda x: x[k], v))
+        pk = vk["params"]
+        ref = np_ecn(padded.astype(np.float64), pk, vk["batch_stats"], 2, train=Train(rows=mask))
         np.testing.assert_allclose(np.asarray(out[k, :6]), ref[:6], rtol=2e-4, atol=2e-4)
         h = np_relayout(emb[:6].astype(np.float64)) @ pk["w_0"]["kernel"]
         old = np.asarray(v["batch_stats"]["bn_0"]["mean"][k])
         np.testing.assert_allclose(means[k], 0.9 * old + 0.1 * h.mean(), rtol=1e-4, atol=1e-6)
+
+
+TRAIN_RATE = 0.25
+# Every kind with a dropout or a BatchNorm (crossnet and cin have neither).
+TRAIN_KINDS = ["afn", "autoint", "dcn", "dcnv2", "deepfm", "ecn", "final", "ipnn", "mlp", "widedeep", "xdeepfm"]
+
+
+@pytest.mark.parametrize("kind", TRAIN_KINDS)
+def test_train_mode_matches_naive_numpy_with_a_fixed_dropout_mask(kind, monkeypatch):
+    """Train mode (BN batch statistics, dropout on, every row real) against the NumPy references: the hash mask
+    is patched to ``keep_pattern``, which the references apply, scaled by 1/(1−p), at the spec's place — so a
+    dropout moved (inside ECN's residual, before the MLP's BN) or a reordered block fails."""
+    calls = []
+
+    def fixed_mask(key, shape, keep_prob):
+        calls.append((tuple(shape), keep_prob))
+        return jnp.asarray(keep_pattern(shape))
+
+    monkeypatch.setattr(layers, "hash_keep_mask", fixed_mask)
+    _, _, vm, v = _group(kind, dropout=TRAIN_RATE, dropout_rng="hash")
+    emb = _emb(5)
+    out, _ = vm.apply(v, emb, True, None, rngs={"dropout": jax.random.PRNGKey(0)}, mutable=["batch_stats"])
+    assert calls and all(kp == pytest.approx(1 - TRAIN_RATE) for _, kp in calls), calls
+    for k in range(K):
+        vk = _np(jax.tree.map(lambda x: x[k], v))
+        ref = NAIVE[kind](np.asarray(emb, np.float64), vk["params"], vk["batch_stats"], train=Train(TRAIN_RATE))
+        np.testing.assert_allclose(np.asarray(out[k]), ref, rtol=2e-4, atol=2e-4)
 
 
 @pytest.mark.parametrize("kind", ["ecn", "final", "autoint"])
@@ -346,4 +378,5 @@ def test_afn_log_transform_clamps_at_1e5_and_flattens_neuron_major():
     e = jnp.asarray([[[0.0, -2.0], [3.0, 1e-7]]])
     out = np.asarray(log_transform(e, lambda a: a, ident_bn, ident_bn, False, None))
     np.testing.assert_allclose(out, [[1e-5, 2.0, 3.0, 1e-5]], rtol=1e-5, atol=0)
+
 
