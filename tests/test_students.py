@@ -380,3 +380,35 @@ def test_afn_log_transform_clamps_at_1e5_and_flattens_neuron_major():
     np.testing.assert_allclose(out, [[1e-5, 2.0, 3.0, 1e-5]], rtol=1e-5, atol=0)
 
 
+
+def test_afn_padded_all_pad_rows_cannot_overflow_into_the_real_rows():
+    """A padded row is all PAD ids (|E| = 0 → every field at log 1e-5), AFN's most extreme input: with
+    a coefficient W of -0.5 its exp overflows to inf where real rows stay finite. The masked step must
+    give the real rows' loss, gradients and statistics (inf·0 = NaN in a masked product did not)."""
+    from kdef_jax.losses import kdef_loss
+    from kdef_jax.models.ensemble import StudentGroup
+
+    f, n, pad = 20, 16, 4
+    kw = (("batch_norm", True), ("dropout", 0.0), ("dropout_rng", "hash"), ("hidden_units", (8,)))
+    model = KDEFModel(vocab_sizes=(50,) * f, groups=(StudentGroup("afn", 1, kw + (("logarithmic_neurons", 3),)),
+                                                      StudentGroup("mlp", 1, kw)), embedding_dim=4, embedding_init_std=0.3)
+    rng = np.random.default_rng(0)
+    ids = np.zeros((n + pad, f), np.int32)
+    ids[:n] = rng.integers(1, 50, (n, f))
+    y = (rng.random(n + pad) < 0.5).astype(np.float32)
+    mask = np.r_[np.ones(n), np.zeros(pad)].astype(np.float32)
+    v = model.init(jax.random.PRNGKey(0), ids[:2], False)
+    params = jax.tree.map(lambda x: x, v["params"])
+    w = params["group0_afn"]["coefficient_W"]["kernel"]
+    params["group0_afn"]["coefficient_W"]["kernel"] = jnp.full(w.shape, -0.5)
+
+    def loss(p, ids, y, mask):
+        z, new = model.apply({"params": p, "batch_stats": v["batch_stats"]}, ids, True, mask, mutable=["batch_stats"])
+        return kdef_loss(z, y, mask=mask)[0], new
+
+    (l_real, s_real), g_real = jax.value_and_grad(loss, has_aux=True)(params, ids[:n], y[:n], None)
+    (l_pad, s_pad), g_pad = jax.value_and_grad(loss, has_aux=True)(params, ids, y, mask)
+    assert np.isfinite(float(l_real))
+    np.testing.assert_allclose(float(l_pad), float(l_real), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves((g_pad, s_pad)), jax.tree.leaves((g_real, s_real))):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)

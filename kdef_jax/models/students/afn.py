@@ -27,7 +27,10 @@ def log_transform(e, w, bn_log, bn_exp, train, mask):
     """
     a = jnp.log(jnp.maximum(jnp.abs(e), 1e-5))
     a = bn_log(jnp.swapaxes(a, 1, 2), train, mask)  # [B, d, F]
-    c = bn_exp(jnp.exp(w(a)), train, mask)  # [B, d, N]
+    wa = w(a)
+    if mask is not None:  # a padded all-PAD row (every |E| at 1e-5) is the most extreme input there is: its
+        wa = jnp.where(mask.astype(bool)[:, None, None], wa, 0)  # exp may overflow, and 0·inf poisons gradients
+    c = bn_exp(jnp.exp(wa), train, mask)  # [B, d, N]
     return jnp.swapaxes(c, 1, 2).reshape(e.shape[0], -1)
 
 
