@@ -331,6 +331,31 @@ def test_kdef_latest_configs():
         tiny = load_config_module(name).get_config("tiny")
         validate(tiny)
         assert tiny.model.students == KDEF_LATEST and tiny.train.num_epochs <= 2
+    other = load_config_module("kdef_latest")  # KDD12, KKBox, iPinYou: spec §5's EKTF_L columns
+    for arg, dropouts, emb_l2, batch in (("kdd12", (0, 0, 0), 0.0, 10_000), ("kkbox", (0.1, 0.1, 0.2), 5e-4, 10_000),
+                                         ("ipinyou", (0.3, 0.2, 0.2), 1e-3, 4096)):
+        c = other.get_config(arg)
+        validate(c)
+        assert c.model.students == KDEF_LATEST and c.model.ecn.num_cross_layers == 3
+        assert (c.model.ipnn.dropout, c.model.final.dropout, c.model.ecn.dropout) == dropouts
+        assert (c.optim.embedding_l2, c.train.batch_size) == (emb_l2, batch)
+    validate(other.get_config("ipinyou_tiny"))
+    with pytest.raises(ValueError, match="use one of kdd12, kkbox"):
+        other.get_config("criteo")
+
+
+def test_kkbox_configs_give_the_reference_logs_parameter_counts():
+    """spec §2.6: KKBox EKTF_L 24,999,951 and EKTF K=10 48,484,778 (13 fields, 91,756 embedding rows,
+    d=128, [1000]×3), built from the configs themselves."""
+    vocab = (91_756 - 120,) + (10,) * 12
+
+    def total(c):
+        model = KDEFModel(vocab_sizes=vocab, groups=groups_from_config(c.model), embedding_dim=c.model.embedding_dim)
+        shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.ones((2, len(vocab)), jnp.int32)))
+        return count_params(shapes["params"])["total"]
+
+    assert total(load_config_module("kdef_latest").get_config("kkbox")) == 24_999_951
+    assert total(load_config_module("kkbox").get_config()) == 48_484_778
 
 
 def test_ecn_relayout_odd_dim_splits_ceil_then_floor():
