@@ -92,9 +92,9 @@ class BatchNorm(nn.Module):
                 n = jnp.float32(x.shape[0] * per_row)
                 sums = column_sums(xs, jnp.square(xs), keep=len(shape))  # [2, *shape]
             else:
-                keep = mask.astype(bool).reshape((-1,) + (1,) * (x.ndim - 1))
+                w = mask.astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
                 n = jnp.maximum(mask.astype(jnp.float32).sum() * per_row, 1.0)
-                xw = jnp.where(keep, xs, 0.0)  # a select, not ·0: an inf in a padded row stays out too
+                xw = xs * w  # padded rows must be finite (AFN zeroes its exp argument there)
                 sums = column_sums(xw, xw * xs, keep=len(shape))
             m1, m2 = sums[0] / n, sums[1] / n
             var = jnp.maximum(m2 - jnp.square(m1), 0.0)
