@@ -1,6 +1,6 @@
 """Training-loader benchmark: rows/s of shuffled int32 Criteo-shaped batches from the memmap cache.
 
-    python benchmarks/loader.py                        # 2M rows x 39 fields, batch 10,000; writes benchmarks/results/loader.json
+    python benchmarks/loader.py --out benchmarks/results/loader.json   # 2M rows x 39 fields, batch 10,000
     python benchmarks/loader.py --rows 500000 --batch-size 4096 --out /tmp/loader.json
 
 Builds (once, in --cache-dir) the synthetic Criteo-shaped cache (39 int32 columns, Criteo_x4 vocab

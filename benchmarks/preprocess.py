@@ -1,6 +1,6 @@
 """Preprocessing benchmark: raw Criteo-format TSV → cache, rows/s per pass and peak RSS.
 
-    python benchmarks/preprocess.py                          # 1M and 5M rows, writes benchmarks/results/preprocess.json
+    python benchmarks/preprocess.py --out benchmarks/results/preprocess.json   # 1M and 5M rows
     python benchmarks/preprocess.py --rows 200000 --engine python --out /tmp/pp.json
 
 For each size it generates (once, seeded, kept in --workdir) a raw Kaggle-DAC-layout TSV: label,
@@ -121,13 +121,15 @@ def main():
     ap.add_argument("--vocab-scale", type=int, default=1)
     ap.add_argument("--engine", default="auto", choices=["auto", "native", "columnar", "python"])
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "kdef_bench_preprocess"))
-    ap.add_argument("--out", required=True, help="JSON path, e.g. benchmarks/results/preprocess.json")
+    ap.add_argument("--out", help="JSON path, e.g. benchmarks/results/preprocess.json (required)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per size (fresh processes); the median run is reported")
     ap.add_argument("--child", nargs=2, metavar=("PATH", "ENGINE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.child:
+    if a.child:  # one measured build in a fresh process (no --out: the parent writes the JSON)
         print(json.dumps(child(*a.child)))
         return
+    if not a.out:
+        ap.error("--out is required")
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     runs = []

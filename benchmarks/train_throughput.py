@@ -112,7 +112,9 @@ def main():
     ap.add_argument("--processes", type=positive_int, default=1, help="repeat every K in this many fresh processes")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    if args.processes > 1 and not args.students:
+    if args.processes > 1 and args.students:
+        ap.error("--processes repeats the K sweep; with --students run the command once per process instead")
+    if args.processes > 1:
         return across_processes(args)
     batches = criteo_batches(args.batch)
     rows = []

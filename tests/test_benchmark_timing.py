@@ -206,3 +206,17 @@ def test_write_json_never_replaces_a_device_file(tmp_path, monkeypatch):
   assert written == []  # written straight into the device, not via a temporary renamed over it
   common.write_json(str(tmp_path / "r.json"), {"a": 1}, echo=False)
   assert written == [(str(tmp_path / "r.json") + ".tmp", str(tmp_path / "r.json"))]
+
+
+def test_preprocess_benchmark_measures_each_size_in_a_child_process(tmp_path):
+  """The parent runs itself as a child per size (no --out there): the JSON gets one run per size."""
+  import json
+  import subprocess
+
+  out = tmp_path / "pp.json"
+  p = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "preprocess.py"), "--rows", "2000", "--repeat", "1",
+                      "--engine", "python", "--workdir", str(tmp_path / "w"), "--out", str(out)],
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  runs = json.loads(out.read_text())["runs"]
+  assert len(runs) == 1 and runs[0]["rows"] == 2000
