@@ -3,9 +3,9 @@ authors' EKTF_L settings of each (spec §5). Criteo, MovieLens and Frappe have f
 (configs/kdef_latest_criteo.py, kdef_latest_movielens.py, kdef_latest_frappe.py).
 
     python -m kdef_jax.main --config configs/kdef_latest.py:kdd12 --workdir runs/latest_kdd12 \
-        --config.data.data_dir=/data                  # holds KDD12_x10/ (BARS CSVs), as configs/kdd12.py
-    python -m kdef_jax.main --config configs/kdef_latest.py:kkbox --workdir runs/latest_kkbox --config.data.data_dir=/data
-    python -m kdef_jax.main --config configs/kdef_latest.py:ipinyou --workdir runs/latest_ipinyou --config.data.data_dir=/data
+        --config.data.data_dir=/data/KDD12_x10        # the BARS CSVs, as configs/kdd12.py
+    python -m kdef_jax.main --config configs/kdef_latest.py:kkbox --workdir runs/latest_kkbox --config.data.data_dir=/data/KKBox_x1
+    python -m kdef_jax.main --config configs/kdef_latest.py:ipinyou --workdir runs/latest_ipinyou --config.data.data_dir=/data/iPinYou_x1
     python -m kdef_jax.main --config configs/kdef_latest.py:ipinyou_sample --workdir runs/latest_ipinyou_sample
 
 Data: the dataset's own config (``ipinyou_sample`` / ``ipinyou_tiny``: configs/ipinyou.py's ``:sample``

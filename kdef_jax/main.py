@@ -29,7 +29,7 @@ def main(argv):
 
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, CheckpointError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, CheckpointError, ImportError) as e:
         # Our own errors name the file/line/key; show them without a deep traceback.
         print(f"\nkdef_jax: error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(2)
