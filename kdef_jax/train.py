@@ -136,6 +136,9 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         log(f"[model] embedding table padded with {c.model.embedding_rows - fmap.total_vocab:,} zero rows "
             f"(model.embedding_rows {c.model.embedding_rows:,}); no id reaches them, they stay 0")
     log(f"[model] {len(names)} students: " + ", ".join(f"{g.name}" for g in model.groups))
+    if c.loss.variant not in ("kdef", "kd_only", "dml_only", "no_exam") and (c.loss.consistency, c.loss.huber_delta) != ("mse", 1.0):
+        log(f"[config] warning: loss.consistency / loss.huber_delta have no effect under loss.variant="
+            f"{c.loss.variant!r} (it has no distillation or mutual-learning term)")
     for k, v in params.items():
         log(f"[model] parameters {k:>16}: {v:,}")
 

@@ -26,8 +26,20 @@ def baseline_run(request, tmp_path_factory):
     variant, fusion = request.param
     tmp = tmp_path_factory.mktemp(variant)
     # lr 0.03: logits far enough from 0 that mean_k σ(z_k) and σ(mean z) differ in the 4th decimal
-    c = tiny_config(tmp, **{"loss.variant": variant, "train.num_epochs": 1, "optim.learning_rate": 0.03})
-    return c, tmp / "run", train_and_evaluate(c, tmp / "run", log=lambda *a: None), fusion
+    # consistency "kl": these baselines have no KD/DML term, so it changes nothing but a warning
+    c = tiny_config(tmp, **{"loss.variant": variant, "train.num_epochs": 1, "optim.learning_rate": 0.03,
+                            "loss.consistency": "kl"})
+    said = LOGS.setdefault(variant, [])
+    return c, tmp / "run", train_and_evaluate(c, tmp / "run", log=lambda *a: said.append(" ".join(map(str, a)))), fusion
+
+
+LOGS = {}  # variant: its run's log lines
+
+
+def test_a_consistency_loss_the_variant_does_not_use_is_a_warning(baseline_run):
+    c = baseline_run[0]
+    assert any(l.startswith("[config] warning: loss.consistency / loss.huber_delta have no effect under "
+                            f"loss.variant={c.loss.variant!r}") for l in LOGS[c.loss.variant])
 
 
 def test_the_run_reports_its_own_ensemble(baseline_run):
