@@ -5,8 +5,9 @@
 #   PART=1 bash benchmarks/gpu_check.sh   # the train step, group at K = 1, 3, 10, 32, 64 in fp32, K = 10, 64 in bf16
 #   PART=2 bash benchmarks/gpu_check.sh   # the Python loop, the GEMM ceiling, latency, op profile, KDEF_Latest training
 #   PART=open bash benchmarks/gpu_check.sh  # ONE call, what no lease has measured yet, most telling first:
-#                                           # the op profile of the predictors, latency at batch 10k (HLO too;
-#                                           # BatchNorm-folded predictors too), bf16 K=64 and KDEF_Latest training
+#                                           # a predictor file exported on CPU served on the GPU (when .gpu_carry
+#                                           # is carried), the op profile of the predictors, latency at batch 10k
+#                                           # (HLO too; BatchNorm-folded predictors too), bf16 K=64, KDEF_Latest training
 #   QUICK=1 bash benchmarks/gpu_check.sh  # a dry run of both halves in about a minute, here or anywhere (QUICK=1 PART=open too)
 # A lease is 15 min of device time with the machine's start (minutes) counted in, so both halves rarely
 # fit in one: the next lease runs PART=open (limits 490 s; timeout_s=540), and PART=1 / PART=2 with what is left.
@@ -18,6 +19,7 @@
 # The lent machines of this workplace have jax/flax/optax/orbax but not ml_collections: carry its wheel
 # (pip download --no-deps ml_collections==1.1.0 -d .whl) and start the command with
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/ml_collections*.whl && export PYTHONPATH=/tmp/site;
+# and for PART=open also carry .gpu_carry, made here on CPU: python benchmarks/served_file.py --make .gpu_carry
 # Writes JSON, env.txt and log.txt (at most 8 files per half) into $OUT (default benchmarks/results/gpu);
 # every benchmark rewrites its JSON after each measured point, so one cut short keeps what it measured.
 # Keep XLA's autotuner on: with --xla_gpu_autotune_level=0 the K=10 bf16 step ran 6x slower (24 ms vs 2.9 ms).
@@ -62,9 +64,11 @@ if [ "$PART" = 2 ] || [ "$PART" = all ]; then  # limits: 110 + 50 + 90 + 50 + 18
   run 50 $TT --ks $GEMMK --batch $BATCH --variants gemm $STEPS --out "$OUT/train_fp32_gemm.json"
   latency 90 "$LATB"; profile 50 one_student ensemble train; latest 180
 fi
-if [ "$PART" = open ]; then  # limits: 140 + 110 + 90 + 150 = 490 s (timeout_s 540), on a bare machine: every program
+if [ "$PART" = open ]; then  # limits: 20 + 140 + 110 + 90 + 150 = 510 s (timeout_s 540), on a bare machine: every program
   # compiles and autotunes here (20-30 s each on the H200), so the profile skips the train step and latency
   # runs batch 10,000 alone (its 256 and 1 rows were measured in gpu_h200/run3)
+  if [ -f .gpu_carry/predictor.jaxexport ]; then run 20 benchmarks/served_file.py --check .gpu_carry --out "$OUT/served_file.json"
+  else echo "no .gpu_carry carried: the CPU-exported predictor file is not served here"; fi
   profile 140 one_student ensemble; latency 110 "${LATB%% *}" --fold-bn
   run 90 $TT --ks $BIGKS --batch $BATCH --dtype bfloat16 --variants group $STEPS --out "$OUT/train_bf16_k64.json"
   latest 150

@@ -220,3 +220,16 @@ def test_preprocess_benchmark_measures_each_size_in_a_child_process(tmp_path):
   assert p.returncode == 0, p.stderr[-2000:]
   runs = json.loads(out.read_text())["runs"]
   assert len(runs) == 1 and runs[0]["rows"] == 2000
+
+
+def test_served_file_check_reloads_the_exported_predictor_and_compares(tmp_path):
+  import served_file  # noqa: E402 - benchmarks/ is on sys.path above
+
+  made = served_file.make(tmp_path / "carry")
+  assert made["platforms"] == ["cpu", "cuda", "tpu"]
+  got = served_file.check(tmp_path / "carry")
+  assert got["platform"] == "cpu" and got["rows"] == 512 and got["max_abs_diff"] < 1e-6
+  expected = tmp_path / "carry" / "expected.npy"
+  import numpy as np
+  np.save(expected, np.load(expected) + 0.01)  # the check measures, not assumes
+  assert abs(served_file.check(tmp_path / "carry")["max_abs_diff"] - 0.01) < 1e-6
