@@ -247,3 +247,31 @@ def test_a_train_split_left_empty_by_skipped_rows_says_so(tmp_path):
   p = write_file(d / "train.libfm", "1 1:1 2:1\n-1 junk\n")
   msg = load_error(data_cfg(d, tmp_path / "cache", on_bad_rows="skip"), ValueError)
   assert f"the train split is empty (files read: train {p}; skipped as malformed (on_bad_rows='skip'): {{'{p}': 2}})" in msg
+
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_skipped_row_is_not_also_counted_as_dropped_by_the_label_rule(tmp_path, engine):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.tsv",
+                 "5\t1\t2\ta\tb\n"     # rating 5 -> 1
+                 "3\t1\t2\ta\tb\n"     # rating 3 -> dropped by the rule
+                 "x\t1\t2\ta\tb\n"     # label not a number -> skipped (not dropped)
+                 "3\tabc\t2\ta\tb\n"   # bad value -> skipped, even though rating 3 would be dropped
+                 "1\t3\t1\tc\td\n")    # rating 1 -> 0
+  ds = load_data(delimited_cfg(d, tmp_path / "cache", engine=engine, label_rule="threshold:4:2", on_bad_rows="skip"))
+  assert ds.feature_map.skipped_rows == {str(p): 2}
+  assert ds.feature_map.info["dropped_by_label_rule"] == {str(p): 1}
+  np.testing.assert_array_equal(y_of(ds, "train"), [1, 0])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_first_bad_row_of_a_block_is_reported_whatever_its_kind(tmp_path, engine):
+  d = tmp_path / "raw"
+  # line 2: a bad numeric value; line 3: a bad label (checked first, but later in the file)
+  p = write_file(d / "train.tsv", "1\t1\t2\ta\tb\n0\tabc\t2\ta\tb\n7\t1\t2\ta\tb\n")
+  msg = load_error(delimited_cfg(d, tmp_path / "cache", engine=engine))
+  assert f"{p}:2:" in msg and "'abc'" in msg
+  p = write_file(d / "train.tsv", "1\t1\t2\ta\tb\n7\t1\t2\ta\tb\n0\tabc\t2\ta\tb\n")
+  msg = load_error(delimited_cfg(d, tmp_path / "cache2", engine=engine))
+  assert f"{p}:2:" in msg and "label '7'" in msg

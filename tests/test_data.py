@@ -468,3 +468,14 @@ def test_keep_lines_records_each_kept_rows_line_in_every_split(tmp_path, engine)
   assert not list(plain.cache_dir.glob("*_line.npy"))
   for s in ds.splits:
     np.testing.assert_array_equal(x_of(plain, s), x_of(ds, s))
+
+
+
+def test_random_split_fractions_are_relative_weights(tmp_path):
+  d = tmp_path / "raw"
+  write_file(d / "train.libfm", "".join(f"{i % 2} {i}:1 1:1 1:1\n" for i in range(200)))
+  a = load_data(data_cfg(d, tmp_path / "c1", split="random", split_fractions=(0.8, 0.1, 0.1)))
+  b = load_data(data_cfg(d, tmp_path / "c2", split="random", split_fractions=(8, 1, 1)))
+  assert set(a.feature_map.num_rows) == {"train", "valid", "test"}
+  assert a.feature_map.num_rows == b.feature_map.num_rows
+  np.testing.assert_array_equal(x_of(a, "valid"), x_of(b, "valid"))

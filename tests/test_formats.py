@@ -449,3 +449,25 @@ def test_libfm_row_with_an_extra_pair_is_a_bad_row(tmp_path):
   (block,) = read_libfm(str(p), ("a", "b"), on_bad_rows="skip")
   assert block.skipped == 2 and block.line_numbers.tolist() == [1]
 
+
+
+
+def test_binary_label_rule_maps_the_float_spellings_of_0_and_1():
+  lab, bad = LabelRule().apply(["0", "1", "0.0", "1.0", "2"])
+  assert lab.tolist()[:4] == [0.0, 1.0, 0.0, 1.0] and list(bad) == [4]
+  assert LabelRule.parse("binary") == LabelRule()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_non_default_na_value_is_missing_in_categorical_and_sequence_fields(tmp_path, engine):
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", "label,c,s\n1,x,a|NA|b\n0,NA,NA\n1,y,b\n0,x,\n")
+  cfg = _cfg(d, tmp_path / "c", format="delimited", files={"train": "train.csv"}, header=True, delimiter=",",
+             fields=("c", "s"), engine=engine,
+             field_options={"c": {"na_value": "NA"},
+                            "s": {"kind": "sequence", "max_len": 3, "splitter": "|", "na_value": "NA"}})
+  ds = load_data(cfg)
+  assert vocab_of(ds) == {"c": ["x", "y"], "s": ["a", "b"]}
+  # c: x -> 1, y -> 2, "NA" is missing -> OOV 3; s: a -> 1, b -> 2, an "NA" token -> PAD 0 in place,
+  # a whole-value "NA" or "" -> all PAD
+  np.testing.assert_array_equal(x_of(ds, "train"), [[1, 1, 0, 2], [3, 0, 0, 0], [2, 2, 0, 0], [1, 0, 0, 0]])

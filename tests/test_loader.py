@@ -140,3 +140,11 @@ def test_prefetch_early_break_does_not_hang():
   it = prefetch(infinite(), size=2)
   assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
   it.close()  # runs the finally: stops and drains the producer thread
+
+
+
+def test_epoch_permutations_of_neighbouring_seeds_do_not_coincide():
+  # (seed s, epoch e + 1) must not replay (seed s + 1, epoch e): run seeds 0, 1, 2 ... would see the
+  # same row orders one epoch apart (what a seed + epoch mix gives)
+  for s, e in [(2024, 0), (0, 0), (7, 3)]:
+    assert not np.array_equal(epoch_permutation(100, s, e + 1), epoch_permutation(100, s + 1, e))

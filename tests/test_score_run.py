@@ -11,6 +11,7 @@ import pytest
 from data_helpers import ENGINES, load_data, raw_cfg, vocab_of, write_file, x_of, y_of
 from kdef_jax import score_run
 from kdef_jax.data.dataset import load_dataset
+from kdef_jax.data.feature_map import FeatureMap, FieldSpec
 
 TRAIN = ("label,I1,C1,tags\n" + "1,3,a,x|y\n0,25,b,y\n1,,a,\n0,1000,c,x|z|y\n1,3,b,z\n0,-1,a,y|y\n" * 3)
 NEW = "label,I1,C1,tags\n1,3,b,y|x\n0,7,new,q|x\n1,,c,\n0,1000,a,z\n"
@@ -333,3 +334,15 @@ def test_unlabeled_is_for_delimited_runs(frappe_like_run, tmp_path):
   workdir, _, raw = frappe_like_run
   with pytest.raises(ValueError, match="--unlabeled reads delimited files; the run's data.format is 'libfm'"):
     score_run.score_run(workdir, raw / "test.libfm", unlabeled=True, log=lambda *a: None)
+
+
+
+def test_oov_shares_per_field_and_over_the_non_pad_slots_of_a_sequence():
+  fmap = FeatureMap("t", (FieldSpec("a", "categorical", 4),            # OOV id 3
+                          FieldSpec("s", "sequence", 5, max_len=3),    # OOV id 4, columns 1..3
+                          FieldSpec("c", "categorical", 3)))           # OOV id 2, column 4
+  x = np.array([[3, 1, 4, 0, 2],
+                [3, 4, 0, 0, 1],
+                [1, 0, 0, 0, 1]], np.int32)
+  # a: 3, 3, 1 -> 2/3; s: non-PAD ids 1, 4, 4 -> 2/3 (not 2/9 over all nine slots); c: 2, 1, 1 -> 1/3
+  assert score_run.oov_shares(x, fmap) == pytest.approx({"a": 2 / 3, "s": 2 / 3, "c": 1 / 3})
