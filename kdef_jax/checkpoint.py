@@ -134,12 +134,12 @@ class Checkpoints:
         return ocp.CheckpointManager(path, options=options) if create or path.is_dir() else None
 
     @staticmethod
-    def _step(mngr, which: str = "latest"):
+    def _step(mngr):
         return None if mngr is None else mngr.latest_step()
 
     def steps(self) -> dict:
         """{"latest": epoch or None, "best": epoch or None}: what the workdir holds."""
-        return {"latest": self._step(self.latest, "latest"), "best": self._step(self.best, "best")}
+        return {"latest": self._step(self.latest), "best": self._step(self.best)}
 
     def save(self, epoch: int, state, meta: dict, *, best_auc: float | None = None) -> None:
         tree = _state_tree(state)
@@ -162,7 +162,7 @@ class Checkpoints:
         return mngr
 
     def _restore(self, mngr, which: str, template):
-        step = self._step(mngr, which)
+        step = self._step(mngr)
         if step is None:
             return None
         where = self.root / which / str(step)

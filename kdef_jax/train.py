@@ -150,7 +150,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     if restored is not None:
         state, meta, _, which = restored
         log(f"[train] resumed from epoch {meta['epoch']} (lr {meta['lr']:g}, best {meta['best_auc']:.6f})"
-            + (" (checkpoints/best: the run stopped between its two saves)" if which == "best" else ""))
+            + (" from checkpoints/best, which is ahead of checkpoints/latest" if which == "best" else ""))
         state = _apply_resume_changes(workdir, c, state, meta, log)
         if main:  # the log holds exactly the checkpointed epochs, whatever a crash left behind
             write_atomic(workdir / "metrics.jsonl", lambda fh: fh.writelines(map(report.jsonl_line, meta["history"])))
