@@ -88,6 +88,7 @@ def _assert_same_weights(a_dir, b_dir) -> None:
     assert checked >= 8
 
 
+@pytest.mark.slow  # ~40 s (three processes start and train); .ci/run's second phase runs it
 def test_two_processes_train_what_one_process_trains(tmp_path):
     cache = tmp_path / "cache"
     one = _results(_one_process(tmp_path / "one", cache))
