@@ -76,7 +76,7 @@ def set_learning_rate(state: TrainState, lr: float) -> TrainState:
     # committed as it was: either change would make the next train step a cache miss and a recompile.
     committed = isinstance(old, jax.Array) and old.committed
     hp["learning_rate"] = sharding.to_mesh(new, old.sharding) if committed else jnp.asarray(new)
-    return state.replace(opt_state=(state.opt_state[0], inject._replace(hyperparams=hp)))
+    return state.replace(opt_state=(state.opt_state[0], inject._replace(hyperparams=hp), *state.opt_state[2:]))
 
 
 def create_train_state(model, tx, rng, num_columns: int, batch_size: int = 2, opt_init=None) -> TrainState:

@@ -7,7 +7,7 @@ import numpy as np
 from kdef_jax.config import base_config
 from kdef_jax.models.embedding import field_offsets
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
-from kdef_jax.steps import make_training
+from kdef_jax.steps import make_training, set_learning_rate
 
 VOCAB = (4, 5, 3)
 KW = (("batch_norm", True), ("dropout", 0.0), ("dropout_rng", "hash"), ("hidden_units", (8,)))
@@ -86,3 +86,50 @@ def test_training_run_with_lazy_adam(tmp_path):
     c.train.batch_size, c.train.num_epochs, c.train.progress, c.train.plot = 512, 2, False, False
     res = train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
     assert res["rows"][0]["test_auc"] > 0.55
+
+
+def test_lazy_adam_rows_by_hand_across_two_batches():
+    """Step 1 (lr 0.05) on batch A, then the lr set to 0.01 in place (the plateau rule's
+    set_learning_rate), step 2 on batch B. Field 0's id 1 is only in A, id 2 only in B, id 3 in both.
+    * Adam's first step moves every coordinate of a touched row by lr·g/(|g| + ε) = ±0.05;
+    * a row of A absent from B keeps its value and both moments bit for bit in step 2;
+    * a row first touched at step 2 moves by lr·m̂/√v̂ with the GLOBAL step t = 2 (TF LazyAdam):
+      (1−β₁)/(1−β₁²) / √((1−β₂)/(1−β₂²)) = √(1+β₂)/(1+β₁) = √1.999/1.9 = 0.7441368, at the new lr 0.01
+      (a per-row count would give 1; an lr read from the config instead of the state 0.05)."""
+    off = field_offsets(VOCAB)
+    a = _batch([[1, 1, 1], [3, 2, 1], [1, 3, 2], [3, 4, 2]])  # a row shared by every row of a batch
+    b = _batch([[2, 1, 1], [3, 4, 2], [2, 3, 2], [3, 2, 1]])  # gets no gradient through BatchNorm
+    only_a, only_b = off[0] + 1, off[0] + 2
+    state, step = make_training(_model(), _config("lazy_adam"), jax.random.PRNGKey(0), len(VOCAB))
+    t0 = np.array(state.params["embedding"]["table"])
+    state, _ = step(state, a, jax.random.PRNGKey(3))
+    t1 = np.array(state.params["embedding"]["table"])
+    mu1, nu1 = np.array(state.opt_state[2].mu), np.array(state.opt_state[2].nu)
+    np.testing.assert_allclose(np.abs(t1[only_a] - t0[only_a]), 0.05, rtol=1e-3)
+    state = set_learning_rate(state, 0.01)
+    state, _ = step(state, b, jax.random.PRNGKey(3))
+    t2 = np.array(state.params["embedding"]["table"])
+    np.testing.assert_array_equal(t2[only_a], t1[only_a])
+    np.testing.assert_array_equal(np.asarray(state.opt_state[2].mu)[only_a], mu1[only_a])
+    np.testing.assert_array_equal(np.asarray(state.opt_state[2].nu)[only_a], nu1[only_a])
+    np.testing.assert_allclose(np.abs(t2[only_b] - t1[only_b]), 0.01 * np.sqrt(1.999) / 1.9, rtol=1e-3)
+
+
+def test_set_learning_rate_keeps_the_lazy_state_and_a_run_goes_on_after_a_drop(tmp_path):
+    """The plateau rule's set_learning_rate on a lazy-Adam state (EmptyState, Adam, LazyAdamState) keeps
+    all three parts; a run whose epoch 2 does not improve (min_delta 1) trains epoch 3 at 1e-4."""
+    import pytest
+    from run_helpers import tiny_config
+    from kdef_jax.steps import get_learning_rate
+    from kdef_jax.train import train_and_evaluate
+
+    state, step = make_training(_model(), _config("lazy_adam"), jax.random.PRNGKey(0), len(VOCAB))
+    state, _ = step(state, _batch([[1, 1, 1], [3, 2, 1]]), jax.random.PRNGKey(3))
+    mu = np.array(state.opt_state[2].mu)
+    s2 = set_learning_rate(state, 1e-4)
+    assert len(s2.opt_state) == 3 and get_learning_rate(s2) == pytest.approx(1e-4)
+    np.testing.assert_array_equal(np.asarray(s2.opt_state[2].mu), mu)
+    c = tiny_config(tmp_path, **{"optim.embedding_optimizer": "lazy_adam", "optim.min_delta": 1.0, "optim.patience": 5,
+                                 "train.num_epochs": 3, "model.num_students": 2})
+    res = train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    assert res["epochs_run"] == 3 and res["final_lr"] == pytest.approx(1e-5)

@@ -154,3 +154,11 @@ def test_a_rate_below_min_lr_is_kept_never_raised():
   assert meta["lr"] == 2e-3  # above min_lr: ×0.5 as ever
   plateau_update(meta, 4, 0.5, o)
   assert meta["lr"] == 1e-3  # floored at min_lr
+
+
+def test_the_log_records_the_rate_each_epoch_trained_with(plateau_run):
+  """metrics.jsonl's lr is the rate the epoch trained at: 1e-3 in both epochs (epoch 2's no-gain drop to
+  1e-4 applies from epoch 3 on), as the reference's log prints it."""
+  _, wd, _, _ = plateau_run
+  hist = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines()]
+  assert [h["lr"] for h in hist] == [1e-3, 1e-3]

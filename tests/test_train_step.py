@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from kdef_jax.config import base_config
+from kdef_jax.losses import kdef_loss
 from kdef_jax.models.embedding import column_offsets
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
 from kdef_jax.steps import create_train_state, make_train_step, make_training
@@ -140,3 +141,40 @@ def test_the_step_optimises_the_configured_loss(opt, variant, consistency):
     assert abs(want - loss("kdef", "mse")) > 1e-4 * abs(want) or (variant, consistency) == ("kdef", "mse")
     _, m = step(state, b, key)
     np.testing.assert_allclose(float(m["loss"]) - float(m["reg"]), want, rtol=2e-5)
+
+
+def test_dense_step_clips_the_whole_gradient_l2_term_included_by_hand():
+    """Spec §3: g = clip_by_global_norm(∇(loss + R), c) with ∇R = λ·E inside the clipped gradient (torch:
+    R is part of the loss that backward() differentiates, then clip_grad_norm_ with factor
+    c/(‖g‖ + 1e-6)). With c = 0.01 far below ‖g‖ the step clips: after one step Adam's first moment
+    is (1 − β₁)·g·c/(‖g‖ + 1e-6) for every parameter, and the grad_norm metric is ‖g‖ (before clipping)."""
+    model, lam, clip = _model(), 0.1, 0.01
+    c = _config("dense", clip_norm=clip, embedding_l2=lam)
+    state, step = make_training(model, c, jax.random.PRNGKey(0), len(VOCAB))
+    b, key = _batch(), jax.random.PRNGKey(0)
+
+    def loss_fn(params):
+        logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, b["ids"], True, b["mask"],
+                                rngs={"dropout": jax.random.fold_in(key, 0)}, mutable=["batch_stats"])
+        return kdef_loss(logits, b["y"], variant=c.loss.variant, consistency=c.loss.consistency, mask=b["mask"],
+                         huber_delta=c.loss.huber_delta)[0]
+
+    g = jax.tree.map(lambda x: np.array(x, np.float64), jax.grad(loss_fn)(state.params))
+    g["embedding"]["table"] += lam * np.array(state.params["embedding"]["table"], np.float64)
+    norm = np.sqrt(sum(np.sum(x**2) for x in jax.tree.leaves(g)))
+    assert norm > 10 * clip  # the step clips
+    state, m = step(state, b, key)
+    np.testing.assert_allclose(float(m["grad_norm"]), norm, rtol=1e-5)
+    mu = state.opt_state[1].inner_state[0].mu
+    flat = jax.tree_util.tree_flatten_with_path(g)[0]
+    for (path, want), got in zip(flat, jax.tree.leaves(mu)):
+        np.testing.assert_allclose(np.asarray(got), (1 - c.optim.b1) * want * clip / (norm + 1e-6),
+                                   rtol=1e-4, atol=1e-9, err_msg=jax.tree_util.keystr(path))
+
+
+def test_default_optimizer_is_the_references():
+    """Spec §3 / §5: clip_by_global_norm(10), Adam(1e-3, 0.9, 0.999, 1e-8), λ_emb·‖E‖²/2, plateau ×0.1,
+    floor 1e-6, patience 2, min_delta 1e-6 (the numbers every config inherits)."""
+    o = base_config().optim
+    assert (o.clip_norm, o.learning_rate, o.b1, o.b2, o.eps) == (10.0, 1e-3, 0.9, 0.999, 1e-8)
+    assert (o.lr_decay, o.min_lr, o.patience, o.min_delta) == (0.1, 1e-6, 2, 1e-6)
