@@ -159,6 +159,7 @@ def _tiny_run_config(tmp_path, **mesh):
     return c
 
 
+@pytest.mark.slow  # a whole run and its resume: minutes to compile on a cold cache (the default suite's budget)
 def test_train_and_evaluate_on_a_mesh_checkpoints_and_resumes(tmp_path, caplog):
     c = _tiny_run_config(tmp_path, data=2, student=2)
     c.mesh.embedding = "rows"
@@ -187,7 +188,7 @@ def _unpad(tree, rows):
     return jax.tree.map(lambda x: x[:rows] if x.ndim == 2 and x.shape[0] > rows and x.shape[1] == 8 else x, tree)
 
 
-@pytest.mark.parametrize("optimizer", ["dense", "lazy_adam"])
+@pytest.mark.parametrize("optimizer", ["dense", pytest.param("lazy_adam", marks=pytest.mark.slow)])
 def test_table_split_by_rows_matches_one_device(optimizer):
     c, model = _model(impl="unrolled")
     c.optim.embedding_optimizer = optimizer

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,19 +86,29 @@ def test_config_values_the_run_cannot_use_name_their_key(key, value, message):
     assert message in str(e.value)
 
 
-def test_cli_checkpoint_errors_are_one_clean_message(tmp_path):
+@pytest.fixture(scope="module")
+def cli_tiny_run(tmp_path_factory):
+    """(workdir, completed process) of one `python -m kdef_jax.main` tiny run with K=2, shared by the
+    tests that read it (a copy where they change it): each CLI run starts jax and compiles anew."""
+    tmp = tmp_path_factory.mktemp("cli")
+    wd = tmp / "w"
+    return wd, _run(["--config", "configs/default.py:tiny", "--workdir", str(wd), "--config.model.num_students=2"], tmp)
+
+
+def test_cli_checkpoint_errors_are_one_clean_message(cli_tiny_run, tmp_path):
     """A changed model is named from the checkpoint's records before any array is read; a damaged
     manifest fails inside orbax, whose in-flight reads then print 'Event loop is closed' tracebacks
     after the error unless kdef_jax.checkpoint lets them finish quietly."""
+    assert cli_tiny_run[1].returncode == 0
     wd = tmp_path / "w"
-    assert _run(["--config", "configs/default.py:tiny", "--workdir", str(wd)], tmp_path).returncode == 0
+    shutil.copytree(cli_tiny_run[0], wd)
     p = _run(["--config", "configs/default.py:tiny", "--workdir", str(wd), "--config.resume=True",
               "--config.model.hidden_units=(8,8)", "--config.train.num_epochs=3"], tmp_path)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "CheckpointError: the checkpoint" in p.stderr and "was written by a different model/config" in p.stderr
     (wd / "checkpoints" / "latest" / "2" / "state" / "manifest.ocdbt").write_bytes(b"garbage{")
     p = _run(["--config", "configs/default.py:tiny", "--workdir", str(wd), "--config.resume=True",
-              "--config.train.num_epochs=3"], tmp_path)
+              "--config.model.num_students=2", "--config.train.num_epochs=3"], tmp_path)
     assert p.returncode == 2 and "CheckpointError: cannot restore the latest checkpoint" in p.stderr
     assert "Traceback" not in p.stderr and "Event loop is closed" not in p.stderr
 
@@ -118,9 +129,8 @@ def test_cli_rejects_zero_students(tmp_path):
     assert "model.num_students" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_cli_tiny_run_writes_results(tmp_path):
-    wd = tmp_path / "w"
-    p = _run(["--config", "configs/default.py:tiny", "--workdir", str(wd), "--config.model.num_students=2"], tmp_path)
+def test_cli_tiny_run_writes_results(cli_tiny_run):
+    wd, p = cli_tiny_run
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads((wd / "results.json").read_text())
     assert res["num_students"] == 2 and res["students"] == ["mlp_0", "mlp_1"]
