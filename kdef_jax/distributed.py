@@ -51,14 +51,6 @@ def is_main() -> bool:
     return jax.process_index() == 0
 
 
-def barrier(name: str) -> None:
-    """Wait until every process reaches ``name`` (nothing to wait for in a one-process run)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
 def _process0_says(ok: bool) -> bool:
     """Process 0's ``ok``, on every process (a collective: every process must call it)."""
     import numpy as np

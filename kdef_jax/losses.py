@@ -14,6 +14,8 @@ import jax.numpy as jnp
 
 VARIANTS = ("kdef", "kd_only", "dml_only", "no_exam", "mean", "sum", "mean_prob", "concat", "independent")
 CONSISTENCIES = ("mse", "l1", "huber", "bce", "kl")
+# the variants with a distillation or mutual-learning term: the only ones ``consistency`` applies to
+DISTILLING_VARIANTS = ("kdef", "kd_only", "dml_only", "no_exam")
 # How the K students form the ensemble (the teacher): the logit mean (default), the logit sum
 # (MLPs_sum, spec §7), the probability mean ("mean_prob": MLP_mean read as averaging probabilities) or
 # a learned head over the students' last hidden layers ("concat": MLPs_concat, the logits' extra last row).

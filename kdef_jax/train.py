@@ -26,7 +26,7 @@ from kdef_jax.checkpoint import CheckpointError, Checkpoints
 from kdef_jax.config import validate
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches, prefetch
-from kdef_jax.losses import fusion_of
+from kdef_jax.losses import DISTILLING_VARIANTS, fusion_of
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
 from kdef_jax import distributed, report, sharding
@@ -136,7 +136,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         log(f"[model] embedding table padded with {c.model.embedding_rows - fmap.total_vocab:,} zero rows "
             f"(model.embedding_rows {c.model.embedding_rows:,}); no id reaches them, they stay 0")
     log(f"[model] {len(names)} students: " + ", ".join(f"{g.name}" for g in model.groups))
-    if c.loss.variant not in ("kdef", "kd_only", "dml_only", "no_exam") and (c.loss.consistency, c.loss.huber_delta) != ("mse", 1.0):
+    if c.loss.variant not in DISTILLING_VARIANTS and (c.loss.consistency, c.loss.huber_delta) != ("mse", 1.0):
         log(f"[config] warning: loss.consistency / loss.huber_delta have no effect under loss.variant="
             f"{c.loss.variant!r} (it has no distillation or mutual-learning term)")
     for k, v in params.items():
