@@ -38,8 +38,11 @@ def base_config() -> ml_collections.ConfigDict:
     d.fields = ()  # feature columns, in model order
     d.numeric_fields = ()  # subset of fields bucketed by ⌊ln² v⌋ (Criteo I1-I13)
     d.min_count = 1  # default for every field (field_options.<name>.min_count overrides)
+    # a raw value equal to one of pandas.read_csv's default NA strings ("NA", "null", "NaN", "None", ...)
+    # is missing, as in FuxiCTR's pandas reader (kdef_jax.data.schema.PANDAS_NA_STRINGS); False: a token
+    d.pandas_na = True
     # Per-field schema overrides, name -> {kind: categorical|numeric_bucket|sequence, min_count,
-    # max_len, splitter, na_value, source (raw column), transform (kdef_jax.data.schema.TRANSFORMS)}.
+    # max_len, splitter, na_value, pandas_na, source (raw column), transform (kdef_jax.data.schema.TRANSFORMS)}.
     d.field_options = ml_collections.ConfigDict()
     d.column_names = ()  # delimited files without header: every raw column, in file order
     d.label_column = "label"

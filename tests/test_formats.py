@@ -471,3 +471,46 @@ def test_a_non_default_na_value_is_missing_in_categorical_and_sequence_fields(tm
   # c: x -> 1, y -> 2, "NA" is missing -> OOV 3; s: a -> 1, b -> 2, an "NA" token -> PAD 0 in place,
   # a whole-value "NA" or "" -> all PAD
   np.testing.assert_array_equal(x_of(ds, "train"), [[1, 1, 0, 2], [3, 0, 0, 0], [2, 2, 0, 0], [1, 0, 0, 0]])
+
+
+PANDAS_NA_CSV = "label,c,n,s,a\n1,x,10,a|NA,NA\n0,NA,NaN,NA,25\n1,null,null,b,None\n0,y,,None,99\n1,N/A,1,a,\n"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_pandas_default_na_strings_are_missing_as_in_fuxictrs_reader(tmp_path, engine):
+  """FuxiCTR reads CSVs with pandas' defaults: a whole value "NA", "null", "NaN", "None", "N/A", ... is
+  NaN, filled before any transform, so it is missing (OOV; all PAD for a sequence; bucket 0 for a
+  number) in every column kind; an "NA" token inside a sequence stays a token."""
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", PANDAS_NA_CSV)
+  cfg = _cfg(d, tmp_path / "c", format="delimited", files={"train": "train.csv"}, header=True, delimiter=",",
+             fields=("c", "n", "s", "a"), numeric_fields=("n",), engine=engine,
+             field_options={"s": {"kind": "sequence", "max_len": 2, "splitter": "|"}, "a": {"transform": "kkbox_age"}})
+  ds = load_data(cfg)
+  v = vocab_of(ds)
+  assert v["c"] == ["x", "y"] and v["s"] == ["NA", "a", "b"] and v["a"] == ["3"]
+  assert [float(t) for t in v["n"]] == [1.0, 5.0]  # 10 -> floor(ln(10)^2) = 5; 1 -> 1; NaN/null/"" -> 0 = missing
+  # c: x 1, y 2, OOV 3 | n: 1 -> 1, 5 -> 2, OOV 3 | s: NA 1, a 2, b 3 (pairs) | a: "3" 1, OOV 2
+  np.testing.assert_array_equal(x_of(ds, "train"), [[1, 2, 2, 1, 2], [3, 3, 0, 0, 1], [3, 3, 3, 0, 2],
+                                                    [2, 3, 0, 0, 2], [3, 1, 2, 0, 2]])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_pandas_na_false_keeps_those_strings_as_tokens_globally_or_per_field(tmp_path, engine):
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", PANDAS_NA_CSV)
+  kw = dict(format="delimited", files={"train": "train.csv"}, header=True, delimiter=",", fields=("c", "s"),
+            engine=engine)
+  seq = {"kind": "sequence", "max_len": 2, "splitter": "|"}
+  for name, extra in {"global": dict(pandas_na=False, field_options={"s": seq}),
+                      "field": dict(field_options={"c": {"pandas_na": False}, "s": dict(seq, pandas_na=False)})}.items():
+    ds = load_data(_cfg(d, tmp_path / name, **kw, **extra))
+    assert vocab_of(ds) == {"c": ["N/A", "NA", "null", "x", "y"], "s": ["NA", "None", "a", "b"]}
+    np.testing.assert_array_equal(x_of(ds, "train"), [[4, 3, 1], [2, 1, 0], [3, 4, 0], [5, 2, 0], [1, 3, 0]])
+  # a number: "NaN" is an error naming its line without pandas_na, bucket 0 (missing) with it
+  p = write_file(d / "num.csv", "label,n\n1,3\n0,NaN\n")
+  num = dict(format="delimited", files={"train": "num.csv"}, header=True, delimiter=",", fields=("n",),
+             numeric_fields=("n",), engine=engine)
+  with pytest.raises(DataFormatError, match=f"{p}:3: .*'NaN'"):
+    load_data(_cfg(d, tmp_path / "n1", pandas_na=False, **num))
+  np.testing.assert_array_equal(x_of(load_data(_cfg(d, tmp_path / "n2", **num)), "train"), [[1], [2]])

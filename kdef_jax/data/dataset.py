@@ -87,7 +87,8 @@ def open_cache(cache_dir: Path) -> Dataset:
     return Dataset(fmap, splits, cache_dir)
 
 
-FIELD_OPTION_KEYS = ("kind", "min_count", "max_len", "splitter", "na_value", "source", "transform", "zero_is_missing")
+FIELD_OPTION_KEYS = ("kind", "min_count", "max_len", "splitter", "na_value", "pandas_na", "source", "transform",
+                     "zero_is_missing")
 
 
 def column_specs(cfg) -> tuple:
@@ -110,6 +111,7 @@ def column_specs(cfg) -> tuple:
             raise ValueError(f"config data.field_options.{f}: unknown keys {sorted(bad)} (use {FIELD_OPTION_KEYS})")
         o.setdefault("kind", "numeric_bucket" if f in numeric else "categorical")
         o.setdefault("min_count", cfg.min_count)
+        o.setdefault("pandas_na", cfg.pandas_na)
         if cfg.format == "libfm":
             o.setdefault("transform", "libfm_index")
         try:

@@ -44,7 +44,7 @@ from kdef_jax.data.id_files import SPLITS, IdFiles, remap_in_place
 from kdef_jax.data.packed import vocab_json
 from kdef_jax.data.vocab import FieldEncoder, LabelColumn, RawColumn, _grow, ingest_all
 
-CACHE_VERSION = 3  # bump on every change to what a raw file becomes (parsing, bad-row rules, encoding)
+CACHE_VERSION = 4  # bump on every change to what a raw file becomes (parsing, bad-row rules, encoding)
 _CODE = {name: i for i, name in enumerate(SPLITS)}
 
 

@@ -3,6 +3,10 @@
 Column kinds (reference spec §1.2-1.3):
 * ``categorical``: the raw string (after an optional ``transform``) is the token; ``na_value``
   (default "") is missing → OOV.
+* With ``pandas_na`` (the default), a raw value equal to one of ``pandas.read_csv``'s default NA
+  strings (:data:`PANDAS_NA_STRINGS`: "NA", "null", "NaN", "None", "#N/A", ...) is missing too, in
+  every kind of column: FuxiCTR reads each CSV with pandas' defaults and fills NaN with the field's
+  fill value before any transform, so those strings never become tokens in the reference.
 * ``numeric_bucket``: v = float(raw) with missing → 0; bucket(v) = ⌊(ln v)²⌋ if v > 2 else int(v)
   (truncation toward 0); the bucket is then a categorical token, sorted numerically. With
   ``zero_is_missing`` (FuxiCTR 2.0.1's Criteo quirk, spec §1.2.6) bucket 0 is the NA token, so a
@@ -28,6 +32,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 COLUMN_KINDS = ("categorical", "numeric_bucket", "sequence")
+# pandas.read_csv's default NA strings (pandas >= 2.0, which added "None"), "" included
+PANDAS_NA_STRINGS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                               "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 LABEL = "__label__"  # key of the label column in Block.columns
 
 
@@ -121,6 +128,7 @@ class ColumnSpec:
     max_len: int = 1
     splitter: str = "|"
     na_value: str = ""
+    pandas_na: bool = True  # PANDAS_NA_STRINGS are missing values too (FuxiCTR's pandas reader)
     zero_is_missing: bool = True  # numeric_bucket only
     source: str = ""  # raw column this field reads ("" = the field's own name)
     transform: str = ""  # a TRANSFORMS key applied to the raw value first ("" = none)
@@ -136,12 +144,19 @@ class ColumnSpec:
             raise ValueError(f"column {self.name!r}: max_len applies to sequence fields only")
         if self.kind == "sequence" and not self.splitter:
             raise ValueError(f"column {self.name!r}: a sequence needs a splitter")
+        if not isinstance(self.pandas_na, bool):
+            raise ValueError(f"column {self.name!r}: pandas_na must be true or false, got {self.pandas_na!r}")
         if self.transform and self.transform not in TRANSFORMS:
             raise ValueError(f"column {self.name!r}: transform {self.transform!r} not in {sorted(TRANSFORMS)}")
 
     @property
     def raw(self) -> str:
         return self.source or self.name
+
+    @property
+    def missing_strings(self) -> frozenset:
+        """Raw values that are missing: ``na_value``, and PANDAS_NA_STRINGS with ``pandas_na``."""
+        return PANDAS_NA_STRINGS | {self.na_value} if self.pandas_na else frozenset({self.na_value})
 
 
 # ------------------------------------------------------------------------------------ label rule

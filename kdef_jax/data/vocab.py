@@ -144,6 +144,7 @@ class FieldEncoder:
         self.featindex = featindex  # libFM: index string -> (field name, value)
         self.identity = spec.kind == "categorical" and self.fn is None and featindex is None
         self.width = spec.max_len if spec.kind == "sequence" else 1
+        self.missing = spec.missing_strings
         self.done = 0
         self.bad: dict = {}  # raw id -> message
         self.bad_mask = np.zeros(1024, bool)
@@ -160,6 +161,8 @@ class FieldEncoder:
     # ------------------------------------------------------------------ new raw values → tokens
 
     def _pre(self, v: str) -> str:
+        if v in self.missing:  # FuxiCTR: NaN → the fill value, before any transform
+            v = "" if self.spec.kind == "numeric_bucket" else self.spec.na_value
         if self.fn is not None:
             v = self.fn(v)
         if self.featindex is not None:
@@ -247,10 +250,10 @@ class FieldEncoder:
             strs = self.raw.strings(cand)
             if isinstance(strs, PackedStrings):  # sorted without a Python string per value
                 order = strs.sort_order()
-                order = order[~np.isin(order, strs.find(self.spec.na_value))]
+                order = order[~np.isin(order, np.concatenate([strs.find(m) for m in self.missing]))]
                 kept = strs.take(order)
             else:
-                order = [i for i in sorted(range(len(strs)), key=strs.__getitem__) if strs[i] != self.spec.na_value]
+                order = [i for i in sorted(range(len(strs)), key=strs.__getitem__) if strs[i] not in self.missing]
                 kept = [strs[i] for i in order]
             table = np.full(self.raw.n, len(order) + 1, np.int32)
             table[cand[order]] = np.arange(1, len(order) + 1, dtype=np.int32)
@@ -282,7 +285,7 @@ class FieldEncoder:
         if self.identity:
             strs = self.raw.strings(np.arange(self.raw.n))
             strs = strs.tolist() if isinstance(strs, PackedStrings) else strs
-            table = np.fromiter((final.get(s, oov) for s in strs), np.int32, len(strs))
+            table = np.fromiter((oov if s in self.missing else final.get(s, oov) for s in strs), np.int32, len(strs))
             return list(vocab), table
         table = np.fromiter((final.get(t if isinstance(t, str) else str(t), oov) for t in self.tokens),
                             np.int32, len(self.tokens))
