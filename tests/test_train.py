@@ -371,7 +371,10 @@ def test_missing_data_dir_names_the_path(tmp_path):
     assert (tmp_path / "mine" / "keep.txt").read_text() == "x"  # a folder that was there stays
 
 
-@pytest.mark.parametrize("variant", ["independent", "mean", "sum", "mean_prob", "concat", "kd_only", "dml_only", "no_exam"])
+# A whole run each (~10 s on a cold cache): the default run keeps two; sum, mean_prob and concat also run end to
+# end in test_fusion_runs.py, and every variant's step loss is checked in test_train_step.py; -m slow runs all.
+@pytest.mark.parametrize("variant", ["independent", "kd_only", *(pytest.param(v, marks=pytest.mark.slow) for v in
+                                                                  ("mean", "sum", "mean_prob", "concat", "dml_only", "no_exam"))])
 def test_every_variant_trains(tmp_path, variant):
     c = tiny_config(tmp_path, **{"loss.variant": variant, "train.num_epochs": 1, "train.steps_per_epoch": 2})
     res = train_and_evaluate(c, tmp_path / variant, log=lambda *a: None)

@@ -110,10 +110,15 @@ def test_lazy_adam_padded_batch_steps_as_its_real_rows():
     np.testing.assert_allclose(sp.params["embedding"]["table"], sr.params["embedding"]["table"], rtol=1e-5, atol=1e-7)
 
 
+# Each case compiles a train step (~5-10 s on a cold cache): the default run keeps one case per code path
+# (a loss variant, the concat model, a consistency with its delta, the lazy-Adam step); -m slow runs the rest.
+_DEFAULT_CASES = {("dense", "kd_only", "mse"), ("dense", "concat", "mse"), ("dense", "kdef", "huber"),
+                  ("lazy_adam", "kdef", "huber")}
 CONFIGURED_LOSSES = [("dense", v, "mse") for v in ("kdef", "kd_only", "dml_only", "no_exam", "mean", "sum", "mean_prob",
                                                    "concat", "independent")]
 CONFIGURED_LOSSES += [("dense", "kdef", c) for c in ("l1", "huber", "bce", "kl")]
 CONFIGURED_LOSSES += [("lazy_adam", "independent", "mse"), ("lazy_adam", "kdef", "huber")]  # its own step builds the loss too
+CONFIGURED_LOSSES = [c if c in _DEFAULT_CASES else pytest.param(*c, marks=pytest.mark.slow) for c in CONFIGURED_LOSSES]
 
 
 @pytest.mark.parametrize("opt,variant,consistency", CONFIGURED_LOSSES)
@@ -159,7 +164,7 @@ def test_dense_step_clips_the_whole_gradient_l2_term_included_by_hand():
         return kdef_loss(logits, b["y"], variant=c.loss.variant, consistency=c.loss.consistency, mask=b["mask"],
                          huber_delta=c.loss.huber_delta)[0]
 
-    g = jax.tree.map(lambda x: np.array(x, np.float64), jax.grad(loss_fn)(state.params))
+    g = jax.tree.map(lambda x: np.array(x, np.float64), jax.jit(jax.grad(loss_fn))(state.params))  # jitted: one compile
     g["embedding"]["table"] += lam * np.array(state.params["embedding"]["table"], np.float64)
     norm = np.sqrt(sum(np.sum(x**2) for x in jax.tree.leaves(g)))
     assert norm > 10 * clip  # the step clips
