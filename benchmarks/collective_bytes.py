@@ -51,7 +51,7 @@ from kdef_jax import sharding  # noqa: E402
 from kdef_jax.data.synthetic import CRITEO_VOCAB  # noqa: E402
 from kdef_jax.steps import make_training  # noqa: E402
 
-COLLECTIVE = re.compile(r"=\s*(.*?)\s(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\(")
+COLLECTIVE = re.compile(r"=\s*(.*?)\s(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(-start)?\(")
 ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16)\[([\d,]*)\]")
 DTYPE_BYTES = {"pred": 1, "bf16": 2}
 
@@ -63,15 +63,43 @@ def _bytes(dtype: str, dims: str) -> int:
     return n * DTYPE_BYTES.get(dtype, int(dtype[1:]) // 8 if dtype[1:].isdigit() else 4)
 
 
+def _tuple_items(shape: str) -> list:
+    """The top-level elements of a tuple shape "(a, (b, c), d)"; [shape] if it is not a tuple."""
+    shape = shape.strip()
+    if not shape.startswith("("):
+        return [shape]
+    items, depth, start = [], 0, 1
+    for i, ch in enumerate(shape):
+        if ch in "({[":
+            depth += 1
+        elif ch in ")}]":
+            depth -= 1
+        if (ch == "," and depth == 1) or (ch == ")" and depth == 0):
+            items.append(shape[start:i].strip())
+            start = i + 1
+    return items
+
+
+def result_shape(op: str, is_start: bool, shape: str) -> str:
+    """The part of an instruction's shape that is the collective's result. An async all-gather-start or
+    collective-permute-start (GPU) returns (operands, results[, contexts]): only its second element is
+    the gathered / received data. A synchronous op, or all-reduce-start, returns its results alone."""
+    if is_start and op in ("all-gather", "collective-permute"):
+        items = _tuple_items(shape)
+        return items[1] if len(items) > 1 else shape
+    return shape
+
+
 def collective_bytes(hlo: str) -> dict:
-    """{op: [count, output bytes]} over the collectives of an optimized HLO module (per device)."""
+    """{op: [count, result bytes]} over the collectives of an optimized HLO module (per device)."""
     out = defaultdict(lambda: [0, 0])
     for line in hlo.splitlines():
         m = COLLECTIVE.search(line)
         if m is None or "-done" in line.split("=", 1)[-1].split("(", 1)[0]:
             continue
+        shape = result_shape(m.group(2), m.group(3) is not None, m.group(1))
         out[m.group(2)][0] += 1
-        out[m.group(2)][1] += sum(_bytes(t, d) for t, d in ARRAY.findall(m.group(1)))
+        out[m.group(2)][1] += sum(_bytes(t, d) for t, d in ARRAY.findall(shape))
     return dict(out)
 
 

@@ -129,6 +129,17 @@ def test_collective_bytes_sums_the_outputs_of_each_collective():
       "all-gather": [1, 10 * 39 * 4],
       "reduce-scatter": [1, 16],
   }
+  # GPU's async forms: all-gather-start and collective-permute-start return (operands, results[, contexts]);
+  # only the results count (a combined all-gather has a tuple of each)
+  gpu = "\n".join([
+      "  %ags = (f32[4,8]{1,0}, f32[16,8]{1,0}) all-gather-start(%a), dimensions={0}",
+      "  %agd = f32[16,8]{1,0} all-gather-done(%ags)",
+      "  %agc = ((f32[2]{0}, bf16[3,1]{1,0}), (f32[8]{0}, bf16[12,1]{1,0})) all-gather-start(%b, %c), dimensions={0}",
+      "  %cps = (f32[5]{0}, f32[5]{0}, u32[], u32[]) collective-permute-start(%d), source_target_pairs={{0,1}}",
+      "  %ars = (f32[6]{0}, f32[7]{0}) all-reduce-start(%e, %f)",
+  ])
+  assert collective_bytes.collective_bytes(gpu) == {
+      "all-gather": [2, 16 * 8 * 4 + 8 * 4 + 12 * 2], "collective-permute": [1, 5 * 4], "all-reduce": [1, 13 * 4]}
 
 
 def test_clip_orders_benchmark_compares_optax_rule_with_the_library():
