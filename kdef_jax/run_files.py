@@ -39,12 +39,13 @@ def check_output(out: Path, flag: str, *, inputs: tuple = (), workdir: Path | No
     """``out`` (and its ``<out>.json`` description) as files to write: not an existing directory, not
     one of ``inputs``, not a file of the run in ``workdir`` (nothing the user has is overwritten)."""
     out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"{flag} {out} is a directory; give a file name")
     kept = [Path(p) for p in inputs]
     if workdir is not None:
         kept += [Path(workdir) / f for f in RUN_FILES]
     for target in (out, Path(f"{out}.json")):
+        if target.is_dir():
+            raise ValueError(f"{flag} {out} is a directory; give a file name" if target == out else
+                             f"{flag} {out}: its description {target} is a directory; give another file name")
         if any(p.exists() and target.exists() and target.resolve() == p.resolve() for p in kept):
             raise ValueError(f"{flag} {out} would overwrite {target}, an input or a file of the run; choose "
                              f"another name (nothing was written)")

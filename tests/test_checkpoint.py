@@ -162,3 +162,29 @@ def test_best_is_the_highest_validation_auc_not_the_latest_epoch(tmp_path):
     ck.close()
     assert (step, meta) == (2, {"epoch": 2}) and float(state.params["w"][0, 1]) == 2.0
     assert latest[2] == 3 and float(latest[0].params["w"][0, 1]) == 3.0
+
+
+def test_restore_newest_takes_latest_on_a_tie(tmp_path):
+    """K1: best == latest (every improving epoch) resumes from latest, not 'best, which is ahead'."""
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _state(), {"epoch": 1}, best_auc=0.7)
+    try:
+        assert ck.steps() == {"latest": 1, "best": 1}
+        assert ck.restore_newest(_state(scale=0.0))[2:] == (1, "latest")
+    finally:
+        ck.close()
+
+
+def test_a_damaged_meta_file_is_a_checkpoint_error_naming_it(tmp_path):
+    """K11: the meta JSON is read first; its damage is a CheckpointError (main/score_run/export_run print
+    CheckpointErrors as one line), not some other exception."""
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _state(), {"epoch": 1})
+    ck.close()
+    (tmp_path / "checkpoints" / "latest" / "1" / "meta" / "metadata").write_text('{"trunc')
+    ck = Checkpoints(tmp_path)
+    try:
+        with pytest.raises(CheckpointError, match=r"cannot read the latest checkpoint .*latest/1: it is corrupt"):
+            ck.restore_latest(_state())
+    finally:
+        ck.close()

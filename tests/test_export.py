@@ -1,6 +1,8 @@
 """Deployment: a single extracted student, the BatchNorm-folded networks and the exported predictor
 match the ensemble model."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -260,3 +262,30 @@ def test_ensemble_predictor_is_sigmoid_of_the_mean_logit_hand_values():
     np.testing.assert_allclose(make_predictor(model, v)(ids), [0.7310586, 0.5], rtol=1e-6)
     np.testing.assert_allclose(make_predictor(model, v, 1)(ids), [0.5, 0.8807971], rtol=1e-6)
 
+
+def test_resolve_what_bounds():
+    """X1, X2: a student index is in [0, K). score_run indexes logits[k] directly, so -1 would silently
+    score the last student (the concat head's logit for a concat run) and K the head / an IndexError."""
+    from kdef_jax.export_run import resolve_what
+
+    assert resolve_what("0", {}, 3) == 0 and resolve_what("2", {}, 3) == 2
+    for bad in ("-1", "3"):
+        with pytest.raises(ValueError, match=re.escape(f"--what {bad}: the model has students 0..2")):
+            resolve_what(bad, {}, 3)
+
+
+def test_concat_fusion_needs_the_concat_head():
+    """E4: fusion 'concat' takes logits[-1]; on a model without the head that is the last student."""
+    from kdef_jax.export import make_predictor
+    from kdef_jax.models.ensemble import KDEFModel, StudentGroup
+
+    kw = (("batch_norm", True), ("dropout", 0.1), ("hidden_units", (8,)))
+    ids = jnp.ones((4, 3), jnp.int32)
+    plain = KDEFModel(vocab_sizes=(5, 7, 4), groups=(StudentGroup("mlp", 2, kw),), embedding_dim=4)
+    v = plain.init(jax.random.PRNGKey(0), ids, False)
+    with pytest.raises(ValueError, match="fusion 'concat' for a model without the concat head"):
+        make_predictor(plain, v, fusion="concat")
+    headed = plain.clone(concat_head=True)
+    vh = headed.init(jax.random.PRNGKey(0), ids, False)
+    with pytest.raises(ValueError, match="fusion 'mean_logit' for a model with the concat head"):
+        make_predictor(headed, vh, fusion="mean_logit")

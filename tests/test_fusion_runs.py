@@ -62,12 +62,13 @@ def test_the_run_reports_its_own_ensemble(baseline_run):
 
 
 def test_export_run_serves_the_runs_ensemble(baseline_run, tmp_path, capsys):
-    c, workdir, _, fusion = baseline_run
+    c, workdir, res, fusion = baseline_run
     out = tmp_path / "ensemble.jaxexport"
     assert export_main(["--workdir", str(workdir), "--out", str(out)]) == 0
     capsys.readouterr()
     info = json.loads(out.with_name("ensemble.jaxexport.json").read_text())
     assert info["what"] == "ensemble" and info["fusion"] == fusion
+    assert info["test_auc"] == res["rows"][0]["test_auc"]  # the ensemble's row, not a student's
     model, variables, _, _ = load_run(workdir)
     x = jnp.asarray(load_dataset(c.data, log=lambda *a: None).splits["test"].x)
     z = np.asarray(model.apply(variables, x, False, None), np.float64)

@@ -141,6 +141,7 @@ def test_cli_tiny_run_writes_results(cli_tiny_run):
 @pytest.mark.parametrize("key,ok,bad", [
     ("optim.patience", 1, 0),
     ("optim.lr_decay", 1.0, 1.5),
+    ("optim.lr_decay", 1e-9, 0.0),  # (0, 1]: 0 would jump straight to min_lr
     ("optim.learning_rate", 1e-9, 0.0),
     ("optim.embedding_l2", 0.0, -1e-9),
     ("model.embedding_dim", 1, 0),
@@ -169,3 +170,12 @@ def test_validate_boundaries(key, ok, bad):
     with pytest.raises(ValueError, match=f"config {key}:"):
         validate(cfg(bad))
 
+
+def test_unknown_override_names_the_section_it_is_missing_from():
+    """M2: the message says under which section the key is missing."""
+    from kdef_jax.main import check_config_overrides
+
+    msg = check_config_overrides(["--config", "configs/default.py:tiny", "--config.model.final.nope=1"])
+    assert "unknown config key 'model.final.nope' (no 'nope' under model.final; valid: blocks," in msg
+    msg = check_config_overrides(["--config", "configs/default.py:tiny", "--config.nope=1"])
+    assert "(no 'nope' under <top level>;" in msg

@@ -1,4 +1,6 @@
 """report.summarize: the results table, the best student by validation AUC, the ensemble − best deltas."""
+import json
+
 import pytest
 
 from kdef_jax.report import summarize
@@ -20,3 +22,29 @@ def test_summarize_picks_the_best_student_by_validation_auc_and_diffs_its_test_r
   assert s["rows"][2] == {"model": "mlp_1", "val_auc": 0.75, "val_logloss": 0.49, "test_auc": 0.71, "test_logloss": 0.45}
   no_test = summarize(val, None, names)
   assert no_test["best_student_index"] == 1 and "ensemble_minus_best_student_test_auc" not in no_test
+
+
+def test_format_table_puts_each_number_under_its_column_and_marks_the_best_student():
+    """P2: the cells follow the header's column order."""
+    from kdef_jax.report import format_table, summarize
+
+    def m(auc, ll):
+        return {"auc": auc, "logloss": ll}
+
+    val = {"teacher": m(0.71, 0.41), "students": [m(0.72, 0.42), m(0.73, 0.43)]}
+    test = {"teacher": m(0.81, 0.51), "students": [m(0.82, 0.52), m(0.83, 0.53)]}
+    lines = format_table(summarize(val, test, ["mlp_0", "mlp_1"])).splitlines()
+    assert lines[0].split() == ["model", "val_auc", "val_logloss", "test_auc", "test_logloss"]
+    assert lines[1].split() == ["ensemble", "0.710000", "0.410000", "0.810000", "0.510000"]
+    assert lines[3].split() == ["mlp_1", "*", "0.730000", "0.430000", "0.830000", "0.530000"]
+    assert lines[2].split()[0] == "mlp_0" and "*" not in lines[2]
+    no_test = format_table(summarize(val, None, ["mlp_0", "mlp_1"])).splitlines()
+    assert no_test[1].split() == ["ensemble", "0.710000", "0.410000", "-", "-"]
+
+
+def test_jsonl_line_is_strict_json():
+    """P5: metrics.jsonl lines hold null, never NaN (the AUC of a one-class split)."""
+    from kdef_jax.report import jsonl_line
+
+    line = jsonl_line({"epoch": 1, "val": {"auc": float("nan")}})
+    assert line.endswith("\n") and json.loads(line, parse_constant=lambda c: pytest.fail(c)) == {"epoch": 1, "val": {"auc": None}}

@@ -67,3 +67,22 @@ def test_malloc_tuning_reuses_freed_gigabyte_blocks_without_page_faults():
     assert int(tuned.stdout) < pages // 100, (tuned.stdout, untuned.stdout)
     if int(untuned.stdout) > 1000:  # 4 KB pages (with transparent huge pages always on, far fewer faults)
         assert int(untuned.stdout) > 10 * int(tuned.stdout)
+
+
+def test_the_ynn_flag_is_applied_on_the_jaxlib_it_was_measured_on():
+    """U3: test_runtime skips its check when the flag was not applied; on jaxlib 0.10.x it must be."""
+    import importlib.metadata
+
+    if not importlib.metadata.version("jaxlib").startswith("0.10."):
+        pytest.skip("the flag is measured on jaxlib 0.10.x only")
+    p = _child("import kdef_jax; from kdef_jax import runtime; print(runtime.applied['xla_flags'])", KDEF_JAX_TUNE_CPU="1")
+    assert p.returncode == 0 and p.stdout.strip() == "True", p.stderr[-2000:]
+
+
+def test_no_flag_is_added_once_the_backend_has_started():
+    """U4: XLA_FLAGS is read when the backend starts: after that the flag would be ignored, so it is
+    not added and not reported as applied."""
+    p = _child("import jax, os; jax.numpy.ones(1).block_until_ready()\n"
+               "import kdef_jax; from kdef_jax import runtime\n"
+               "print(runtime.applied['xla_flags'], os.environ.get('XLA_FLAGS'))", KDEF_JAX_TUNE_CPU="1")
+    assert p.returncode == 0 and p.stdout.strip() == "False None", (p.stdout, p.stderr[-2000:])

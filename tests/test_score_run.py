@@ -130,6 +130,17 @@ def test_score_run_scores_a_baseline_runs_own_ensemble(frappe_like_run, tmp_path
   assert -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)) == pytest.approx(ens["test_logloss"], abs=1e-6)
 
 
+def test_score_run_writes_the_probabilities_of_the_student_asked_for(frappe_like_run, tmp_path):
+  """--what k writes σ(z_k): the CSV's logloss is student k's (a mutant writing student 0's passed before)."""
+  workdir, results, raw = frappe_like_run
+  for k in (1, 2):
+    out = tmp_path / f"s{k}.csv"
+    info = score_run.score_run(workdir, raw / "test.libfm", what=str(k), out=out, log=lambda *a: None)
+    assert info["what"] == f"student{k}"
+    y, p = np.loadtxt(out, delimiter=",", skiprows=1, usecols=(2, 3), unpack=True)
+    assert -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)) == pytest.approx(results["rows"][1 + k]["test_logloss"], abs=1e-6)
+
+
 def test_score_run_best_student_and_unseen_values(frappe_like_run, tmp_path):
   workdir, results, _ = frappe_like_run
   new = write_file(tmp_path / "new.libfm", "1 3:1 45:1 61:1\n-1 999:1 45:1 61:1\n1 3:1 998:1 61:1\n")

@@ -14,6 +14,7 @@ from conftest import step_compiles
 from run_helpers import tiny_config
 
 from kdef_jax.checkpoint import CheckpointError, Checkpoints
+from kdef_jax.config import base_config
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.loader import iterate_batches
 from kdef_jax.models.embedding import field_offsets
@@ -414,3 +415,32 @@ def test_a_run_compiles_its_steps_once_through_lr_drops_restores_and_resume(tmp_
     c2 = tiny_config(tmp_path, **{"train.num_epochs": 4, "optim.min_delta": 1.0, "optim.patience": 5, "resume": True})
     _, counts = step_compiles(caplog, lambda: train_and_evaluate(c2, tmp_path / "run", log=lambda *a: None))
     assert counts == {"train_step": 1, "predict_step": 1}
+
+
+def test_resume_records_the_rate_it_was_started_with(tmp_path, monkeypatch):
+    """T5: after a resume that changed optim.learning_rate, the checkpoint's configured_lr must hold the
+    new rate; else the next resume (same config) sees a 'change' again and undoes the plateau decays."""
+    import kdef_jax.train as train_mod
+
+    monkeypatch.setattr(train_mod, "set_learning_rate", lambda state, lr: state)
+    c = base_config()
+    c.optim.learning_rate = 1e-5
+    meta = {"lr": 1e-3, "configured_lr": 1e-3}
+    train_mod._apply_resume_changes(tmp_path, c, None, meta, lambda *a: None)
+    assert meta == {"lr": 1e-5, "configured_lr": 1e-5}
+    meta["lr"] = 1e-6  # the resumed run decayed the rate, then was interrupted again
+    train_mod._apply_resume_changes(tmp_path, c, None, meta, lambda *a: None)
+    assert meta == {"lr": 1e-6, "configured_lr": 1e-5}
+
+
+def test_a_best_checkpoint_of_another_epoch_is_an_error(tmp_path, monkeypatch):
+    """T7: the final numbers need the best epoch's state; checkpoints/best holding another epoch
+    (here: what latest holds, epoch 2, while the best epoch is 1) is an error, not epoch 2's numbers."""
+    from kdef_jax.train import train_and_evaluate
+
+    monkeypatch.setattr(Checkpoints, "restore_best", Checkpoints.restore_latest)
+    c = tiny_config(tmp_path, **{"model.num_students": 2, "model.hidden_units": (8,), "optim.min_delta": 1.0,
+                                 "optim.patience": 5, "train.steps_per_epoch": 1, "data.synthetic.num_train": 600,
+                                 "data.synthetic.num_valid": 200, "data.synthetic.num_test": 200})
+    with pytest.raises(CheckpointError, match=r"best holds epoch 2, but the run's best epoch is 1"):
+        train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)

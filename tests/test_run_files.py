@@ -1,0 +1,74 @@
+"""A run's files (kdef_jax/run_files.py): JSON read with errors naming the file, outputs checked and
+written atomically, strict JSON out, config changes between a run and its resume."""
+import json
+import re
+
+import pytest
+from data_helpers import write_file
+
+from kdef_jax.config import base_config
+
+
+def test_read_json_names_a_file_that_is_not_text(tmp_path):
+    """R3: undecodable bytes (a binary or truncated file) are a ValueError naming the file."""
+    from kdef_jax.run_files import read_json
+
+    p = write_file(tmp_path / "config.json", b"\xff\xfe{\x00")
+    with pytest.raises(ValueError, match=re.escape(f"{p}: not valid JSON")):
+        read_json(p)
+
+
+def test_read_run_config_needs_the_model_and_train_sections(tmp_path):
+    """R4: a config.json without model/train is not a run's (load_run would fail later on config.model)."""
+    from kdef_jax.run_files import read_run_config
+
+    (tmp_path / "config.json").write_text('{"data": {}, "model": {}}')
+    with pytest.raises(ValueError, match="not a kdef_jax run config"):
+        read_run_config(tmp_path)
+    (tmp_path / "config.json").write_text('{"data": {}, "train": {}}')
+    with pytest.raises(ValueError, match="not a kdef_jax run config"):
+        read_run_config(tmp_path)
+
+
+def test_write_atomic_leaves_nothing_behind_when_the_writer_fails(tmp_path):
+    """R5: a failing write leaves neither the output nor its temporary file."""
+    from kdef_jax.run_files import write_atomic
+
+    def dies(fh):
+        fh.write("half a file")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(tmp_path / "out.csv", dies)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_json_writes_infinities_as_null(tmp_path):
+    """R6: ±inf (a logloss of a saturated prediction) is null like NaN: strict JSON either way."""
+    from kdef_jax.run_files import write_json
+
+    write_json(tmp_path / "x.json", {"a": float("inf"), "b": [float("-inf"), 1.5], "c": float("nan")})
+    text = (tmp_path / "x.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}")) == {"a": None, "b": [None, 1.5], "c": None}
+
+
+def test_config_changes_ignores_resume(tmp_path):
+    """R7: resume=True is how every resume starts; it is not a config change to log."""
+    from kdef_jax.run_files import config_changes
+
+    (tmp_path / "config.json").write_text(base_config().to_json())
+    c = base_config()
+    c.resume = True
+    assert config_changes(tmp_path, c) == {}
+    c.train.num_epochs = 5
+    assert config_changes(tmp_path, c) == {"train.num_epochs": (100, 5)}
+
+
+def test_check_output_refuses_a_json_side_file_that_is_a_directory(tmp_path):
+    """score_run / export_run write <out> and then <out>.json: a directory there is refused before anything
+    is written (it was accepted, and the command died with IsADirectoryError after writing <out>)."""
+    from kdef_jax.run_files import check_output
+
+    (tmp_path / "s.csv.json").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        check_output(tmp_path / "s.csv", "--out")
