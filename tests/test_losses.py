@@ -275,3 +275,22 @@ def test_exports(x64):
   aux = _JIT_LOSS(jnp.asarray(z), jnp.asarray(y))[1]
   assert set(aux) == {"teacher_logit", "teacher_prob", "exam_scores", "lambda", "mu", "student_bce",
                       "teacher_bce_monitor", "label_bce", "teacher_bce", "kd", "dml"}
+
+
+@pytest.mark.parametrize("kind", ["bce", "kl"])
+def test_soft_label_consistency_logs_are_clamped_at_minus_100(kind, x64):
+  """K=2, one row, y=1, students saturated at +150 and -150 (p_0 = 1, p_1 = e^-150 in float64).
+  dml_only: dml = (1/K)·Σ_{k≠l} (1/K)·C_kl = (C_01 + C_10)/4 with
+  C_01 = c(p_0, t=p_1) = -(t·log σ(150) + (1-t)·max(log σ(-150), -100)) ≈ 100 and
+  C_10 = c(p_1, t=p_0=1) = -max(log σ(-150), -100) = 100  (unclamped: 150 each, dml = 75).
+  label_bce = (bce(150, 1) + bce(-150, 1))/2 = (0 + 100)/2 = 50. KL adds t log t + (1-t) log(1-t) ≈ -1e-63."""
+  z = jnp.asarray([[150.0], [-150.0]])
+  y = jnp.asarray([1.0])
+  loss, aux = kdef_loss(z, y, variant="dml_only", consistency=kind)
+  np.testing.assert_allclose(float(aux["dml"]), 50.0, rtol=1e-12)
+  np.testing.assert_allclose(float(aux["label_bce"]), 50.0, rtol=1e-12)
+  np.testing.assert_allclose(float(loss), 100.0, rtol=1e-12)
+  # the KD term too: teacher logit 0 -> t = 1/2; M_0 = -(1/2)·log σ(150) - (1/2)·max(-150, -100) ≈ 50 = M_1
+  _, aux = kdef_loss(z, y, variant="kd_only", consistency=kind)
+  kl_shift = 0.0 if kind == "bce" else 2 * 0.5 * math.log(0.5)  # + t log t + (1-t) log(1-t)
+  np.testing.assert_allclose(float(aux["kd"]), 50.0 + kl_shift, rtol=1e-12)

@@ -175,3 +175,18 @@ def test_clip_by_global_norm_equals_optax(max_norm):
         np.testing.assert_allclose(a, b, rtol=1e-6)
     if max_norm < 1:
         np.testing.assert_allclose(float(tree_norm(got)), max_norm, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+@pytest.mark.parametrize("rows", [4112, 4095])  # 16·257 (CPU fold path) and 4095 (no fold divides)
+def test_column_sums_of_bfloat16_inputs_are_exact_float32_sums(monkeypatch, backend, rows):
+    """column_sums / sum_of_squares accumulate and return float32 whatever the input dtype (bf16 compute)."""
+    import kdef_jax.reductions as reductions
+
+    monkeypatch.setattr(reductions.jax, "default_backend", lambda: backend)
+    x = jnp.ones((rows, 2), jnp.bfloat16)  # neither 4112 nor 4095 is a bfloat16 number
+    got = reductions.column_sums(x, 2 * x)
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(got), [[rows, rows], [2 * rows, 2 * rows]])
+    assert reductions.sum_of_squares(x).dtype == jnp.float32
+    assert float(reductions.sum_of_squares(x)) == 2 * rows

@@ -444,3 +444,30 @@ def test_a_best_checkpoint_of_another_epoch_is_an_error(tmp_path, monkeypatch):
                                  "data.synthetic.num_valid": 200, "data.synthetic.num_test": 200})
     with pytest.raises(CheckpointError, match=r"best holds epoch 2, but the run's best epoch is 1"):
         train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+
+
+def test_epoch_train_metrics_are_the_mean_of_the_steps_metrics(tmp_path, monkeypatch):
+    """metrics.jsonl's epoch "train" numbers (spec §4's train loss) are the mean of the epoch's step metrics."""
+    import kdef_jax.train as train_mod
+
+    seen = []
+    real = train_mod.make_training
+
+    def spy(*a, **kw):
+        state, step = real(*a, **kw)
+
+        def recording_step(state, batch, rng):
+            state, m = step(state, batch, rng)
+            seen.append({k: float(v) for k, v in m.items()})
+            return state, m
+
+        return state, recording_step
+
+    monkeypatch.setattr(train_mod, "make_training", spy)
+    c = tiny_config(tmp_path, **{"train.num_epochs": 1, "model.num_students": 2})
+    train_mod.train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert len(seen) == 6  # 3000 rows / 512: 5 full batches + the padded last one, each one step
+    assert len({round(m["loss"], 6) for m in seen}) > 1  # the steps' losses differ
+    for k in ("loss", "reg", "label_bce", "kd", "dml", "grad_norm"):
+        np.testing.assert_allclose(rec["train"][k], np.mean([m[k] for m in seen]), rtol=1e-6, err_msg=k)

@@ -2,6 +2,8 @@
 its place in the loss and its gradient, fresh dropout masks every step, stored BatchNorm statistics,
 and a padded batch (garbage ids in its masked rows) stepping exactly as its real rows alone."""
 
+import math
+
 import jax
 import numpy as np
 import optax
@@ -148,6 +150,19 @@ def test_the_step_optimises_the_configured_loss(opt, variant, consistency):
     np.testing.assert_allclose(float(m["loss"]) - float(m["reg"]), want, rtol=2e-5)
 
 
+def _loss_gradient(model, c, state, b, key):
+    """∇ of the configured kdef_loss (no L2 term) at ``state`` on batch ``b`` with the step's dropout key
+    (fold_in(key, step 0)), float64 NumPy; jitted: one compile, not one per op."""
+
+    def loss_fn(params):
+        logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, b["ids"], True, b["mask"],
+                                rngs={"dropout": jax.random.fold_in(key, 0)}, mutable=["batch_stats"])
+        return kdef_loss(logits, b["y"], variant=c.loss.variant, consistency=c.loss.consistency, mask=b["mask"],
+                         huber_delta=c.loss.huber_delta)[0]
+
+    return jax.tree.map(lambda x: np.array(x, np.float64), jax.jit(jax.grad(loss_fn))(state.params))
+
+
 def test_dense_step_clips_the_whole_gradient_l2_term_included_by_hand():
     """Spec §3: g = clip_by_global_norm(∇(loss + R), c) with ∇R = λ·E inside the clipped gradient (torch:
     R is part of the loss that backward() differentiates, then clip_grad_norm_ with factor
@@ -157,14 +172,7 @@ def test_dense_step_clips_the_whole_gradient_l2_term_included_by_hand():
     c = _config("dense", clip_norm=clip, embedding_l2=lam)
     state, step = make_training(model, c, jax.random.PRNGKey(0), len(VOCAB))
     b, key = _batch(), jax.random.PRNGKey(0)
-
-    def loss_fn(params):
-        logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, b["ids"], True, b["mask"],
-                                rngs={"dropout": jax.random.fold_in(key, 0)}, mutable=["batch_stats"])
-        return kdef_loss(logits, b["y"], variant=c.loss.variant, consistency=c.loss.consistency, mask=b["mask"],
-                         huber_delta=c.loss.huber_delta)[0]
-
-    g = jax.tree.map(lambda x: np.array(x, np.float64), jax.jit(jax.grad(loss_fn))(state.params))  # jitted: one compile
+    g = _loss_gradient(model, c, state, b, key)
     g["embedding"]["table"] += lam * np.array(state.params["embedding"]["table"], np.float64)
     norm = np.sqrt(sum(np.sum(x**2) for x in jax.tree.leaves(g)))
     assert norm > 10 * clip  # the step clips
@@ -183,3 +191,29 @@ def test_default_optimizer_is_the_references():
     o = base_config().optim
     assert (o.clip_norm, o.learning_rate, o.b1, o.b2, o.eps) == (10.0, 1e-3, 0.9, 0.999, 1e-8)
     assert (o.lr_decay, o.min_lr, o.patience, o.min_delta) == (0.1, 1e-6, 2, 1e-6)
+
+
+def test_lazy_adam_l2_gradient_enters_the_clipped_row_gradient_by_hand():
+    """Lazy Adam: λ·E[u] of the batch's rows u joins their gradient before the global clip (‖g‖ over the dense
+    parameters and those rows) and Adam: one clipped step's first moments are (1 − β₁)·g·c/(‖g‖ + 1e-6)."""
+    lam, clip = 0.1, 0.01
+    model = _model()
+    c = _config("lazy_adam", clip_norm=clip, embedding_l2=lam)
+    state, step = make_training(model, c, jax.random.PRNGKey(0), len(VOCAB))
+    b, key = _batch(), jax.random.PRNGKey(0)
+    rows = np.unique(b["ids"] + column_offsets(VOCAB))
+    g = _loss_gradient(model, c, state, b, key)
+    table = np.array(state.params["embedding"]["table"], np.float64)
+    g_rows = g["embedding"]["table"][rows] + lam * table[rows]  # R = (λ/2)·Σ_u ‖E[u]‖² over the batch's rows
+    g_dense = {k: v for k, v in g.items() if k != "embedding"}
+    norm = math.sqrt(sum(np.sum(x**2) for x in jax.tree.leaves(g_dense)) + np.sum(g_rows**2))
+    assert np.sum(g_rows**2) > 0.01 * norm**2  # the rows carry a real share of the norm
+    assert norm > 10 * clip  # the step clips
+    b1 = c.optim.b1
+    new, m = step(state, b, key)
+    np.testing.assert_allclose(float(m["grad_norm"]), norm, rtol=1e-5)
+    factor = (1 - b1) * clip / (norm + 1e-6)  # Adam's first moment after one clipped step
+    np.testing.assert_allclose(np.asarray(new.opt_state[2].mu)[rows], factor * g_rows, rtol=1e-4, atol=1e-9)
+    dense_mu = new.opt_state[1].inner_state[0].mu
+    for want, got in zip(jax.tree.leaves(g_dense), jax.tree.leaves(dense_mu)):
+        np.testing.assert_allclose(np.asarray(got), factor * want, rtol=1e-4, atol=1e-9)
