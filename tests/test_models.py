@@ -11,6 +11,7 @@ from kdef_jax.data.synthetic import CRITEO_VOCAB
 from kdef_jax.models.embedding import FeatureEmbedding, field_offsets
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup, groups_from_config
 from kdef_jax.models.layers import BatchNorm
+from kdef_jax.models.registry import STUDENTS, get_student
 from kdef_jax.models.students.mlp import MLPStudent
 from kdef_jax.steps import count_params
 
@@ -348,3 +349,87 @@ def test_hash_keep_mask_follows_the_documented_formula():
     want = [_fmix32_py(_fmix32_py((i + s0) & 0xFFFFFFFF) ^ s1) < 2**31 for i in range(64)]
     assert got.tolist() == want
 
+
+def test_embedding_init_is_an_untruncated_gaussian_not_only_the_right_std():
+    """Rows ~ N(0, 1e-4²): beyond the std (test_models checks it), the tails of a normal. Kills a uniform
+    init of the same std (no value beyond 1.73σ) and a truncated normal (none beyond 2σ)."""
+    vocab = (2001,) * 8
+    t = np.asarray(FeatureEmbedding(vocab, 16).init(jax.random.PRNGKey(0), jnp.ones((2, 8), jnp.int32))["params"]["table"])
+    z = np.delete(t, field_offsets(vocab), axis=0).ravel() / 1e-4  # 256,000 values, N(0, 1) if right
+    n = z.size
+    p2 = 0.0455003  # P(|N(0,1)| > 2)
+    assert abs((np.abs(z) > 2).mean() - p2) < 5 * np.sqrt(p2 * (1 - p2) / n)
+    assert abs(np.mean(z**4) / np.mean(z**2) ** 2 - 3.0) < 0.1  # kurtosis 3 (se ≈ 0.01); uniform 1.8
+
+
+def test_extra_table_rows_are_zero_and_the_used_rows_are_the_unpadded_init():
+    """num_rows > Σ V_f (a table split by rows over devices) appends rows that are exactly 0 and leaves the
+    real rows as the unpadded init draws them. Kills drawing the extra rows from the same normal."""
+    vocab = (5, 7, 4)
+    ids = jnp.asarray([[1, 2, 3]], jnp.int32)
+    plain = np.asarray(FeatureEmbedding(vocab, 4).init(jax.random.PRNGKey(0), ids)["params"]["table"])
+    padded = np.asarray(FeatureEmbedding(vocab, 4, num_rows=20).init(jax.random.PRNGKey(0), ids)["params"]["table"])
+    assert plain.shape == (16, 4) and padded.shape == (20, 4)
+    np.testing.assert_array_equal(padded[16:], 0.0)
+    np.testing.assert_array_equal(padded[:16], plain)
+
+
+def test_batchnorm_epsilon_is_torchs_1e5_on_a_small_variance_input():
+    """x = ±1e-3: batch mean 0, biased variance 1e-6, so y = ±1e-3/√(1e-6 + 1e-5) = ±0.3015113 (eps 1e-6 would give
+    ±0.7071068, 1e-4 ±0.0995037). Eval with running var 0.9 + 0.1·2e-6 and mean 0: ±1e-3/√(0.9000002 + 1e-5)."""
+    x = jnp.asarray([[-1e-3, 1e-3], [1e-3, -1e-3]], jnp.float32)
+    bn = BatchNorm()
+    v = bn.init(jax.random.PRNGKey(0), x, False)
+    y, st = bn.apply(v, x, True, None, mutable=["batch_stats"])
+    np.testing.assert_allclose(np.asarray(y), [[-0.3015113, 0.3015113], [0.3015113, -0.3015113]], rtol=1e-4)
+    ye = bn.apply({**v, **st}, x, False)
+    np.testing.assert_allclose(np.asarray(ye), np.asarray(x) / np.sqrt(0.9 + 0.1 * 2e-6 + 1e-5), rtol=1e-5)
+    # ECN's one-channel BN: the same numbers, statistics over every position
+    sb = BatchNorm(scalar=True)
+    ys, _ = sb.apply(sb.init(jax.random.PRNGKey(0), x, False), x, True, None, mutable=["batch_stats"])
+    np.testing.assert_allclose(np.asarray(ys), np.asarray(y), rtol=1e-4)
+
+
+def test_shared_model_keys_reach_every_kind_that_has_them():
+    """model.hidden_units / batch_norm / dropout_rng reach every student class with such a field (the mlp kind
+    through its own builder too): model.dropout_rng="jax" must not leave the other kinds on the hash masks,
+    model.batch_norm=False must switch off the MLP's BN."""
+    import dataclasses
+
+    c = base_config()
+    c.model.hidden_units, c.model.dropout_rng, c.model.batch_norm = (8, 6), "jax", False
+    for kind, (cls, build) in STUDENTS.items():
+        kw, fields = build(c.model), {f.name for f in dataclasses.fields(cls)}
+        for key, want in (("hidden_units", (8, 6)), ("dropout_rng", "jax"), ("batch_norm", False)):
+            if key in fields:
+                assert kw.get(key) == want, (kind, key, kw.get(key))
+
+
+@pytest.mark.parametrize("kind", sorted(STUDENTS))
+def test_every_linear_and_conv_is_xavier_normal_with_zero_bias(kind):
+    """Spec §2: every nn.Linear / Conv1d weight ~ untruncated N(0, 2/(fan_in + fan_out)), bias 0 (DCN's b_l 0 too),
+    in every student — not only the MLP's first layer (test_models). Kernels of ≥ 500 values are checked one by
+    one (5 σ of the std estimate), all kernels pooled for the std and the normal's tail P(|z| > 2)."""
+    cls, build = get_student(kind)
+    c = base_config()
+    c.model.hidden_units = (1024,)
+    c.model.cin.cin_layers = c.model.xdeepfm.cin_layers = (16, 16)
+    params = cls(**build(c.model)).init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8)))["params"]
+    zs, norm_words = [], ("batchnorm", "batch_norm", "bn_", "ln_", "layer_norm")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        keys = [p.key for p in path]
+        x = np.asarray(leaf, np.float64)
+        if any(w in k.lower() for k in keys[:-1] for w in norm_words):
+            continue  # BN/LN γ, β
+        if keys[-1] == "kernel":
+            fan_in, fan_out = x.shape
+            z = x.ravel() / np.sqrt(2.0 / (fan_in + fan_out))
+            if z.size >= 500:
+                assert abs(z.std() - 1) < 5 / np.sqrt(2 * z.size), (keys, z.std())
+            zs.append(z)
+        elif keys[-1] in ("bias", "b"):
+            assert np.all(x == 0), keys
+    z = np.concatenate(zs)
+    assert abs(z.std() - 1) < 5 / np.sqrt(2 * z.size)
+    p2 = 0.0455003
+    assert abs((np.abs(z) > 2).mean() - p2) < 5 * np.sqrt(p2 * (1 - p2) / z.size)

@@ -438,3 +438,63 @@ def test_afn_padded_all_pad_rows_cannot_overflow_into_the_real_rows():
     np.testing.assert_allclose(float(l_pad), float(l_real), rtol=1e-5)
     for a, b in zip(jax.tree.leaves((g_pad, s_pad)), jax.tree.leaves((g_real, s_real))):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+
+
+def _np_layer_norm(x, eps=1e-5):
+    mu = x.mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps)
+
+
+def test_ecn_masker_layernorm_epsilon_is_1e5():
+    """ECN's masker LayerNorm has torch's eps 1e-5 (flax's default is 1e-6). With BN off and embeddings of
+    order 1e-3 its input H has a per-row variance ~1e-6, where the two differ by a factor ~2."""
+    cls, _ = get_student("ecn")
+    m = cls(num_cross_layers=1, dropout=0.0, batch_norm=False)
+    e = 1e-3 * _emb(0)
+    v = m.init(jax.random.PRNGKey(0), e)
+    _, st = m.apply(v, e, False, capture_intermediates=True, mutable=["intermediates"])
+    h = np.asarray(st["intermediates"]["w_0"]["__call__"][0], np.float64)  # H = x Wᵀ (BN off: the LN input)
+    assert 1e-8 < h.var(-1).max() < 1e-4  # the regime where eps matters
+    ln = np.asarray(st["intermediates"]["ln_0"]["__call__"][0])
+    np.testing.assert_allclose(ln, _np_layer_norm(h), rtol=1e-3, atol=1e-4)
+
+
+def test_autoint_layernorm_epsilon_is_1e5_hand_values():
+    """W_q = W_k = W_v = I (A = d = 2, one head), no residual, LayerNorm on: X tiny, so softmax ≈ uniform and
+    O ≈ the mean of the rows; LN over 2 features gives ±δ/√(δ² + eps), δ = (o₁ − o₂)/2, then ReLU."""
+    from kdef_jax.models.students.autoint import MultiHeadSelfAttention
+
+    x = np.asarray([[[1e-3, 0.0], [0.0, 2e-3]]], np.float32)
+    eye = jnp.eye(2, dtype=jnp.float32)
+    layer = MultiHeadSelfAttention(attention_dim=2, num_heads=1, dropout=0.0, use_residual=False, use_scale=True,
+                                   layer_norm=True)
+    params = {"W_q": {"kernel": eye}, "W_k": {"kernel": eye}, "W_v": {"kernel": eye},
+              "layer_norm": {"scale": jnp.ones(2), "bias": jnp.zeros(2)}}
+    got = np.asarray(layer.apply({"params": params}, jnp.asarray(x), False))[0]
+    xd = x[0].astype(np.float64)
+    s = xd @ xd.T / np.sqrt(2.0)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    want = np.maximum(_np_layer_norm(p @ xd), 0.0)  # ≈ [[0, 0.0788], [0, 0.0788]]; eps 1e-6: 0.2425
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+    assert 0.07 < got[0, 1] < 0.09
+
+
+# every kind with a BatchNorm but afn, ecn and mlp, whose padded-row tests are above / in test_train.py
+MASK_KINDS = ["autoint", "dcn", "dcnv2", "deepfm", "final", "ipnn", "widedeep", "xdeepfm"]
+
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_padded_rows_never_enter_any_students_batchnorm_statistics(kind):
+    """Train mode on a last partial batch: 6 real rows + 2 padded garbage rows with the row mask give the real rows'
+    outputs and the running statistics of the 6 real rows alone, for every student with a BatchNorm (each must
+    hand the mask to its MLP tower / BN)."""
+    _, _, vm, v = _group(kind, count=1, dropout=0.0)
+    emb = np.asarray(_emb(3, b=8))
+    padded = emb.copy()
+    padded[6:] = 3.0 * np.random.default_rng(9).normal(size=padded[6:].shape)
+    mask = jnp.asarray([1.0] * 6 + [0.0] * 2)
+    out, st = vm.apply(v, jnp.asarray(padded), True, mask, mutable=["batch_stats"])
+    ref, st_ref = vm.apply(v, jnp.asarray(emb[:6]), True, None, mutable=["batch_stats"])
+    np.testing.assert_allclose(np.asarray(out[:, :6]), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), st, st_ref)
