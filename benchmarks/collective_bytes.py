@@ -82,11 +82,13 @@ def _tuple_items(shape: str) -> list:
 
 def result_shape(op: str, is_start: bool, shape: str) -> str:
     """The part of an instruction's shape that is the collective's result. An async all-gather-start or
-    collective-permute-start (GPU) returns (operands, results[, contexts]): only its second element is
-    the gathered / received data. A synchronous op, or all-reduce-start, returns its results alone."""
-    if is_start and op in ("all-gather", "collective-permute"):
+    collective-permute-start (GPU) returns (operands, results[, contexts]), and a reduce-scatter-start or
+    all-to-all-start ((operands), result[, contexts]): only the second element is the data that arrives.
+    A synchronous op, or all-reduce-start, returns its results alone."""
+    if is_start:
         items = _tuple_items(shape)
-        return items[1] if len(items) > 1 else shape
+        if len(items) > 1 and (op in ("all-gather", "collective-permute") or items[0].startswith("(")):
+            return items[1]
     return shape
 
 

@@ -32,6 +32,7 @@ def read_run_config(workdir: Path):
     raw = read_json(path)
     if not isinstance(raw, dict) or not all(isinstance(raw.get(k), dict) for k in ("data", "model", "train")):
         raise ValueError(f"{path}: not a kdef_jax run config (no data/model/train sections)")
+    raw["data"].setdefault("pandas_na", False)  # a run from before data.pandas_na read those strings as tokens
     return ml_collections.ConfigDict(raw)
 
 

@@ -12,6 +12,7 @@ same function (kdef_jax/distributed.py); process 0 alone logs and writes the res
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import platform
 import shutil
@@ -25,12 +26,13 @@ from tqdm.auto import tqdm
 from kdef_jax.checkpoint import CheckpointError, Checkpoints
 from kdef_jax.config import validate
 from kdef_jax.data.dataset import load_dataset
+from kdef_jax.data.feature_map import FeatureMap
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches, prefetch
 from kdef_jax.losses import DISTILLING_VARIANTS, fusion_of
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
 from kdef_jax import distributed, report, sharding
-from kdef_jax.run_files import config_changes, write_atomic, write_json
+from kdef_jax.run_files import config_changes, read_json, write_atomic, write_json
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
@@ -146,6 +148,12 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     meta = _fresh_meta(c.optim.learning_rate)
     had_folder = (workdir / "checkpoints").exists()
     ckpt = Checkpoints(workdir)  # every process opens it alike: orbax synchronises the processes here
+    if c.resume and any(e is not None for e in ckpt.steps().values()):
+        try:  # before the restore: its shape check would blame the model for a data change
+            _check_same_ids(workdir, fmap, ds.cache_dir / "vocab.json")
+        except ValueError:
+            ckpt.close()
+            raise
     restored = ckpt.restore_newest(state) if c.resume else None
     if restored is not None:
         state, meta, _, which = restored
@@ -289,6 +297,27 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
 
 def _quiet(*args, **kwargs) -> None:
     """The log of processes other than 0."""
+
+
+def _check_same_ids(workdir: Path, fmap, vocab_path: Path) -> None:
+    """A resumed run must encode its data as the checkpoint learned it: the fields of the run's
+    feature_map.json and the tokens of its vocab.json (a changed data setting, e.g. data.min_count or
+    data.pandas_na, can shift every id after a dropped token while the table keeps its shape)."""
+    hint = f"resume with the data settings of {workdir / 'config.json'}, or start a new --workdir"
+    run_map = workdir / "feature_map.json"
+    if run_map.exists():
+        was = [dataclasses.asdict(f) for f in FeatureMap.load(run_map).fields]
+        now = [dataclasses.asdict(f) for f in fmap.fields]
+        if was != now:
+            diff = next((f"field {a['name']!r}: {a} -> {b}" for a, b in zip(was, now) if a != b),
+                        f"{len(was)} fields -> {len(now)}")
+            raise ValueError(f"{workdir}: the data's fields differ from the run's ({diff}); {hint}")
+    run_vocab = workdir / "vocab.json"
+    if run_vocab.exists() and vocab_path.exists() and run_vocab.read_bytes() != vocab_path.read_bytes():
+        was, now = read_json(run_vocab), read_json(vocab_path)
+        field = next((k for k in was if was[k] != now.get(k)), None)
+        raise ValueError(f"{workdir}: the data's vocabulary differs from the run's vocab.json (field {field!r}: the "
+                         f"checkpoint's embedding rows would stand for other values); {hint}")
 
 
 def _apply_resume_changes(workdir: Path, c, state, meta: dict, log):

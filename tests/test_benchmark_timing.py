@@ -137,9 +137,12 @@ def test_collective_bytes_sums_the_outputs_of_each_collective():
       "  %agc = ((f32[2]{0}, bf16[3,1]{1,0}), (f32[8]{0}, bf16[12,1]{1,0})) all-gather-start(%b, %c), dimensions={0}",
       "  %cps = (f32[5]{0}, f32[5]{0}, u32[], u32[]) collective-permute-start(%d), source_target_pairs={{0,1}}",
       "  %ars = (f32[6]{0}, f32[7]{0}) all-reduce-start(%e, %f)",
+      "  %rss = ((bf16[4096]{0}), bf16[256]{0}) reduce-scatter-start(%g), dimensions={0}",
+      "  %a2a = ((f32[8,4]{1,0}), f32[8,4]{1,0}, u32[]) all-to-all-start(%h), dimensions={0}",
   ])
   assert collective_bytes.collective_bytes(gpu) == {
-      "all-gather": [2, 16 * 8 * 4 + 8 * 4 + 12 * 2], "collective-permute": [1, 5 * 4], "all-reduce": [1, 13 * 4]}
+      "all-gather": [2, 16 * 8 * 4 + 8 * 4 + 12 * 2], "collective-permute": [1, 5 * 4], "all-reduce": [1, 13 * 4],
+      "reduce-scatter": [1, 256 * 2], "all-to-all": [1, 8 * 4 * 4]}
 
 
 def test_clip_orders_benchmark_compares_optax_rule_with_the_library():

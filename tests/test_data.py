@@ -20,7 +20,8 @@ from kdef_jax.data import dataset as dataset_mod
 from kdef_jax.data import id_files, preprocess
 from kdef_jax.data.feature_map import FeatureMap
 from kdef_jax.data.formats import libfm as libfm_mod
-from kdef_jax.data.schema import bucketize
+from kdef_jax.data.schema import ColumnSpec
+from kdef_jax.data.vocab import FieldEncoder, RawColumn
 
 
 @pytest.fixture(autouse=True)
@@ -170,10 +171,11 @@ def criteo_tiny(tmp_path):
 
 
 def test_bucketize_hand_values():
-  raw = np.array(["", "0", "0.9", "1", "1.99", "2", "2.5", "3", "10", "25", "1000", "-1", "-1.7", "-3", "1e3"],
-                 dtype=object)
-  np.testing.assert_array_equal(bucketize(raw), [0, 0, 0, 1, 1, 2, 0, 1, 5, 10, 47, -1, -1, -3, 47])
-  assert bucketize(raw).dtype == np.int64
+  """⌊ln² v⌋ for v > 2, int(v) (toward 0) otherwise; missing ("", and pandas' NaN strings) → 0."""
+  raw = ["", "0", "0.9", "1", "1.99", "2", "2.5", "3", "10", "25", "1000", "-1", "-1.7", "-3", "1e3", "NaN", "null"]
+  enc = FieldEncoder(ColumnSpec("n", kind="numeric_bucket"), RawColumn("n", need_values=True, hashed=False))
+  toks, bad = enc.tokenize(raw)
+  assert toks == [0, 0, 0, 1, 1, 2, 0, 1, 5, 10, 47, -1, -1, -3, 47, 0, 0] and bad == {}
 
 
 def test_criteo_numeric_buckets_quirk_and_numeric_sort(criteo_tiny):

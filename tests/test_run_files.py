@@ -72,3 +72,15 @@ def test_check_output_refuses_a_json_side_file_that_is_a_directory(tmp_path):
     (tmp_path / "s.csv.json").mkdir()
     with pytest.raises(ValueError, match="is a directory"):
         check_output(tmp_path / "s.csv", "--out")
+
+
+def test_a_run_from_before_data_pandas_na_is_read_with_it_off(tmp_path):
+    """Its config.json has no data.pandas_na: that run read "NA", "null", ... as tokens, so scoring must too."""
+    from kdef_jax.run_files import read_run_config
+
+    c = base_config()
+    del c.data["pandas_na"]
+    (tmp_path / "config.json").write_text(c.to_json())
+    assert read_run_config(tmp_path).data.pandas_na is False
+    (tmp_path / "config.json").write_text(base_config().to_json())
+    assert read_run_config(tmp_path).data.pandas_na is True

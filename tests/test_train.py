@@ -16,6 +16,7 @@ from run_helpers import tiny_config
 from kdef_jax.checkpoint import CheckpointError, Checkpoints
 from kdef_jax.config import base_config
 from kdef_jax.data.dataset import load_dataset
+from kdef_jax.data.feature_map import FeatureMap
 from kdef_jax.data.loader import iterate_batches
 from kdef_jax.models.embedding import field_offsets
 from kdef_jax.models.ensemble import build_model
@@ -471,3 +472,34 @@ def test_epoch_train_metrics_are_the_mean_of_the_steps_metrics(tmp_path, monkeyp
     assert len({round(m["loss"], 6) for m in seen}) > 1  # the steps' losses differ
     for k in ("loss", "reg", "label_bce", "kd", "dml", "grad_norm"):
         np.testing.assert_allclose(rec["train"][k], np.mean([m[k] for m in seen]), rtol=1e-6, err_msg=k)
+
+
+def test_resume_refuses_data_that_encodes_ids_differently(tmp_path):
+    """Resume needs the ids the checkpoint learned: data settings that change the fields (here data.pandas_na,
+    so "NA" stops being a token of c) or only the vocabulary are a ValueError naming the field, before
+    anything of the run is touched."""
+    from data_helpers import raw_cfg, write_file
+
+    from kdef_jax.train import _check_same_ids
+
+    rows = "".join(f"{i % 2},{'xyNA'[i % 3] if i % 3 < 2 else 'NA'},{'pq'[i % 2]}\n" for i in range(600))
+    write_file(tmp_path / "raw" / "train.csv", "label,c,d\n" + rows)
+    write_file(tmp_path / "raw" / "valid.csv", "label,c,d\n" + rows[:2000])
+    c = tiny_config(tmp_path, **{"train.num_epochs": 1, "model.num_students": 2, "model.hidden_units": (8,)})
+    c.data = raw_cfg(tmp_path / "raw", tmp_path / "cache", format="delimited", header=True, delimiter=",",
+                     fields=("c", "d"), files={"train": "train.csv", "valid": "valid.csv"}, pandas_na=False)
+    train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    assert json.loads((tmp_path / "run" / "vocab.json").read_text())["c"] == ["NA", "x", "y"]
+    config_before = (tmp_path / "run" / "config.json").read_bytes()
+    c.resume, c.train.num_epochs, c.data.pandas_na = True, 2, True
+    with pytest.raises(ValueError, match=r"the data's fields differ from the run's \(field 'c': .*'vocab_size': 5.* -> "
+                                         r".*'vocab_size': 4"):
+        train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    assert (tmp_path / "run" / "config.json").read_bytes() == config_before
+    # the same fields, another vocabulary: {"c": [NA, x, y]} -> {"c": [NA, x, z]}
+    other = tmp_path / "other_vocab.json"
+    other.write_text(json.dumps({"c": ["NA", "x", "z"], "d": ["p", "q"]}))
+    fmap = FeatureMap.load(tmp_path / "run" / "feature_map.json")
+    with pytest.raises(ValueError, match=r"vocabulary differs from the run's vocab.json \(field 'c'"):
+        _check_same_ids(tmp_path / "run", fmap, other)
+    _check_same_ids(tmp_path / "run", fmap, tmp_path / "run" / "vocab.json")  # the run's own: fine

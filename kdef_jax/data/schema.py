@@ -155,8 +155,10 @@ class ColumnSpec:
 
     @property
     def missing_strings(self) -> frozenset:
-        """Raw values that are missing: ``na_value``, and PANDAS_NA_STRINGS with ``pandas_na``."""
-        return PANDAS_NA_STRINGS | {self.na_value} if self.pandas_na else frozenset({self.na_value})
+        """Raw values that are missing: ``na_value`` ("" for a number, whatever na_value says), and
+        PANDAS_NA_STRINGS with ``pandas_na``."""
+        own = frozenset({"" if self.kind == "numeric_bucket" else self.na_value})
+        return own | PANDAS_NA_STRINGS if self.pandas_na else own
 
 
 # ------------------------------------------------------------------------------------ label rule
@@ -278,24 +280,6 @@ def make_block(path: str, lines: Sequence[int], rows: Sequence[Sequence[str]], n
 def bucket_value(v: float) -> int:
     """⌊(ln v)²⌋ if v > 2 else int(v) (truncation toward 0); spec §1.3."""
     return int(math.floor(math.log(v) ** 2)) if v > 2 else int(v)
-
-
-def bucketize(raw: np.ndarray, *, path: str = "?", line_numbers=None, column: str = "?") -> np.ndarray:
-    """log² bucketing of an array of numeric strings ("" → missing → 0). Returns int64 buckets."""
-    raw = np.asarray(raw, dtype=object)
-    out = np.zeros(raw.shape[0], dtype=np.int64)
-    for j, tok in enumerate(raw.tolist()):
-        if tok == "":
-            continue
-        try:
-            v = float(tok)
-            if not math.isfinite(v):
-                raise ValueError
-        except ValueError:
-            line = line_numbers[j] if line_numbers is not None else "?"
-            raise DataFormatError(f"{path}:{line}: column {column!r} is numeric but holds {tok!r}") from None
-        out[j] = bucket_value(v)
-    return out
 
 
 def iter_lines(fh, chunk_rows: int, *, path: str = "?", encoding: str = "utf-8", first_line: int = 1,

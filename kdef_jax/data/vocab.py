@@ -145,6 +145,7 @@ class FieldEncoder:
         self.identity = spec.kind == "categorical" and self.fn is None and featindex is None
         self.width = spec.max_len if spec.kind == "sequence" else 1
         self.missing = spec.missing_strings
+        self.fill = "" if spec.kind == "numeric_bucket" else spec.na_value  # what a missing raw value becomes
         self.done = 0
         self.bad: dict = {}  # raw id -> message
         self.bad_mask = np.zeros(1024, bool)
@@ -162,7 +163,7 @@ class FieldEncoder:
 
     def _pre(self, v: str) -> str:
         if v in self.missing:  # FuxiCTR: NaN → the fill value, before any transform
-            v = "" if self.spec.kind == "numeric_bucket" else self.spec.na_value
+            v = self.fill
         if self.fn is not None:
             v = self.fn(v)
         if self.featindex is not None:
@@ -197,7 +198,9 @@ class FieldEncoder:
                     out.append([] if v == "" or v == s.na_value else v.split(s.splitter))
             except ValueError as e:
                 msg = str(e)
-                bad[j] = msg if s.raw in msg else f"column {s.raw!r}: {msg}"
+                if values[j] in self.missing and values[j] != self.fill:  # say what the file holds, not its fill
+                    msg += f" (the raw value {values[j]!r}, a missing value: data.pandas_na)"
+                bad[j] = msg if f"column {s.raw!r}" in msg else f"column {s.raw!r}: {msg}"
                 out.append([] if s.kind == "sequence" else None)
         return out, bad
 
