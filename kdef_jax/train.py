@@ -150,7 +150,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     ckpt = Checkpoints(workdir)  # every process opens it alike: orbax synchronises the processes here
     if c.resume and any(e is not None for e in ckpt.steps().values()):
         try:  # before the restore: its shape check would blame the model for a data change
-            _check_same_ids(workdir, fmap, ds.cache_dir / "vocab.json")
+            _check_same_ids(workdir, fmap, ds.cache_dir / "vocab.json", config_changes(workdir, c))
         except ValueError:
             ckpt.close()
             raise
@@ -299,11 +299,14 @@ def _quiet(*args, **kwargs) -> None:
     """The log of processes other than 0."""
 
 
-def _check_same_ids(workdir: Path, fmap, vocab_path: Path) -> None:
+def _check_same_ids(workdir: Path, fmap, vocab_path: Path, changed: dict | None = None) -> None:
     """A resumed run must encode its data as the checkpoint learned it: the fields of the run's
     feature_map.json and the tokens of its vocab.json (a changed data setting, e.g. data.min_count or
-    data.pandas_na, can shift every id after a dropped token while the table keeps its shape)."""
-    hint = f"resume with the data settings of {workdir / 'config.json'}, or start a new --workdir"
+    data.pandas_na, can shift every id after a dropped token while the table keeps its shape).
+    ``changed``: config_changes against the run's config.json, whose data.* keys the error names."""
+    data = [f"{k} {a!r} -> {b!r}" for k, (a, b) in (changed or {}).items() if k.startswith("data.")]
+    hint = (f"resume with the data settings of {workdir / 'config.json'}" + (f" (changed: {', '.join(data)})" if data else "")
+            + ", or start a new --workdir")
     run_map = workdir / "feature_map.json"
     if run_map.exists():
         was = [dataclasses.asdict(f) for f in FeatureMap.load(run_map).fields]

@@ -493,7 +493,7 @@ def test_resume_refuses_data_that_encodes_ids_differently(tmp_path):
     config_before = (tmp_path / "run" / "config.json").read_bytes()
     c.resume, c.train.num_epochs, c.data.pandas_na = True, 2, True
     with pytest.raises(ValueError, match=r"the data's fields differ from the run's \(field 'c': .*'vocab_size': 5.* -> "
-                                         r".*'vocab_size': 4"):
+                                         r".*'vocab_size': 4.*\(changed: data.pandas_na False -> True\)"):
         train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
     assert (tmp_path / "run" / "config.json").read_bytes() == config_before
     # the same fields, another vocabulary: {"c": [NA, x, y]} -> {"c": [NA, x, z]}
