@@ -125,6 +125,7 @@ def test_concat_head_on_a_mesh_matches_one_device():
     assert step._cache_size() == 1
 
 
+@pytest.mark.slow  # ~7 s of compiles: the default suite's budget; test_sharding checks the split rule in-process
 def test_groups_not_dividing_the_student_axis_are_replicated():
     c, model = _model("mlp:2,mlp:1")  # e.g. KDEF_Latest's single IPNN beside a split group
     mesh = _mesh(2, 2)

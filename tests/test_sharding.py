@@ -34,7 +34,7 @@ def test_multidevice_cases_pass_on_four_host_devices():
 
 
 @pytest.mark.slow
-def test_slow_multidevice_cases_pass_on_four_host_devices():  # 1x4, 4x1 vmap; lazy Adam; a run and its resume
+def test_slow_multidevice_cases_pass_on_four_host_devices():  # 1x4, 4x1 vmap; lazy Adam; replicated groups; a run and its resume
     _run_cases("slow")
 
 
