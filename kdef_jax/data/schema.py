@@ -154,10 +154,14 @@ class ColumnSpec:
         return self.source or self.name
 
     @property
+    def fill(self) -> str:
+        """What a missing raw value becomes: ``na_value`` ("" for a number, whatever na_value says)."""
+        return "" if self.kind == "numeric_bucket" else self.na_value
+
+    @property
     def missing_strings(self) -> frozenset:
-        """Raw values that are missing: ``na_value`` ("" for a number, whatever na_value says), and
-        PANDAS_NA_STRINGS with ``pandas_na``."""
-        own = frozenset({"" if self.kind == "numeric_bucket" else self.na_value})
+        """Raw values that are missing: :attr:`fill`, and PANDAS_NA_STRINGS with ``pandas_na``."""
+        own = frozenset({self.fill})
         return own | PANDAS_NA_STRINGS if self.pandas_na else own
 
 

@@ -145,7 +145,7 @@ class FieldEncoder:
         self.identity = spec.kind == "categorical" and self.fn is None and featindex is None
         self.width = spec.max_len if spec.kind == "sequence" else 1
         self.missing = spec.missing_strings
-        self.fill = "" if spec.kind == "numeric_bucket" else spec.na_value  # what a missing raw value becomes
+        self.fill = spec.fill
         self.done = 0
         self.bad: dict = {}  # raw id -> message
         self.bad_mask = np.zeros(1024, bool)
