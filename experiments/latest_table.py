@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.run_files import read_json  # noqa: E402
-from run_seeds import write_outputs  # noqa: E402  (experiments/ is this script's folder)
+from run_seeds import check_out, write_outputs  # noqa: E402  (experiments/ is this script's folder)
 
 STUDENTS = ("ipnn", "final", "ecn")
 SEEDS = (2024, 2025, 2026)
@@ -44,10 +44,14 @@ def _auc(res: dict, model: str, path: Path) -> float:
     return rows[0]["test_auc"]
 
 
+def run_names(seeds=SEEDS) -> list:
+    """The run folders the table reads: ``<setting>_seed<seed>``."""
+    return [f"{setting}_seed{seed}" for seed in seeds for setting in ("latest", *(f"{s}_alone" for s in STUDENTS))]
+
+
 def missing_runs(workdir: Path, seeds=SEEDS) -> list:
     """The ``results.json`` files the table needs that ``workdir`` lacks."""
-    runs = [f"{setting}_seed{seed}" for seed in seeds for setting in ("latest", *(f"{s}_alone" for s in STUDENTS))]
-    return [str(workdir / r / "results.json") for r in runs if not (workdir / r / "results.json").is_file()]
+    return [str(workdir / r / "results.json") for r in run_names(seeds) if not (workdir / r / "results.json").is_file()]
 
 
 def collect(workdir: Path, seeds=SEEDS) -> dict:
@@ -125,6 +129,10 @@ def main():
     args = ap.parse_args()
     if len(set(args.seeds)) < len(args.seeds):
         ap.error(f"--seeds {' '.join(map(str, args.seeds))}: a seed given twice would count twice in the means")
+    try:
+        out = check_out(args.out, [Path(args.workdir) / r for r in run_names(args.seeds)])
+    except ValueError as e:
+        ap.error(str(e))
     missing = missing_runs(Path(args.workdir), args.seeds)
     if missing:
         raise SystemExit(f"latest_table: {len(missing)} run(s) missing (run experiments/run_seeds.py as in this "
@@ -133,7 +141,7 @@ def main():
         table = collect(Path(args.workdir), tuple(args.seeds))
     except ValueError as e:
         ap.error(str(e))
-    write_outputs(Path(args.out), table, markdown(table))
+    write_outputs(out, table, markdown(table))
 
 
 if __name__ == "__main__":

@@ -278,8 +278,9 @@ def analysis_main(doc: str, collect, markdown, plot) -> None:
     ap.add_argument("--out", required=True, help="JSON path; the .md table and .png plot go beside it")
     args = ap.parse_args()
     try:
-        out = check_out(args.out)
         check_unique("--variants", args.variants or [])
+        runs = finished_runs(*args.workdir, variants=args.variants)
+        out = check_out(args.out, [d for ks in runs.values() for cell in ks.values() for _, d in cell])
         found = collect(*args.workdir, variants=args.variants)
     except ValueError as e:
         ap.error(str(e))

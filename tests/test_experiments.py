@@ -215,6 +215,15 @@ def test_latest_table_names_missing_runs_and_tabulates_the_seeds_given(tmp_path,
   assert t["seeds"] == [2025] and t["mean"]["ensemble"] == 0.95 and t["mean"]["ecn_alone"] == 0.89
   assert t["reference_mean"]["ensemble"] == latest_table.REFERENCE["ensemble"][1]  # seed 2025's reference run
   assert "| 2025 | **0.9500** (0.95456) |" in capsys.readouterr().out
+  kept = (wd / "latest_seed2025" / "results.json").read_text()
+  for bad, message in [(wd / "latest_seed2025" / "results.json", "is inside the run folder"),
+                       (tmp_path / "u.md", "give a .json path")]:
+    monkeypatch.setattr(sys, "argv", ["latest_table", "--workdir", str(wd), "--out", str(bad), "--seeds", "2025"])
+    with pytest.raises(SystemExit):
+      latest_table.main()
+    assert message in capsys.readouterr().err
+  assert (wd / "latest_seed2025" / "results.json").read_text() == kept and not (tmp_path / "u.md").exists()
+  monkeypatch.setattr(sys, "argv", ["latest_table", "--workdir", str(wd), "--out", str(out), "--seeds", "2025"])
   (wd / "ecn_alone_seed2025" / "results.json").write_text(json.dumps(_results({"ensemble": 0.9, "mlp_0": 0.8, "mlp_1": 0.8})))
   with pytest.raises(SystemExit):  # a K=2 run where the table expects ECN alone
     latest_table.main()
@@ -354,6 +363,18 @@ def test_write_outputs_leaves_no_earlier_plot_beside_new_numbers(tmp_path, capsy
     drawn = []
     run_seeds.write_outputs(out, {"a": 2}, "| t |", lambda png: drawn.append(png) or True)
     assert drawn == [out.with_suffix(".png")]
+
+
+@pytest.mark.parametrize("script", [findings, collapse])
+def test_sweep_analyses_refuse_an_out_inside_a_run_folder(tmp_path, monkeypatch, capsys, script):
+    run = tmp_path / "runs" / "mean_k2_seed7"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text('{"rows": []}')
+    monkeypatch.setattr(sys, "argv", ["x", "--workdir", str(tmp_path / "runs"), "--out", str(run / "results.json")])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert "is inside the run folder" in capsys.readouterr().err
+    assert (run / "results.json").read_text() == '{"rows": []}' and not (run / "results.md").exists()
 
 
 @pytest.mark.parametrize("script", [findings, collapse])
