@@ -13,7 +13,7 @@ import time
 import jax
 import numpy as np
 
-from kdef_jax.config import base_config
+from kdef_jax.config import apply_overrides, base_config
 from kdef_jax.data.synthetic import CRITEO_VOCAB
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
 from kdef_jax import runtime
@@ -35,19 +35,29 @@ def criteo_model(groups, vocab=CRITEO_VOCAB) -> KDEFModel:
 
 
 def spec_groups(spec: str, overrides=()) -> tuple:
-    """Student groups for a spec like "ipnn:1,final:1,ecn:1" with config overrides "model.ecn.num_cross_layers=4"."""
+    """Student groups for a spec like "ipnn:1,final:1,ecn:1" with config overrides "model.ecn.num_cross_layers=4"
+    (each parsed as its field's type; an unknown key or a bad value is an error naming it)."""
     from kdef_jax.models.ensemble import groups_from_config
 
     c = base_config()
     c.model.students = spec
-    for item in overrides:
-        key, _, value = item.partition("=")
-        node = c
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = type(node[leaf])(float(value) if isinstance(node[leaf], float) else int(value))
+    apply_overrides(c, overrides)
     return groups_from_config(c.model)
+
+
+def checked_spec_groups(ap: argparse.ArgumentParser, args, student_only=("set",)):
+    """``--students`` with its ``--set`` overrides as student groups, checked before any work (an error
+    names the key or value); None without ``--students``, where a flag of ``student_only`` that was
+    given is an error, since nothing would read it."""
+    if not args.students:
+        given = [f"--{name.replace('_', '-')}" for name in student_only if getattr(args, name)]
+        if given:
+            ap.error(f"{' '.join(given)}: only with --students (the K-MLP benchmark does not read it)")
+        return None
+    try:
+        return spec_groups(args.students, args.set)
+    except (KeyError, ValueError) as e:
+        ap.error(f"--students {args.students} --set {' '.join(args.set)}: {e.args[0] if isinstance(e, KeyError) else e}")
 
 
 def criteo_batches(batch_size: int, n: int = 4, seed: int = 0, vocab=CRITEO_VOCAB) -> list:

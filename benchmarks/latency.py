@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 
 from common import (  # noqa: E402
-    Runner, criteo_batches, criteo_model, machine, mlp_group, positive_int, spec_groups, time_interleaved, write_json,
+    Runner, criteo_batches, criteo_model, checked_spec_groups, machine, mlp_group, positive_int, time_interleaved, write_json,
 )
 from kdef_jax.export import make_predictor  # noqa: E402
 
@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--hlo-out", default=None, help="write each predictor's optimized HLO (largest batch) here")
     ap.add_argument("--fold-bn", action="store_true", help="also time each predictor with BatchNorm folded into its Dense layers")
     args = ap.parse_args()
-    model = criteo_model(spec_groups(args.students, args.set) if args.students else [mlp_group(args.k)])
+    model = criteo_model(checked_spec_groups(ap, args) or [mlp_group(args.k)])
     ids0 = criteo_batches(2, n=1)[0]["ids"]
     variables = jax.jit(lambda ids: model.init(jax.random.PRNGKey(0), ids, False))(ids0)
     predictors = {"ensemble": make_predictor(model, variables)}

@@ -40,13 +40,13 @@ from common import (  # noqa: E402
     Runner,
     HIDDEN,
     MLP_MACS,
+    checked_spec_groups,
     criteo_batches,
     criteo_model,
     default_train_config,
     machine,
     mlp_group,
     positive_int,
-    spec_groups,
     time_interleaved,
     write_json,
 )
@@ -114,12 +114,13 @@ def main():
     args = ap.parse_args()
     if args.processes > 1 and args.students:
         ap.error("--processes repeats the K sweep; with --students run the command once per process instead")
+    groups = checked_spec_groups(ap, args, ("set", "mflop_per_sample"))
     if args.processes > 1:
         return across_processes(args)
     batches = criteo_batches(args.batch)
     rows = []
     if args.students:  # one model of any students (e.g. KDEF_Latest), full step only
-        runner = step_runner(spec_groups(args.students, args.set), batches, args.dtype)
+        runner = step_runner(groups, batches, args.dtype)
         (med, lo, hi), = time_interleaved([runner], warmup=args.warmup, steps=args.steps, rounds=args.rounds)
         row = {"students": args.students, "overrides": args.set, "batch": args.batch, "dtype": args.dtype,
                "step_s": med, "step_s_min": lo, "step_s_max": hi, "samples_per_s": args.batch / med,

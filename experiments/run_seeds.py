@@ -27,64 +27,10 @@ import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdef_jax.config import base_config, load_config_file, validate  # noqa: E402
+from kdef_jax.config import apply_overrides, base_config, load_config_file, validate  # noqa: E402
 from kdef_jax.models.ensemble import groups_from_config  # noqa: E402
 from kdef_jax.run_files import config_changes, read_json  # noqa: E402
 from kdef_jax.train import train_and_evaluate  # noqa: E402
-
-
-def _parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text in ("True", "False"):
-        return text == "True"
-    if text.startswith("(") or text.startswith("["):
-        return tuple(_parse_value(t.strip()) for t in text.strip("()[]").split(",") if t.strip())
-    return text
-
-
-def _parse_as(text: str, like, key: str):
-    """``text`` as a value of the type of the field's current value ``like`` (a str field keeps the
-    text as it is, e.g. data.name=123); a field without a typed value gets :func:`_parse_value`."""
-    try:
-        if isinstance(like, bool):
-            if text not in ("True", "False"):
-                raise ValueError("expected True or False")
-            return text == "True"
-        if isinstance(like, str):
-            return text
-        if isinstance(like, int):
-            return int(text)
-        if isinstance(like, float):
-            return float(text)
-        if isinstance(like, (tuple, list)):
-            if not (text.startswith("(") or text.startswith("[")):
-                raise ValueError("expected a tuple such as (400,400)")
-            return _parse_value(text)
-    except ValueError as e:
-        what = {int: "an integer", float: "a number"}.get(type(like), type(like).__name__)
-        raise ValueError(f"{key}={text!r}: {e if 'expected' in str(e) else 'expected ' + what}") from None
-    return _parse_value(text)
-
-
-def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
-    """``KEY=VALUE`` items (dotted keys of the config), each value parsed as its field's type."""
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"{item!r}: an override is KEY=VALUE")
-        node = config
-        *path, leaf = key.split(".")
-        for p in path:
-            if not isinstance(node, ml_collections.ConfigDict) or p not in node:
-                raise KeyError(f"unknown config key {key!r}")
-            node = node[p]
-        if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-            raise KeyError(f"unknown config key {key!r}")
-        node[leaf] = _parse_as(value, node[leaf], key)
 
 
 def _stats(vals: list) -> dict:

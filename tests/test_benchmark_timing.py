@@ -2,6 +2,8 @@
 import argparse
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -247,3 +249,23 @@ def test_served_file_check_reloads_the_exported_predictor_and_compares(tmp_path)
   import numpy as np
   np.save(expected, np.load(expected) + 0.01)  # the check measures, not assumes
   assert abs(served_file.check(tmp_path / "carry")["max_abs_diff"] - 0.01) < 1e-6
+
+
+def test_student_specs_parse_overrides_by_type_and_name_a_bad_key_before_any_work(monkeypatch, capsys):
+  import latency
+
+  groups = common.spec_groups("mlp:2", ["model.batch_norm=False", "model.hidden_units=(64,64)"])
+  kw = dict(groups[0].kwargs)
+  assert groups[0].count == 2 and kw["batch_norm"] is False and tuple(kw["hidden_units"]) == (64, 64)
+  for script, argv, message in [
+      (train_throughput, ["--ks", "1", "--set", "model.hidden_units=(8,)"], "--set: only with --students"),
+      (train_throughput, ["--ks", "1", "--mflop-per-sample", "99"], "--mflop-per-sample: only with --students"),
+      (latency, ["--set", "model.dropout=0.2"], "--set: only with --students"),
+      (train_throughput, ["--students", "ecn:1", "--set", "model.nope=1"], "unknown config key 'model.nope'"),
+      (latency, ["--students", "ecn:1", "--set", "model.ecn.num_cross_layers=4.7"],
+       "model.ecn.num_cross_layers='4.7': expected an integer")]:
+    monkeypatch.setattr(sys, "argv", ["x", *argv])
+    monkeypatch.setattr(script, "criteo_batches", lambda *a, **k: pytest.fail("work started before the check"))
+    with pytest.raises(SystemExit):
+      script.main()
+    assert message in capsys.readouterr().err

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT
+from kdef_jax.config import apply_overrides
 
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 
@@ -42,10 +43,10 @@ def test_apply_overrides_rejects_unknown_keys():
     from kdef_jax.config import base_config
 
     c = base_config()
-    run_seeds.apply_overrides(c, ["model.hidden_units=(8,4)", "loss.variant=mean", "train.batch_size=64"])
+    apply_overrides(c, ["model.hidden_units=(8,4)", "loss.variant=mean", "train.batch_size=64"])
     assert c.model.hidden_units == (8, 4) and c.loss.variant == "mean" and c.train.batch_size == 64
     with pytest.raises(KeyError, match="model.no_such_key"):
-        run_seeds.apply_overrides(c, ["model.no_such_key=1"])
+        apply_overrides(c, ["model.no_such_key=1"])
 
 
 def test_scaling_sweep_trains_each_cell_once_and_reuses_it(tmp_path, monkeypatch, capsys):
@@ -340,7 +341,7 @@ def test_overrides_are_parsed_as_their_fields_type():
   from kdef_jax.config import base_config
 
   c = base_config()
-  run_seeds.apply_overrides(c, ["data.name=123", "optim.learning_rate=1", "train.progress=True", "model.hidden_units=(8,)"])
+  apply_overrides(c, ["data.name=123", "optim.learning_rate=1", "train.progress=True", "model.hidden_units=(8,)"])
   assert c.data.name == "123" and c.optim.learning_rate == 1.0 and isinstance(c.optim.learning_rate, float)
   assert c.train.progress is True and c.model.hidden_units == (8,)
   for item, message in [("train.progress=yes", "train.progress='yes': expected True or False"),
@@ -349,9 +350,9 @@ def test_overrides_are_parsed_as_their_fields_type():
                         ("optim.learning_rate=fast", "optim.learning_rate='fast': expected a number"),
                         ("model.num_students", "'model.num_students': an override is KEY=VALUE")]:
     with pytest.raises(ValueError, match=re.escape(message)):
-      run_seeds.apply_overrides(c, [item])
+      apply_overrides(c, [item])
   with pytest.raises(KeyError, match="unknown config key 'nope.x'"):
-    run_seeds.apply_overrides(c, ["nope.x=1"])
+    apply_overrides(c, ["nope.x=1"])
 
 
 def test_write_outputs_leaves_no_earlier_plot_beside_new_numbers(tmp_path, capsys):
