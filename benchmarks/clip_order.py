@@ -100,14 +100,15 @@ def main():
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             with open(out) as fh:
                 per_process.append(json.load(fh)["rows"])
-    record["processes"] = per_process
-    record["summary"] = [
-        {"K": k, "library_over_optax_order_median": statistics.median(r[i]["library_over_optax_order"] for r in per_process),
-         "per_process": [r[i]["library_over_optax_order"] for r in per_process],
-         **{f"{v}_step_ms_median": statistics.median(r[i][v]["step_ms"] for r in per_process) for v in VARIANTS}}
-        for i, k in enumerate(args.ks)
-    ]
-    write_json(args.out, record)
+            record["processes"] = per_process
+            record["summary"] = [
+                {"K": k, "library_over_optax_order_median": statistics.median(r[i]["library_over_optax_order"] for r in per_process),
+                 "per_process": [r[i]["library_over_optax_order"] for r in per_process],
+                 **{f"{v}_step_ms_median": statistics.median(r[i][v]["step_ms"] for r in per_process) for v in VARIANTS}}
+                for i, k in enumerate(args.ks)
+            ]
+            # after every process: a run cut short keeps the processes it finished
+            write_json(args.out, record, echo=p == args.processes - 1)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from kdef_jax.data.dataset import open_cache  # noqa: E402
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, prefetch  # noqa: E402
 from kdef_jax.data.synthetic import CRITEO_VOCAB, SyntheticSpec, build_synthetic  # noqa: E402
 from kdef_jax.report import host_cpu  # noqa: E402
+from kdef_jax.run_files import write_json  # noqa: E402
 
 
 def run_epoch(split, batch_size: int, epoch: int, prefetch_size: int) -> tuple[int, float]:
@@ -64,9 +65,8 @@ def main():
                    "rows_per_s": round(rows / secs), "loadavg": [round(x, 2) for x in os.getloadavg()]}
             print(json.dumps(res), flush=True)
             results.append(res)
-    out = {"shape": list(split.x.shape), "dtype": str(split.x.dtype), "cpu_count": os.cpu_count(), "cpu": host_cpu(), "runs": results}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1))
+            write_json(Path(a.out), {"shape": list(split.x.shape), "dtype": str(split.x.dtype), "cpu_count": os.cpu_count(),
+                                     "cpu": host_cpu(), "runs": results})  # after every point: a cut-short run keeps it
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from kdef_jax.data.synthetic import CRITEO_VOCAB  # noqa: E402
 from kdef_jax.report import host_cpu  # noqa: E402
+from kdef_jax.run_files import write_json  # noqa: E402
 
 
 def generate(path: Path, rows: int, seed: int = 0, vocab_scale: int = 1, block: int = 200_000) -> None:
@@ -155,11 +156,10 @@ def main():
         r["max_peak_rss_mb"] = max(t["peak_rss_mb"] for t in tries)
         print(json.dumps(r), flush=True)
         runs.append(r)
-    summary = {"cpu_count": os.cpu_count(), "cpu": host_cpu(), "vocab_scale": a.vocab_scale, "repeat": a.repeat, "runs": runs}
-    if len(runs) >= 2:
-        summary["peak_rss_ratio_last_vs_first"] = round(runs[-1]["max_peak_rss_mb"] / runs[0]["max_peak_rss_mb"], 4)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(summary, indent=1))
+        summary = {"cpu_count": os.cpu_count(), "cpu": host_cpu(), "vocab_scale": a.vocab_scale, "repeat": a.repeat, "runs": runs}
+        if len(runs) >= 2:
+            summary["peak_rss_ratio_last_vs_first"] = round(runs[-1]["max_peak_rss_mb"] / runs[0]["max_peak_rss_mb"], 4)
+        write_json(Path(a.out), summary)  # after every size: a run cut short keeps the sizes it measured
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}))
     print(f"\n{'rows':>10} {'engine':>8} {'median s':>9} {'rows/s':>10} {'runs (rows/s)':>34} {'count s':>8} {'encode s':>9} "
           f"{'peak RSS MB':>12}")

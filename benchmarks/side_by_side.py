@@ -7,7 +7,10 @@ The reference side is ``../shared/reference/bench/run_reference.py train`` (EKTF
 DNN = FuxiCTR's DNN as the K=1 point because EKTF cannot build K=1, EKTF_L with the §5.2 overrides),
 one fresh process per measurement as in reference-perf.md; ours is benchmarks/train_throughput.py
 with the same shapes, batch sizes and step counts. Cases alternate ours/reference within every round
-so machine load hits both alike; the summary gives medians over rounds and the speed-up ratios.
+so machine load hits both alike; the summary gives medians over rounds, their ratio and the median of
+each round's paired ratio. ``--threads`` pins the reference's torch threads only; ours uses every core,
+so compare on a machine with that many cores (the JSON records both). The JSON is rewritten after
+every measurement.
 Setup of the reference (venv, code, data): ../shared/reference/bench/README.md.
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from kdef_jax.report import host_cpu  # noqa: E402  (no JAX backend started in this process)
+from kdef_jax.run_files import write_json  # noqa: E402
 HARNESS = HERE.parents[1] / "shared" / "reference" / "bench" / "run_reference.py"
 LATEST_OVERRIDES = '{"num_cross_layers": 4, "net1_dropout": 0.1, "net2_dropout": 0.1, "net3_dropout": 0.1}'
 # (name, K or None, batch, reference model, our train_throughput.py arguments)
@@ -81,6 +85,8 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     cases = [c for c in CASES if c[0] in args.cases]
+    if args.threads != os.cpu_count():
+        print(f"note: --threads {args.threads} pins only the reference; ours uses all {os.cpu_count()} cores", flush=True)
     raw = {c[0]: {"ours": [], "reference": []} for c in cases}
     for r in range(args.rounds):
         for case in cases:
@@ -88,15 +94,27 @@ def main():
                 v = ours(case, args.steps) if side == "ours" else reference(case, args.steps, args)
                 raw[case[0]][side].append(v)
                 print(f"round {r + 1} {case[0]:12s} {side:9s} {v:10,.0f} samples/s", flush=True)
+                if args.out:  # after every measurement: a run cut short keeps what it measured
+                    write_json(Path(args.out), record(raw, args))
+    for name, d in record(raw, args)["summary"].items():
+        print(f"{name:12s} ours {d['ours_samples_per_s']:10,.0f}  reference {d['reference_samples_per_s']:10,.0f}  "
+              f"speed-up {d['speedup']:5.2f}x (median of the rounds' ratios {d['speedup_paired']:5.2f}x)")
+
+
+def record(raw: dict, args) -> dict:
+    """The run's JSON: per case the medians over rounds, their ratio (``speedup``), each round's ratio of
+    its back-to-back pair and their median (``speedup_paired``), and the raw samples/s."""
     summary = {}
     for name, d in raw.items():
+        n = min(len(d["ours"]), len(d["reference"]))
+        if n == 0:
+            continue
         o, ref = statistics.median(d["ours"]), statistics.median(d["reference"])
-        summary[name] = {"ours_samples_per_s": o, "reference_samples_per_s": ref, "speedup": o / ref, **d}
-        print(f"{name:12s} ours {o:10,.0f}  reference {ref:10,.0f}  speed-up {o / ref:5.2f}x")
-    text = json.dumps({"benchmark": "side_by_side", "cpu": host_cpu(), "rounds": args.rounds, "steps": args.steps, "summary": summary}, indent=1)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-
+        per_round = [a / b for a, b in zip(d["ours"][:n], d["reference"][:n])]
+        summary[name] = {"ours_samples_per_s": o, "reference_samples_per_s": ref, "speedup": o / ref,
+                         "speedup_per_round": per_round, "speedup_paired": statistics.median(per_round), **d}
+    return {"benchmark": "side_by_side", "cpu": host_cpu(), "rounds": args.rounds, "steps": args.steps,
+            "reference_threads": args.threads, "ours_threads": os.cpu_count(), "summary": summary}
 
 if __name__ == "__main__":
     main()

@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kdef_jax.config import load_config_file, validate  # noqa: E402
-from kdef_jax.data.dataset import load_dataset  # noqa: E402
+from kdef_jax.data.dataset import check_source, load_dataset  # noqa: E402
+from kdef_jax.run_files import write_atomic, write_json  # noqa: E402
+from run_seeds import check_out  # noqa: E402  (experiments/ is this script's folder)
 from kdef_jax.train import train_and_evaluate  # noqa: E402
 
 CONFIGS = [
@@ -46,9 +48,14 @@ def main():
         c.model.num_students = 3
         try:
             validate(c)
-        except ValueError as e:
+            check_source(c.data)  # its data is there: a missing dataset fails before any config trains
+        except (ValueError, FileNotFoundError) as e:
             ap.error(f"{spec}: {e}")
         configs.append((spec, c))
+    try:
+        out = check_out(Path(a.out))
+    except ValueError as e:
+        ap.error(str(e))
     with tempfile.TemporaryDirectory(prefix="kdef_ds_") as tmp:
         for i, (spec, c) in enumerate(configs):
             print(f"[{i + 1}/{len(configs)}] {spec}: preprocessing and one epoch", flush=True)
@@ -72,9 +79,13 @@ def main():
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1))
+            write_tables(out, rows)  # after every config: a sweep cut short keeps the rows it finished
+    print(out.with_suffix(".md").read_text())
+
+
+def write_tables(out: Path, rows: list) -> None:
+    """``rows`` as JSON at ``out`` and as a Markdown table beside it (.md)."""
+    write_json(out, rows)
     lines = ["Every shared real dataset through its config alone (`python experiments/dataset_summary.py --out experiments/results/datasets_real.json`): rows per",
              "split, vocabulary size per field (PAD and OOV rows included; `seq L` = sequence field of max_len L),",
              "embedding rows, and the teacher's test AUC after ONE KDEF (K=3) epoch — a smoke number, not a result.",
@@ -88,8 +99,7 @@ def main():
         auc = f"{r['one_epoch_test_auc']:.4f}" if r["one_epoch_test_auc"] is not None else "n/a"
         lines.append(f"| `{r['config']}` | {n.get('train', 0):,} / {n.get('valid', 0):,} / {n.get('test', 0):,} | "
                      f"{r['total_vocab']:,} | {sizes} | {auc} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_atomic(out.with_suffix(".md"), lambda fh: fh.write("\n".join(lines) + "\n"))
 
 
 if __name__ == "__main__":

@@ -269,3 +269,15 @@ def test_student_specs_parse_overrides_by_type_and_name_a_bad_key_before_any_wor
     with pytest.raises(SystemExit):
       script.main()
     assert message in capsys.readouterr().err
+
+
+def test_side_by_side_pairs_each_rounds_measurements_and_keeps_a_cut_short_round():
+  import side_by_side
+
+  args = argparse.Namespace(rounds=3, steps=10, threads=2)
+  raw = {"kdef_k3": {"ours": [30.0, 20.0, 33.0], "reference": [10.0, 10.0, 11.0]},
+         "kdef_k10": {"ours": [8.0], "reference": []}}  # cut short before its reference ran
+  s = side_by_side.record(raw, args)["summary"]
+  assert list(s) == ["kdef_k3"]
+  assert s["kdef_k3"]["speedup_per_round"] == [3.0, 2.0, 3.0] and s["kdef_k3"]["speedup_paired"] == 3.0
+  assert s["kdef_k3"]["speedup"] == 30.0 / 10.0 and s["kdef_k3"]["ours"] == [30.0, 20.0, 33.0]

@@ -399,3 +399,14 @@ def test_sweep_analyses_refuse_bad_arguments_before_any_work(tmp_path, monkeypat
     with pytest.raises(SystemExit):
         script.main()
     assert f"--workdir {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+
+
+def test_dataset_summary_names_a_missing_dataset_before_any_config_trains(tmp_path, monkeypatch, capsys):
+  import dataset_summary
+
+  monkeypatch.setenv("KDEF_DATA_DIR", str(tmp_path / "data"))
+  monkeypatch.setattr(dataset_summary, "train_and_evaluate", lambda *a, **k: pytest.fail("trained before the check"))
+  monkeypatch.setattr(sys, "argv", ["x", "--configs", "configs/default.py", "configs/avazu.py", "--out", str(tmp_path / "d.json")])
+  with pytest.raises(SystemExit):
+    dataset_summary.main()
+  assert f"configs/avazu.py: data directory {tmp_path / 'data' / 'avazu'} does not exist" in capsys.readouterr().err

@@ -271,6 +271,15 @@ def synthetic_spec(cfg) -> SyntheticSpec:
     )
 
 
+def check_source(cfg) -> None:
+    """Raises what :func:`load_dataset` would on ``cfg`` before reading a row (an unknown format, a
+    missing data directory or split file, named), so a sweep of configs fails before any of them trains."""
+    if cfg.format not in FORMATS:
+        raise ValueError(f"config data.format={cfg.format!r}; choose one of {FORMATS}")
+    if cfg.format != "synthetic":
+        _source_spec(cfg)
+
+
 def load_dataset(cfg, log=print, vocab: dict | None = None, keep_lines: bool = False) -> Dataset:
     """Build (once) and open the dataset that ``config.data`` describes. ``vocab`` ({field: tokens},
     a trained run's ``vocab.json``): encode the files with that vocabulary instead of one counted
