@@ -181,39 +181,50 @@ def _child_argv(args, k: int, out: str, p: int) -> list:
 
 
 def across_processes(args) -> None:
-    """Every K in ``args.processes`` fresh processes; per variant the median over processes of each
-    process's median, and the per-process ratios loop/group and vmap/group."""
-    rows = []
+    """``args.processes`` rounds, each running every K in its own fresh process (so a K's processes are
+    spread over the run, and each round's Ks are measured close together); per K and variant the median
+    over processes of each process's median, the per-process ratios loop/group and vmap/group, and
+    time(K)/time(K=1) of the group within each round. The JSON is rewritten after every round."""
+    runs = {k: [] for k in args.ks}
     with tempfile.TemporaryDirectory() as tmp:
-        for k in args.ks:
-            runs = []
-            for p in range(args.processes):
+        for p in range(args.processes):
+            for k in args.ks:
                 out = os.path.join(tmp, f"k{k}_p{p}.json")
-                print(f"K={k} process {p + 1}/{args.processes}", flush=True)
+                print(f"process round {p + 1}/{args.processes}: K={k}", flush=True)
                 subprocess.run(_child_argv(args, k, out, p), check=True, stdout=subprocess.DEVNULL)
                 with open(out) as fh:
-                    runs.append(json.load(fh)["rows"][0])
-            row = {"K": k, "batch": args.batch, "dtype": args.dtype, "processes": args.processes,
-                   "mlp_gflop_per_step": runs[0]["mlp_gflop_per_step"]}
-            for v in args.variants:
-                if v not in runs[0]:
-                    continue
-                per = [r[v]["step_s"] for r in runs]
-                med = statistics.median(per)
-                row[v] = {"step_s": med, "step_s_per_process": per, "samples_per_s": args.batch / med,
-                          "mlp_gflops": row["mlp_gflop_per_step"] / med}
-                print(f"K={k:3d} {v:5s} {med * 1e3:9.1f} ms/step (processes: "
-                      + ", ".join(f"{x * 1e3:.0f}" for x in per) + ")", flush=True)
-            for other in ("loop", "vmap"):
-                if "group" in row and other in row:
-                    ratios = [r[other]["step_s"] / r["group"]["step_s"] for r in runs]
-                    row[f"group_speedup_over_{other}"] = statistics.median(ratios)
-                    row[f"group_speedup_over_{other}_per_process"] = ratios
-                    print(f"K={k:3d} group speed-up over {other}: " + ", ".join(f"{x:.3f}" for x in ratios), flush=True)
-            rows.append(row)
+                    runs[k].append(json.load(fh)["rows"][0])
+            last = p == args.processes - 1
+            rows = [_process_row(args, k, runs[k], runs.get(1), echo=last) for k in args.ks]
             write_json(args.out, {"benchmark": "train_throughput", "machine": machine(), "args": vars(args), "rows": rows},
-                       echo=k == args.ks[-1])
+                       echo=last)
 
+
+def _process_row(args, k: int, runs: list, k1_runs, echo: bool) -> dict:
+    """The summary row of K's per-process ``runs`` (``k1_runs``: K=1's, of the same rounds, or None)."""
+    say = (lambda text: print(text, flush=True)) if echo else (lambda text: None)
+    row = {"K": k, "batch": args.batch, "dtype": args.dtype, "processes": len(runs),
+           "mlp_gflop_per_step": runs[0]["mlp_gflop_per_step"]}
+    for v in args.variants:
+        if v not in runs[0]:
+            continue
+        per = [r[v]["step_s"] for r in runs]
+        med = statistics.median(per)
+        row[v] = {"step_s": med, "step_s_per_process": per, "samples_per_s": args.batch / med,
+                  "mlp_gflops": row["mlp_gflop_per_step"] / med}
+        say(f"K={k:3d} {v:5s} {med * 1e3:9.1f} ms/step (processes: " + ", ".join(f"{x * 1e3:.0f}" for x in per) + ")")
+    for other in ("loop", "vmap"):
+        if "group" in row and other in row:
+            ratios = [r[other]["step_s"] / r["group"]["step_s"] for r in runs]
+            row[f"group_speedup_over_{other}"] = statistics.median(ratios)
+            row[f"group_speedup_over_{other}_per_process"] = ratios
+            say(f"K={k:3d} group speed-up over {other}: " + ", ".join(f"{x:.3f}" for x in ratios))
+    if k1_runs and "group" in row and "group" in k1_runs[0]:
+        ratios = [r["group"]["step_s"] / b["group"]["step_s"] for r, b in zip(runs, k1_runs)]
+        row["time_ratio_vs_k1"] = statistics.median(ratios)
+        row["time_ratio_vs_k1_per_process"] = ratios
+        row["flop_ratio_vs_k1"] = k
+    return row
 
 if __name__ == "__main__":
     main()

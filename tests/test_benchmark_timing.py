@@ -281,3 +281,25 @@ def test_side_by_side_pairs_each_rounds_measurements_and_keeps_a_cut_short_round
   assert list(s) == ["kdef_k3"]
   assert s["kdef_k3"]["speedup_per_round"] == [3.0, 2.0, 3.0] and s["kdef_k3"]["speedup_paired"] == 3.0
   assert s["kdef_k3"]["speedup"] == 30.0 / 10.0 and s["kdef_k3"]["ours"] == [30.0, 20.0, 33.0]
+
+
+def test_processes_run_every_k_in_each_round_and_pair_the_scaling_ratio_by_round(tmp_path, monkeypatch):
+  import json as json_mod
+
+  calls, step = [], {(1, 0): 1.0, (10, 0): 8.0, (1, 1): 2.0, (10, 1): 14.0}  # round 1 ran on a slower machine
+
+  def fake_run(argv, check, stdout):
+    k, p = int(argv[argv.index("--ks") + 1]), len([c for c in calls if c[0] == int(argv[argv.index("--ks") + 1])])
+    calls.append((k, p))
+    row = {"K": k, "mlp_gflop_per_step": 1.0, "group": {"step_s": step[k, p]}}
+    with open(argv[argv.index("--out") + 1], "w") as fh:
+      json_mod.dump({"rows": [row]}, fh)
+
+  monkeypatch.setattr(train_throughput.subprocess, "run", fake_run)
+  args = argparse.Namespace(ks=[1, 10], processes=2, variants=["group"], batch=10, dtype="float32", loop_max_k=16,
+                            warmup=1, steps=2, rounds=1, out=str(tmp_path / "t.json"))
+  train_throughput.across_processes(args)
+  assert calls == [(1, 0), (10, 0), (1, 1), (10, 1)]  # every K in each round, not one K's processes in a row
+  rows = json_mod.loads((tmp_path / "t.json").read_text())["rows"]
+  assert rows[1]["time_ratio_vs_k1_per_process"] == [8.0, 7.0] and rows[1]["time_ratio_vs_k1"] == 7.5
+  assert rows[1]["group"]["step_s_per_process"] == [8.0, 14.0] and rows[0]["time_ratio_vs_k1"] == 1.0
