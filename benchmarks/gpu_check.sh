@@ -10,7 +10,7 @@
 #                                           # (HLO too; BatchNorm-folded predictors too), bf16 K=64, KDEF_Latest training
 #   QUICK=1 bash benchmarks/gpu_check.sh  # a dry run of both halves in about a minute, here or anywhere (QUICK=1 PART=open too)
 # A lease is 15 min of device time with the machine's start (minutes) counted in, so both halves rarely
-# fit in one: the next lease runs PART=open (limits 490 s; timeout_s=540), and PART=1 / PART=2 with what is left.
+# fit in one: the next lease runs PART=open (limits 510 s; timeout_s=570), and PART=1 / PART=2 with what is left.
 # Why two halves: XLA:GPU compiles and autotunes every distinct jitted program for 20 s to over a minute
 # (H200, 2026-11-28; KDEF_Latest's train step over 90 s), and the checks need ~16 programs. Every
 # benchmark prints and records each program's first-call seconds (compile included), and the script
@@ -48,7 +48,11 @@ LATEST="--students ipnn:1,final:1,ecn:1 --set model.ecn.num_cross_layers=4"
   echo "PART=$PART"
 } 2>&1 | tee "$OUT/env.txt"
 status=0
-run() { local t=$1; shift; echo "+ [$(date -u +%T)] $*"; timeout "$t" "$PY" "$@" | grep -v '^ \|^{\|^}' || { echo "FAILED or cut short: $*"; status=1; }; }
+run() {  # a benchmark under a time limit, its JSON echo filtered out; its own exit status decides (not grep's)
+  local t=$1 rc; shift; echo "+ [$(date -u +%T)] $*"
+  timeout "$t" "$PY" "$@" | { grep -v '^ \|^{\|^}' || true; }; rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || { echo "FAILED or cut short (exit $rc): $*"; status=1; }
+}
 TT=benchmarks/train_throughput.py
 # The checks that PART=2 and PART=open share (their time limit is the first argument of each).
 latency() { local t=$1 b=$2; shift 2; run "$t" benchmarks/latency.py --k 10 --batches $b --steps 20 --rounds 3 --out "$OUT/latency.json" --hlo-out "$OUT/latency_hlo.txt" "$@"; }
@@ -64,7 +68,7 @@ if [ "$PART" = 2 ] || [ "$PART" = all ]; then  # limits: 110 + 50 + 90 + 50 + 18
   run 50 $TT --ks $GEMMK --batch $BATCH --variants gemm $STEPS --out "$OUT/train_fp32_gemm.json"
   latency 90 "$LATB"; profile 50 one_student ensemble train; latest 180
 fi
-if [ "$PART" = open ]; then  # limits: 20 + 140 + 110 + 90 + 150 = 510 s (timeout_s 540), on a bare machine: every program
+if [ "$PART" = open ]; then  # limits: 20 + 140 + 110 + 90 + 150 = 510 s (timeout_s 570), on a bare machine: every program
   # compiles and autotunes here (20-30 s each on the H200), so the profile skips the train step and latency
   # runs batch 10,000 alone (its 256 and 1 rows were measured in gpu_h200/run3)
   if [ -f .gpu_carry/predictor.jaxexport ]; then run 20 benchmarks/served_file.py --check .gpu_carry --out "$OUT/served_file.json"
