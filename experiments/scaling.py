@@ -115,6 +115,11 @@ def is_ablation(table: dict) -> bool:
     return all(len(rows) == 1 for rows in table.values())
 
 
+def drawn(variant: str, key: str) -> bool:
+    """Whether a panel of ``key`` shows ``variant``: no best-student point for ``UNTRAINED_STUDENTS``."""
+    return not (key == "best_student_test_auc" and variant in UNTRAINED_STUDENTS)
+
+
 def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool:
     """Two panels (ensemble, best student) of test AUC against K; False when matplotlib is missing.
     ``ymin``: the axes' floor; a mean below it is drawn on the floor as ▼ labelled with its value (a
@@ -128,6 +133,9 @@ def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool
     for ax, key, name in zip(axes, ("ensemble_test_auc", "best_student_test_auc"), ("ensemble", "best student")):
         if single_k:
             for i, (v, rows) in enumerate(table.items()):
+                if not drawn(v, key):
+                    ax.plot([], [])  # keep each variant's colour and place the same in both panels
+                    continue
                 (st,) = (r[key] for r in rows.values())
                 ax.errorbar([i], [st["mean"]], yerr=[[st["mean"] - st["min"]], [st["max"] - st["mean"]]], fmt="o", capsize=4,
                             label=v)
@@ -138,7 +146,7 @@ def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool
             ax.grid(alpha=0.3)
             continue
         for v, rows in table.items():
-            if key == "best_student_test_auc" and v in UNTRAINED_STUDENTS:
+            if not drawn(v, key):
                 ax.plot([], [])  # keep each variant's colour the same in both panels
                 continue
             ks = list(rows)

@@ -410,3 +410,17 @@ def test_dataset_summary_names_a_missing_dataset_before_any_config_trains(tmp_pa
   with pytest.raises(SystemExit):
     dataset_summary.main()
   assert f"configs/avazu.py: data directory {tmp_path / 'data' / 'avazu'} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ks", [[4], [2, 4]], ids=["ablation", "k_sweep"])
+def test_scaling_plot_draws_no_best_student_of_a_variant_whose_students_are_untrained(tmp_path, monkeypatch, ks):
+  pytest.importorskip("matplotlib")
+  st = lambda m: {"mean": m, "min": m - 0.01, "max": m + 0.01, "values": [m - 0.01, m + 0.01]}  # noqa: E731
+  table = {v: {k: {"ensemble_test_auc": st(0.9), "best_student_test_auc": st(0.5 if v == "concat" else 0.8)} for k in ks}
+           for v in ("kdef", "concat")}
+  figs = []
+  monkeypatch.setattr(scaling, "save_figure", lambda fig, path: figs.append(fig))
+  assert scaling.plot(table, tmp_path / "p.png", "t")
+  ensemble, best = figs[0].axes
+  values = lambda ax: {y for line in ax.get_lines() for y in line.get_ydata()}  # noqa: E731
+  assert 0.9 in values(ensemble) and 0.8 in values(best) and not {0.5, 0.49, 0.51} & values(best)
