@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import load_config_module, shared_data_dir
-from data_helpers import ENGINES, FAST, load_data, quiet, raw_cfg as _cfg, vocab_of, write_file, x_of, y_of
+from data_helpers import ENGINES, FAST, data_cfg, load_data, load_error, quiet, raw_cfg as _cfg, vocab_of, write_file, x_of, y_of
 from kdef_jax.config import base_config
 from kdef_jax.data import preprocess
 from kdef_jax.data.dataset import load_dataset
-from kdef_jax.data.formats import columnar
+from kdef_jax.data.formats import columnar, delimited, libfm, movielens
+from kdef_jax.data.formats import tfds as tfds_mod
 from kdef_jax.data.schema import DataFormatError, LabelRule
 
 try:
@@ -514,3 +515,135 @@ def test_pandas_na_false_keeps_those_strings_as_tokens_globally_or_per_field(tmp
   with pytest.raises(DataFormatError, match=f"{p}:3: .*'NaN'"):
     load_data(_cfg(d, tmp_path / "n1", pandas_na=False, **num))
   np.testing.assert_array_equal(x_of(load_data(_cfg(d, tmp_path / "n2", **num)), "train"), [[1], [2]])
+
+
+# Edge cases of each reader that mutation testing showed no test pinned (2026-12-06).
+
+def test_undecodable_header_names_line_1(tmp_path):  # D01
+  p = write_file(tmp_path / "h.csv", b"lab\xffel,a\n1,x\n")
+  with pytest.raises(DataFormatError, match=r"h\.csv:1: undecodable bytes in the header"):
+    delimited.open_layout(str(p), label_column="label", feature_columns=["a"], header=True, delimiter=",")
+
+
+def test_quoted_header_names_are_unquoted(tmp_path):  # D02
+  p = write_file(tmp_path / "h.csv", '"label","a,b"\n1,x\n')
+  lay = delimited.open_layout(str(p), label_column="label", feature_columns=["a,b"], header=True, delimiter=",",
+                              quotechar='"')
+  assert lay.names == ("label", "a,b") and lay.positions == [0, 1]
+
+
+def test_featindex_value_may_hold_colons_and_tabs_and_index_is_stripped(tmp_path):  # L02, L03, L10
+  p = write_file(tmp_path / "fi.txt", "url:http://x\t3\nf:a\tb\t5\ng:v\t7 \n")
+  assert libfm.read_featindex(str(p)) == {"3": ("url", "http://x"), "5": ("f", "a\tb"), "7": ("g", "v")}
+
+
+def test_featindex_empty_or_without_colon_is_an_error(tmp_path):  # L07, L08
+  p = write_file(tmp_path / "fi.txt", "\n\n")
+  with pytest.raises(DataFormatError, match="feature index is empty"):
+    libfm.read_featindex(str(p))
+  p = write_file(tmp_path / "fi2.txt", "f:a\t1\nnovalue\t2\n")
+  with pytest.raises(DataFormatError, match="not 'field:value<TAB>index'"):
+    libfm.read_featindex(str(p))
+
+
+def test_libfm_blank_line_is_reported_as_empty(tmp_path):  # L04
+  d = tmp_path / "raw"
+  p = write_file(d / "train.libfm", "1 1:1 2:1 3:1\n\n-1 1:1 2:1 3:1\n")
+  assert f"{p}:2: empty line" in load_error(data_cfg(d, tmp_path / "cache"))
+
+
+def test_python_libfm_reader_rejects_an_empty_file(tmp_path):  # L05
+  p = write_file(tmp_path / "e.libfm", b"")
+  with pytest.raises(DataFormatError, match="file is empty"):
+    list(libfm.read_libfm(str(p), ["a"]))
+
+
+@pytest.mark.parametrize("engine", ["python", *FAST])
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_libfm_double_space_is_one_separator_in_every_engine(tmp_path, engine, eol):  # S08, S09, C16
+  # "-1  2:1": str.split() sees one pair (a wrong count); no engine may read an empty field there
+  d = tmp_path / "raw"
+  p = write_file(d / "train.libfm", eol.join(["1 1:1 2:1", "-1  2:1", "1 1:1 2:1"]) + eol)
+  msg = load_error(data_cfg(d, tmp_path / "cache", fields=("a", "b"), engine=engine))
+  assert f"{p}:2: expected 2 'index:value' pairs after the label, found 1" in msg
+
+
+@pytest.mark.parametrize("engine", ["python", *FAST])
+def test_latin1_file_is_decoded_as_latin1_by_every_engine(tmp_path, engine):  # C10
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", "label,u\n1,\u00e9\n0,ab\n".encode("utf-8"))  # valid UTF-8 bytes, read as Latin-1
+  ds = load_data(_cfg(d, tmp_path / "c", format="delimited", files={"train": "train.csv"}, header=True,
+                         delimiter=",", fields=("u",), encoding="latin-1", min_count=1, engine=engine))
+  assert vocab_of(ds)["u"] == ["ab", "Ã©"]  # sorted; "é" would be the UTF-8 reading
+
+
+def _ml100k(tmp_path, users="1|24|M|technician|85711\n", genres="Action|0\nComedy|1\n"):
+  write_file(tmp_path / "u.genre", genres)
+  write_file(tmp_path / "u.user", users)
+  write_file(tmp_path / "u.item", "7|Film (1990)|01-Jan-1990||url|1|0\n")
+
+
+def test_movielens_metadata_line_numbers_count_blank_lines(tmp_path):  # M01
+  _ml100k(tmp_path, users="1|24|M|technician|85711\n\n2|53|F\n")
+  with pytest.raises(DataFormatError, match=r"u\.user:3: expected 5 '\|'-separated fields, found 3"):
+    movielens.load_metadata(str(tmp_path), "100k")
+
+
+def test_movielens_metadata_with_too_many_fields_or_a_bad_genre_id_is_an_error(tmp_path):  # M08, M10
+  _ml100k(tmp_path, users="1|24|M|technician|85711|extra\n")
+  with pytest.raises(DataFormatError, match=r"u\.user:1: expected 5 '\|'-separated fields, found 6"):
+    movielens.load_metadata(str(tmp_path), "100k")
+  _ml100k(tmp_path, genres="Action|0\nComedy|x\n")
+  with pytest.raises(DataFormatError, match=r"u\.genre:2: expected 'name\|id'"):
+    movielens.load_metadata(str(tmp_path), "100k")
+
+
+def test_movielens_unknown_item_extra_field_and_empty_file(tmp_path):  # M05, M07, M12
+  meta = ({"1": ["24", "M", "technician", "85711"]}, {"7": ["Film (1990)", "Action"]})
+  kw = dict(meta_dir=str(tmp_path), variant="100k", feature_columns=["user_id", "item_id"], _meta=meta)
+  p = write_file(tmp_path / "r.data", "1\t7\t5\t1\n1\t8\t4\t2\n")
+  with pytest.raises(DataFormatError, match=r"r\.data:2: item id '8' is not in the items file"):
+    list(movielens.read_movielens(str(p), **kw))
+  p = write_file(tmp_path / "r.data", "1\t7\t5\t1\n1\t7\t4\t2\t9\n")
+  with pytest.raises(DataFormatError, match=r"r\.data:2: expected 4 '\t'-separated fields .*found 5"):
+    list(movielens.read_movielens(str(p), **kw))
+  p = write_file(tmp_path / "r.data", b"")
+  with pytest.raises(DataFormatError, match="file is empty"):
+    list(movielens.read_movielens(str(p), **kw))
+
+
+def test_tfds_to_text_arrays_and_bytes():  # T02, T06
+  assert tfds_mod.to_text(np.array([b"Action", b"Comedy"])) == "Action^Comedy"
+  assert tfds_mod.to_text(np.array(b"abc")) == "abc"  # a 0-d bytes array
+
+
+def test_tfds_reader_record_numbers_and_empty_split(monkeypatch):  # T03, T04, T05
+  recs = [{"r": 1.0, "u": b"a"}, {"r": 0.0, "u": b"b"}, {"r": 1.0, "u": b"c"}]
+  monkeypatch.setattr(tfds_mod, "_source", lambda name, split, data_dir: recs)
+  blocks = list(tfds_mod.read_tfds("train", name="x", data_dir=None, label_column="r", feature_columns=["u"], chunk_rows=2))
+  assert [b.line_numbers.tolist() for b in blocks] == [[1, 2], [3]]
+  assert [b.row_index.tolist() for b in blocks] == [[0, 1], [2]]
+  recs[2] = {"r": 1.0}
+  with pytest.raises(DataFormatError, match=r"tfds:x\[train\]:3: features \['u'\]"):
+    list(tfds_mod.read_tfds("train", name="x", data_dir=None, label_column="r", feature_columns=["u"], chunk_rows=2))
+  recs.clear()
+  with pytest.raises(DataFormatError, match="the split is empty"):
+    list(tfds_mod.read_tfds("train", name="x", data_dir=None, label_column="r", feature_columns=["u"]))
+
+
+@pytest.mark.parametrize("engine", FAST)
+@pytest.mark.parametrize("space", ["\t", "\x0b", "\x0c", "\x1c", "\x1f", "\u00a0", "\u2003"])
+@pytest.mark.parametrize("where", ["before_pair", "in_value"])
+def test_libfm_whitespace_other_than_a_space_is_read_as_the_python_engine_reads_it(tmp_path, engine, space, where):
+  """str.split() (the Python engine) splits a libFM line at any whitespace; a block holding whitespace other
+  than " " goes to it from the fast engines, so a tab or a no-break space gives every engine the same rows."""
+  d = tmp_path / "raw"
+  line = f"-1 1:1 {space}2:1" if where == "before_pair" else f"-1 1:{space}1 2:1"
+  write_file(d / "train.libfm", f"1 1:1 2:1\n{line}\n".encode())
+  results = []
+  for eng in ("python", engine):
+    try:
+      results.append(vocab_of(load_data(data_cfg(d, tmp_path / f"c_{eng}", fields=("a", "b"), engine=eng))))
+    except DataFormatError as e:
+      results.append(str(e))
+  assert results[0] == results[1]

@@ -30,6 +30,7 @@ import collections
 import concurrent.futures
 import mmap
 import os
+import re
 import threading
 from typing import Callable, Iterator, NamedTuple, Sequence
 
@@ -46,6 +47,10 @@ except ImportError:  # pragma: no cover - exercised when the extra is absent
     pl = None
 
 BLOCK_BYTES = 8 << 20
+# Whitespace other than the space, LF and CR, which str.split() (the Python libFM reader) also splits at:
+# a space-separated block holding any goes to the Python engine, so every engine reads it alike.
+_OTHER_ASCII_SPACE = re.compile(rb"[\t\x0b\x0c\x1c-\x1f]")
+_OTHER_SPACE = re.compile(r"[^\S \n\r]")
 
 
 def available(parser: str = "native") -> bool:
@@ -192,7 +197,16 @@ class _Fast:
                 block.decode("utf-8")
             except UnicodeDecodeError:
                 return False
-        return True
+        return not self._other_space(block, not block.isascii())
+
+    def _other_space(self, block, non_ascii: bool) -> bool:
+        """A space-separated block holds whitespace that str.split() splits at but " " is not (a tab,
+        a no-break space, ...): the Python engine reads it (a UTF-8 ``block``)."""
+        if not self.by_space:
+            return False
+        if _OTHER_ASCII_SPACE.search(block):
+            return True
+        return non_ascii and _OTHER_SPACE.search(codecs.utf_8_decode(block, "strict", True)[0]) is not None
 
     def parse(self, block, scratch: threading.local | None = None) -> tuple[list | None, int]:
         """(one Cells per wanted column, or None when the block is not plain; number of lines) of a
@@ -243,6 +257,8 @@ class _Fast:
                 codecs.utf_8_decode(memoryview(buf[lo:hi]), "strict", True)
             except UnicodeDecodeError:
                 return None, n_lines
+        if self._other_space(memoryview(buf[lo:hi]), bool(high)):  # high: a byte >= 0x80 seen
+            return None, n_lines
         return [LineCells(buf, line_starts, self.cols[k], self.dbytes[0], h1[k, :n_lines], tag[k, :n_lines])
                 for k in range(w)], n_lines
 
