@@ -8,6 +8,7 @@ explicitly; KDEF_CACHE_DIR also pointed at tmp_path), so nothing touches ~/.cach
 import functools
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -481,3 +482,56 @@ def test_random_split_fractions_are_relative_weights(tmp_path):
   assert set(a.feature_map.num_rows) == {"train", "valid", "test"}
   assert a.feature_map.num_rows == b.feature_map.num_rows
   np.testing.assert_array_equal(x_of(a, "valid"), x_of(b, "valid"))
+
+
+# The id files and the atomic cache folder: cases mutation testing showed no test pinned.
+
+def test_npy_header_is_always_exactly_header_bytes_or_refused():  # I01
+  assert len(id_files.npy_header(np.float32, (10**60,))) == id_files.HEADER_BYTES  # the longest that fits
+  with pytest.raises(ValueError, match="does not fit"):
+    id_files.npy_header(np.float32, (10**61,))
+
+
+def test_line_file_rows_land_at_their_reserved_offsets(tmp_path):  # I06
+  out = id_files.IdFiles(tmp_path, 1, lines=True)
+  for lines in ([3, 4], [7, 9, 11]):
+    start = out.reserve({"train": len(lines)})["train"]
+    out.write("train", start, np.zeros((len(lines), 1), np.int32), np.zeros(len(lines), np.float32), np.array(lines))
+  out.close()
+  np.testing.assert_array_equal(np.load(tmp_path / "train_line.npy"), [3, 4, 7, 9, 11])
+
+
+def test_close_waits_for_a_write_in_progress(tmp_path, monkeypatch):  # I03
+  entered, release = threading.Event(), threading.Event()
+  real = id_files.pwrite_all
+
+  def slow(fd, arr, offset):
+    entered.set()
+    release.wait(10)
+    real(fd, arr, offset)
+
+  out = id_files.IdFiles(tmp_path, 1)
+  monkeypatch.setattr(id_files, "pwrite_all", slow)
+  writer = threading.Thread(target=out.write, args=("train", 0, np.zeros((1, 1), np.int32), np.zeros(1, np.float32)))
+  writer.start()
+  assert entered.wait(10)
+  monkeypatch.setattr(id_files, "pwrite_all", real)
+  closer = threading.Thread(target=out.close)
+  closer.start()
+  closer.join(0.3)
+  still_waiting = closer.is_alive()
+  release.set()
+  writer.join(10)
+  closer.join(10)
+  assert still_waiting, "close() returned while a write was in progress"
+
+
+def test_building_reraises_a_failed_rename_when_no_complete_cache_is_there(tmp_path):  # A01
+  from kdef_jax.data.atomic_dir import building
+
+  final = tmp_path / "ds"
+  (final / "junk").mkdir(parents=True)  # a non-empty folder without feature_map.json: the rename fails
+  with pytest.raises(OSError):
+    with building(final) as tmp:
+      (tmp / "feature_map.json").write_text("x")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]

@@ -174,3 +174,11 @@ def test_read_chunks_fallback_equals_mapped_chunks(tmp_path):
     read = list(columnar._read_chunks(fh, 64, 1))
   assert b"".join(c.tobytes() for c in read) == mapped
   assert all(c.tobytes().endswith(b"\n") for c in read)
+
+
+# Found by mutation testing: the tag keeps values that differ only in trailing NULs apart.
+
+@pytest.mark.skipif(not hash_ids.available(), reason="numba (the 'preprocess' extra) is not installed")
+def test_short_values_that_differ_only_in_trailing_nul_get_different_ids():  # H03
+  c = hash_ids.Cells.from_strings(["a", "a\0", "", "\0", "a"])
+  np.testing.assert_array_equal(hash_ids.HashIds(16)(c.h1, c.tag), [0, 1, 2, 3, 0])

@@ -4,6 +4,7 @@ import threading
 import numpy as np
 import pytest
 
+from kdef_jax.data import loader
 from kdef_jax.data.dataset import Split
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches, prefetch
 
@@ -148,3 +149,27 @@ def test_epoch_permutations_of_neighbouring_seeds_do_not_coincide():
   # same row orders one epoch apart (what a seed + epoch mix gives)
   for s, e in [(2024, 0), (0, 0), (7, 3)]:
     assert not np.array_equal(epoch_permutation(100, s, e + 1), epoch_permutation(100, s + 1, e))
+
+
+# Found by mutation testing: rows read in file order, prefetch size 0 stays in the consumer.
+
+class _Split:
+  def __init__(self, n):
+    self.x = np.arange(n, dtype=np.int32)[:, None]
+    self.y = np.arange(n, dtype=np.float32)
+
+  def __len__(self):
+    return self.x.shape[0]
+
+
+def test_training_batches_read_their_rows_in_file_order():  # O02
+  order = loader.epoch_permutation(10, 0, 0)
+  for b, batch in enumerate(loader.iterate_batches(_Split(10), 4, order=order)):
+    rows = batch["ids"][batch["mask"] > 0, 0]
+    assert rows.tolist() == sorted(order[4 * b : 4 * b + 4].tolist())
+
+
+def test_prefetch_size_0_runs_in_the_consumer_thread():  # O05
+  seen = []
+  assert list(loader.prefetch(iter(range(3)), size=0, transform=lambda v: seen.append(threading.get_ident()) or v)) == [0, 1, 2]
+  assert seen == [threading.get_ident()] * 3

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from kdef_jax.data import hash_ids
 from kdef_jax.data.packed import PackedStrings, vocab_json
 
 
@@ -47,3 +48,16 @@ def test_take_find_and_vocab_json():
   assert p.find("zz").tolist() == []
   got = vocab_json({"f": p, "n": [0, 3, 12], "s": ["u", "v"]})
   assert got == json.dumps({"f": ["x", "", "yy", ""], "n": ["0", "3", "12"], "s": ["u", "v"]})
+
+
+# Found by mutation testing: backslashes escaped, find() counts bytes.
+
+def test_packed_json_escapes_backslashes_and_find_counts_bytes():  # P04, P07
+  for values in (["a\\b", "c"], ["\\"]):
+    p = PackedStrings(*hash_ids.take(np.frombuffer("".join(values).encode(), np.uint8),
+                                     np.cumsum([0] + [len(v) for v in values])[:-1], np.cumsum([len(v) for v in values]),
+                                     np.arange(len(values))))
+    assert p.json() == json.dumps(values)
+  enc = [v.encode() for v in ("é", "ab", "é")]
+  p = PackedStrings(b"".join(enc), [len(b) for b in enc])
+  assert p.find("é").tolist() == [0, 2] and p.find("ab").tolist() == [1]
