@@ -37,7 +37,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from kdef_jax.data import hash_ids
-from kdef_jax.data.formats.split_kernels import NOT_WORDS, LineCells, count_lines, split, split_words
+from kdef_jax.data.formats.split_kernels import NOT_WORDS, LineCells, count_lines, has_control_byte, split, split_words
 from kdef_jax.data.hash_ids import Cells
 from kdef_jax.data.schema import Block, DataFormatError, open_raw
 
@@ -49,8 +49,8 @@ except ImportError:  # pragma: no cover - exercised when the extra is absent
 BLOCK_BYTES = 8 << 20
 # Whitespace other than the space, LF and CR, which str.split() (the Python libFM reader) also splits at:
 # a space-separated block holding any goes to the Python engine, so every engine reads it alike.
-_OTHER_ASCII_SPACE = re.compile(rb"[\t\x0b\x0c\x1c-\x1f]")
-_OTHER_SPACE = re.compile(r"[^\S \n\r]")
+_ASCII_SPACES = (b"\t", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\x1f")
+_UNICODE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")  # str.isspace() >= 0x80
 
 
 def available(parser: str = "native") -> bool:
@@ -159,6 +159,11 @@ def decode_lines(block: bytes, encoding: str, path: str, first_line: int, on_bad
     return out
 
 
+def _unicode_space(data) -> bool:
+    """UTF-8 ``data`` holds a whitespace character >= 0x80 (a no-break space, an em space, ...)."""
+    return _UNICODE_SPACE.search(codecs.utf_8_decode(data, "strict", True)[0]) is not None
+
+
 class _Fast:
     """Parse one plain block into {key: Cells}, or return None for the plain-Python engine."""
 
@@ -197,16 +202,8 @@ class _Fast:
                 block.decode("utf-8")
             except UnicodeDecodeError:
                 return False
-        return not self._other_space(block, not block.isascii())
-
-    def _other_space(self, block, non_ascii: bool) -> bool:
-        """A space-separated block holds whitespace that str.split() splits at but " " is not (a tab,
-        a no-break space, ...): the Python engine reads it (a UTF-8 ``block``)."""
-        if not self.by_space:
-            return False
-        if _OTHER_ASCII_SPACE.search(block):
-            return True
-        return non_ascii and _OTHER_SPACE.search(codecs.utf_8_decode(block, "strict", True)[0]) is not None
+        return not (self.by_space and (any(block.find(c) >= 0 for c in _ASCII_SPACES)
+                                       or not block.isascii() and _unicode_space(block)))
 
     def parse(self, block, scratch: threading.local | None = None) -> tuple[list | None, int]:
         """(one Cells per wanted column, or None when the block is not plain; number of lines) of a
@@ -257,8 +254,8 @@ class _Fast:
                 codecs.utf_8_decode(memoryview(buf[lo:hi]), "strict", True)
             except UnicodeDecodeError:
                 return None, n_lines
-        if self._other_space(memoryview(buf[lo:hi]), bool(high)):  # high: a byte >= 0x80 seen
-            return None, n_lines
+        if self.by_space and (has_control_byte(buf, lo, hi) or high and _unicode_space(memoryview(buf[lo:hi]))):
+            return None, n_lines  # a tab, a no-break space, ...: the Python engine splits there (high: a byte >= 0x80)
         return [LineCells(buf, line_starts, self.cols[k], self.dbytes[0], h1[k, :n_lines], tag[k, :n_lines])
                 for k in range(w)], n_lines
 

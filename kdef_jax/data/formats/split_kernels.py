@@ -45,6 +45,18 @@ def _next_line_py(line, base, start, line_starts, t1, tt, h1, tag):
 _next_line = hash_ids._jit(_next_line_py)
 
 
+def _has_control_byte_py(buf, lo, hi):
+    """``buf[lo:hi]`` holds a byte below 0x20 other than LF and CR (a tab, a vertical tab, ...)."""
+    for p in range(lo, hi):
+        c = buf[p]
+        if c < 32 and c != 10 and c != 13:
+            return True
+    return False
+
+
+has_control_byte = hash_ids._jit(_has_control_byte_py)
+
+
 def _split_py(buf, lo, hi, ncol, delim, quote, no_empty, wanted, line_starts, h1, tag):
     """One pass over ``buf[lo:hi]`` (lines ending in \\n): split at ``delim``; for field c of line i with
     ``wanted[c] = k >= 0`` store its key (hash_ids) in ``h1[k, i], tag[k, i]``, and where line i
