@@ -6,6 +6,7 @@ Run alone: XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pytest t
 
 import json
 import re
+import types
 
 import jax
 import jax.numpy as jnp
@@ -235,3 +236,27 @@ def test_sums_skip_the_one_pass_fold_with_several_devices():
 
     jaxpr = jax.make_jaxpr(lambda x: column_sums(x, jnp.square(x)))(np.ones((64, 32), np.float32))
     assert "optimization_barrier" not in [e.primitive.name for e in jaxpr.jaxpr.eqns]
+
+
+# Several processes: to_mesh places each device's slice (process_count faked).
+
+
+def test_to_mesh_of_a_multi_process_run_places_each_devices_slice(monkeypatch):
+    """Several processes: to_mesh builds each device's shard from the full host values by its index
+    (make_array_from_callback), one sharding for a whole tree or a tree of them."""
+    mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": 2, "student": 2}), {"b": 8})
+    fake = types.SimpleNamespace(process_count=lambda: 2, tree=jax.tree,
+                                 make_array_from_callback=jax.make_array_from_callback)
+    monkeypatch.setattr(sharding, "jax", fake)
+    x = np.arange(24, dtype=np.float32).reshape(8, 3)
+    batch = sharding.to_mesh({"ids": x, "y": x[:, 0]}, sharding.batch_sharding(mesh))
+    mixed = sharding.to_mesh({"t": x, "s": np.float32(2.0)},
+                             {"t": sharding.NamedSharding(mesh, sharding.TABLE_ROWS), "s": sharding.replicated(mesh)})
+    monkeypatch.undo()
+    np.testing.assert_array_equal(np.asarray(batch["ids"]), x)
+    np.testing.assert_array_equal(np.asarray(batch["y"]), x[:, 0])
+    assert batch["ids"].sharding.spec == P("data")
+    assert {tuple(s.data.shape) for s in batch["ids"].addressable_shards} == {(4, 3)}
+    np.testing.assert_array_equal(np.asarray(mixed["t"]), x)
+    assert {tuple(s.data.shape) for s in mixed["t"].addressable_shards} == {(2, 3)}
+    assert float(mixed["s"]) == 2.0

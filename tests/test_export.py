@@ -289,3 +289,82 @@ def test_concat_fusion_needs_the_concat_head():
     vh = headed.init(jax.random.PRNGKey(0), ids, False)
     with pytest.raises(ValueError, match="fusion 'mean_logit' for a model with the concat head"):
         make_predictor(headed, vh, fusion="mean_logit")
+
+
+# Cases mutation testing found unpinned: export and export_run.
+
+
+def test_negative_student_index_is_out_of_range():
+    with pytest.raises(ValueError, match="student index -1 out of range"):
+        extract_student(_model(), {}, -1)
+
+
+def test_export_needs_a_platform():
+    with pytest.raises(ValueError, match="name at least one of cpu"):
+        export_predictor(_model(), {}, 3, platforms=())
+
+
+def test_load_run_checkpoint_name_is_checked_first(tmp_path):
+    from kdef_jax.export import load_run
+
+    with pytest.raises(ValueError, match="load_run checkpoint='final': use 'best' or 'latest'"):
+        load_run(tmp_path, "final")
+
+
+def test_folded_predictor_runs_no_batchnorm():
+    """fold_bn=True: the predictor's program computes no BatchNorm factor γ·(σ²+ε)^(-1/2)."""
+    model = KDEFModel(vocab_sizes=(5, 7), embedding_dim=2,
+                      groups=(StudentGroup("mlp", 2, (("batch_norm", True), ("dropout", 0.0), ("hidden_units", (4,)))),))
+    ids = jnp.ones((2, 2), jnp.int32)
+    v = model.init(jax.random.PRNGKey(0), ids, False)
+    assert "rsqrt" in str(jax.make_jaxpr(make_predictor(model, v))(ids))
+    assert "rsqrt" not in str(jax.make_jaxpr(make_predictor(model, v, fold_bn=True))(ids))
+
+
+def test_resolve_what_best_needs_results():
+    from kdef_jax.export_run import resolve_what
+
+    with pytest.raises(ValueError, match="--what best: the run has no results.json with best_student_index"):
+        resolve_what("best", {}, 3)
+    assert resolve_what("best", {"best_student_index": 2}, 3) == 2
+
+
+def test_random_ids_cover_pad_and_every_sequence_slot():
+    from kdef_jax.export_run import random_ids
+
+    ids = random_ids((3, 5), None, 400)
+    assert ids.shape == (400, 2) and ids.dtype == np.int32
+    assert [set(np.unique(ids[:, j])) for j in range(2)] == [set(range(3)), set(range(5))]  # 0 = PAD included
+    assert random_ids((3, 5), (2, 3), 10).shape == (10, 5)  # one column per id slot
+
+
+def test_export_run_refuses_an_unknown_platform_before_reading_the_run(tmp_path):
+    from kdef_jax.export_run import export_run
+
+    with pytest.raises(ValueError, match=r"--platforms cpu,gpu: unknown \['gpu'\]"):
+        export_run(tmp_path, platforms=("cpu", "gpu"))
+
+
+# export_run on a trained run: the default name of a folded student, and nothing written when the file predicts otherwise.
+
+
+def test_export_run_default_name_of_a_folded_student(trained_run):
+    from kdef_jax.export_run import export_run
+
+    _, workdir, _ = trained_run
+    info = export_run(workdir, "0", fold_bn=True, platforms=("cpu",))
+    assert info["file"] == str(workdir / "predictor_student0_folded.jaxexport")
+    assert (workdir / "predictor_student0_folded.jaxexport").is_file()
+
+
+@pytest.mark.parametrize("error", [1e-3, float("nan")])
+def test_export_run_writes_nothing_when_the_file_predicts_otherwise(trained_run, tmp_path, monkeypatch, capsys, error):
+    """The reloaded file is checked against the library's predictor: off by 1e-3 (or NaN), it is not written."""
+    from kdef_jax import export_run as er
+
+    real = er.load_exported
+    monkeypatch.setattr(er, "load_exported", lambda blob: (lambda ids: real(blob)(ids) + jnp.float32(error)))
+    out = tmp_path / "p.jaxexport"
+    assert er.main(["--workdir", str(trained_run[1]), "--out", str(out), "--platforms", "cpu"]) == 2
+    assert "exported predictor differs from the model by" in capsys.readouterr().err
+    assert not out.exists() and not out.with_name("p.jaxexport.json").exists()

@@ -251,3 +251,33 @@ def test_ensemble_metrics_single_class_teacher_auc_nan():
 def test_auc_ranks_scores_in_float64():
   assert auc([0, 1], [0.5, 0.5 + 1e-12]) == 1.0  # one float32 value: a tie, AUC 0.5
   assert auc([1, 0], [0.5, 0.5 + 1e-12]) == 0.0
+
+
+# Cases mutation testing found unpinned.
+
+
+def test_concat_fusion_teacher_is_the_heads_row_and_students_exclude_it():
+  from kdef_jax.metrics import ensemble_metrics, ensemble_prob64, sigmoid64
+
+  labels = np.array([1.0, 0.0])
+  logits = np.array([[6.0, 0.5], [-4.0, 0.5], [-1.0, 2.0]])  # two students, then the head's logit
+  np.testing.assert_array_equal(ensemble_prob64(logits, "concat"), sigmoid64(logits[2]))
+  out = ensemble_metrics(labels, logits, "concat")
+  assert out["teacher"]["auc"] == 0.0  # the head ranks B above A; student 0 would say 1.0
+  assert out["students"] == ensemble_metrics(labels, logits[:2])["students"]
+
+
+def test_single_class_auc_is_nan_without_a_warning():
+  from kdef_jax.metrics import auc
+
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert math.isnan(auc([1, 1, 1], [0.2, 0.5, 0.9]))
+    assert math.isnan(auc([0, 0], [0.2, 0.5]))
+
+
+def test_logloss_refuses_a_broadcastable_shape_mismatch():
+  from kdef_jax.metrics import logloss
+
+  with pytest.raises(ValueError, match="differ in shape"):
+    logloss([1], [0.5, 0.5])

@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from conftest import pre_bn_bias
 
+from kdef_jax import distributed
 from kdef_jax.config import base_config, validate
 
 TESTS = Path(__file__).resolve().parent
@@ -156,3 +158,73 @@ def test_auto_without_a_cluster_is_an_error_naming_the_key(tmp_path):
                           cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "config distributed.coordinator='auto'" in proc.stderr and "no cluster" in proc.stderr
+
+
+# jax.distributed's start and main_first, with jax's calls faked (cases mutation testing found unpinned).
+
+
+@pytest.fixture
+def fake_init(monkeypatch):
+    """jax.distributed.initialize and jax.config.update recorded, not run."""
+    calls = []
+    monkeypatch.setattr(distributed.jax.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.jax.distributed, "initialize", lambda **kw: calls.append(("init", kw)))
+    monkeypatch.setattr(distributed.jax.config, "update", lambda *a: calls.append(("config", a)))
+    return calls
+
+
+def test_initialize_passes_the_config_to_jax_distributed(fake_init):
+    explicit = ml_collections.ConfigDict({"coordinator": "h:1234", "num_processes": 3, "process_id": 2})
+    assert distributed.initialize(explicit) is False  # jax.process_count() is still 1 here
+    assert fake_init == [("config", ("jax_cpu_collectives_implementation", "gloo")),
+                         ("init", {"coordinator_address": "h:1234", "num_processes": 3, "process_id": 2})]
+    fake_init.clear()
+    distributed.initialize(ml_collections.ConfigDict({"coordinator": "auto", "num_processes": 1, "process_id": 0}))
+    assert fake_init[-1] == ("init", {})  # cluster detection: jax finds the processes itself
+
+
+def test_initialize_failure_names_the_key(fake_init, monkeypatch):
+    def fail(**kw):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(distributed.jax.distributed, "initialize", fail)
+    with pytest.raises(ValueError, match=r"config distributed.coordinator='h:1': jax.distributed.initialize failed \(boom\)"):
+        distributed.initialize(ml_collections.ConfigDict({"coordinator": "h:1", "num_processes": 2, "process_id": 0}))
+
+
+def test_initialize_when_already_initialized_reports_the_process_count(monkeypatch):
+    monkeypatch.setattr(distributed.jax.distributed, "is_initialized", lambda: True)
+    assert distributed.initialize(ml_collections.ConfigDict({"coordinator": "h:1"})) is False  # 1 process
+
+
+@pytest.fixture
+def two_processes(monkeypatch):
+    """main_first as process ``index`` of 2, with process 0's broadcast faked: returns (what was said, {"index", "reply"})."""
+    said, state = [], {"index": 0, "reply": True}
+    monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(distributed.jax, "process_index", lambda: state["index"])
+
+    def says(ok):
+        said.append(bool(ok))
+        return state["reply"] if state["index"] else bool(ok)
+
+    monkeypatch.setattr(distributed, "_process0_says", says)
+    return said, state
+
+
+def test_main_first_on_process_0(two_processes):
+    said, _ = two_processes
+    assert distributed.main_first(lambda: 5, "cache") == 5 and said == [True]
+    said.clear()
+    with pytest.raises(KeyError):
+        distributed.main_first(lambda: {}["x"], "cache")
+    assert said == [False]  # the others are told, then process 0 raises
+
+
+def test_main_first_on_another_process(two_processes):
+    said, state = two_processes
+    state["index"] = 1
+    assert distributed.main_first(lambda: 6, "cache") == 6  # after process 0 succeeded: runs fn itself
+    state["reply"] = False
+    with pytest.raises(RuntimeError, match="cache: process 0 failed .* process 1 stops too"):
+        distributed.main_first(lambda: 6, "cache")

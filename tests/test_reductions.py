@@ -190,3 +190,24 @@ def test_column_sums_of_bfloat16_inputs_are_exact_float32_sums(monkeypatch, back
     np.testing.assert_array_equal(np.asarray(got), [[rows, rows], [2 * rows, 2 * rows]])
     assert reductions.sum_of_squares(x).dtype == jnp.float32
     assert float(reductions.sum_of_squares(x)) == 2 * rows
+
+
+# Cases mutation testing found unpinned.
+
+
+def test_sum_of_squares_squares_in_float32():
+    """(1 + 2⁻⁷)² is not a bfloat16 number: the square must be taken after the float32 cast."""
+    from kdef_jax.reductions import sum_of_squares
+
+    x = jnp.asarray([1 + 2**-7], jnp.bfloat16)
+    assert float(sum_of_squares(x)) == (1 + 2**-7) ** 2
+
+
+def test_the_cpu_fold_is_r_to_1_before_the_barrier(monkeypatch):
+    """The one-pass fold sums R = 16 row blocks elementwise: what the barrier holds is [N/16, n, ...]."""
+    import kdef_jax.reductions as reductions
+
+    monkeypatch.setattr(reductions.jax, "default_backend", lambda: "cpu")
+    jaxpr = jax.make_jaxpr(lambda x: reductions.column_sums(x, x))(jnp.ones((64, 3), jnp.float32))
+    (barrier,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "optimization_barrier"]
+    assert barrier.invars[0].aval.shape == (4, 2, 3)
