@@ -6,7 +6,7 @@ kdef_jax/sharding.py spans them all, so the train step is the one-device math on
 
     config.distributed.coordinator = ""            one process (default)
                                    = "auto"        jax's cluster detection (SLURM, Open MPI, TPU pods, ...)
-                                   = "host:port"   explicit: also num_processes (≥ 2) and process_id
+                                   = "host:port"   explicit: also num_processes (≥ 1; 1 runs alone) and process_id
 
 Every process reads every global batch from its own copy of the preprocessed cache (the data must
 be on every host, or on a shared filesystem) and places only its devices' rows; process 0 builds
