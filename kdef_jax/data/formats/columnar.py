@@ -159,11 +159,6 @@ def decode_lines(block: bytes, encoding: str, path: str, first_line: int, on_bad
     return out
 
 
-def _unicode_space(data) -> bool:
-    """UTF-8 ``data`` holds a whitespace character >= 0x80 (a no-break space, an em space, ...)."""
-    return _UNICODE_SPACE.search(codecs.utf_8_decode(data, "strict", True)[0]) is not None
-
-
 class _Fast:
     """Parse one plain block into {key: Cells}, or return None for the plain-Python engine."""
 
@@ -197,13 +192,18 @@ class _Fast:
             return False
         if self.by_space and (b"  " in block or b" \n" in block or b" \r" in block or b"\n " in block or block.startswith(b" ")):
             return False
-        if not block.isascii():
-            try:
-                block.decode("utf-8")
-            except UnicodeDecodeError:
-                return False
-        return not (self.by_space and (any(block.find(c) >= 0 for c in _ASCII_SPACES)
-                                       or not block.isascii() and _unicode_space(block)))
+        if not block.isascii() and self._not_plain_text(block):
+            return False
+        return not (self.by_space and any(block.find(c) >= 0 for c in _ASCII_SPACES))
+
+    def _not_plain_text(self, data) -> bool:
+        """Non-ASCII ``data`` is not UTF-8, or (space-separated) holds a whitespace character >= 0x80
+        that str.split() splits at (a no-break space, ...): the Python engine reads such a block."""
+        try:
+            text = codecs.utf_8_decode(data, "strict", True)[0]
+        except UnicodeDecodeError:
+            return True
+        return self.by_space and _UNICODE_SPACE.search(text) is not None
 
     def parse(self, block, scratch: threading.local | None = None) -> tuple[list | None, int]:
         """(one Cells per wanted column, or None when the block is not plain; number of lines) of a
@@ -249,13 +249,10 @@ class _Fast:
             got, high = split(buf, lo, hi, *args)
         if got != n_lines:
             return None, n_lines
-        if high:
-            try:
-                codecs.utf_8_decode(memoryview(buf[lo:hi]), "strict", True)
-            except UnicodeDecodeError:
-                return None, n_lines
-        if self.by_space and (has_control_byte(buf, lo, hi) or high and _unicode_space(memoryview(buf[lo:hi]))):
-            return None, n_lines  # a tab, a no-break space, ...: the Python engine splits there (high: a byte >= 0x80)
+        if high and self._not_plain_text(memoryview(buf[lo:hi])):  # high: a byte >= 0x80 seen
+            return None, n_lines
+        if self.by_space and has_control_byte(buf, lo, hi):  # a tab, ...: the Python engine splits there too
+            return None, n_lines
         return [LineCells(buf, line_starts, self.cols[k], self.dbytes[0], h1[k, :n_lines], tag[k, :n_lines])
                 for k in range(w)], n_lines
 
