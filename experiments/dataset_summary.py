@@ -43,10 +43,10 @@ def main():
     a = ap.parse_args()
     rows, configs = [], []
     for spec in a.configs:  # every config loaded and validated before the first one trains
-        c = load_config_file(str(ROOT / spec.split(":")[0]) + (":" + spec.split(":")[1] if ":" in spec else ""))
-        c.train.num_epochs, c.train.progress, c.train.plot = 1, False, False
-        c.model.num_students = 3
         try:
+            c = load_config_file(str(ROOT / spec.split(":")[0]) + (":" + spec.split(":")[1] if ":" in spec else ""))
+            c.train.num_epochs, c.train.progress, c.train.plot = 1, False, False
+            c.model.num_students = 3
             validate(c)
             check_source(c.data)  # its data is there: a missing dataset fails before any config trains
         except (ValueError, FileNotFoundError) as e:

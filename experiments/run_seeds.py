@@ -27,7 +27,7 @@ import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdef_jax.config import apply_overrides, base_config, load_config_file, validate  # noqa: E402
+from kdef_jax.config import apply_overrides, base_config, check_overrides_are_read, load_config_file, validate  # noqa: E402
 from kdef_jax.models.ensemble import groups_from_config  # noqa: E402
 from kdef_jax.run_files import config_changes, read_json  # noqa: E402
 from kdef_jax.train import train_and_evaluate  # noqa: E402
@@ -98,12 +98,15 @@ def plan_setting(config_path: str, name: str, overrides, seeds, workdir) -> list
         raise ValueError(f"setting {name!r}: {seeded[0]}: the seeds come from --seeds")
     plan = []
     for seed in seeds:
-        config = load_config_file(config_path)
         try:
+            config = load_config_file(config_path)
             apply_overrides(config, [*overrides, f"seed={seed}", "train.progress=False"])
             validate(config)
+            check_overrides_are_read(config, load_config_file(config_path))
+        except FileNotFoundError as e:
+            raise ValueError(f"--config {config_path}: {e}") from None
         except (KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"setting {name!r}: {e}") from None
+            raise ValueError(f"setting {name!r}: {e.args[0] if isinstance(e, KeyError) else e}") from None
         wd = Path(workdir) / f"{name}_seed{seed}"
         changes = _changed(wd, config)
         if changes:

@@ -25,6 +25,7 @@ students instead, any registered kind (the paper's Table II rows for other backb
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -71,6 +72,9 @@ def merge(paths) -> dict:
     joined to those before it in one of two ways: the same variants and Ks over disjoint seeds (e.g. a
     seed added later: every cell's per-seed values joined, in the order of ``paths``), or other
     variants over the same seeds (e.g. a baseline swept later: its rows added to the table)."""
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise ValueError(f"--merge: no such file {', '.join(missing)}")
     records = [read_json(Path(p)) for p in paths]
     for p, r in zip(paths, records):
         if not isinstance(r, dict) or not {"config", "overrides", "seeds", "table"} <= set(r):
@@ -106,8 +110,14 @@ def markdown(table: dict) -> str:
             per = lambda x: " / ".join(f"{t:.4f}" for t in x["values"])  # noqa: E731
             lines.append(f"| {v} | {k} | **{e['mean']:.4f}** ({per(e)}) | {b['mean']:.4f} ({per(b)}) | "
                          f"{e['mean'] - b['mean']:+.4f} | {', '.join(map(str, s['epochs']))} | "
-                         f"{statistics.fmean(s['train_samples_per_s']):,.0f} |")
+                         f"{_mean_speed(s['train_samples_per_s'])} |")
     return "\n".join(lines)
+
+
+def _mean_speed(values: list) -> str:
+    """The mean of the runs' train samples/s; a run of one step an epoch has none (NaN, or null in JSON)."""
+    known = [x for x in values if x is not None and math.isfinite(x)]
+    return f"{statistics.fmean(known):,.0f}" if known else "n/a"
 
 
 def is_ablation(table: dict) -> bool:

@@ -227,6 +227,18 @@ def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
         node[leaf] = _parse_as(value, node[leaf], key)
 
 
+def check_overrides_are_read(config, base) -> None:
+    """A ValueError for an override (``config`` against the config file's own values ``base``) that the run
+    would not read: model.num_students or model.student while model.students names the students."""
+    m = config.model
+    if not m.students.strip():
+        return
+    for key in ("num_students", "student"):
+        if m[key] != base.model[key]:
+            raise ValueError(f"config model.{key}={m[key]!r} is not read: model.students={m.students!r} names "
+                             f"the students (override model.students instead, e.g. mlp:6)")
+
+
 def validate(c) -> None:
     """Raise ValueError naming the config key for any value the run cannot use."""
 

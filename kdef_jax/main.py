@@ -12,7 +12,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from kdef_jax.config import load_config_file
+from kdef_jax.config import check_overrides_are_read, load_config_file
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -28,6 +28,7 @@ def main(argv):
     from kdef_jax.train import train_and_evaluate
 
     try:
+        check_overrides_are_read(_CONFIG.value, load_config_file(config_flags.get_config_filename(flags.FLAGS["config"])))
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, CheckpointError, ImportError) as e:
         # Our own errors name the file/line/key; show them without a deep traceback.

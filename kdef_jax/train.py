@@ -100,6 +100,16 @@ def _mean_metrics(ms: list) -> dict:
     return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
+def train_speed(meta: dict) -> float:
+    """Training rows/s over the steps after each epoch's first (that one compiles); NaN when no such
+    step ran (one batch an epoch): a 0 would read as a measured speed."""
+    return meta["timed_rows"] / meta["timed_s"] if meta["timed_rows"] > 0 and meta["timed_s"] > 0 else float("nan")
+
+
+def speed_text(samples_per_s: float) -> str:
+    return f"{samples_per_s:,.0f} samples/s" if math.isfinite(samples_per_s) else "samples/s n/a (one step an epoch, compile included)"
+
+
 def train_and_evaluate(config, workdir, *, log=print) -> dict:
     t_start = time.perf_counter()
     validate(config)
@@ -259,7 +269,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     val = evaluate(predict, state, valid, ebs, fusion, progress=progress, desc="valid", rows_to=rows_to)
     tst = evaluate(predict, state, test, ebs, fusion, progress=progress, desc="test", rows_to=rows_to) if test is not None and len(test) else None
     summary = report.summarize(val, tst, names)
-    throughput = meta["timed_rows"] / meta["timed_s"] if meta["timed_s"] > 0 else float("nan")
+    throughput = train_speed(meta)
     results = {
         "dataset": c.data.name,
         "feature_map": {"num_rows": fmap.num_rows, "total_vocab": fmap.total_vocab, "num_fields": fmap.num_fields},
@@ -287,7 +297,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         return results
     write_json(workdir / "results.json", results)
     log("\n" + report.format_table(summary))
-    log(f"epochs {meta['epoch']} (best {meta['best_epoch']}), train {throughput:,.0f} samples/s, "
+    log(f"epochs {meta['epoch']} (best {meta['best_epoch']}), train {speed_text(throughput)}, "
         f"results in {workdir / 'results.json'}")
     if t.plot and meta["history"]:
         if not report.plot_history(meta["history"], names, workdir / "curves.png"):

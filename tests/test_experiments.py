@@ -424,3 +424,28 @@ def test_scaling_plot_draws_no_best_student_of_a_variant_whose_students_are_untr
   ensemble, best = figs[0].axes
   values = lambda ax: {y for line in ax.get_lines() for y in line.get_ydata()}  # noqa: E731
   assert 0.9 in values(ensemble) and 0.8 in values(best) and not {0.5, 0.49, 0.51} & values(best)
+
+
+def test_experiments_name_a_missing_config_or_merge_file_without_a_traceback(tmp_path, monkeypatch, capsys):
+  import dataset_summary
+
+  for script, argv, message in [
+      (scaling, ["--merge", str(tmp_path / "nope.json"), "--out", str(tmp_path / "m.json")], f"--merge: no such file {tmp_path / 'nope.json'}"),
+      (run_seeds, ["--config", "configs/nope.py", "--seeds", "1", "--setting", "a", "--workdir", str(tmp_path / "w"),
+                   "--out", str(tmp_path / "x.json")], "--config configs/nope.py: config file 'configs/nope.py' not found"),
+      (dataset_summary, ["--configs", "configs/frappe.py:nope", "--out", str(tmp_path / "x.json")], "unknown argument 'nope'"),
+      (run_seeds, ["--config", str(REPO_ROOT / "configs" / "kdef_latest_frappe.py"), "--seeds", "1", "--setting", "k6",
+                   "model.num_students=6", "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "x.json")],
+       "setting 'k6': config model.num_students=6 is not read")]:
+    monkeypatch.setattr(sys, "argv", ["x", *argv])
+    with pytest.raises(SystemExit):
+      script.main()
+    assert message in capsys.readouterr().err
+
+
+def test_scaling_table_says_n_a_for_runs_without_a_timed_step():
+  st = {"mean": 0.9, "min": 0.9, "max": 0.9, "values": [0.9]}
+  row = {"ensemble_test_auc": st, "best_student_test_auc": st, "epochs": [1], "train_samples_per_s": [None]}
+  assert scaling.markdown({"kdef": {2: row}}).endswith("| 1 | n/a |")
+  row["train_samples_per_s"] = [float("nan"), 100.0, 300.0]
+  assert scaling.markdown({"kdef": {2: row}}).endswith("| 1 | 200 |")

@@ -127,6 +127,29 @@ def test_cli_rejects_zero_students(tmp_path):
     p = _run(["--config", "configs/default.py:tiny", "--workdir", str(tmp_path / "w"), "--config.model.num_students=0"], tmp_path)
     assert p.returncode == 2
     assert "model.num_students" in p.stderr and "Traceback" not in p.stderr
+    # where the config names its students (model.students), a K override would not be read: an error, not ignored
+    p = _run(["--config", "configs/kdef_latest_frappe.py:tiny", "--workdir", str(tmp_path / "w"), "--config.model.num_students=6"],
+             tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and not (tmp_path / "w").exists()
+    assert "config model.num_students=6 is not read: model.students='ipnn:1,final:1,ecn:1' names the students" in p.stderr
+
+
+def test_overrides_of_what_model_students_replaces_are_errors():
+    from kdef_jax.config import check_overrides_are_read, load_config_file
+
+    base = load_config_file(f"{REPO}/configs/kdef_latest_frappe.py:tiny")
+    for key, value in (("num_students", 6), ("student", "ecn")):
+        c = load_config_file(f"{REPO}/configs/kdef_latest_frappe.py:tiny")
+        c.model[key] = value
+        with pytest.raises(ValueError, match=f"config model.{key}={value!r} is not read"):
+            check_overrides_are_read(c, base)
+    c = load_config_file(f"{REPO}/configs/kdef_latest_frappe.py:tiny")
+    c.model.students = "mlp:6"  # the students themselves may change
+    check_overrides_are_read(c, base)
+    plain = load_config_file(f"{REPO}/configs/default.py:tiny")
+    c = load_config_file(f"{REPO}/configs/default.py:tiny")
+    c.model.num_students = 6  # no model.students: num_students is read
+    check_overrides_are_read(c, plain)
 
 
 def test_cli_tiny_run_writes_results(cli_tiny_run):

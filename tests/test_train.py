@@ -503,3 +503,11 @@ def test_resume_refuses_data_that_encodes_ids_differently(tmp_path):
     with pytest.raises(ValueError, match=r"vocabulary differs from the run's vocab.json \(field 'c'"):
         _check_same_ids(tmp_path / "run", fmap, other)
     _check_same_ids(tmp_path / "run", fmap, tmp_path / "run" / "vocab.json")  # the run's own: fine
+
+
+def test_train_speed_is_nan_not_zero_when_every_step_compiled():
+    from kdef_jax.train import speed_text, train_speed
+
+    assert train_speed({"timed_rows": 3000, "timed_s": 1.5}) == 2000.0
+    assert math.isnan(train_speed({"timed_rows": 0, "timed_s": 0.01}))  # one batch an epoch: no step after the first
+    assert speed_text(2000.0) == "2,000 samples/s" and speed_text(float("nan")).startswith("samples/s n/a")
