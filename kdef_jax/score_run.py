@@ -25,6 +25,7 @@ training maps to OOV as well).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import types
@@ -115,6 +116,21 @@ def with_zero_labels(path: Path, data, tmp_dir: Path) -> Path:
     return out
 
 
+class UserFile:
+    """Messages about the file read (``read``), told of the user's file ``path``: the copy --unlabeled
+    reads (``copy``) has one column more on every line, the zero label, which is not counted."""
+
+    def __init__(self, read: str, path: Path, copy: bool):
+        self.read, self.path, self.copy = read, str(Path(path).resolve()), copy
+
+    def text(self, message: str) -> str:
+        if not self.copy:
+            return message
+        message = re.sub(r"expected (\d+) columns, found (\d+)",
+                         lambda m: f"expected {int(m[1]) - 1} columns, found {int(m[2]) - 1}", message)
+        return message.replace(self.read, self.path)
+
+
 def oov_shares(x: np.ndarray, fmap) -> dict:
     """{field: share of its ids that are its OOV id} (a sequence field: of its non-PAD ids)."""
     out, col = {}, 0
@@ -149,13 +165,14 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
             data.files.test = str(with_zero_labels(input_path, data, Path(tmp)))
         else:
             check_label_column(input_path, data)
+        user = UserFile(data.files.test, input_path, copy=unlabeled)
         try:
-            ds = load_dataset(data, log=log, vocab=vocab, keep_lines=True)
+            ds = load_dataset(data, log=lambda msg: log(user.text(msg)), vocab=vocab, keep_lines=True)
         except ValueError as e:  # DataFormatError included: name the user's file, not the copy
-            if data.files.test == str(input_path.resolve()):
+            if not unlabeled:
                 raise
             kind = DataFormatError if isinstance(e, DataFormatError) else ValueError
-            raise kind(str(e).replace(data.files.test, str(input_path))) from None
+            raise kind(user.text(str(e))) from None
         if ds.feature_map.vocab_sizes != fmap.vocab_sizes or ds.feature_map.max_lens != fmap.max_lens:
             raise ValueError(f"{input_path}: encoded with {ds.feature_map.vocab_sizes}, the run has {fmap.vocab_sizes}")
         split = ds.splits.get("test")
@@ -180,8 +197,8 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
 
     write_atomic(out, write_csv)
     info = {
-        "input": str(input_path), "workdir": str(workdir), "checkpoint": checkpoint, "what": name,
-        "out": str(out), "rows_scored": rows, "skipped_rows": ds.feature_map.skipped_rows,
+        "input": str(input_path.resolve()), "workdir": str(workdir), "checkpoint": checkpoint, "what": name,
+        "out": str(out), "rows_scored": rows, "skipped_rows": {user.text(k): v for k, v in ds.feature_map.skipped_rows.items()},
         "dropped_by_label_rule": ds.feature_map.info.get("dropped_by_label_rule", {}),
         "oov_share": oov, "mean_probability": float(probs.mean()),
     }

@@ -318,7 +318,16 @@ def test_unlabeled_errors_name_the_users_file(csv_run, tmp_path):
   bad = write_file(tmp_path / "bad.csv", "I1,C1,tags\n3,c1,t1\n4,c2\n")
   with pytest.raises(ValueError) as e:
     score_run.score_run(workdir, bad, out=tmp_path / "o.csv", unlabeled=True, log=lambda *a: None)
-  assert f"{bad}:3" in str(e.value) and "kdef_score_" not in str(e.value)
+  assert f"{bad}:3: expected 3 columns, found 2" in str(e.value) and "kdef_score_" not in str(e.value)  # the user's count
+
+
+def test_messages_about_the_zero_label_copy_name_the_users_file_and_its_columns(tmp_path):
+  user = score_run.UserFile("/tmp/kdef_score_x/in.txt", tmp_path / "in.txt", copy=True)
+  msg = user.text("/tmp/kdef_score_x/in.txt:11: expected 40 columns, found 31")
+  assert msg == f"{tmp_path / 'in.txt'}:11: expected 39 columns, found 30"
+  assert user.text("/tmp/kdef_score_x/in.txt") == str(tmp_path / "in.txt")  # e.g. the skipped_rows key
+  read = score_run.UserFile(str(tmp_path / "in.txt"), tmp_path / "in.txt", copy=False)
+  assert read.text("x:2: expected 40 columns, found 31") == "x:2: expected 40 columns, found 31"
 
 
 def test_zero_labels_copy_of_a_headerless_file(tmp_path):
