@@ -1,4 +1,4 @@
-"""KDEF on the built-in synthetic dataset: runs on any machine, no download (~1-2 min on 2 CPU cores).
+"""KDEF on the built-in synthetic dataset: runs on any machine, no download (~20-30 s on 2 CPU cores).
 
     python -m kdef_jax.main --config configs/default.py --workdir runs/default
     python -m kdef_jax.main --config configs/default.py:tiny --workdir runs/tiny      # seconds

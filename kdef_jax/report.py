@@ -128,17 +128,26 @@ def plot_history(history: list, names: list, path: Path) -> bool:
     plt = pyplot()
     if plt is None:
         return False
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     a1.plot(epochs, [h["val"]["teacher"]["auc"] for h in history], "k-o", lw=2, label="ensemble (teacher)")
     for k, name in enumerate(names):
-        a1.plot(epochs, [h["val"]["students"][k]["auc"] for h in history], "-", alpha=0.6, label=name)
+        a1.plot(epochs, [h["val"]["students"][k]["auc"] for h in history], "-o", ms=3, alpha=0.6, label=name)
     a1.set_xlabel("epoch"), a1.set_ylabel("validation AUC"), a1.grid(alpha=0.3)
     a1.legend(fontsize=7, ncol=2 if len(names) > 6 else 1)
     a2.plot(epochs, [h["train"]["loss"] for h in history], "b-o", label="train objective")
     a2.set_xlabel("epoch"), a2.set_ylabel("train loss"), a2.grid(alpha=0.3)
     a2b = a2.twinx()
-    a2b.semilogy(epochs, [h["lr"] for h in history], "r--", label="learning rate")
+    a2b.semilogy(epochs, [h["lr"] for h in history], "r--.", label="learning rate")
     a2b.set_ylabel("learning rate", color="r")
+    for ax in (a1, a2):  # whole epochs only (one epoch: a single tick, not 0.96 ... 1.04)
+        if len(epochs) <= 15:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
     save_figure(fig, path, dpi=110)
     return True

@@ -48,3 +48,16 @@ def test_jsonl_line_is_strict_json():
 
     line = jsonl_line({"epoch": 1, "val": {"auc": float("nan")}})
     assert line.endswith("\n") and json.loads(line, parse_constant=lambda c: pytest.fail(c)) == {"epoch": 1, "val": {"auc": None}}
+
+
+def test_training_curves_tick_whole_epochs_and_mark_every_point(tmp_path, monkeypatch):
+  pytest.importorskip("matplotlib")
+  from kdef_jax import report
+
+  figs = []
+  monkeypatch.setattr(report, "save_figure", lambda fig, path, dpi=120: figs.append(fig))
+  h = [{"epoch": 1, "val": {"teacher": {"auc": 0.9}, "students": [{"auc": 0.8}]}, "train": {"loss": 0.5}, "lr": 1e-3}]
+  assert report.plot_history(h, ["mlp_0"], tmp_path / "c.png")
+  auc, loss = figs[0].axes[:2]
+  assert list(auc.get_xticks()) == [1] == list(loss.get_xticks())  # one epoch: one tick, not 0.96 ... 1.04
+  assert all(line.get_marker() not in (None, "None", "") for line in auc.get_lines())  # a single epoch is visible

@@ -511,3 +511,10 @@ def test_train_speed_is_nan_not_zero_when_every_step_compiled():
     assert train_speed({"timed_rows": 3000, "timed_s": 1.5}) == 2000.0
     assert math.isnan(train_speed({"timed_rows": 0, "timed_s": 0.01}))  # one batch an epoch: no step after the first
     assert speed_text(2000.0) == "2,000 samples/s" and speed_text(float("nan")).startswith("samples/s n/a")
+
+
+def test_a_workdir_that_is_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "run").write_text("the user's notes")
+    with pytest.raises(FileExistsError, match="--workdir .*run is a file; give a folder"):
+        train_and_evaluate(tiny_config(tmp_path), tmp_path / "run", log=lambda *a: None)
+    assert (tmp_path / "run").read_text() == "the user's notes"
