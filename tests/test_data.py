@@ -8,6 +8,7 @@ explicitly; KDEF_CACHE_DIR also pointed at tmp_path), so nothing touches ~/.cach
 import functools
 import json
 import os
+import re
 import threading
 
 import numpy as np
@@ -21,7 +22,8 @@ from kdef_jax.data import dataset as dataset_mod
 from kdef_jax.data import id_files, preprocess
 from kdef_jax.data.feature_map import FeatureMap
 from kdef_jax.data.formats import libfm as libfm_mod
-from kdef_jax.data.schema import ColumnSpec
+from kdef_jax.data.preprocess import SourceSpec
+from kdef_jax.data.schema import TRANSFORMS, ColumnSpec, DataFormatError, LabelRule, bucket_value
 from kdef_jax.data.vocab import FieldEncoder, RawColumn
 
 
@@ -535,3 +537,199 @@ def test_building_reraises_a_failed_rename_when_no_complete_cache_is_there(tmp_p
     with building(final) as tmp:
       (tmp / "feature_map.json").write_text("x")
   assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+# The data pipeline's schema / preprocess / vocab / dataset: cases mutation testing found unpinned (2026-12-06).
+
+# pandas.read_csv's default NA strings (pandas >= 2.0; pandas.io.parsers STR_NA_VALUES), "" included
+PANDAS_2_NA = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+               "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
+
+def test_every_pandas_default_na_string_is_a_missing_value(tmp_path):
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", "label,c\n1,x\n" + "".join(f"0,{s}\n" for s in PANDAS_2_NA))
+  ds = load_data(raw_cfg(d, tmp_path / "c", format="delimited", files={"train": "train.csv"}, header=True,
+                         delimiter=",", fields=("c",), engine="python"))
+  assert vocab_of(ds) == {"c": ["x"]}
+  np.testing.assert_array_equal(x_of(ds, "train")[:, 0], [1] + [2] * len(PANDAS_2_NA))
+
+
+def test_a_numeric_fields_missing_value_is_the_empty_value_whatever_its_na_value(tmp_path):
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", "label,n\n1,10\n0,\n1,NA\n")
+  ds = load_data(raw_cfg(d, tmp_path / "c", format="delimited", files={"train": "train.csv"}, header=True,
+                         delimiter=",", fields=("n",), numeric_fields=("n",), engine="python",
+                         field_options={"n": {"na_value": "?"}}))
+  assert vocab_of(ds) == {"n": ["5"]}  # ⌊ln² 10⌋ = 5; "" and "NA" are missing -> bucket 0 -> OOV
+  np.testing.assert_array_equal(x_of(ds, "train")[:, 0], [1, 2, 2])
+  p = write_file(d / "train.csv", "label,n\n1,10\n0,?\n")  # the na_value itself is no missing number
+  with pytest.raises(DataFormatError, match=f"{p}:3: column 'n' is numeric but holds '\\?'"):
+    load_data(raw_cfg(d, tmp_path / "c2", format="delimited", files={"train": "train.csv"}, header=True,
+                      delimiter=",", fields=("n",), numeric_fields=("n",), engine="python",
+                      field_options={"n": {"na_value": "?"}}))
+
+
+@pytest.mark.parametrize("kw, what", [
+    (dict(min_count=0), "min_count"),
+    (dict(pandas_na="false"), "pandas_na"),
+    (dict(max_len=3), "max_len"),
+    (dict(kind="sequence", max_len=2, splitter=""), "splitter"),
+])
+def test_column_spec_rejects_bad_options(kw, what):
+  with pytest.raises(ValueError, match=what):
+    ColumnSpec(name="c", **kw)
+
+
+def test_libfm_index_must_be_ascii_digits():
+  assert TRANSFORMS["libfm_index"]("12:0.5") == "12"
+  for pair in ("\u00b2:1", "\u0661:1"):  # "²" and Arabic-Indic "1": str.isdigit() is true for both
+    with pytest.raises(ValueError, match="not a non-negative integer"):
+      TRANSFORMS["libfm_index"](pair)
+
+
+def test_cache_key_changes_with_label_rule_bad_rows_reader_and_pinned_vocab():
+  def key(**kw):
+    return SourceSpec("d", (ColumnSpec("c"),), (), reader=None, reader_key=kw.pop("reader_key", {}), **kw).key()
+
+  base = key()
+  others = [key(label_rule=LabelRule.parse("threshold:4:2")), key(on_bad_rows="skip"),
+            key(reader_key={"delim": ","}), key(vocab={"c": ["a"]}), key(vocab={"c": ["a", "b"]})]
+  assert len({base, *others}) == 1 + len(others)
+
+
+def test_raw_rows_counts_the_rows_the_reader_skipped(tmp_path):
+  d = tmp_path / "raw"
+  write_file(d / "train.libfm", "1 1:1 5:1\n-1 2:1\n1 3:1 6:1\n")  # line 2: wrong field count, skipped by the reader
+  ds = load_data(data_cfg(d, tmp_path / "cache", fields=("a", "b"), on_bad_rows="skip", engine="python"))
+  assert ds.feature_map.num_rows == {"train": 2}
+  assert ds.feature_map.info["raw_rows"] == 3
+
+
+def _csv_cfg(d, cache, fields, **kw):
+  kw = {"files": {"train": "train.csv"}, "header": True, "delimiter": ",", "engine": "python", **kw}
+  return raw_cfg(d, cache, format="delimited", fields=fields, **kw)
+
+
+def test_a_missing_value_becomes_the_fields_own_na_value_before_a_transform(tmp_path):
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", "label,isrc\n1,GBBKS1100170\n0,NA\n1,\n0,ZZ12345\n")
+  ds = load_data(_csv_cfg(d, tmp_path / "c", ("isrc",), field_options={"isrc": {"transform": "isrc_country",
+                                                                                 "na_value": "ZZ"}}))
+  assert vocab_of(ds) == {"isrc": ["GB"]}  # "NA" and "" -> "ZZ" (the NA value) -> OOV, never an "" token
+  np.testing.assert_array_equal(x_of(ds, "train")[:, 0], [1, 2, 2, 2])
+
+
+def test_without_zero_is_missing_a_missing_number_is_the_bucket_0_token(tmp_path):
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", "label,n\n1,0\n0,\n1,5\n0,NA\n")
+  ds = load_data(_csv_cfg(d, tmp_path / "c", ("n",), numeric_fields=("n",),
+                          field_options={"n": {"zero_is_missing": False}}))
+  assert vocab_of(ds) == {"n": ["0", "2"]}  # fill_na 0 then bucket 0 is a token; ⌊ln² 5⌋ = 2
+  np.testing.assert_array_equal(x_of(ds, "train")[:, 0], [1, 1, 2, 1])
+
+
+def test_a_transform_error_on_a_missing_value_names_the_column_and_the_raw_value(tmp_path):
+  d = tmp_path / "raw"
+  opts = {"h": {"transform": "hour_of_day"}}
+  p = write_file(d / "train.csv", "label,h\n1,14102100\n0,NA\n")
+  with pytest.raises(DataFormatError) as e:
+    load_data(_csv_cfg(d, tmp_path / "c1", ("h",), field_options=opts))
+  assert str(e.value) == (f"{p}:3: column 'h': expected an hour stamp YYMMDDHH, got '' "
+                          "(the raw value 'NA', a missing value: data.pandas_na)")
+  write_file(d / "train.csv", "label,h\n1,14102100\n0,\n")  # the empty value is the fill itself: no note
+  with pytest.raises(DataFormatError) as e:
+    load_data(_csv_cfg(d, tmp_path / "c2", ("h",), field_options=opts))
+  assert str(e.value) == f"{p}:3: column 'h': expected an hour stamp YYMMDDHH, got ''"
+
+
+def test_a_pinned_vocabulary_still_maps_a_missing_value_to_oov(tmp_path):
+  from kdef_jax.data.dataset import load_dataset
+  d = tmp_path / "raw"
+  write_file(d / "new.csv", "label,c\n1,x\n0,NA\n1,\n")
+  ds = load_dataset(_csv_cfg(d, tmp_path / "c", ("c",), files={"test": "new.csv"}), log=lambda *a: None,
+                    vocab={"c": ["NA", "x"]})  # e.g. a run trained with pandas_na=false
+  np.testing.assert_array_equal(x_of(ds, "test")[:, 0], [2, 3, 3])
+
+
+def test_delimited_cache_key_holds_every_reader_option(tmp_path):
+  from kdef_jax.data.dataset import _source_spec
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", "label,c\n1,x\n")
+
+  def key(**kw):
+    return _source_spec(_csv_cfg(d, tmp_path / "c", ("c",), **kw)).key()
+
+  keys = [key(), key(encoding="latin-1"), key(header=False), key(column_names=("label", "c")), key(quotechar="'"),
+          key(delimiter=";"), key(label_column="c")]
+  assert len(set(keys)) == len(keys)
+
+
+def test_libfm_cache_key_follows_the_feature_index_file(tmp_path):
+  from kdef_jax.data.dataset import _source_spec
+  d = tmp_path / "raw"
+  write_file(d / "train.fm", "0 1:1\n")
+  write_file(d / "fi.txt", "a:x\t1\n")
+  cfg = raw_cfg(d, tmp_path / "c", format="libfm", files={"train": "train.fm"}, fields=("a",), featindex="fi.txt",
+                engine="python")
+  before = _source_spec(cfg).key()
+  write_file(d / "fi.txt", "a:yy\t1\n")
+  assert _source_spec(cfg).key() != before
+
+
+def test_data_config_errors_duplicates_stray_options_and_no_train_file(tmp_path):
+  from kdef_jax.data.dataset import _source_spec, column_specs
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", "label,c\n1,x\n")
+  with pytest.raises(ValueError, match="duplicates"):
+    column_specs(_csv_cfg(d, tmp_path / "c", ("c", "c")))
+  with pytest.raises(ValueError, match=r"field_options \['z'\] are not in data.fields"):
+    column_specs(_csv_cfg(d, tmp_path / "c", ("c",), field_options={"z": {}}))
+  with pytest.raises(ValueError, match="training file is required"):
+    _source_spec(_csv_cfg(d, tmp_path / "c", ("c",), files={"train": "", "test": "train.csv"}))
+
+
+def test_open_cache_refuses_arrays_that_do_not_match_the_feature_map(tmp_path):
+  import json
+  from kdef_jax.data.dataset import open_cache
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", "label,c\n1,x\n0,y\n")
+  ds = load_data(_csv_cfg(d, tmp_path / "c", ("c",)))
+  fm = json.loads((ds.cache_dir / "feature_map.json").read_text())
+  fm["num_rows"]["train"] = 3
+  (ds.cache_dir / "feature_map.json").write_text(json.dumps(fm))
+  with pytest.raises(ValueError, match="do not match feature_map.json"):
+    open_cache(ds.cache_dir)
+
+
+def test_field_spec_rejects_a_vocabulary_without_pad_and_oov_and_a_wide_categorical():
+  from kdef_jax.data.feature_map import FieldSpec
+  assert FieldSpec("a", "categorical", 5).oov_index == 4
+  with pytest.raises(ValueError, match="vocab_size 1 < 2"):
+    FieldSpec("a", "categorical", 1)
+  with pytest.raises(ValueError, match="bad max_len 3"):
+    FieldSpec("a", "categorical", 5, max_len=3)
+
+
+def test_more_than_1024_distinct_values_of_a_bucketed_field(tmp_path):
+  # the encoders' per-raw-value tables start at 1024 entries: the 1025th value onwards lands in grown ones
+  d = tmp_path / "raw"
+  n = 1100
+  p = write_file(d / "train.csv", "label,n\n1,abc\n" + "".join(f"{i % 2},{i}\n" for i in range(n)))
+  ds = load_data(_csv_cfg(d, tmp_path / "c", ("n",), numeric_fields=("n",), on_bad_rows="skip"))
+  assert ds.feature_map.skipped_rows == {str(p): 1}  # "abc" only
+  buckets = sorted({bucket_value(float(i)) for i in range(1, n)})  # 0 -> bucket 0 = missing
+  assert vocab_of(ds) == {"n": [str(b) for b in buckets]}
+  ids = {b: i for i, b in enumerate(buckets, start=1)}
+  expect = [len(buckets) + 1] + [ids[bucket_value(float(i))] for i in range(1, n)]
+  np.testing.assert_array_equal(x_of(ds, "train")[:, 0], expect)
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("threshold:nan:2", "POS and NEG must be finite numbers"),
+    ("threshold:4:nan", "POS and NEG must be finite numbers"),
+    ("map:1=1,1=0", "raw value(s) ['1'] mapped more than once"),
+])
+def test_label_rules_that_cannot_label_every_class_or_contradict_themselves_are_refused(rule, message):
+  with pytest.raises(ValueError, match=re.escape(f"label rule {rule!r}: {message}")):
+    LabelRule.parse(rule)

@@ -199,6 +199,8 @@ class LabelRule:
         try:
             if kind == "threshold":
                 pos, neg = (float(t) for t in rest.split(":"))
+                if not (math.isfinite(pos) and math.isfinite(neg)):
+                    raise ValueError("POS and NEG must be finite numbers")
                 if neg >= pos:
                     raise ValueError("NEG must be < POS")
                 return cls(kind="threshold", mapping=(), positive_min=pos, negative_max=neg)
@@ -206,6 +208,10 @@ class LabelRule:
                 pairs = tuple((k, float(v)) for k, _, v in (p.partition("=") for p in rest.split(",")))
                 if not pairs or any(v not in (0.0, 1.0) for _, v in pairs):
                     raise ValueError("every mapped label must be 0 or 1")
+                keys = [k for k, _ in pairs]
+                twice = sorted({k for k in keys if keys.count(k) > 1})
+                if twice:
+                    raise ValueError(f"raw value(s) {twice} mapped more than once")
                 return cls(mapping=pairs)
         except ValueError as e:
             raise ValueError(f"label rule {text!r}: {e}") from None
