@@ -149,7 +149,8 @@ def check_out(out: Path, run_dirs=(), inputs=()) -> Path:
     not an input, not inside a run folder (its results.json, checkpoints)."""
     out = Path(out)
     if out.suffix in (".md", ".png"):
-        raise ValueError(f"--out {out}: the .md table and .png plot are written beside it; give a .json path")
+        raise ValueError(f"--out {out}: the .md table (and a .png plot, where the script draws one) are written "
+                         f"beside it; give a .json path")
     if out.is_dir():
         raise ValueError(f"--out {out} is a directory; give a file name")
     target = out.resolve()

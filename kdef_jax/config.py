@@ -253,6 +253,13 @@ def validate(c) -> None:
     m, o, t, d = c.model, c.optim, c.train, c.data
     if not m.students and (not isinstance(m.num_students, int) or m.num_students < 1):
         bad("model.num_students", f"must be an integer >= 1, got {m.num_students!r}")
+    from kdef_jax.models.ensemble import groups_from_config  # here: the models import this module's siblings
+
+    try:  # the student groups build (known kinds, counts >= 1) before any data is read
+        groups_from_config(m)
+    except ValueError as e:
+        raise e if str(e).startswith("config ") else ValueError(
+            f"config {'model.students' if m.students.strip() else 'model.student'}: {e}") from None
     if c.loss.variant not in VARIANTS:
         bad("loss.variant", f"{c.loss.variant!r} is not one of {VARIANTS}")
     if c.loss.variant == "concat":

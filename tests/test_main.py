@@ -1,6 +1,7 @@
 """The command line: clear errors for bad flags/config, and a real (tiny) run."""
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -202,3 +203,17 @@ def test_unknown_override_names_the_section_it_is_missing_from():
     assert "unknown config key 'model.final.nope' (no 'nope' under model.final; valid: blocks," in msg
     msg = check_config_overrides(["--config", "configs/default.py:tiny", "--config.nope=1"])
     assert "(no 'nope' under <top level>;" in msg
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("students", "mlp:0", "config model.students / num_students: need at least 1 student per group, got 'mlp:0'"),
+    ("students", "mlp:2,foo:1", "config model.students: unknown student kind 'foo'"),
+    ("student", "nope", "config model.student: unknown student kind 'nope'"),
+])
+def test_student_groups_are_checked_with_the_config_before_any_data(key, value, message):
+    from kdef_jax.config import base_config, validate
+
+    c = base_config()
+    c.model[key] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate(c)
