@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_seeds import (check_out, check_unique, merge_summaries, plan_setting, run_planned,  # noqa: E402
                        summarize, write_outputs)
 
+from kdef_jax.config import apply_overrides, load_config_file  # noqa: E402
 from kdef_jax.report import pyplot, save_figure  # noqa: E402
 from kdef_jax.run_files import read_json  # noqa: E402
 
@@ -49,13 +50,19 @@ def plan_sweep(config: str, ks, variants, seeds, workdir, extra=()) -> dict:
     swept = [o for o in extra if o.partition("=")[0] in SWEPT]
     if swept:
         raise ValueError(f"--set {' '.join(swept)}: scaling.py sweeps {', '.join(SWEPT[:2])} itself")
-    plans = {(v, k): plan_setting(config, f"{v}_k{k}", [f"model.num_students={k}", f"loss.variant={v}", *extra],
-                                  seeds, workdir) for v in variants for k in ks}
-    students = next(iter(plans.values()))[0][2].model.students
-    if students:
+    try:
+        base = load_config_file(config)
+        apply_overrides(base, extra)
+    except FileNotFoundError as e:
+        raise ValueError(f"--config {config}: {e}") from None
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"--set: {e.args[0] if isinstance(e, KeyError) else e}") from None
+    students = base.model.students
+    if students:  # checked first: each K's model.num_students below would not be read
         raise ValueError(f"{config} sets model.students={students!r}, which fixes the students: "
                          "scaling.py sweeps K students of one kind (model.student × model.num_students)")
-    return plans
+    return {(v, k): plan_setting(config, f"{v}_k{k}", [f"model.num_students={k}", f"loss.variant={v}", *extra],
+                                 seeds, workdir) for v in variants for k in ks}
 
 
 def sweep(config: str, ks, variants, seeds, workdir, extra=(), plans=None) -> dict:

@@ -290,7 +290,7 @@ def test_an_analysis_refuses_a_run_folder_whose_name_is_not_its_config(tmp_path)
     (["--seeds", "7", "--setting", "a", "--setting", "a", "model.num_students=2"], "--setting names: a given more than once"),
     (["--seeds", "7", "--setting", "a", "--out", "OUT.md"], "give a .json path"),
     (["--seeds", "7", "--setting", "a", "--out", "RUNS/a_seed7/results.json"], "is inside the run folder"),
-    (["--seeds", "7", "--setting", "a", "--setting", "b", "model.nope=1"], "setting 'b': \"unknown config key 'model.nope'\""),
+    (["--seeds", "7", "--setting", "a", "--setting", "b", "model.nope=1"], "setting 'b': unknown config key 'model.nope'"),
     (["--seeds", "7", "--setting", "a", "seed=3"], "setting 'a': seed=3: the seeds come from --seeds"),
 ])
 def test_run_seeds_argument_errors_come_before_any_training(tmp_path, monkeypatch, capsys, args, message):
