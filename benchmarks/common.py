@@ -9,6 +9,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from kdef_jax.config import apply_overrides, base_config
 from kdef_jax.data.synthetic import CRITEO_VOCAB
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
-from kdef_jax import runtime
+from kdef_jax import run_files, runtime
 from kdef_jax.report import host_cpu
 
 HIDDEN = (400, 400, 400)
@@ -150,16 +151,9 @@ def positive_int(text: str) -> int:
 
 
 def write_json(path: str | None, record: dict, echo: bool = True) -> None:
-    """Write ``record`` to ``path`` (atomically: a run killed mid-write keeps the previous file) and print it."""
-    text = json.dumps(record, indent=1)
-    if path and os.path.exists(path) and not os.path.isfile(path):  # e.g. /dev/null: never replace a device
-        with open(path, "w") as fh:
-            fh.write(text + "\n")
-    elif path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, path)
+    """Write ``record`` to ``path`` (kdef_jax.run_files.write_json: atomic, strict JSON, a device such as
+    /dev/null written in place, never replaced) and print it."""
+    if path:
+        run_files.write_json(Path(path), record)
     if echo:
-        print(text)
+        print(json.dumps(run_files.strict_json(record), indent=1))

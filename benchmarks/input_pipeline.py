@@ -66,7 +66,7 @@ def main():
         nonlocal state
         it = batches(way)
         t0 = time.perf_counter()
-        for batch in itertools.islice(it, args.steps):  # exactly `steps` batches built, none past the timed ones
+        for batch in itertools.islice(it, args.steps):  # `steps` batches taken (prefetch builds its few ahead)
             state, _ = step(state, batch, dropout_rng)
         jax.block_until_ready(state)
         seconds = time.perf_counter() - t0

@@ -17,7 +17,6 @@ logloss, epochs and wall time, and writes JSON plus a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.config import apply_overrides, base_config, check_overrides_are_read, load_config_file, validate  # noqa: E402
 from kdef_jax.models.ensemble import groups_from_config  # noqa: E402
-from kdef_jax.run_files import config_changes, read_json  # noqa: E402
+from kdef_jax.run_files import config_changes, read_json, write_atomic, write_json  # noqa: E402
 from kdef_jax.train import train_and_evaluate  # noqa: E402
 
 
@@ -167,9 +166,8 @@ def write_outputs(out: Path, record, md: str, plot=None) -> None:
     """Writes ``record`` as JSON to ``out`` and the markdown table ``md`` beside it (.md), and prints the
     table. ``plot(png_path) -> bool`` draws the .png beside them; False (no matplotlib) removes any
     earlier run's .png there, so no plot is left beside numbers it does not show."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
-    out.with_suffix(".md").write_text(md + "\n")
+    write_json(out, record)  # strict JSON: a NaN (no timed step in a run) is null
+    write_atomic(out.with_suffix(".md"), lambda fh: fh.write(md + "\n"))
     print(md)
     if plot is not None and not plot(out.with_suffix(".png")):
         out.with_suffix(".png").unlink(missing_ok=True)

@@ -58,8 +58,13 @@ def check_output(out: Path, flag: str, *, inputs: tuple = (), workdir: Path | No
 def write_atomic(out: Path, write: Callable[[IO], None], *, binary: bool = False) -> None:
     """``write(fh)`` into a new temporary file beside ``out`` (a fresh name, created exclusively: no file of
     the user's is touched), then rename it to ``out``: readers never see half a file, and a failure leaves
-    neither a partial ``out`` nor the temporary behind."""
+    neither a partial ``out`` nor the temporary behind. An existing ``out`` that is not a regular file (a
+    device such as /dev/null, a FIFO) is written in place, never replaced."""
     out = Path(out)
+    if out.exists() and not out.is_file() and not out.is_dir():
+        with open(out, "wb" if binary else "w") as fh:
+            write(fh)
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:

@@ -128,7 +128,7 @@ class UserFile:
             return message
         message = re.sub(r"expected (\d+) columns, found (\d+)",
                          lambda m: f"expected {int(m[1]) - 1} columns, found {int(m[2]) - 1}", message)
-        return message.replace(self.read, self.path)
+        return re.sub(re.escape(self.read) + r"(?![\w.-])", lambda m: self.path, message)  # not a longer path
 
 
 def oov_shares(x: np.ndarray, fmap) -> dict:

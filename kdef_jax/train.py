@@ -121,7 +121,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     progress = t.progress and main
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
-        raise FileExistsError(f"--workdir {workdir} is a file; give a folder for the run (nothing was overwritten)")
+        raise FileExistsError(f"the run's workdir {workdir} is a file; give a folder (nothing was overwritten)")
     ds = distributed.main_first(lambda: load_dataset(c.data, log=log), "kdef_jax: dataset cache")
     _check_labels(ds)
     for s in ("train", "valid"):

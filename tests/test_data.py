@@ -728,8 +728,9 @@ def test_more_than_1024_distinct_values_of_a_bucketed_field(tmp_path):
 @pytest.mark.parametrize("rule, message", [
     ("threshold:nan:2", "POS and NEG must be finite numbers"),
     ("threshold:4:nan", "POS and NEG must be finite numbers"),
-    ("map:1=1,1=0", "raw value(s) ['1'] mapped more than once"),
+    ("map:1=1,1=0", "raw value(s) ['1'] mapped to both 0 and 1"),
 ])
 def test_label_rules_that_cannot_label_every_class_or_contradict_themselves_are_refused(rule, message):
   with pytest.raises(ValueError, match=re.escape(f"label rule {rule!r}: {message}")):
     LabelRule.parse(rule)
+  assert LabelRule.parse("map:yes=1,yes=1,no=0").apply(["yes", "no"])[0].tolist() == [1.0, 0.0]  # a repeat agrees

@@ -449,3 +449,10 @@ def test_scaling_table_says_n_a_for_runs_without_a_timed_step():
   assert scaling.markdown({"kdef": {2: row}}).endswith("| 1 | n/a |")
   row["train_samples_per_s"] = [float("nan"), 100.0, 300.0]
   assert scaling.markdown({"kdef": {2: row}}).endswith("| 1 | 200 |")
+
+
+def test_a_summary_with_a_run_of_no_timed_step_is_strict_json(tmp_path):
+  out = tmp_path / "s.json"
+  run_seeds.write_outputs(out, {"a": {"train_samples_per_s": [float("nan"), 10.0]}}, "| t |")
+  assert json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}")) == {
+      "a": {"train_samples_per_s": [None, 10.0]}}

@@ -647,3 +647,21 @@ def test_libfm_whitespace_other_than_a_space_is_read_as_the_python_engine_reads_
     except DataFormatError as e:
       results.append(str(e))
   assert results[0] == results[1]
+
+
+@pytest.mark.skipif(not columnar.available("native"), reason="numba (the 'preprocess' extra) is not installed")
+def test_builds_compile_no_kernel_in_a_worker_thread_after_the_warm_up(tmp_path):
+  """numba compiling inside a worker thread holds the GIL for seconds (and has deadlocked): warm_up
+  compiles every signature a build uses, the memory map's read-only arrays and libFM's checks included."""
+  from kdef_jax.data.formats import split_kernels
+
+  columnar.warm_up("native")
+  kernels = ("count_lines", "split", "split_words", "has_control_byte")
+  before = {k: len(getattr(split_kernels, k).signatures) for k in kernels}
+  d = tmp_path / "raw"
+  write_file(d / "train.libfm", "1 1:1 2:1\n-1 1:2 2:1\r\n1 1:1 2:2\n")
+  write_file(d / "train.csv", "label\tc\n1\tx\n0\ty\r\n")
+  load_data(data_cfg(d, tmp_path / "c1", fields=("a", "b"), engine="native"))
+  load_data(_cfg(d, tmp_path / "c2", format="delimited", files={"train": "train.csv"}, header=True, delimiter="\t",
+                 fields=("c",), engine="native"))
+  assert {k: len(getattr(split_kernels, k).signatures) for k in kernels} == before

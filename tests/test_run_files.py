@@ -2,6 +2,7 @@
 written atomically, strict JSON out, config changes between a run and its resume."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 from data_helpers import write_file
@@ -84,3 +85,15 @@ def test_a_run_from_before_data_pandas_na_is_read_with_it_off(tmp_path):
     assert read_run_config(tmp_path).data.pandas_na is False
     (tmp_path / "config.json").write_text(base_config().to_json())
     assert read_run_config(tmp_path).data.pandas_na is True
+
+
+def test_a_device_given_as_an_output_is_written_in_place_never_replaced(monkeypatch):
+    """--out /dev/null: a temporary renamed over it would replace the device (as root) with a file."""
+    import os
+
+    from kdef_jax import run_files
+
+    renamed = []
+    monkeypatch.setattr(os, "replace", lambda a, b: renamed.append((a, b)))
+    run_files.write_json(Path("/dev/null"), {"a": float("nan")})
+    assert renamed == []

@@ -326,6 +326,8 @@ def test_messages_about_the_zero_label_copy_name_the_users_file_and_its_columns(
   msg = user.text("/tmp/kdef_score_x/in.txt:11: expected 40 columns, found 31")
   assert msg == f"{tmp_path / 'in.txt'}:11: expected 39 columns, found 30"
   assert user.text("/tmp/kdef_score_x/in.txt") == str(tmp_path / "in.txt")  # e.g. the skipped_rows key
+  cache = "preprocessing into /tmp/kdef_score_x/in.txt-1a2b"  # another path that starts with the copy's
+  assert user.text(cache) == cache
   read = score_run.UserFile(str(tmp_path / "in.txt"), tmp_path / "in.txt", copy=False)
   assert read.text("x:2: expected 40 columns, found 31") == "x:2: expected 40 columns, found 31"
 

@@ -515,6 +515,6 @@ def test_train_speed_is_nan_not_zero_when_every_step_compiled():
 
 def test_a_workdir_that_is_a_file_is_refused_before_any_work(tmp_path):
     (tmp_path / "run").write_text("the user's notes")
-    with pytest.raises(FileExistsError, match="--workdir .*run is a file; give a folder"):
+    with pytest.raises(FileExistsError, match="the run's workdir .*run is a file; give a folder"):
         train_and_evaluate(tiny_config(tmp_path), tmp_path / "run", log=lambda *a: None)
     assert (tmp_path / "run").read_text() == "the user's notes"

@@ -142,7 +142,8 @@ def _libfm_reader(cfg, fields, engine):
             raise DataFormatError(f"{path}: file is empty")
         slow = functools.partial(_libfm_slow, path=path, fields=fields, on_bad_rows=cfg.on_bad_rows)
         return columnar_mod.read_blocks(path, names=(LABEL, *fields), wanted=(LABEL, *fields), keys=(LABEL, *fields),
-                                     delimiter=" ", slow=slow, on_bad_rows=cfg.on_bad_rows, parser=engine, admit=admit, emit=emit)
+                                     delimiter=" ", slow=slow, on_bad_rows=cfg.on_bad_rows, parser=engine, admit=admit, emit=emit,
+                                     any_whitespace=True)
 
     read.takes_hooks = True
     return read

@@ -208,10 +208,9 @@ class LabelRule:
                 pairs = tuple((k, float(v)) for k, _, v in (p.partition("=") for p in rest.split(",")))
                 if not pairs or any(v not in (0.0, 1.0) for _, v in pairs):
                     raise ValueError("every mapped label must be 0 or 1")
-                keys = [k for k, _ in pairs]
-                twice = sorted({k for k in keys if keys.count(k) > 1})
-                if twice:
-                    raise ValueError(f"raw value(s) {twice} mapped more than once")
+                both = sorted({k for k, v in pairs if (k, 1.0 - v) in pairs})
+                if both:
+                    raise ValueError(f"raw value(s) {both} mapped to both 0 and 1")
                 return cls(mapping=pairs)
         except ValueError as e:
             raise ValueError(f"label rule {text!r}: {e}") from None

@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover - exercised when the extra is absent
 
 BLOCK_BYTES = 8 << 20
 # Whitespace other than the space, LF and CR, which str.split() (the Python libFM reader) also splits at:
-# a space-separated block holding any goes to the Python engine, so every engine reads it alike.
+# a libFM block holding any goes to the Python engine, so every engine reads it alike.
 _ASCII_SPACES = (b"\t", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\x1f")
 _UNICODE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")  # str.isspace() >= 0x80
 
@@ -162,13 +162,14 @@ def decode_lines(block: bytes, encoding: str, path: str, first_line: int, on_bad
 class _Fast:
     """Parse one plain block into {key: Cells}, or return None for the plain-Python engine."""
 
-    def __init__(self, path, names, wanted, keys, delimiter, quotechar, header_lines, encoding, parser):
+    def __init__(self, path, names, wanted, keys, delimiter, quotechar, header_lines, encoding, parser, any_space=False):
         self.path, self.keys, self.header_lines, self.parser = path, list(keys), header_lines, parser
         self.cols = [list(names).index(c) for c in wanted]
         self.ncol, self.delimiter, self.quotechar = len(names), delimiter, quotechar
         self.dbytes = delimiter.encode()
         self.ok = encoding.lower().replace("_", "-") in ("utf-8", "utf8") and len(self.dbytes) == 1
         self.by_space = delimiter == " "
+        self.any_space = self.by_space and any_space  # libFM: the Python reader splits at any whitespace
         self.quote = ord(quotechar) if quotechar else -1
         self.wanted = np.full(self.ncol, -1, np.int64)
         self.wanted[self.cols] = np.arange(len(self.cols))
@@ -194,16 +195,16 @@ class _Fast:
             return False
         if not block.isascii() and self._not_plain_text(block):
             return False
-        return not (self.by_space and any(block.find(c) >= 0 for c in _ASCII_SPACES))
+        return not (self.any_space and any(block.find(c) >= 0 for c in _ASCII_SPACES))
 
     def _not_plain_text(self, data) -> bool:
-        """Non-ASCII ``data`` is not UTF-8, or (space-separated) holds a whitespace character >= 0x80
+        """Non-ASCII ``data`` is not UTF-8, or (libFM) holds a whitespace character >= 0x80
         that str.split() splits at (a no-break space, ...): the Python engine reads such a block."""
         try:
             text = codecs.utf_8_decode(data, "strict", True)[0]
         except UnicodeDecodeError:
             return True
-        return self.by_space and _UNICODE_SPACE.search(text) is not None
+        return self.any_space and _UNICODE_SPACE.search(text) is not None
 
     def parse(self, block, scratch: threading.local | None = None) -> tuple[list | None, int]:
         """(one Cells per wanted column, or None when the block is not plain; number of lines) of a
@@ -251,7 +252,7 @@ class _Fast:
             return None, n_lines
         if high and self._not_plain_text(memoryview(buf[lo:hi])):  # high: a byte >= 0x80 seen
             return None, n_lines
-        if self.by_space and has_control_byte(buf, lo, hi):  # a tab, ...: the Python engine splits there too
+        if self.any_space and has_control_byte(buf, lo, hi):  # a tab, ...: the Python libFM reader splits there too
             return None, n_lines
         return [LineCells(buf, line_starts, self.cols[k], self.dbytes[0], h1[k, :n_lines], tag[k, :n_lines])
                 for k in range(w)], n_lines
@@ -282,13 +283,18 @@ def warm_up(parser: str) -> None:
     compile inside the worker threads (that holds the GIL for seconds and has deadlocked)."""
     if parser in _WARM:
         return
-    fast = _Fast("<warm-up>", ("a", "b"), ("a", "b"), ("a", "b"), "\t", "", 0, "utf-8", parser)
     ids = hash_ids.HashIds(16)
-    for text in (b"x\ty\nz\tw\n", b"x\ty\r\nz\tw\r\n"):  # the word kernel, then the byte kernel (CR)
-        block = fast(bytearray(text), 1, 2)
-        for col in block.columns.values():
-            got = ids(col.h1, col.tag)
-            col.pack(hash_ids.first_rows(got, 0))
+    for delimiter in ("\t", " "):  # " " with any_space: libFM's whitespace check too
+        fast = _Fast("<warm-up>", ("a", "b"), ("a", "b"), ("a", "b"), delimiter, "", 0, "utf-8", parser, any_space=True)
+        for text in (b"x\ty\nz\tw\n", b"x\ty\r\nz\tw\r\n"):  # the word kernel, then the byte kernel (CR)
+            for writeable in (True, False):  # a buffer of its own, and a read-only memory map's view
+                data = np.zeros(len(text), np.uint8)  # aligned: the word kernel takes it
+                data[:] = np.frombuffer(text.replace(b"\t", delimiter.encode()), np.uint8)
+                data.flags.writeable = writeable
+                block = fast(Chunk(data, 0, len(text)), 1, 2)
+                for col in block.columns.values():
+                    got = ids(col.h1, col.tag)
+                    col.pack(hash_ids.first_rows(got, 0))
     many = Cells.from_strings([str(i) for i in range(40)])  # int64 ranges; grows the table (rehash)
     got = ids(many.h1, many.tag)
     many.pack(np.flatnonzero(got >= 0))
@@ -301,7 +307,7 @@ def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys:
                 slow: Callable[[list, int], Block], quotechar: str = "", header_lines: int = 0,
                 encoding: str = "utf-8", on_bad_rows: str = "error", block_bytes: int | None = None,
                 threads: int = 2, parser: str = "native", admit: Callable[[Block], object] | None = None,
-                emit: Callable[[object], object] | None = None) -> Iterator:
+                emit: Callable[[object], object] | None = None, any_whitespace: bool = False) -> Iterator:
     """Blocks of ``path`` with the raw columns ``wanted`` stored under ``keys``, in file order.
 
     ``slow(lines, first_line)`` is the plain-Python parser of a list of decoded lines (None =
@@ -311,10 +317,12 @@ def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys:
     turn again, ``emit(admitted)`` runs beside the other workers (assembling and writing rows). Yields
     what ``emit`` returns (by default the admitted block); an exception of a block is raised when the
     consumer reaches that block, so the first error in file order is the one reported.
+    ``any_whitespace`` (libFM): a block holding whitespace other than " " (a tab, a no-break space) goes
+    to ``slow``, which splits at any whitespace as str.split() does.
     """
     if not available(parser):
         raise ImportError(f"the {parser} engine needs the 'preprocess' extra (numba, polars): pip install 'kdef-jax[preprocess]'")
-    fast = _Fast(path, names, wanted, keys, delimiter, quotechar, header_lines, encoding, parser)
+    fast = _Fast(path, names, wanted, keys, delimiter, quotechar, header_lines, encoding, parser, any_whitespace)
     block_bytes = block_bytes or BLOCK_BYTES
     warm_up(parser)
 
