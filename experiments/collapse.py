@@ -79,8 +79,9 @@ def markdown(found: dict) -> str:
     for v, ks in found.items():
         for k, runs in ks.items():
             ia = [r["mean_ia"] for r in runs]
+            aucs = [r["ensemble_test_auc"] for r in runs if r["ensemble_test_auc"] is not None]  # None: no test split
             lines.append(f"| {v} | {k} | **{statistics.fmean(ia):.3f}** ({' / '.join(f'{x:.3f}' for x in ia)}) | "
-                         f"{statistics.fmean(r['ensemble_test_auc'] for r in runs):.4f} |")
+                         f"{f'{statistics.fmean(aucs):.4f}' if aucs else 'n/a'} |")
     return "\n".join(lines)
 
 

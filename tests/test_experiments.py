@@ -3,6 +3,7 @@
 import json
 import re
 import sys
+import types
 
 import pytest
 
@@ -456,3 +457,178 @@ def test_a_summary_with_a_run_of_no_timed_step_is_strict_json(tmp_path):
   run_seeds.write_outputs(out, {"a": {"train_samples_per_s": [float("nan"), 10.0]}}, "| t |")
   assert json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}")) == {
       "a": {"train_samples_per_s": [None, 10.0]}}
+
+
+# The analyses' numbers by hand: cases mutation testing of experiments/ found unpinned (2026-12-06).
+
+
+def test_findings_collect_means_every_seed_and_tabulates_them(tmp_path, monkeypatch):
+  runs = {"kdef": {2: [(1, tmp_path / "kdef_k2_seed1"), (2, tmp_path / "kdef_k2_seed2")]}}
+  monkeypatch.setattr(findings, "finished_runs", lambda *w, variants=None: runs)
+  x_of = {"kdef_k2_seed1": 0.6, "kdef_k2_seed2": 0.8}
+
+  def analyse(path):
+    x = x_of[path.name]
+    return {"student_auc_mean": x, "student_auc_min": x - 0.1, "student_auc_max": x + 0.1, "student_auc_std": x / 10,
+            "ensemble_auc": x + 0.05, "auc_gap": 0.05, "distance_to_ensemble": x / 100}
+
+  monkeypatch.setattr(findings, "analyse_run", analyse)
+  found = findings.collect(tmp_path)
+  cell = found["kdef"][2]
+  assert [r["seed"] for r in cell["runs"]] == [1, 2]
+  assert cell["mean"] == pytest.approx({"student_auc_mean": 0.7, "student_auc_min": 0.6, "student_auc_max": 0.8,
+                                        "student_auc_std": 0.07, "ensemble_auc": 0.75, "auc_gap": 0.05,
+                                        "distance_to_ensemble": 0.007})
+  md = findings.markdown(found).splitlines()
+  assert md[2] == "| kdef | 2 | 2 | 0.7000 (0.6000-0.8000) | 0.0700 | 0.7500 | +0.0500 | 0.0070 |"
+
+
+def test_information_abundance_of_an_all_zero_table_is_zero():
+  ia, s = collapse.information_abundance(np.zeros((4, 2)))
+  assert ia == 0.0 and s.tolist() == [0.0, 0.0]
+
+
+def _collapse_run(monkeypatch, auc_of_run):
+  """A fake kdef_jax.export.load_run: fields a, b, c of 5, 3, 6 rows (PAD row first), embedding dim 2."""
+  import kdef_jax.export
+
+  a = [[50.0, 50.0], [2.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]  # σ without PAD (2, 1): IA 1.5
+  b = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]                            # 3 rows < 2·dim: left out
+  c = [[70.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]  # σ (1, 1): IA 2
+  table = np.array(a + b + c)
+  fmap = types.SimpleNamespace(vocab_sizes=(5, 3, 6), fields=[types.SimpleNamespace(name=n) for n in "abc"])
+  monkeypatch.setattr(kdef_jax.export, "load_run", lambda wd: (
+      None, {"params": {"embedding": {"table": table}}}, fmap,
+      {"rows": [{"test_auc": auc_of_run[wd.name]}, {"model": "mlp_0", "test_auc": 0.5}]}))
+
+
+def test_collapse_run_keeps_fields_of_two_dim_rows_and_means_their_abundance(tmp_path, monkeypatch):
+  _collapse_run(monkeypatch, {"kdef_k2_seed1": 0.8, "kdef_k2_seed2": 0.9})
+  r = collapse.analyse_run(tmp_path / "kdef_k2_seed1")
+  assert list(r["fields"]) == ["a", "c"] and r["dim"] == 2 and r["ensemble_test_auc"] == 0.8
+  assert r["fields"]["a"]["ia"] == pytest.approx(1.5) and r["fields"]["a"]["rows"] == 4
+  assert r["fields"]["c"]["ia"] == pytest.approx(2.0) and r["fields"]["c"]["rows"] == 5
+  assert r["fields"]["a"]["spectrum"] == pytest.approx([1.0, 0.5])
+  assert r["mean_ia"] == pytest.approx(1.75)
+  monkeypatch.setattr(collapse, "finished_runs", lambda *w, variants=None: {
+      "kdef": {2: [(1, tmp_path / "kdef_k2_seed1"), (2, tmp_path / "kdef_k2_seed2")]}})
+  found = collapse.collect(tmp_path)
+  assert [r["seed"] for r in found["kdef"][2]] == [1, 2]
+  assert collapse.markdown(found).splitlines()[2] == "| kdef | 2 | **1.750** (1.750 / 1.750) | 0.8500 |"
+
+
+def test_collapse_table_means_the_seeds_ia():
+  found = {"mean": {4: [{"mean_ia": 2.0, "ensemble_test_auc": 0.7}, {"mean_ia": 3.0, "ensemble_test_auc": 0.8}]}}
+  assert collapse.markdown(found).splitlines()[2] == "| mean | 4 | **2.500** (2.000 / 3.000) | 0.7500 |"
+  found = {"kdef": {2: [{"mean_ia": 2.0, "ensemble_test_auc": None}]}}  # a run without a test split
+  assert collapse.markdown(found).splitlines()[2] == "| kdef | 2 | **2.000** (2.000) | n/a |"
+
+
+def test_run_seeds_summary_and_its_table_by_hand():
+  runs = [{"seed": s, "rows": [{"model": "ensemble", "test_auc": e, "test_logloss": le},
+                               {"model": "mlp_0", "test_auc": 0.5, "test_logloss": 0.9},
+                               {"model": "mlp_1", "test_auc": b, "test_logloss": lb}],
+           "best_student_index": 1, "epochs_run": n, "wall_s": w, "train_samples_per_s": 1.0}
+          for s, e, le, b, lb, n, w in [(1, 0.8, 0.4, 0.7, 0.5, 3, 10.0), (2, 0.9, 0.3, 0.6, 0.6, 4, 20.0)]]
+  s = run_seeds.summarize(runs)
+  assert s["seeds"] == [1, 2] and s["best_student"] == ["mlp_1", "mlp_1"]
+  assert s["ensemble_test_logloss"] == {"mean": pytest.approx(0.35), "min": 0.3, "max": 0.4, "values": [0.4, 0.3]}
+  assert s["best_student_test_logloss"]["values"] == [0.5, 0.6]
+  md = run_seeds.markdown({"kdef_k2": s}).splitlines()
+  assert md[2] == "| kdef_k2 | 2 | **0.8500** (0.8000 / 0.9000) | 0.3500 | 0.6500 | 0.5500 | 3, 4 | 15 |"
+
+
+def test_finished_runs_orders_ks_and_seeds_numerically_and_variants_as_asked(tmp_path):
+  for name in ["mean_k16_seed7", "mean_k2_seed7", "mean_k2_seed1000", "mean_k2_seed999", "kdef_k2_seed7"]:
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text("{}")
+  (tmp_path / "mean_k4_seed7").mkdir()  # cut short: no results.json, not a finished run
+  found = run_seeds.finished_runs(tmp_path)
+  assert list(found["mean"]) == [2, 16]
+  assert found["mean"][2] == [(7, tmp_path / "mean_k2_seed7"), (999, tmp_path / "mean_k2_seed999"),
+                              (1000, tmp_path / "mean_k2_seed1000")]
+  assert list(run_seeds.finished_runs(tmp_path, variants=["mean", "kdef"])) == ["mean", "kdef"]
+
+
+def test_an_analysis_refuses_a_run_folder_of_another_seed_or_variant(tmp_path):
+  (run,) = run_seeds.plan_setting(str(REPO_ROOT / "configs" / "default.py"), "x", ["model.num_students=3"], [7], tmp_path)
+  for name, says in [("kdef_k3_seed8", "seed 7"), ("mean_k3_seed7", "loss.variant 'kdef'")]:
+    wd = tmp_path / name / name
+    wd.mkdir(parents=True)
+    (wd / "config.json").write_text(run[2].to_json())
+    (wd / "results.json").write_text("{}")
+    with pytest.raises(ValueError, match=f"{name}: the name says .* its config.json {says}; rename"):
+      run_seeds.finished_runs(tmp_path / name)
+
+
+def test_scaling_merge_refuses_other_overrides(tmp_path):
+  def record(name, seed, overrides):
+    runs = [{"seed": seed, "rows": [{"test_auc": 0.8, "test_logloss": 0.5}, {"model": "mlp_0", "test_auc": 0.7, "test_logloss": 0.6}],
+             "best_student_index": 0, "epochs_run": 3, "wall_s": 1.0, "train_samples_per_s": 10.0}]
+    p = tmp_path / name
+    p.write_text(json.dumps({"config": "configs/x.py", "overrides": overrides, "seeds": [seed],
+                             "table": {"kdef": {"2": run_seeds.summarize(runs)}}}))
+    return p
+
+  a, b = record("a.json", 1, ["model.student=final"]), record("b.json", 2, [])
+  with pytest.raises(ValueError, match=r"b\.json: overrides \[\] is not"):
+    scaling.merge([a, b])
+
+
+def _latest_results(aucs: dict, epochs: int, num_students: int):
+  return {"rows": [{"model": m, "test_auc": a, "test_logloss": 0.1 * (i + 1)} for i, (m, a) in enumerate(aucs.items())],
+          "epochs_run": epochs, "best_epoch": epochs - 1, "wall_s": 10.0 * epochs, "num_students": num_students}
+
+
+def test_latest_table_means_the_seeds_and_reads_each_students_own_row(tmp_path):
+  import latest_table
+
+  def write(name, res):
+    (tmp_path / name).mkdir(exist_ok=True)
+    (tmp_path / name / "results.json").write_text(json.dumps(res))
+
+  for seed, base, epochs in [(2024, 0.95, 5), (2026, 0.93, 7)]:
+    write(f"latest_seed{seed}", _latest_results({"ensemble": base, "ipnn": base - 0.01, "final": base - 0.02,
+                                                 "ecn": base - 0.03}, epochs, 3))
+    for j, s in enumerate(latest_table.STUDENTS):
+      write(f"{s}_alone_seed{seed}", _latest_results({"ensemble": base - 0.04 - 0.01 * j}, epochs + 1 + j, 1))
+  t = latest_table.collect(tmp_path, (2024, 2026))
+  r = t["per_seed"][1]
+  assert (r["seed"], r["ensemble"], r["ensemble_test_logloss"], r["epochs"]) == (2026, 0.93, 0.1, 7)
+  assert (r["ipnn"], r["final"], r["ecn"]) == pytest.approx((0.92, 0.91, 0.90))
+  assert (r["ipnn_alone"], r["ecn_alone"], r["ipnn_alone_epochs"], r["ecn_alone_epochs"]) == pytest.approx((0.89, 0.87, 8, 10))
+  assert r["reference"]["ensemble"] == latest_table.REFERENCE["ensemble"][2]
+  assert t["mean"] == pytest.approx({"ensemble": 0.94, "ipnn": 0.93, "final": 0.92, "ecn": 0.91,
+                                     "ipnn_alone": 0.90, "final_alone": 0.89, "ecn_alone": 0.88})
+  ref = (latest_table.REFERENCE["ensemble"][0] + latest_table.REFERENCE["ensemble"][2]) / 2
+  assert t["reference_mean"]["ensemble"] == pytest.approx(ref)
+  assert t["target"]["ensemble_mean_at_least"] == pytest.approx(ref - 0.001, abs=6e-5)
+  md = latest_table.markdown(t)
+  assert "ensemble − best student trained alone: +0.0400; ensemble − best student inside it: +0.0100." in md
+  twice = _latest_results({"ensemble": 0.95, "ipnn": 0.94, "final": 0.93, "ecn": 0.92}, 5, 3)
+  twice["rows"].insert(2, dict(twice["rows"][1], test_auc=0.5))  # two 'ipnn' rows: which one is it?
+  write("latest_seed2024", twice)
+  with pytest.raises(ValueError, match=r"latest_seed2024/results.json: no 'ipnn' row with a test AUC"):
+    latest_table.collect(tmp_path, (2024,))
+
+
+def test_findings_metrics_score_the_runs_own_fusion():
+  labels = np.array([1, 0])
+  z = np.array([[5.0, 0.8], [-3.0, 0.8]])  # σ(mean z) ranks the positive first, mean σ(z) the negative
+  assert findings.findings_metrics(labels, z)["ensemble_auc"] == 1.0
+  m = findings.findings_metrics(labels, z, "mean_prob")
+  assert m["ensemble_auc"] == 0.0 and m["student_auc"] == [1.0, 0.0] and m["auc_gap"] == -0.5
+
+
+def test_scaling_merge_refuses_a_record_without_its_seeds(tmp_path):
+  (tmp_path / "a.json").write_text(json.dumps({"config": "configs/x.py", "overrides": [], "seeds": [1], "table": {}}))
+  (tmp_path / "b.json").write_text(json.dumps({"config": "configs/x.py", "overrides": [], "table": {}}))
+  with pytest.raises(ValueError, match=r"b\.json: not a scaling.py record"):
+    scaling.merge([tmp_path / "a.json", tmp_path / "b.json"])
+
+
+def test_findings_distance_is_the_mean_over_three_unequal_students():
+  z = np.array([[2.0, -1.0, 0.3], [0.0, 0.5, -2.0], [-1.0, 3.0, 1.0]])
+  m = findings.findings_metrics(np.array([1, 0, 1]), z)
+  gap = np.abs(1 / (1 + np.exp(-z)) - 1 / (1 + np.exp(-z.mean(axis=0)))).mean(axis=1)
+  assert m["distance_per_student"] == pytest.approx(gap.tolist()) and m["distance_to_ensemble"] == pytest.approx(gap.mean())
