@@ -57,8 +57,8 @@ def checked_spec_groups(ap: argparse.ArgumentParser, args, student_only=("set",)
         return None
     try:
         return spec_groups(args.students, args.set)
-    except (KeyError, ValueError) as e:
-        ap.error(f"--students {args.students} --set {' '.join(args.set)}: {e.args[0] if isinstance(e, KeyError) else e}")
+    except ValueError as e:
+        ap.error(f"--students {args.students} --set {' '.join(args.set)}: {e}")
 
 
 def criteo_batches(batch_size: int, n: int = 4, seed: int = 0, vocab=CRITEO_VOCAB) -> list:

@@ -105,7 +105,7 @@ def plan_setting(config_path: str, name: str, overrides, seeds, workdir) -> list
         except FileNotFoundError as e:
             raise ValueError(f"--config {config_path}: {e}") from None
         except (KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"setting {name!r}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+            raise ValueError(f"setting {name!r}: {e}") from None
         wd = Path(workdir) / f"{name}_seed{seed}"
         changes = _changed(wd, config)
         if changes:

@@ -55,8 +55,8 @@ def plan_sweep(config: str, ks, variants, seeds, workdir, extra=()) -> dict:
         apply_overrides(base, extra)
     except FileNotFoundError as e:
         raise ValueError(f"--config {config}: {e}") from None
-    except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"--set: {e.args[0] if isinstance(e, KeyError) else e}") from None
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--set: {e}") from None
     students = base.model.students
     if students:  # checked first: each K's model.num_students below would not be read
         raise ValueError(f"{config} sets model.students={students!r}, which fixes the students: "

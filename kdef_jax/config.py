@@ -208,10 +208,18 @@ def _parse_as(text: str, like, key: str):
     return _parse_value(text)
 
 
+class UnknownKeyError(KeyError, ValueError):
+    """An override of a key the config does not have: a KeyError, and a ValueError (a bad value of the
+    command line) whose text is the message itself (a KeyError's text is its repr, quoted)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
     """``KEY=VALUE`` items (dotted keys of the config), each value parsed as its field's type
     (experiments/run_seeds.py's settings, the benchmarks' ``--set``); an unknown key is a KeyError
-    naming it, a value of the wrong type a ValueError naming ``KEY=VALUE``."""
+    naming it (:class:`UnknownKeyError`, also a ValueError), a value of the wrong type a ValueError naming ``KEY=VALUE``."""
     for item in items:
         key, eq, value = item.partition("=")
         if not eq:
@@ -220,10 +228,10 @@ def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
         *path, leaf = key.split(".")
         for p in path:
             if not isinstance(node, ml_collections.ConfigDict) or p not in node:
-                raise KeyError(f"unknown config key {key!r}")
+                raise UnknownKeyError(f"unknown config key {key!r}")
             node = node[p]
         if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-            raise KeyError(f"unknown config key {key!r}")
+            raise UnknownKeyError(f"unknown config key {key!r}")
         node[leaf] = _parse_as(value, node[leaf], key)
 
 
