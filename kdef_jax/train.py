@@ -32,7 +32,7 @@ from kdef_jax.losses import DISTILLING_VARIANTS, fusion_of
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
 from kdef_jax import distributed, report, sharding
-from kdef_jax.run_files import config_changes, read_json, write_atomic, write_json
+from kdef_jax.run_files import RUN_FILES, config_changes, read_json, read_run_config, write_atomic, write_json
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
@@ -372,6 +372,18 @@ def _refuse_earlier_run(workdir: Path, ckpt, resume: bool) -> None:
             f"{'resume' if resume else 'continue'}; choose a new --workdir or move those files aside "
             f"(nothing was overwritten)"
         )
+    # The other files a run writes: replaced only when config.json shows they are a run's own (one that
+    # stopped before its first checkpoint); a user's files of those names are never overwritten.
+    others = [f for f in RUN_FILES if (workdir / f).exists()]
+    if others:
+        try:
+            read_run_config(workdir)
+        except (FileNotFoundError, ValueError):
+            raise FileExistsError(
+                f"{workdir} holds {', '.join(others)}, which this run would overwrite and no kdef_jax run "
+                f"wrote (no run config.json beside them); choose a new --workdir or move them aside "
+                f"(nothing was overwritten)"
+            ) from None
 
 
 def _nan_message(epoch: int, step: int, meta: dict, ckpt, what: str = "training loss") -> str:

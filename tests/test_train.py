@@ -233,6 +233,30 @@ def test_earlier_results_without_checkpoints_are_not_overwritten(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()  # the refusal created no folders either
 
 
+@pytest.mark.parametrize("name", ["config.json", "feature_map.json", "vocab.json", "curves.png"])
+def test_a_users_own_files_in_the_workdir_are_not_overwritten(tmp_path, name):
+    """A fresh run writes config.json, feature_map.json, vocab.json and curves.png into its workdir; a
+    file of one of those names that no run wrote (no run config.json beside it) is refused, untouched."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / name).write_bytes(b"the user's own file")
+    with pytest.raises(FileExistsError, match=f"holds {name}, which this run would overwrite"):
+        train_and_evaluate(tiny_config(tmp_path, **{"train.num_epochs": 1}), run, log=lambda *a: None)
+    assert sorted(p.name for p in run.iterdir()) == [name]  # no checkpoints/ folder left either
+    assert (run / name).read_bytes() == b"the user's own file"
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_can_start_again(tmp_path):
+    """Its config.json, feature_map.json and vocab.json are a run's own: a fresh start replaces them."""
+    c = tiny_config(tmp_path, **{"train.num_epochs": 1})
+    train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    for f in ("checkpoints", "metrics.jsonl", "results.json", "curves.png"):  # as if it died in epoch 1
+        p = tmp_path / "run" / f
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    results = train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    assert (tmp_path / "run" / "results.json").exists() and results == json.loads((tmp_path / "run" / "results.json").read_text())
+
+
 def test_resume_with_a_new_learning_rate_uses_it_and_logs_the_changes(tmp_path):
     c = tiny_config(tmp_path, **{"train.num_epochs": 1})
     train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
