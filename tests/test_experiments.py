@@ -413,6 +413,22 @@ def test_dataset_summary_names_a_missing_dataset_before_any_config_trains(tmp_pa
   assert f"configs/avazu.py: data directory {tmp_path / 'data' / 'avazu'} does not exist" in capsys.readouterr().err
 
 
+def test_dataset_summary_compiles_the_kernels_before_timing_the_first_preprocessing(tmp_path, monkeypatch):
+  import dataset_summary
+
+  events = []
+  monkeypatch.setattr(dataset_summary.columnar, "available", lambda parser: True)
+  monkeypatch.setattr(dataset_summary.columnar, "warm_up", lambda parser: events.append(f"warm {parser}"))
+  real_load = dataset_summary.load_dataset
+  monkeypatch.setattr(dataset_summary, "load_dataset", lambda *a, **k: events.append("load") or real_load(*a, **k))
+  monkeypatch.setattr(dataset_summary, "train_and_evaluate", lambda *a, **k: {"rows": [{"test_auc": 0.5}]})
+  monkeypatch.setattr(sys, "argv", ["x", "--configs", "configs/default.py", "--out", str(tmp_path / "d.json")])
+  dataset_summary.main()
+  assert events == ["warm native", "warm columnar", "load"]
+  (row,) = json.loads((tmp_path / "d.json").read_text())
+  assert row["kernel_warm_up_s"] >= 0 and row["preprocess_s"] >= 0 and row["one_epoch_test_auc"] == 0.5
+
+
 @pytest.mark.parametrize("ks", [[4], [2, 4]], ids=["ablation", "k_sweep"])
 def test_scaling_plot_draws_no_best_student_of_a_variant_whose_students_are_untrained(tmp_path, monkeypatch, ks):
   pytest.importorskip("matplotlib")
