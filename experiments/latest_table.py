@@ -13,6 +13,9 @@ settings ``latest`` (IPNN + FINAL + ECN, KDEF loss) and ``<kind>_alone`` (one st
 
 Reference: the authors' PyTorch EKTF_L on the same split and settings, seeds 2024-2026
 (shared/reference/bench/reference-perf.md §5.4; students' AUCs are the 6-decimal log values, 4 shown).
+Each run's config.json must be configs/kdef_latest_frappe.py with its setting's overrides and its seed
+(the keys that cannot change a result, such as data paths, the engine or the progress bar, may differ):
+a run of other settings is an error naming the keys, not a row set beside the reference's.
 """
 
 from __future__ import annotations
@@ -24,11 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kdef_jax.config import apply_overrides, load_config_file  # noqa: E402
 from kdef_jax.run_files import read_json  # noqa: E402
-from run_seeds import check_out, write_outputs  # noqa: E402  (experiments/ is this script's folder)
+from run_seeds import _changed, check_out, write_outputs  # noqa: E402  (experiments/ is this script's folder)
 
 STUDENTS = ("ipnn", "final", "ecn")
 SEEDS = (2024, 2025, 2026)
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "kdef_latest_frappe.py"
+SETTINGS = {"latest": (), **{f"{s}_alone": (f"model.students={s}:1", "loss.variant=independent") for s in STUDENTS}}
+# config keys that cannot change a run's numbers: where the data and cache live, which engine parsed it,
+# batching of evaluation, progress output, the device layout
+OPERATIONAL = ("resume", "data.data_dir", "data.cache_dir", "data.engine", "train.eval_batch_size", "train.log_every",
+               "train.prefetch", "train.progress", "train.plot", "mesh.", "distributed.")
 REFERENCE = {  # test AUC, EKTF_L, Frappe mod10, batch 4096, emb L2 0.01, [400]x3, dropouts 0.1/0.1/0.3, 2 cross layers
     "ensemble": (0.95384, 0.95456, 0.95385),
     "ipnn": (0.9521, 0.9531, 0.9527),
@@ -44,9 +54,27 @@ def _auc(res: dict, model: str, path: Path) -> float:
     return rows[0]["test_auc"]
 
 
+def expected_config(setting: str, seed: int):
+    """The config a ``<setting>_seed<seed>`` run of the table must have used."""
+    config = load_config_file(str(CONFIG))
+    apply_overrides(config, [*SETTINGS[setting], f"seed={seed}"])
+    return config
+
+
+def check_settings(run: Path, setting: str, seed: int) -> None:
+    """A ValueError naming every result-changing key where ``run``'s config.json is not the reference's."""
+    if not (run / "config.json").is_file():
+        raise ValueError(f"{run}: no config.json, so its settings cannot be checked against the reference's")
+    changes = {k: v for k, v in _changed(run, expected_config(setting, seed)).items() if not k.startswith(OPERATIONAL)}
+    if changes:
+        diff = ", ".join(f"{k} {a!r} (run) vs {b!r} (reference)" for k, (a, b) in sorted(changes.items()))
+        raise ValueError(f"{run / 'config.json'}: not the reference's {setting} settings ({diff}); "
+                         f"the table compares runs of {CONFIG.name} only")
+
+
 def run_names(seeds=SEEDS) -> list:
     """The run folders the table reads: ``<setting>_seed<seed>``."""
-    return [f"{setting}_seed{seed}" for seed in seeds for setting in ("latest", *(f"{s}_alone" for s in STUDENTS))]
+    return [f"{setting}_seed{seed}" for seed in seeds for setting in SETTINGS]
 
 
 def missing_runs(workdir: Path, seeds=SEEDS) -> list:
@@ -56,6 +84,9 @@ def missing_runs(workdir: Path, seeds=SEEDS) -> list:
 
 def collect(workdir: Path, seeds=SEEDS) -> dict:
     per_seed = []
+    for seed in seeds:  # every run's settings first: no half-read table over a wrong run
+        for setting in SETTINGS:
+            check_settings(workdir / f"{setting}_seed{seed}", setting, seed)
     for seed in seeds:
         i = SEEDS.index(seed)
         path = workdir / f"latest_seed{seed}" / "results.json"

@@ -197,6 +197,16 @@ def _results(auc_by_model: dict, epochs=5, best=4):
           "epochs_run": epochs, "best_epoch": best, "wall_s": 10.0, "num_students": max(1, len(auc_by_model) - 1)}
 
 
+def _latest_run(folder, res):
+  """A finished run of latest_table's settings: its results and the config.json the table checks."""
+  import latest_table
+
+  setting, _, seed = folder.name.rpartition("_seed")
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / "results.json").write_text(json.dumps(res))
+  (folder / "config.json").write_text(latest_table.expected_config(setting, int(seed)).to_json())
+
+
 def test_latest_table_names_missing_runs_and_tabulates_the_seeds_given(tmp_path, monkeypatch, capsys):
   import latest_table
 
@@ -204,8 +214,7 @@ def test_latest_table_names_missing_runs_and_tabulates_the_seeds_given(tmp_path,
   for name, res in {"latest_seed2025": _results({"ensemble": 0.95, "ipnn": 0.94, "final": 0.93, "ecn": 0.92}),
                     "ipnn_alone_seed2025": _results({"ensemble": 0.91}), "final_alone_seed2025": _results({"ensemble": 0.90}),
                     "ecn_alone_seed2025": _results({"ensemble": 0.89})}.items():
-    (wd / name).mkdir(parents=True)
-    (wd / name / "results.json").write_text(json.dumps(res))
+    _latest_run(wd / name, res)
   out = tmp_path / "t.json"
   monkeypatch.setattr(sys, "argv", ["latest_table", "--workdir", str(wd), "--out", str(out)])
   with pytest.raises(SystemExit, match=r"8 run\(s\) missing .*latest_seed2024/results.json"):
@@ -600,8 +609,7 @@ def test_latest_table_means_the_seeds_and_reads_each_students_own_row(tmp_path):
   import latest_table
 
   def write(name, res):
-    (tmp_path / name).mkdir(exist_ok=True)
-    (tmp_path / name / "results.json").write_text(json.dumps(res))
+    _latest_run(tmp_path / name, res)
 
   for seed, base, epochs in [(2024, 0.95, 5), (2026, 0.93, 7)]:
     write(f"latest_seed{seed}", _latest_results({"ensemble": base, "ipnn": base - 0.01, "final": base - 0.02,
@@ -625,6 +633,36 @@ def test_latest_table_means_the_seeds_and_reads_each_students_own_row(tmp_path):
   twice["rows"].insert(2, dict(twice["rows"][1], test_auc=0.5))  # two 'ipnn' rows: which one is it?
   write("latest_seed2024", twice)
   with pytest.raises(ValueError, match=r"latest_seed2024/results.json: no 'ipnn' row with a test AUC"):
+    latest_table.collect(tmp_path, (2024,))
+
+
+def test_latest_table_refuses_a_run_of_other_settings_than_the_reference(tmp_path, monkeypatch, capsys):
+  import latest_table
+
+  for setting in latest_table.SETTINGS:
+    _latest_run(tmp_path / f"{setting}_seed2024", _latest_results(
+        {"ensemble": 0.95, "ipnn": 0.94, "final": 0.93, "ecn": 0.92} if setting == "latest" else {"ensemble": 0.9}, 5,
+        3 if setting == "latest" else 1))
+  c = json.loads((tmp_path / "final_alone_seed2024" / "config.json").read_text())
+  c["data"]["data_dir"], c["data"]["engine"], c["train"]["progress"] = "/elsewhere", "python", True  # may differ
+  (tmp_path / "final_alone_seed2024" / "config.json").write_text(json.dumps(c))
+  assert latest_table.collect(tmp_path, (2024,))["per_seed"][0]["final_alone"] == 0.9
+  c["train"]["batch_size"], c["optim"]["embedding_l2"] = 2048, 0.0  # would change the numbers
+  (tmp_path / "final_alone_seed2024" / "config.json").write_text(json.dumps(c))
+  out = tmp_path / "t.json"
+  monkeypatch.setattr(sys, "argv", ["latest_table", "--workdir", str(tmp_path), "--out", str(out), "--seeds", "2024"])
+  with pytest.raises(SystemExit):
+    latest_table.main()
+  assert ("final_alone_seed2024/config.json: not the reference's final_alone settings (optim.embedding_l2 0.0 (run) vs "
+          "0.01 (reference), train.batch_size 2048 (run) vs 4096 (reference))") in capsys.readouterr().err
+  assert not out.exists()
+  _latest_run(tmp_path / "final_alone_seed2024", _latest_results({"ensemble": 0.9}, 5, 1))
+  (tmp_path / "ecn_alone_seed2024" / "config.json").unlink()
+  with pytest.raises(ValueError, match="ecn_alone_seed2024: no config.json"):
+    latest_table.collect(tmp_path, (2024,))
+  _latest_run(tmp_path / "ecn_alone_seed2024", _latest_results({"ensemble": 0.9}, 5, 1))
+  (tmp_path / "latest_seed2024" / "config.json").write_text(latest_table.expected_config("latest", 2025).to_json())
+  with pytest.raises(ValueError, match=r"latest_seed2024/config.json: not the reference's latest settings \(seed 2025 \(run\) vs 2024"):
     latest_table.collect(tmp_path, (2024,))
 
 
