@@ -1,13 +1,16 @@
 """Checkpoints: the per-array checksums (hand values), damaged bytes found on restore, read-only opening."""
 
 import json
+import sys
+import types
 
 import flax.struct
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdef_jax.checkpoint import CheckpointError, Checkpoints, state_checksums
+from kdef_jax.checkpoint import CheckpointError, Checkpoints, _check_shapes, _closed_loop_errors_muted, state_checksums
 
 
 @flax.struct.dataclass
@@ -186,5 +189,230 @@ def test_a_damaged_meta_file_is_a_checkpoint_error_naming_it(tmp_path):
     try:
         with pytest.raises(CheckpointError, match=r"cannot read the latest checkpoint .*latest/1: it is corrupt"):
             ck.restore_latest(_state())
+    finally:
+        ck.close()
+
+
+# Cases mutation testing of checkpoint.py found unpinned (2026-12-07): error-message listing, arrays the
+# config lacks, the closed-loop muting, synchronous saves, one step kept per folder, readers, save order,
+# re-saves, every restored field, close, relative workdirs.
+
+
+def _small_state(scale=1.0, **params):
+    return State(jnp.int32(7), {"w": jnp.arange(60, dtype=jnp.float32).reshape(6, 10) * scale, **params},
+                 {"mean": jnp.arange(10, dtype=jnp.float32) + 100}, ({"mu": jnp.full((6, 10), 0.25)},))
+
+
+def _zeros_like(state):
+    return jax.tree.map(jnp.zeros_like, state)
+
+
+def _w01(state):
+    return float(state.params["w"][0, 1])
+
+
+# ---- checkpoint.py: error messages -------------------------------------------------------------
+
+
+def test_a_long_difference_list_names_three_arrays_and_counts_the_rest(tmp_path):
+    template = {f"a{i}": jnp.zeros(2) for i in range(5)}
+    records = {f"['a{i}']": {"shape": [3], "dtype": "float32"} for i in range(5)}
+    with pytest.raises(CheckpointError) as e:
+        _check_shapes(template, records, tmp_path)
+    msg = str(e.value)
+    assert "(5 arrays differ: ['a0']: checkpoint (3,) float32, this config (2,) float32; ['a1']: " in msg
+    assert "; ['a2']: checkpoint (3,) float32, this config (2,) float32; and 2 more)" in msg
+    assert "['a3']" not in msg
+    three = {k: v for k, v in records.items() if k in ("['a0']", "['a1']", "['a2']")}
+    with pytest.raises(CheckpointError) as e:
+        _check_shapes({k: template[k] for k in ("a0", "a1", "a2")}, three, tmp_path)
+    assert "more" not in str(e.value) and "['a2']: checkpoint (3,) float32, this config (2,) float32)" in str(e.value)
+
+
+def test_an_array_the_config_lacks_is_a_changed_model_not_a_key_error(tmp_path):
+    ck = Checkpoints(tmp_path)
+    try:
+        ck.save(1, _small_state(extra=jnp.zeros(3)), {"epoch": 1})
+        with pytest.raises(CheckpointError, match=r"\(1 arrays differ: \['params'\]\['extra'\]: checkpoint \(3,\) "
+                                                  r"float32, this config has no such array\)"):
+            ck.restore_latest(_small_state())
+    finally:
+        ck.close()
+
+
+def test_an_unreadable_state_is_a_checkpoint_error(tmp_path):
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _small_state(), {"epoch": 1})
+    ck.close()
+    (tmp_path / "checkpoints" / "latest" / "1" / "state" / "manifest.ocdbt").write_bytes(b"garbage{")
+    ck = Checkpoints(tmp_path)
+    try:
+        with pytest.raises(CheckpointError, match=r"cannot restore the latest checkpoint .*latest/1: it is corrupt "
+                                                  r"or was written by a different model/config \("):
+            ck.restore_latest(_small_state())
+    finally:
+        ck.close()
+
+
+def test_the_orbax_error_in_the_message_is_cut_at_300_characters(tmp_path):
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _small_state(), {"epoch": 1})
+    real_restore, calls = ck.latest.restore, []
+
+    def restore(*a, **k):  # the meta read works, the state read fails with a huge message
+        calls.append(1)
+        if len(calls) == 1:
+            return real_restore(*a, **k)
+        raise RuntimeError("x" * 5000)
+
+    ck.latest.restore = restore
+    try:
+        with pytest.raises(CheckpointError) as e:
+            ck.restore_latest(_small_state())
+    finally:
+        ck.latest.restore = real_restore
+        ck.close()
+    assert f"(RuntimeError: {'x' * 300}). Move it aside" in str(e.value)
+
+
+def test_only_event_loop_closed_errors_are_muted_and_the_hooks_come_back():
+    seen = []
+    unraisable, excepthook = sys.unraisablehook, sys.excepthook
+    try:
+        sys.unraisablehook = lambda u: seen.append(("unraisable", type(u.exc_value).__name__, str(u.exc_value)))
+        sys.excepthook = lambda t, v, tb: seen.append(("except", t.__name__, str(v)))
+        mine = (sys.unraisablehook, sys.excepthook)
+        closed = RuntimeError("Event loop is closed")
+        with _closed_loop_errors_muted():
+            sys.unraisablehook(types.SimpleNamespace(exc_value=closed))
+            sys.excepthook(RuntimeError, closed, None)
+            sys.unraisablehook(types.SimpleNamespace(exc_value=RuntimeError("other")))
+            sys.excepthook(ValueError, ValueError("Event loop is closed"), None)
+        assert (sys.unraisablehook, sys.excepthook) == mine
+    finally:
+        sys.unraisablehook, sys.excepthook = unraisable, excepthook
+    assert seen == [("unraisable", "RuntimeError", "other"), ("except", "ValueError", "Event loop is closed")]
+
+
+# ---- checkpoint.py: what is saved and kept ------------------------------------------------------
+
+
+def test_a_save_is_on_disk_when_save_returns(tmp_path):
+    ck = Checkpoints(tmp_path)
+    try:
+        ck.save(1, _small_state(), {"epoch": 1}, best_auc=0.5)
+        reader = Checkpoints(tmp_path, create=False)  # e.g. another process, before this one closes
+        assert reader.steps() == {"latest": 1, "best": 1}
+        assert _w01(reader.restore_best(_zeros_like(_small_state()))[0]) == 1.0
+        reader.close()
+        assert not [p for p in (tmp_path / "checkpoints").rglob("*") if "tmp" in p.name]
+    finally:
+        ck.close()
+
+
+def test_each_folder_keeps_one_step(tmp_path):
+    ck = Checkpoints(tmp_path)
+    for epoch in (1, 2, 3):
+        ck.save(epoch, _small_state(float(epoch)), {"epoch": epoch}, best_auc=0.5 + epoch / 10)
+    ck.close()
+    for which in ("latest", "best"):
+        assert sorted(p.name for p in (tmp_path / "checkpoints" / which).iterdir() if p.is_dir()) == ["3"]
+
+
+def test_a_reader_opens_an_existing_workdir(tmp_path):
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _small_state(), {"epoch": 1})
+    ck.close()
+    ck = Checkpoints(tmp_path, create=False)
+    try:
+        assert ck.steps() == {"latest": 1, "best": None}
+        assert ck.restore_latest(_zeros_like(_small_state()))[2] == 1 and ck.restore_best(_small_state()) is None
+    finally:
+        ck.close()
+
+
+def test_a_best_auc_of_zero_still_saves_best(tmp_path):
+    ck = Checkpoints(tmp_path)
+    try:
+        ck.save(1, _small_state(), {"epoch": 1}, best_auc=0.0)
+        assert ck.steps() == {"latest": 1, "best": 1}
+    finally:
+        ck.close()
+
+
+def test_a_crash_in_the_best_save_leaves_latest_behind_not_ahead(tmp_path):
+    """best is saved first: dying in it must not leave latest holding an epoch whose best was lost."""
+    ck = Checkpoints(tmp_path)
+    try:
+        ck.save(1, _small_state(), {"epoch": 1}, best_auc=0.5)
+        real = ck.best.save
+
+        def dies(*a, **k):
+            raise KeyboardInterrupt
+
+        ck.best.save = dies
+        with pytest.raises(KeyboardInterrupt):
+            ck.save(2, _small_state(2.0), {"epoch": 2}, best_auc=0.6)
+        ck.best.save = real
+        assert ck.steps() == {"latest": 1, "best": 1}
+    finally:
+        ck.close()
+
+
+def test_saving_an_epoch_again_or_an_earlier_one_replaces_what_is_there(tmp_path):
+    ck = Checkpoints(tmp_path)
+    try:
+        ck.save(3, _small_state(3.0), {"epoch": 3}, best_auc=0.5)
+        ck.save(3, _small_state(4.0), {"epoch": 3}, best_auc=0.6)  # no StepAlreadyExistsError
+        assert _w01(ck.restore_latest(_zeros_like(_small_state()))[0]) == 4.0
+        assert _w01(ck.restore_best(_zeros_like(_small_state()))[0]) == 4.0
+        ck.save(2, _small_state(2.0), {"epoch": 2})  # not silently skipped for being below the latest step
+        assert ck.steps()["latest"] == 2 and _w01(ck.restore_latest(_zeros_like(_small_state()))[0]) == 2.0
+    finally:
+        ck.close()
+
+
+def test_epoch_zero_is_a_checkpoint_not_none(tmp_path):
+    ck = Checkpoints(tmp_path)
+    try:
+        ck.save(0, _small_state(), {"epoch": 0})
+        assert ck.steps() == {"latest": 0, "best": None}
+        assert ck.restore_latest(_zeros_like(_small_state()))[2] == 0
+        assert ck.restore_newest(_zeros_like(_small_state()))[2:] == (0, "latest")
+    finally:
+        ck.close()
+
+
+def test_restore_returns_every_part_of_the_state_not_the_template(tmp_path):
+    ck = Checkpoints(tmp_path)
+    saved = _small_state()
+    try:
+        ck.save(1, saved, {"epoch": 1})
+        state, _, _ = ck.restore_latest(_zeros_like(saved))
+    finally:
+        ck.close()
+    assert int(state.step) == 7
+    for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(saved)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_close_closes_both_managers(tmp_path):
+    ck = Checkpoints(tmp_path)
+    closed = []
+    for name in ("latest", "best"):
+        mngr = getattr(ck, name)
+        real = mngr.close
+        mngr.close = lambda _real=real, _name=name: (closed.append(_name), _real())
+    ck.close()
+    assert sorted(closed) == ["best", "latest"]
+
+
+def test_a_relative_workdir_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ck = Checkpoints("run")
+    try:
+        assert ck.root == tmp_path.resolve() / "run" / "checkpoints"
+        ck.save(1, _small_state(), {"epoch": 1})
+        assert ck.restore_latest(_zeros_like(_small_state()))[2] == 1
     finally:
         ck.close()
