@@ -87,6 +87,18 @@ def _check_shapes(template, records: dict, where: Path) -> None:
         )
 
 
+def _check_records(records, which: str, where: Path) -> None:
+    """``meta["arrays"]`` as :func:`array_records` writes it, else a CheckpointError (a damaged meta file)."""
+    def well_formed(r) -> bool:
+        return (isinstance(r, dict) and isinstance(r.get("shape"), list) and all(isinstance(n, int) for n in r["shape"])
+                and isinstance(r.get("dtype"), str) and isinstance(r.get("sums"), list) and len(r["sums"]) == 2)
+
+    bad = [str(k) for k, r in records.items() if not well_formed(r)] if isinstance(records, dict) else ["(all)"]
+    if bad:
+        raise CheckpointError(f"cannot read the {which} checkpoint {where}: the array records in its meta are damaged "
+                              f"({len(bad)} malformed: {_listed(bad)}). Move it aside or start a new workdir.")
+
+
 def _verify(tree, records: dict, where: Path) -> None:
     got = state_checksums(tree)
     bad = [k for k, r in records.items() if got.get(k) != r["sums"]]
@@ -173,6 +185,7 @@ class Checkpoints:
                                   f"({type(e).__name__}: {str(e)[:300]}). Move it aside or start a new workdir.") from None
         records = meta.pop("arrays", None)
         if records is not None:  # checkpoints written before these records existed restore unchecked
+            _check_records(records, which, where)
             _check_shapes(_state_tree(template), records, where)
         failure = None
         with _closed_loop_errors_muted():

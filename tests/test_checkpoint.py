@@ -193,6 +193,25 @@ def test_a_damaged_meta_file_is_a_checkpoint_error_naming_it(tmp_path):
         ck.close()
 
 
+@pytest.mark.parametrize("damage", [lambda r: r.pop("shape"), lambda r: r.update(shape="20x30"),
+                                    lambda r: r.update(sums=[1]), lambda r: r.clear()], ids=["no_shape", "text", "sums", "empty"])
+def test_damaged_array_records_in_valid_json_are_a_checkpoint_error(tmp_path, damage):
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _state(), {"epoch": 1})
+    ck.close()
+    path = tmp_path / "checkpoints" / "latest" / "1" / "meta" / "metadata"
+    meta = json.loads(path.read_text())
+    damage(meta["arrays"]["['params']['w']"])
+    path.write_text(json.dumps(meta))
+    ck = Checkpoints(tmp_path)
+    try:
+        with pytest.raises(CheckpointError, match=r"cannot read the latest checkpoint .*latest/1: the array records in "
+                                                  r"its meta are damaged \(1 malformed: \['params'\]\['w'\]\)"):
+            ck.restore_latest(_state())
+    finally:
+        ck.close()
+
+
 # Cases mutation testing of checkpoint.py found unpinned (2026-12-07): error-message listing, arrays the
 # config lacks, the closed-loop muting, synchronous saves, one step kept per folder, readers, save order,
 # re-saves, every restored field, close, relative workdirs.
