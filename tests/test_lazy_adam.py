@@ -2,9 +2,11 @@
 and leaves rows absent from the batch untouched."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from kdef_jax.config import base_config
+from kdef_jax.lazy_adam import _row_update
 from kdef_jax.models.embedding import field_offsets
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
 from kdef_jax.steps import make_training, set_learning_rate
@@ -133,3 +135,54 @@ def test_set_learning_rate_keeps_the_lazy_state_and_a_run_goes_on_after_a_drop(t
                                  "train.num_epochs": 3, "model.num_students": 2})
     res = train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
     assert res["epochs_run"] == 3 and res["final_lr"] == pytest.approx(1e-5)
+
+
+# Cases mutation testing of lazy_adam.py found unpinned (2026-12-07).
+
+
+def test_row_update_matches_a_numpy_adam_step_and_drops_fill_slots():
+    """One lazy step at global t = 3 on rows u = (1, 3) with a fill slot (index V = 5): numpy reference
+    m = β₁m + (1−β₁)g, v = β₂v + (1−β₂)g², E −= lr·(m/(1−β₁³)) / (√(v/(1−β₂³)) + ε); other rows untouched."""
+    o = base_config().optim
+    o.eps = 3e-3  # big enough that its place (outside the root) shows
+    rng = np.random.default_rng(0)
+    table, mu = rng.normal(size=(5, 2)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32) * 0.1
+    nu = rng.random((5, 2)).astype(np.float32) * 1e-3
+    uniq = np.array([1, 3, 5], np.int32)
+    g = rng.normal(size=(3, 2)).astype(np.float32)
+    g[2] = 0.0
+    rows = np.concatenate([table[[1, 3]], np.zeros((1, 2), np.float32)])
+    lr, t = 0.01, 3.0
+    nt, nm, nv = (np.asarray(a) for a in _row_update(o, jnp.asarray(table), jnp.asarray(mu), jnp.asarray(nu),
+                                                     jnp.asarray(uniq), jnp.asarray(rows), jnp.asarray(g), lr, t))
+    b1, b2, eps = 0.9, 0.999, 3e-3
+    m = b1 * mu[[1, 3]].astype(np.float64) + (1 - b1) * g[:2]
+    v = b2 * nu[[1, 3]].astype(np.float64) + (1 - b2) * g[:2].astype(np.float64) ** 2
+    new = table[[1, 3]] - lr * (m / (1 - b1**3)) / (np.sqrt(v / (1 - b2**3)) + eps)
+    np.testing.assert_allclose(nm[[1, 3]], m, rtol=1e-5)
+    np.testing.assert_allclose(nv[[1, 3]], v, rtol=1e-5)
+    np.testing.assert_allclose(nt[[1, 3]], new, rtol=1e-5)
+    for a, b in ((nt, table), (nm, mu), (nv, nu)):
+        np.testing.assert_array_equal(a[[0, 2, 4]], b[[0, 2, 4]])
+
+
+def test_lazy_step_keeps_pad_rows_zero_when_real_rows_hold_pad_ids():
+    """Real (mask 1) rows with PAD ids (0) put each field's PAD row into u; the (id ≠ 0) mask must stop
+    its gradient on the lazy path too (the rows are handed to the model), so PAD rows and their moments
+    stay exactly 0 while the other rows of the batch move."""
+    vocab = (4, 5, 3)
+    kw = (("batch_norm", True), ("dropout", 0.0), ("dropout_rng", "hash"), ("hidden_units", (8,)))
+    model = KDEFModel(vocab_sizes=vocab, groups=(StudentGroup("mlp", 2, kw),), embedding_dim=3, embedding_init_std=0.3)
+    c = base_config()
+    c.optim.embedding_optimizer, c.optim.learning_rate, c.optim.embedding_l2 = "lazy_adam", 0.05, 0.1
+    state, step = make_training(model, c, jax.random.PRNGKey(0), len(vocab))
+    ids = np.array([[0, 1, 2], [1, 0, 1], [2, 3, 0], [3, 4, 2], [1, 2, 1], [0, 0, 2]], np.int32)
+    batch = {"ids": ids, "y": np.array([1, 0, 1, 0, 0, 1], np.float32), "mask": np.ones(6, np.float32)}
+    t0 = np.array(state.params["embedding"]["table"])
+    state, _ = step(state, batch, jax.random.PRNGKey(3))
+    t1 = np.asarray(state.params["embedding"]["table"])
+    pads = field_offsets(vocab)
+    np.testing.assert_array_equal(t1[pads], 0.0)
+    np.testing.assert_array_equal(np.asarray(state.opt_state[2].mu)[pads], 0.0)
+    np.testing.assert_array_equal(np.asarray(state.opt_state[2].nu)[pads], 0.0)
+    assert not np.allclose(t1[pads[0] + 1], t0[pads[0] + 1])

@@ -433,3 +433,51 @@ def test_every_linear_and_conv_is_xavier_normal_with_zero_bias(kind):
     assert abs(z.std() - 1) < 5 / np.sqrt(2 * z.size)
     p2 = 0.0455003
     assert abs((np.abs(z) > 2).mean() - p2) < 5 * np.sqrt(p2 * (1 - p2) / z.size)
+
+
+# Cases mutation testing of embedding.py found unpinned (2026-12-07).
+
+
+def test_init_std_is_the_configured_std_not_only_the_default():
+    """Rows ~ N(0, init_std²) for a non-default std too (0.3: the value the lazy-Adam tests use)."""
+    vocab = (2001, 2001)
+    t = np.asarray(FeatureEmbedding(vocab, 8, init_std=0.3).init(jax.random.PRNGKey(0), jnp.ones((1, 2), jnp.int32))
+                   ["params"]["table"])
+    z = np.delete(t, field_offsets(vocab), axis=0)
+    assert abs(z.std() - 0.3) < 0.005  # 32,000 values: se ≈ 0.0012
+
+
+def test_num_rows_equal_to_the_feature_maps_rows_is_accepted_fewer_rejected():
+    """train.py sets embedding_rows = Σ V_f when that already splits over the mesh."""
+    vocab, ids = (5, 7, 4), jnp.asarray([[1, 2, 3]], jnp.int32)
+    t = FeatureEmbedding(vocab, 4, num_rows=16).init(jax.random.PRNGKey(0), ids)["params"]["table"]
+    assert t.shape == (16, 4)
+    with pytest.raises(ValueError, match="15 < the feature map's 16 rows"):
+        FeatureEmbedding(vocab, 4, num_rows=15).init(jax.random.PRNGKey(0), ids)
+
+
+def test_ids_with_the_wrong_number_of_columns_are_rejected():
+    """One column for three fields would broadcast silently against the per-column offsets."""
+    emb = FeatureEmbedding((5, 7, 4), 4)
+    v = emb.init(jax.random.PRNGKey(0), jnp.asarray([[1, 2, 3]], jnp.int32))
+    for bad in ([[1], [2]], [[1, 2, 3, 1]]):
+        with pytest.raises(ValueError, match="the feature map needs 3"):
+            emb.apply(v, jnp.asarray(bad, jnp.int32))
+
+
+def test_pooling_divides_by_the_exact_count_and_fields_after_a_sequence_read_their_own_column():
+    """e_f = Σ_t E[x_t] / (#non-PAD + 1e-12): with 1 or 2 non-PAD ids the float32 result is exactly
+    sum/count; the categorical field after a sequence field reads column 4, not column 2."""
+    vocab, lens = (5, 7, 4), (1, 3, 1)
+    off = field_offsets(vocab)
+    emb = FeatureEmbedding(vocab, 4, lens)
+    ids = jnp.asarray([[1, 2, 3, 0, 3], [4, 0, 6, 0, 1], [2, 0, 0, 0, 2]], jnp.int32)
+    v = emb.init(jax.random.PRNGKey(0), ids)
+    t = np.asarray(v["params"]["table"])
+    out = np.asarray(emb.apply(v, ids))
+    assert out.shape == (3, 3, 4)
+    np.testing.assert_array_equal(out[0, 1], (t[off[1] + 2] + t[off[1] + 3]) / np.float32(2))
+    np.testing.assert_array_equal(out[1, 1], t[off[1] + 6])
+    np.testing.assert_array_equal(out[2, 1], 0.0)
+    np.testing.assert_array_equal(out[:, 2], t[off[2] + np.array([3, 1, 2])])
+    np.testing.assert_array_equal(out[:, 0], t[off[0] + np.array([1, 4, 2])])

@@ -5,7 +5,8 @@ OOV is drawn with probability ``oov_rate``). Labels come from a planted logistic
 
     logit = b + Σ_f w_f[x_f] + Σ_{(a,b) ∈ pairs} ⟨v_a[x_a], v_b[x_b]⟩ / √r,   y ~ Bernoulli(σ(logit)),
 
-with w ~ N(0, 0.3²), v ~ N(0, 0.6²) of rank r = 4, and b calibrated to the requested positive rate.
+with w ~ N(0, 0.3²), v ~ N(0, 0.6²) of rank r = 4, ``pairs`` min(num_pairs, F(F−1)/2) distinct
+unordered pairs of fields, and b calibrated to the requested positive rate.
 So the data has first-order and pairwise signal a CTR model can learn, and a known Bayes AUC.
 Same spec → byte-identical arrays.
 """
@@ -31,6 +32,8 @@ CRITEO_VOCAB = (
     3176, 28, 11043, 148913, 12, 4560, 2003, 5, 154564, 18, 17, 53031, 82, 40955,
 )
 SMALL_VOCAB = (2000, 1200, 800, 400, 120, 60, 30, 12, 7, 4, 3000, 150, 24, 9, 500, 40)
+# 2: pairs are distinct (version 1 could draw a pair twice: a doubled term, one interaction fewer)
+GENERATOR_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +50,13 @@ class SyntheticSpec:
     chunk_rows: int = 250_000
 
     def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """The cache's name: the spec and the generator's version (a new version never reads an old cache)."""
+        blob = json.dumps({**dataclasses.asdict(self), "generator": GENERATOR_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _zipf_ids(rng, n_tokens: int, size: int, s: float) -> np.ndarray:
-    """Ids in 1..n_tokens with P(rank r) ∝ r^(−s); rank order randomly permuted over ids."""
+    """0-based ranks r in 0..n_tokens−1 with P(r) ∝ (r + 1)^(−s) (the caller maps ranks to ids)."""
     cdf = np.cumsum(np.arange(1, n_tokens + 1, dtype=np.float64) ** (-s))
     cdf /= cdf[-1]
     r = np.minimum(np.searchsorted(cdf, rng.random(size), side="right"), n_tokens - 1)
@@ -66,10 +70,16 @@ class _Planted:
         self.n = [v - 2 for v in spec.vocab_sizes]
         if min(self.n) < 1:
             raise ValueError(f"synthetic: every vocab size must be >= 3, got {spec.vocab_sizes}")
+        if spec.num_train < 1:  # the bias is calibrated on training rows
+            raise ValueError(f"synthetic: num_train must be >= 1, got {spec.num_train}")
         f = len(self.n)
         self.perm = [rng.permutation(n) + 1 for n in self.n]  # rank -> id
         self.w = [rng.normal(0.0, 0.3, size=n + 2) for n in self.n]
-        self.pairs = [tuple(rng.choice(f, 2, replace=False)) for _ in range(min(spec.num_pairs, f * (f - 1) // 2))]
+        self.pairs = []  # drawn one by one, a repeat drawn again: the same pairs as version 1 where it drew none
+        while len(self.pairs) < min(spec.num_pairs, f * (f - 1) // 2):
+            a, b = rng.choice(f, 2, replace=False)
+            if (a, b) not in self.pairs and (b, a) not in self.pairs:
+                self.pairs.append((a, b))
         self.v = {}
         for a, b in self.pairs:
             for j in (a, b):
