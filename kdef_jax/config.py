@@ -264,14 +264,13 @@ def validate(c) -> None:
     from kdef_jax.models.ensemble import groups_from_config  # here: the models import this module's siblings
 
     try:  # the student groups build (known kinds, counts >= 1) before any data is read
-        groups_from_config(m)
+        kinds = {g.kind for g in groups_from_config(m)}
     except ValueError as e:
         raise e if str(e).startswith("config ") else ValueError(
             f"config {'model.students' if m.students.strip() else 'model.student'}: {e}") from None
     if c.loss.variant not in VARIANTS:
         bad("loss.variant", f"{c.loss.variant!r} is not one of {VARIANTS}")
     if c.loss.variant == "concat":
-        kinds = {part.strip().partition(":")[0] for part in m.students.split(",")} if m.students.strip() else {m.student}
         if kinds != {"mlp"}:
             bad("loss.variant", f"'concat' (the MLPs_concat head over the students' last hidden layers) needs MLP "
                                 f"students; model.students / model.student give {', '.join(sorted(kinds))}")
@@ -286,7 +285,7 @@ def validate(c) -> None:
         bad("model.final.gate_init", f"{m.final.gate_init!r} is not one of xavier, ones")
     if m.final.blocks not in (1, 2):
         bad("model.final.blocks", f"must be 1 (FINAL 1B) or 2 (FINAL 2B), got {m.final.blocks}")
-    if "final" in m.students and any(u % 2 for u in m.hidden_units):
+    if "final" in kinds and any(u % 2 for u in m.hidden_units):  # model.students or model.student
         bad("model.hidden_units", f"FINAL students need even widths, got {tuple(m.hidden_units)}")
     if m.dropout_rng not in ("hash", "jax"):
         bad("model.dropout_rng", f"{m.dropout_rng!r} is not one of hash, jax")

@@ -36,7 +36,7 @@ import numpy as np
 
 from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.data.dataset import default_cache_dir, load_dataset
-from kdef_jax.data.schema import DataFormatError, open_raw
+from kdef_jax.data.schema import DataFormatError, EmptySplitError, open_raw
 from kdef_jax.export import load_run
 from kdef_jax.export_run import resolve_what
 from kdef_jax.losses import fusion_of
@@ -168,6 +168,8 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
         user = UserFile(data.files.test, input_path, copy=unlabeled)
         try:
             ds = load_dataset(data, log=lambda msg: log(user.text(msg)), vocab=vocab, keep_lines=True)
+        except EmptySplitError as e:  # every row skipped, dropped by the label rule, or a header alone
+            raise ValueError(f"{input_path}: no rows to score{e.why}") from None
         except ValueError as e:  # DataFormatError included: name the user's file, not the copy
             if not unlabeled:
                 raise

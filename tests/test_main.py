@@ -6,10 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
+from conftest import load_config_module
 from kdef_jax.main import check_config_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,3 +219,58 @@ def test_student_groups_are_checked_with_the_config_before_any_data(key, value, 
     c.model[key] = value
     with pytest.raises(ValueError, match=re.escape(message)):
         validate(c)
+
+
+# Cases mutation testing of main.py found unpinned (2026-12-07).
+
+
+def test_main_refuses_positional_arguments():
+    from absl import app
+
+    from kdef_jax import main
+
+    with pytest.raises(app.UsageError, match=r"unexpected arguments: \['extra'\]"):
+        main.main(["kdef_jax.main", "extra"])
+
+
+@pytest.fixture
+def main_without_flags(monkeypatch):
+    """kdef_jax.main.main with its flags replaced (configs/default.py:tiny, a workdir), absl's verbosity restored."""
+    from absl import logging
+
+    from kdef_jax import main
+
+    monkeypatch.setattr(main, "_CONFIG", types.SimpleNamespace(value=load_config_module("default").get_config("tiny")))
+    monkeypatch.setattr(main, "_WORKDIR", types.SimpleNamespace(value="unused"))
+    monkeypatch.setattr(main, "config_flags", types.SimpleNamespace(get_config_filename=lambda flag: "configs/default.py:tiny"))
+    before = logging.get_verbosity()
+    logging.set_verbosity(logging.INFO)  # as something imported before main() may have left it
+    yield main
+    logging.set_verbosity(before)
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError("data file x.libfm not found"), FloatingPointError("loss is nan"),
+                                   FileExistsError("w holds a run"), ImportError("no module named tfds")])
+def test_main_reports_the_errors_it_expects_in_one_line(main_without_flags, monkeypatch, capsys, error):
+    from absl import logging
+
+    from kdef_jax import train
+
+    def fail(config, workdir):
+        assert logging.get_verbosity() == logging.WARNING  # orbax's INFO lines off unless --verbosity is given
+        raise error
+
+    monkeypatch.setattr(train, "train_and_evaluate", fail)
+    with pytest.raises(SystemExit) as e:
+        main_without_flags.main(["kdef_jax.main"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"\nkdef_jax: error: {type(error).__name__}: {error}\n"
+
+
+def test_check_config_overrides_needs_a_config_flag_with_a_value():
+    """No --config (absl names the missing flag), or --config as the last argument: nothing to check."""
+    from kdef_jax.main import check_config_overrides
+
+    assert check_config_overrides(["--workdir", "w"]) is None
+    assert check_config_overrides(["--workdir", "w", "--config.model.nope=1"]) is None
+    assert check_config_overrides(["--workdir", "w", "--config"]) is None

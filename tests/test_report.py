@@ -61,3 +61,62 @@ def test_training_curves_tick_whole_epochs_and_mark_every_point(tmp_path, monkey
   auc, loss = figs[0].axes[:2]
   assert list(auc.get_xticks()) == [1] == list(loss.get_xticks())  # one epoch: one tick, not 0.96 ... 1.04
   assert all(line.get_marker() not in (None, "None", "") for line in auc.get_lines())  # a single epoch is visible
+
+
+# Cases mutation testing of report.py found unpinned (2026-12-07).
+
+
+def test_format_table_right_aligns_every_cell_and_signs_both_deltas():
+    """Each cell right-aligned in 14 characters (a left-aligning mutant survived); the last line gives
+    both test deltas with their sign (mutants: no '+', the AUC delta printed as the logloss delta)."""
+    from kdef_jax.report import format_table, summarize
+
+    val = {"teacher": _m(0.74, 0.50), "students": [_m(0.70, 0.52), _m(0.75, 0.49)]}
+    test = {"teacher": _m(0.78, 0.40), "students": [_m(0.80, 0.41), _m(0.71, 0.45)]}
+    lines = format_table(summarize(val, test, ["mlp_0", "mlp_1"])).splitlines()
+    cell = "{:>14}".format
+    assert lines[0] == "  ".join(map(cell, ["model", "val_auc", "val_logloss", "test_auc", "test_logloss"]))
+    assert lines[1] == "  ".join(map(cell, ["ensemble", "0.740000", "0.500000", "0.780000", "0.400000"]))
+    assert lines[3] == "  ".join(map(cell, ["mlp_1 *", "0.750000", "0.490000", "0.710000", "0.450000"]))
+    assert lines[4] == "* best student by validation AUC: mlp_1"
+    assert lines[5] == "ensemble − best student (test): AUC +0.070000, logloss -0.050000"
+
+
+def test_host_cpu_without_cpuinfo_has_no_cpu_count():
+    """logical_cpus is None (unknown), not 0, when nothing lists a processor."""
+    from kdef_jax.report import host_cpu
+
+    cpu = host_cpu("")
+    assert cpu["logical_cpus"] is None and cpu["isa"] == [] and "family" not in cpu
+
+
+def _curves(monkeypatch, tmp_path, epochs, names=("mlp_0", "mlp_1")):
+    pytest.importorskip("matplotlib")
+    from kdef_jax import report
+
+    figs = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path, dpi=120: figs.append(fig))
+    history = [{"epoch": e, "val": {"teacher": {"auc": 0.7 + e / 1000},
+                                    "students": [{"auc": 0.6 + k / 10 + e / 1000} for k in range(len(names))]},
+                "train": {"loss": 1.0 / e}, "lr": 1e-3 / e} for e in epochs]
+    assert report.plot_history(history, list(names), tmp_path / "c.png")
+    return figs[0], history
+
+
+def test_training_curves_plot_each_students_own_auc_and_the_learning_rate(monkeypatch, tmp_path):
+    fig, history = _curves(monkeypatch, tmp_path, [1, 2, 3])
+    auc, loss, lr = fig.axes
+    got = {line.get_label(): list(line.get_ydata()) for line in auc.get_lines()}
+    assert got["mlp_1"] == [h["val"]["students"][1]["auc"] for h in history]  # not student 0's curve
+    assert got["ensemble (teacher)"] == [h["val"]["teacher"]["auc"] for h in history]
+    assert list(loss.get_lines()[0].get_ydata()) == [1.0, 0.5, 1 / 3]
+    assert list(lr.get_lines()[0].get_ydata()) == [1e-3, 1e-3 / 2, 1e-3 / 3]
+
+
+def test_training_curves_one_epoch_is_centred_and_fifteen_epochs_are_all_ticked(monkeypatch, tmp_path):
+    fig, _ = _curves(monkeypatch, tmp_path, [1])
+    for ax in fig.axes[:2]:
+        assert tuple(ax.get_xlim()) == (0, 2)
+    fig, _ = _curves(monkeypatch, tmp_path, list(range(1, 16)))
+    for ax in fig.axes[:2]:
+        assert list(ax.get_xticks()) == list(range(1, 16))

@@ -3,13 +3,17 @@ the run's own cache gave it (every engine, every token kind), unseen values beco
 ``kdef_jax.score_run`` reproduces the run's test metrics on its own test file."""
 import json
 import math
+import re
 import shutil
+import types
 
+import ml_collections
 import numpy as np
 import pytest
 
 from data_helpers import ENGINES, load_data, raw_cfg, vocab_of, write_file, x_of, y_of
 from kdef_jax import score_run
+from kdef_jax.config import base_config
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.feature_map import FeatureMap, FieldSpec
 
@@ -368,3 +372,233 @@ def test_oov_shares_per_field_and_over_the_non_pad_slots_of_a_sequence():
                 [1, 0, 0, 0, 1]], np.int32)
   # a: 3, 3, 1 -> 2/3; s: non-PAD ids 1, 4, 4 -> 2/3 (not 2/9 over all nine slots); c: 2, 1, 1 -> 1/3
   assert score_run.oov_shares(x, fmap) == pytest.approx({"a": 2 / 3, "s": 2 / 3, "c": 1 / 3})
+
+
+# Cases mutation testing of score_run.py found unpinned (2026-12-07).
+
+
+# A "run" without training: config.json and vocab.json written from a small CSV's own dataset, and
+# load_run / the predict step replaced by fixed logits [2, N] (student 0: s/10 - 1, student 1: 1 - s/10,
+# s the row's id sum), so the whole of score_run but the model runs in well under a second.
+
+
+TRAIN_CSV = "label,I1,C1,tags\n" + "1,3,a,x|y\n0,25,b,y\n1,,a,\n0,1000,c,x|z|y\n1,3,b,z\n0,-1,a,y|y\n" * 3
+
+
+def _csv_data(raw, cache, **kw):
+    from data_helpers import raw_cfg
+
+    kw.setdefault("files", {"train": "train.csv"})
+    return raw_cfg(raw, cache, format="delimited", header=True, delimiter=",", engine="python", fields=("I1", "C1", "tags"),
+                   numeric_fields=("I1",), min_count=2, label_rule="threshold:1:0",
+                   field_options={"tags": {"kind": "sequence", "max_len": 2, "splitter": "|"}}, **kw)
+
+
+def _fake_logits(split):
+    s = np.asarray(split.x, np.float64).sum(1)
+    return np.stack([s / 10 - 1, 1 - s / 10]).astype(np.float32)
+
+
+@pytest.fixture
+def fake_run(tmp_path, monkeypatch, no_home_cache):
+    """(workdir, fmap, batch sizes the predict step was called with) of a K=2 'run' on TRAIN_CSV."""
+    from data_helpers import load_data, vocab_of, write_file
+    from kdef_jax import score_run
+    from kdef_jax.models.ensemble import StudentGroup
+
+    raw = tmp_path / "raw"
+    write_file(raw / "train.csv", TRAIN_CSV)
+    data = _csv_data(raw, tmp_path / "train_cache")
+    ds = load_data(data)
+    fmap, wd = ds.feature_map, tmp_path / "run"
+    wd.mkdir()
+    c = base_config()
+    c.data = data
+    c.model.num_students, c.train.batch_size, c.train.eval_batch_size = 2, 64, 7
+    (wd / "config.json").write_text(c.to_json())
+    (wd / "vocab.json").write_text(json.dumps(vocab_of(ds)))
+    model = types.SimpleNamespace(num_students=2, groups=(StudentGroup("mlp", 2, ()),))
+    sizes = []
+    monkeypatch.setattr(score_run, "load_run", lambda workdir, checkpoint: (
+        model, {"params": {}, "batch_stats": {}}, fmap, {"best_student_index": 1}))
+    monkeypatch.setattr(score_run, "make_predict_step", lambda model: None)
+    monkeypatch.setattr(score_run, "predict_logits", lambda step, state, split, bs, **kw: sizes.append(bs) or _fake_logits(split))
+    return wd, fmap, sizes
+
+
+def test_score_json_records_every_count_and_summary(fake_run, tmp_path):
+    """The JSON keeps checkpoint, rows dropped by the label rule, mean probability and positive rate
+    (mutants dropping each key survived); the predict step runs at the run's eval batch size."""
+    from data_helpers import write_file
+    from kdef_jax import score_run
+
+    wd, _, sizes = fake_run
+    new = write_file(tmp_path / "in" / "new.csv", "label,I1,C1,tags\n1,3,b,y|x\n0.5,3,a,x\n0,7,new,q|x\n1,,c,\n")
+    logged = []
+    info = score_run.score_run(wd, new, what="1", out=tmp_path / "s.csv", log=logged.append)
+    assert sizes == [7]  # eval_batch_size first, then batch_size
+    on_disk = json.loads((tmp_path / "s.csv.json").read_text())
+    assert on_disk == json.loads(json.dumps(info))
+    assert info["checkpoint"] == "best" and info["what"] == "student1" and info["rows_scored"] == 3
+    assert info["dropped_by_label_rule"] == {str(new.resolve()): 1}  # 0.5 is between threshold:1:0's classes
+    assert info["positive_rate"] == pytest.approx(2 / 3)
+    probs = [float(l.split(",")[3]) for l in (tmp_path / "s.csv").read_text().splitlines()[1:]]
+    assert info["mean_probability"] == pytest.approx(np.mean(probs), abs=1e-7)
+    assert [l.split(",")[:3] for l in (tmp_path / "s.csv").read_text().splitlines()[1:]] == [
+        ["0", "2", "1"], ["1", "4", "0"], ["2", "5", "1"]]
+    # the table logged: columns model, auc, logloss, each number under its own header
+    table = logged[-1].splitlines()
+    assert table[0].split() == ["model", "auc", "logloss"]
+    for line in table[1:]:
+        name, auc, ll = line.split()
+        m = info["metrics"][name]
+        assert (float(auc), float(ll)) == (pytest.approx(m["auc"], abs=1e-6), pytest.approx(m["logloss"], abs=1e-6))
+
+
+def test_unlabeled_errors_keep_their_type_and_skipped_rows_name_the_users_file(fake_run, tmp_path):
+    """--unlabeled: a bad row is still a DataFormatError (a mutant made it a plain ValueError), and
+    skipped_rows is keyed by the user's file, never the zero-label copy in a temporary folder."""
+    from data_helpers import write_file
+    from kdef_jax import score_run
+    from kdef_jax.data.schema import DataFormatError
+
+    wd, _, _ = fake_run
+    bad = write_file(tmp_path / "bad.csv", "I1,C1,tags\n3,b,y\n4,c\n")
+    with pytest.raises(DataFormatError, match=re.escape(f"{bad}:3: expected 3 columns, found 2")):
+        score_run.score_run(wd, bad, out=tmp_path / "o.csv", unlabeled=True, log=lambda *a: None)
+    config = json.loads((wd / "config.json").read_text())
+    config["data"]["on_bad_rows"] = "skip"
+    (wd / "config.json").write_text(json.dumps(config))
+    info = score_run.score_run(wd, bad, out=tmp_path / "o.csv", unlabeled=True, log=lambda *a: None)
+    assert info["skipped_rows"] == {str(bad.resolve()): 1} and info["rows_scored"] == 1
+
+
+def test_a_vocabulary_that_gives_other_table_sizes_is_refused(fake_run, tmp_path, monkeypatch):
+    import dataclasses
+
+    from kdef_jax import score_run
+
+    wd, fmap, _ = fake_run
+    other = dataclasses.replace(fmap, fields=tuple(dataclasses.replace(f, vocab_size=f.vocab_size + 1) for f in fmap.fields))
+    monkeypatch.setattr(score_run, "load_run", lambda workdir, checkpoint: (
+        types.SimpleNamespace(num_students=2, groups=()), {}, other, {}))
+    with pytest.raises(ValueError, match=r"train.csv: encoded with \(\d+, \d+, \d+\), the run has"):
+        score_run.score_run(wd, wd.parent / "raw" / "train.csv", out=tmp_path / "o.csv", log=lambda *a: None)
+
+
+def test_score_main_lists_only_the_fields_with_oov_ids(fake_run, tmp_path, capsys):
+    from data_helpers import write_file
+    from kdef_jax import score_run
+
+    wd, _, _ = fake_run
+    new = write_file(tmp_path / "new.csv", "label,I1,C1,tags\n1,3,b,y\n0,3,zzz,x\n")
+    assert score_run.main(["--workdir", str(wd), "--input", str(new), "--out", str(tmp_path / "o.csv")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == (f"wrote {tmp_path / 'o.csv'}: 2 rows, probability of ensemble; "
+                                    "OOV ids (values unseen in training or missing): C1 50.00%")
+
+
+def test_scoring_reads_the_input_alone_as_the_test_split(tmp_path):
+    """A run trained with split='random' on one file: the scored file is read whole as 'test', with no
+    train/valid file of the run (mutants kept the run's split or its train file)."""
+    from data_helpers import write_file
+    from kdef_jax import score_run
+
+    c = base_config()
+    c.data = _csv_data(tmp_path / "raw", tmp_path / "c", files={"train": "all.csv", "valid": "v.csv"})
+    c.data.split = "random"
+    new = write_file(tmp_path / "in" / "new.csv", "label,I1,C1,tags\n1,3,b,y\n")
+    data = score_run.scoring_data_config(c, new)
+    assert data.split == "files" and (data.files.train, data.files.valid, data.files.test) == ("", "", str(new.resolve()))
+    assert data.data_dir == str(new.resolve().parent) and c.data.split == "random"  # the run's config is not changed
+
+
+def test_run_vocab_falls_back_to_the_dataset_cache_of_the_runs_config(tmp_path, no_home_cache):
+    from kdef_jax import score_run
+
+    c = base_config()
+    c.data.cache_dir = str(tmp_path / "cache")
+    fmap = types.SimpleNamespace(dataset_id="fx", info={"cache_key": "k1"})
+    (tmp_path / "cache" / "fx-k1").mkdir(parents=True)
+    (tmp_path / "cache" / "fx-k1" / "vocab.json").write_text('{"C1": ["a"]}')
+    (tmp_path / "run").mkdir()
+    assert score_run.run_vocab(tmp_path / "run", c, fmap) == {"C1": ["a"]}
+    c.data.cache_dir = ""  # then $KDEF_CACHE_DIR (no_home_cache): nothing there
+    with pytest.raises(FileNotFoundError, match="no vocab.json"):
+        score_run.run_vocab(tmp_path / "run", c, fmap)
+
+
+def test_oov_share_of_a_sequence_field_that_is_all_padding_is_zero():
+    from kdef_jax import score_run
+    from kdef_jax.data.feature_map import FeatureMap, FieldSpec
+
+    fmap = FeatureMap("t", (FieldSpec("a", "categorical", 4), FieldSpec("s", "sequence", 5, max_len=2)))
+    x = np.array([[3, 0, 0], [1, 0, 0]], np.int32)
+    with np.errstate(all="raise"):
+        assert score_run.oov_shares(x, fmap) == {"a": 0.5, "s": 0.0}
+
+
+def test_label_column_check_names_only_a_file_exactly_one_column_short(tmp_path):
+    """Two columns short is not 'the label column is missing' (a mutant said so for any shorter file)."""
+    from data_helpers import write_file
+    from kdef_jax import score_run
+
+    data = ml_collections.ConfigDict({"format": "delimited", "header": False, "column_names": ("label", "I1", "C1"),
+                                      "delimiter": "\t", "encoding": "utf-8", "label_column": "label"})
+    score_run.check_label_column(write_file(tmp_path / "one.txt", "a\n"), data)
+    with pytest.raises(ValueError, match="pass --unlabeled"):
+        score_run.check_label_column(write_file(tmp_path / "two.txt", "3\ta\n"), data)
+
+
+def test_score_main_reports_a_damaged_checkpoint_in_one_line(fake_run, tmp_path, monkeypatch, capsys):
+    from kdef_jax import score_run
+    from kdef_jax.checkpoint import CheckpointError
+
+    wd, _, _ = fake_run
+
+    def damaged(workdir, checkpoint):
+        raise CheckpointError("the checkpoint run/checkpoints/best/2 is corrupt")
+
+    monkeypatch.setattr(score_run, "load_run", damaged)
+    assert score_run.main(["--workdir", str(wd), "--input", str(wd.parent / "raw" / "train.csv"),
+                           "--out", str(tmp_path / "o.csv")]) == 2
+    assert capsys.readouterr().err == ("kdef_jax.score_run: error: CheckpointError: the checkpoint "
+                                       "run/checkpoints/best/2 is corrupt\n")
+
+
+def test_scoring_leaves_nothing_in_the_runs_dataset_cache(fake_run, tmp_path):
+    """The scored file's ids live in a temporary folder, not beside the run's own dataset cache."""
+    from data_helpers import write_file
+    from kdef_jax import score_run
+
+    wd, _, _ = fake_run
+    cache = tmp_path / "train_cache"
+    before = sorted(p.name for p in cache.iterdir())
+    new = write_file(tmp_path / "new.csv", "label,I1,C1,tags\n1,3,b,y\n0,3,a,x\n")
+    score_run.score_run(wd, new, out=tmp_path / "o.csv", log=lambda *a: None)
+    assert sorted(p.name for p in cache.iterdir()) == before
+
+
+def test_a_file_with_a_header_is_not_checked_for_a_missing_label_column(tmp_path):
+    """With a header the columns are found by name (load_dataset names a missing one); the
+    one-column-short guess is for headerless files only."""
+    from data_helpers import write_file
+    from kdef_jax import score_run
+
+    data = ml_collections.ConfigDict({"format": "delimited", "header": True, "column_names": ("label", "I1", "C1"),
+                                      "delimiter": ",", "encoding": "utf-8", "label_column": "label"})
+    assert score_run.check_label_column(write_file(tmp_path / "h.csv", "I1,C1\n3,a\n"), data) is None
+
+
+@pytest.mark.parametrize("text,why", [("label,I1,C1,tags\n", ""),
+                                      ("label,I1,C1,tags\n0.5,3,b,y\n", "; dropped by the label rule: ")])
+def test_a_file_with_no_row_to_score_says_so_of_the_users_file(fake_run, tmp_path, text, why):
+    """A header alone, or every row dropped by the label rule: the error names the user's file and says
+    why, not the training config's data.files.test (which the scoring user never set)."""
+    from data_helpers import write_file
+
+    wd, _, _ = fake_run
+    new = write_file(tmp_path / "in" / "empty.csv", text)
+    with pytest.raises(ValueError) as e:
+        score_run.score_run(wd, new, out=tmp_path / "o.csv", log=lambda *a: None)
+    assert str(e.value).startswith(f"{new}: no rows to score{why}") and "data.files" not in str(e.value)

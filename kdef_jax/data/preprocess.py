@@ -38,7 +38,7 @@ import numpy as np
 
 from kdef_jax.data.atomic_dir import building
 from kdef_jax.data.feature_map import FeatureMap, FieldSpec
-from kdef_jax.data.schema import DROP, LABEL, Block, DataFormatError, LabelRule
+from kdef_jax.data.schema import DROP, LABEL, Block, DataFormatError, EmptySplitError, LabelRule
 from kdef_jax.data.hash_ids import count_where, scatter_columns
 from kdef_jax.data.id_files import SPLITS, IdFiles, remap_in_place
 from kdef_jax.data.packed import vocab_json
@@ -347,8 +347,8 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
             raise ValueError(f"{spec.dataset_id}: the train split is empty (files read: {read}{why})")
         for role, path in spec.files:  # a configured file that yields nothing must not silently drop its split
             if path and role != "train" and st.rows[role] == 0:
-                raise ValueError(f"{spec.dataset_id}: the {role} file {path} gave no rows{why}; fix it or leave "
-                                 f"data.files.{role} out")
+                raise EmptySplitError(f"{spec.dataset_id}: the {role} file {path} gave no rows{why}; fix it or leave "
+                                      f"data.files.{role} out", role=role, why=why)
         vocabs, tables = [], []
         for c, e in zip(spec.columns, encs):
             v, tab = e.finalize() if spec.vocab is None else e.finalize_pinned(spec.vocab[c.name])

@@ -42,6 +42,15 @@ class DataFormatError(ValueError):
     """Malformed input, with the file and line that caused it."""
 
 
+class EmptySplitError(ValueError):
+    """A configured split file that gave no rows; ``role`` the split, ``why`` what removed its rows (text
+    beginning "; ", or "")."""
+
+    def __init__(self, message: str, role: str, why: str = ""):
+        super().__init__(message)
+        self.role, self.why = role, why
+
+
 # ------------------------------------------------------------------------------------ transforms
 
 

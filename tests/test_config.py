@@ -1,0 +1,133 @@
+"""Config defaults, command-line overrides and validate: every value a run cannot use is an error naming
+its key; the legal edge values pass (cases from mutation testing of kdef_jax/config.py)."""
+
+import math
+
+import ml_collections
+import pytest
+
+from conftest import load_config_module
+from kdef_jax.config import UnknownKeyError, apply_overrides, base_config, use_ektf, validate
+
+
+def test_the_reference_schedule_defaults():
+    """README: the plateau cuts the rate x0.1, clipping at 10 (mutants: patience 3, lr_decay 0.5, clip 0)."""
+    o = base_config().optim
+    assert (o.learning_rate, o.lr_decay, o.patience, o.min_lr, o.clip_norm) == (1e-3, 0.1, 2, 1e-6, 10.0)
+
+
+def test_use_ektf_applies_every_setting_it_is_given():
+    """KDD12 (dropout 0, K=5) and Criteo (batch 10,000): a use_ektf that drops dropout or batch_size survived."""
+    c = use_ektf(base_config(), embedding_l2=1e-5, batch_size=10_000, num_students=5, embedding_dim=8,
+                 hidden_units=[32, 16], dropout=0.0)
+    assert (c.model.num_students, c.model.embedding_dim, c.model.hidden_units, c.model.dropout) == (5, 8, (32, 16), 0.0)
+    assert (c.optim.embedding_l2, c.train.batch_size) == (1e-5, 10_000)
+    kdd = load_config_module("kdd12").get_config()
+    assert (kdd.model.dropout, kdd.model.num_students, kdd.train.batch_size) == (0.0, 5, 10_000)
+
+
+def test_tuple_overrides_keep_integer_widths_and_accept_brackets():
+    """(int, float) order: "(8,4)" must give ints (a float-first parse gives (8.0, 4.0), equal but
+    rejected by validate); "[8,4]" is accepted as the tuple it names."""
+    c = base_config()
+    apply_overrides(c, ["model.hidden_units=(8,4)"])
+    assert c.model.hidden_units == (8, 4) and all(type(u) is int for u in c.model.hidden_units)
+    validate(c)
+    apply_overrides(c, ["model.hidden_units=[16, 2]"])
+    assert c.model.hidden_units == (16, 2)
+    apply_overrides(c, ["data.split_fractions=(0.7,0.2,0.1)"])
+    assert c.data.split_fractions == (0.7, 0.2, 0.1)
+
+
+def test_float_overrides_take_exponent_notation():
+    """optim.learning_rate=1e-4 (a mutant parsing float fields with int() rejected it)."""
+    c = base_config()
+    apply_overrides(c, ["optim.learning_rate=1e-4", "optim.embedding_l2=0.5"])
+    assert c.optim.learning_rate == 1e-4 and c.optim.embedding_l2 == 0.5
+
+
+def test_an_untyped_field_gets_a_bool_from_true_and_false():
+    """A field without a typed value (None, e.g. in a config's free-form field_options) is parsed by _parse_value."""
+    cd = ml_collections.ConfigDict({"a": None, "b": None})
+    apply_overrides(cd, ["a=True", "b=(1,x,False)"])
+    assert cd.a is True and cd.b == (1, "x", False)
+
+
+def test_unknown_override_key_is_a_value_error_with_a_plain_message():
+    c = base_config()
+    with pytest.raises(ValueError) as e:  # the command line's bad-value handlers catch ValueError
+        apply_overrides(c, ["train.nope=1"])
+    assert isinstance(e.value, KeyError) and isinstance(e.value, UnknownKeyError)
+    assert str(e.value) == "unknown config key 'train.nope'"  # not KeyError's quoted repr
+
+
+def test_unknown_config_keys_are_all_named_first_in_sorted_order():
+    c = base_config()
+    with c.unlocked():
+        c.train.batchsize, c.optim.aaa = 1, 2
+    with pytest.raises(ValueError) as e:
+        validate(c)
+    assert str(e.value) == ("config optim.aaa: is not a config key (misspelt? every key is listed in "
+                            "kdef_jax/config.py:base_config); other unknown keys: train.batchsize")
+
+
+def test_a_student_group_error_is_not_prefixed_twice():
+    c = base_config()
+    c.model.students = "mlp:0"
+    with pytest.raises(ValueError) as e:
+        validate(c)
+    assert str(e.value) == "config model.students / num_students: need at least 1 student per group, got 'mlp:0'"
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("loss.consistency", "nope", "config loss.consistency: 'nope' is not one of"),
+    ("model.ecn.dropout", 1.0, "config model.ecn.dropout: must be in [0, 1), got 1.0"),
+    ("model.dropout_rng", "nope", "config model.dropout_rng: 'nope' is not one of hash, jax"),
+    ("model.group_impl", "nope", "config model.group_impl: 'nope' is not one of auto, vmap, unrolled"),
+    ("model.compute_dtype", "float16", "config model.compute_dtype: 'float16' is not one of float32, bfloat16"),
+    ("model.hidden_units", (16, 0), "config model.hidden_units: widths must be >= 1, got (16, 0)"),
+    ("optim.learning_rate", math.inf, "config optim.learning_rate: must be a finite number > 0, got inf"),
+    ("optim.eps", 0.0, "config optim.eps: must be a finite number > 0, got 0.0"),
+    ("loss.huber_delta", 0.0, "config loss.huber_delta: must be a finite number > 0, got 0.0"),
+    ("optim.embedding_optimizer", "sparse", "config optim.embedding_optimizer: 'sparse' is not one of dense, lazy_adam"),
+    ("mesh.embedding", "cols", "config mesh.embedding: 'cols' is not one of replicated, rows"),
+    ("model.embedding_rows", -1, "config model.embedding_rows: must be an integer >= 0"),
+    ("distributed.coordinator", None, "config distributed.coordinator: must be '', 'auto' or 'host:port', got None"),
+    ("data.synthetic.positive_rate", 0.0, "config data.synthetic.positive_rate: must be in (0, 1), got 0.0"),
+    ("data.split", "kfold", "config data.split: 'kfold' is not one of files, mod, random"),
+    ("data.engine", "fast", "config data.engine: 'fast' is not one of auto, native, columnar, python"),
+    ("data.on_bad_rows", "warn", "config data.on_bad_rows: 'warn' is not one of error, skip"),
+    ("data.delimiter", "\r", "config data.delimiter: must be one character other than a line break"),
+    ("data.quotechar", "''", "config data.quotechar: must be '' (no quoting) or one character other than the delimiter"),
+    ("data.split_fractions", (0.8, math.inf, 0.1), "config data.split_fractions: must be 3 finite numbers >= 0"),
+])
+def test_more_values_the_run_cannot_use_name_their_key(key, value, message):
+    c = base_config()
+    *path, leaf = key.split(".")
+    node = c
+    for part in path:
+        node = node[part]
+    node[leaf] = value
+    with pytest.raises(ValueError) as e:
+        validate(c)
+    assert message in str(e.value)
+
+
+def test_final_students_named_by_model_student_need_even_widths_too():
+    c = base_config()
+    c.model.student, c.model.num_students, c.model.hidden_units = "final", 2, (15,)
+    with pytest.raises(ValueError, match="config model.hidden_units: FINAL students need even widths"):
+        validate(c)
+
+
+@pytest.mark.parametrize("key,value", [("optim.b1", 0.0), ("optim.b2", 0.0), ("model.embedding_init_std", 0.0),
+                                       ("model.ecn.dropout", 0.0), ("data.quotechar", '"')])
+def test_legal_edge_values_pass(key, value):
+    """b1 = 0 (no momentum) and a zero init std are legal: [0, 1) and >= 0."""
+    c = base_config()
+    *path, leaf = key.split(".")
+    node = c
+    for part in path:
+        node = node[part]
+    node[leaf] = value
+    validate(c)
