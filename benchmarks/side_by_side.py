@@ -102,14 +102,15 @@ def main():
 
 
 def record(raw: dict, args) -> dict:
-    """The run's JSON: per case the medians over rounds, their ratio (``speedup``), each round's ratio of
-    its back-to-back pair and their median (``speedup_paired``), and the raw samples/s."""
+    """The run's JSON: per case the medians over the rounds both sides finished, their ratio (``speedup``),
+    each round's ratio of its back-to-back pair and their median (``speedup_paired``), and the raw samples/s
+    (a run cut between a round's two halves keeps the half it measured there, outside the medians)."""
     summary = {}
     for name, d in raw.items():
         n = min(len(d["ours"]), len(d["reference"]))
         if n == 0:
             continue
-        o, ref = statistics.median(d["ours"]), statistics.median(d["reference"])
+        o, ref = statistics.median(d["ours"][:n]), statistics.median(d["reference"][:n])
         per_round = [a / b for a, b in zip(d["ours"][:n], d["reference"][:n])]
         summary[name] = {"ours_samples_per_s": o, "reference_samples_per_s": ref, "speedup": o / ref,
                          "speedup_per_round": per_round, "speedup_paired": statistics.median(per_round), **d}
