@@ -232,8 +232,10 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         meta["timed_s"] += t_end - timed_from
         meta["train_time_s"] += t_end - t0
         tm = _mean_metrics(ms)
-        if not all(math.isfinite(v) for v in tm.values()):
-            raise FloatingPointError(_nan_message(epoch, len(ms), meta, ckpt))
+        bad = [k for k, v in tm.items() if not math.isfinite(v)]
+        if bad:
+            what = "training loss" if "loss" in bad else f"training {', '.join(bad)}"
+            raise FloatingPointError(_nan_message(epoch, len(ms), meta, ckpt, what=what))
 
         logits = predict_logits(predict, state, valid, ebs, progress=progress, desc="valid", rows_to=rows_to)
         if not np.isfinite(logits).all():  # the last steps blew the params up: this state must not be saved

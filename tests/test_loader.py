@@ -1,5 +1,6 @@
 """The batch loader: epoch permutations, padded last batch with a mask, and the prefetch thread."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -173,3 +174,44 @@ def test_prefetch_size_0_runs_in_the_consumer_thread():  # O05
   seen = []
   assert list(loader.prefetch(iter(range(3)), size=0, transform=lambda v: seen.append(threading.get_ident()) or v)) == [0, 1, 2]
   assert seen == [threading.get_ident()] * 3
+
+
+# Cases mutation testing of loader.py found unpinned (2026-12-07): the bounded, threaded, cleaned-up producer.
+
+
+def test_prefetch_keeps_at_most_size_items_ahead():
+  pulled = []
+
+  def source():
+    for i in range(100):
+      pulled.append(i)
+      yield i
+
+  it = prefetch(source(), size=2)
+  assert next(it) == 0
+  time.sleep(0.3)
+  assert len(pulled) <= 1 + 2 + 1  # the consumed one, a full queue of 2, one waiting to be put
+  it.close()
+
+
+def test_prefetch_transforms_in_the_background_thread():
+  seen = []
+  out = list(prefetch(iter(range(3)), size=2, transform=lambda v: seen.append(threading.get_ident()) or v))
+  assert out == [0, 1, 2] and len(seen) == 3
+  assert threading.get_ident() not in seen
+
+
+def test_prefetch_closed_early_leaves_no_producer_thread_behind():
+  before = set(threading.enumerate())
+
+  def infinite():
+    i = 0
+    while True:
+      yield i
+      i += 1
+
+  it = prefetch(infinite(), size=2)
+  assert [next(it) for _ in range(3)] == [0, 1, 2]
+  it.close()
+  left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+  assert not left, left
