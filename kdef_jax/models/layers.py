@@ -88,19 +88,21 @@ class BatchNorm(nn.Module):
                 per_row *= x.shape[a]
             shift = jax.lax.stop_gradient(xf.reshape((-1,) + shape)[0])  # one data point per channel
             xs = xf - shift
+            m = self.momentum
             if mask is None:
                 n = jnp.float32(x.shape[0] * per_row)
                 sums = column_sums(xs, jnp.square(xs), keep=len(shape))  # [2, *shape]
             else:
                 w = mask.astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
-                n = jnp.maximum(mask.astype(jnp.float32).sum() * per_row, 1.0)
+                real = mask.astype(jnp.float32).sum()
+                n = jnp.maximum(real * per_row, 1.0)
+                m = jnp.where(real > 0, m, 0.0)  # a batch of padding alone leaves the running statistics
                 xw = xs * w  # padded rows must be finite (AFN zeroes its exp argument there)
                 sums = column_sums(xw, xw * xs, keep=len(shape))
             m1, m2 = sums[0] / n, sums[1] / n
             var = jnp.maximum(m2 - jnp.square(m1), 0.0)
             mean = m1 + shift
             if not self.is_initializing():
-                m = self.momentum
                 unbiased = var * n / jnp.maximum(n - 1.0, 1.0)
                 ra_mean.value = (1.0 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
                 ra_var.value = (1.0 - m) * ra_var.value + m * jax.lax.stop_gradient(unbiased)
