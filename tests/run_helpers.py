@@ -1,4 +1,4 @@
-"""A tiny synthetic training config for the tests that run the epoch loop."""
+"""A tiny synthetic training config for the tests that run the epoch loop, and a run's latest checkpoint."""
 
 from kdef_jax.config import base_config
 
@@ -24,3 +24,26 @@ def tiny_config(tmp_path, **over):
             node = node[p]
         node[leaf] = v
     return c
+
+
+def latest_checkpoint(workdir):
+    """(state, meta, epoch, {"latest": epoch, "best": epoch}) of the run in ``workdir``, restored into
+    a template built from the run's own config.json and feature_map.json."""
+    import jax
+
+    from kdef_jax.checkpoint import Checkpoints
+    from kdef_jax.data.feature_map import FeatureMap
+    from kdef_jax.models.ensemble import build_model
+    from kdef_jax.run_files import read_run_config
+    from kdef_jax.steps import make_training
+
+    config = read_run_config(workdir)
+    fmap = FeatureMap.load(workdir / "feature_map.json")
+    template, _ = make_training(build_model(config.model, fmap), config, jax.random.PRNGKey(0), fmap.num_columns)
+    ck = Checkpoints(workdir, create=False)
+    try:
+        steps = ck.steps()
+        state, meta, epoch = ck.restore_latest(template)
+    finally:
+        ck.close()
+    return state, meta, epoch, steps

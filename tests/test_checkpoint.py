@@ -178,38 +178,41 @@ def test_restore_newest_takes_latest_on_a_tie(tmp_path):
         ck.close()
 
 
+def _saved(tmp_path, state) -> None:
+    """``state`` saved as epoch 1 of ``tmp_path``'s checkpoints, the writer closed."""
+    ck = Checkpoints(tmp_path)
+    ck.save(1, state, {"epoch": 1})
+    ck.close()
+
+
+def _restore_fails(tmp_path, template, match: str) -> None:
+    """restore_latest of ``tmp_path``'s (damaged) checkpoint raises a CheckpointError matching ``match``."""
+    ck = Checkpoints(tmp_path)
+    try:
+        with pytest.raises(CheckpointError, match=match):
+            ck.restore_latest(template)
+    finally:
+        ck.close()
+
+
 def test_a_damaged_meta_file_is_a_checkpoint_error_naming_it(tmp_path):
     """K11: the meta JSON is read first; its damage is a CheckpointError (main/score_run/export_run print
     CheckpointErrors as one line), not some other exception."""
-    ck = Checkpoints(tmp_path)
-    ck.save(1, _state(), {"epoch": 1})
-    ck.close()
+    _saved(tmp_path, _state())
     (tmp_path / "checkpoints" / "latest" / "1" / "meta" / "metadata").write_text('{"trunc')
-    ck = Checkpoints(tmp_path)
-    try:
-        with pytest.raises(CheckpointError, match=r"cannot read the latest checkpoint .*latest/1: it is corrupt"):
-            ck.restore_latest(_state())
-    finally:
-        ck.close()
+    _restore_fails(tmp_path, _state(), r"cannot read the latest checkpoint .*latest/1: it is corrupt")
 
 
 @pytest.mark.parametrize("damage", [lambda r: r.pop("shape"), lambda r: r.update(shape="20x30"),
                                     lambda r: r.update(sums=[1]), lambda r: r.clear()], ids=["no_shape", "text", "sums", "empty"])
 def test_damaged_array_records_in_valid_json_are_a_checkpoint_error(tmp_path, damage):
-    ck = Checkpoints(tmp_path)
-    ck.save(1, _state(), {"epoch": 1})
-    ck.close()
+    _saved(tmp_path, _state())
     path = tmp_path / "checkpoints" / "latest" / "1" / "meta" / "metadata"
     meta = json.loads(path.read_text())
     damage(meta["arrays"]["['params']['w']"])
     path.write_text(json.dumps(meta))
-    ck = Checkpoints(tmp_path)
-    try:
-        with pytest.raises(CheckpointError, match=r"cannot read the latest checkpoint .*latest/1: the array records in "
-                                                  r"its meta are damaged \(1 malformed: \['params'\]\['w'\]\)"):
-            ck.restore_latest(_state())
-    finally:
-        ck.close()
+    _restore_fails(tmp_path, _state(), r"cannot read the latest checkpoint .*latest/1: the array records in "
+                                       r"its meta are damaged \(1 malformed: \['params'\]\['w'\]\)")
 
 
 # Cases mutation testing of checkpoint.py found unpinned (2026-12-07): error-message listing, arrays the
@@ -260,17 +263,10 @@ def test_an_array_the_config_lacks_is_a_changed_model_not_a_key_error(tmp_path):
 
 
 def test_an_unreadable_state_is_a_checkpoint_error(tmp_path):
-    ck = Checkpoints(tmp_path)
-    ck.save(1, _small_state(), {"epoch": 1})
-    ck.close()
+    _saved(tmp_path, _small_state())
     (tmp_path / "checkpoints" / "latest" / "1" / "state" / "manifest.ocdbt").write_bytes(b"garbage{")
-    ck = Checkpoints(tmp_path)
-    try:
-        with pytest.raises(CheckpointError, match=r"cannot restore the latest checkpoint .*latest/1: it is corrupt "
-                                                  r"or was written by a different model/config \("):
-            ck.restore_latest(_small_state())
-    finally:
-        ck.close()
+    _restore_fails(tmp_path, _small_state(), r"cannot restore the latest checkpoint .*latest/1: it is corrupt "
+                                             r"or was written by a different model/config \(")
 
 
 def test_the_orbax_error_in_the_message_is_cut_at_300_characters(tmp_path):

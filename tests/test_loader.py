@@ -132,7 +132,9 @@ def test_prefetch_transform_exception_reraised():
   assert isinstance(err, KeyError)
 
 
-def test_prefetch_early_break_does_not_hang():
+def test_prefetch_early_break_does_not_hang_or_leave_its_producer_thread():
+  before = set(threading.enumerate())
+
   def infinite():
     i = 0
     while True:
@@ -142,7 +144,8 @@ def test_prefetch_early_break_does_not_hang():
   it = prefetch(infinite(), size=2)
   assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
   it.close()  # runs the finally: stops and drains the producer thread
-
+  left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+  assert not left, left
 
 
 def test_epoch_permutations_of_neighbouring_seeds_do_not_coincide():
@@ -199,19 +202,3 @@ def test_prefetch_transforms_in_the_background_thread():
   out = list(prefetch(iter(range(3)), size=2, transform=lambda v: seen.append(threading.get_ident()) or v))
   assert out == [0, 1, 2] and len(seen) == 3
   assert threading.get_ident() not in seen
-
-
-def test_prefetch_closed_early_leaves_no_producer_thread_behind():
-  before = set(threading.enumerate())
-
-  def infinite():
-    i = 0
-    while True:
-      yield i
-      i += 1
-
-  it = prefetch(infinite(), size=2)
-  assert [next(it) for _ in range(3)] == [0, 1, 2]
-  it.close()
-  left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
-  assert not left, left

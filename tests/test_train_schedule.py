@@ -5,13 +5,12 @@ gain of exactly min_delta counts."""
 
 import json
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from run_helpers import tiny_config
+from run_helpers import latest_checkpoint, tiny_config
 
 
 def _tiny_k2(tmp_path, **over):
@@ -43,24 +42,6 @@ def plateau_run(tmp_path_factory):
   return c, tmp / "run", res, orders
 
 
-def _latest_state(workdir):
-  from kdef_jax.checkpoint import Checkpoints
-  from kdef_jax.data.feature_map import FeatureMap
-  from kdef_jax.models.ensemble import build_model
-  from kdef_jax.run_files import read_run_config
-  from kdef_jax.steps import make_training
-
-  config = read_run_config(workdir)
-  fmap = FeatureMap.load(workdir / "feature_map.json")
-  template, _ = make_training(build_model(config.model, fmap), config, jax.random.PRNGKey(0), fmap.num_columns)
-  ck = Checkpoints(workdir, create=False)
-  try:
-    state, meta, step = ck.restore_latest(template)
-  finally:
-    ck.close()
-  return state, meta, step
-
-
 def test_final_evaluation_uses_the_best_epoch_not_the_last(plateau_run):
   """The results table and load_run come from the best epoch's state; load_run(..., "latest") from the last."""
   from kdef_jax.export import load_run
@@ -85,7 +66,7 @@ def test_a_non_improving_epoch_lowers_the_optimizers_rate_not_only_the_log(plate
   from kdef_jax.steps import get_learning_rate
 
   _, wd, res, _ = plateau_run
-  state, meta, step = _latest_state(wd)
+  state, meta, step, _ = latest_checkpoint(wd)
   assert step == 2 and meta["lr"] == pytest.approx(1e-4) and res["final_lr"] == pytest.approx(1e-4)
   assert get_learning_rate(state) == pytest.approx(1e-4, rel=1e-6)
 
@@ -105,7 +86,7 @@ def test_throughput_counts_the_rows_of_every_timed_step(plateau_run):
   """3000 rows, batch 512 → 5 full batches +
   440; the first step of the run (compile) is not timed: 4·512 + 440 = 2488 in epoch 1, 3000 in epoch 2."""
   _, wd, _, _ = plateau_run
-  _, meta, _ = _latest_state(wd)
+  _, meta, _, _ = latest_checkpoint(wd)
   assert meta["timed_rows"] == 2488 + 3000
 
 

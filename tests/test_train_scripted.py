@@ -6,11 +6,10 @@ train.py, 2026-12-07)."""
 import json
 import time
 
-import jax
 import jax.numpy as jnp
 import pytest
 
-from run_helpers import tiny_config
+from run_helpers import latest_checkpoint, tiny_config
 
 
 # optim.min_delta 0.0625, lr_decay 0.5, min_lr 2e-4, patience 2 (values exact in binary):
@@ -75,25 +74,6 @@ def scripted_run(tmp_path_factory):
   return c, tmp / "run", res, hist, real_teacher, calls
 
 
-def _latest(workdir):
-  from kdef_jax.checkpoint import Checkpoints
-  from kdef_jax.data.feature_map import FeatureMap
-  from kdef_jax.models.ensemble import build_model
-  from kdef_jax.run_files import read_run_config
-  from kdef_jax.steps import make_training
-
-  config = read_run_config(workdir)
-  fmap = FeatureMap.load(workdir / "feature_map.json")
-  template, _ = make_training(build_model(config.model, fmap), config, jax.random.PRNGKey(0), fmap.num_columns)
-  ck = Checkpoints(workdir, create=False)
-  try:
-    steps = ck.steps()
-    state, meta, _ = ck.restore_latest(template)
-  finally:
-    ck.close()
-  return state, meta, steps
-
-
 def test_scripted_aucs_drive_the_schedule_and_the_stop(scripted_run):
   _, _, res, hist, _, calls = scripted_run
   assert [h["epoch"] for h in hist] == list(range(1, 8))
@@ -109,7 +89,7 @@ def test_scripted_run_saves_and_restores_the_best_epoch(scripted_run):
   from kdef_jax.steps import get_learning_rate
 
   _, wd, res, _, real_teacher, _ = scripted_run
-  state, meta, steps = _latest(wd)
+  state, meta, _, steps = latest_checkpoint(wd)
   assert steps == {"latest": 7, "best": 5}
   assert (meta["bad_epochs"], meta["best_epoch"], meta["best_auc"]) == (2, 5, 0.375)
   assert get_learning_rate(state) == pytest.approx(2e-4, rel=1e-6)  # the optimizer got the floored rate
@@ -138,7 +118,7 @@ def test_train_time_counts_every_step_and_the_speed_excludes_the_first(scripted_
   """train_time_s is the sum of the epochs' training times (the compile step included); the speed
   counts the rows and seconds after the run's first step: 6 later epochs × one 512-row step."""
   _, wd, res, hist, _, _ = scripted_run
-  _, meta, _ = _latest(wd)
+  _, meta, _, _ = latest_checkpoint(wd)
   assert res["train_time_s"] == pytest.approx(sum(h["epoch_train_s"] for h in hist), rel=1e-9)
   assert res["train_time_s"] == pytest.approx(meta["train_time_s"], rel=1e-12)
   assert meta["timed_rows"] == 6 * 512
