@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.config import apply_overrides, load_config_file  # noqa: E402
 from kdef_jax.run_files import read_json  # noqa: E402
-from run_seeds import _changed, check_out, write_outputs  # noqa: E402  (experiments/ is this script's folder)
+from run_seeds import check_out, run_config_changes, write_outputs  # noqa: E402  (experiments/ is this script's folder)
 
 STUDENTS = ("ipnn", "final", "ecn")
 SEEDS = (2024, 2025, 2026)
@@ -65,7 +65,8 @@ def check_settings(run: Path, setting: str, seed: int) -> None:
     """A ValueError naming every result-changing key where ``run``'s config.json is not the reference's."""
     if not (run / "config.json").is_file():
         raise ValueError(f"{run}: no config.json, so its settings cannot be checked against the reference's")
-    changes = {k: v for k, v in _changed(run, expected_config(setting, seed)).items() if not k.startswith(OPERATIONAL)}
+    changes = run_config_changes(run, expected_config(setting, seed))
+    changes = {k: v for k, v in changes.items() if not k.startswith(OPERATIONAL)}
     if changes:
         diff = ", ".join(f"{k} {a!r} (run) vs {b!r} (reference)" for k, (a, b) in sorted(changes.items()))
         raise ValueError(f"{run / 'config.json'}: not the reference's {setting} settings ({diff}); "

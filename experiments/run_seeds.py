@@ -107,7 +107,7 @@ def plan_setting(config_path: str, name: str, overrides, seeds, workdir) -> list
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"setting {name!r}: {e}") from None
         wd = Path(workdir) / f"{name}_seed{seed}"
-        changes = _changed(wd, config)
+        changes = run_config_changes(wd, config)
         if changes:
             diff = ", ".join(f"{k} {a!r} (there) vs {b!r} (this setting)" for k, (a, b) in changes.items())
             raise ValueError(f"{wd} holds a run of another config ({diff}); choose another --workdir or setting name")
@@ -115,7 +115,7 @@ def plan_setting(config_path: str, name: str, overrides, seeds, workdir) -> list
     return plan
 
 
-def _changed(wd: Path, config) -> dict:
+def run_config_changes(wd: Path, config) -> dict:
     """Keys of ``config`` that differ from the run's config.json (a key it predates compares as its
     default; model.embedding_rows=0 resolves at train time)."""
     changes = config_changes(wd, config, ignore=("resume", "train.progress"), defaults=base_config())
