@@ -24,7 +24,7 @@ def _run_cases(marker: str) -> None:
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker, str(TESTS / "multidevice_cases.py")],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-m", marker, str(TESTS / "multidevice_cases.py")],
         cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=900,
     )
     tail = (proc.stdout + proc.stderr)[-6000:]
