@@ -5,7 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from data_helpers import ENGINES, data_cfg, delimited_cfg, load_data, load_error, vocab_of, write_file, x_of, y_of
+from data_helpers import ENGINES, FAST, data_cfg, delimited_cfg, load_data, load_error, vocab_of, write_file, x_of, y_of
+from kdef_jax.data.formats import columnar
 
 
 @pytest.fixture(autouse=True)
@@ -275,3 +276,66 @@ def test_the_first_bad_row_of_a_block_is_reported_whatever_its_kind(tmp_path, en
   p = write_file(d / "train.tsv", "1\t1\t2\ta\tb\n7\t1\t2\ta\tb\n0\tabc\t2\ta\tb\n")
   msg = load_error(delimited_cfg(d, tmp_path / "cache2", engine=engine))
   assert f"{p}:2:" in msg and "label '7'" in msg
+
+
+# Found by differential fuzzing of the three engines (382 mutated files, 2,292 loads).
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("later", [b"0\t1\t2\ta\n", b"0\t1\t2\t\xff\xfe\tb\n", b"\n"], ids=["short_row", "undecodable", "empty_line"])
+def test_a_malformed_row_after_a_bad_value_does_not_hide_it(tmp_path, engine, later):
+  """A bad label on line 2 is reported before a structural problem on line 3 (the readers found those
+  first: they reported line 3), and with skip both rows are left out and counted."""
+  d = tmp_path / "raw"
+  p = write_file(d / "train.tsv", b"1\t1\t2\ta\tb\n7\t1\t2\ta\tb\n" + later + b"1\t1\t2\tc\tb\n")
+  msg = load_error(delimited_cfg(d, tmp_path / "c1", engine=engine))
+  assert f"{p}:2:" in msg and "label '7'" in msg
+  ds = load_data(delimited_cfg(d, tmp_path / "c2", engine=engine, on_bad_rows="skip"))
+  assert ds.feature_map.skipped_rows == {str(p): 2} and ds.feature_map.num_rows["train"] == 2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_libfm_a_wrong_pair_count_after_a_bad_label_does_not_hide_it(tmp_path, engine):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.libfm", "1 1:1 2:1 3:1\n5 1:1 2:1 3:1\n0 1:1 2:1\n")
+  msg = load_error(data_cfg(d, tmp_path / "c1", engine=engine))
+  assert f"{p}:2:" in msg and "'5'" in msg
+
+
+@pytest.mark.parametrize("engine", FAST)
+def test_every_engine_reports_the_same_first_bad_row_whatever_the_block_size(tmp_path, monkeypatch, engine):
+  """The python engine read 100,000-line blocks, the others 8 MB ones: on a large file with a bad label
+  early and a short row late they named different lines. 40-byte blocks stand in for a large file."""
+  d = tmp_path / "raw"
+  p = write_file(d / "train.tsv", "1\t1\t2\ta\tb\n7\t1\t2\ta\tb\n" + "0\t1\t2\ta\tb\n" * 20 + "0\t1\t2\ta\n")
+  ref = load_error(delimited_cfg(d, tmp_path / "c1", engine="python"))
+  assert f"{p}:2:" in ref and "label '7'" in ref
+  monkeypatch.setattr(columnar, "BLOCK_BYTES", 40)
+  assert load_error(delimited_cfg(d, tmp_path / "c2", engine=engine)) == ref
+
+
+def _quoted_csv_cfg(d, cache, engine, **kw):
+  return data_cfg(d, cache, fmt="delimited", train="train.csv", fields=("I1", "C1"), numeric_fields=("I1",),
+                  header=True, delimiter=",", quotechar='"', engine=engine, **kw)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_csv_row_the_csv_module_cannot_read_is_a_bad_row_naming_file_and_line(tmp_path, engine):
+  """A lone CR in a quoted CSV row made csv.reader raise _csv.Error: no file, no line, and a traceback
+  even with on_bad_rows='skip'."""
+  d = tmp_path / "raw"
+  p = write_file(d / "train.csv", b'label,I1,C1\n1,2,"a"\n0,3,b"\rc\n1,4,d\n')
+  msg = load_error(_quoted_csv_cfg(d, tmp_path / "c1", engine))
+  assert f"{p}:3: unreadable CSV row" in msg
+  ds = load_data(_quoted_csv_cfg(d, tmp_path / "c2", engine, on_bad_rows="skip"))
+  assert ds.feature_map.skipped_rows == {str(p): 1} and ds.feature_map.num_rows == {"train": 2}
+  p = write_file(d / "train.csv", b'label,"I1",C1\rx\n1,2,a\n')
+  assert f"{p}:1: unreadable CSV header" in load_error(_quoted_csv_cfg(d, tmp_path / "c3", engine))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_quoted_csv_value_longer_than_the_csv_modules_default_limit_is_read(tmp_path, engine):
+  """csv's default field limit (131,072 characters) rejected a valid row that pandas reads."""
+  d = tmp_path / "raw"
+  long = "z" * 200_000
+  write_file(d / "train.csv", f'label,I1,C1\n1,2,"{long}"\n0,3,a\n')
+  ds = load_data(_quoted_csv_cfg(d, tmp_path / "c1", engine))
+  assert ds.feature_map.num_rows == {"train": 2} and long in vocab_of(ds)["C1"]

@@ -5,6 +5,7 @@ test_movielens_raw.py).
 Every fixture is written to tmp_path and every cache goes to tmp_path.
 """
 import importlib.util
+import re
 
 import numpy as np
 import pytest
@@ -441,12 +442,12 @@ def test_threshold_label_rule_rejects_non_finite_labels():
 def test_libfm_row_with_an_extra_pair_is_a_bad_row(tmp_path):
   """Too many pairs is a bad row too: a row of 3 pairs for 2 fields names its line."""
   from kdef_jax.data.formats.libfm import read_libfm
-  from kdef_jax.data.schema import DataFormatError
 
   p = tmp_path / "x.libfm"
   p.write_text("1 1:1 2:1\n0 1:1 2:1 3:1\n0 4:1\n")
-  with pytest.raises(DataFormatError, match=r"x.libfm:2: expected 2 'index:value' pairs after the label, found 3"):
-    list(read_libfm(str(p), ("a", "b")))
+  (block,) = read_libfm(str(p), ("a", "b"))  # ends before the bad row, which the driver raises after it
+  assert block.error == f"{p}:2: expected 2 'index:value' pairs after the label, found 3"
+  assert block.line_numbers.tolist() == [1] and block.skipped == 0
   (block,) = read_libfm(str(p), ("a", "b"), on_bad_rows="skip")
   assert block.skipped == 2 and block.line_numbers.tolist() == [1]
 
@@ -601,12 +602,12 @@ def test_movielens_metadata_with_too_many_fields_or_a_bad_genre_id_is_an_error(t
 def test_movielens_unknown_item_extra_field_and_empty_file(tmp_path):  # M05, M07, M12
   meta = ({"1": ["24", "M", "technician", "85711"]}, {"7": ["Film (1990)", "Action"]})
   kw = dict(meta_dir=str(tmp_path), variant="100k", feature_columns=["user_id", "item_id"], _meta=meta)
-  p = write_file(tmp_path / "r.data", "1\t7\t5\t1\n1\t8\t4\t2\n")
-  with pytest.raises(DataFormatError, match=r"r\.data:2: item id '8' is not in the items file"):
-    list(movielens.read_movielens(str(p), **kw))
+  p = write_file(tmp_path / "r.data", "1\t7\t5\t1\n1\t8\t4\t2\n1\t7\t3\t3\n")
+  (block,) = movielens.read_movielens(str(p), **kw)  # ends before the bad row, which the driver raises after it
+  assert block.error == f"{p}:2: item id '8' is not in the items file" and block.line_numbers.tolist() == [1]
   p = write_file(tmp_path / "r.data", "1\t7\t5\t1\n1\t7\t4\t2\t9\n")
-  with pytest.raises(DataFormatError, match=r"r\.data:2: expected 4 '\t'-separated fields .*found 5"):
-    list(movielens.read_movielens(str(p), **kw))
+  (block,) = movielens.read_movielens(str(p), **kw)
+  assert re.fullmatch(r".*r\.data:2: expected 4 '\t'-separated fields .*found 5", block.error)
   p = write_file(tmp_path / "r.data", b"")
   with pytest.raises(DataFormatError, match="file is empty"):
     list(movielens.read_movielens(str(p), **kw))

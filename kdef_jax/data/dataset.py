@@ -142,7 +142,7 @@ def _libfm_reader(cfg, fields, engine):
             raise DataFormatError(f"{path}: file is empty")
         slow = functools.partial(_libfm_slow, path=path, fields=fields, on_bad_rows=cfg.on_bad_rows)
         return columnar_mod.read_blocks(path, names=(LABEL, *fields), wanted=(LABEL, *fields), keys=(LABEL, *fields),
-                                     delimiter=" ", slow=slow, on_bad_rows=cfg.on_bad_rows, parser=engine, admit=admit, emit=emit,
+                                     delimiter=" ", slow=slow, parser=engine, admit=admit, emit=emit,
                                      any_whitespace=True)
 
     read.takes_hooks = True
@@ -166,7 +166,7 @@ def _delimited_reader(cfg, raw_cols, engine):
         slow = functools.partial(delimited_lines_to_block, lay)
         return columnar_mod.read_blocks(path, names=lay.names, wanted=lay.wanted, keys=keys, delimiter=lay.delimiter,
                                      quotechar=lay.quotechar, header_lines=lay.header_lines, encoding=lay.encoding,
-                                     on_bad_rows=cfg.on_bad_rows, slow=slow, parser=engine, admit=admit, emit=emit)
+                                     slow=slow, parser=engine, admit=admit, emit=emit)
 
     read.takes_hooks = True
     return read

@@ -191,6 +191,13 @@ class _Admitted(NamedTuple):
     starts: dict  # split -> first output row reserved for this block
 
 
+def _raise_malformed(block: Block) -> None:
+    """The malformed row that ended ``block`` (on_bad_rows="error"), raised once the block's own rows
+    are validated: every row before it is, so no earlier bad row of another kind is left unreported."""
+    if block.error:
+        raise DataFormatError(block.error)
+
+
 def _admit(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats, out: IdFiles) -> _Admitted | None:
     """The in-order part of a block: register its values (hash-table lookups, new values), validate
     labels and values (the first bad row in file order raises), split the kept rows and reserve their
@@ -199,6 +206,7 @@ def _admit(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats,
     st.raw_rows += n + block.skipped
     st.add(st.skipped, block.path, block.skipped)
     if n == 0:
+        _raise_malformed(block)
         return None
     ids = ingest_all(state.raws, block.columns)
     state.label.sync()
@@ -219,6 +227,7 @@ def _admit(spec: SourceSpec, role: str, block: Block, state: _State, st: _Stats,
             row, msg = min(problems, key=lambda p: p[0])
             raise DataFormatError(f"{block.path}:{int(block.line_numbers[row])}: {msg}")
         st.add(st.skipped, block.path, bad.sum())
+    _raise_malformed(block)
     y = state.label.lut[ids[LABEL]]
     drop = y == DROP
     if bad is not None:

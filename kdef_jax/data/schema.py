@@ -54,11 +54,26 @@ class EmptySplitError(ValueError):
 # ------------------------------------------------------------------------------------ transforms
 
 
-def bad_row(path: str, line: int, problem: str, on_bad_rows: str) -> None:
-    """A malformed row: raise a DataFormatError naming file and line, or return (the caller skips and
-    counts it) when ``on_bad_rows == "skip"``."""
-    if on_bad_rows != "skip":
-        raise DataFormatError(f"{path}:{line}: {problem}")
+def row_error(path: str, line: int, problem: str, on_bad_rows: str) -> str:
+    """A malformed row (wrong field count, undecodable bytes, ...): ``"path:line: problem"`` where it is
+    an error — the reader ends its block before the row and puts this in ``Block.error``, raised by the
+    preprocessing driver once the rows before it are validated, so the first bad row in file order is
+    the one reported whatever its kind — or "" with ``on_bad_rows == "skip"`` (the reader skips and
+    counts it)."""
+    return "" if on_bad_rows == "skip" else f"{path}:{line}: {problem}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Undecodable:
+    """What :func:`iter_lines` (``strict=False``) and the columnar reader yield for a line whose bytes
+    do not decode: the reader's parser makes it a malformed row (:func:`row_error`)."""
+
+    reason: str  # the decoder's
+    encoding: str
+
+    @property
+    def problem(self) -> str:
+        return f"undecodable bytes ({self.reason}); the file is not {self.encoding}"
 
 
 def open_raw(path: str, what: str = ""):
@@ -268,6 +283,7 @@ class Block:
     row_index: np.ndarray  # int64 [n], 0-based data-row index in the file, counting skipped rows
     columns: dict  # raw column name (LABEL for the label) -> (indices int32 [n], values) or a polars Series
     skipped: int = 0  # malformed rows skipped in this block (on_bad_rows="skip")
+    error: str = ""  # on_bad_rows="error": the malformed row right after the block's rows (``row_error``)
 
     def __len__(self) -> int:
         return int(self.line_numbers.shape[0])
@@ -282,14 +298,14 @@ def encode_local(strings: Sequence[str]) -> tuple[np.ndarray, list]:
 
 
 def make_block(path: str, lines: Sequence[int], rows: Sequence[Sequence[str]], names: Sequence[str],
-               *, header_lines: int = 0, skipped: int = 0) -> Block:
+               *, header_lines: int = 0, skipped: int = 0, error: str = "") -> Block:
     """Block from Python rows (lists of strings, one per name); ``names[i]`` may be LABEL."""
     n = len(rows)
     lines = np.asarray(lines, dtype=np.int64)
     cols = {}
     for j, name in enumerate(names):
         cols[name] = encode_local([r[j] for r in rows]) if n else (np.zeros(0, np.int32), [])
-    return Block(path, lines, lines - 1 - header_lines, cols, skipped)
+    return Block(path, lines, lines - 1 - header_lines, cols, skipped, error)
 
 
 # ------------------------------------------------------------------------------------ bucketing
@@ -301,21 +317,20 @@ def bucket_value(v: float) -> int:
 
 
 def iter_lines(fh, chunk_rows: int, *, path: str = "?", encoding: str = "utf-8", first_line: int = 1,
-               on_bad_rows: str = "error") -> Iterator[list]:
+               strict: bool = True) -> Iterator[list]:
     """Yield lists of up to ``chunk_rows`` decoded lines from a file opened in BINARY mode.
 
-    Each line is decoded on its own so undecodable bytes are reported with their exact line number;
-    with ``on_bad_rows="skip"`` an undecodable line is yielded as None (the reader counts it).
+    Each line is decoded on its own, so undecodable bytes are a DataFormatError naming their line
+    (``strict``), or an :class:`Undecodable` in the list for a data reader to treat as a malformed row.
     """
     buf, line_no = [], first_line
     for raw in fh:
         try:
             buf.append(raw.decode(encoding))
         except UnicodeDecodeError as e:
-            if on_bad_rows != "skip":
-                raise DataFormatError(
-                    f"{path}:{line_no}: undecodable bytes ({e.reason}); the file is not {encoding}") from None
-            buf.append(None)
+            if strict:
+                raise DataFormatError(f"{path}:{line_no}: {Undecodable(e.reason, encoding).problem}") from None
+            buf.append(Undecodable(e.reason, encoding))
         line_no += 1
         if len(buf) >= chunk_rows:
             yield buf

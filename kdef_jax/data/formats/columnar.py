@@ -39,7 +39,7 @@ import numpy as np
 from kdef_jax.data import hash_ids
 from kdef_jax.data.formats.split_kernels import NOT_WORDS, LineCells, count_lines, has_control_byte, split, split_words
 from kdef_jax.data.hash_ids import Cells
-from kdef_jax.data.schema import Block, DataFormatError, open_raw
+from kdef_jax.data.schema import Block, Undecodable, open_raw
 
 try:  # optional extra
     import polars as pl
@@ -147,15 +147,14 @@ def _read_chunks(fh, block_bytes: int, header_lines: int) -> Iterator[Chunk]:
             yield Chunk.of(buf)
 
 
-def decode_lines(block: bytes, encoding: str, path: str, first_line: int, on_bad_rows: str) -> list:
+def decode_lines(block: bytes, encoding: str) -> list:
+    """The block's lines, decoded; an :class:`Undecodable` for a line whose bytes are not ``encoding``."""
     out = []
-    for k, raw in enumerate(block.split(b"\n")[:-1]):
+    for raw in block.split(b"\n")[:-1]:
         try:
             out.append(raw.decode(encoding))
         except UnicodeDecodeError as e:
-            if on_bad_rows != "skip":
-                raise DataFormatError(f"{path}:{first_line + k}: undecodable bytes ({e.reason}); the file is not {encoding}") from None
-            out.append(None)
+            out.append(Undecodable(e.reason, encoding))
     return out
 
 
@@ -305,7 +304,7 @@ def warm_up(parser: str) -> None:
 
 def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys: Sequence[str], delimiter: str,
                 slow: Callable[[list, int], Block], quotechar: str = "", header_lines: int = 0,
-                encoding: str = "utf-8", on_bad_rows: str = "error", block_bytes: int | None = None,
+                encoding: str = "utf-8", block_bytes: int | None = None,
                 threads: int = 2, parser: str = "native", admit: Callable[[Block], object] | None = None,
                 emit: Callable[[object], object] | None = None, any_whitespace: bool = False) -> Iterator:
     """Blocks of ``path`` with the raw columns ``wanted`` stored under ``keys``, in file order.
@@ -342,7 +341,7 @@ def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys:
             first = next_line[0]
             next_line[0] += n
             if cells is None:
-                block = slow(decode_lines(buf.tobytes(), encoding, path, first, on_bad_rows), first)
+                block = slow(decode_lines(buf.tobytes(), encoding), first)
             else:
                 block = fast.block(cells, first, n)
             out = block if admit is None else admit(block)

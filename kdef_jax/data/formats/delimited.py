@@ -2,9 +2,10 @@
 
 ``column_names`` lists every raw column in file order when the file has no header; with
 ``header=True`` the names come from the first line and every column the schema reads must be in it.
-Empty strings are missing values. Structural problems (wrong column count, undecodable bytes) are
-errors naming the file and line, or skipped and counted with ``on_bad_rows="skip"``; value-level
-checks (label rule, numeric fields) happen in the preprocessing driver, also with file and line.
+Empty strings are missing values. Structural problems (wrong column count, undecodable bytes, a CSV
+row the csv module cannot read) are errors naming the file and line, or skipped and counted with
+``on_bad_rows="skip"``; value-level checks (label rule, numeric fields) happen in the preprocessing
+driver, also with file and line, which reports whichever bad row comes first in the file.
 
 This module is the plain-Python engine (a per-line loop, fine for small files and the reference for
 error messages); :mod:`kdef_jax.data.formats.columnar` parses large files with polars and falls back
@@ -17,7 +18,9 @@ import csv
 import dataclasses
 from typing import Iterator, Sequence
 
-from kdef_jax.data.schema import LABEL, Block, DataFormatError, bad_row, iter_lines, make_block, open_raw
+from kdef_jax.data.schema import LABEL, Block, DataFormatError, Undecodable, iter_lines, make_block, open_raw, row_error
+
+CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default 131,072 characters would reject a long quoted value pandas reads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +55,10 @@ def open_layout(path: str, *, label_column: str, feature_columns: Sequence[str],
             text = first.decode(encoding).rstrip("\r\n")
         except UnicodeDecodeError as e:
             raise DataFormatError(f"{path}:1: undecodable bytes in the header ({e.reason})") from None
-        names = next(csv.reader([text], delimiter=delimiter, quotechar=quotechar or None)) if quotechar else text.split(delimiter)
+        try:
+            names = _csv_split(text, delimiter, quotechar) if quotechar else text.split(delimiter)
+        except csv.Error as e:
+            raise DataFormatError(f"{path}:1: unreadable CSV header ({e})") from None
     if not names:
         raise DataFormatError(f"{path}: no column names (set header=True or column_names)")
     wanted = [label_column, *dict.fromkeys(feature_columns)]
@@ -62,26 +68,41 @@ def open_layout(path: str, *, label_column: str, feature_columns: Sequence[str],
     return Layout(path, tuple(names), tuple(wanted), delimiter, quotechar, int(header), encoding, on_bad_rows)
 
 
+def _csv_split(text: str, delimiter: str, quotechar: str) -> list:
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    return next(csv.reader([text], delimiter=delimiter, quotechar=quotechar))
+
+
+def _problem(lay: Layout, line, ncol: int):
+    """(fields, None) of a decoded line, or (None, what is wrong with it)."""
+    if isinstance(line, Undecodable):
+        return None, line.problem
+    text = line.rstrip("\r\n")
+    try:
+        parts = _csv_split(text, lay.delimiter, lay.quotechar) if lay.quotechar and lay.quotechar in text else text.split(lay.delimiter)
+    except csv.Error as e:
+        return None, f"unreadable CSV row ({e})"
+    return (parts, None) if len(parts) == ncol else (None, f"expected {ncol} columns, found {len(parts)}")
+
+
 def lines_to_block(lay: Layout, lines: list, first_line: int) -> Block:
-    """Parse decoded lines (None = undecodable) numbered from ``first_line`` into a Block."""
+    """Parse decoded lines (:class:`Undecodable` where the bytes did not decode) numbered from
+    ``first_line`` into a Block, which ends before the first malformed row where that is an error."""
     pos, ncol = lay.positions, len(lay.names)
-    rows, nums, skipped = [], [], 0
-    split = (lambda s: next(csv.reader([s], delimiter=lay.delimiter, quotechar=lay.quotechar))) if lay.quotechar else None
+    rows, nums, skipped, error = [], [], 0, ""
     for k, line in enumerate(lines):
-        line_no = first_line + k
-        if line is None:
-            problem = f"undecodable bytes; the file is not {lay.encoding}"
-        else:
-            text = line.rstrip("\r\n")
-            parts = split(text) if split and lay.quotechar in text else text.split(lay.delimiter)
-            problem = None if len(parts) == ncol else f"expected {ncol} columns, found {len(parts)}"
+        parts, problem = _problem(lay, line, ncol)
         if problem is not None:
-            bad_row(lay.path, line_no, problem, lay.on_bad_rows)
+            error = row_error(lay.path, first_line + k, problem, lay.on_bad_rows)
+            if error:
+                break
             skipped += 1
             continue
         rows.append([parts[p] for p in pos])
-        nums.append(line_no)
-    return make_block(lay.path, nums, rows, (LABEL, *lay.wanted[1:]), header_lines=lay.header_lines, skipped=skipped)
+        nums.append(first_line + k)
+    return make_block(lay.path, nums, rows, (LABEL, *lay.wanted[1:]), header_lines=lay.header_lines, skipped=skipped,
+                      error=error)
 
 
 def read_delimited(path: str, *, label_column: str, feature_columns: Sequence[str], column_names: Sequence[str] = (),
@@ -94,6 +115,6 @@ def read_delimited(path: str, *, label_column: str, feature_columns: Sequence[st
         if header:
             fh.readline()
         line_no = 1 + lay.header_lines
-        for lines in iter_lines(fh, chunk_rows, path=path, encoding=encoding, first_line=line_no, on_bad_rows=on_bad_rows):
+        for lines in iter_lines(fh, chunk_rows, path=path, encoding=encoding, first_line=line_no, strict=False):
             yield lines_to_block(lay, lines, line_no)
             line_no += len(lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
-from kdef_jax.data.schema import LABEL, Block, DataFormatError, bad_row, iter_lines, make_block, open_raw
+from kdef_jax.data.schema import LABEL, Block, DataFormatError, Undecodable, iter_lines, make_block, open_raw, row_error
 
 
 def read_featindex(path: str) -> dict:
@@ -33,12 +33,14 @@ def read_featindex(path: str) -> dict:
 
 
 def lines_to_block(path: str, lines: list, first_line: int, field_names: Sequence[str], on_bad_rows: str) -> Block:
+    """Parse decoded lines (:class:`Undecodable` where the bytes did not decode) numbered from
+    ``first_line`` into a Block, which ends before the first malformed row where that is an error."""
     nf = len(field_names)
-    rows, nums, skipped = [], [], 0
+    rows, nums, skipped, error = [], [], 0, ""
     for k, line in enumerate(lines):
-        parts = line.split() if line is not None else None
+        parts = None if isinstance(line, Undecodable) else line.split()
         if parts is None:
-            problem = "undecodable bytes; the file is not utf-8"
+            problem = line.problem
         elif not parts:
             problem = "empty line"
         elif len(parts) - 1 != nf:
@@ -46,12 +48,14 @@ def lines_to_block(path: str, lines: list, first_line: int, field_names: Sequenc
         else:
             problem = None
         if problem is not None:
-            bad_row(path, first_line + k, problem, on_bad_rows)
+            error = row_error(path, first_line + k, problem, on_bad_rows)
+            if error:
+                break
             skipped += 1
             continue
         rows.append(parts)
         nums.append(first_line + k)
-    return make_block(path, nums, rows, (LABEL, *field_names), skipped=skipped)
+    return make_block(path, nums, rows, (LABEL, *field_names), skipped=skipped, error=error)
 
 
 def read_libfm(path: str, field_names: Sequence[str], *, on_bad_rows: str = "error", chunk_rows: int = 100_000) -> Iterator[Block]:
@@ -59,7 +63,7 @@ def read_libfm(path: str, field_names: Sequence[str], *, on_bad_rows: str = "err
     fh = open_raw(path)
     line_no = 1
     with fh:
-        for lines in iter_lines(fh, chunk_rows, path=path, on_bad_rows=on_bad_rows):
+        for lines in iter_lines(fh, chunk_rows, path=path, strict=False):
             yield lines_to_block(path, lines, line_no, field_names, on_bad_rows)
             line_no += len(lines)
     if line_no == 1:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Iterator, Sequence
 
-from kdef_jax.data.schema import LABEL, Block, DataFormatError, bad_row, iter_lines, make_block, open_raw
+from kdef_jax.data.schema import LABEL, Block, DataFormatError, iter_lines, make_block, open_raw, row_error
 
 COLUMNS = ("user_id", "item_id", "rating", "timestamp", "age", "gender", "occupation", "zip", "title", "genres")
 VARIANTS = {
@@ -96,7 +96,7 @@ def read_movielens(path: str, *, meta_dir: str, variant: str, feature_columns: S
     line_no = 1
     with fh:
         for lines in iter_lines(fh, chunk_rows, path=path, encoding="latin-1"):
-            rows, nums, skipped = [], [], 0
+            rows, nums, skipped, error = [], [], 0, ""
             for k, line in enumerate(lines):
                 parts = line.rstrip("\r\n").split(sep)
                 if len(parts) != 4:
@@ -108,13 +108,15 @@ def read_movielens(path: str, *, meta_dir: str, variant: str, feature_columns: S
                 else:
                     problem = None
                 if problem is not None:
-                    bad_row(path, line_no + k, problem, on_bad_rows)
+                    error = row_error(path, line_no + k, problem, on_bad_rows)
+                    if error:
+                        break
                     skipped += 1
                     continue
                 full = parts + users[parts[0]] + items[parts[1]]
                 rows.append([full[p] for p in pos])
                 nums.append(line_no + k)
-            yield make_block(path, nums, rows, (LABEL, *wanted[1:]), skipped=skipped)
+            yield make_block(path, nums, rows, (LABEL, *wanted[1:]), skipped=skipped, error=error)
             line_no += len(lines)
     if line_no == 1:
         raise DataFormatError(f"{path}: file is empty")
