@@ -247,6 +247,9 @@ def check_overrides_are_read(config, base) -> None:
                              f"the students (override model.students instead, e.g. mlp:6)")
 
 
+MAX_SIZE = 2**31  # sizes (widths, batches) index int32 arrays
+
+
 def validate(c) -> None:
     """Raise ValueError naming the config key for any value the run cannot use."""
 
@@ -293,16 +296,19 @@ def validate(c) -> None:
         bad("model.group_impl", f"{m.group_impl!r} is not one of auto, vmap, unrolled")
     if m.compute_dtype not in ("float32", "bfloat16"):
         bad("model.compute_dtype", f"{m.compute_dtype!r} is not one of float32, bfloat16")
-    if m.embedding_dim < 1:
-        bad("model.embedding_dim", f"must be >= 1, got {m.embedding_dim}")
+    if not 1 <= m.embedding_dim < MAX_SIZE:
+        bad("model.embedding_dim", f"must be in [1, 2**31), got {m.embedding_dim}")
     if isinstance(m.hidden_units, str) or not all(isinstance(u, int) and not isinstance(u, bool) for u in m.hidden_units):
         bad("model.hidden_units", f"must be a tuple of integer widths such as (400, 400, 400), got {m.hidden_units!r}")
-    if any(u < 1 for u in m.hidden_units):
-        bad("model.hidden_units", f"widths must be >= 1, got {tuple(m.hidden_units)}")
-    if t.batch_size < 1:
-        bad("train.batch_size", f"must be >= 1, got {t.batch_size}")
-    if t.eval_batch_size < 0:
-        bad("train.eval_batch_size", f"must be >= 0, got {t.eval_batch_size}")
+    if any(not 1 <= u < MAX_SIZE for u in m.hidden_units):
+        bad("model.hidden_units", f"widths must be in [1, 2**31), got {tuple(m.hidden_units)}")
+    if not 1 <= t.batch_size < MAX_SIZE:
+        bad("train.batch_size", f"must be in [1, 2**31), got {t.batch_size}")
+    if not 0 <= t.eval_batch_size < MAX_SIZE:
+        bad("train.eval_batch_size", f"must be in [0, 2**31), got {t.eval_batch_size}")
+    for key, seed in (("seed", c.seed), ("data.split_seed", d.split_seed), ("data.synthetic.seed", d.synthetic.seed)):
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:  # a PRNGKey keeps 32 bits
+            bad(key, f"must be an integer in [0, 2**32), got {seed!r}")
     if t.log_every < 1:
         bad("train.log_every", f"must be >= 1, got {t.log_every}")
     if t.num_epochs < 1:
@@ -324,8 +330,8 @@ def validate(c) -> None:
         bad("optim.eps", f"must be a finite number > 0, got {o.eps}")
     if not 0 < c.loss.huber_delta < math.inf:
         bad("loss.huber_delta", f"must be a finite number > 0, got {c.loss.huber_delta}")
-    if not 0 <= m.embedding_init_std:
-        bad("model.embedding_init_std", f"must be >= 0, got {m.embedding_init_std}")
+    if not 0 <= m.embedding_init_std < math.inf:
+        bad("model.embedding_init_std", f"must be a finite number >= 0, got {m.embedding_init_std}")
     if t.steps_per_epoch < 0:
         bad("train.steps_per_epoch", f"must be >= 0 (0 = full epochs), got {t.steps_per_epoch}")
     if t.prefetch < 0:
@@ -374,6 +380,9 @@ def validate(c) -> None:
     fr = tuple(d.split_fractions)
     if len(fr) != 3 or not all(0 <= f < math.inf for f in fr) or sum(fr) <= 0:
         bad("data.split_fractions", f"must be 3 finite numbers >= 0 (train, valid, test) with a sum > 0, got {fr}")
+    if d.split == "random" and not (fr[0] > 0 and fr[1] > 0):
+        bad("data.split_fractions", f"split='random' needs train and valid fractions > 0 (a run trains and "
+                                    f"validates), got {fr}")
     if not isinstance(d.delimiter, str) or len(d.delimiter) != 1 or d.delimiter in "\r\n":
         bad("data.delimiter", f"must be one character other than a line break, e.g. '\\t' or ',', got {d.delimiter!r}")
     if d.quotechar and (len(d.quotechar) != 1 or d.quotechar == d.delimiter):

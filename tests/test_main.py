@@ -61,7 +61,7 @@ def test_a_config_file_that_does_not_load_is_one_line_even_without_overrides():
     ("optim.b2", 1.0, "config optim.b2: must be in [0, 1), got 1.0"),
     ("optim.eps", -1.0, "config optim.eps: must be a finite number > 0"),
     ("loss.huber_delta", -1.0, "config loss.huber_delta: must be a finite number > 0"),
-    ("model.embedding_init_std", -1.0, "config model.embedding_init_std: must be >= 0"),
+    ("model.embedding_init_std", -1.0, "config model.embedding_init_std: must be a finite number >= 0"),
     ("train.steps_per_epoch", -3, "config train.steps_per_epoch: must be >= 0"),
     ("train.prefetch", -1, "config train.prefetch: must be >= 0"),
     ("data.split_fractions", (0.5, -0.2, 0.7), "config data.split_fractions: must be 3 finite numbers >= 0"),
@@ -208,7 +208,7 @@ def test_unknown_override_names_the_section_it_is_missing_from():
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("students", "mlp:0", "config model.students / num_students: need at least 1 student per group, got 'mlp:0'"),
+    ("students", "mlp:0", "config model.students / num_students: need 1 to 2**31 - 1 students per group, got 'mlp:0'"),
     ("students", "mlp:2,foo:1", "config model.students: unknown student kind 'foo'"),
     ("student", "nope", "config model.student: unknown student kind 'nope'"),
 ])

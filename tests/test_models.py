@@ -191,7 +191,7 @@ def test_groups_from_config_and_bad_counts():
     (g,) = groups_from_config(m)
     assert (g.kind, g.count) == ("mlp", 4)
     m.num_students = 0
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="need 1 to 2\*\*31 - 1 students per group"):
         groups_from_config(m)
     m.students = "nosuch:2"
     with pytest.raises(ValueError, match="unknown student kind 'nosuch'"):

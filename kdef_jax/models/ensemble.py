@@ -127,7 +127,7 @@ class KDEFModel(nn.Module):
 
 def groups_from_config(m) -> tuple:
     """config.model → student groups. ``m.students`` "mlp:8,ecn:2" or, if empty, ``m.student`` × num_students."""
-    spec = m.students.strip() if m.students else f"{m.student}:{m.num_students}"
+    spec = m.students.strip() or f"{m.student}:{m.num_students}"
     groups = []
     for part in spec.split(","):
         kind, _, count = part.strip().partition(":")
@@ -135,8 +135,8 @@ def groups_from_config(m) -> tuple:
             n = int(count) if count else 1
         except ValueError:
             raise ValueError(f"config model.students: bad count in {part!r} (use kind:count, e.g. mlp:3)") from None
-        if n < 1:
-            raise ValueError(f"config model.students / num_students: need at least 1 student per group, got {part!r}")
+        if not 1 <= n < 2**31:
+            raise ValueError(f"config model.students / num_students: need 1 to 2**31 - 1 students per group, got {part!r}")
         _, builder = get_student(kind)
         groups.append(StudentGroup(kind, n, tuple(sorted(builder(m).items()))))
     return tuple(groups)

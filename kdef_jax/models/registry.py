@@ -28,6 +28,26 @@ def _freeze(v):
     return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
+# per-kind settings a student cannot use outside a range: name -> the least value (an integer)
+LEAST = {"num_cross_layers": 0, "attention_layers": 0, "num_heads": 1, "attention_dim": 1, "logarithmic_neurons": 1}
+
+
+def _check_settings(section: str, kw: dict) -> None:
+    """A ValueError naming ``model.<section>.<key>`` for a count, width or head split the student cannot use."""
+    def bad(key, msg):
+        raise ValueError(f"config model.{section}.{key}: {msg}, got {kw[key]!r}")
+
+    for key, least in LEAST.items():
+        if key in kw and (not isinstance(kw[key], int) or isinstance(kw[key], bool) or not least <= kw[key] < 2**31):
+            bad(key, f"must be an integer in [{least}, 2**31)")
+    if "cin_layers" in kw and (isinstance(kw["cin_layers"], str) or not kw["cin_layers"]
+                               or not all(isinstance(u, int) and not isinstance(u, bool) and 1 <= u < 2**31
+                                          for u in kw["cin_layers"])):
+        bad("cin_layers", "must be a non-empty tuple of integer widths >= 1, e.g. (16, 16, 16)")
+    if "num_heads" in kw and "attention_dim" in kw and kw["attention_dim"] % kw["num_heads"]:
+        bad("num_heads", f"must divide attention_dim={kw['attention_dim']} (heads of equal size)")
+
+
 def _kind(cls, section: str):
     """(cls, builder): kwargs = shared keys that are fields of ``cls``, then ``model.<section>``'s keys."""
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "dtype"}
@@ -39,7 +59,9 @@ def _kind(cls, section: str):
                 raise ValueError(f"config model.{section}.{k}: {cls.__name__} has no such setting ({sorted(fields)})")
             # model.batch_norm is the master switch: a kind's own batch_norm (ECN's) can only turn its BN off
             kw[k] = bool(kw[k]) and bool(v) if k == "batch_norm" and k in kw else v
-        return {k: _freeze(v) for k, v in kw.items()}
+        kw = {k: _freeze(v) for k, v in kw.items()}
+        _check_settings(section, kw)
+        return kw
 
     return cls, build
 
