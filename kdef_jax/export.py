@@ -229,5 +229,22 @@ def load_run(workdir, checkpoint: str = "best"):
         raise FileNotFoundError(f"no {checkpoint} checkpoint under {ckpt.root / checkpoint}{hint}")
     state = restored[0]
     results_path = workdir / "results.json"
-    results = read_json(results_path) if results_path.exists() else {}
+    results = check_results(read_json(results_path), results_path, config, model.num_students) if results_path.exists() else {}
     return model, {"params": state.params, "batch_stats": state.batch_stats}, fmap, results
+
+
+def check_results(results, path, config, num_students: int) -> dict:
+    """``results`` (read from ``path``) checked to be the results of the run of ``config`` (dataset,
+    variant, K) with a best student in [0, K): a damaged or another run's file is a ValueError naming it."""
+    if not isinstance(results, dict):
+        raise ValueError(f"{path}: not a run's results (a JSON object); the file is damaged")
+    ours = {"dataset": config.data.name, "variant": config.loss.variant, "num_students": num_students}
+    ours = {k: v for k, v in ours.items() if k in results}  # what the run's version of results.json records
+    theirs = {k: results[k] for k in ours}
+    if theirs != ours:
+        raise ValueError(f"{path}: the results of another run ({theirs}; this run's config.json and checkpoint: "
+                         f"{ours}); the file was replaced or damaged")
+    best = results.get("best_student_index")
+    if best is not None and (not isinstance(best, int) or isinstance(best, bool) or not 0 <= best < num_students):
+        raise ValueError(f"{path}: best_student_index {best!r} is not a student 0..{num_students - 1}; the file is damaged")
+    return results

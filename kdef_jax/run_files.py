@@ -22,18 +22,43 @@ def read_json(path: Path):
         raise ValueError(f"{path}: not valid JSON ({e}); the file is damaged") from None
 
 
+RUN_CONFIG_SECTIONS = ("data", "model", "train", "loss", "optim")  # in every run's config.json since the first
+
+
+def read_config_json(path: Path) -> dict:
+    """A run's config.json as a dict, checked to hold the sections every run config has."""
+    raw = read_json(path)
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), dict) for k in RUN_CONFIG_SECTIONS):
+        raise ValueError(f"{path}: not a kdef_jax run config (it needs the sections {', '.join(RUN_CONFIG_SECTIONS)}); "
+                         f"the file is damaged or another program's")
+    return raw
+
+
 def read_run_config(workdir: Path):
-    """``<workdir>/config.json`` as a ConfigDict, checked to be a run's config."""
+    """``<workdir>/config.json`` as a ConfigDict, checked to be a run's config. A key it lacks (the run
+    predates the key) takes ``base_config()``'s value, what such a run did, as ``config_changes`` assumes;
+    but a run from before data.pandas_na read those strings as tokens (False)."""
     import ml_collections
+
+    from kdef_jax.config import base_config
 
     path = Path(workdir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{workdir}: no config.json (not a kdef_jax.main run)")
-    raw = read_json(path)
-    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), dict) for k in ("data", "model", "train")):
-        raise ValueError(f"{path}: not a kdef_jax run config (no data/model/train sections)")
-    raw["data"].setdefault("pandas_na", False)  # a run from before data.pandas_na read those strings as tokens
-    return ml_collections.ConfigDict(raw)
+    raw = read_config_json(path)
+    raw["data"].setdefault("pandas_na", False)
+    return ml_collections.ConfigDict(_with_defaults(raw, json.loads(base_config().to_json())))
+
+
+def _with_defaults(raw: dict, defaults: dict) -> dict:
+    """``raw`` with every key of ``defaults`` it lacks (nested dicts merged)."""
+    out = dict(raw)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict):
+            out[k] = _with_defaults(out[k], v)
+    return out
 
 
 def check_output(out: Path, flag: str, *, inputs: tuple = (), workdir: Path | None = None) -> Path:
@@ -109,7 +134,7 @@ def config_changes(workdir: Path, config, ignore=("resume",), defaults=None) -> 
     path = Path(workdir) / "config.json"
     if not path.is_file():
         return {}
-    old, new = flat_dict(read_json(path)), flat_dict(json.loads(config.to_json()))
+    old, new = flat_dict(read_config_json(path)), flat_dict(json.loads(config.to_json()))
     if defaults is not None:
         old = {**{k: v for k, v in flat_dict(json.loads(defaults.to_json())).items() if k in new}, **old}
     keys = [k for k in {**old, **new} if k not in ignore]

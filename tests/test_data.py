@@ -734,3 +734,25 @@ def test_label_rules_that_cannot_label_every_class_or_contradict_themselves_are_
   with pytest.raises(ValueError, match=re.escape(f"label rule {rule!r}: {message}")):
     LabelRule.parse(rule)
   assert LabelRule.parse("map:yes=1,yes=1,no=0").apply(["yes", "no"])[0].tolist() == [1.0, 0.0]  # a repeat agrees
+
+
+# Found by damaging the data cache (corruption fuzzing).
+def test_a_truncated_cache_array_is_an_error_naming_it(libfm_dir, tmp_path):
+  """np.load's "mmap length is greater than file size" named no file."""
+  ds = load_data(data_cfg(libfm_dir, tmp_path / "cache"))
+  x = ds.cache_dir / "train_x.npy"
+  x.write_bytes(x.read_bytes()[: x.stat().st_size // 2])
+  with pytest.raises(ValueError) as e:
+    load_data(data_cfg(libfm_dir, tmp_path / "cache"))
+  assert str(e.value).startswith(f"{x}: damaged cache file") and "delete the folder" in str(e.value)
+
+
+def test_a_cache_folder_without_its_feature_map_is_an_error_naming_it(libfm_dir, tmp_path):
+  """The rebuilt cache could not replace the incomplete folder: an OSError traceback on every run."""
+  ds = load_data(data_cfg(libfm_dir, tmp_path / "cache"))
+  (ds.cache_dir / "feature_map.json").unlink()
+  with pytest.raises(FileExistsError) as e:
+    load_data(data_cfg(libfm_dir, tmp_path / "cache"))
+  assert str(e.value).startswith(f"{ds.cache_dir}: an incomplete folder") and "delete it" in str(e.value)
+  assert not list(ds.cache_dir.parent.glob("*.tmp-*"))  # the new build was removed, the folder left as it was
+  assert (ds.cache_dir / "train_x.npy").exists()

@@ -1,6 +1,7 @@
 """Deployment: a single extracted student, the BatchNorm-folded networks and the exported predictor
 match the ensemble model."""
 
+import json
 import re
 
 import jax
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdef_jax.export import export_predictor, extract_student, fold_batchnorm, load_exported, make_predictor
+from kdef_jax.export import export_predictor, extract_student, fold_batchnorm, load_exported, load_run, make_predictor
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup, groups_from_config
 from kdef_jax.models.registry import STUDENTS
 
@@ -368,3 +369,37 @@ def test_export_run_writes_nothing_when_the_file_predicts_otherwise(trained_run,
     assert er.main(["--workdir", str(trained_run[1]), "--out", str(out), "--platforms", "cpu"]) == 2
     assert "exported predictor differs from the model by" in capsys.readouterr().err
     assert not out.exists() and not out.with_name("p.jaxexport.json").exists()
+
+
+# Found by damaging each file of a finished run (corruption fuzzing).
+@pytest.mark.parametrize("edit,message", [
+    (lambda r: 5, "not a run's results (a JSON object)"),
+    (lambda r: {**r, "best_student_index": 7}, "best_student_index 7 is not a student 0..2"),
+    (lambda r: {**r, "best_student_index": "x"}, "best_student_index 'x' is not a student"),
+    (lambda r: {**r, "dataset": "other"}, "the results of another run"),
+    (lambda r: {**r, "num_students": 4}, "the results of another run"),
+])
+def test_load_run_refuses_a_damaged_or_another_runs_results_json(trained_run, tmp_path, edit, message):
+    """A results.json from another run made --what best pick that run's best student, silently; a damaged
+    one was an IndexError or TypeError traceback in score_run and export_run."""
+    import shutil
+
+    _, workdir, res = trained_run
+    w = tmp_path / "run"
+    shutil.copytree(workdir, w)
+    (w / "results.json").write_text(json.dumps(edit(json.loads((w / "results.json").read_text()))))
+    with pytest.raises(ValueError) as e:
+        load_run(w)
+    assert str(e.value).startswith(f"{w / 'results.json'}: ") and message in str(e.value)
+
+
+def test_load_run_reads_an_older_results_json_without_the_checked_keys(trained_run, tmp_path):
+    import shutil
+
+    _, workdir, res = trained_run
+    w = tmp_path / "run"
+    shutil.copytree(workdir, w)
+    old = {k: v for k, v in json.loads((w / "results.json").read_text()).items()
+           if k not in ("dataset", "variant", "num_students")}
+    (w / "results.json").write_text(json.dumps(old))
+    assert load_run(w)[3]["best_student_index"] == res["best_student_index"]

@@ -97,3 +97,31 @@ def test_a_device_given_as_an_output_is_written_in_place_never_replaced(monkeypa
     monkeypatch.setattr(os, "replace", lambda a, b: renamed.append((a, b)))
     run_files.write_json(Path("/dev/null"), {"a": float("nan")})
     assert renamed == []
+
+
+# Found by damaging each file of a finished run (corruption fuzzing): these were tracebacks.
+@pytest.mark.parametrize("text", ['[]', '{"data": {}, "model": {}, "train": {}}', "5"])
+def test_a_config_json_without_a_runs_sections_is_an_error_naming_it_for_readers_and_resume(tmp_path, text):
+    from kdef_jax.run_files import config_changes, read_run_config
+
+    (tmp_path / "config.json").write_text(text)
+    for read in (lambda: read_run_config(tmp_path), lambda: config_changes(tmp_path, base_config())):
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: not a kdef_jax run config")):
+            read()
+
+
+def test_a_key_a_runs_config_json_lacks_takes_the_default_it_ran_with():
+    """A run predating a key (here data.split_seed and model.embedding_rows) did what the default does;
+    reading such a key raised AttributeError in score_run and export_run."""
+    import tempfile
+
+    from kdef_jax.run_files import read_run_config
+
+    c = base_config()
+    c.data.split_seed, c.model.num_students = 7, 5
+    raw = json.loads(c.to_json())
+    del raw["data"]["split_seed"], raw["model"]["embedding_rows"]
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "config.json").write_text(json.dumps(raw))
+        got = read_run_config(d)
+    assert (got.data.split_seed, got.model.embedding_rows, got.model.num_students) == (2018, 0, 5)

@@ -29,6 +29,9 @@ def building(final: Path, marker: str = "feature_map.json"):
             os.replace(tmp, final)
         except OSError:  # another process finished the same cache first
             if not (final / marker).exists():
+                if final.is_dir():
+                    raise FileExistsError(f"{final}: an incomplete folder (no {marker}) is in the way of the one "
+                                          f"just built; delete it (nothing else uses it) and run again") from None
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:

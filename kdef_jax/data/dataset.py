@@ -73,13 +73,18 @@ def open_cache(cache_dir: Path) -> Dataset:
     if missing:
         raise ValueError(f"{cache_dir}: incomplete cache, feature_map.json lists {', '.join(missing)} but they are "
                          f"missing; delete the folder")
+    def load(path: Path):
+        try:
+            return np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as e:  # a truncated or overwritten file
+            raise ValueError(f"{path}: damaged cache file ({e}); delete the folder {cache_dir} to rebuild it") from None
+
     splits = {}
     for s in SPLITS:
         if (cache_dir / f"{s}_x.npy").exists():
-            x = np.load(cache_dir / f"{s}_x.npy", mmap_mode="r")
-            y = np.load(cache_dir / f"{s}_y.npy", mmap_mode="r")
+            x, y = load(cache_dir / f"{s}_x.npy"), load(cache_dir / f"{s}_y.npy")
             line_path = cache_dir / f"{s}_line.npy"
-            line = np.load(line_path, mmap_mode="r") if line_path.exists() else None
+            line = load(line_path) if line_path.exists() else None
             if (x.shape != (fmap.num_rows.get(s, -1), fmap.num_columns) or y.shape != (x.shape[0],)
                     or (line is not None and line.shape != y.shape)):
                 raise ValueError(f"{cache_dir}: {s} arrays {x.shape}/{y.shape} do not match feature_map.json; delete the folder")
