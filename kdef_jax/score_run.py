@@ -36,6 +36,7 @@ import numpy as np
 
 from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.data.dataset import default_cache_dir, load_dataset
+from kdef_jax.data.packed import check_vocab_file
 from kdef_jax.data.schema import DataFormatError, EmptySplitError, open_raw
 from kdef_jax.export import load_run
 from kdef_jax.export_run import resolve_what
@@ -56,7 +57,9 @@ def run_vocab(workdir: Path, config, fmap) -> dict:
               cache_root / f"{fmap.dataset_id}-{fmap.info.get('cache_key', '')}" / "vocab.json"]
     for path in places:
         if path.is_file():
-            return read_json(path)
+            vocab = read_json(path)
+            check_vocab_file(path, fmap)
+            return vocab
     raise FileNotFoundError(f"{workdir}: no vocab.json (looked in {', '.join(map(str, places))}); "
                             f"retrain with this version, which writes it beside the checkpoints")
 

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import math
 import platform
-import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from kdef_jax.checkpoint import CheckpointError, Checkpoints
 from kdef_jax.config import validate
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.feature_map import FeatureMap
+from kdef_jax.data.packed import check_vocab_file
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches, prefetch
 from kdef_jax.losses import DISTILLING_VARIANTS, fusion_of
 from kdef_jax.metrics import ensemble_metrics
@@ -190,7 +190,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         (workdir / "config.json").write_text(c.to_json(indent=1))
         fmap.save(workdir / "feature_map.json")  # with config.json: enough to rebuild the model (export.load_run)
         if (ds.cache_dir / "vocab.json").exists():  # the ids' meaning: what score_run encodes new files with
-            shutil.copyfile(ds.cache_dir / "vocab.json", workdir / "vocab.json")
+            write_atomic(workdir / "vocab.json", lambda fh: fh.write(check_vocab_file(ds.cache_dir / "vocab.json", fmap)),
+                         binary=True)
 
     predict = make_predict_step(model, lookup)
     train, valid, test = ds.splits["train"], ds.splits["valid"], ds.splits.get("test")

@@ -259,6 +259,34 @@ def test_a_damaged_run_file_is_named(frappe_like_run, tmp_path, capsys, name, te
   assert not (tmp_path / "o.csv").exists()
 
 
+def test_a_vocab_json_changed_after_the_run_is_refused(frappe_like_run, tmp_path, capsys):
+  """Two tokens swapped (valid JSON): the ids meant other values and scoring went on silently (corruption
+  fuzzing). The feature map records the vocabulary's sha256 since then."""
+  workdir, _, raw = frappe_like_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  vocab = json.loads((run / "vocab.json").read_text())
+  vocab["f1"][0], vocab["f1"][1] = vocab["f1"][1], vocab["f1"][0]
+  (run / "vocab.json").write_text(json.dumps(vocab))
+  assert score_run.main(["--workdir", str(run), "--input", str(raw / "test.libfm"), "--out", str(tmp_path / "o.csv")]) == 2
+  err = capsys.readouterr().err
+  assert f"{run / 'vocab.json'}: not the vocabulary its feature_map.json was built with" in err and "Traceback" not in err
+  assert not (tmp_path / "o.csv").exists()
+
+
+def test_check_vocab_file_returns_the_runs_own_vocab_and_refuses_a_changed_one(frappe_like_run, tmp_path):
+  """What training copies from the data cache into the workdir is checked the same way."""
+  from kdef_jax.data.packed import check_vocab_file
+
+  workdir, _, _ = frappe_like_run
+  fmap = FeatureMap.load(workdir / "feature_map.json")
+  assert len(fmap.info["vocab_sha256"]) == 64
+  assert check_vocab_file(workdir / "vocab.json", fmap) == (workdir / "vocab.json").read_bytes()
+  (tmp_path / "vocab.json").write_bytes((workdir / "vocab.json").read_bytes().replace(b'"', b"'", 1))
+  with pytest.raises(ValueError, match="not the vocabulary its feature_map.json was built with"):
+    check_vocab_file(tmp_path / "vocab.json", fmap)
+
+
 def test_missing_best_checkpoint_points_at_latest(frappe_like_run, tmp_path, capsys):
   workdir, _, raw = frappe_like_run
   run = tmp_path / "run"

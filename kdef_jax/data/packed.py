@@ -7,8 +7,10 @@ packed bytes gives exactly ``sorted(strings)``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -87,3 +89,20 @@ def vocab_json(vocabs: dict) -> str:
             arr = json.dumps([t if isinstance(t, str) else str(t) for t in v])
         parts.append(f"{json.dumps(name)}: {arr}")
     return "{" + ", ".join(parts) + "}"
+
+
+def vocab_sha256(data: bytes) -> str:
+    """The digest a cache's feature_map.json records of its vocab.json (``info["vocab_sha256"]``)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_vocab_file(path, fmap) -> bytes:
+    """The bytes of the vocab.json at ``path``, checked against the digest ``fmap`` (its feature map)
+    records: a changed or damaged vocab.json is a ValueError naming it (with it, ids would stand for
+    other values). Feature maps from before the digest are not checked."""
+    data = Path(path).read_bytes()
+    want = fmap.info.get("vocab_sha256")
+    if want is not None and vocab_sha256(data) != want:
+        raise ValueError(f"{path}: not the vocabulary its feature_map.json was built with (sha256 differs): the file "
+                         f"was changed or damaged; restore it, or rebuild the data cache and retrain")
+    return data

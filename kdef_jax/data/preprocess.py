@@ -41,7 +41,7 @@ from kdef_jax.data.feature_map import FeatureMap, FieldSpec
 from kdef_jax.data.schema import DROP, LABEL, Block, DataFormatError, EmptySplitError, LabelRule
 from kdef_jax.data.hash_ids import count_where, scatter_columns
 from kdef_jax.data.id_files import SPLITS, IdFiles, remap_in_place
-from kdef_jax.data.packed import vocab_json
+from kdef_jax.data.packed import vocab_json, vocab_sha256
 from kdef_jax.data.vocab import FieldEncoder, LabelColumn, RawColumn, _grow, ingest_all
 
 CACHE_VERSION = 4  # bump on every change to what a raw file becomes (parsing, bad-row rules, encoding)
@@ -379,6 +379,7 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
                 for k in ("x", "y", "line"):
                     (tmp / f"{s}_{k}.npy").unlink(missing_ok=True)
         t2 = time.perf_counter()
+        vocab_text = vocab_json({c.name: v for c, v in zip(spec.columns, vocabs)}).encode()
         fmap = FeatureMap(
             dataset_id=spec.dataset_id,
             fields=fields,
@@ -387,9 +388,9 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
             skipped_rows=dict(st.skipped),
             info={"files": {r: p for r, p in spec.files if p}, "split": spec.split, "cache_key": spec.key(),
                   "label_rule": spec.label_rule.describe(), "dropped_by_label_rule": dict(st.dropped),
-                  "raw_rows": st.raw_rows},
+                  "raw_rows": st.raw_rows, "vocab_sha256": vocab_sha256(vocab_text)},
         )
-        (tmp / "vocab.json").write_text(vocab_json({c.name: v for c, v in zip(spec.columns, vocabs)}))
+        (tmp / "vocab.json").write_bytes(vocab_text)
         (tmp / "build.json").write_text(json.dumps({"count_pass_s": t1 - t0, "encode_pass_s": t2 - t1,
                                                     "raw_rows": st.raw_rows, "distinct_values": {k: r.n for k, r in state.raws.items() if k != LABEL}}))
         fmap.save(tmp / "feature_map.json")
