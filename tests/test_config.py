@@ -10,6 +10,15 @@ from conftest import load_config_module
 from kdef_jax.config import UnknownKeyError, apply_overrides, base_config, use_ektf, validate
 
 
+def _set(c, key: str, value) -> None:
+    """c.<key> = value for a dotted key."""
+    *path, leaf = key.split(".")
+    node = c
+    for part in path:
+        node = node[part]
+    node[leaf] = value
+
+
 def test_the_reference_schedule_defaults():
     """README: the plateau cuts the rate x0.1, clipping at 10 (mutants: patience 3, lr_decay 0.5, clip 0)."""
     o = base_config().optim
@@ -103,11 +112,7 @@ def test_a_student_group_error_is_not_prefixed_twice():
 ])
 def test_more_values_the_run_cannot_use_name_their_key(key, value, message):
     c = base_config()
-    *path, leaf = key.split(".")
-    node = c
-    for part in path:
-        node = node[part]
-    node[leaf] = value
+    _set(c, key, value)
     with pytest.raises(ValueError) as e:
         validate(c)
     assert message in str(e.value)
@@ -125,11 +130,7 @@ def test_final_students_named_by_model_student_need_even_widths_too():
 def test_legal_edge_values_pass(key, value):
     """b1 = 0 (no momentum) and a zero init std are legal: [0, 1) and >= 0."""
     c = base_config()
-    *path, leaf = key.split(".")
-    node = c
-    for part in path:
-        node = node[part]
-    node[leaf] = value
+    _set(c, key, value)
     validate(c)
 
 
@@ -162,11 +163,7 @@ def test_legal_edge_values_pass(key, value):
 def test_fuzzed_values_the_run_cannot_use_name_their_key(settings, message):
     c = base_config()
     for key, value in settings.items():
-        *path, leaf = key.split(".")
-        node = c
-        for part in path:
-            node = node[part]
-        node[leaf] = value
+        _set(c, key, value)
     with pytest.raises(ValueError) as e:
         validate(c)
     assert message in str(e.value)
