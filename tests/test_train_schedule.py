@@ -105,7 +105,7 @@ def test_nan_is_caught_at_the_end_of_an_epoch_between_log_steps(tmp_path):
   """The end-of-epoch finiteness check: log_every 100 is more than the 6 steps of an epoch."""
   from kdef_jax.train import train_and_evaluate
 
-  c = _tiny_k2(tmp_path, **{"model.embedding_init_std": float("inf"), "train.log_every": 100})
+  c = _tiny_k2(tmp_path, **{"model.embedding_init_std": 1e38, "train.log_every": 100})  # overflows in the first layer
   with pytest.raises(FloatingPointError, match="NaN/inf in epoch 1 by step 6 "):
     train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
 
