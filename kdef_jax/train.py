@@ -329,12 +329,12 @@ def _check_same_ids(workdir: Path, fmap, vocab_path: Path, changed: dict | None 
         if was != now:
             diff = next((f"field {a['name']!r}: {a} -> {b}" for a, b in zip(was, now) if a != b),
                         f"{len(was)} fields -> {len(now)}")
-            raise ValueError(f"{workdir}: the data's fields differ from the run's ({diff}); {hint}")
+            raise ValueError(f"{run_map}: the data's fields differ from the run's ({diff}); {hint}")
     run_vocab = workdir / "vocab.json"
     if run_vocab.exists() and vocab_path.exists() and run_vocab.read_bytes() != vocab_path.read_bytes():
         was, now = read_json(run_vocab), read_json(vocab_path)
         field = next((k for k in was if was[k] != now.get(k)), None)
-        raise ValueError(f"{workdir}: the data's vocabulary differs from the run's vocab.json (field {field!r}: the "
+        raise ValueError(f"{run_vocab}: the data's vocabulary differs from the run's vocab.json (field {field!r}: the "
                          f"checkpoint's embedding rows would stand for other values); {hint}")
 
 

@@ -517,15 +517,17 @@ def test_resume_refuses_data_that_encodes_ids_differently(tmp_path):
     config_before = (tmp_path / "run" / "config.json").read_bytes()
     c.resume, c.train.num_epochs, c.data.pandas_na = True, 2, True
     with pytest.raises(ValueError, match=r"the data's fields differ from the run's \(field 'c': .*'vocab_size': 5.* -> "
-                                         r".*'vocab_size': 4.*\(changed: data.pandas_na False -> True\)"):
+                                         r".*'vocab_size': 4.*\(changed: data.pandas_na False -> True\)") as e:
         train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    assert str(e.value).startswith(f"{tmp_path / 'run' / 'feature_map.json'}: ")  # the file it compared (or damaged)
     assert (tmp_path / "run" / "config.json").read_bytes() == config_before
     # the same fields, another vocabulary: {"c": [NA, x, y]} -> {"c": [NA, x, z]}
     other = tmp_path / "other_vocab.json"
     other.write_text(json.dumps({"c": ["NA", "x", "z"], "d": ["p", "q"]}))
     fmap = FeatureMap.load(tmp_path / "run" / "feature_map.json")
-    with pytest.raises(ValueError, match=r"vocabulary differs from the run's vocab.json \(field 'c'"):
+    with pytest.raises(ValueError, match=r"vocabulary differs from the run's vocab.json \(field 'c'") as e:
         _check_same_ids(tmp_path / "run", fmap, other)
+    assert str(e.value).startswith(f"{tmp_path / 'run' / 'vocab.json'}: ")
     _check_same_ids(tmp_path / "run", fmap, tmp_path / "run" / "vocab.json")  # the run's own: fine
 
 
