@@ -19,6 +19,16 @@ def _set(c, key: str, value) -> None:
     node[leaf] = value
 
 
+def _validate_error(settings: dict) -> str:
+    """validate's error for base_config() with ``settings`` {dotted key: value}."""
+    c = base_config()
+    for key, value in settings.items():
+        _set(c, key, value)
+    with pytest.raises(ValueError) as e:
+        validate(c)
+    return str(e.value)
+
+
 def test_the_reference_schedule_defaults():
     """README: the plateau cuts the rate x0.1, clipping at 10 (mutants: patience 3, lr_decay 0.5, clip 0)."""
     o = base_config().optim
@@ -111,11 +121,7 @@ def test_a_student_group_error_is_not_prefixed_twice():
     ("data.split_fractions", (0.8, math.inf, 0.1), "config data.split_fractions: must be 3 finite numbers >= 0"),
 ])
 def test_more_values_the_run_cannot_use_name_their_key(key, value, message):
-    c = base_config()
-    _set(c, key, value)
-    with pytest.raises(ValueError) as e:
-        validate(c)
-    assert message in str(e.value)
+    assert message in _validate_error({key: value})
 
 
 def test_final_students_named_by_model_student_need_even_widths_too():
@@ -161,12 +167,7 @@ def test_legal_edge_values_pass(key, value):
     ({"data.split": "random", "data.split_fractions": (0.0, 0.5, 0.5)}, "config data.split_fractions: split='random' needs train and valid"),
 ])
 def test_fuzzed_values_the_run_cannot_use_name_their_key(settings, message):
-    c = base_config()
-    for key, value in settings.items():
-        _set(c, key, value)
-    with pytest.raises(ValueError) as e:
-        validate(c)
-    assert message in str(e.value)
+    assert message in _validate_error(settings)
 
 
 def test_per_kind_settings_are_checked_only_for_the_kinds_in_use_and_their_edges_pass():
