@@ -83,7 +83,8 @@ def _check_shapes(template, records: dict, where: Path) -> None:
     if diff:
         raise CheckpointError(
             f"the checkpoint {where} was written by a different model/config ({len(diff)} arrays differ: "
-            f"{_listed(diff)}). Use the config it was written with (the run's config.json) or start a new workdir."
+            f"{_listed(diff)}). Use the config it was written with (the run's config.json; its feature_map.json sets the "
+            f"embedding table's rows) or start a new workdir."
         )
 
 

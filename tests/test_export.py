@@ -403,3 +403,19 @@ def test_load_run_reads_an_older_results_json_without_the_checked_keys(trained_r
            if k not in ("dataset", "variant", "num_students")}
     (w / "results.json").write_text(json.dumps(old))
     assert load_run(w)[3]["best_student_index"] == res["best_student_index"]
+
+
+def test_load_run_with_a_changed_feature_map_names_the_file_that_sets_the_table(trained_run, tmp_path):
+    """Another run's feature_map.json was reported as a checkpoint of a different model, naming only config.json."""
+    import shutil
+
+    from kdef_jax.checkpoint import CheckpointError
+
+    _, workdir, _ = trained_run
+    w = tmp_path / "run"
+    shutil.copytree(workdir, w)
+    fmap = json.loads((w / "feature_map.json").read_text())
+    fmap["fields"][0]["vocab_size"] += 1
+    (w / "feature_map.json").write_text(json.dumps(fmap))
+    with pytest.raises(CheckpointError, match="written by a different model/config .*its feature_map.json sets the embedding"):
+        load_run(w)
