@@ -45,6 +45,8 @@ def open_layout(path: str, *, label_column: str, feature_columns: Sequence[str],
                 header: bool = False, delimiter: str = "\t", quotechar: str = "", encoding: str = "utf-8",
                 on_bad_rows: str = "error") -> Layout:
     """Read the header (if any) and check that the label and every wanted column exist."""
+    if quotechar and csv.field_size_limit() < CSV_FIELD_LIMIT:  # once per file, before any row is split
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     with open_raw(path) as fh:
         first = fh.readline()
     if not first:
@@ -69,8 +71,6 @@ def open_layout(path: str, *, label_column: str, feature_columns: Sequence[str],
 
 
 def _csv_split(text: str, delimiter: str, quotechar: str) -> list:
-    if csv.field_size_limit() < CSV_FIELD_LIMIT:
-        csv.field_size_limit(CSV_FIELD_LIMIT)
     return next(csv.reader([text], delimiter=delimiter, quotechar=quotechar))
 
 
