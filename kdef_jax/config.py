@@ -30,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
     d.data_dir = ""  # "" → $KDEF_DATA_DIR/<subdir> ($KDEF_DATA_DIR defaults to ../shared/data)
     d.subdir = ""
     d.cache_dir = ""  # "" → $KDEF_CACHE_DIR or ~/.cache/kdef_jax
+    d.verify_cache = True  # check the cache's arrays against the checksums recorded when it was built
     d.files = ml_collections.ConfigDict({"train": "", "valid": "", "test": ""})
     d.split = "files"  # files | mod | random (see kdef_jax.data.preprocess.SourceSpec)
     d.valid_mod = 0

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from kdef_jax.checkpoint import CheckpointError, Checkpoints
-from kdef_jax.config import validate
+from kdef_jax.config import base_config, validate
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.feature_map import FeatureMap
 from kdef_jax.data.packed import check_vocab_file
@@ -162,7 +162,7 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
     ckpt = Checkpoints(workdir)  # every process opens it alike: orbax synchronises the processes here
     if c.resume and any(e is not None for e in ckpt.steps().values()):
         try:  # before the restore: its shape check would blame the model for a data change
-            _check_same_ids(workdir, fmap, ds.cache_dir / "vocab.json", config_changes(workdir, c))
+            _check_same_ids(workdir, fmap, ds.cache_dir / "vocab.json", config_changes(workdir, c, defaults=base_config()))
         except ValueError:
             ckpt.close()
             raise
@@ -342,7 +342,7 @@ def _apply_resume_changes(workdir: Path, c, state, meta: dict, log):
     """Resume continues the checkpoint's schedule, except where the config asks otherwise: a changed
     ``optim.learning_rate`` becomes the current rate (e.g. to continue below a rate that diverged);
     every other changed key is logged (config.json then records the new values)."""
-    changed = config_changes(workdir, c)
+    changed = config_changes(workdir, c, defaults=base_config())  # a key the run predates: its default
     if changed:
         log("[train] resume with a changed config: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
     # against the checkpoint's own record: config.json is rewritten before the resumed run saves anything,

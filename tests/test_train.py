@@ -14,6 +14,7 @@ from conftest import step_compiles
 from run_helpers import tiny_config
 
 from kdef_jax.checkpoint import CheckpointError, Checkpoints
+from kdef_jax.data import checksums
 from kdef_jax.config import base_config
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.feature_map import FeatureMap
@@ -341,6 +342,7 @@ def test_validation_with_one_class_is_an_error(tmp_path):
     y[:] = 1.0
     y.flush()
     del y
+    checksums.write(ds.cache_dir)  # as if built from a file whose validation rows are all positive
     with pytest.raises(ValueError, match="all 700 valid rows have label 1, so their AUC is undefined"):
         train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
     assert not (tmp_path / "run").exists()
@@ -456,6 +458,24 @@ def test_resume_records_the_rate_it_was_started_with(tmp_path, monkeypatch):
     meta["lr"] = 1e-6  # the resumed run decayed the rate, then was interrupted again
     train_mod._apply_resume_changes(tmp_path, c, None, meta, lambda *a: None)
     assert meta == {"lr": 1e-6, "configured_lr": 1e-5}
+
+
+def test_resume_of_a_run_that_predates_a_config_key_logs_no_change(tmp_path):
+    """A key added after the run started (missing from its config.json) is the default it ran with,
+    not a change 'None -> default' in the resume log."""
+    import json
+    import kdef_jax.train as train_mod
+
+    c = base_config()
+    old = json.loads(c.to_json())
+    del old["data"]["verify_cache"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    said = []
+    train_mod._apply_resume_changes(tmp_path, c, None, {"lr": 1e-3, "configured_lr": 1e-3}, said.append)
+    assert said == []
+    c.data.verify_cache = False
+    train_mod._apply_resume_changes(tmp_path, c, None, {"lr": 1e-3, "configured_lr": 1e-3}, said.append)
+    assert said == ["[train] resume with a changed config: data.verify_cache True -> False"]
 
 
 def test_a_best_checkpoint_of_another_epoch_is_an_error(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdef_jax.data import checksums
 from kdef_jax.data.feature_map import FeatureMap
 from kdef_jax.data.formats import columnar as columnar_mod
 from kdef_jax.data.formats import movielens as movielens_mod
@@ -67,7 +68,9 @@ def resolve_data_dir(cfg) -> Path:
     return default_data_dir() / cfg.subdir
 
 
-def open_cache(cache_dir: Path) -> Dataset:
+def open_cache(cache_dir: Path, verify: bool = True, log=None) -> Dataset:
+    """The cache folder's arrays (memmaps) and feature map; ``verify``: check the arrays against the
+    cache's ``checksums.json`` first (kdef_jax.data.checksums)."""
     fmap = FeatureMap.load(cache_dir / "feature_map.json")
     missing = [f"{s}_{a}.npy" for s in fmap.num_rows for a in ("x", "y") if not (cache_dir / f"{s}_{a}.npy").exists()]
     if missing:
@@ -78,6 +81,9 @@ def open_cache(cache_dir: Path) -> Dataset:
             return np.load(path, mmap_mode="r")
         except (ValueError, OSError, EOFError) as e:  # a truncated or overwritten file
             raise ValueError(f"{path}: damaged cache file ({e}); delete the folder {cache_dir} to rebuild it") from None
+
+    if verify:
+        checksums.verify(cache_dir, log)
 
     splits = {}
     for s in SPLITS:
@@ -303,7 +309,7 @@ def load_dataset(cfg, log=print, vocab: dict | None = None, keep_lines: bool = F
             raise ValueError(f"config data.on_bad_rows={cfg.on_bad_rows!r}; use 'error' or 'skip'")
         hashed = cfg.format in ("libfm", "delimited") and _engine(cfg) != "python"
         path = build_cache(_source_spec(cfg, vocab, keep_lines), cache_root, log=log, hashed=hashed)
-    ds = open_cache(path)
+    ds = open_cache(path, verify=cfg.verify_cache, log=log)
     skipped = ds.feature_map.skipped_rows
     if skipped:
         log(f"[data] skipped malformed rows (on_bad_rows='skip'): {skipped}")

@@ -36,6 +36,7 @@ from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
+from kdef_jax.data import checksums
 from kdef_jax.data.atomic_dir import building
 from kdef_jax.data.feature_map import FeatureMap, FieldSpec
 from kdef_jax.data.schema import DROP, LABEL, Block, DataFormatError, EmptySplitError, LabelRule
@@ -393,6 +394,7 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
         (tmp / "vocab.json").write_bytes(vocab_text)
         (tmp / "build.json").write_text(json.dumps({"count_pass_s": t1 - t0, "encode_pass_s": t2 - t1,
                                                     "raw_rows": st.raw_rows, "distinct_values": {k: r.n for k, r in state.raws.items() if k != LABEL}}))
+        checksums.write(tmp)
         fmap.save(tmp / "feature_map.json")
     extra = ""
     if st.skipped:

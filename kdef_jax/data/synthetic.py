@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdef_jax.data import checksums
 from kdef_jax.data.atomic_dir import building
 from kdef_jax.data.feature_map import FeatureMap, FieldSpec
 
@@ -140,6 +141,7 @@ def build_synthetic(spec: SyntheticSpec, cache_root: str | os.PathLike, dataset_
             y_out.flush()
             pos[split] = float(np.mean(y_out)) if n else 0.0
             del x_out, y_out
+        checksums.write(tmp)
         fields = tuple(FieldSpec(name=f"f{j}", type="categorical", vocab_size=v) for j, v in enumerate(spec.vocab_sizes))
         FeatureMap(
             dataset_id=dataset_id,
