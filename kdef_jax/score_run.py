@@ -64,11 +64,13 @@ def run_vocab(workdir: Path, config, fmap) -> dict:
                             f"retrain with this version, which writes it beside the checkpoints")
 
 
-def scoring_data_config(config, input_path: Path):
-    """The run's ``config.data`` with ``input_path`` as its only (test) file."""
+def scoring_data_config(config, input_path: Path, config_path: Path | None = None):
+    """The run's ``config.data`` (read from ``config_path``, which errors name) with ``input_path`` as its
+    only (test) file."""
     data = ml_collections.ConfigDict(config.data.to_dict())
     if data.format not in FORMATS:
-        raise ValueError(f"the run's data.format={data.format!r}: score_run reads {', '.join(FORMATS)} files")
+        raise ValueError(f"{config_path or 'the run'}: data.format={data.format!r}, but score_run reads "
+                         f"{', '.join(FORMATS)} files")
     if not input_path.is_file():
         raise FileNotFoundError(f"--input {input_path}: no such file")
     data.files.train, data.files.valid, data.files.test = "", "", str(input_path.resolve())
@@ -156,7 +158,7 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
         raise ValueError(f"--batch-size {batch_size}: must be >= 1 (or 0: the run's eval batch size)")
     out = check_output(Path(out) if out else workdir / f"scores_{input_path.name}.csv", "--out",
                        inputs=(input_path,), workdir=workdir)
-    data = scoring_data_config(config, input_path)
+    data = scoring_data_config(config, input_path, workdir / "config.json")
     if unlabeled and data.format != "delimited":
         raise ValueError(f"--unlabeled reads delimited files; the run's data.format is {data.format!r}")
     model, variables, fmap, results = load_run(workdir, checkpoint)

@@ -306,7 +306,7 @@ def test_score_run_refuses_a_synthetic_run(tmp_path, capsys):
   (run / "config.json").write_text(base_config().to_json())
   assert score_run.main(["--workdir", str(run), "--input", str(tmp_path / "x.csv")]) == 2
   err = capsys.readouterr().err
-  assert "score_run reads libfm, delimited, movielens files" in err
+  assert f"{run / 'config.json'}: data.format='synthetic', but score_run reads libfm, delimited, movielens files" in err
 
 
 @pytest.fixture(scope="module")
