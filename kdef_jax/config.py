@@ -7,6 +7,8 @@ so ``--config.some.key=v`` for a key not listed here is an error that names the 
 from __future__ import annotations
 
 import codecs
+import difflib
+import functools
 import importlib.util
 import json
 import math
@@ -217,6 +219,21 @@ class UnknownKeyError(KeyError, ValueError):
         return str(self.args[0])
 
 
+def unknown_key(config: ml_collections.ConfigDict, key: str) -> str | None:
+    """None where the dotted ``key`` is a key of ``config``; else the error naming its first unknown part,
+    the closest valid spelling (difflib) and the keys valid there."""
+    node, walked = config, []
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            where = ".".join(walked) or "<top level>"
+            valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            close = difflib.get_close_matches(part, valid, n=1)
+            hint = f"did you mean {'.'.join(walked + close)!r}? " if close else ""
+            return f"unknown config key {key!r} (no {part!r} under {where}; {hint}valid: {', '.join(valid)})"
+        node, walked = node[part], walked + [part]
+    return None
+
+
 def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
     """``KEY=VALUE`` items (dotted keys of the config), each value parsed as its field's type
     (experiments/run_seeds.py's settings, the benchmarks' ``--set``); an unknown key is a KeyError
@@ -225,14 +242,11 @@ def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
         key, eq, value = item.partition("=")
         if not eq:
             raise ValueError(f"{item!r}: an override is KEY=VALUE")
-        node = config
+        error = unknown_key(config, key)
+        if error:
+            raise UnknownKeyError(error)
         *path, leaf = key.split(".")
-        for p in path:
-            if not isinstance(node, ml_collections.ConfigDict) or p not in node:
-                raise UnknownKeyError(f"unknown config key {key!r}")
-            node = node[p]
-        if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-            raise UnknownKeyError(f"unknown config key {key!r}")
+        node = functools.reduce(lambda n, p: n[p], path, config)
         node[leaf] = _parse_as(value, node[leaf], key)
 
 
@@ -260,7 +274,10 @@ def validate(c) -> None:
     known = flat_dict(json.loads(base_config().to_json()))  # data.field_options is free-form, one section per field
     unknown = sorted(k for k in flat_dict(json.loads(c.to_json())) if k not in known and not k.startswith("data.field_options."))
     if unknown:  # a config file's typo (c.train.batchsize = 64) would otherwise be silently ignored
-        bad(unknown[0], "is not a config key (misspelt? every key is listed in kdef_jax/config.py:base_config)"
+        section, _, leaf = unknown[0].rpartition(".")
+        close = difflib.get_close_matches(leaf, [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == section], n=1)
+        hint = f"did you mean {'.'.join(filter(None, (section, *close)))!r}?" if close else "misspelt?"
+        bad(unknown[0], f"is not a config key ({hint} every key is listed in kdef_jax/config.py:base_config)"
             + (f"; other unknown keys: {', '.join(unknown[1:])}" if unknown[1:] else ""))
     m, o, t, d = c.model, c.optim, c.train, c.data
     if not m.students and (not isinstance(m.num_students, int) or m.num_students < 1):

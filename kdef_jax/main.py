@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import sys
 
-import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from kdef_jax.config import check_overrides_are_read, load_config_file
+from kdef_jax.config import check_overrides_are_read, load_config_file, unknown_key
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -52,15 +51,7 @@ def check_config_overrides(argv: list) -> str | None:
         config = load_config_file(spec)
     except Exception as e:  # noqa: BLE001 - report the config file's own error plainly
         return f"cannot load config {spec!r}: {type(e).__name__}: {e}"
-    for key in keys:
-        node, walked = config, []
-        for part in key.split("."):
-            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                where = ".".join(walked) or "<top level>"
-                valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-                return f"unknown config key {key!r} (no {part!r} under {where}; valid: {', '.join(valid)})"
-            node, walked = node[part], walked + [part]
-    return None
+    return next(filter(None, (unknown_key(config, key) for key in keys)), None)
 
 
 def parse_flags(argv: list) -> list:

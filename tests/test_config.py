@@ -77,7 +77,20 @@ def test_unknown_override_key_is_a_value_error_with_a_plain_message():
     with pytest.raises(ValueError) as e:  # the command line's bad-value handlers catch ValueError
         apply_overrides(c, ["train.nope=1"])
     assert isinstance(e.value, KeyError) and isinstance(e.value, UnknownKeyError)
-    assert str(e.value) == "unknown config key 'train.nope'"  # not KeyError's quoted repr
+    assert str(e.value).startswith("unknown config key 'train.nope' (no 'nope' under train; valid: batch_size,")  # not KeyError's quoted repr
+
+
+@pytest.mark.parametrize("key,part,hint", [
+    ("model.num_student", "num_student", "did you mean 'model.num_students'? "),
+    ("modle.dropout", "modle", "did you mean 'model'? "),
+    ("model.ecn.num_cross_layer", "num_cross_layer", "did you mean 'model.ecn.num_cross_layers'? "),
+    ("train.zzz", "zzz", ""),
+])
+def test_a_misspelt_key_names_the_closest_valid_one(key, part, hint):
+    from kdef_jax.config import unknown_key
+    msg = unknown_key(base_config(), key)
+    assert msg.startswith(f"unknown config key {key!r} (no {part!r} under ") and f"; {hint}valid: " in msg
+    assert unknown_key(base_config(), "model.ecn.num_cross_layers") is None
 
 
 def test_unknown_config_keys_are_all_named_first_in_sorted_order():
@@ -88,6 +101,10 @@ def test_unknown_config_keys_are_all_named_first_in_sorted_order():
         validate(c)
     assert str(e.value) == ("config optim.aaa: is not a config key (misspelt? every key is listed in "
                             "kdef_jax/config.py:base_config); other unknown keys: train.batchsize")
+    with c.unlocked():
+        del c.optim.aaa
+    with pytest.raises(ValueError, match=r"^config train.batchsize: is not a config key \(did you mean 'train.batch_size'\? every"):
+        validate(c)
 
 
 def test_a_student_group_error_is_not_prefixed_twice():
