@@ -8,7 +8,7 @@ AUC (``--what best``, from results.json) or of student K (``--what K``), optiona
 folded into the Dense layers (``--fold-bn``), and writes its ``jax.export``
 serialization (StableHLO with the weights as constants, batch dimension symbolic, lowered for
 ``--platforms``, by default cpu, cuda and tpu) to ``--out``
-(default ``<workdir>/predictor_<what>.jaxexport``), plus ``<out>.json``: which network, its input
+(default ``<workdir>/predictor_<ensemble|studentK>[_folded].jaxexport``), plus ``<out>.json``: which network, its input
 columns, the feature map to encode raw rows with, and a check that the reloaded file predicts what
 the library does on random ids (max |Δp|). Serve it with ``jax.export.deserialize(blob).call(ids)``
 (ids int32 [B, C]: field by field, id i + 1 is the run's vocab.json[field][i], 0 PAD, the last id OOV;
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", required=True, help="a finished (or checkpointed) kdef_jax.main workdir")
     ap.add_argument("--what", default="ensemble", help="ensemble | best | a student index (default ensemble)")
     ap.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the Dense before it (fewer ops)")
-    ap.add_argument("--out", default=None, help="predictor file (default <workdir>/predictor_<what>.jaxexport)")
+    ap.add_argument("--out", default=None, help="predictor file (default <workdir>/predictor_<ensemble|studentK>[_folded].jaxexport)")
     ap.add_argument("--platforms", default=",".join(EXPORT_PLATFORMS),
                     help=f"where the file may run, comma-separated from cpu, cuda, rocm, tpu (default {','.join(EXPORT_PLATFORMS)})")
     args = ap.parse_args(argv)

@@ -237,7 +237,8 @@ def main(argv=None) -> int:
         print(f"kdef_jax.score_run: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     oov = ", ".join(f"{k} {v:.2%}" for k, v in info["oov_share"].items() if v > 0) or "none"
-    print(f"wrote {info['out']}: {info['rows_scored']:,} rows, probability of {info['what'].replace('student', 'student ')}; "
+    print(f"wrote {info['out']}: {info['rows_scored']:,} rows, probability of "
+          f"{'the ensemble' if info['what'] == 'ensemble' else info['what'].replace('student', 'student ')}; "
           f"OOV ids (values unseen in training or missing): {oov}")
     return 0
 

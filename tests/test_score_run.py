@@ -522,7 +522,7 @@ def test_score_main_lists_only_the_fields_with_oov_ids(fake_run, tmp_path, capsy
     new = write_file(tmp_path / "new.csv", "label,I1,C1,tags\n1,3,b,y\n0,3,zzz,x\n")
     assert score_run.main(["--workdir", str(wd), "--input", str(new), "--out", str(tmp_path / "o.csv")]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == (f"wrote {tmp_path / 'o.csv'}: 2 rows, probability of ensemble; "
+    assert out.splitlines()[-1] == (f"wrote {tmp_path / 'o.csv'}: 2 rows, probability of the ensemble; "
                                     "OOV ids (values unseen in training or missing): C1 50.00%")
 
 
