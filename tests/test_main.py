@@ -71,7 +71,7 @@ def test_a_config_file_that_does_not_load_is_one_line_even_without_overrides():
     ("data.delimiter", "\n", "config data.delimiter: must be one character other than a line break"),
     ("data.quotechar", "\t", "config data.quotechar: must be '' (no quoting) or one character other than the delimiter"),
     ("data.encoding", "utf-99", "config data.encoding: 'utf-99' is not a text encoding Python knows"),
-    ("train.batchsize", 64, "config train.batchsize: is not a config key (misspelt?"),
+    ("train.batchsize", 64, "config train.batchsize: is not a config key (did you mean 'train.batch_size'?"),
     ("optim.learnig_rate", 0.5, "config optim.learnig_rate: is not a config key"),
 ])
 def test_config_values_the_run_cannot_use_name_their_key(key, value, message):
