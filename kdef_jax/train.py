@@ -187,7 +187,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         if c.resume:
             log(f"[train] resume: no checkpoint in {ckpt.root}, starting fresh")
     if main:
-        (workdir / "config.json").write_text(c.to_json(indent=1))
+        # atomic, as every run file: a resume rewrites both, and a kill then must not leave half of one
+        write_atomic(workdir / "config.json", lambda fh: fh.write(c.to_json(indent=1)))
         fmap.save(workdir / "feature_map.json")  # with config.json: enough to rebuild the model (export.load_run)
         if (ds.cache_dir / "vocab.json").exists():  # the ids' meaning: what score_run encodes new files with
             write_atomic(workdir / "vocab.json", lambda fh: fh.write(check_vocab_file(ds.cache_dir / "vocab.json", fmap)),

@@ -478,6 +478,26 @@ def test_resume_of_a_run_that_predates_a_config_key_logs_no_change(tmp_path):
     assert said == ["[train] resume with a changed config: data.verify_cache True -> False"]
 
 
+def test_config_json_and_feature_map_json_are_written_atomically(tmp_path, monkeypatch):
+    """A resume rewrites both before it trains: a kill (or a full disk) mid-write must leave the old file,
+    not half of one that neither a resume nor a fresh start accepts (interruption fuzzing)."""
+    import kdef_jax.data.feature_map as feature_map_mod
+    import kdef_jax.train as train_mod
+    from pathlib import Path
+    from kdef_jax.train import train_and_evaluate
+
+    written = []
+    for mod in (train_mod, feature_map_mod):
+        def spy(out, write, real=mod.write_atomic, **kw):
+            written.append(Path(out).name)
+            return real(out, write, **kw)
+        monkeypatch.setattr(mod, "write_atomic", spy)
+    train_and_evaluate(tiny_config(tmp_path, **{"train.num_epochs": 1}), tmp_path / "run", log=lambda *a: None)
+    assert {"config.json", "feature_map.json"} <= set(written)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 2024
+    assert FeatureMap.load(tmp_path / "run" / "feature_map.json").num_fields > 0
+
+
 def test_a_best_checkpoint_of_another_epoch_is_an_error(tmp_path, monkeypatch):
     """T7: the final numbers need the best epoch's state; checkpoints/best holding another epoch
     (here: what latest holds, epoch 2, while the best epoch is 1) is an error, not epoch 2's numbers."""

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from kdef_jax.run_files import write_atomic
+
 FIELD_TYPES = ("categorical", "sequence")
 
 
@@ -90,7 +92,8 @@ class FeatureMap:
         )
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        """Written atomically: a kill mid-write leaves the previous file (or none), never half of one."""
+        write_atomic(Path(path), lambda fh: fh.write(json.dumps(self.to_dict(), indent=1)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureMap":
