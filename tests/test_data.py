@@ -444,6 +444,34 @@ def test_two_builders_in_one_process_never_share_a_folder(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["ds-abc"]
 
 
+def test_a_killed_builds_folder_is_removed_by_the_next_build_of_that_cache(tmp_path):
+  """A SIGKILLed build cannot clean up: its temporary folder (named with host and pid) is removed by the
+  next build of the same cache on that host once its process is gone; a live builder's, another host's
+  and another cache's folders stay (interruption fuzzing)."""
+  import subprocess
+  import sys
+  from kdef_jax.data import atomic_dir
+  from kdef_jax.data.atomic_dir import building
+
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  host = atomic_dir._host()
+  final = tmp_path / "ds-abc"
+  folders = {"killed": f"ds-abc.tmp-{host}-{dead.pid}-x1", "live": f"ds-abc.tmp-{host}-{os.getppid()}-x2",
+             "other_host": f"ds-abc.tmp-{'0' * 8 if host != '0' * 8 else '1' * 8}-{dead.pid}-x3",
+             "other_cache": f"ds-abd.tmp-{host}-{dead.pid}-x4"}
+  for name in folders.values():
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "train_x.npy").write_text("half")
+  said = []
+  with building(final, log=said.append) as tmp:
+    assert tmp.name.startswith(f"ds-abc.tmp-{host}-{os.getpid()}-")
+    (tmp / "feature_map.json").write_text("{}")
+  left = sorted(p.name for p in tmp_path.iterdir())
+  assert left == sorted(["ds-abc", folders["live"], folders["other_host"], folders["other_cache"]])
+  assert said == [f"[data] removed {tmp_path / folders['killed']}, the folder of a build that was killed"]
+
+
 def test_a_cache_missing_a_split_file_is_an_error_not_a_smaller_dataset(libfm_dir, tmp_path):
   from kdef_jax.data.dataset import open_cache
 

@@ -329,7 +329,7 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
     state = _State(spec, hashed)
     encs, ncol = state.encs, state.ncol
     st = _Stats()
-    with building(final) as tmp:
+    with building(final, log=log) as tmp:
         out = IdFiles(tmp, ncol, lines=spec.keep_lines)
         try:
             for role, path in spec.files:

@@ -122,7 +122,7 @@ def build_synthetic(spec: SyntheticSpec, cache_root: str | os.PathLike, dataset_
     planted = _Planted(spec)
     rows = {"train": spec.num_train, "valid": spec.num_valid, "test": spec.num_test}
     pos, bayes = {}, {}
-    with building(final) as tmp:
+    with building(final, log=log) as tmp:
         for si, (split, n) in enumerate(rows.items()):
             x_out = np.lib.format.open_memmap(tmp / f"{split}_x.npy", "w+", np.int32, (n, len(planted.n)))
             y_out = np.lib.format.open_memmap(tmp / f"{split}_y.npy", "w+", np.float32, (n,))
