@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -139,3 +140,21 @@ def config_changes(workdir: Path, config, ignore=("resume",), defaults=None) -> 
         old = {**{k: v for k, v in flat_dict(json.loads(defaults.to_json())).items() if k in new}, **old}
     keys = [k for k in {**old, **new} if k not in ignore]
     return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether ``e`` is a write that found no space left: ENOSPC / EDQUOT, or orbax's (TensorStore's)
+    RESOURCE_EXHAUSTED error around one, a ValueError whose text names it."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(e, (OSError, ValueError)) and any(
+        s in str(e) for s in ("No space left on device", "Disk quota exceeded"))
+
+
+def error_text(prog: str, e: BaseException, again: str = "run the command again") -> str:
+    """What a command prints for one of the errors it reports (file, line or key named in ``e``); for a
+    full disk, also what to do (every file is written atomically, so nothing half-written is used)."""
+    text = f"{prog}: error: {type(e).__name__}: {e}"
+    if disk_full(e):
+        text += f"\n{prog}: the disk is full: free space on it (or use a larger one), then {again}"
+    return text

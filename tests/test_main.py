@@ -250,7 +250,8 @@ def main_without_flags(monkeypatch):
 
 
 @pytest.mark.parametrize("error", [FileNotFoundError("data file x.libfm not found"), FloatingPointError("loss is nan"),
-                                   FileExistsError("w holds a run"), ImportError("no module named tfds")])
+                                   FileExistsError("w holds a run"), ImportError("no module named tfds"),
+                                   PermissionError(13, "Permission denied", "w/config.json")])
 def test_main_reports_the_errors_it_expects_in_one_line(main_without_flags, monkeypatch, capsys, error):
     from absl import logging
 
@@ -265,6 +266,46 @@ def test_main_reports_the_errors_it_expects_in_one_line(main_without_flags, monk
         main_without_flags.main(["kdef_jax.main"])
     assert e.value.code == 2
     assert capsys.readouterr().err == f"\nkdef_jax: error: {type(error).__name__}: {error}\n"
+
+
+FULL = "kdef_jax: the disk is full: free space on it (or use a larger one), then run the same command again"
+
+
+@pytest.mark.parametrize("error", [
+    OSError(28, "No space left on device", "cache/frappe-1a2b"),  # a data cache build (named by atomic_dir.building)
+    OSError(28, "No space left on device"),  # a run file
+    ValueError('RESOURCE_EXHAUSTED: Error writing "opt_state" in OCDBT database: No space left on device [os_error_code=28]'),  # orbax
+])
+def test_a_full_disk_is_one_error_that_says_what_to_do(main_without_flags, monkeypatch, capsys, error):
+    """Interruption fuzzing: a full disk ended in a traceback (cache build, run files) or in orbax's error
+    alone; every file is written atomically, so freeing space and running again (resume) is the way on."""
+    from kdef_jax import train
+
+    monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: (_ for _ in ()).throw(error))
+    with pytest.raises(SystemExit) as e:
+        main_without_flags.main(["kdef_jax.main"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (f"\nkdef_jax: error: {type(error).__name__}: {error}\n{FULL} "
+                                       f"(with --config.resume=True where a checkpoint was saved)\n")
+
+
+def test_other_os_errors_keep_their_traceback(main_without_flags, monkeypatch):
+    from kdef_jax import train
+
+    monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(OSError, match="I/O error"):
+        main_without_flags.main(["kdef_jax.main"])
+
+
+def test_a_failed_cache_build_names_the_cache_in_its_os_error(tmp_path):
+    from kdef_jax.data.atomic_dir import building
+
+    with pytest.raises(OSError) as e:
+        with building(tmp_path / "ds-abc") as tmp:
+            (tmp / "x").write_text("half")
+            raise OSError(28, "No space left on device")  # os.pwrite's error names no file
+    assert e.value.filename == str(tmp_path / "ds-abc") and e.value.errno == 28
+    assert sorted(tmp_path.iterdir()) == []
 
 
 def test_check_config_overrides_needs_a_config_flag_with_a_value():

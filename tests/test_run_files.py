@@ -125,3 +125,18 @@ def test_a_key_a_runs_config_json_lacks_takes_the_default_it_ran_with():
         (Path(d) / "config.json").write_text(json.dumps(raw))
         got = read_run_config(d)
     assert (got.data.split_seed, got.model.embedding_rows, got.model.num_students) == (2018, 0, 5)
+
+
+def test_disk_full_knows_enospc_edquot_and_orbaxs_wrapped_error_only():
+    import errno
+    from kdef_jax.run_files import disk_full, error_text
+
+    assert disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert disk_full(ValueError("RESOURCE_EXHAUSTED: Failed to write 52286 bytes to file 23: No space left on device"))
+    assert not disk_full(OSError(errno.EIO, "Input/output error")) and not disk_full(ValueError("config x: bad"))
+    assert not disk_full(RuntimeError("No space left on device"))  # not a write error of ours
+    assert error_text("p", ValueError("bad")) == "p: error: ValueError: bad"
+    assert error_text("p", OSError(errno.ENOSPC, "No space left on device", "o.csv")) == (
+        "p: error: OSError: [Errno 28] No space left on device: 'o.csv'\n"
+        "p: the disk is full: free space on it (or use a larger one), then run the command again")
