@@ -19,6 +19,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kdef_jax.losses import FUSIONS, ensemble_logit, fusion_of
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
@@ -148,8 +149,38 @@ def _group_shapes(model: KDEFModel, group: StudentGroup):
     return _shapes(sub)
 
 
+class Predictor(functools.partial):
+    """A jitted ``apply(variables, ids)`` bound to its variables (``.func``, ``.args``: to lower it). Host
+    ids wider than int32 are clipped into int32 first: JAX narrows them otherwise (x64 off), so 2**32 + 1
+    would read id 1 where any id outside a field's range must read its OOV row. An empty batch gives
+    empty probabilities."""
+
+    def __call__(self, ids):
+        if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu" and ids.dtype.itemsize > 4:
+            ids = np.clip(ids, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+        rows = np.shape(ids)[0]
+        if isinstance(rows, int) and rows == 0:  # (a symbolic batch dimension when exported: never 0)
+            return jnp.zeros((0,), jnp.float32)
+        return super().__call__(ids)
+
+
+def student_index(what, num_students: int) -> int | None:
+    """``what`` (make_predictor's): None for "ensemble", else the student index it names (an int, or a
+    string of one); anything else is a ValueError saying what is allowed."""
+    if isinstance(what, str) and what == "ensemble":
+        return None
+    if isinstance(what, (int, np.integer)) and not isinstance(what, bool):
+        k = int(what)
+    elif isinstance(what, str) and what.strip().lstrip("-").isdigit():
+        k = int(what)
+    else:
+        raise ValueError(f"what={what!r}: use 'ensemble' or a student index 0..{num_students - 1} (a run's best "
+                         f"student is results.json's best_student_index)")
+    return k
+
+
 def make_predictor(model: KDEFModel, variables: dict, what: str | int = "ensemble", fold_bn: bool = False,
-                   fusion: str | None = None):
+                   fusion: str | None = None) -> Predictor:
     """Jitted ``ids [B, C] int32 -> probabilities [B]`` of the ensemble or of student ``what``;
     ``fold_bn``: of its BatchNorm-folded network (``fold_batchnorm``; the same predictions up to float
     rounding, fewer ops). ``fusion``: how the students form the ensemble, σ(``ensemble_logit(z, fusion)``);
@@ -157,8 +188,9 @@ def make_predictor(model: KDEFModel, variables: dict, what: str | int = "ensembl
     and concat baselines); None: "concat" for a model with the concat head, else "mean_logit"."""
     if fusion is not None and fusion not in FUSIONS:
         raise ValueError(f"fusion {fusion!r} is not one of {FUSIONS}")
-    if what != "ensemble":
-        model, variables = extract_student(model, variables, int(what))
+    k = student_index(what, model.num_students)
+    if k is not None:
+        model, variables = extract_student(model, variables, k)
         fusion = "mean_logit"  # one student: σ(z_k)
     else:
         fusion = fusion or ("concat" if model.concat_head else "mean_logit")
@@ -173,7 +205,7 @@ def make_predictor(model: KDEFModel, variables: dict, what: str | int = "ensembl
         logits = model.apply(variables, ids, False, None)
         return jax.nn.sigmoid(ensemble_logit(logits, fusion))
 
-    return functools.partial(apply, variables)
+    return Predictor(apply, variables)
 
 
 EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")  # lowered on any host; each adds a few hundred bytes
@@ -194,8 +226,10 @@ def export_predictor(model: KDEFModel, variables: dict, num_columns: int, what: 
 
 
 def load_exported(blob: bytes):
-    """The callable ``ids -> probabilities`` of a serialized predictor."""
-    return jax.export.deserialize(blob).call
+    """The callable ``ids -> probabilities`` of a serialized predictor (host ids wider than int32
+    clipped first, as :class:`Predictor` does)."""
+    call = jax.export.deserialize(blob).call
+    return Predictor(lambda _, ids: call(ids), None)
 
 
 def load_run(workdir, checkpoint: str = "best"):

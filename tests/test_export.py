@@ -419,3 +419,26 @@ def test_load_run_with_a_changed_feature_map_names_the_file_that_sets_the_table(
     (w / "feature_map.json").write_text(json.dumps(fmap))
     with pytest.raises(CheckpointError, match="written by a different model/config .*its feature_map.json sets the embedding"):
         load_run(w)
+
+
+def test_ids_wider_than_int32_read_oov_not_a_wrapped_id_and_an_empty_batch_is_empty():
+    """API review: JAX narrows int64 host ids to int32 (x64 off), so 2**32 + 1 read id 1; any id outside
+    a field's range must read its OOV row (the last id), in the predictor and in the reloaded file."""
+    model = _model().clone(embedding_init_std=0.3)  # rows far enough apart to tell apart
+    v = model.init(jax.random.PRNGKey(0), _ids(), False)
+    oov, wrapped = np.array([[4, 6, 3]], np.int32), np.array([[1, 6, 3]], np.int32)
+    for predict in (make_predictor(model, v), make_predictor(model, v, 3), load_exported(export_predictor(model, v, 3))):
+        for big in (2**32 + 1, 2**31, -(2**40)):
+            got = predict(np.array([[big, 6, 3]], np.int64))
+            np.testing.assert_allclose(got, predict(oov), rtol=1e-6)
+        assert abs(float(predict(oov)[0]) - float(predict(wrapped)[0])) > 1e-3  # the check has teeth
+        assert np.shape(predict(np.zeros((0, 3), np.int32))) == (0,)
+
+
+@pytest.mark.parametrize("what", [2.7, True, "best", "x", None])
+def test_make_predictor_refuses_what_that_is_not_ensemble_or_a_student_index(what):
+    model = _model()
+    v = model.init(jax.random.PRNGKey(0), _ids(), False)
+    with pytest.raises(ValueError, match=r"use 'ensemble' or a student index 0\.\.4"):
+        make_predictor(model, v, what)
+    np.testing.assert_allclose(make_predictor(model, v, "2")(_ids()), make_predictor(model, v, np.int64(2))(_ids()))
