@@ -53,6 +53,9 @@ def summarize(runs: list) -> dict:
         "epochs": [r["epochs_run"] for r in runs],
         "wall_s": [r["wall_s"] for r in runs],
         "train_samples_per_s": [r["train_samples_per_s"] for r in runs],
+        # each student's own test AUC inside the ensemble, by its name in results.json (one setting: the same names)
+        "student_test_auc": {row["model"]: _stats([r["rows"][1 + k]["test_auc"] for r in runs])
+                             for k, row in enumerate(runs[0]["rows"][1:])},
     }
 
 
@@ -62,14 +65,21 @@ def merge_summaries(a: dict, b: dict) -> dict:
     twice = sorted(set(a["seeds"]) & set(b["seeds"]))
     if twice:
         raise ValueError(f"seeds {twice} are in both summaries; merge only runs of other seeds")
-    return {k: _stats(a[k]["values"] + b[k]["values"]) if k in _STATS else a[k] + b[k] for k in a}
+    def merged(k):
+        if k in _STATS:
+            return _stats(a[k]["values"] + b[k]["values"])
+        if k == "student_test_auc":
+            return {n: _stats(a[k][n]["values"] + b[k][n]["values"]) for n in a[k] if n in b[k]}
+        return a[k] + b[k]
+
+    return {k: merged(k) for k in a if k in b}  # a key one summary predates is left out
 
 
 def markdown(summary: dict) -> str:
     lines = [
         "| setting | seeds | ensemble test AUC (mean; per seed) | ensemble logloss | best student test AUC | "
-        "best student logloss | epochs | wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "best student logloss | epochs | wall s | each student's test AUC (mean) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
         per = " / ".join(f"{v:.4f}" for v in s["ensemble_test_auc"]["values"])
@@ -77,7 +87,9 @@ def markdown(summary: dict) -> str:
             f"| {name} | {len(s['seeds'])} | **{s['ensemble_test_auc']['mean']:.4f}** ({per}) | "
             f"{s['ensemble_test_logloss']['mean']:.4f} | {s['best_student_test_auc']['mean']:.4f} | "
             f"{s['best_student_test_logloss']['mean']:.4f} | {', '.join(map(str, s['epochs']))} | "
-            f"{statistics.fmean(s['wall_s']):.0f} |"
+            f"{statistics.fmean(s['wall_s']):.0f} | "
+            + (", ".join(f"{n} {v['mean']:.4f}" for n, v in s["student_test_auc"].items()) if "student_test_auc" in s else "-")
+            + " |"
         )
     return "\n".join(lines)
 

@@ -161,6 +161,11 @@ def test_scaling_merge_joins_seeds_and_refuses_mismatches(tmp_path):
     assert kdef["ensemble_test_auc"]["values"] == pytest.approx([0.71, 0.73, 0.81])
     assert kdef["ensemble_test_auc"]["mean"] == pytest.approx(0.75)  # (0.71 + 0.73 + 0.81) / 3
     assert kdef["best_student_test_auc"]["min"] == 0.70 and kdef["best_student_test_auc"]["max"] == 0.80
+    assert kdef["student_test_auc"]["mlp_0"]["values"] == [0.70, 0.72, 0.80]
+    old = json.loads(b.read_text())  # a record written before summaries had each student's AUC: merged without it
+    del old["table"]["kdef"]["16"]["student_test_auc"], old["table"]["mean"]["16"]["student_test_auc"]
+    b.write_text(json.dumps(old))
+    assert "student_test_auc" not in scaling.merge([a, b])["table"]["kdef"]["16"]
     with pytest.raises(ValueError, match=r"b\.json: seeds \[3\] are in both"):
         scaling.merge([a, b, b])
     (tmp_path / "e.json").write_text(json.dumps({"config": "configs/x.py", "summary": {}}))  # a run_seeds record
@@ -559,8 +564,12 @@ def test_run_seeds_summary_and_its_table_by_hand():
   assert s["seeds"] == [1, 2] and s["best_student"] == ["mlp_1", "mlp_1"]
   assert s["ensemble_test_logloss"] == {"mean": pytest.approx(0.35), "min": 0.3, "max": 0.4, "values": [0.4, 0.3]}
   assert s["best_student_test_logloss"]["values"] == [0.5, 0.6]
+  assert s["student_test_auc"] == {"mlp_0": {"mean": 0.5, "min": 0.5, "max": 0.5, "values": [0.5, 0.5]},
+                                   "mlp_1": {"mean": pytest.approx(0.65), "min": 0.6, "max": 0.7, "values": [0.7, 0.6]}}
   md = run_seeds.markdown({"kdef_k2": s}).splitlines()
-  assert md[2] == "| kdef_k2 | 2 | **0.8500** (0.8000 / 0.9000) | 0.3500 | 0.6500 | 0.5500 | 3, 4 | 15 |"
+  assert md[2] == "| kdef_k2 | 2 | **0.8500** (0.8000 / 0.9000) | 0.3500 | 0.6500 | 0.5500 | 3, 4 | 15 | mlp_0 0.5000, mlp_1 0.6500 |"
+  older = {k: v for k, v in s.items() if k != "student_test_auc"}  # a summary written before the key existed
+  assert run_seeds.markdown({"old": older}).splitlines()[2].endswith("| 3, 4 | 15 | - |")
 
 
 def test_finished_runs_orders_ks_and_seeds_numerically_and_variants_as_asked(tmp_path):
