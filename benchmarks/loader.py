@@ -8,7 +8,8 @@ sizes), then times full epochs of ``iterate_batches(split, B, order=epoch_permut
 the exact training path: per-epoch permutation, fancy indexing into the memmap, padded last batch —
 without and with ``prefetch`` (background thread). Each configuration is timed on ``--epochs``
 epochs after one warm-up epoch (page cache warm, as in training after the first epoch).
-Target (issue 3): ≥ 1M rows/s on 2 cores.
+Target (issue 3): ≥ 1M rows/s on 2 cores. Also times ``open_cache`` with and without the check of the
+cache's checksums (kdef_jax/data/checksums.py; page cache warm): the start-up cost of that check.
 """
 
 from __future__ import annotations
@@ -40,6 +41,23 @@ def run_epoch(split, batch_size: int, epoch: int, prefetch_size: int) -> tuple[i
     return rows, time.perf_counter() - t0
 
 
+def open_cache_seconds(path: Path, repeats: int = 5) -> dict:
+    """Median seconds of ``open_cache`` with and without the checksum check, and the check's GiB/s."""
+    def median_s(verify: bool) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            open_cache(path, verify=verify)
+            times.append(time.perf_counter() - t0)
+        return sorted(times)[repeats // 2]
+
+    size = sum(p.stat().st_size for p in path.glob("*.npy"))
+    median_s(True)  # warm the page cache
+    checked, plain = median_s(True), median_s(False)
+    return {"bytes": size, "verify_s": round(checked, 4), "no_verify_s": round(plain, 4),
+            "check_gib_per_s": round(size / 2**30 / max(checked - plain, 1e-9), 2)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=2_000_000)
@@ -51,7 +69,10 @@ def main():
     if a.rows < 1 or a.epochs < 1 or min(a.batch_size) < 1:
         ap.error("--rows, --epochs and --batch-size must be >= 1")
     spec = SyntheticSpec(vocab_sizes=CRITEO_VOCAB, num_train=a.rows, num_valid=1000, num_test=1000, seed=7)
-    ds = open_cache(build_synthetic(spec, a.cache_dir, dataset_id="loader_bench_criteo", log=print))
+    path = build_synthetic(spec, a.cache_dir, dataset_id="loader_bench_criteo", log=print)
+    ds = open_cache(path)
+    opening = open_cache_seconds(path)
+    print(json.dumps({"open_cache": opening}), flush=True)
     split = ds.splits["train"]
     results = []
     for bs in a.batch_size:
@@ -66,7 +87,7 @@ def main():
             print(json.dumps(res), flush=True)
             results.append(res)
             write_json(Path(a.out), {"shape": list(split.x.shape), "dtype": str(split.x.dtype), "cpu_count": os.cpu_count(),
-                                     "cpu": host_cpu(), "runs": results})  # after every point: a cut-short run keeps it
+                                     "cpu": host_cpu(), "open_cache": opening, "runs": results})  # after every point: a cut-short run keeps it
 
 
 if __name__ == "__main__":

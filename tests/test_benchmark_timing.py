@@ -238,6 +238,19 @@ def test_preprocess_benchmark_measures_each_size_in_a_child_process(tmp_path):
   assert len(runs) == 1 and runs[0]["rows"] == 2000
 
 
+def test_loader_benchmark_times_opening_the_cache_with_and_without_its_checksum_check(tmp_path, monkeypatch):
+  import loader  # noqa: E402 - benchmarks/ is on sys.path above
+  from kdef_jax.data.synthetic import SyntheticSpec, build_synthetic
+
+  path = build_synthetic(SyntheticSpec(vocab_sizes=(50, 60), num_train=5000, num_valid=10, num_test=10), tmp_path)
+  calls = []
+  monkeypatch.setattr(loader, "open_cache", lambda p, verify: calls.append(verify))
+  got = loader.open_cache_seconds(path, repeats=3)
+  assert calls == [True] * 3 + [True] * 3 + [False] * 3  # warm-up, then each way
+  assert got["bytes"] == sum(p.stat().st_size for p in path.glob("*.npy")) > 5000 * 2 * 4
+  assert got["verify_s"] >= 0 and got["no_verify_s"] >= 0 and got["check_gib_per_s"] > 0
+
+
 def test_served_file_check_reloads_the_exported_predictor_and_compares(tmp_path):
   import served_file  # noqa: E402 - benchmarks/ is on sys.path above
 

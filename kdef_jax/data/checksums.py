@@ -3,8 +3,8 @@
 A cache is reused by every later run, and a byte changed on disk inside an id array would otherwise be
 trained on silently (an out-of-range id reads its field's OOV row by design). ``checksums.json`` holds,
 for each ``.npy`` file, its size and the CRC-32 of every ``CHUNK_BYTES`` slice, so a mismatch names the
-file and the rows of the slice. The slices are checked in threads (zlib releases the GIL): about
-3.5 GB/s per core on the CI-class machine, ≈ 1 s for a full Criteo cache (7.3 GB) on 2 cores.
+file and the rows of the slice. The slices are checked in threads (zlib releases the GIL): 5 GiB/s on
+the 2-core CI-class machine (benchmarks/loader.py), ≈ 1.4 s for a full Criteo cache (6.8 GiB).
 Caches built before this file existed have no ``checksums.json`` and are not checked.
 """
 
