@@ -28,7 +28,7 @@ import numpy as np
 from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.export import EXPORT_PLATFORMS, export_predictor, load_exported, load_run, make_predictor
 from kdef_jax.losses import fusion_of
-from kdef_jax.run_files import check_output, disk_full, error_text, read_run_config, write_atomic, write_json
+from kdef_jax.run_files import check_output, error_text, read_run_config, reported, write_atomic, write_json
 
 
 def resolve_what(what: str, results: dict, num_students: int):
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         info = export_run(args.workdir, args.what, args.fold_bn, args.out,
                           platforms=tuple(p.strip() for p in args.platforms.split(",") if p.strip()))
     except (ValueError, FileNotFoundError, FloatingPointError, CheckpointError, OSError) as e:
-        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and not disk_full(e):
+        if isinstance(e, OSError) and not reported(e):
             raise
         print(error_text("kdef_jax.export_run", e), file=sys.stderr)
         return 2

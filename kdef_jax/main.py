@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from kdef_jax.config import check_overrides_are_read, load_config_file, unknown_key
-from kdef_jax.run_files import disk_full, error_text
+from kdef_jax.run_files import error_text, reported
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -31,10 +31,9 @@ def main(argv):
         check_overrides_are_read(_CONFIG.value, load_config_file(config_flags.get_config_filename(flags.FLAGS["config"])))
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, CheckpointError, ImportError, OSError) as e:
-        # Our own errors name the file/line/key; show them without a deep traceback. Of other OSErrors, a
-        # full disk (checkpoint, run file or data cache writes: it says what to do) and those naming a file.
-        if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, FileExistsError)) \
-                and not disk_full(e) and e.filename is None:
+        # Our own errors name the file/line/key; show them without a deep traceback; so are OSErrors naming
+        # their file and a full disk (checkpoint, run file or data cache writes: it says what to do).
+        if isinstance(e, OSError) and not reported(e):
             raise
         again = "run the same command again (with --config.resume=True where a checkpoint was saved)"
         print("\n" + error_text("kdef_jax", e, again), file=sys.stderr)

@@ -151,6 +151,12 @@ def disk_full(e: BaseException) -> bool:
         s in str(e) for s in ("No space left on device", "Disk quota exceeded"))
 
 
+def reported(e: OSError) -> bool:
+    """Whether a command reports the OSError ``e`` in one line (:func:`error_text`) rather than with its
+    traceback: a file missing or in the way, an error naming its file, or a full disk."""
+    return isinstance(e, (FileNotFoundError, FileExistsError)) or e.filename is not None or disk_full(e)
+
+
 def error_text(prog: str, e: BaseException, again: str = "run the command again") -> str:
     """What a command prints for one of the errors it reports (file, line or key named in ``e``); for a
     full disk, also what to do (every file is written atomically, so nothing half-written is used)."""

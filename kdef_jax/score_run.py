@@ -43,7 +43,7 @@ from kdef_jax.export_run import resolve_what
 from kdef_jax.losses import fusion_of
 from kdef_jax.metrics import ensemble_metrics, ensemble_prob64, sigmoid64
 from kdef_jax.report import student_names
-from kdef_jax.run_files import check_output, disk_full, error_text, read_json, read_run_config, write_atomic, write_json
+from kdef_jax.run_files import check_output, error_text, read_json, read_run_config, reported, write_atomic, write_json
 from kdef_jax.steps import make_predict_step
 from kdef_jax.train import predict_logits
 
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
         info = score_run(args.workdir, args.input, args.what, args.out, args.checkpoint, args.batch_size,
                          args.unlabeled)
     except (ValueError, FileNotFoundError, CheckpointError, OSError) as e:
-        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and not disk_full(e):
+        if isinstance(e, OSError) and not reported(e):
             raise
         print(error_text("kdef_jax.score_run", e), file=sys.stderr)
         return 2

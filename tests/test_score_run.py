@@ -630,3 +630,19 @@ def test_a_file_with_no_row_to_score_says_so_of_the_users_file(fake_run, tmp_pat
     with pytest.raises(ValueError) as e:
         score_run.score_run(wd, new, out=tmp_path / "o.csv", log=lambda *a: None)
     assert str(e.value).startswith(f"{new}: no rows to score{why}") and "data.files" not in str(e.value)
+
+
+@pytest.mark.parametrize("cli", ["score_run", "export_run"])
+def test_a_full_disk_or_a_named_file_error_is_one_line_in_score_and_export(cli, monkeypatch, capsys, tmp_path):
+  import importlib
+  mod = importlib.import_module(f"kdef_jax.{cli}")
+  argv = ["--workdir", str(tmp_path)] + (["--input", str(tmp_path / "x.csv")] if cli == "score_run" else [])
+  for error, last in [(OSError(28, "No space left on device", "o.csv"), "the disk is full: free space on it"),
+                      (PermissionError(13, "Permission denied", "o.csv"), "Permission denied: 'o.csv'")]:
+    monkeypatch.setattr(mod, cli, lambda *a, **k: (_ for _ in ()).throw(error))
+    assert mod.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kdef_jax.{cli}: error: ") and last in err.splitlines()[-1]
+  monkeypatch.setattr(mod, cli, lambda *a, **k: (_ for _ in ()).throw(OSError(5, "I/O error")))
+  with pytest.raises(OSError, match="I/O error"):  # not ours to explain: the traceback stays
+    mod.main(argv)

@@ -30,24 +30,24 @@ def _slices(size: int, chunk: int) -> list:
 
 def _crcs(paths: list, chunk: int) -> dict:
     """{path: [crc32 of each ``chunk``-byte slice]}, the slices of all files spread over the cores."""
-    maps, tasks = {}, []
+    maps, views, tasks = {}, {}, []
     try:
         for p in paths:
             with open(p, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 maps[p] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            views[p] = memoryview(maps[p])
             tasks += [(p, lo, hi) for lo, hi in _slices(size, chunk)]
-        views = {p: memoryview(m) for p, m in maps.items()}
         workers = min(len(tasks), os.cpu_count() or 1) or 1
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             crcs = list(pool.map(lambda t: zlib.crc32(views[t[0]][t[1]:t[2]]), tasks))
         out = {p: [] for p in paths}
         for (p, _, _), c in zip(tasks, crcs):
             out[p].append(c)
+        return out
+    finally:  # the views first: a mapping with a view still exported cannot be closed
         for v in views.values():
             v.release()
-        return out
-    finally:
         for m in maps.values():
             if isinstance(m, mmap.mmap):
                 m.close()
