@@ -79,8 +79,10 @@ def base_config() -> ml_collections.ConfigDict:
     m.group_impl = "auto"  # a group of K students: vmap (batched) | unrolled (per student) | auto (unrolled on CPU)
     # Per-kind student settings (kdef_jax/models/registry.py). hidden_units, batch_norm and dropout_rng
     # above are shared by every kind with an MLP tower / BN, as in the reference's EKTF_L; model.dropout
-    # is the "mlp" kind's. Unknown-hyperparameter defaults (crossnet, dcn*, cin, xdeepfm, autoint, afn)
-    # are the reference Backbone's / FuxiCTR's constructor defaults.
+    # is the "mlp" kind's. The kinds the reference never ran (crossnet, dcn*, cin, xdeepfm, autoint, afn)
+    # take their own settings (cross/CIN layers, attention, logarithmic neurons) from the reference
+    # Backbone's constructor defaults, but dropout 0.1 with the shared width and BN (the Backbone: 0,
+    # [64, 64, 64], no BN).
     m.ipnn = ml_collections.ConfigDict({"dropout": 0.1})
     m.final = ml_collections.ConfigDict(
         {"dropout": 0.1, "field_gate": True, "gate_init": "xavier", "blocks": 1}  # gate_init xavier | ones; blocks 1 (1B) | 2 (2B)

@@ -7,7 +7,7 @@ import ml_collections
 import pytest
 
 from conftest import load_config_module
-from kdef_jax.config import UnknownKeyError, apply_overrides, base_config, use_ektf, validate
+from kdef_jax.config import UnknownKeyError, apply_overrides, base_config, load_config_file, use_ektf, validate
 
 
 def _set(c, key: str, value) -> None:
@@ -209,3 +209,60 @@ def test_a_whitespace_students_spec_is_an_empty_one_everywhere():
     validate(c)
     (g,) = groups_from_config(c.model)
     assert (g.kind, g.count) == ("mlp", c.model.num_students)
+
+
+# --- the spec's per-dataset settings, read from the config files themselves --------------------------
+
+
+def _ektf_settings(spec: str) -> tuple:
+    c = load_config_file(spec)
+    return (c.model.embedding_dim, tuple(c.model.hidden_units), c.model.dropout, c.model.batch_norm,
+            c.optim.embedding_l2, c.train.batch_size, c.data.min_count)
+
+
+def test_dataset_configs_hold_the_spec_section_5_ektf_settings():
+    """spec §5 (EKTF columns) and §1.2 (min_categr_count): (dim, MLP, dropout, BN, embedding L2, batch, min count)."""
+    assert _ektf_settings("configs/criteo.py") == (16, (400,) * 3, 0.1, True, 1e-5, 10_000, 10)
+    assert _ektf_settings("configs/criteo_bars.py") == (16, (400,) * 3, 0.1, True, 1e-5, 10_000, 10)
+    assert _ektf_settings("configs/kdd12.py") == (16, (400,) * 3, 0.0, True, 1e-5, 10_000, 10)
+    assert _ektf_settings("configs/kkbox.py") == (128, (1000,) * 3, 0.1, True, 5e-4, 10_000, 10)
+    assert _ektf_settings("configs/movielens.py:1m_bars") == (16, (400,) * 3, 0.1, True, 1e-2, 4096, 1)
+    assert _ektf_settings("configs/ipinyou.py") == (16, (400,) * 3, 0.1, True, 1e-3, 4096, 2)
+
+
+def test_dataset_configs_hold_the_spec_fields_and_ipinyou_selects_on_its_test_file():
+    """spec §1.1/§1.4: Criteo I1..I13 (bucketised) then C1..C26; KDD12's Depth/Position/Impression bucketised;
+    ML-1M Genres a '^' sequence of at most 5; iPinYou's validation file is test.csv (selection on the test set)."""
+    criteo = load_config_file("configs/criteo.py").data
+    assert criteo.fields == tuple(f"I{i}" for i in range(1, 14)) + tuple(f"C{i}" for i in range(1, 27))
+    assert criteo.numeric_fields == tuple(f"I{i}" for i in range(1, 14))
+    kdd = load_config_file("configs/kdd12.py").data
+    assert len(kdd.fields) == 13 and set(kdd.numeric_fields) == {"Depth", "Position", "Impression"}
+    ml = load_config_file("configs/movielens.py:1m_bars").data
+    assert len(ml.fields) == 7 and ml.field_options.Genres.to_dict() == {"kind": "sequence", "max_len": 5, "splitter": "^"}
+    ipinyou = load_config_file("configs/ipinyou.py").data
+    assert len(ipinyou.fields) == 16 and ipinyou.files.valid == ipinyou.files.test == "test.csv"
+
+
+def test_base_config_is_the_reference_run_setup():
+    """spec §4/§5/§1.5: seed 2024, at most 100 epochs, N(0, 1e-4) embeddings, BN on, the KDEF loss with MSE
+    consistency, dense Adam; FINAL 1B with its field gate (xavier/0 init), ECN with its BN."""
+    c = base_config()
+    assert (c.seed, c.train.num_epochs, c.model.embedding_init_std, c.model.batch_norm) == (2024, 100, 1e-4, True)
+    assert (c.loss.variant, c.loss.consistency, c.optim.embedding_optimizer) == ("kdef", "mse", "dense")
+    assert (c.model.final.gate_init, c.model.final.blocks, c.model.final.field_gate, c.model.ecn.batch_norm) == (
+        "xavier", 1, True, True)
+
+
+def test_unrun_kinds_take_the_backbone_settings_but_kdefs_shared_tower():
+    """README (student zoo): the kinds the reference never ran take their own settings from its Backbone's
+    constructor defaults (3 cross layers, CIN [16, 16, 16], 2 attention layers of 1 head and dim 8 with
+    residual and scaling and no LayerNorm, 5 logarithmic neurons) and dropout 0.1 (the Backbone's is 0)."""
+    m = base_config().model
+    assert [m[k].num_cross_layers for k in ("crossnet", "dcn", "dcnv2")] == [3, 3, 3]
+    assert tuple(m.cin.cin_layers) == tuple(m.xdeepfm.cin_layers) == (16, 16, 16)
+    a = m.autoint
+    assert (a.attention_layers, a.num_heads, a.attention_dim, a.use_residual, a.use_scale, a.layer_norm) == (
+        2, 1, 8, True, True, False)
+    assert m.afn.logarithmic_neurons == 5
+    assert {m[k].dropout for k in ("dcnv2", "dcn", "xdeepfm", "widedeep", "deepfm", "autoint", "afn")} == {0.1}

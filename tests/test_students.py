@@ -188,6 +188,11 @@ def test_ecn_train_mode_scalar_batchnorm_is_masked_and_per_copy():
         h = np_relayout(emb[:6].astype(np.float64)) @ pk["w_0"]["kernel"]
         old = np.asarray(v["batch_stats"]["bn_0"]["mean"][k])
         np.testing.assert_allclose(means[k], 0.9 * old + 0.1 * h.mean(), rtol=1e-4, atol=1e-6)
+        # the running variance: unbiased over the 6 rows × L/2 values (n = 6·L/2, not 6), spec §2.4
+        old_var = np.asarray(v["batch_stats"]["bn_0"]["var"][k])
+        np.testing.assert_allclose(st["batch_stats"]["bn_0"]["var"][k], 0.9 * old_var + 0.1 * h.var(ddof=1), rtol=1e-4)
+        wrong_n = 0.9 * old_var + 0.1 * h.var() * 6 / 5  # Bessel's correction for n = 6 rows: told apart above
+        assert abs(wrong_n - st["batch_stats"]["bn_0"]["var"][k]) > 1e-3
 
 
 TRAIN_RATE = 0.25
