@@ -316,3 +316,19 @@ def test_processes_run_every_k_in_each_round_and_pair_the_scaling_ratio_by_round
   rows = json_mod.loads((tmp_path / "t.json").read_text())["rows"]
   assert rows[1]["time_ratio_vs_k1_per_process"] == [8.0, 7.0] and rows[1]["time_ratio_vs_k1"] == 7.5
   assert rows[1]["group"]["step_s_per_process"] == [8.0, 14.0] and rows[0]["time_ratio_vs_k1"] == 1.0
+
+
+def test_dropout_mask_benchmark_times_two_masks_of_the_same_distribution():
+  """Both timed variants draw a real mask of the asked shape and keep rate (a variant that drew nothing
+  could not look fast), and a fresh key gives a fresh mask."""
+  import dropout_mask
+  import jax
+  import numpy as np
+
+  fns = dropout_mask.mask_fns((200, 50), 0.75)
+  assert set(fns) == {"hash", "threefry"}
+  for name, fn in fns.items():
+    a, b = np.asarray(fn(jax.random.PRNGKey(0))), np.asarray(fn(jax.random.PRNGKey(1)))
+    assert a.shape == (200, 50) and a.dtype == bool, name
+    assert abs(a.mean() - 0.75) < 0.02 and abs(b.mean() - 0.75) < 0.02, name  # 10,000 draws: 4.6 sigma
+    assert (a != b).mean() > 0.3, name  # independent masks differ in 2·0.75·0.25 = 37.5% of places

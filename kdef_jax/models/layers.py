@@ -11,11 +11,12 @@
   default, from a counter-based hash (``rng="hash"``): h = fmix32(fmix32(i + s₀) ⊕ s₁) for element
   index i with two 32-bit seeds drawn from the module's ``dropout`` key, keep iff h < (1−p)·2³².
   Same distribution (Bernoulli(1−p), exact to 2⁻³²), a fresh mask per step, layer and student, but
-  ~100× cheaper than threefry on CPU, where threefry dominated the step.
+  ~50× cheaper than threefry on CPU (a [10000, 400] mask: 0.9 vs 50 ms, Zen 4;
+  benchmarks/dropout_mask.py), where threefry dominated the step.
 * BatchNorm's batch statistics and its scale/shift gradients are one-pass ``column_sums``
   (kdef_jax/reductions.py), and ReLU+dropout is one op whose backward reads its mask from the output
-  (``relu_dropout``): a [10000, 400] BatchNorm+ReLU+dropout fwd+bwd is 1.6× faster on CPU than plain
-  autodiff of the same math (benchmarks/batchnorm_block.py).
+  (``relu_dropout``): a [10000, 400] BatchNorm+ReLU+dropout fwd+bwd is 1.5-2.1× faster on CPU than plain
+  autodiff of the same math (benchmarks/batchnorm_block.py; results/batchnorm_block_cpu*.json).
 """
 
 from __future__ import annotations
