@@ -2,7 +2,8 @@
 
 XLA:CPU splits a long reduction into a tree of reduce-windows and writes the reduced expression
 (x − c, x², dy·x, ...) to memory before the first of them, so Σ f(x) reads x, writes f(x) and reads
-it back. Folding the rows R-to-1 first (p[j] = Σ_r f(x)[r·N/R + j], R = 16) is an elementwise-style
+it back. Folding the rows R-to-1 first (p[j] = Σ_r f(x)[r·N/R + j]; R = 16, or the largest of 8, 4, 2
+that divides N and is < N; none: a plain sum) is an elementwise-style
 pass that computes f on the fly; an optimization barrier stops XLA from merging that fold back into
 one long reduction, and the short [N/R, ...] partials are then reduced as usual. On other backends
 these are plain sums, one per input (sibling reductions of one input that XLA:GPU fuses into one

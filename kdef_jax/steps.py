@@ -140,7 +140,7 @@ def make_train_step(model, tx, loss_cfg, emb_l2: float, lookup=None, **jit_kw):
     gather = _row_gather(model, lookup)
 
     def train_step(state: TrainState, batch, rng):
-        mask = batch.get("mask")  # None: every row real (full batch), no masking work compiled in
+        mask = batch.get("mask")  # None (a caller's full batch; the library's loader always passes one): no masking work compiled in
         step_rng = jax.random.fold_in(rng, state.step)
 
         def loss_fn(params):

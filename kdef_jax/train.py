@@ -101,13 +101,14 @@ def _mean_metrics(ms: list) -> dict:
 
 
 def train_speed(meta: dict) -> float:
-    """Training rows/s over the steps after each epoch's first (that one compiles); NaN when no such
-    step ran (one batch an epoch): a 0 would read as a measured speed."""
+    """Training rows/s over every step after the first one this process ran (that one compiles; a resumed
+    run leaves out its own first step too); NaN when no such step ran (the process trained one step): a 0
+    would read as a measured speed."""
     return meta["timed_rows"] / meta["timed_s"] if meta["timed_rows"] > 0 and meta["timed_s"] > 0 else float("nan")
 
 
 def speed_text(samples_per_s: float) -> str:
-    return f"{samples_per_s:,.0f} samples/s" if math.isfinite(samples_per_s) else "samples/s n/a (one step an epoch, compile included)"
+    return f"{samples_per_s:,.0f} samples/s" if math.isfinite(samples_per_s) else "samples/s n/a (the only step run included compilation)"
 
 
 def train_and_evaluate(config, workdir, *, log=print) -> dict:

@@ -784,3 +784,9 @@ def test_a_cache_folder_without_its_feature_map_is_an_error_naming_it(libfm_dir,
   assert str(e.value).startswith(f"{ds.cache_dir}: an incomplete folder") and "delete it" in str(e.value)
   assert not list(ds.cache_dir.parent.glob("*.tmp-*"))  # the new build was removed, the folder left as it was
   assert (ds.cache_dir / "train_x.npy").exists()
+
+
+def test_random_split_uniform_is_the_splitmix64_mix_of_row_plus_seed_phi():
+  """The random split's U[0,1) per (seed, row), values from Python-int splitmix64 arithmetic."""
+  np.testing.assert_array_equal(preprocess._uniform(2018, np.arange(4)),
+                                [0.18944153649287343, 0.12524753449371762, 0.952557696240979, 0.7836233539473965])

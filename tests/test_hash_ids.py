@@ -182,3 +182,38 @@ def test_read_chunks_fallback_equals_mapped_chunks(tmp_path):
 def test_short_values_that_differ_only_in_trailing_nul_get_different_ids():  # H03
   c = hash_ids.Cells.from_strings(["a", "a\0", "", "\0", "a"])
   np.testing.assert_array_equal(hash_ids.HashIds(16)(c.h1, c.tag), [0, 1, 2, 3, 0])
+
+
+# --- the documented hash formulas, with values from Python-int arithmetic (not from the module) -----
+
+
+def test_fmix64_is_murmurhash3s_finaliser_hand_value():
+  with np.errstate(over="ignore"):
+    assert int(hash_ids._fmix_py(np.uint64(1))) == 0xB456BCFC34C2CB2C
+
+
+def test_long_value_key_follows_the_documented_chains():
+  """'123456789' = words w1 = b'12345678' (LE), w2 = b'9' (zero-padded); a, b: FNV-style chains;
+  h1 = fmix64(a ^ 9), tag = (fmix64(b + 9·φ64) >> 32) | 2³¹; 16 and 17 bytes: one and two words' edge."""
+  c = Cells.from_strings(["123456789", "x" * 16, "x" * 17])
+  assert c.h1.tolist() == [0x2F09F696751E111E, 0x7B06994CD5FF9594, 0xB76BD808EF47A85D]
+  assert c.tag.tolist() == [0xE2F480A3, 0x995AF220, 0xA205B4C8]
+
+
+def test_home_slot_is_the_top_bits_of_the_folded_key_times_2_64_over_phi():
+  """slot = ((h1 ^ h1 >> 29) · 0x9E3779B97F4A7C15 mod 2⁶⁴) >> (64 − log2 capacity); capacities 16, 1024."""
+  for h1, s16, s1024 in [(1, 9, 632), (0x61, 15, 972), (1 << 40, 0, 25), (0x3837363534333231, 4, 299)]:
+    assert int(hash_ids._slot(np.uint64(h1), np.uint64(60))) == s16
+    assert int(hash_ids._slot(np.uint64(h1), np.uint64(54))) == s1024
+
+
+def test_remap_scatter_and_count_kernels_by_hand():
+  x = np.array([[0, 1], [2, 0], [1, 1]], np.int32)
+  hash_ids.remap_columns(x, np.array([0, 3], np.int32), np.array([10, 11, 12, 20, 21, 22], np.int32))
+  assert x.tolist() == [[10, 21], [12, 20], [11, 21]]  # x[i, j] <- lut[x[i, j] + offsets[j]]
+  out = np.zeros((3, 4), np.int32)
+  hash_ids.scatter_columns(np.array([[1, 2, 3], [4, 5, 6]], np.int32), np.array([3, 1]), np.array([2, 0, 1]), out)
+  assert out.tolist() == [[0, 6, 0, 3], [0, 4, 0, 1], [0, 5, 0, 2]]  # row r = source column order[r]
+  counts = np.zeros(4, np.int64)
+  hash_ids.count_where(counts, np.array([0, 1, 1, 3, 1], np.int32), np.array([0, 0, 1, 0, 0], np.int8), 0)
+  assert counts.tolist() == [1, 2, 0, 1]

@@ -294,3 +294,11 @@ def test_soft_label_consistency_logs_are_clamped_at_minus_100(kind, x64):
   _, aux = kdef_loss(z, y, variant="kd_only", consistency=kind)
   kl_shift = 0.0 if kind == "bce" else 2 * 0.5 * math.log(0.5)  # + t log t + (1-t) log(1-t)
   np.testing.assert_allclose(float(aux["kd"]), 50.0 + kl_shift, rtol=1e-12)
+
+
+@pytest.mark.parametrize("t", [0.0, 1.0])
+def test_kl_consistency_at_a_certain_target_uses_0_log_0_as_0(t):
+  """z = 0 (p = ½): KL(Bern(t)‖Bern(½)) = ln 2 for t ∈ {0, 1} (0·log 0 := 0), its gradient in z is p − t."""
+  f = lambda z: losses._consistency(z, jax.nn.sigmoid(z), jnp.float32(t), "kl", 1.0)
+  assert float(f(jnp.float32(0.0))) == pytest.approx(math.log(2), rel=1e-6)
+  assert float(jax.grad(f)(jnp.float32(0.0))) == pytest.approx(0.5 - t, rel=1e-6)

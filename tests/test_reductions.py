@@ -211,3 +211,14 @@ def test_the_cpu_fold_is_r_to_1_before_the_barrier(monkeypatch):
     jaxpr = jax.make_jaxpr(lambda x: reductions.column_sums(x, x))(jnp.ones((64, 3), jnp.float32))
     (barrier,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "optimization_barrier"]
     assert barrier.invars[0].aval.shape == (4, 2, 3)
+
+
+@pytest.mark.parametrize("rows, r", [(10000, 16), (64, 16), (24, 8), (16, 8), (12, 4), (6, 2), (3, None), (1, None)])
+def test_the_cpu_fold_is_the_largest_of_16_8_4_2_dividing_and_below_n(monkeypatch, rows, r):
+    """R = 16, or the largest of 8, 4, 2 that divides N and is < N; none: a plain sum (no barrier)."""
+    import kdef_jax.reductions as reductions
+
+    monkeypatch.setattr(reductions.jax, "default_backend", lambda: "cpu")
+    jaxpr = jax.make_jaxpr(lambda x: reductions.column_sums(x))(jnp.ones((rows, 3), jnp.float32))
+    held = [e.invars[0].aval.shape for e in jaxpr.jaxpr.eqns if e.primitive.name == "optimization_barrier"]
+    assert held == ([] if r is None else [(rows // r, 1, 3)])

@@ -503,3 +503,20 @@ def test_padded_rows_never_enter_any_students_batchnorm_statistics(kind):
     ref, st_ref = vm.apply(v, jnp.asarray(emb[:6]), True, None, mutable=["batch_stats"])
     np.testing.assert_allclose(np.asarray(out[:, :6]), np.asarray(ref), rtol=1e-5, atol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), st, st_ref)
+
+
+def test_fm_product_sum_by_hand():
+    """Σ_{i<j} <e_i, e_j>: <e1,e2> = 11, <e1,e3> = 17, <e2,e3> = 39."""
+    from kdef_jax.models.students.wide import fm_product_sum
+
+    e = jnp.asarray([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]])
+    assert fm_product_sum(e).tolist() == [11.0 + 17.0 + 39.0]
+
+
+def test_dcn_v1_cross_layer_by_hand():
+    """x + x0·(xᵀw) + b with xᵀw = 1.5 − 2 = −0.5: [3 − 0.5 + 0.1, −1 − 1 − 0.2]."""
+    from kdef_jax.models.students.dcn import CrossLayerV1
+
+    x0, x = jnp.asarray([[1.0, 2.0]]), jnp.asarray([[3.0, -1.0]])
+    p = {"w": {"kernel": jnp.asarray([[0.5], [2.0]])}, "b": jnp.asarray([0.1, -0.2])}
+    np.testing.assert_allclose(CrossLayerV1().apply({"params": p}, x0, x), [[2.6, -2.2]], rtol=1e-6)

@@ -575,7 +575,7 @@ def test_train_speed_is_nan_not_zero_when_every_step_compiled():
     from kdef_jax.train import speed_text, train_speed
 
     assert train_speed({"timed_rows": 3000, "timed_s": 1.5}) == 2000.0
-    assert math.isnan(train_speed({"timed_rows": 0, "timed_s": 0.01}))  # one batch an epoch: no step after the first
+    assert math.isnan(train_speed({"timed_rows": 0, "timed_s": 0.01}))  # a run of one step: nothing after the compiling step
     assert speed_text(2000.0) == "2,000 samples/s" and speed_text(float("nan")).startswith("samples/s n/a")
 
 

@@ -51,7 +51,8 @@ def unrolled(cls, count: int):
     """The same group as ``vmapped(cls, count)`` — identical variables, leading K axis, split rngs —
     executed as K per-student computations (``nn.scan`` fully unrolled) instead of batched ones.
     XLA:CPU runs the resulting 2-D matmuls and row reductions as fast as K separate modules and a
-    few % faster than the batched [K, B, ·] forms (Zen 4, K=10: 1.04-1.09×; Zen 5: within noise;
+    few % faster than the batched [K, B, ·] forms (K=10, train step, unrolled ÷ vmap: Zen 4 1.04× median,
+    0.98-1.05 per process, benchmarks/results/cpu_zen4/group_vs_loop_cpu.json; Zen 5 1.01×, 0.93-1.03,
     benchmarks/results/group_vs_loop_cpu.json); on accelerators the batched form wins."""
 
     class Body(cls):

@@ -3,7 +3,7 @@ hyperparameters of its own, a ``model.<kind>`` section in ``kdef_jax.config.base
 
 Each entry maps a name to (module class, builder) where builder(model_config) -> constructor kwargs.
 ``_kind(cls, section)`` builds those kwargs from the shared keys the class has as fields
-(hidden_units, batch_norm, dropout_rng, fused) updated by every key of ``model.<section>`` (batch_norm:
+(hidden_units, batch_norm, dropout_rng) updated by every key of ``model.<section>`` (batch_norm:
 both must be on, so ``model.batch_norm=False`` switches off every student's BatchNorm).
 """
 
@@ -21,7 +21,7 @@ from kdef_jax.models.students.mlp import MLPStudent
 from kdef_jax.models.students.pnn import IPNNStudent
 from kdef_jax.models.students.wide import DeepFMStudent, WideDeepStudent
 
-SHARED_KEYS = ("hidden_units", "batch_norm", "dropout_rng", "fused")
+SHARED_KEYS = ("hidden_units", "batch_norm", "dropout_rng")
 
 
 def _freeze(v):

@@ -8,7 +8,7 @@ Let L = F·d.
 2. For each layer i, from x = x0:
      H = x W_iᵀ (L → L/2, no bias);  if batch_norm: H = BN₁(H), ONE channel — scalar γ, β and running
      statistics over batch × L/2 (torch BatchNorm1d(1));  m = ReLU(LayerNorm_{L/2}(H)) (the masker,
-     always on; eps 1e-5, scale 1, bias 0);  H' = [H, H ⊙ m] ∈ R^L;  x ← x ⊙ (H' + b_i) + x with
+     always on; eps 1e-5, learned scale and bias initialised 1 and 0);  H' = [H, H ⊙ m] ∈ R^L;  x ← x ⊙ (H' + b_i) + x with
      b_i ~ U[0, 1);  if dropout > 0: x ← Dropout(x).
 3. z = Linear(L, 1)(x) (one head, so the head mean is the identity).
 KDEF turns BN on (the original ECN's default is off). Parameters per layer: L·L/2 + L (b) + L (LN)
