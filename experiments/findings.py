@@ -21,6 +21,7 @@ and D. Each run's recomputed ensemble test AUC must equal its results.json's, or
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 import sys
 import types
@@ -83,6 +84,9 @@ def analyse_run(workdir: Path) -> dict:
     labels, logits, fusion, results = predict_test_split(workdir)
     out = findings_metrics(labels, logits, fusion)
     logged = results["rows"][0]["test_auc"]
+    if logged is None or math.isnan(logged) or math.isnan(out["ensemble_auc"]):
+        raise ValueError(f"{workdir}: no ensemble test AUC (results.json: {logged}, re-predicted: "
+                         f"{out['ensemble_auc']}): a one-class test split or NaN predictions; findings need both")
     if abs(out["ensemble_auc"] - logged) > 1e-6:
         raise ValueError(f"{workdir}: re-predicted ensemble test AUC {out['ensemble_auc']:.6f} != {logged:.6f} in its "
                          "results.json; the data or checkpoint is not the one the run was scored on")

@@ -17,6 +17,7 @@ logloss, epochs and wall time, and writes JSON plus a Markdown table.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import statistics
 import sys
@@ -33,6 +34,11 @@ from kdef_jax.train import train_and_evaluate  # noqa: E402
 
 
 def _stats(vals: list) -> dict:
+    """Mean, min and max over the seeds' values; all three NaN when a value is missing (NaN, or null as a
+    NaN reads back from results.json): min/max over a NaN would depend on the seeds' order."""
+    vals = [float("nan") if v is None else v for v in vals]
+    if any(math.isnan(v) for v in vals):
+        return {"mean": math.nan, "min": math.nan, "max": math.nan, "values": vals}
     return {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals), "values": vals}
 
 

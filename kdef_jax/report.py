@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def summarize(val: dict, test: dict | None, names: list) -> dict:
         rows[0].update(test_auc=test["teacher"]["auc"], test_logloss=test["teacher"]["logloss"])
         for r, s in zip(rows[1:], test["students"]):
             r.update(test_auc=s["auc"], test_logloss=s["logloss"])
-    best = max(range(len(names)), key=lambda k: val["students"][k]["auc"])
+    aucs = [val["students"][k]["auc"] for k in range(len(names))]
+    best = max(range(len(names)), key=lambda k: -math.inf if math.isnan(aucs[k]) else aucs[k])  # NaN: never best
     out = {"rows": rows, "best_student": names[best], "best_student_index": best}
     if test is not None:
         out["ensemble_minus_best_student_test_auc"] = rows[0]["test_auc"] - rows[1 + best]["test_auc"]

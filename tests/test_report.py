@@ -120,3 +120,11 @@ def test_training_curves_one_epoch_is_centred_and_fifteen_epochs_are_all_ticked(
     fig, _ = _curves(monkeypatch, tmp_path, list(range(1, 16)))
     for ax in fig.axes[:2]:
         assert list(ax.get_xticks()) == list(range(1, 16))
+
+
+def test_a_student_without_a_validation_auc_is_never_the_best():
+  """max() keeps a NaN first (no comparison with it is true): a diverged student 0 must not be chosen."""
+  nan = float("nan")
+  val = {"teacher": _m(0.8, 0.4), "students": [_m(nan, nan), _m(0.79, 0.4)]}
+  out = summarize(val, val, ["mlp_0", "mlp_1"])
+  assert (out["best_student"], out["best_student_index"]) == ("mlp_1", 1)
