@@ -31,7 +31,7 @@ from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches
 from kdef_jax.losses import DISTILLING_VARIANTS, fusion_of
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
-from kdef_jax import distributed, report, sharding
+from kdef_jax import distributed, report, sharding, workdir_lock
 from kdef_jax.run_files import RUN_FILES, config_changes, read_json, read_run_config, write_atomic, write_json
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
@@ -112,6 +112,13 @@ def speed_text(samples_per_s: float) -> str:
 
 
 def train_and_evaluate(config, workdir, *, log=print) -> dict:
+    """Train ``config`` in ``workdir`` (or resume it) and evaluate the best epoch: results.json's dict.
+    The workdir is locked for the run (kdef_jax/workdir_lock.py): a second run on it is refused."""
+    with contextlib.ExitStack() as held:
+        return _train_and_evaluate(config, workdir, log, held)
+
+
+def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dict:
     t_start = time.perf_counter()
     validate(config)
     c, t = config, config.train
@@ -158,6 +165,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
         log(f"[model] parameters {k:>16}: {v:,}")
 
     workdir.mkdir(parents=True, exist_ok=True)  # only once data, mesh and model are built: bad input leaves no empty run folder
+    # held before any run file is read or written, until results and plot are written
+    lock = held.enter_context(workdir_lock.held(workdir, log)) if main else None
     meta = _fresh_meta(c.optim.learning_rate)
     had_folder = (workdir / "checkpoints").exists()
     ckpt = Checkpoints(workdir)  # every process opens it alike: orbax synchronises the processes here
@@ -184,6 +193,8 @@ def train_and_evaluate(config, workdir, *, log=print) -> dict:
                 for d in (ckpt.root / "latest", ckpt.root / "best", ckpt.root):
                     with contextlib.suppress(OSError):
                         d.rmdir()
+            if lock is not None:  # nor a lock file it did not hold before
+                lock.discard()
             raise
         if c.resume:
             log(f"[train] resume: no checkpoint in {ckpt.root}, starting fresh")

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import re
 import shutil
 
@@ -245,6 +246,44 @@ def test_a_users_own_files_in_the_workdir_are_not_overwritten(tmp_path, name):
         train_and_evaluate(tiny_config(tmp_path, **{"train.num_epochs": 1}), run, log=lambda *a: None)
     assert sorted(p.name for p in run.iterdir()) == [name]  # no checkpoints/ folder left either
     assert (run / name).read_bytes() == b"the user's own file"
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_before_it_touches_a_file(tmp_path):
+    """Two runs on one workdir would interleave metrics.jsonl and mix config.json, checkpoints and
+    results.json of both: while a run holds the workdir, another (fresh or resume) is refused, naming
+    the holder's pid, and writes nothing; once the holder is gone the workdir is free."""
+    from kdef_jax import workdir_lock
+
+    c = tiny_config(tmp_path, **{"train.num_epochs": 1})
+    run = tmp_path / "run"
+    run.mkdir()
+    with workdir_lock.held(run):  # another open file description: flock conflicts even in one process
+        for resume in (False, True):
+            with pytest.raises(workdir_lock.WorkdirInUseError, match=f"{re.escape(str(run))} is in use by another "
+                               f"training run \\(pid {os.getpid()};"):
+                train_and_evaluate(tiny_config(tmp_path, **{"train.num_epochs": 1, "resume": resume}), run,
+                                   log=lambda *a: None)
+        assert sorted(p.name for p in run.iterdir()) == [workdir_lock.LOCK_NAME]
+    train_and_evaluate(c, run, log=lambda *a: None)
+    assert (run / "results.json").exists() and (run / workdir_lock.LOCK_NAME).read_bytes() == b""
+
+
+def test_a_run_holds_its_workdir_until_its_results_are_written(tmp_path):
+    from kdef_jax import workdir_lock
+
+    run, tried = tmp_path / "run", []
+
+    def log(msg, *a, **k):
+        if msg.startswith("[train] first step") or msg.startswith("epochs "):  # training, and after results.json
+            with pytest.raises(workdir_lock.WorkdirInUseError):
+                with workdir_lock.held(run):
+                    pass
+            tried.append(msg.split()[0])
+
+    train_and_evaluate(tiny_config(tmp_path, **{"train.num_epochs": 1}), run, log=log)
+    assert tried == ["[train]", "epochs"]
+    with workdir_lock.held(run):  # released
+        pass
 
 
 def test_a_run_that_stopped_before_its_first_checkpoint_can_start_again(tmp_path):
