@@ -174,10 +174,25 @@ class Checkpoints:
             mngr.delete(epoch)
         return mngr
 
-    def _restore(self, mngr, which: str, template):
-        step = self._step(mngr)
-        if step is None:
-            return None
+    def _restore(self, mngr, which: str, template, attempts: int = 3):
+        """(state, meta, epoch) of ``which``'s newest step, or None. A reader (score_run, export_run) may
+        read a run still training, whose next save deletes the step being read: when the step it failed
+        on is gone, the newer one is read instead (a step that is still there and fails is damaged)."""
+        for _ in range(attempts):
+            step = self._step(mngr)
+            if step is None:
+                return None
+            try:
+                return self._restore_step(mngr, which, step, template)
+            except CheckpointError:
+                mngr.reload()  # the steps on disk now, not those listed when the manager opened
+                if self._step(mngr) == step and (self.root / which / str(step)).is_dir():
+                    raise
+        raise CheckpointError(f"the {which} checkpoint in {self.root / which} was replaced {attempts} times while "
+                              f"being read: a run is still training there and saving faster than it is read; run "
+                              f"this again (or when the run has ended)")
+
+    def _restore_step(self, mngr, which: str, step: int, template):
         where = self.root / which / str(step)
         try:  # the JSON meta alone first: its array shapes tell a changed config before any array is read
             meta = dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])

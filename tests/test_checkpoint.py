@@ -431,3 +431,30 @@ def test_a_relative_workdir_works(tmp_path, monkeypatch):
         assert ck.restore_latest(_zeros_like(_small_state()))[2] == 1
     finally:
         ck.close()
+
+
+def test_a_reader_whose_step_the_running_trainer_replaced_reads_the_newer_one(tmp_path):
+    """score_run / export_run may read a run still training: its next save deletes the step the reader
+    listed. That is not a damaged checkpoint ("corrupt, move it aside" would hurt a live run): the newer
+    step is read."""
+    writer = Checkpoints(tmp_path)
+    writer.save(2, _state(), {"epoch": 2})
+    reader = Checkpoints(tmp_path, create=False)  # lists epoch 2 ...
+    assert reader.steps()["latest"] == 2
+    writer.save(3, _state(2.0), {"epoch": 3})  # ... the trainer saves epoch 3, deleting 2
+    writer.close()
+    try:
+        state, meta, epoch = reader.restore_latest(_state(0.0))
+    finally:
+        reader.close()
+    assert (epoch, meta["epoch"]) == (3, 3)
+    np.testing.assert_array_equal(state.params["w"], _state(2.0).params["w"])
+
+
+def test_a_step_that_is_still_there_and_fails_is_reported_damaged_not_retried_into_another(tmp_path):
+    ck = Checkpoints(tmp_path)
+    ck.save(1, _state(), {"epoch": 1})
+    _flip_bytes_in_largest_array_file(tmp_path / "checkpoints" / "latest" / "1")
+    with pytest.raises(CheckpointError, match="latest/1"):
+        ck.restore_latest(_state())
+    ck.close()
