@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.models.embedding import field_offsets  # noqa: E402
-from kdef_jax.report import pyplot, save_figure  # noqa: E402
+from kdef_jax.report import pyplot, save_figure, tolerant_stdio  # noqa: E402
 from run_seeds import analysis_main, finished_runs  # noqa: E402  (experiments/ is this script's folder)
 
 
@@ -121,4 +121,5 @@ def main():
 
 
 if __name__ == "__main__":
+    tolerant_stdio()
     main()

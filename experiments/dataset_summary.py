@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from kdef_jax.config import load_config_file, validate  # noqa: E402
 from kdef_jax.data.dataset import check_source, load_dataset  # noqa: E402
 from kdef_jax.data.formats import columnar  # noqa: E402
+from kdef_jax.report import tolerant_stdio  # noqa: E402
 from kdef_jax.run_files import write_atomic, write_json  # noqa: E402
 from run_seeds import check_out  # noqa: E402  (experiments/ is this script's folder)
 from kdef_jax.train import train_and_evaluate  # noqa: E402
@@ -117,4 +118,5 @@ def write_tables(out: Path, rows: list) -> None:
 
 
 if __name__ == "__main__":
+    tolerant_stdio()
     main()

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.metrics import auc, ensemble_prob64, sigmoid64  # noqa: E402
-from kdef_jax.report import pyplot, save_figure  # noqa: E402
+from kdef_jax.report import pyplot, save_figure, tolerant_stdio  # noqa: E402
 from run_seeds import analysis_main, finished_runs  # noqa: E402  (experiments/ is this script's folder)
 
 SCALARS = ("student_auc_mean", "student_auc_min", "student_auc_max", "student_auc_std", "ensemble_auc",
@@ -157,4 +157,5 @@ def main():
 
 
 if __name__ == "__main__":
+    tolerant_stdio()
     main()

@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.config import apply_overrides, load_config_file  # noqa: E402
+from kdef_jax.report import tolerant_stdio  # noqa: E402
 from kdef_jax.run_files import read_json  # noqa: E402
 from run_seeds import check_out, run_config_changes, write_outputs  # noqa: E402  (experiments/ is this script's folder)
 
@@ -197,4 +198,5 @@ def main():
 
 
 if __name__ == "__main__":
+    tolerant_stdio()
     main()

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.config import apply_overrides, base_config, check_overrides_are_read, load_config_file, validate  # noqa: E402
 from kdef_jax.models.ensemble import groups_from_config  # noqa: E402
+from kdef_jax.report import tolerant_stdio  # noqa: E402
 from kdef_jax.run_files import config_changes, read_json, write_atomic, write_json  # noqa: E402
 from kdef_jax.train import train_and_evaluate  # noqa: E402
 
@@ -281,4 +282,5 @@ def main():
 
 
 if __name__ == "__main__":
+    tolerant_stdio()
     main()

@@ -36,7 +36,7 @@ from run_seeds import (check_out, check_unique, merge_summaries, plan_setting, r
                        summarize, write_outputs)
 
 from kdef_jax.config import apply_overrides, load_config_file  # noqa: E402
-from kdef_jax.report import pyplot, save_figure  # noqa: E402
+from kdef_jax.report import pyplot, save_figure, tolerant_stdio  # noqa: E402
 from kdef_jax.run_files import read_json  # noqa: E402
 
 
@@ -241,4 +241,5 @@ def main():
 
 
 if __name__ == "__main__":
+    tolerant_stdio()
     main()

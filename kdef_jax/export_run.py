@@ -28,6 +28,7 @@ import numpy as np
 from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.export import EXPORT_PLATFORMS, export_predictor, load_exported, load_run, make_predictor
 from kdef_jax.losses import fusion_of
+from kdef_jax.report import tolerant_stdio
 from kdef_jax.run_files import check_output, error_text, read_run_config, reported, write_atomic, write_json
 
 
@@ -122,4 +123,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    tolerant_stdio()
     sys.exit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 from pathlib import Path
 
 from kdef_jax.run_files import strict_json
@@ -27,6 +28,15 @@ def student_names(groups) -> list:
             seen[g.kind] = i + 1
             names.append(g.kind if totals[g.kind] == 1 else f"{g.kind}_{i}")
     return names
+
+
+def tolerant_stdio() -> None:
+    """Console output that cannot fail a command: characters the console's encoding lacks (the tables'
+    −, ×, λ under ``PYTHONIOENCODING=ascii`` or a C locale without UTF-8 mode) print as ``\\u2212``
+    escapes instead of raising UnicodeEncodeError after the work is done. For command-line entry points."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def summarize(val: dict, test: dict | None, names: list) -> dict:

@@ -42,7 +42,7 @@ from kdef_jax.export import load_run
 from kdef_jax.export_run import resolve_what
 from kdef_jax.losses import fusion_of
 from kdef_jax.metrics import ensemble_metrics, ensemble_prob64, sigmoid64
-from kdef_jax.report import student_names
+from kdef_jax.report import student_names, tolerant_stdio
 from kdef_jax.run_files import check_output, error_text, read_json, read_run_config, reported, write_atomic, write_json
 from kdef_jax.steps import make_predict_step
 from kdef_jax.train import predict_logits
@@ -246,4 +246,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    tolerant_stdio()
     sys.exit(main())

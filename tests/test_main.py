@@ -315,3 +315,15 @@ def test_check_config_overrides_needs_a_config_flag_with_a_value():
     assert check_config_overrides(["--workdir", "w"]) is None
     assert check_config_overrides(["--workdir", "w", "--config.model.nope=1"]) is None
     assert check_config_overrides(["--workdir", "w", "--config"]) is None
+
+
+def test_a_run_whose_console_cannot_print_unicode_still_succeeds(tmp_path):
+    """The results table's "ensemble − best student" (U+2212) under PYTHONIOENCODING=ascii (or LANG=C
+    without UTF-8 mode) raised UnicodeEncodeError after results.json was written: exit 2, no curves.png."""
+    env = dict(os.environ, KDEF_CACHE_DIR=str(tmp_path / "cache"), PYTHONIOENCODING="ascii")
+    p = subprocess.run([sys.executable, "-m", "kdef_jax.main", "--config", "configs/default.py:tiny", "--workdir",
+                        str(tmp_path / "run"), "--config.train.num_epochs=1"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-800:]
+    assert "ensemble \\u2212 best student" in p.stdout
+    assert (tmp_path / "run" / "results.json").exists() and (tmp_path / "run" / "curves.png").exists()

@@ -128,3 +128,20 @@ def test_a_student_without_a_validation_auc_is_never_the_best():
   val = {"teacher": _m(0.8, 0.4), "students": [_m(nan, nan), _m(0.79, 0.4)]}
   out = summarize(val, val, ["mlp_0", "mlp_1"])
   assert (out["best_student"], out["best_student_index"]) == ("mlp_1", 1)
+
+
+def test_tolerant_stdio_prints_what_the_console_cannot_encode_as_escapes(monkeypatch):
+  import io
+  import sys
+
+  from kdef_jax.report import tolerant_stdio
+
+  out, err = (io.TextIOWrapper(io.BytesIO(), encoding="ascii") for _ in range(2))
+  monkeypatch.setattr(sys, "stdout", out)
+  monkeypatch.setattr(sys, "stderr", err)
+  tolerant_stdio()
+  print("ensemble − best student ×2")
+  print("λ", file=sys.stderr)
+  for stream, want in ((out, b"ensemble \\u2212 best student \\xd72\n"), (err, b"\\u03bb\n")):
+    stream.flush()
+    assert stream.buffer.getvalue() == want
