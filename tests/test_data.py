@@ -790,3 +790,21 @@ def test_random_split_uniform_is_the_splitmix64_mix_of_row_plus_seed_phi():
   """The random split's U[0,1) per (seed, row), values from Python-int splitmix64 arithmetic."""
   np.testing.assert_array_equal(preprocess._uniform(2018, np.arange(4)),
                                 [0.18944153649287343, 0.12524753449371762, 0.952557696240979, 0.7836233539473965])
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o755), (0o027, 0o750), (0o077, 0o700)])
+def test_a_published_cache_folder_has_the_mode_the_umask_gives(tmp_path, umask, mode):
+  """mkdtemp makes its folder 0700 whatever the umask: a cache shared between users was readable by its
+  builder alone."""
+  import stat
+
+  from kdef_jax.data import atomic_dir
+
+  old = os.umask(umask)
+  try:
+    assert atomic_dir._umask() == umask
+    with atomic_dir.building(tmp_path / "cache") as tmp:
+      (tmp / "feature_map.json").write_text("{}")
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE((tmp_path / "cache").stat().st_mode) == mode

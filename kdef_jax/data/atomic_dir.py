@@ -50,6 +50,19 @@ def remove_abandoned(final: Path, log=None) -> list:
     return removed
 
 
+def _umask() -> int:
+    """The process's umask: from /proc (Linux), else read by setting it and straight back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def building(final: Path, marker: str = "feature_map.json", log=None):
     """Yields an empty temporary folder beside ``final``; on normal exit renames it to ``final`` (or
@@ -60,6 +73,7 @@ def building(final: Path, marker: str = "feature_map.json", log=None):
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{final.name}.tmp-{_host()}-{os.getpid()}-"))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would keep a shared cache from everyone but its builder
         try:
             os.replace(tmp, final)
         except OSError:  # another process finished the same cache first
