@@ -78,13 +78,16 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
     want = make_predictor(model, variables, target, fusion=fusion)(ids)  # unfolded: the check covers the fold too
     got = load_exported(blob)(ids)
     diff = float(jnp.max(jnp.abs(got - want)))
-    if not diff <= 1e-4:
-        raise FloatingPointError(f"exported predictor differs from the model by {diff:.3g} on random ids: not written")
+    # a bf16 run's folded network rounds at other places than its unfolded one (~1e-3 in probability)
+    tol = 1e-4 if model.compute_dtype == "float32" or not fold_bn else 1e-2
+    if not diff <= tol:
+        raise FloatingPointError(f"exported predictor differs from the model by {diff:.3g} on random ids (allowed "
+                                 f"{tol:g} in {model.compute_dtype} compute): not written")
     write_atomic(out, lambda fh: fh.write(blob), binary=True)
     info = {
         "file": str(out), "bytes": len(blob), "what": name, "fold_bn": fold_bn, "platforms": list(platforms),
         **({"fusion": fusion} if target == "ensemble" else {}),
-        "num_students": model.num_students, "num_columns": fmap.num_columns,
+        "num_students": model.num_students, "num_columns": fmap.num_columns, "compute_dtype": model.compute_dtype,
         "input": "int32 ids [B, num_columns]: per field id i+1 = vocab.json[field][i], 0 PAD, last id OOV; "
                  "output: click probability [B]",
         "feature_map": str(workdir / "feature_map.json"), "workdir": str(workdir),
