@@ -24,7 +24,9 @@ import subprocess
 import sys
 import tempfile
 
-import kdef_jax  # noqa: F401  (runtime settings before JAX starts)
+from kdef_jax import runtime
+
+runtime.tune_cpu_runtime()  # before JAX starts
 import jax
 import optax
 

@@ -6,7 +6,3 @@ the examination mechanism. See README.md.
 """
 
 __version__ = "0.1.0"
-
-from kdef_jax.runtime import tune_cpu_runtime as _tune_cpu_runtime
-
-_tune_cpu_runtime()

@@ -13,6 +13,7 @@ from ml_collections import config_flags
 
 from kdef_jax.config import check_overrides_are_read, load_config_file, unknown_key
 from kdef_jax.report import tolerant_stdio
+from kdef_jax.runtime import tune_cpu_runtime
 from kdef_jax.run_files import error_text, reported
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
@@ -72,6 +73,7 @@ def parse_flags(argv: list) -> list:
 
 def run():
     tolerant_stdio()
+    tune_cpu_runtime()  # before JAX starts (kdef_jax.steps does it too, on import)
     problem = check_config_overrides(sys.argv[1:])
     if problem:
         print(f"kdef_jax: error: {problem}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Host-runtime settings that make XLA:CPU training 1.3-2x faster; applied when kdef_jax is imported.
+"""Host-runtime settings that make XLA:CPU training 1.3-2x faster; applied when the training code
+(``kdef_jax.steps``: train, the command-line tools, experiments, benchmarks) is imported.
 
 Measured on the project's 2-core machine (benchmarks/train_throughput.py, Criteo shape):
 
@@ -17,7 +18,7 @@ Measured on the project's 2-core machine (benchmarks/train_throughput.py, Criteo
   and 2.4-2.6x faster than with XLA's default YNNPACK fusions (Zen 5, K=1/3/10;
   benchmarks/results/runtime_flag_ab_cpu.json). Added to XLA_FLAGS only for jaxlib versions
   where it was measured, and only if the user has not set a YNN option; XLA_FLAGS is read when the
-  backend starts, so import kdef_jax before running any JAX computation.
+  backend starts, so import kdef_jax.steps (or call ``tune_cpu_runtime()``) before running any JAX computation.
 
 Opt out with ``KDEF_JAX_TUNE_CPU=0``. GPU/TPU runs are unaffected (CPU-only flag; malloc only
 concerns host memory).

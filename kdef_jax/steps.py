@@ -16,9 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kdef_jax import sharding
+from kdef_jax import runtime, sharding
 from kdef_jax.losses import kdef_loss
 from kdef_jax.reductions import sum_of_squares, tree_norm
+
+# The training code tunes XLA:CPU's host runtime when imported, before any JAX computation starts the
+# backend (kdef_jax/runtime.py; KDEF_JAX_TUNE_CPU=0 opts out). kdef_jax.losses and the models alone
+# leave the importing process as it is.
+runtime.tune_cpu_runtime()
 
 
 class TrainState(flax.struct.PyTreeNode):

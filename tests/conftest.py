@@ -6,6 +6,10 @@ import pathlib
 import jax
 import pytest
 
+from kdef_jax import runtime
+
+runtime.tune_cpu_runtime()  # what every training process gets (kdef_jax.steps on import), before JAX starts
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Many tests build the same tiny models; a persistent compilation cache (keyed by the compiled

@@ -19,14 +19,14 @@ def _child(code, **env):
     return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120)
 
 
-def test_import_applies_malloc_and_ynn_flag_before_backend_start():
-    p = _child("import kdef_jax, os; from kdef_jax import runtime; print(runtime.applied, os.environ.get('XLA_FLAGS'))")
+def test_importing_the_training_code_applies_malloc_and_ynn_flag_before_backend_start():
+    p = _child("import kdef_jax.steps, os; from kdef_jax import runtime; print(runtime.applied, os.environ.get('XLA_FLAGS'))")
     assert p.returncode == 0, p.stderr
     applied, _, flags = p.stdout.strip().partition("} ")
     if "'xla_flags': True" in applied:
         assert flags.split()[-1] == "--xla_cpu_experimental_ynn_fusion_type="
         # the flag must parse and take effect: a matmul + reduction compiles without a YNNPACK fusion
-        q = _child("import kdef_jax, jax, jax.numpy as jnp\n"
+        q = _child("import kdef_jax.steps, jax, jax.numpy as jnp\n"
                    "f = jax.jit(lambda x, w: jnp.maximum(x @ w, 0).sum(0))\n"
                    "x, w = jnp.ones((64, 32)), jnp.ones((32, 16))\n"
                    "print(float(f(x, w)[0]), 'ynn' in f.lower(x, w).compile().as_text())")
@@ -34,10 +34,10 @@ def test_import_applies_malloc_and_ynn_flag_before_backend_start():
 
 
 def test_opt_out_and_user_flags_are_respected():
-    p = _child("import kdef_jax, os; from kdef_jax import runtime; print(runtime.applied, os.environ.get('XLA_FLAGS'))",
+    p = _child("import kdef_jax.steps, os; from kdef_jax import runtime; print(runtime.applied, os.environ.get('XLA_FLAGS'))",
                KDEF_JAX_TUNE_CPU="0")
     assert p.stdout.strip() == "{} None", p.stdout
-    p = _child("import kdef_jax, os; print(os.environ.get('XLA_FLAGS'))",
+    p = _child("import kdef_jax.steps, os; print(os.environ.get('XLA_FLAGS'))",
                XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=-dot")
     assert p.stdout.strip() == "--xla_cpu_experimental_ynn_fusion_type=-dot"
 
@@ -65,7 +65,7 @@ def test_malloc_tuning_reuses_freed_gigabyte_blocks_without_page_faults():
     untuned glibc maps and unmaps it every time, and faults every page again)."""
     if not sys.platform.startswith("linux"):
         return
-    tuned = _child(_REUSE.format(prelude="import kdef_jax\nfrom kdef_jax import runtime\n"
+    tuned = _child(_REUSE.format(prelude="import kdef_jax.steps\nfrom kdef_jax import runtime\n"
                                          "assert runtime.applied.get('malloc'), runtime.applied"))
     assert tuned.returncode == 0, tuned.stderr
     untuned = _child(_REUSE.format(prelude=""))
@@ -82,7 +82,7 @@ def test_the_ynn_flag_is_applied_on_the_jaxlib_it_was_measured_on():
 
     if not importlib.metadata.version("jaxlib").startswith("0.10."):
         pytest.skip("the flag is measured on jaxlib 0.10.x only")
-    p = _child("import kdef_jax; from kdef_jax import runtime; print(runtime.applied['xla_flags'])", KDEF_JAX_TUNE_CPU="1")
+    p = _child("import kdef_jax.steps; from kdef_jax import runtime; print(runtime.applied['xla_flags'])", KDEF_JAX_TUNE_CPU="1")
     assert p.returncode == 0 and p.stdout.strip() == "True", p.stderr[-2000:]
 
 
@@ -90,7 +90,7 @@ def test_no_flag_is_added_once_the_backend_has_started():
     """U4: XLA_FLAGS is read when the backend starts: after that the flag would be ignored, so it is
     not added and not reported as applied."""
     p = _child("import jax, os; jax.numpy.ones(1).block_until_ready()\n"
-               "import kdef_jax; from kdef_jax import runtime\n"
+               "import kdef_jax.steps; from kdef_jax import runtime\n"
                "print(runtime.applied['xla_flags'], os.environ.get('XLA_FLAGS'))", KDEF_JAX_TUNE_CPU="1")
     assert p.returncode == 0 and p.stdout.strip() == "False None", (p.stdout, p.stderr[-2000:])
 
@@ -118,7 +118,7 @@ print(open(path).read().count("<heap nr=")); os.unlink(path)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_malloc_tuning_keeps_one_arena():
-    tuned = _child(_ARENAS.format(prelude="import kdef_jax\nassert kdef_jax.runtime.applied.get('malloc')"),
+    tuned = _child(_ARENAS.format(prelude="import kdef_jax.steps\nassert kdef_jax.runtime.applied.get('malloc')"),
                    KDEF_JAX_TUNE_CPU="1")
     untuned = _child(_ARENAS.format(prelude=""))
     assert tuned.returncode == 0 and untuned.returncode == 0, (tuned.stderr, untuned.stderr)
@@ -168,7 +168,7 @@ def test_the_flag_is_only_added_on_verified_jaxlib_versions(fresh_flags):
 
 
 def test_backend_started_reads_jaxs_backend_table(monkeypatch):
-    """Imported jax whose backend has not started yet (import jax; import kdef_jax) still gets the flag."""
+    """Imported jax whose backend has not started yet (import jax; import kdef_jax.steps) still gets the flag."""
     from jax._src import xla_bridge
 
     monkeypatch.setattr(xla_bridge, "_backends", {})
@@ -187,3 +187,10 @@ def test_tuning_applies_once(monkeypatch):
     first = dict(runtime.tune_cpu_runtime())
     assert first == {"malloc": True, "xla_flags": True}
     assert runtime.tune_cpu_runtime() == first and calls == ["malloc", "xla"]
+
+
+def test_importing_the_loss_or_the_models_leaves_the_process_alone():
+    """`from kdef_jax.losses import kdef_loss` in someone else's JAX code: no XLA flag, no malloc change."""
+    p = _child("import os, kdef_jax.losses, kdef_jax.models.ensemble\nfrom kdef_jax import runtime\n"
+               "print(runtime.applied, os.environ.get('XLA_FLAGS'))", KDEF_JAX_TUNE_CPU="1")
+    assert p.returncode == 0 and p.stdout.strip() == "{} None", (p.stdout, p.stderr[-2000:])
