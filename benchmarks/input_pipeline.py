@@ -36,7 +36,7 @@ from kdef_jax.steps import make_training  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="configs/default.py:criteo")
+    ap.add_argument("--config", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py") + ":criteo")
     ap.add_argument("--k", type=positive_int, default=10, help="model.num_students")
     ap.add_argument("--steps", type=positive_int, default=6)
     ap.add_argument("--rounds", type=positive_int, default=3)

@@ -103,7 +103,7 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m kdef_jax.export_run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True, help="a finished (or checkpointed) kdef_jax.main workdir")
     ap.add_argument("--what", default="ensemble", help="ensemble | best | a student index (default ensemble)")
     ap.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the Dense before it (fewer ops)")

@@ -221,7 +221,7 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m kdef_jax.score_run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True, help="a kdef_jax.main run (its best epoch is used)")
     ap.add_argument("--input", required=True, help="a raw file in the run's data format, label column included")
     ap.add_argument("--what", default="ensemble", help="whose probability to write: ensemble | best | a student index (CSV column probability_ensemble | probability_studentK)")

@@ -50,10 +50,14 @@ def repo_root() -> Path:
 
 
 def default_data_dir() -> Path:
-    """$KDEF_DATA_DIR, else ../shared/data beside the repository root."""
+    """$KDEF_DATA_DIR, else ../shared/data beside the repository checkout; an installed copy (no checkout
+    around it: its parents[2] is site-packages) has no such default and says so."""
     env = os.environ.get("KDEF_DATA_DIR")
     if env:
         return Path(env)
+    if not (repo_root() / "pyproject.toml").is_file():
+        raise FileNotFoundError("no data directory: set KDEF_DATA_DIR or --config.data.data_dir (the default, "
+                                "../shared/data beside the repository, applies to a source checkout only)")
     return repo_root().parent / "shared" / "data"
 
 
