@@ -243,13 +243,15 @@ def load_run(workdir, checkpoint: str = "best"):
     from kdef_jax.run_files import read_json, read_run_config
     from kdef_jax.data.feature_map import FeatureMap
     from kdef_jax.models.ensemble import build_model
-    from kdef_jax.steps import make_training
+    from kdef_jax.steps import initial_state
 
     workdir = Path(workdir)
     config = read_run_config(workdir)
     fmap = FeatureMap.load(workdir / "feature_map.json")
     model = build_model(config.model, fmap, concat_head=fusion_of(config.loss.variant) == "concat")
-    template, _ = make_training(model, config, jax.random.PRNGKey(0), fmap.num_columns)
+    # the restore's template as shapes and dtypes only: a real initial state (params and Adam moments)
+    # would sit in memory beside the restored one
+    template = jax.eval_shape(lambda: initial_state(model, config, jax.random.PRNGKey(0), fmap.num_columns)[0])
     ckpt = Checkpoints(workdir, create=False)  # reading a run creates nothing in it
     try:
         steps = ckpt.steps()

@@ -71,13 +71,16 @@ def ensemble_prob64(logits, fusion: str = "mean_logit") -> np.ndarray:
     """The ensemble's probability [N] from student logits [K, N] in float64 (``kdef_jax.losses.FUSIONS``):
     σ(mean_k z_k), σ(Σ_k z_k), mean_k σ(z_k), or for "concat" σ of the last of [K + 1, N] rows (the
     MLPs_concat head's logit)."""
-    z = np.asarray(logits, dtype=np.float64)
+    z = np.asarray(logits)  # float64 row by row below: no float64 copy of all [K, N] (K=64: 2× the logits)
     if fusion == "mean_logit":
-        return sigmoid64(z.mean(axis=0))
+        return sigmoid64(np.mean(z, axis=0, dtype=np.float64))
     if fusion == "sum_logit":
-        return sigmoid64(z.sum(axis=0))
+        return sigmoid64(np.sum(z, axis=0, dtype=np.float64))
     if fusion == "mean_prob":
-        return sigmoid64(z).mean(axis=0)
+        acc = np.zeros(z.shape[1:], np.float64)
+        for row in z:
+            acc += sigmoid64(row)
+        return acc / z.shape[0]
     if fusion == "concat":
         return sigmoid64(z[-1])
     raise ValueError(f"Unknown fusion {fusion!r}; valid: mean_logit, sum_logit, mean_prob, concat")
@@ -93,7 +96,7 @@ def ensemble_metrics(labels, logits, fusion: str = "mean_logit") -> dict:
     Returns:
       {"teacher": {"auc", "logloss"}, "students": [{"auc", "logloss"}, ...]}.
     """
-    z = np.asarray(logits, dtype=np.float64)
+    z = np.asarray(logits)  # each student's row becomes float64 in sigmoid64, one at a time
     teacher_p = ensemble_prob64(z, fusion)
     if fusion == "concat":
         z = z[:-1]

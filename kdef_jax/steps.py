@@ -105,15 +105,25 @@ def make_training(model, config, rng, num_columns: int, mesh=None):
     ``mesh`` (kdef_jax/sharding.py): the state is placed on it and the step compiled for it.
     """
     o = config.optim
+    state, tx = initial_state(model, config, rng, num_columns)
+    state, jit_kw, lookup = _place(state, model, mesh, config)
+    if o.embedding_optimizer == "lazy_adam":  # lazy Adam gathers its batch's rows itself
+        from kdef_jax import lazy_adam
+
+        return state, lazy_adam.make_lazy_train_step(model, config.loss, o, mesh, split_table=lookup is not None, **jit_kw)
+    return state, make_train_step(model, tx, config.loss, o.embedding_l2, lookup=lookup, **jit_kw)
+
+
+def initial_state(model, config, rng, num_columns: int):
+    """(the initial TrainState, not placed on any mesh, and its optax transform; None for lazy Adam, whose
+    moments it initialises itself). ``jax.eval_shape`` of it is a restore template that allocates nothing."""
+    o = config.optim
     if o.embedding_optimizer == "lazy_adam":
         from kdef_jax import lazy_adam
 
-        state = create_train_state(model, None, rng, num_columns, opt_init=lambda p: lazy_adam.init_opt_state(p, o))
-        state, jit_kw, lookup = _place(state, model, mesh, config)  # lazy Adam gathers its batch's rows itself
-        return state, lazy_adam.make_lazy_train_step(model, config.loss, o, mesh, split_table=lookup is not None, **jit_kw)
+        return create_train_state(model, None, rng, num_columns, opt_init=lambda p: lazy_adam.init_opt_state(p, o)), None
     tx = make_optimizer(o)
-    state, jit_kw, lookup = _place(create_train_state(model, tx, rng, num_columns), model, mesh, config)
-    return state, make_train_step(model, tx, config.loss, o.embedding_l2, lookup=lookup, **jit_kw)
+    return create_train_state(model, tx, rng, num_columns), tx
 
 
 def _place(state: TrainState, model, mesh, config):

@@ -11,6 +11,7 @@ same function (kdef_jax/distributed.py); process 0 alone logs and writes the res
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -38,13 +39,31 @@ from kdef_jax.steps import count_params, make_predict_step, make_training, set_l
 
 def predict_logits(predict, state, split, batch_size: int, *, progress: bool = False, desc: str = "eval",
                    rows_to=None) -> np.ndarray:
-    """Student logits [K, N] for a whole split (eval mode), fetched to the host once at the end.
-    ``rows_to``: where each ids batch goes (a mesh's row split; None = the default device)."""
-    outs = []
+    """Student logits [K, N] for a whole split (eval mode). Each batch's [K, B] is copied into one [K, N]
+    host array two batches behind the device (which keeps computing meanwhile), so the host holds the
+    logits once, not a list of batches and their concatenation. ``rows_to``: where each ids batch goes
+    (a mesh's row split; None = the default device)."""
+    out, done, pending = None, 0, collections.deque()
+
+    def fetch(z):
+        nonlocal out, done
+        z = np.asarray(sharding.to_host(z))
+        if out is None:
+            out = np.empty((z.shape[0], len(split)), z.dtype)
+        take = min(z.shape[1], len(split) - done)  # the padded last batch's extra rows are dropped
+        out[:, done:done + take] = z[:, :take]
+        done += take
+
     batches = prefetch(iterate_batches(split, batch_size), 2, transform=lambda b: sharding.to_mesh(b["ids"], rows_to))
     for ids in tqdm(batches, total=num_batches(len(split), batch_size), desc=desc, leave=False, disable=not progress):
-        outs.append(predict(state.params, state.batch_stats, ids))
-    return np.concatenate(sharding.to_host(outs), axis=1)[:, : len(split)]
+        pending.append(predict(state.params, state.batch_stats, ids))
+        if len(pending) > 2:
+            fetch(pending.popleft())
+    while pending:
+        fetch(pending.popleft())
+    if out is None:
+        raise ValueError(f"{desc}: the split has no rows to predict")
+    return out
 
 
 def evaluate(predict, state, split, batch_size: int, fusion: str = "mean_logit", **kw) -> dict:

@@ -2,6 +2,8 @@
 checked when it is opened, so a byte changed on disk is an error naming the file and rows, not ids
 trained on silently."""
 import json
+import sys
+from pathlib import Path
 import zlib
 
 import numpy as np
@@ -104,3 +106,24 @@ def test_both_builders_record_checksums_and_loading_checks_them(tmp_path):
       load_data(cfg)
     cfg.verify_cache = False  # the user's choice: the damaged cache opens unchecked
     assert load_data(cfg).cache_dir == ds.cache_dir
+
+
+def _proc_status(key: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) << 10
+    raise KeyError(key)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/clear_refs and VmHWM are Linux's")
+def test_checksumming_keeps_the_process_rss_to_a_few_slices_not_the_whole_file(tmp_path):
+    """Every build and every run start checksum the cache: with each slice's pages kept mapped, the
+    process's RSS grew by the whole cache (7 GB for Criteo), which RSS-limited schedulers count."""
+    path = tmp_path / "train_x.npy"
+    np.save(path, np.arange(48 << 20, dtype=np.int32))  # 192 MiB
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
+    base = _proc_status("VmRSS")
+    crcs = checksums._crcs([path], 8 << 20)
+    assert _proc_status("VmHWM") - base < 64 << 20
+    data = path.read_bytes()
+    assert crcs[path] == [zlib.crc32(data[lo:lo + (8 << 20)]) for lo in range(0, len(data), 8 << 20)]

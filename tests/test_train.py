@@ -623,3 +623,19 @@ def test_a_workdir_that_is_a_file_is_refused_before_any_work(tmp_path):
     with pytest.raises(FileExistsError, match="the run's workdir .*run is a file; give a folder"):
         train_and_evaluate(tiny_config(tmp_path), tmp_path / "run", log=lambda *a: None)
     assert (tmp_path / "run").read_text() == "the user's notes"
+
+
+@pytest.mark.parametrize("n, batch", [(10, 4), (12, 4), (3, 8), (1, 1)])
+def test_predict_logits_are_every_rows_logits_in_order_without_the_padded_ones(n, batch):
+    """[K, N] in file order, filled batch by batch (two behind the device); the padded last batch's
+    extra rows are dropped."""
+    from kdef_jax.data.dataset import Split
+    from kdef_jax.train import predict_logits
+
+    x = np.arange(n * 2, dtype=np.int32).reshape(n, 2)
+    split = Split("valid", x, np.zeros(n, np.float32))
+    predict = jax.jit(lambda params, stats, ids: jax.numpy.stack([ids[:, 0] * 1.0, ids[:, 1] * -1.0, ids.sum(1) * 0.5]))
+    state = type("S", (), {"params": None, "batch_stats": None})()
+    got = predict_logits(predict, state, split, batch)
+    assert got.shape == (3, n) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.stack([x[:, 0], -x[:, 1], x.sum(1) * 0.5]).astype(np.float32))

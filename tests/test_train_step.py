@@ -217,3 +217,18 @@ def test_lazy_adam_l2_gradient_enters_the_clipped_row_gradient_by_hand():
     dense_mu = new.opt_state[1].inner_state[0].mu
     for want, got in zip(jax.tree.leaves(g_dense), jax.tree.leaves(dense_mu)):
         np.testing.assert_allclose(np.asarray(got), factor * want, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("optimizer", ["dense", "lazy_adam"])
+def test_the_abstract_initial_state_is_a_restore_template_of_the_training_state(optimizer):
+    """export.load_run restores into jax.eval_shape(initial_state): shapes and dtypes only (a real initial
+    state beside the restored one was ~1× the state's bytes more at the peak), the same tree as training's."""
+    from kdef_jax.steps import initial_state
+
+    model, c = _model(), _config(optimizer)
+    abstract = jax.eval_shape(lambda: initial_state(model, c, jax.random.PRNGKey(0), len(VOCAB))[0])
+    real, _ = make_training(model, c, jax.random.PRNGKey(0), len(VOCAB))
+    leaves = jax.tree.leaves(abstract)
+    assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
+    assert jax.tree.structure(abstract) == jax.tree.structure(real)
+    assert [(x.shape, x.dtype) for x in leaves] == [(x.shape, x.dtype) for x in jax.tree.leaves(real)]

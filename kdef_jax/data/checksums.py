@@ -38,9 +38,20 @@ def _crcs(paths: list, chunk: int) -> dict:
                 maps[p] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
             views[p] = memoryview(maps[p])
             tasks += [(p, lo, hi) for lo, hi in _slices(size, chunk)]
+        def crc(task):
+            p, lo, hi = task
+            c = zlib.crc32(views[p][lo:hi])
+            if isinstance(maps[p], mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+                # hand the slice's pages back: the process's RSS stays a slice per thread, not the whole
+                # cache. A read-only file mapping: the page cache keeps them, and a page shared with the
+                # next slice (madvise wants a page-aligned start) is read in again if needed
+                start = lo - lo % mmap.PAGESIZE
+                maps[p].madvise(mmap.MADV_DONTNEED, start, hi - start)
+            return c
+
         workers = min(len(tasks), os.cpu_count() or 1) or 1
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            crcs = list(pool.map(lambda t: zlib.crc32(views[t[0]][t[1]:t[2]]), tasks))
+            crcs = list(pool.map(crc, tasks))
         out = {p: [] for p in paths}
         for (p, _, _), c in zip(tasks, crcs):
             out[p].append(c)
