@@ -50,6 +50,8 @@ from kdef_jax.train import predict_logits
 FORMATS = ("libfm", "delimited", "movielens")
 
 
+CSV_CHUNK = 1 << 20  # rows formatted at a time by score_run's CSV writer
+
 def run_vocab(workdir: Path, config, fmap) -> dict:
     """The run's vocabulary: ``<workdir>/vocab.json``, else the dataset cache it was trained from."""
     cache_root = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir()
@@ -193,14 +195,16 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
     probs = ensemble_prob64(logits, fusion) if target == "ensemble" else sigmoid64(logits[target])
     name = "ensemble" if target == "ensemble" else f"student{target}"
 
-    def write_csv(fh):
-        if unlabeled:
-            fh.write(f"row,line,probability_{name}\n")
-            fh.writelines(f"{i},{n},{p:.8g}\n" for i, (n, p) in enumerate(zip(lines.tolist(), probs.tolist())))
-        else:
-            fh.write(f"row,line,label,probability_{name}\n")
-            fh.writelines(f"{i},{n},{int(y)},{p:.8g}\n"
-                          for i, (n, y, p) in enumerate(zip(lines.tolist(), labels.tolist(), probs.tolist())))
+    def write_csv(fh):  # CSV_CHUNK rows at a time: Python lists of all rows would cost ~100 B a row more
+        fh.write(f"row,line,probability_{name}\n" if unlabeled else f"row,line,label,probability_{name}\n")
+        for lo in range(0, rows, CSV_CHUNK):
+            part = slice(lo, min(lo + CSV_CHUNK, rows))
+            ns, ps = lines[part].tolist(), probs[part].tolist()
+            if unlabeled:
+                fh.writelines(f"{i},{n},{p:.8g}\n" for i, n, p in zip(range(lo, rows), ns, ps))
+            else:
+                fh.writelines(f"{i},{n},{int(y)},{p:.8g}\n"
+                              for i, n, y, p in zip(range(lo, rows), ns, labels[part].tolist(), ps))
 
     write_atomic(out, write_csv)
     info = {

@@ -646,3 +646,20 @@ def test_a_full_disk_or_a_named_file_error_is_one_line_in_score_and_export(cli, 
   monkeypatch.setattr(mod, cli, lambda *a, **k: (_ for _ in ()).throw(OSError(5, "I/O error")))
   with pytest.raises(OSError, match="I/O error"):  # not ours to explain: the traceback stays
     mod.main(argv)
+
+
+@pytest.mark.parametrize("unlabeled", [False, True])
+def test_the_csv_written_in_chunks_is_the_csv_written_at_once(csv_run, tmp_path, monkeypatch, unlabeled):
+  """score_run formats CSV_CHUNK rows at a time (lists of every row cost ~100 B a row): chunks of 7 rows,
+  the last one short, give the same file byte for byte, row numbers continuing across chunks."""
+  workdir, raw = csv_run
+  quiet = lambda *a: None  # noqa: E731
+  src = raw / "test.csv"
+  if unlabeled:
+    src = write_file(tmp_path / "bare.csv", "\n".join(l.split(",", 1)[1] for l in src.read_text().splitlines()) + "\n")
+  score_run.score_run(workdir, src, out=tmp_path / "whole.csv", unlabeled=unlabeled, log=quiet)
+  monkeypatch.setattr(score_run, "CSV_CHUNK", 7)  # 300 rows: 42 chunks of 7 and one of 6
+  score_run.score_run(workdir, src, out=tmp_path / "chunks.csv", unlabeled=unlabeled, log=quiet)
+  whole = (tmp_path / "whole.csv").read_bytes()
+  assert (tmp_path / "chunks.csv").read_bytes() == whole and whole.count(b"\n") == 301
+  assert whole.splitlines()[-1].startswith(b"299,301,")
