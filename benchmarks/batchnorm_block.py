@@ -13,7 +13,6 @@ runs 30 of them). Timed interleaved (benchmarks/common.py); milliseconds per for
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -24,7 +23,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import Runner, machine, positive_int, time_interleaved, write_json  # noqa: E402
+from common import Runner, layer_parser, machine, time_interleaved, write_json  # noqa: E402
 from kdef_jax.models.layers import BatchNorm, Dropout, hash_keep_mask  # noqa: E402
 
 
@@ -56,13 +55,7 @@ def autodiff_fwd(params, stats, x, key, rate):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=positive_int, default=10_000)
-    ap.add_argument("--features", type=positive_int, default=400)
-    ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--steps", type=positive_int, default=20)
-    ap.add_argument("--rounds", type=positive_int, default=5)
-    ap.add_argument("--out", default=None)
+    ap = layer_parser(__doc__)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(args.batch, args.features)) * 2 + 1, jnp.float32)

@@ -144,6 +144,18 @@ def machine() -> dict:
     }
 
 
+def layer_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of a one-layer benchmark: a [--batch, --features] activation (one hidden layer of a
+    Criteo student at batch 10,000 by default), --dropout, --steps, --rounds, --out."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=positive_int, default=10_000)
+    ap.add_argument("--features", type=positive_int, default=400)
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--steps", type=positive_int, default=20)
+    ap.add_argument("--rounds", type=positive_int, default=5)
+    ap.add_argument("--out", default=None)
+    return ap
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a count of students, rows, steps or rounds)."""
     value = int(text)

@@ -12,7 +12,6 @@ nothing cannot look fast. Timed interleaved (benchmarks/common.py); milliseconds
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -21,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from common import Runner, machine, positive_int, time_interleaved, write_json  # noqa: E402
+from common import Runner, layer_parser, machine, time_interleaved, write_json  # noqa: E402
 from kdef_jax.models.layers import hash_keep_mask  # noqa: E402
 
 
@@ -34,13 +33,7 @@ def mask_fns(shape, keep_prob: float) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=positive_int, default=10_000)
-    ap.add_argument("--features", type=positive_int, default=400)
-    ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--steps", type=positive_int, default=20)
-    ap.add_argument("--rounds", type=positive_int, default=5)
-    ap.add_argument("--out", default=None)
+    ap = layer_parser(__doc__)
     args = ap.parse_args()
     if not 0.0 < args.dropout < 1.0:
         ap.error(f"--dropout {args.dropout}: use a rate in (0, 1)")
