@@ -249,9 +249,12 @@ def load_run(workdir, checkpoint: str = "best"):
     config = read_run_config(workdir)
     fmap = FeatureMap.load(workdir / "feature_map.json")
     model = build_model(config.model, fmap, concat_head=fusion_of(config.loss.variant) == "concat")
-    # the restore's template as shapes and dtypes only: a real initial state (params and Adam moments)
-    # would sit in memory beside the restored one
-    template = jax.eval_shape(lambda: initial_state(model, config, jax.random.PRNGKey(0), fmap.num_columns)[0])
+    # the restore's template as shapes and dtypes only (a real initial state, params and Adam moments,
+    # would sit in memory beside the restored one), placed on this host's first device: without a sharding
+    # orbax would restore onto the saving run's device topology (a run of many devices or processes)
+    here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    template = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=here), jax.eval_shape(
+        lambda: initial_state(model, config, jax.random.PRNGKey(0), fmap.num_columns)[0]))
     ckpt = Checkpoints(workdir, create=False)  # reading a run creates nothing in it
     try:
         steps = ckpt.steps()
