@@ -156,6 +156,7 @@ def layer_parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--out", default=None)
     return ap
 
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a count of students, rows, steps or rounds)."""
     value = int(text)

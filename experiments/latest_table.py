@@ -151,15 +151,11 @@ def markdown(t: dict) -> str:
         f"{f(m['final'])} ({f(rm['final'])}) | {f(m['ecn'])} ({f(rm['ecn'])}) | {f(m['ipnn_alone'])} | "
         f"{f(m['final_alone'])} | {f(m['ecn_alone'])} | |"
     )
-    if "best_inside" in m:  # each seed's best student chosen on validation AUC, as everywhere else
-        chosen = ", ".join(f"{r['seed']}: {r['best_student']} / {r['best_alone_student']}" for r in t["per_seed"])
-        gaps = (f"ensemble − best student trained alone: {m['ensemble'] - m['best_alone']:+.4f}; ensemble − best "
-                f"student inside it: {m['ensemble'] - m['best_inside']:+.4f} (each seed's best chosen on validation "
-                f"AUC, inside / alone: {chosen})")
-    else:  # a table collected before the validation choice was recorded
-        gaps = (f"ensemble − best student trained alone: {m['ensemble'] - max(m[f'{s}_alone'] for s in STUDENTS):+.4f}; "
-                f"ensemble − best student inside it: {m['ensemble'] - max(m[s] for s in STUDENTS):+.4f} (best: the kind "
-                "of highest mean test AUC)")
+    # each seed's best student chosen on validation AUC, as everywhere else
+    chosen = ", ".join(f"{r['seed']}: {r['best_student']} / {r['best_alone_student']}" for r in t["per_seed"])
+    gaps = (f"ensemble − best student trained alone: {m['ensemble'] - m['best_alone']:+.4f}; ensemble − best "
+            f"student inside it: {m['ensemble'] - m['best_inside']:+.4f} (each seed's best chosen on validation "
+            f"AUC, inside / alone: {chosen})")
     lines += [
         "",
         f"Ensemble mean {f(m['ensemble'])} vs reference {f(rm['ensemble'])} (target ≥ "

