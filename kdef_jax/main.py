@@ -59,14 +59,22 @@ def check_config_overrides(argv: list) -> str | None:
     return next(filter(None, (unknown_key(config, key) for key in keys)), None)
 
 
+_HELP_FLAGS = {"help", "?", "helpshort", "helpfull", "helpxml"}  # absl's
+
+
 def parse_flags(argv: list) -> list:
     """absl's flag parsing, but a bad flag (a typed override that does not parse, a missing
-    required flag) is a usage error: one line on stderr and exit status 2, like unknown keys."""
+    required flag) is a usage error: one line on stderr and exit status 2, like unknown keys; and
+    asking for help (absl prints it, then exits with status 1) exits with status 0."""
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
         print(f"kdef_jax: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except SystemExit as e:
+        if e.code == 1 and any(a.startswith("-") and a.lstrip("-").split("=")[0] in _HELP_FLAGS for a in argv[1:]):
+            sys.exit(0)
+        raise
 
 
 def run():

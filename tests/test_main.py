@@ -233,6 +233,13 @@ def test_main_refuses_positional_arguments():
         main.main(["kdef_jax.main", "extra"])
 
 
+@pytest.mark.parametrize("flag", ["--help", "--helpfull", "-?"])
+def test_asking_for_help_prints_the_usage_and_succeeds(flag, tmp_path):
+    p = _run([flag], tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "--workdir: Directory for checkpoints" in p.stdout and "--config.model.num_students" in p.stdout
+
+
 @pytest.fixture
 def main_without_flags(monkeypatch):
     """kdef_jax.main.main with its flags replaced (configs/default.py:tiny, a workdir), absl's verbosity restored."""
