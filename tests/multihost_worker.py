@@ -10,7 +10,9 @@ this process; without ``--coordinator`` it is the one-process run the multi-proc
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -31,6 +33,8 @@ def main() -> None:
     p.add_argument("--embedding", default="replicated", help="config mesh.embedding")
     p.add_argument("--fail-data-on-process-0", action="store_true", help="process 0's dataset load raises")
     a = p.parse_args()
+    # a hung run (tests/test_multihost.py sends SIGUSR1 at its timeout) prints where every thread waits
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     import jax
 

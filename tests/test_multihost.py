@@ -4,9 +4,11 @@ so the same losses and weights; plus the config checks."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -58,12 +60,26 @@ def _two_processes(workdir, cache, *extra, ok: bool = True, timeout: int = 600) 
     try:
         for p in procs:
             outs.append(p.communicate(timeout=timeout)[0])
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the two processes did not end within {timeout} s; where each waited:\n" + _stacks(procs))
     finally:
         for p in procs:
             p.kill()
     for p, out in zip(procs, outs):
         assert (p.returncode == 0) == ok, out[-4000:]
     return outs
+
+
+def _stacks(procs) -> str:
+    """Each process's Python stacks (the worker dumps them on SIGUSR1) and the tail of its output."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGUSR1)
+    time.sleep(3)
+    for p in procs:
+        p.kill()
+    outs = [p.communicate()[0] or "" for p in procs]
+    return "\n".join(f"--- process {i} ---\n{out[-8000:]}" for i, out in enumerate(outs))
 
 
 def _epoch_losses(workdir) -> list:
