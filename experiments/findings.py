@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.metrics import auc, ensemble_prob64, sigmoid64  # noqa: E402
-from kdef_jax.report import pyplot, save_figure, tolerant_stdio  # noqa: E402
+from kdef_jax.report import bar_disabled, pyplot, save_figure, tolerant_stdio  # noqa: E402
 from run_seeds import analysis_main, finished_runs  # noqa: E402  (experiments/ is this script's folder)
 
 SCALARS = ("student_auc_mean", "student_auc_min", "student_auc_max", "student_auc_std", "ensemble_auc",
@@ -97,7 +97,8 @@ def collect(*workdirs, variants=None) -> dict:
     """{variant: {K: {"runs": [per-seed analyse_run], "mean": {scalar: mean over seeds}}}} over the
     finished runs under ``workdirs`` (run_seeds.finished_runs: joined, only ``variants`` when given)."""
     runs = finished_runs(*workdirs, variants=variants)
-    bar = tqdm(total=sum(len(f) for ks in runs.values() for f in ks.values()), desc="re-predicting test", unit="run")
+    total = sum(len(f) for ks in runs.values() for f in ks.values())
+    bar = tqdm(total=total, desc="re-predicting test", unit="run", disable=bar_disabled(total > 0))
     out = {}
     for v, ks in runs.items():
         out[v] = {}

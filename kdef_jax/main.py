@@ -1,4 +1,7 @@
-"""Command line: ``python -m kdef_jax.main --config configs/frappe.py --workdir runs/frappe``.
+"""Train a KDEF ensemble of CTR students (or resume one) and evaluate it: checkpoints, metrics.jsonl,
+results.json and curves.png go to --workdir.
+
+    python -m kdef_jax.main --config configs/frappe.py --workdir runs/frappe
 
 Any config value can be overridden: ``--config.model.num_students=6 --config.loss.variant=kd_only``.
 A ``:tiny`` suffix on the config path selects its smoke-test variant (``configs/frappe.py:tiny``).
@@ -20,24 +23,31 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _usage_error(message: str):
+    print(f"kdef_jax: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        _usage_error(f"unexpected arguments: {argv[1:]} (every setting is a --flag or --config.key=value)")
+    if not _WORKDIR.value.strip():  # an unset shell variable: the run would write into the current folder
+        _usage_error("--workdir is empty; give the run's folder")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    from kdef_jax.checkpoint import CheckpointError
-    from kdef_jax.train import train_and_evaluate
+    from kdef_jax.train import REPORTED_ERRORS, train_and_evaluate
 
     try:
         check_overrides_are_read(_CONFIG.value, load_config_file(config_flags.get_config_filename(flags.FLAGS["config"])))
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, CheckpointError, ImportError, OSError) as e:
-        # Our own errors name the file/line/key; show them without a deep traceback; so are OSErrors naming
-        # their file and a full disk (checkpoint, run file or data cache writes: it says what to do); error_text
-        # re-raises any other OSError.
+    except REPORTED_ERRORS as e:  # without a deep traceback; a full disk also says what to do
         again = "run the same command again (with --config.resume=True where a checkpoint was saved)"
         print("\n" + error_text("kdef_jax", e, again), file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"\nkdef_jax: interrupted; the epochs checkpointed so far are kept: continue with the same command "
+              f"and --config.resume=True (--workdir {_WORKDIR.value})", file=sys.stderr)
+        sys.exit(130)
 
 
 def check_config_overrides(argv: list) -> str | None:
@@ -66,11 +76,11 @@ def parse_flags(argv: list) -> list:
     """absl's flag parsing, but a bad flag (a typed override that does not parse, a missing
     required flag) is a usage error: one line on stderr and exit status 2, like unknown keys; and
     asking for help (absl prints it, then exits with status 1) exits with status 0."""
+    argv = [argv[0], *("--help" if a == "-h" else a for a in argv[1:])]  # absl knows --help and -?, not -h
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        print(f"kdef_jax: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _usage_error(str(e))
     except SystemExit as e:
         if e.code == 1 and any(a.startswith("-") and a.lstrip("-").split("=")[0] in _HELP_FLAGS for a in argv[1:]):
             sys.exit(0)
@@ -81,8 +91,7 @@ def run():
     tolerant_stdio()
     problem = check_config_overrides(sys.argv[1:])
     if problem:
-        print(f"kdef_jax: error: {problem}", file=sys.stderr)
-        sys.exit(2)
+        _usage_error(problem)
     app.run(main, flags_parser=parse_flags)
 
 

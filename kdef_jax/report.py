@@ -39,6 +39,21 @@ def tolerant_stdio() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def console(*parts) -> None:
+    """A log line of a run (the default ``log``): written above any progress bar rather than into it
+    (``tqdm.write``) and flushed, so a log file followed with ``tail -f`` shows each line as it happens."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(" ".join(str(p) for p in parts), file=sys.stdout)
+    sys.stdout.flush()
+
+
+def bar_disabled(progress: bool):
+    """tqdm's ``disable`` for a bar the config turns on or off: on, it is drawn on a terminal only (None:
+    tqdm checks its stream), since a bar redrawn with carriage returns into a log file is noise."""
+    return None if progress else True
+
+
 def summarize(val: dict, test: dict | None, names: list) -> dict:
     """Rows for the ensemble and every student; best student chosen by VALIDATION AUC."""
     rows = [{"model": "ensemble", "val_auc": val["teacher"]["auc"], "val_logloss": val["teacher"]["logloss"]}]
@@ -135,8 +150,12 @@ def save_figure(fig, path, dpi: int = 120) -> None:
     plt.close(fig)
 
 
-def plot_history(history: list, names: list, path: Path) -> bool:
-    """Validation AUC per epoch (ensemble and students) and train loss; PNG. False if no matplotlib."""
+LEGEND_STUDENTS = 10  # more students: coloured by index along a colour bar, not one legend entry each
+
+
+def plot_history(history: list, names: list, path: Path, *, best_epoch: int | None = None, title: str = "") -> bool:
+    """Validation AUC per epoch (ensemble and students) and train loss; PNG. False if no matplotlib.
+    ``best_epoch``: marked on both panels (the epoch the final numbers come from)."""
     plt = pyplot()
     if plt is None:
         return False
@@ -144,16 +163,35 @@ def plot_history(history: list, names: list, path: Path) -> bool:
 
     epochs = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    a1.plot(epochs, [h["val"]["teacher"]["auc"] for h in history], "k-o", lw=2, label="ensemble (teacher)")
-    for k, name in enumerate(names):
-        a1.plot(epochs, [h["val"]["students"][k]["auc"] for h in history], "-o", ms=3, alpha=0.6, label=name)
+    teacher = a1.plot(epochs, [h["val"]["teacher"]["auc"] for h in history], "k-o", lw=2, label="ensemble (teacher)")
+    many = len(names) > LEGEND_STUDENTS
+    cmap = plt.get_cmap("viridis")
+    for k, name in enumerate(names):  # many students: one colour each along viridis (the default cycle repeats after 10)
+        colour = cmap(k / (len(names) - 1)) if many else None
+        a1.plot(epochs, [h["val"]["students"][k]["auc"] for h in history], "-o", ms=3, alpha=0.6, label=name, color=colour)
     a1.set_xlabel("epoch"), a1.set_ylabel("validation AUC"), a1.grid(alpha=0.3)
-    a1.legend(fontsize=7, ncol=2 if len(names) > 6 else 1)
+    if many:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+        from matplotlib.lines import Line2D
+
+        a1.legend(handles=[*teacher, Line2D([], [], color=cmap(0.5), marker="o", ms=3, alpha=0.6,
+                                            label=f"{len(names)} students (colour: index)")], fontsize=7)
+        bar = fig.colorbar(ScalarMappable(Normalize(0, len(names) - 1), cmap), ax=a1, pad=0.01)
+        bar.set_label("student index", fontsize=8)
+    else:
+        a1.legend(fontsize=7, ncol=2 if len(names) > 6 else 1)
     a2.plot(epochs, [h["train"]["loss"] for h in history], "b-o", label="train objective")
     a2.set_xlabel("epoch"), a2.set_ylabel("train loss"), a2.grid(alpha=0.3)
     a2b = a2.twinx()
     a2b.semilogy(epochs, [h["lr"] for h in history], "r--.", label="learning rate")
     a2b.set_ylabel("learning rate", color="r")
+    if best_epoch:
+        for ax in (a1, a2):
+            ax.axvline(best_epoch, color="0.5", ls=":", lw=1, label=f"best epoch {best_epoch}")
+        a1.set_title(f"validation AUC (best epoch {best_epoch}: dotted)", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
     for ax in (a1, a2):  # whole epochs only (one epoch: a single tick, not 0.96 ... 1.04)
         if len(epochs) <= 15:
             ax.set_xticks(epochs)

@@ -37,6 +37,11 @@ from kdef_jax.run_files import RUN_FILES, config_changes, read_json, read_run_co
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
+# What a command reports in one line (error_text): our errors name their file, line or key; an OSError
+# that names no file is re-raised by error_text with its traceback
+REPORTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, CheckpointError, ImportError, OSError)
+
+
 def predict_logits(predict, state, split, batch_size: int, *, progress: bool = False, desc: str = "eval",
                    rows_to=None) -> np.ndarray:
     """Student logits [K, N] for a whole split (eval mode). Each batch's [K, B] is copied into one [K, N]
@@ -55,7 +60,8 @@ def predict_logits(predict, state, split, batch_size: int, *, progress: bool = F
         done += take
 
     batches = prefetch(iterate_batches(split, batch_size), 2, transform=lambda b: sharding.to_mesh(b["ids"], rows_to))
-    for ids in tqdm(batches, total=num_batches(len(split), batch_size), desc=desc, leave=False, disable=not progress):
+    for ids in tqdm(batches, total=num_batches(len(split), batch_size), desc=desc, unit="batch", leave=False,
+                    disable=report.bar_disabled(progress)):
         pending.append(predict(state.params, state.batch_stats, ids))
         if len(pending) > 2:
             fetch(pending.popleft())
@@ -130,7 +136,7 @@ def speed_text(samples_per_s: float) -> str:
     return f"{samples_per_s:,.0f} samples/s" if math.isfinite(samples_per_s) else "samples/s n/a (the only step run included compilation)"
 
 
-def train_and_evaluate(config, workdir, *, log=print) -> dict:
+def train_and_evaluate(config, workdir, *, log=report.console) -> dict:
     """Train ``config`` in ``workdir`` (or resume it) and evaluate the best epoch: results.json's dict.
     The workdir is locked for the run (kdef_jax/workdir_lock.py): a second run on it is refused."""
     with contextlib.ExitStack() as held:
@@ -146,6 +152,8 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
     if not main:
         log = _quiet
     progress = t.progress and main
+    if not str(workdir).strip():  # Path("") is "." (the current folder): never a run's folder by accident
+        raise ValueError("the run's workdir is empty; give its folder")
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise FileExistsError(f"the run's workdir {workdir} is a file; give a folder (nothing was overwritten)")
@@ -239,7 +247,7 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
         batches = iterate_batches(train, bs, order=order)
         ms, rows_after_first, t_first = [], 0, None
         t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress)
+        bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="batch", leave=False, disable=report.bar_disabled(progress))
         for i, batch in enumerate(prefetch(batches, t.prefetch, transform=lambda b: sharding.to_mesh(b, rows_to))):
             if i >= steps:
                 break
@@ -337,7 +345,8 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
     log(f"epochs {meta['epoch']} (best {meta['best_epoch']}), train {speed_text(throughput)}, "
         f"results in {workdir / 'results.json'}")
     if t.plot and meta["history"]:
-        if not report.plot_history(meta["history"], names, workdir / "curves.png"):
+        title = f"{c.data.name}: {c.loss.variant}, {len(names)} students ({', '.join(g.name for g in model.groups)})"
+        if not report.plot_history(meta["history"], names, workdir / "curves.png", best_epoch=meta["best_epoch"], title=title):
             log("[plot] matplotlib is not installed, so no curves.png (pip install 'kdef-jax[plots]')")
     return results
 

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import load_config_module, shared_data_dir
 from data_helpers import (ENGINES, TRAIN_LIBFM, data_cfg, delimited_cfg, load_data, load_error, quiet, raw_cfg, vocab_of,
-                          write_file, x_of, y_of)
+                          write_file, write_libfm_dir, x_of, y_of)
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data import dataset as dataset_mod
 from kdef_jax.data import id_files, preprocess
@@ -808,3 +808,23 @@ def test_a_published_cache_folder_has_the_mode_the_umask_gives(tmp_path, umask, 
   finally:
     os.umask(old)
   assert stat.S_IMODE((tmp_path / "cache").stat().st_mode) == mode
+
+
+def test_a_cache_build_counts_each_files_rows_on_its_progress_bar(tmp_path, monkeypatch):
+  """Reading a large raw file printed nothing until the build ended; a bar (on a terminal) counts its rows."""
+  import io
+
+  from tqdm import tqdm
+
+  from kdef_jax.data import preprocess
+
+  bars, real = [], preprocess._rows_bar
+
+  def bar(desc):
+    bars.append(tqdm(desc=desc, file=io.StringIO(), disable=False))  # as on a terminal
+    return bars[-1]
+
+  monkeypatch.setattr(preprocess, "_rows_bar", bar)
+  load_data(data_cfg(write_libfm_dir(tmp_path), tmp_path / "c", test="test.libfm"))
+  assert [(b.desc, b.n) for b in bars] == [("reading train train.libfm", 6), ("reading test test.libfm", 4)]
+  assert real("x").disable  # the captured test streams are no terminal: no bar

@@ -224,20 +224,41 @@ def test_student_groups_are_checked_with_the_config_before_any_data(key, value, 
 # Cases mutation testing of main.py found unpinned (2026-12-07).
 
 
-def test_main_refuses_positional_arguments():
-    from absl import app
-
+def test_main_refuses_positional_arguments_in_one_line(capsys):
     from kdef_jax import main
 
-    with pytest.raises(app.UsageError, match=r"unexpected arguments: \['extra'\]"):
+    with pytest.raises(SystemExit) as e:
         main.main(["kdef_jax.main", "extra"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("kdef_jax: error: unexpected arguments: ['extra'] (every setting is a")
 
 
-@pytest.mark.parametrize("flag", ["--help", "--helpfull", "-?"])
+def test_ctrl_c_says_how_to_continue(main_without_flags, monkeypatch, capsys):
+    from kdef_jax import train
+
+    monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(SystemExit) as e:
+        main_without_flags.main(["kdef_jax.main"])
+    assert e.value.code == 130
+    assert capsys.readouterr().err == ("\nkdef_jax: interrupted; the epochs checkpointed so far are kept: continue with "
+                                       "the same command and --config.resume=True (--workdir unused)\n")
+
+
+@pytest.mark.parametrize("flag", ["--help", "--helpfull", "-?", "-h"])
 def test_asking_for_help_prints_the_usage_and_succeeds(flag, tmp_path):
     p = _run([flag], tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "--workdir: Directory for checkpoints" in p.stdout and "--config.model.num_students" in p.stdout
+    assert p.stdout.startswith("Train a KDEF ensemble")  # says what the command does
+
+
+def test_an_empty_workdir_is_a_usage_error_and_writes_nothing(tmp_path):
+    """``--workdir $RUN`` with RUN unset wrote a whole run into the current folder."""
+    p = subprocess.run([sys.executable, "-m", "kdef_jax.main", "--config", str(REPO / "configs/default.py:tiny"),
+                        "--workdir", ""], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and p.stderr == "kdef_jax: error: --workdir is empty; give the run's folder\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture

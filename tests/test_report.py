@@ -145,3 +145,26 @@ def test_tolerant_stdio_prints_what_the_console_cannot_encode_as_escapes(monkeyp
   for stream, want in ((out, b"ensemble \\u2212 best student \\xd72\n"), (err, b"\\u03bb\n")):
     stream.flush()
     assert stream.buffer.getvalue() == want
+
+
+def test_training_curves_of_many_students_colour_them_by_index_and_mark_the_best_epoch(monkeypatch, tmp_path):
+    """K=32: the default colour cycle repeated every 10 students and a 32-entry legend covered the plot."""
+    from kdef_jax import report
+
+    names = [f"mlp_{k}" for k in range(32)]
+    figs = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path, dpi=120: figs.append(fig))
+    history = [{"epoch": e, "val": {"teacher": {"auc": 0.7 + e / 100}, "students": [{"auc": 0.6 + k / 1000} for k in range(32)]},
+                "train": {"loss": 1.0 / e}, "lr": 1e-3} for e in (1, 2, 3)]
+    pytest.importorskip("matplotlib")
+    assert report.plot_history(history, names, tmp_path / "c.png", best_epoch=2, title="frappe: kdef, K=32")
+    fig = figs[0]
+    auc = fig.axes[0]
+    students = [ln for ln in auc.get_lines() if ln.get_label() in names]
+    assert len(students) == 32 and len({ln.get_color() for ln in students}) == 32  # no colour repeats
+    assert [t.get_text() for t in auc.get_legend().get_texts()] == ["ensemble (teacher)", "32 students (colour: index)"]
+    assert any(ax.get_ylabel() == "student index" for ax in fig.axes)  # the colour bar says what colour means
+    best = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == "best epoch 2"]
+    assert len(best) == 2 and all(list(ln.get_xdata()) == [2, 2] for ln in best)
+    assert fig._suptitle.get_text() == "frappe: kdef, K=32"
+

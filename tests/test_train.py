@@ -124,9 +124,12 @@ def test_plateau_schedule_reproduces_reference_log():
     assert meta["lr"] == 1e-6  # floor
 
 
-def test_end_to_end_tiny_run_writes_results(tmp_path):
-    c = tiny_config(tmp_path)
-    res = train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+def test_end_to_end_tiny_run_writes_results(tmp_path, capsys):
+    c = tiny_config(tmp_path, **{"train.progress": True})  # on, but the captured streams are no terminal
+    res = train_and_evaluate(c, tmp_path / "run")  # the default log: report.console
+    out = capsys.readouterr()
+    assert "\r" not in out.out + out.err and "it/s" not in out.err  # no bar redrawn into a log file
+    assert "[epoch   2]" in out.out and "results in" in out.out
     wd = tmp_path / "run"
     on_disk = json.loads((wd / "results.json").read_text())
     assert on_disk["best_student"] == res["best_student"]
@@ -639,3 +642,12 @@ def test_predict_logits_are_every_rows_logits_in_order_without_the_padded_ones(n
     got = predict_logits(predict, state, split, batch)
     assert got.shape == (3, n) and got.dtype == np.float32
     np.testing.assert_array_equal(got, np.stack([x[:, 0], -x[:, 1], x.sum(1) * 0.5]).astype(np.float32))
+
+
+@pytest.mark.parametrize("workdir", ["", "  "])
+def test_an_empty_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch, workdir):
+    monkeypatch.chdir(tmp_path)  # Path("") is the current folder: the run would land here
+    with pytest.raises(ValueError, match="the run's workdir is empty"):
+        train_and_evaluate(tiny_config(tmp_path / "data"), workdir, log=lambda *a: None)
+    assert list(tmp_path.iterdir()) == []
+

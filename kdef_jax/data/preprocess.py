@@ -323,6 +323,14 @@ def build_cache(spec: SourceSpec, cache_root: str | os.PathLike, *, log=print, h
             gc.enable()
 
 
+def _rows_bar(desc: str):
+    """The rows read so far and their rate, on a terminal only (the file's row count is not known before
+    it is read): a build of a large raw file shows it is alive."""
+    from tqdm.auto import tqdm
+
+    return tqdm(desc=desc, unit=" rows", unit_scale=True, leave=False, disable=None)
+
+
 def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
     t0 = time.perf_counter()
     log(f"[data] preprocessing {spec.dataset_id} into {final}")
@@ -338,12 +346,15 @@ def _build(spec: SourceSpec, final: Path, log, hashed: bool) -> Path:
                 admit = functools.partial(_admit, spec, role, state=state, st=st, out=out)
                 emit = functools.partial(_emit, state, out)
                 hooked = getattr(spec.reader, "takes_hooks", False)  # fast engines: admit in order, emit in parallel
+                before = st.raw_rows
                 blocks = spec.reader(path, admit=admit, emit=emit) if hooked else spec.reader(path)
                 # on an error, stop the reader (and its threads) now, in this thread, not later in the GC
-                with contextlib.closing(blocks) if hasattr(blocks, "close") else contextlib.nullcontext():
+                with contextlib.closing(blocks) if hasattr(blocks, "close") else contextlib.nullcontext(), \
+                        _rows_bar(f"reading {role} {Path(path).name}") as bar:
                     for block in blocks:
                         if not hooked:
                             emit(admit(block))
+                        bar.update(st.raw_rows - before - bar.n)
         finally:
             out.close()
         st.rows = dict(out.rows)
