@@ -182,6 +182,8 @@ def main():
         out = check_out(args.out, [Path(args.workdir) / r for r in run_names(args.seeds)])
     except ValueError as e:
         ap.error(str(e))
+    if not Path(args.workdir).is_dir():
+        ap.error(f"--workdir {args.workdir}: no such folder (the run_seeds.py --workdir of this script's docstring)")
     missing = missing_runs(Path(args.workdir), args.seeds)
     if missing:
         raise SystemExit(f"latest_table: {len(missing)} run(s) missing (run experiments/run_seeds.py as in this "

@@ -21,6 +21,7 @@ import math
 import re
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import ml_collections
@@ -30,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kdef_jax.config import apply_overrides, base_config, check_overrides_are_read, load_config_file, validate  # noqa: E402
 from kdef_jax.models.ensemble import groups_from_config  # noqa: E402
 from kdef_jax.report import tolerant_stdio  # noqa: E402
-from kdef_jax.run_files import config_changes, read_json, write_atomic, write_json  # noqa: E402
-from kdef_jax.train import train_and_evaluate  # noqa: E402
+from kdef_jax.run_files import config_changes, error_text, read_json, write_atomic, write_json  # noqa: E402
+from kdef_jax.train import REPORTED_ERRORS, train_and_evaluate  # noqa: E402
 
 
 def _stats(vals: list) -> dict:
@@ -143,19 +144,58 @@ def run_config_changes(wd: Path, config) -> dict:
     return changes
 
 
-def run_planned(name: str, plan: list) -> list:
+class SweepProgress:
+    """The sweep's place for its log lines: "run i/n", and the time left estimated from the runs trained
+    so far (reused runs take no time)."""
+
+    def __init__(self, total: int):
+        self.total, self.started, self.trained, self.trained_s = total, 0, 0, 0.0
+
+    def start(self) -> str:
+        self.started += 1
+        return f"run {self.started}/{self.total}"
+
+    def trained_one(self, seconds: float) -> None:
+        self.trained, self.trained_s = self.trained + 1, self.trained_s + seconds
+
+    def left(self) -> str:
+        """", about 25 min left" once a run was trained (at most every run after this one trains)."""
+        if not self.trained or self.started >= self.total:
+            return ""
+        s = (self.total - self.started) * self.trained_s / self.trained
+        return f", at most about {s / 60:.0f} min left" if s >= 60 else f", at most about {s:.0f} s left"
+
+
+AGAIN = "run the same command again: finished runs are reused and the interrupted one resumes"
+
+
+def run_planned(name: str, plan: list, progress: SweepProgress | None = None, prog: str = "run_seeds.py") -> list:
     """results.json of each run of :func:`plan_setting`: reused when finished, resumed from its last
-    checkpoint when cut short, else trained."""
+    checkpoint when cut short, else trained. A run that fails stops the sweep with one line naming the
+    run and the error (exit status 2; Ctrl-C: 130); the same command then continues it."""
+    progress = progress or SweepProgress(len(plan))
     runs = []
     for seed, wd, config in plan:
+        step = progress.start()
         if (wd / "results.json").exists():
             res = read_json(wd / "results.json")
-            print(f"[{name} seed {seed}] reusing {wd / 'results.json'}")
+            print(f"[{step}] [{name} seed {seed}] reusing {wd / 'results.json'}")
         else:
             if (wd / "checkpoints").is_dir():
                 config.resume = True  # an interrupted run: continue from its last epoch
-            print(f"[{name} seed {seed}] {'resuming' if config.resume else 'training'} in {wd}", flush=True)
-            res = train_and_evaluate(config, wd)
+            print(f"[{step}] [{name} seed {seed}] {'resuming' if config.resume else 'training'} in {wd}"
+                  f"{progress.left()}", flush=True)
+            t0 = time.perf_counter()
+            try:
+                res = train_and_evaluate(config, wd)
+            except REPORTED_ERRORS as e:
+                print(f"\n[{step}] [{name} seed {seed}] failed in {wd}\n{error_text(prog, e, AGAIN)}\n"
+                      f"{prog}: once that is fixed, {AGAIN}", file=sys.stderr)
+                sys.exit(2)
+            except KeyboardInterrupt:
+                print(f"\n[{step}] [{name} seed {seed}] interrupted in {wd}; {AGAIN}", file=sys.stderr)
+                sys.exit(130)
+            progress.trained_one(time.perf_counter() - t0)
         if "test_auc" not in res.get("rows", [{}])[0]:
             raise ValueError(f"{wd / 'results.json'}: no test AUC (the config has no test split); run_seeds summarises test metrics")
         runs.append(res)
@@ -274,9 +314,9 @@ def main():
         out = check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan])
     except ValueError as e:
         ap.error(str(e))
-    summary = {}
+    summary, progress = {}, SweepProgress(sum(len(plan) for plan in plans.values()))
     for name, *overrides in args.setting:
-        summary[name] = summarize(run_planned(name, plans[name]))
+        summary[name] = summarize(run_planned(name, plans[name], progress))
         summary[name]["overrides"] = overrides
     write_outputs(out, {"config": args.config, "summary": summary}, markdown(summary))
 

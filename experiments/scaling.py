@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_seeds import (check_out, check_unique, merge_summaries, plan_setting, run_planned,  # noqa: E402
+from run_seeds import (SweepProgress, check_out, check_unique, merge_summaries, plan_setting, run_planned,  # noqa: E402
                        summarize, write_outputs)
 
 from kdef_jax.config import apply_overrides, load_config_file  # noqa: E402
@@ -68,9 +68,9 @@ def plan_sweep(config: str, ks, variants, seeds, workdir, extra=()) -> dict:
 def sweep(config: str, ks, variants, seeds, workdir, extra=(), plans=None) -> dict:
     """{variant: {K: run_seeds.summarize(...)}} for every (variant, K)."""
     plans = plans or plan_sweep(config, ks, variants, seeds, workdir, extra)
-    out = {}
+    out, progress = {}, SweepProgress(sum(len(plan) for plan in plans.values()))
     for (v, k), plan in plans.items():
-        out.setdefault(v, {})[k] = summarize(run_planned(f"{v}_k{k}", plan))
+        out.setdefault(v, {})[k] = summarize(run_planned(f"{v}_k{k}", plan, progress, "scaling.py"))
     return out
 
 

@@ -260,6 +260,45 @@ def test_latest_table_names_missing_runs_and_tabulates_the_seeds_given(tmp_path,
   assert "latest_seed2025/results.json: not valid JSON" in capsys.readouterr().err
 
 
+def test_latest_table_says_when_its_workdir_is_missing(tmp_path, monkeypatch, capsys):
+  import latest_table
+
+  monkeypatch.setattr(sys, "argv", ["latest_table", "--workdir", str(tmp_path / "nope"), "--out", str(tmp_path / "t.json")])
+  with pytest.raises(SystemExit):
+    latest_table.main()
+  assert f"--workdir {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+
+
+def test_sweep_progress_counts_runs_and_estimates_from_the_trained_ones():
+  p = run_seeds.SweepProgress(4)
+  assert p.start() == "run 1/4" and p.left() == ""  # nothing trained yet: no estimate
+  p.trained_one(90.0)
+  assert p.start() == "run 2/4" and p.left() == ", at most about 3 min left"  # 2 more after this one × 90 s
+  p.trained_one(30.0)
+  assert p.start() == "run 3/4" and p.left() == ", at most about 1 min left"  # 1 more × mean 60 s
+  assert p.start() == "run 4/4" and p.left() == ""  # the last run
+
+
+@pytest.mark.parametrize("error,code,said", [
+  (FileNotFoundError("data directory /nonexistent does not exist"), 2,
+   "error: FileNotFoundError: data directory /nonexistent does not exist"),
+  (KeyboardInterrupt(), 130, "interrupted in"),
+])
+def test_a_failed_sweep_run_is_one_message_naming_the_run(tmp_path, monkeypatch, capsys, error, code, said):
+  def fail(config, wd):
+    raise error
+
+  monkeypatch.setattr(run_seeds, "train_and_evaluate", fail)
+  plan = [(7, tmp_path / "a_seed7", types.SimpleNamespace(resume=False))]
+  with pytest.raises(SystemExit) as e:
+    run_seeds.run_planned("a", plan)
+  assert e.value.code == code
+  err = capsys.readouterr().err
+  assert "[run 1/1] [a seed 7] " in err and said in err and "Traceback" not in err
+  assert "the same command again: finished runs are reused and the interrupted one resumes" in err
+  assert code == 130 or "run_seeds.py: error: FileNotFoundError" in err
+
+
 def _run_seeds(monkeypatch, *args):
   monkeypatch.setattr(sys, "argv", ["run_seeds", "--config", str(REPO_ROOT / "configs" / "default.py"), *args])
   run_seeds.main()
