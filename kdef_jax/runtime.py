@@ -20,6 +20,9 @@ Measured on the project's 2-core machine (benchmarks/train_throughput.py, Criteo
   where it was measured, and only if the user has not set a YNN option; XLA_FLAGS is read when the
   backend starts, so import kdef_jax.steps (or call ``tune_cpu_runtime()``) before running any JAX computation.
 
+Re-measured after the tuning moved from ``import kdef_jax`` to ``import kdef_jax.steps``: a K=1 step
+took 3.1x as long with ``KDEF_JAX_TUNE_CPU=0`` (benchmarks/results/runtime_tune_recheck_cpu_20261207.json).
+
 Opt out with ``KDEF_JAX_TUNE_CPU=0``. GPU/TPU runs are unaffected (CPU-only flag; malloc only
 concerns host memory).
 """
