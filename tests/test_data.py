@@ -828,3 +828,16 @@ def test_a_cache_build_counts_each_files_rows_on_its_progress_bar(tmp_path, monk
   load_data(data_cfg(write_libfm_dir(tmp_path), tmp_path / "c", test="test.libfm"))
   assert [(b.desc, b.n) for b in bars] == [("reading train train.libfm", 6), ("reading test test.libfm", 4)]
   assert real("x").disable  # the captured test streams are no terminal: no bar
+
+
+@pytest.mark.parametrize("by_env", [True, False])
+def test_a_cache_folder_that_is_a_file_names_where_it_was_set(tmp_path, monkeypatch, by_env):
+  f = tmp_path / "afile"
+  f.write_text("mine")
+  cfg = data_cfg(write_libfm_dir(tmp_path), "" if by_env else f)
+  if by_env:
+    monkeypatch.setenv("KDEF_CACHE_DIR", str(f))
+  where = "$KDEF_CACHE_DIR" if by_env else "config data.cache_dir"
+  with pytest.raises(FileExistsError, match=re.escape(f"the data cache folder {f} ({where}) is a file; give a folder")):
+    load_data(cfg)
+  assert f.read_text() == "mine"

@@ -304,6 +304,9 @@ def load_dataset(cfg, log=print, vocab: dict | None = None, keep_lines: bool = F
     if cfg.format not in FORMATS:
         raise ValueError(f"config data.format={cfg.format!r}; choose one of {FORMATS}")
     cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+    if cache_root.exists() and not cache_root.is_dir():
+        where = "config data.cache_dir" if cfg.cache_dir else "$KDEF_CACHE_DIR" if os.environ.get("KDEF_CACHE_DIR") else "the default"
+        raise FileExistsError(f"the data cache folder {cache_root} ({where}) is a file; give a folder (nothing was changed)")
     if cfg.format == "synthetic" and vocab is not None:
         raise ValueError("config data.format='synthetic' has no vocabulary to encode other files with")
     if cfg.format == "synthetic":
