@@ -6,7 +6,8 @@ array of the state, its shape, dtype and two sums of its 32-bit words w_i (i = 1
 mod 2³²): Σ w_i and Σ i·w_i. A restore first compares the shapes with the model's (a changed config
 is an error listing the arrays, before any array is read), then recomputes the sums, so bytes
 damaged inside an array file (which orbax itself does not notice) are an error naming the array,
-not a model that silently predicts NaN.
+not a model that silently predicts NaN. Readers that only predict (``load_run``, a run's final evaluation)
+read the parameters and BatchNorm statistics alone (``restore_variables``), not Adam's moments.
 """
 
 from __future__ import annotations
@@ -197,7 +198,11 @@ class Checkpoints:
                               f"this again (or when the run has ended)")
 
     def _restore_step(self, mngr, which: str, step: int, template):
+        """``template`` a TrainState (the whole state) or a dict of some of its parts, e.g. {"params",
+        "batch_stats"}: only those arrays are read, shape-checked and verified."""
         where = self.root / which / str(step)
+        partial = isinstance(template, dict)
+        tree = template if partial else _state_tree(template)
         try:  # the JSON meta alone first: its array shapes tell a changed config before any array is read
             meta = dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
         except Exception as e:  # noqa: BLE001 - any orbax failure means unusable
@@ -206,11 +211,18 @@ class Checkpoints:
         records = meta.pop("arrays", None)
         if records is not None:  # checkpoints written before these records existed restore unchecked
             _check_records(records, which, where)
-            _check_shapes(_state_tree(template), records, where)
+            if partial:
+                records = {k: r for k, r in records.items() if any(k.startswith(f"['{part}']") for part in tree)}
+            _check_shapes(tree, records, where)
         failure = None
         with _closed_loop_errors_muted():
             try:
-                out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_state_tree(template))))
+                if partial:  # its own reader: the manager's "state" handler is the whole-tree one a save registered
+                    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+                        out = {"state": reader.restore(where / "state", args=ocp.args.PyTreeRestore(
+                            tree, restore_args=ocp.checkpoint_utils.construct_restore_args(tree), partial_restore=True))}
+                else:
+                    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(tree)))
             except Exception as e:  # noqa: BLE001 - any orbax/tensorstore failure means unusable
                 failure = f"{type(e).__name__}: {str(e)[:300]}"
             if failure is not None:  # free the failed reads and let them finish while muted
@@ -224,6 +236,8 @@ class Checkpoints:
         t = out["state"]
         if records is not None:
             _verify(t, records, where)
+        if partial:
+            return dict(t), meta, step
         state = template.replace(step=t["step"], params=t["params"], batch_stats=t["batch_stats"], opt_state=t["opt_state"])
         return state, meta, step
 
@@ -240,6 +254,12 @@ class Checkpoints:
 
     def restore_best(self, template):
         return self._restore(self.best, "best", template)
+
+    def restore_variables(self, which: str, template: dict):
+        """({"params", "batch_stats"}, meta, epoch) of ``which`` ("best" or "latest"), or None: what a
+        prediction needs, without reading the optimizer state (Adam's moments: twice the parameters' bytes).
+        ``template``: those two trees, as arrays or ShapeDtypeStructs (their shardings place the result)."""
+        return self._restore(getattr(self, which), which, {k: template[k] for k in ("params", "batch_stats")})
 
     def close(self):
         for m in (self.latest, self.best):

@@ -249,16 +249,17 @@ def load_run(workdir, checkpoint: str = "best"):
     config = read_run_config(workdir)
     fmap = FeatureMap.load(workdir / "feature_map.json")
     model = build_model(config.model, fmap, concat_head=fusion_of(config.loss.variant) == "concat")
-    # the restore's template as shapes and dtypes only (a real initial state, params and Adam moments,
-    # would sit in memory beside the restored one), placed on this host's first device: without a sharding
-    # orbax would restore onto the saving run's device topology (a run of many devices or processes)
+    # the restore's template as shapes and dtypes only (a real initial state would sit in memory beside the
+    # restored one), placed on this host's first device: without a sharding orbax would restore onto the
+    # saving run's device topology (a run of many devices or processes); the variables alone are read
     here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    template = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=here), jax.eval_shape(
-        lambda: initial_state(model, config, jax.random.PRNGKey(0), fmap.num_columns)[0]))
+    shapes = jax.eval_shape(lambda: initial_state(model, config, jax.random.PRNGKey(0), fmap.num_columns)[0])
+    template = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=here),
+                            {"params": shapes.params, "batch_stats": shapes.batch_stats})
     ckpt = Checkpoints(workdir, create=False)  # reading a run creates nothing in it
     try:
         steps = ckpt.steps()
-        restored = ckpt.restore_best(template) if checkpoint == "best" else ckpt.restore_latest(template)
+        restored = ckpt.restore_variables(checkpoint, template)
     finally:
         ckpt.close()
     if restored is None:
@@ -266,10 +267,10 @@ def load_run(workdir, checkpoint: str = "best"):
         hint = (f"; checkpoints/{other} holds epoch {steps[other]} (checkpoint={other!r}, score_run --checkpoint "
                 f"{other})" if steps[other] is not None else "")
         raise FileNotFoundError(f"no {checkpoint} checkpoint under {ckpt.root / checkpoint}{hint}")
-    state = restored[0]
+    variables = restored[0]
     results_path = workdir / "results.json"
     results = check_results(read_json(results_path), results_path, config, model.num_students) if results_path.exists() else {}
-    return model, {"params": state.params, "batch_stats": state.batch_stats}, fmap, results
+    return model, variables, fmap, results
 
 
 def check_results(results, path, config, num_students: int) -> dict:

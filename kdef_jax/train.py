@@ -301,7 +301,8 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
             f"  {t_end - t0:.1f}s")
 
     if meta["best_epoch"] > 0:  # the final numbers are the best epoch's, or an error
-        restored = ckpt.restore_best(state)
+        state = state.replace(opt_state=None)  # Adam's moments are not needed any more: freed before the read
+        restored = ckpt.restore_variables("best", {"params": state.params, "batch_stats": state.batch_stats})
         if restored is None or restored[2] != meta["best_epoch"]:
             ckpt.close()
             held = "no checkpoint" if restored is None else f"epoch {restored[2]}"
@@ -309,7 +310,7 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
                 f"{ckpt.root / 'best'} holds {held}, but the run's best epoch is {meta['best_epoch']}: its final "
                 f"validation and test numbers need that epoch's state. Put that checkpoint back, or train anew "
                 f"in a new --workdir")
-        state = restored[0]
+        state = state.replace(**restored[0])
     ckpt.close()
     val = evaluate(predict, state, valid, ebs, fusion, progress=progress, desc="valid", rows_to=rows_to)
     tst = evaluate(predict, state, test, ebs, fusion, progress=progress, desc="test", rows_to=rows_to) if test is not None and len(test) else None

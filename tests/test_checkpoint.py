@@ -458,3 +458,72 @@ def test_a_step_that_is_still_there_and_fails_is_reported_damaged_not_retried_in
     with pytest.raises(CheckpointError, match="latest/1"):
         ck.restore_latest(_state())
     ck.close()
+
+
+# ---- restore_variables: params and batch_stats alone (load_run, the final evaluation) ----------------
+
+
+def _lopsided(big: str) -> State:
+    """A state whose ``big`` part ("params" or "opt_state") holds ~all the bytes, incompressible ones: a
+    flip in the middle of the largest data file lands in it."""
+    w = jnp.arange(40_000, dtype=jnp.float32).reshape(200, 200) if big == "params" else jnp.arange(6, dtype=jnp.float32)
+    mu = jnp.arange(40_000, dtype=jnp.float32).reshape(200, 200) / 7 if big == "opt_state" else jnp.full((6,), 0.25)
+    return State(jnp.int32(3), {"w": w}, {"mean": jnp.arange(4, dtype=jnp.float32)}, ({"mu": mu},))
+
+
+def _variables_template(state):
+    return jax.tree.map(jnp.zeros_like, {"params": state.params, "batch_stats": state.batch_stats})
+
+
+def test_restore_variables_returns_the_saved_params_and_batch_stats_alone(tmp_path):
+    ck = Checkpoints(tmp_path)
+    try:
+        ck.save(1, _small_state(), {"epoch": 1}, best_auc=0.6)
+        ck.save(2, _small_state(scale=2.0), {"epoch": 2})
+        best, latest = (ck.restore_variables(w, _variables_template(_small_state())) for w in ("best", "latest"))
+    finally:
+        ck.close()
+    assert best[1:] == ({"epoch": 1}, 1) and latest[1:] == ({"epoch": 2}, 2)
+    assert set(best[0]) == {"params", "batch_stats"}
+    np.testing.assert_array_equal(best[0]["params"]["w"], _small_state().params["w"])
+    np.testing.assert_array_equal(latest[0]["params"]["w"], _small_state(scale=2.0).params["w"])
+    np.testing.assert_array_equal(latest[0]["batch_stats"]["mean"], _small_state().batch_stats["mean"])
+
+
+def test_restore_variables_of_a_workdir_without_that_checkpoint_is_none(tmp_path):
+    _saved(tmp_path, _small_state())  # latest only
+    ck = Checkpoints(tmp_path, create=False)
+    try:
+        assert ck.restore_variables("best", _variables_template(_small_state())) is None
+    finally:
+        ck.close()
+
+
+def test_restore_variables_never_reads_the_optimizer_state(tmp_path):
+    """Adam's moments damaged on disk: the whole-state restore finds them, the variables' restore does
+    not read them (and so is not stopped by them)."""
+    _saved(tmp_path, _lopsided("opt_state"))
+    _flip_bytes_in_largest_array_file(tmp_path / "checkpoints" / "latest" / "1")
+    _restore_fails(tmp_path, _lopsided("opt_state"), r"latest/1 is corrupt: 1 of its 4 arrays \(\['opt_state'\]")
+    ck = Checkpoints(tmp_path, create=False)
+    try:
+        variables, _, step = ck.restore_variables("latest", _variables_template(_lopsided("opt_state")))
+    finally:
+        ck.close()
+    assert step == 1
+    np.testing.assert_array_equal(variables["params"]["w"], _lopsided("opt_state").params["w"])
+
+
+def test_restore_variables_still_verifies_and_shape_checks_what_it_reads(tmp_path):
+    _saved(tmp_path, _lopsided("params"))
+    _flip_bytes_in_largest_array_file(tmp_path / "checkpoints" / "latest" / "1")
+    ck = Checkpoints(tmp_path, create=False)
+    try:
+        with pytest.raises(CheckpointError, match=r"latest/1 is corrupt: 1 of its 2 arrays \(\['params'\]\['w'\]\)"):
+            ck.restore_variables("latest", _variables_template(_lopsided("params")))
+        wider = {"params": {"w": jnp.zeros((200, 201))}, "batch_stats": {"mean": jnp.zeros(4)}}
+        with pytest.raises(CheckpointError, match=r"\(1 arrays differ: \['params'\]\['w'\]: checkpoint \(200, 200\) "
+                                                  r"float32, this config \(200, 201\) float32\)"):
+            ck.restore_variables("latest", wider)
+    finally:
+        ck.close()

@@ -545,7 +545,8 @@ def test_a_best_checkpoint_of_another_epoch_is_an_error(tmp_path, monkeypatch):
     (here: what latest holds, epoch 2, while the best epoch is 1) is an error, not epoch 2's numbers."""
     from kdef_jax.train import train_and_evaluate
 
-    monkeypatch.setattr(Checkpoints, "restore_best", Checkpoints.restore_latest)
+    real = Checkpoints.restore_variables
+    monkeypatch.setattr(Checkpoints, "restore_variables", lambda self, which, template: real(self, "latest", template))
     c = tiny_config(tmp_path, **{"model.num_students": 2, "model.hidden_units": (8,), "optim.min_delta": 1.0,
                                  "optim.patience": 5, "train.steps_per_epoch": 1, "data.synthetic.num_train": 600,
                                  "data.synthetic.num_valid": 200, "data.synthetic.num_test": 200})
