@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import sys
 import time
 from pathlib import Path
@@ -122,10 +123,10 @@ def _closed_loop(e) -> bool:
 
 @contextlib.contextmanager
 def _closed_loop_errors_muted():
-    """A failed restore leaves tensorstore reads in flight; as they finish, their callbacks find orbax's
-    event loop closed and print "RuntimeError: Event loop is closed" tracebacks (through
-    sys.unraisablehook or sys.excepthook) around the real error. Within this block exactly those are
-    dropped; every other exception still reaches the hooks."""
+    """A failed restore or save leaves tensorstore reads or writes in flight; as they finish, their
+    callbacks find orbax's event loop closed and print "RuntimeError: Event loop is closed" tracebacks
+    (through sys.unraisablehook or sys.excepthook) around the real error. Within this block exactly those
+    are dropped; every other exception still reaches the hooks."""
     unraisable, excepthook = sys.unraisablehook, sys.excepthook
     sys.unraisablehook = lambda u: None if _closed_loop(u.exc_value) else unraisable(u)
     sys.excepthook = lambda t, v, tb: None if _closed_loop(v) else excepthook(t, v, tb)
@@ -133,6 +134,35 @@ def _closed_loop_errors_muted():
         yield
     finally:
         sys.unraisablehook, sys.excepthook = unraisable, excepthook
+
+
+def _orbax_thread_failure(record) -> bool:
+    """orbax's log of a failed save thread (its error, with the traceback, is raised to the caller too)."""
+    return "_SignalingThread.run() raised an exception" in str(record.msg)
+
+
+@contextlib.contextmanager
+def _orbax_failure_quiet():
+    """An orbax read or write that fails raises its error once, without the noise around it: the closed
+    event loop tracebacks (``_closed_loop_errors_muted``) and orbax's own logged copy of a save thread's
+    error with its traceback (~450 lines on a full disk). On a failure the in-flight tensorstore calls
+    are freed and given time to finish inside the block."""
+    absl_logger = logging.getLogger("absl")
+
+    def keep(record) -> bool:
+        return not _orbax_thread_failure(record)
+
+    absl_logger.addFilter(keep)
+    try:
+        with _closed_loop_errors_muted():
+            try:
+                yield
+            except Exception:
+                gc.collect()
+                time.sleep(0.5)  # local reads and writes finish within milliseconds
+                raise
+    finally:
+        absl_logger.removeFilter(keep)
 
 
 class Checkpoints:
@@ -169,9 +199,10 @@ class Checkpoints:
         # best first, both with the same state and meta: a crash between the two saves leaves best one
         # epoch ahead of latest, and resume continues from it (``restore_newest``); the reverse order
         # would lose that best
-        if best_auc is not None:
-            self._replace(self.best, epoch).save(epoch, args=args(), metrics={"val_auc": float(best_auc)}, force=True)
-        self._replace(self.latest, epoch).save(epoch, args=args(), force=True)
+        with _orbax_failure_quiet():  # e.g. a full disk: its one error, not ~450 lines of orbax's
+            if best_auc is not None:
+                self._replace(self.best, epoch).save(epoch, args=args(), metrics={"val_auc": float(best_auc)}, force=True)
+            self._replace(self.latest, epoch).save(epoch, args=args(), force=True)
 
     @staticmethod
     def _replace(mngr, epoch: int):
@@ -215,19 +246,16 @@ class Checkpoints:
                 records = {k: r for k, r in records.items() if any(k.startswith(f"['{part}']") for part in tree)}
             _check_shapes(tree, records, where)
         failure = None
-        with _closed_loop_errors_muted():
-            try:
+        try:
+            with _orbax_failure_quiet():
                 if partial:  # its own reader: the manager's "state" handler is the whole-tree one a save registered
                     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
                         out = {"state": reader.restore(where / "state", args=ocp.args.PyTreeRestore(
                             tree, restore_args=ocp.checkpoint_utils.construct_restore_args(tree), partial_restore=True))}
                 else:
                     out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(tree)))
-            except Exception as e:  # noqa: BLE001 - any orbax/tensorstore failure means unusable
-                failure = f"{type(e).__name__}: {str(e)[:300]}"
-            if failure is not None:  # free the failed reads and let them finish while muted
-                gc.collect()
-                time.sleep(0.5)  # local reads finish within milliseconds
+        except Exception as e:  # noqa: BLE001 - any orbax/tensorstore failure means unusable
+            failure = f"{type(e).__name__}: {str(e)[:300]}"
         if failure is not None:
             raise CheckpointError(
                 f"cannot restore the {which} checkpoint {where}: it is corrupt or was written by a different "

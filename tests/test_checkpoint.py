@@ -527,3 +527,36 @@ def test_restore_variables_still_verifies_and_shape_checks_what_it_reads(tmp_pat
             ck.restore_variables("latest", wider)
     finally:
         ck.close()
+
+
+_FAILING_SAVE = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+import jax.numpy as jnp
+from kdef_jax.checkpoint import Checkpoints
+sys.path.insert(0, sys.argv[2])
+from test_checkpoint import State
+state = State(jnp.int32(1), {"w": jnp.arange(1 << 20, dtype=jnp.float32)}, {},
+              ({"mu": jnp.arange(1 << 20, dtype=jnp.float32)},))
+ck = Checkpoints(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, resource.RLIM_INFINITY))  # files up to 256 KB
+try:
+    ck.save(1, state, {"epoch": 1}, best_auc=0.5)
+except ValueError as e:
+    print("raised", str(e)[:60])
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_failing_save_raises_its_error_without_orbax_noise(tmp_path):
+    """A write that fails mid-save (here: files capped at 256 KB, as a full disk fails them) raises its
+    error to the caller, and stderr stays empty: no "Event loop is closed" tracebacks, no orbax log of the
+    thread's error (before: 120 lines here, ~450 on a full disk in a training run)."""
+    import subprocess
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", _FAILING_SAVE, str(tmp_path / "run"), str(Path(__file__).parent)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("raised ") and "Error writing" in out.stdout, out.stdout
+    assert out.stderr == ""
