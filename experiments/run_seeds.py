@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kdef_jax.config import apply_overrides, base_config, check_overrides_are_read, load_config_file, validate  # noqa: E402
 from kdef_jax.models.ensemble import groups_from_config  # noqa: E402
 from kdef_jax.report import tolerant_stdio  # noqa: E402
-from kdef_jax.run_files import config_changes, error_text, read_json, write_atomic, write_json  # noqa: E402
+from kdef_jax.run_files import config_changes, error_text, exit_interrupted, read_json, write_atomic, write_json  # noqa: E402
 from kdef_jax.train import REPORTED_ERRORS, train_and_evaluate  # noqa: E402
 
 
@@ -193,8 +193,7 @@ def run_planned(name: str, plan: list, progress: SweepProgress | None = None, pr
                       f"{prog}: once that is fixed, {AGAIN}", file=sys.stderr)
                 sys.exit(2)
             except KeyboardInterrupt:
-                print(f"\n[{step}] [{name} seed {seed}] interrupted in {wd}; {AGAIN}", file=sys.stderr)
-                sys.exit(130)
+                exit_interrupted(f"\n[{step}] [{name} seed {seed}] interrupted in {wd}; {AGAIN}")
             progress.trained_one(time.perf_counter() - t0)
         if "test_auc" not in res.get("rows", [{}])[0]:
             raise ValueError(f"{wd / 'results.json'}: no test AUC (the config has no test split); run_seeds summarises test metrics")

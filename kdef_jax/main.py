@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 from kdef_jax.config import check_overrides_are_read, load_config_file, unknown_key
 from kdef_jax.report import tolerant_stdio
-from kdef_jax.run_files import error_text
+from kdef_jax.run_files import error_text, exit_interrupted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -45,9 +45,8 @@ def main(argv):
         print("\n" + error_text("kdef_jax", e, again), file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"\nkdef_jax: interrupted; the epochs checkpointed so far are kept: continue with the same command "
-              f"and --config.resume=True (--workdir {_WORKDIR.value})", file=sys.stderr)
-        sys.exit(130)
+        exit_interrupted(f"\nkdef_jax: interrupted; the epochs checkpointed so far are kept: continue with the same "
+                         f"command and --config.resume=True (--workdir {_WORKDIR.value})")
 
 
 def check_config_overrides(argv: list) -> str | None:

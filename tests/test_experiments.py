@@ -1,6 +1,7 @@
 """experiments/: the seed runner and the K-scaling sweep (tiny synthetic runs)."""
 
 import json
+import os
 import re
 import sys
 import types
@@ -288,7 +289,11 @@ def test_a_failed_sweep_run_is_one_message_naming_the_run(tmp_path, monkeypatch,
   def fail(config, wd):
     raise error
 
+  def exit_raises(code):  # exit_interrupted's os._exit, kept inside pytest
+    raise SystemExit(code)
+
   monkeypatch.setattr(run_seeds, "train_and_evaluate", fail)
+  monkeypatch.setattr(os, "_exit", exit_raises)
   plan = [(7, tmp_path / "a_seed7", types.SimpleNamespace(resume=False))]
   with pytest.raises(SystemExit) as e:
     run_seeds.run_planned("a", plan)

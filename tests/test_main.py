@@ -233,10 +233,15 @@ def test_main_refuses_positional_arguments_in_one_line(capsys):
     assert capsys.readouterr().err.startswith("kdef_jax: error: unexpected arguments: ['extra'] (every setting is a")
 
 
+def _exit_raises(code):
+    raise SystemExit(code)
+
+
 def test_ctrl_c_says_how_to_continue(main_without_flags, monkeypatch, capsys):
     from kdef_jax import train
 
     monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(os, "_exit", _exit_raises)  # exit_interrupted's os._exit, kept inside pytest
     with pytest.raises(SystemExit) as e:
         main_without_flags.main(["kdef_jax.main"])
     assert e.value.code == 130
@@ -355,3 +360,31 @@ def test_a_run_whose_console_cannot_print_unicode_still_succeeds(tmp_path):
     assert p.returncode == 0, p.stderr[-800:]
     assert "ensemble \\u2212 best student" in p.stdout
     assert (tmp_path / "run" / "results.json").exists() and (tmp_path / "run" / "curves.png").exists()
+
+
+def test_ctrl_c_in_a_real_run_exits_130_not_with_a_crash(tmp_path):
+    """SIGINT while a real run compiles its train step: the resume hint and status 130. Before, the normal
+    interpreter shutdown tore XLA down under the compilation still running in its thread pool, and such
+    interrupts ended in SIGSEGV (-11, "Fatal Python error") instead."""
+    import signal
+    import time
+
+    env = dict(os.environ, KDEF_CACHE_DIR=str(tmp_path / "cache"))
+    p = subprocess.Popen([sys.executable, "-m", "kdef_jax.main", "--config", "configs/default.py",
+                          "--workdir", str(tmp_path / "run")], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        seen = []
+        for line in p.stdout:  # the model is built: the train step compiles next (seconds)
+            seen.append(line)
+            if line.startswith("[model] parameters") and "total" in line:
+                break
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert "total" in seen[-1], "".join(seen) + err[-2000:]
+    assert p.returncode == 130, err[-3000:]
+    assert "kdef_jax: interrupted; the epochs checkpointed so far are kept" in err and "Fatal Python" not in err
