@@ -29,7 +29,7 @@ from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.export import EXPORT_PLATFORMS, export_predictor, load_exported, load_run, make_predictor
 from kdef_jax.losses import fusion_of
 from kdef_jax.report import tolerant_stdio
-from kdef_jax.run_files import check_output, error_text, read_run_config, write_atomic, write_json
+from kdef_jax.run_files import check_output, error_text, exit_interrupted, read_run_config, write_atomic, write_json
 
 
 def resolve_what(what: str, results: dict, num_students: int):
@@ -117,6 +117,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError, CheckpointError, OSError) as e:
         print(error_text("kdef_jax.export_run", e), file=sys.stderr)  # (an unreported OSError re-raised)
         return 2
+    except KeyboardInterrupt:
+        exit_interrupted("\nkdef_jax.export_run: interrupted (its output files are written whole or not at all): run "
+                         "the same command again")
     print(f"wrote {info['file']} ({info['bytes']:,} bytes): {info['what']}{' (BatchNorm folded)' if args.fold_bn else ''}, "
           f"{info['num_columns']} input columns; reloaded file vs model on {info['check']['rows']} random rows: "
           f"max |dp| {info['check']['max_abs_diff']:.2g}")

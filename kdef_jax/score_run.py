@@ -43,7 +43,7 @@ from kdef_jax.export_run import resolve_what
 from kdef_jax.losses import fusion_of
 from kdef_jax.metrics import ensemble_metrics, ensemble_prob64, sigmoid64
 from kdef_jax.report import student_names, tolerant_stdio
-from kdef_jax.run_files import check_output, error_text, read_json, read_run_config, write_atomic, write_json
+from kdef_jax.run_files import check_output, error_text, exit_interrupted, read_json, read_run_config, write_atomic, write_json
 from kdef_jax.steps import make_predict_step
 from kdef_jax.train import predict_logits
 
@@ -240,6 +240,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, CheckpointError, OSError) as e:
         print(error_text("kdef_jax.score_run", e), file=sys.stderr)  # (an unreported OSError re-raised)
         return 2
+    except KeyboardInterrupt:
+        exit_interrupted("\nkdef_jax.score_run: interrupted (its output files are written whole or not at all): run "
+                         "the same command again")
     oov = ", ".join(f"{k} {v:.2%}" for k, v in info["oov_share"].items() if v > 0) or "none"
     print(f"wrote {info['out']}: {info['rows_scored']:,} rows, probability of "
           f"{'the ensemble' if info['what'] == 'ensemble' else info['what'].replace('student', 'student ')}; "

@@ -663,3 +663,28 @@ def test_the_csv_written_in_chunks_is_the_csv_written_at_once(csv_run, tmp_path,
   whole = (tmp_path / "whole.csv").read_bytes()
   assert (tmp_path / "chunks.csv").read_bytes() == whole and whole.count(b"\n") == 301
   assert whole.splitlines()[-1].startswith(b"299,301,")
+
+
+@pytest.mark.parametrize("command", ["score_run", "export_run"])
+def test_ctrl_c_in_score_or_export_is_one_line_and_status_130(command, monkeypatch, capsys):
+  """A Ctrl-C (here: raised by the command's work) ends in one line and exit_interrupted's status 130,
+  not a traceback (nor a crash in the interpreter's shutdown under a running compilation)."""
+  import os
+
+  from kdef_jax import export_run
+
+  module = {"score_run": score_run, "export_run": export_run}[command]
+
+  def interrupted(*a, **k):
+    raise KeyboardInterrupt
+
+  def exit_raises(code):
+    raise SystemExit(code)
+
+  monkeypatch.setattr(module, command, interrupted)
+  monkeypatch.setattr(os, "_exit", exit_raises)
+  with pytest.raises(SystemExit) as e:
+    module.main(["--workdir", "w"] + (["--input", "f"] if command == "score_run" else []))
+  assert e.value.code == 130
+  assert capsys.readouterr().err == (f"\nkdef_jax.{command}: interrupted (its output files are written whole or not "
+                                     f"at all): run the same command again\n")
