@@ -370,10 +370,12 @@ def test_ctrl_c_in_a_real_run_exits_130_not_with_a_crash(tmp_path):
     import time
 
     env = dict(os.environ, KDEF_CACHE_DIR=str(tmp_path / "cache"))
-    p = subprocess.Popen([sys.executable, "-m", "kdef_jax.main", "--config", "configs/default.py",
-                          "--workdir", str(tmp_path / "run")], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # Python turns SIGINT into KeyboardInterrupt unless it starts with SIGINT ignored (as under some
+    # runners): the child restores that itself (a preexec_fn would fork this multithreaded process)
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv[0] = 'kdef_jax.main'; runpy.run_module('kdef_jax.main', run_name='__main__', alter_sys=True)")
+    p = subprocess.Popen([sys.executable, "-c", start, "--config", "configs/default.py", "--workdir", str(tmp_path / "run")],
+                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen = []
         for line in p.stdout:  # the model is built: the train step compiles next (seconds)
