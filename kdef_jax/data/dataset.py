@@ -11,7 +11,6 @@ import numpy as np
 
 from kdef_jax.data import checksums
 from kdef_jax.data.feature_map import FeatureMap
-from kdef_jax.data.formats import columnar as columnar_mod
 from kdef_jax.data.formats import movielens as movielens_mod
 from kdef_jax.data.formats.delimited import lines_to_block as delimited_lines_to_block
 from kdef_jax.data.formats.delimited import open_layout, read_delimited
@@ -136,9 +135,18 @@ def column_specs(cfg) -> tuple:
     return tuple(cols)
 
 
+def _columnar():
+    """The fast engines' module, imported on first use: numba and polars take ~0.5 s to import, which a
+    synthetic, tfds or MovieLens dataset never needs."""
+    from kdef_jax.data.formats import columnar
+
+    return columnar
+
+
 def _engine(cfg) -> str:
     """``native`` / ``columnar`` (the ``preprocess`` extra: numba, polars) or ``python``; ``auto`` picks
     ``native`` when numba is installed."""
+    columnar_mod = _columnar()
     if cfg.engine == "python" or (cfg.engine == "auto" and not columnar_mod.available("native")):
         return "python"
     engine = "native" if cfg.engine == "auto" else cfg.engine
@@ -156,9 +164,9 @@ def _libfm_reader(cfg, fields, engine):
         if os.path.getsize(path) == 0:
             raise DataFormatError(f"{path}: file is empty")
         slow = functools.partial(_libfm_slow, path=path, fields=fields, on_bad_rows=cfg.on_bad_rows)
-        return columnar_mod.read_blocks(path, names=(LABEL, *fields), wanted=(LABEL, *fields), keys=(LABEL, *fields),
-                                     delimiter=" ", slow=slow, parser=engine, admit=admit, emit=emit,
-                                     any_whitespace=True)
+        return _columnar().read_blocks(path, names=(LABEL, *fields), wanted=(LABEL, *fields), keys=(LABEL, *fields),
+                                       delimiter=" ", slow=slow, parser=engine, admit=admit, emit=emit,
+                                       any_whitespace=True)
 
     read.takes_hooks = True
     return read
@@ -179,9 +187,9 @@ def _delimited_reader(cfg, raw_cols, engine):
         lay = open_layout(path, **kw)
         keys = (LABEL, *lay.wanted[1:])
         slow = functools.partial(delimited_lines_to_block, lay)
-        return columnar_mod.read_blocks(path, names=lay.names, wanted=lay.wanted, keys=keys, delimiter=lay.delimiter,
-                                     quotechar=lay.quotechar, header_lines=lay.header_lines, encoding=lay.encoding,
-                                     slow=slow, parser=engine, admit=admit, emit=emit)
+        return _columnar().read_blocks(path, names=lay.names, wanted=lay.wanted, keys=keys, delimiter=lay.delimiter,
+                                       quotechar=lay.quotechar, header_lines=lay.header_lines, encoding=lay.encoding,
+                                       slow=slow, parser=engine, admit=admit, emit=emit)
 
     read.takes_hooks = True
     return read
