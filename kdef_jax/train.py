@@ -257,6 +257,7 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
                 jax.block_until_ready(m)
                 first_step_done, t_first = True, time.perf_counter()
                 log(f"[train] first step (compile included) {t_first - t0:.1f}s")
+                bar.reset(total=steps)  # the bar's rate from here on, without the compilation
             else:
                 rows_after_first += min(bs, len(train) - i * bs)
             if (i + 1) % t.log_every == 0:
