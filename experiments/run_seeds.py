@@ -28,10 +28,12 @@ import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kdef_jax.checkpoint import CheckpointError  # noqa: E402
 from kdef_jax.config import apply_overrides, base_config, check_overrides_are_read, load_config_file, validate  # noqa: E402
 from kdef_jax.models.ensemble import groups_from_config  # noqa: E402
 from kdef_jax.report import tolerant_stdio  # noqa: E402
-from kdef_jax.run_files import config_changes, error_text, exit_interrupted, read_json, write_atomic, write_json  # noqa: E402
+from kdef_jax.run_files import (check_writable, config_changes, error_text, exit_interrupted, read_json,  # noqa: E402
+                                write_atomic, write_json)
 from kdef_jax.train import REPORTED_ERRORS, train_and_evaluate  # noqa: E402
 
 
@@ -109,9 +111,27 @@ def check_unique(flag: str, values) -> None:
         raise ValueError(f"{flag}: {', '.join(twice)} given more than once")
 
 
+SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def has_test_split(data) -> bool:
+    """Whether a run of ``config.data`` has test rows to report (before its data is read)."""
+    if data.format == "synthetic":
+        return True  # (validate: num_test >= 1)
+    if data.split == "random":
+        return data.split_fractions[2] > 0
+    return bool(data.files.test)  # files, mod: the test split is its own file (tfds: a split name)
+
+
 def plan_setting(config_path: str, name: str, overrides, seeds, workdir) -> list:
     """[(seed, run folder ``<workdir>/<name>_seed<seed>``, validated config)] of one setting; a run
     folder holding a run of another config is an error naming the keys that differ."""
+    if "=" in name:
+        raise ValueError(f"--setting {name}: a setting starts with its NAME, then its KEY=VALUE overrides "
+                         f"(--setting NAME {name} ...)")
+    if not SETTING_NAME.fullmatch(name):
+        raise ValueError(f"--setting {name!r}: a setting's name names its run folders <name>_seed<s>: use letters, "
+                         f"digits and _ . + - only")
     seeded = [o for o in overrides if o.partition("=")[0].strip() == "seed"]
     if seeded:  # it would be overridden by each --seeds value without a word
         raise ValueError(f"setting {name!r}: {seeded[0]}: the seeds come from --seeds")
@@ -126,6 +146,9 @@ def plan_setting(config_path: str, name: str, overrides, seeds, workdir) -> list
             raise ValueError(f"--config {config_path}: {e}") from None
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"setting {name!r}: {e}") from None
+        if not has_test_split(config.data):
+            raise ValueError(f"setting {name!r}: its data has no test split (data.split={config.data.split!r}, "
+                             f"data.files.test={config.data.files.test!r}); the summaries are of test metrics")
         wd = Path(workdir) / f"{name}_seed{seed}"
         changes = run_config_changes(wd, config)
         if changes:
@@ -208,8 +231,10 @@ def check_out(out: Path, run_dirs=(), inputs=()) -> Path:
     if out.suffix in (".md", ".png"):
         raise ValueError(f"--out {out}: the .md table (and a .png plot, where the script draws one) are written "
                          f"beside it; give a .json path")
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a directory; give a file name")
+    check_writable(out, "--out")
+    for sibling in (out.with_suffix(".md"), out.with_suffix(".png")):
+        if sibling.is_dir():
+            raise ValueError(f"--out {out}: {sibling}, written beside it, is a directory; give another name")
     target = out.resolve()
     for p in inputs:
         if Path(p).resolve() in (target, target.with_suffix(".md"), target.with_suffix(".png")):
@@ -288,7 +313,7 @@ def analysis_main(doc: str, collect, markdown, plot) -> None:
         runs = finished_runs(*args.workdir, variants=args.variants)
         out = check_out(args.out, [d for ks in runs.values() for cell in ks.values() for _, d in cell])
         found = collect(*args.workdir, variants=args.variants)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError, CheckpointError) as e:  # e.g. a run whose checkpoints were deleted
         ap.error(str(e))
     if not found:
         raise SystemExit(f"no finished <variant>_k<K>_seed<s> runs under {' '.join(args.workdir)}")

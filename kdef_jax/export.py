@@ -284,6 +284,10 @@ def check_results(results, path, config, num_students: int) -> dict:
     if theirs != ours:
         raise ValueError(f"{path}: the results of another run ({theirs}; this run's config.json and checkpoint: "
                          f"{ours}); the file was replaced or damaged")
+    rows = results.get("rows")
+    if not (isinstance(rows, list) and len(rows) == 1 + num_students and all(isinstance(r, dict) for r in rows)):
+        raise ValueError(f"{path}: no results table of the ensemble and its {num_students} students ('rows'); "
+                         f"the file is damaged")
     best = results.get("best_student_index")
     if best is not None and (not isinstance(best, int) or isinstance(best, bool) or not 0 <= best < num_students):
         raise ValueError(f"{path}: best_student_index {best!r} is not a student 0..{num_students - 1}; the file is damaged")

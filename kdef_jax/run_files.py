@@ -62,10 +62,27 @@ def _with_defaults(raw: dict, defaults: dict) -> dict:
     return out
 
 
-def check_output(out: Path, flag: str, *, inputs: tuple = (), workdir: Path | None = None) -> Path:
-    """``out`` (and its ``<out>.json`` description) as files to write: not an existing directory, not
-    one of ``inputs``, not a file of the run in ``workdir`` (nothing the user has is overwritten)."""
+def check_writable(out: Path, flag: str) -> Path:
+    """``out`` as a file this process can write, checked before any work (a long job must not end in a
+    traceback that loses its numbers): not a directory, and the nearest folder of its path that exists
+    (``write_atomic`` creates the missing ones) is a folder this process may write in, not a file."""
     out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{flag} {out} is a directory; give a file name")
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {out}: {parent} is a file, not a folder; give another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {out}: this user may not write in {parent}; give another path")
+    return out
+
+
+def check_output(out: Path, flag: str, *, inputs: tuple = (), workdir: Path | None = None) -> Path:
+    """``out`` (and its ``<out>.json`` description) as files to write: writable (:func:`check_writable`),
+    not one of ``inputs``, not a file of the run in ``workdir`` (nothing the user has is overwritten)."""
+    out = check_writable(out, flag)
     kept = [Path(p) for p in inputs]
     if workdir is not None:
         kept += [Path(workdir) / f for f in RUN_FILES]

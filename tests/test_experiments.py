@@ -361,10 +361,18 @@ def test_an_analysis_refuses_a_run_folder_whose_name_is_not_its_config(tmp_path)
     (["--seeds", "7", "--setting", "a", "--out", "RUNS/a_seed7/results.json"], "is inside the run folder"),
     (["--seeds", "7", "--setting", "a", "--setting", "b", "model.nope=1"], "setting 'b': unknown config key 'model.nope'"),
     (["--seeds", "7", "--setting", "a", "seed=3"], "setting 'a': seed=3: the seeds come from --seeds"),
+    (["--seeds", "7", "--setting", "train.num_epochs=1"],  # the NAME left out: was a setting of that name, unchanged
+     "--setting train.num_epochs=1: a setting starts with its NAME, then its KEY=VALUE overrides"),
+    (["--seeds", "7", "--setting", "a/b"], "--setting 'a/b': a setting's name names its run folders"),
+    (["--seeds", "7", "--setting", "a", "--out", "FILE/s.json"], "FILE is a file, not a folder"),
+    (["--seeds", "7", "--setting", "a", "--out", "DIRMD.json"], "DIRMD.md, written beside it, is a directory"),
 ])
 def test_run_seeds_argument_errors_come_before_any_training(tmp_path, monkeypatch, capsys, args, message):
   runs = tmp_path / "runs"
-  args = [a.replace("OUT", str(tmp_path / "s")).replace("RUNS", str(runs)) for a in args]
+  (tmp_path / "FILE").write_text("")
+  (tmp_path / "DIRMD.md").mkdir()
+  args = [a.replace("OUT", str(tmp_path / "s")).replace("RUNS", str(runs)).replace("FILE", str(tmp_path / "FILE"))
+          .replace("DIRMD", str(tmp_path / "DIRMD")) for a in args]
   if "--out" not in args:
     args += ["--out", str(tmp_path / "s.json")]
   with pytest.raises(SystemExit):
@@ -812,3 +820,46 @@ def test_an_ablation_plot_needs_one_k_shared_by_every_variant(tmp_path, monkeypa
   scaling.plot({v: {int(k): s for k, s in rows.items()} for v, rows in rec["table"].items()}, tmp_path / "x.png", "t")
   labels = " ".join(ax.get_xlabel() for ax in figs[0].axes)
   assert "K=16" not in labels and "K=4" not in labels
+
+
+@pytest.mark.parametrize("overrides,has_test", [
+  (["data.files.test="], False),
+  ([], True),
+  (["data.split=random", "data.files.valid=", "data.files.test=", "data.split_fractions=(0.8,0.2,0)"], False),
+  (["data.split=random", "data.files.valid=", "data.files.test=", "data.split_fractions=(0.8,0.1,0.1)"], True),
+])
+def test_a_setting_without_a_test_split_is_refused_before_any_training(tmp_path, overrides, has_test):
+  """run_seeds and scaling summarise test metrics: a config without test rows was trained in full, then
+  failed with a traceback."""
+  config = str(REPO_ROOT / "configs" / "criteo.py") + ":sample"
+  if has_test:
+    assert run_seeds.plan_setting(config, "a", overrides, [7], tmp_path)
+  else:
+    with pytest.raises(ValueError, match=r"setting 'a': its data has no test split"):
+      run_seeds.plan_setting(config, "a", overrides, [7], tmp_path)
+
+
+@pytest.mark.parametrize("script", [findings, collapse])
+def test_sweep_analyses_name_a_run_without_its_checkpoints_in_one_line(tmp_path, monkeypatch, capsys, script):
+  """A finished run whose checkpoints were deleted (to save disk) was a FileNotFoundError traceback."""
+  import kdef_jax.export
+  from kdef_jax.config import base_config
+
+  run = tmp_path / "runs" / "mean_k2_seed7"
+  run.mkdir(parents=True)
+  (run / "config.json").write_text(base_config().to_json())
+
+  def finished(*workdirs, variants=None):
+    return {"mean": {2: [(7, run)]}}
+
+  def no_checkpoint(workdir, checkpoint="best"):
+    raise FileNotFoundError(f"no best checkpoint under {workdir}/checkpoints/best")
+
+  for module in (run_seeds, script):
+    monkeypatch.setattr(module, "finished_runs", finished)
+  monkeypatch.setattr(kdef_jax.export, "load_run", no_checkpoint)
+  monkeypatch.setattr(sys, "argv", ["x", "--workdir", str(tmp_path / "runs"), "--out", str(tmp_path / "r.json")])
+  with pytest.raises(SystemExit) as e:
+    script.main()
+  assert e.value.code == 2
+  assert f"error: no best checkpoint under {run}/checkpoints/best" in capsys.readouterr().err

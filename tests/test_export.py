@@ -378,6 +378,9 @@ def test_export_run_writes_nothing_when_the_file_predicts_otherwise(trained_run,
     (lambda r: {**r, "best_student_index": "x"}, "best_student_index 'x' is not a student"),
     (lambda r: {**r, "dataset": "other"}, "the results of another run"),
     (lambda r: {**r, "num_students": 4}, "the results of another run"),
+    (lambda r: {k: v for k, v in r.items() if k != "rows"}, "no results table of the ensemble and its 3 students"),
+    (lambda r: {**r, "rows": r["rows"][:2]}, "no results table of the ensemble and its 3 students"),
+    (lambda r: {**r, "rows": [1, 2, 3, 4]}, "the file is damaged"),
 ])
 def test_load_run_refuses_a_damaged_or_another_runs_results_json(trained_run, tmp_path, edit, message):
     """A results.json from another run made --what best pick that run's best student, silently; a damaged

@@ -140,3 +140,17 @@ def test_disk_full_knows_enospc_edquot_and_orbaxs_wrapped_error_only():
     assert error_text("p", OSError(errno.ENOSPC, "No space left on device", "o.csv")) == (
         "p: error: OSError: [Errno 28] No space left on device: 'o.csv'\n"
         "p: the disk is full: free space on it (or use a larger one), then run the command again")
+
+
+def test_check_writable_refuses_a_folder_and_a_path_through_a_file_before_any_work(tmp_path):
+    from kdef_jax.run_files import check_writable
+
+    (tmp_path / "f").write_text("kept")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError, match=r"--out .*/d is a directory; give a file name"):
+        check_writable(tmp_path / "d", "--out")
+    with pytest.raises(ValueError, match=r"--out .*/f/sub/x.json: .*/f is a file, not a folder"):
+        check_writable(tmp_path / "f" / "sub" / "x.json", "--out")
+    assert check_writable(tmp_path / "new" / "deeper" / "x.json", "--out") == tmp_path / "new" / "deeper" / "x.json"
+    assert check_writable(tmp_path / "f", "--out") == tmp_path / "f"  # an existing file is replaced when written
+    assert (tmp_path / "f").read_text() == "kept" and not (tmp_path / "new").exists()  # a check writes nothing
