@@ -183,7 +183,8 @@ def main():
     except ValueError as e:
         ap.error(str(e))
     if not Path(args.workdir).is_dir():
-        ap.error(f"--workdir {args.workdir}: no such folder (the run_seeds.py --workdir of this script's docstring)")
+        ap.error(f"--workdir {args.workdir}: {'a file, not a folder' if Path(args.workdir).exists() else 'no such folder'} "
+                 f"(the run_seeds.py --workdir of this script's docstring)")
     missing = missing_runs(Path(args.workdir), args.seeds)
     if missing:
         raise SystemExit(f"latest_table: {len(missing)} run(s) missing (run experiments/run_seeds.py as in this "

@@ -135,6 +135,8 @@ def plan_setting(config_path: str, name: str, overrides, seeds, workdir) -> list
     seeded = [o for o in overrides if o.partition("=")[0].strip() == "seed"]
     if seeded:  # it would be overridden by each --seeds value without a word
         raise ValueError(f"setting {name!r}: {seeded[0]}: the seeds come from --seeds")
+    if Path(workdir).exists() and not Path(workdir).is_dir():
+        raise ValueError(f"--workdir {workdir}: a file, not a folder")
     plan = []
     for seed in seeds:
         try:
@@ -282,7 +284,7 @@ def finished_runs(*workdirs, variants=None) -> dict:
     out: dict = {}
     for wd in workdirs:
         if not Path(wd).is_dir():
-            raise ValueError(f"--workdir {wd}: no such folder")
+            raise ValueError(f"--workdir {wd}: {'a file, not a folder' if Path(wd).exists() else 'no such folder'}")
         for d in sorted(Path(wd).iterdir()):
             m = RUN_DIR.match(d.name)
             if not (m and (d / "results.json").exists()) or (variants is not None and m["variant"] not in variants):

@@ -364,6 +364,7 @@ def test_an_analysis_refuses_a_run_folder_whose_name_is_not_its_config(tmp_path)
     (["--seeds", "7", "--setting", "train.num_epochs=1"],  # the NAME left out: was a setting of that name, unchanged
      "--setting train.num_epochs=1: a setting starts with its NAME, then its KEY=VALUE overrides"),
     (["--seeds", "7", "--setting", "a/b"], "--setting 'a/b': a setting's name names its run folders"),
+    (["--seeds", "7", "--setting", "a", "--workdir", "FILE"], "--workdir FILE: a file, not a folder"),
     (["--seeds", "7", "--setting", "a", "--out", "FILE/s.json"], "FILE is a file, not a folder"),
     (["--seeds", "7", "--setting", "a", "--out", "DIRMD.json"], "DIRMD.md, written beside it, is a directory"),
 ])
@@ -375,9 +376,11 @@ def test_run_seeds_argument_errors_come_before_any_training(tmp_path, monkeypatc
           .replace("DIRMD", str(tmp_path / "DIRMD")) for a in args]
   if "--out" not in args:
     args += ["--out", str(tmp_path / "s.json")]
+  if "--workdir" not in args:
+    args += ["--workdir", str(runs)]
   with pytest.raises(SystemExit):
-    _run_seeds(monkeypatch, *args, "--workdir", str(runs))
-  assert message in capsys.readouterr().err
+    _run_seeds(monkeypatch, *args)
+  assert message.replace("FILE", str(tmp_path / "FILE")) in capsys.readouterr().err
   assert not runs.exists()
 
 
