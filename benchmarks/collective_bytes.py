@@ -33,6 +33,14 @@ def _args():
     a = p.parse_args()  # before jax is imported (it fixes the device count): checked here, not by common's types
     if min(a.devices, a.k, a.batch) < 1:
         p.error("--devices, --k and --batch must be >= 1")
+    if a.out:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from kdef_jax.run_files import check_writable  # stdlib only: jax is not imported yet
+
+        try:
+            check_writable(Path(a.out), "--out")
+        except ValueError as e:
+            p.error(str(e))
     return a
 
 

@@ -48,10 +48,14 @@ def spec_groups(spec: str, overrides=()) -> tuple:
     return groups_from_config(c.model)
 
 
-def checked_spec_groups(ap: argparse.ArgumentParser, args, student_only=("set",)):
+def checked_spec_groups(ap: argparse.ArgumentParser, args, student_only=("set",), mlp_only=()):
     """``--students`` with its ``--set`` overrides as student groups, checked before any work (an error
     names the key or value); None without ``--students``, where a flag of ``student_only`` that was
-    given is an error, since nothing would read it."""
+    given is an error, since nothing would read it; so is a flag of ``mlp_only`` (default None) given
+    with ``--students``."""
+    given = [f"--{name.replace('_', '-')}" for name in mlp_only if getattr(args, name) is not None]
+    if args.students and given:
+        ap.error(f"{' '.join(given)}: not with --students (the K-MLP benchmark's, which --students replaces)")
     if not args.students:
         given = [f"--{name.replace('_', '-')}" for name in student_only if getattr(args, name)]
         if given:
@@ -153,7 +157,7 @@ def layer_parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--steps", type=positive_int, default=20)
     ap.add_argument("--rounds", type=positive_int, default=5)
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, type=out_file)
     return ap
 
 
@@ -162,6 +166,24 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
+    return value
+
+
+def out_file(text: str) -> str:
+    """argparse type of an output path: a file this process can write (run_files.check_writable), checked
+    before anything is measured, so a run does not end in a traceback that loses its numbers."""
+    try:
+        run_files.check_writable(Path(text), "")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).strip()) from None
+    return text
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a number >= 0 (seconds)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
     return value
 
 

@@ -16,32 +16,38 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 
 from common import (  # noqa: E402
-    Runner, criteo_batches, criteo_model, checked_spec_groups, machine, mlp_group, positive_int, time_interleaved, write_json,
+    Runner, criteo_batches, criteo_model, checked_spec_groups, machine, mlp_group, nonnegative_float, out_file, positive_int,
+    time_interleaved, write_json,
 )
 from kdef_jax.export import make_predictor  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--k", type=positive_int, default=10)
+    ap.add_argument("--k", type=positive_int, default=None, help="K MLP students (default 10)")
     ap.add_argument("--batches", type=positive_int, nargs="+", default=[1, 256, 10_000])
     ap.add_argument("--steps", type=positive_int, default=20)
     ap.add_argument("--rounds", type=positive_int, default=3)
-    ap.add_argument("--min-round-s", type=float, default=0.05,
+    ap.add_argument("--min-round-s", type=nonnegative_float, default=0.05,
                     help="more calls per round until a round lasts this long (sub-ms GPU calls; 0: --steps only)")
     ap.add_argument("--students", default="", help='a student spec instead of K MLPs, e.g. "ipnn:1,final:1,ecn:1"')
     ap.add_argument("--set", nargs="*", default=[], help="model config overrides for --students")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--hlo-out", default=None, help="write each predictor's optimized HLO (largest batch) here")
+    ap.add_argument("--out", default=None, type=out_file)
+    ap.add_argument("--hlo-out", default=None, type=out_file, help="write each predictor's optimized HLO (largest batch) here")
     ap.add_argument("--fold-bn", action="store_true", help="also time each predictor with BatchNorm folded into its Dense layers")
     args = ap.parse_args()
-    model = criteo_model(checked_spec_groups(ap, args) or [mlp_group(args.k)])
+    groups = checked_spec_groups(ap, args, mlp_only=("k",))
+    args.k = args.k or 10
+    if len(set(args.batches)) < len(args.batches):
+        ap.error(f"--batches {' '.join(map(str, args.batches))}: a size given twice would be measured twice")
+    model = criteo_model(groups or [mlp_group(args.k)])
     ids0 = criteo_batches(2, n=1)[0]["ids"]
     variables = jax.jit(lambda ids: model.init(jax.random.PRNGKey(0), ids, False))(ids0)
     predictors = {"ensemble": make_predictor(model, variables)}
@@ -88,6 +94,7 @@ def optimized_hlo(predictor, ids) -> str:
 def write_hlo(path: str, predictors: dict, ids) -> None:
     """One file, a section per predictor, each headed by the counts of its entry computation's
     fusions, dots (XLA:CPU's GEMMs) and custom calls (cuBLAS GEMMs on a GPU)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # (as --out's)
     with open(path, "w") as fh:
         for name, fn in predictors.items():
             text = optimized_hlo(fn, ids)

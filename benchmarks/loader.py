@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from kdef_jax.data.dataset import open_cache  # noqa: E402
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, prefetch  # noqa: E402
 from kdef_jax.data.synthetic import CRITEO_VOCAB, SyntheticSpec, build_synthetic  # noqa: E402
+from kdef_jax.run_files import check_writable  # noqa: E402
 from kdef_jax.report import host_cpu  # noqa: E402
 from kdef_jax.run_files import write_json  # noqa: E402
 
@@ -68,6 +69,10 @@ def main():
     a = ap.parse_args()
     if a.rows < 1 or a.epochs < 1 or min(a.batch_size) < 1:
         ap.error("--rows, --epochs and --batch-size must be >= 1")
+    try:
+        check_writable(Path(a.out), "--out")
+    except ValueError as e:
+        ap.error(str(e))
     spec = SyntheticSpec(vocab_sizes=CRITEO_VOCAB, num_train=a.rows, num_valid=1000, num_test=1000, seed=7)
     path = build_synthetic(spec, a.cache_dir, dataset_id="loader_bench_criteo", log=print)
     ds = open_cache(path)

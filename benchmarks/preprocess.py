@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from kdef_jax.data.synthetic import CRITEO_VOCAB  # noqa: E402
 from kdef_jax.report import host_cpu  # noqa: E402
-from kdef_jax.run_files import write_json  # noqa: E402
+from kdef_jax.run_files import check_writable, write_json  # noqa: E402
 
 
 def generate(path: Path, rows: int, seed: int = 0, vocab_scale: int = 1, block: int = 200_000) -> None:
@@ -131,6 +131,14 @@ def main():
         return
     if not a.out:
         ap.error("--out is required")
+    if min(a.rows) < 1 or a.repeat < 1 or a.vocab_scale < 1:
+        ap.error("--rows, --repeat and --vocab-scale must be >= 1")
+    if len(set(a.rows)) < len(a.rows):
+        ap.error(f"--rows {' '.join(map(str, a.rows))}: a size given twice would be measured twice")
+    try:
+        check_writable(Path(a.out), "--out")
+    except ValueError as e:
+        ap.error(str(e))
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     runs = []

@@ -14,7 +14,6 @@ it on the default device and records max |Δp| against the exporting host's prob
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 
@@ -58,10 +57,23 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--make", type=Path, help="write the file, ids and expected probabilities into this folder")
     ap.add_argument("--check", type=Path, help="serve the file in this folder on the default device")
-    ap.add_argument("--out", default=None, help="JSON path for --check")
+    ap.add_argument("--out", default=None, help="JSON path for the record of --make or --check")
     a = ap.parse_args(argv)
+    from kdef_jax.run_files import check_writable, write_json
+
     if (a.make is None) == (a.check is None):
         ap.error("give exactly one of --make and --check")
+    if a.make is not None and a.make.exists() and not a.make.is_dir():
+        ap.error(f"--make {a.make}: a file, not a folder")
+    if a.check is not None:
+        missing = [n for n in ("predictor.jaxexport", "ids.npy", "expected.npy") if not (a.check / n).is_file()]
+        if missing:
+            ap.error(f"--check {a.check}: no {', '.join(missing)} there (write them with --make {a.check})")
+    try:
+        if a.out:
+            check_writable(Path(a.out), "--out")
+    except ValueError as e:
+        ap.error(str(e))
     record = make(a.make) if a.make else check(a.check)
     if a.make:
         print(f"wrote {a.make}/predictor.jaxexport ({record['bytes']:,} bytes, platforms {','.join(record['platforms'])}), "
@@ -70,8 +82,7 @@ def main(argv=None) -> None:
         print(f"served on {record['platform']} ({record['device']}): file platforms {','.join(record['file_platforms'])}, "
               f"{record['rows']} rows, max |dp| vs the exporting host {record['max_abs_diff']:.2g}")
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(record, indent=1))
+        write_json(Path(a.out), record)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from kdef_jax.report import host_cpu  # noqa: E402  (no JAX backend started in this process)
-from kdef_jax.run_files import write_json  # noqa: E402
-HARNESS = HERE.parents[1] / "shared" / "reference" / "bench" / "run_reference.py"
+from kdef_jax.run_files import check_writable, write_json  # noqa: E402
+# the reference harness: $KDEF_REFERENCE_DIR/bench (as the tests find the reference), else ../shared beside the checkout
+REFERENCE_DIR = Path(os.environ.get("KDEF_REFERENCE_DIR") or HERE.parents[1] / "shared" / "reference")
+HARNESS = REFERENCE_DIR / "bench" / "run_reference.py"
 LATEST_OVERRIDES = '{"num_cross_layers": 4, "net1_dropout": 0.1, "net2_dropout": 0.1, "net3_dropout": 0.1}'
 # (name, K or None, batch, reference model, our train_throughput.py arguments)
 CASES = [
-    ("mlp_k1", 1, 10_000, "DNN", ["--ks", "1"]),
-    ("kdef_k3", 3, 10_000, "EKTF", ["--ks", "3"]),
-    ("kdef_k10", 10, 10_000, "EKTF", ["--ks", "10"]),
+    ("mlp_k1", 1, 10_000, "DNN", ["--ks", "1", "--variants", "group"]),
+    ("kdef_k3", 3, 10_000, "EKTF", ["--ks", "3", "--variants", "group"]),
+    ("kdef_k10", 10, 10_000, "EKTF", ["--ks", "10", "--variants", "group"]),
     ("kdef_latest", 3, 4_096, "EKTF_L",
      ["--students", "ipnn:1,final:1,ecn:1", "--set", "model.ecn.num_cross_layers=4", "--mflop-per-sample", "15.08"]),
 ]
@@ -48,11 +50,21 @@ def _last_json(text: str) -> dict:
     raise ValueError(f"no JSON line in output:\n{text[-2000:]}")
 
 
+def _output(cmd: list) -> str:
+    """stdout of ``cmd``; a failure ends the run with the command and the tail of its stderr (the
+    measurements so far are in --out already)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"side_by_side: this measurement failed (exit status {proc.returncode}):\n  {' '.join(cmd)}\n"
+                         + (proc.stderr or proc.stdout)[-3000:])
+    return proc.stdout
+
+
 def ours(case, steps: int) -> float:
     name, k, batch, _, extra = case
-    cmd = [sys.executable, str(HERE / "train_throughput.py"), "--batch", str(batch), "--variants", "group",
+    cmd = [sys.executable, str(HERE / "train_throughput.py"), "--batch", str(batch),
            "--steps", str(steps), "--rounds", "1", "--warmup", "3", "--out", os.devnull, *extra]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = _output(cmd)
     rec = json.loads(out[out.index("{"):])
     row = rec["rows"][0]
     return row["samples_per_s"] if "samples_per_s" in row else row["group"]["samples_per_s"]
@@ -65,7 +77,7 @@ def reference(case, steps: int, args) -> float:
            "--batch-size", str(batch), "--steps", str(steps), "--warmup", "3", "--repeats", "1"]
     if model == "EKTF_L":
         cmd += ["--overrides", LATEST_OVERRIDES]
-    rec = _last_json(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    rec = _last_json(_output(cmd))
     for key in ("median_samples_per_s", "samples_per_s"):
         if key in rec:
             return float(rec[key])
@@ -84,6 +96,20 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    problems = [f"--{n} {getattr(args, n)} is not >= 1" for n in ("rounds", "steps", "threads") if getattr(args, n) < 1]
+    if not os.access(Path(args.ref_venv) / "bin" / "python", os.X_OK):
+        problems.append(f"--ref-venv {args.ref_venv}: no bin/python there")
+    problems += [f"{flag} {p}: no such folder" for flag, p in (("--kdef", args.kdef), ("--fuxictr", args.fuxictr),
+                                                             ("--ref-work", args.ref_work)) if not Path(p).is_dir()]
+    if not HARNESS.is_file():
+        problems.append(f"the reference harness {HARNESS} is missing (set KDEF_REFERENCE_DIR to the reference folder)")
+    try:
+        if args.out:
+            check_writable(Path(args.out), "--out")
+    except ValueError as e:
+        problems.append(str(e))
+    if problems:  # before any measurement: a bad setup was found only after ours had been measured
+        ap.error("; ".join(problems))
     cases = [c for c in CASES if c[0] in args.cases]
     if args.threads != os.cpu_count():
         print(f"note: --threads {args.threads} pins only the reference; ours uses all {os.cpu_count()} cores", flush=True)

@@ -46,6 +46,7 @@ from common import (  # noqa: E402
     default_train_config,
     machine,
     mlp_group,
+    out_file,
     positive_int,
     time_interleaved,
     write_json,
@@ -97,24 +98,29 @@ def gemm_runner(k, batch, dtype=jnp.float32) -> Runner:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ks", type=positive_int, nargs="+", default=[1, 2, 3, 6, 10, 16, 32])
+    ap.add_argument("--ks", type=positive_int, nargs="+", default=None, help="default 1 2 3 6 10 16 32")
     ap.add_argument("--batch", type=positive_int, default=10_000)
-    ap.add_argument("--variants", nargs="+", default=["group", "vmap", "loop", "gemm"],
-                    choices=["group", "vmap", "loop", "gemm"])
+    ap.add_argument("--variants", nargs="+", default=None, choices=["group", "vmap", "loop", "gemm"],
+                    help="default group vmap loop gemm")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--loop-max-k", type=int, default=16, help="skip the Python-loop variant above this K")
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--loop-max-k", type=positive_int, default=16, help="skip the Python-loop variant above this K")
+    ap.add_argument("--warmup", type=positive_int, default=2, help="untimed calls first (the first compiles)")
     ap.add_argument("--steps", type=positive_int, default=5)
     ap.add_argument("--rounds", type=positive_int, default=3)
     ap.add_argument("--students", default="", help='a student spec instead of K MLPs, e.g. "ipnn:1,final:1,ecn:1"')
     ap.add_argument("--set", nargs="*", default=[], help="model config overrides for --students, e.g. model.ecn.num_cross_layers=4")
     ap.add_argument("--mflop-per-sample", type=float, default=0.0, help="forward+backward MFLOP/sample of --students")
     ap.add_argument("--processes", type=positive_int, default=1, help="repeat every K in this many fresh processes")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, type=out_file)
     args = ap.parse_args()
     if args.processes > 1 and args.students:
         ap.error("--processes repeats the K sweep; with --students run the command once per process instead")
-    groups = checked_spec_groups(ap, args, ("set", "mflop_per_sample"))
+    groups = checked_spec_groups(ap, args, ("set", "mflop_per_sample"), mlp_only=("ks", "variants"))
+    args.ks = args.ks or [1, 2, 3, 6, 10, 16, 32]
+    args.variants = args.variants or ["group", "vmap", "loop", "gemm"]
+    for flag, values in (("--ks", args.ks), ("--variants", args.variants)):
+        if len(set(values)) < len(values):
+            ap.error(f"{flag} {' '.join(map(str, values))}: a value given twice would be measured (and written) twice")
     if args.processes > 1:
         return across_processes(args)
     batches = criteo_batches(args.batch)

@@ -244,7 +244,7 @@ def test_a_child_process_parses_the_parents_settings(monkeypatch):
   class Parsed(Exception):
     pass
 
-  def capture(ap, child_args, student_only):
+  def capture(ap, child_args, student_only, mlp_only):
     raise Parsed(vars(child_args))
 
   monkeypatch.setattr(train_throughput, "checked_spec_groups", capture)
@@ -368,11 +368,18 @@ def test_write_hlo_counts_the_entry_computations_ops_only(tmp_path, monkeypatch)
 # ------------------------------------------------------------------------------------- side_by_side.py
 
 
-def test_side_by_side_alternates_which_side_runs_first(monkeypatch):
+def test_side_by_side_alternates_which_side_runs_first(tmp_path, monkeypatch):
   order = []
+  for d in ("v/bin", "k", "f", "w"):  # the reference's setup, as main checks it before measuring
+    (tmp_path / d).mkdir(parents=True)
+  (tmp_path / "v" / "bin" / "python").write_text("")
+  (tmp_path / "v" / "bin" / "python").chmod(0o755)
+  (tmp_path / "harness.py").write_text("")
+  monkeypatch.setattr(side_by_side, "HARNESS", tmp_path / "harness.py")
   monkeypatch.setattr(side_by_side, "ours", lambda case, steps: order.append(("ours", case[0], steps)) or 2.0)
   monkeypatch.setattr(side_by_side, "reference", lambda case, steps, args: order.append(("reference", case[0], steps)) or 1.0)
-  monkeypatch.setattr(sys, "argv", ["x", "--ref-venv", "v", "--kdef", "k", "--fuxictr", "f", "--ref-work", "w",
+  monkeypatch.setattr(sys, "argv", ["x", "--ref-venv", str(tmp_path / "v"), "--kdef", str(tmp_path / "k"), "--fuxictr",
+                                    str(tmp_path / "f"), "--ref-work", str(tmp_path / "w"),
                                     "--cases", "mlp_k1", "--rounds", "3", "--steps", "7", "--threads", str(os.cpu_count())])
   side_by_side.main()
   assert order == [(s, "mlp_k1", 7) for s in ("ours", "reference", "reference", "ours", "ours", "reference")]
@@ -381,9 +388,9 @@ def test_side_by_side_alternates_which_side_runs_first(monkeypatch):
 def _fake_subprocess(monkeypatch, stdout):
   cmds = []
 
-  def run(cmd, capture_output, text, check):
+  def run(cmd, capture_output, text):
     cmds.append(cmd)
-    return types.SimpleNamespace(stdout=stdout)
+    return types.SimpleNamespace(stdout=stdout, stderr="", returncode=0)
 
   monkeypatch.setattr(side_by_side.subprocess, "run", run)
   return cmds

@@ -264,9 +264,10 @@ def test_served_file_check_reloads_the_exported_predictor_and_compares(tmp_path)
   assert abs(served_file.check(tmp_path / "carry")["max_abs_diff"] - 0.01) < 1e-6
 
 
-def test_student_specs_parse_overrides_by_type_and_name_a_bad_key_before_any_work(monkeypatch, capsys):
+def test_student_specs_parse_overrides_by_type_and_name_a_bad_key_before_any_work(tmp_path, monkeypatch, capsys):
   import latency
 
+  (tmp_path / "f").write_text("")
   groups = common.spec_groups("mlp:2", ["model.batch_norm=False", "model.hidden_units=(64,64)"])
   kw = dict(groups[0].kwargs)
   assert groups[0].count == 2 and kw["batch_norm"] is False and tuple(kw["hidden_units"]) == (64, 64)
@@ -276,7 +277,18 @@ def test_student_specs_parse_overrides_by_type_and_name_a_bad_key_before_any_wor
       (latency, ["--set", "model.dropout=0.2"], "--set: only with --students"),
       (train_throughput, ["--students", "ecn:1", "--set", "model.nope=1"], "unknown config key 'model.nope'"),
       (latency, ["--students", "ecn:1", "--set", "model.ecn.num_cross_layers=4.7"],
-       "model.ecn.num_cross_layers='4.7': expected an integer")]:
+       "model.ecn.num_cross_layers='4.7': expected an integer"),
+      # flags the --students benchmark would ignore, values measured twice, outputs that cannot be written:
+      (train_throughput, ["--students", "ecn:1", "--ks", "3"], "--ks: not with --students"),
+      (latency, ["--students", "ecn:1", "--k", "3"], "--k: not with --students"),
+      (train_throughput, ["--ks", "1", "1"], "--ks 1 1: a value given twice"),
+      (latency, ["--batches", "8", "8"], "--batches 8 8: a size given twice"),
+      (train_throughput, ["--ks", "1", "--out", "DIR"], "argument --out: DIR is a directory"),
+      (latency, ["--hlo-out", "FILE/h.txt"], "argument --hlo-out: FILE/h.txt: FILE is a file, not a folder"),
+      (latency, ["--min-round-s", "-1"], "-1 is not a number >= 0"),
+      (train_throughput, ["--ks", "1", "--warmup", "0"], "0 is not an integer >= 1")]:
+    argv = [a.replace("DIR", str(tmp_path)).replace("FILE", str(tmp_path / "f")) for a in argv]
+    message = message.replace("DIR", str(tmp_path)).replace("FILE", str(tmp_path / "f"))
     monkeypatch.setattr(sys, "argv", ["x", *argv])
     monkeypatch.setattr(script, "criteo_batches", lambda *a, **k: pytest.fail("work started before the check"))
     with pytest.raises(SystemExit):
@@ -332,3 +344,23 @@ def test_dropout_mask_benchmark_times_two_masks_of_the_same_distribution():
     assert a.shape == (200, 50) and a.dtype == bool, name
     assert abs(a.mean() - 0.75) < 0.02 and abs(b.mean() - 0.75) < 0.02, name  # 10,000 draws: 4.6 sigma
     assert (a != b).mean() > 0.3, name  # independent masks differ in 2·0.75·0.25 = 37.5% of places
+
+
+def test_served_file_and_side_by_side_check_their_inputs_before_any_work(tmp_path, monkeypatch, capsys):
+  """An empty --check folder was a FileNotFoundError traceback; side_by_side measured ours before
+  finding that the reference's venv or folders were missing, and --rounds 0 did nothing with status 0."""
+  import served_file
+  import side_by_side
+
+  with pytest.raises(SystemExit) as e:
+    served_file.main(["--check", str(tmp_path)])
+  assert e.value.code == 2
+  assert f"--check {tmp_path}: no predictor.jaxexport, ids.npy, expected.npy there" in capsys.readouterr().err
+  monkeypatch.setattr(side_by_side, "ours", lambda *a: pytest.fail("measured before the check"))
+  monkeypatch.setattr(sys, "argv", ["x", "--ref-venv", str(tmp_path / "v"), "--kdef", str(tmp_path / "k"),
+                                    "--fuxictr", str(tmp_path), "--ref-work", str(tmp_path), "--rounds", "0"])
+  with pytest.raises(SystemExit) as e:
+    side_by_side.main()
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and "--rounds 0 is not >= 1" in err
+  assert f"--ref-venv {tmp_path / 'v'}: no bin/python there" in err and f"--kdef {tmp_path / 'k'}: no such folder" in err
