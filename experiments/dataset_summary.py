@@ -27,7 +27,7 @@ from kdef_jax.data.dataset import check_source, load_dataset  # noqa: E402
 from kdef_jax.data.formats import columnar  # noqa: E402
 from kdef_jax.report import tolerant_stdio  # noqa: E402
 from kdef_jax.run_files import write_atomic, write_json  # noqa: E402
-from run_seeds import check_out  # noqa: E402  (experiments/ is this script's folder)
+from run_seeds import check_out, check_unique  # noqa: E402  (experiments/ is this script's folder)
 from kdef_jax.train import train_and_evaluate  # noqa: E402
 
 CONFIGS = [
@@ -45,6 +45,10 @@ def main():
     ap.add_argument("--out", required=True, help="JSON path, e.g. experiments/results/datasets_real.json (a .md beside it)")
     ap.add_argument("--configs", nargs="+", default=CONFIGS)
     a = ap.parse_args()
+    try:
+        check_unique("--configs", a.configs)  # a config given twice would be two identical rows
+    except ValueError as e:
+        ap.error(str(e))
     rows, configs = [], []
     for spec in a.configs:  # every config loaded and validated before the first one trains
         try:

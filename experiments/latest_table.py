@@ -104,7 +104,8 @@ def collect(workdir: Path, seeds=SEEDS) -> dict:
         row = {"seed": seed, "epochs": latest["epochs_run"], "best_epoch": latest["best_epoch"], "wall_s": latest["wall_s"],
                "ensemble": _auc(latest, "ensemble", path), "ensemble_test_logloss": latest["rows"][0]["test_logloss"],
                "reference": {k: v[i] for k, v in REFERENCE.items()},
-               "best_student": latest["best_student"]}  # chosen on validation AUC by the run itself
+               "best_student": latest["best_student"],  # chosen on validation AUC by the run itself
+               "machine": _machine(latest)}
         row["best_inside"] = _auc(latest, latest["best_student"], path)
         alone_val = {}
         for s in STUDENTS:
@@ -125,6 +126,14 @@ def collect(workdir: Path, seeds=SEEDS) -> dict:
     return {"dataset": "frappe_mod10", "config": "configs/kdef_latest_frappe.py", "seeds": list(seeds),
             "per_seed": per_seed, "mean": mean, "reference_mean": ref_mean,
             "target": {"ensemble_mean_at_least": round(ref_mean["ensemble"] - 0.001, 4)}}
+
+
+def _machine(results: dict) -> str:
+    """Where a run trained, as its results.json records it: e.g. "cpu, AMD EPYC, 2 logical CPUs"."""
+    cpu = results.get("cpu") or {}
+    parts = [results.get("device", "").split(":")[0], cpu.get("model"),
+             f"{cpu['logical_cpus']} logical CPUs" if cpu.get("logical_cpus") else None]
+    return ", ".join(p for p in parts if p) or "machine not recorded"
 
 
 def markdown(t: dict) -> str:
@@ -156,12 +165,13 @@ def markdown(t: dict) -> str:
     gaps = (f"ensemble − best student trained alone: {m['ensemble'] - m['best_alone']:+.4f}; ensemble − best "
             f"student inside it: {m['ensemble'] - m['best_inside']:+.4f} (each seed's best chosen on validation "
             f"AUC, inside / alone: {chosen})")
+    machines = " / ".join(dict.fromkeys(r.get("machine", "machine not recorded") for r in t["per_seed"]))
     lines += [
         "",
         f"Ensemble mean {f(m['ensemble'])} vs reference {f(rm['ensemble'])} (target ≥ "
         f"{t['target']['ensemble_mean_at_least']}); {gaps}. KDEF_Latest wall time per run "
-        f"{statistics.fmean(r['wall_s'] for r in t['per_seed']):.0f} s (2 CPU threads, shared machine; "
-        "the reference: 92-131 s train).",
+        f"{statistics.fmean(r['wall_s'] for r in t['per_seed']):.0f} s ({machines}; the reference: 92-131 s train, "
+        "2 CPU threads).",
         "",
         "Reproduce: the two commands in experiments/latest_table.py's docstring (run_seeds.py with the settings "
         "latest / ipnn_alone / final_alone / ecn_alone on configs/kdef_latest_frappe.py, then this table).",

@@ -241,7 +241,9 @@ def test_latest_table_names_missing_runs_and_tabulates_the_seeds_given(tmp_path,
   t = json.loads(out.read_text())
   assert t["seeds"] == [2025] and t["mean"]["ensemble"] == 0.95 and t["mean"]["ecn_alone"] == 0.89
   assert t["reference_mean"]["ensemble"] == latest_table.REFERENCE["ensemble"][1]  # seed 2025's reference run
-  assert "| 2025 | **0.9500** (0.95456) |" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert "| 2025 | **0.9500** (0.95456) |" in printed
+  assert "wall time per run 10 s (machine not recorded; the reference" in printed  # results.json without device/cpu
   kept = (wd / "latest_seed2025" / "results.json").read_text()
   for bad, message in [(wd / "latest_seed2025" / "results.json", "is inside the run folder"),
                        (tmp_path / "u.md", "give a .json path")]:
@@ -490,6 +492,10 @@ def test_dataset_summary_names_a_missing_dataset_before_any_config_trains(tmp_pa
   with pytest.raises(SystemExit):
     dataset_summary.main()
   assert f"configs/avazu.py: data directory {tmp_path / 'data' / 'avazu'} does not exist" in capsys.readouterr().err
+  monkeypatch.setattr(sys, "argv", ["x", "--configs", "configs/default.py", "configs/default.py", "--out", str(tmp_path / "d.json")])
+  with pytest.raises(SystemExit):
+    dataset_summary.main()
+  assert "--configs: configs/default.py given more than once" in capsys.readouterr().err
 
 
 def test_dataset_summary_compiles_the_kernels_before_timing_the_first_preprocessing(tmp_path, monkeypatch):
