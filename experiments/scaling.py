@@ -93,6 +93,9 @@ def merge(paths) -> dict:
             if r[key] != first[key]:
                 raise ValueError(f"{p}: {key} {r[key]!r} is not {paths[0]}'s {first[key]!r}")
         got = {v: list(rows) for v, rows in r["table"].items()}
+        if not set(got) & set(table) and r["seeds"] != seeds and sorted(r["seeds"]) == sorted(seeds):
+            raise ValueError(f"{p}: the seeds {r['seeds']} in another order than {seeds}: every cell lists its "
+                             f"per-seed values in its sweep's --seeds order; sweep with --seeds {' '.join(map(str, seeds))}")
         if not set(got) & set(table) and r["seeds"] == seeds:  # other variants, the same seeds
             table.update(r["table"])
             continue
@@ -196,10 +199,10 @@ def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="configs/x.py[:arg] (required unless --merge)")
-    ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
-    ap.add_argument("--variants", nargs="+", default=["mean", "kdef"])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025])
-    ap.add_argument("--set", nargs="*", default=[], help="extra config overrides KEY=VALUE for every run")
+    ap.add_argument("--ks", type=int, nargs="+", default=None, help="default 1 2 4 8")
+    ap.add_argument("--variants", nargs="+", default=None, help="default mean kdef")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default 2024 2025")
+    ap.add_argument("--set", nargs="*", default=None, help="extra config overrides KEY=VALUE for every run")
     ap.add_argument("--workdir", help="where the runs go (required unless --merge)")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="train nothing: join these sweeps' records (same config and overrides; the same variants "
@@ -209,6 +212,11 @@ def main():
                     help="the plot's AUC floor: means below it are drawn on it as ▼ with their value")
     args = ap.parse_args()
     plans = None
+    sweep_flags = [f"--{n}" for n in ("config", "ks", "variants", "seeds", "set", "workdir") if getattr(args, n) is not None]
+    if args.merge and sweep_flags:
+        ap.error(f"--merge trains nothing and joins records as they are: {' '.join(sweep_flags)} would be ignored")
+    args.ks, args.variants = args.ks or [1, 2, 4, 8], args.variants or ["mean", "kdef"]
+    args.seeds, args.set = args.seeds or [2024, 2025], args.set or []
     try:
         if args.merge:
             check_out(args.out, inputs=args.merge)

@@ -196,6 +196,18 @@ def test_scaling_merge_joins_seeds_and_refuses_mismatches(tmp_path):
         scaling.merge([a, b, s])  # other variants must come over the seeds joined so far
     with pytest.raises(ValueError, match=r"b\.json: variants and Ks"):
         scaling.merge([a, s, b])  # a seed added later needs every variant joined so far
+    rec_s["seeds"] = [2, 1]  # the same seeds, another order: its per-seed values would be listed under the wrong seed
+    s.write_text(json.dumps(rec_s))
+    with pytest.raises(ValueError, match=r"s\.json: the seeds \[2, 1\] in another order than \[1, 2\]"):
+        scaling.merge([a, s])
+
+
+def test_scaling_merge_refuses_the_sweep_flags_it_would_ignore(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(sys, "argv", ["scaling", "--merge", str(tmp_path / "a.json"), "--ks", "4", "--seeds", "9",
+                                    "--out", str(tmp_path / "m.json")])
+  with pytest.raises(SystemExit):
+    scaling.main()
+  assert "--merge trains nothing and joins records as they are: --ks --seeds would be ignored" in capsys.readouterr().err
 
 
 def _with_best_student(res: dict, val: dict | None = None) -> dict:
