@@ -3,7 +3,8 @@
     python benchmarks/side_by_side.py --ref-venv /work/ref/venv --kdef /work/ref/KDEF \
         --fuxictr /work/ref/FuxiCTR --ref-work /work/ref/work --rounds 3 --out side_by_side.json
 
-The reference side is ``../shared/reference/bench/run_reference.py train`` (EKTF = the authors' KDEF,
+The reference side is ``run_reference.py train`` of ``$KDEF_REFERENCE_DIR/bench`` (default
+``../shared/reference/bench`` beside the checkout; EKTF = the authors' KDEF,
 DNN = FuxiCTR's DNN as the K=1 point because EKTF cannot build K=1, EKTF_L with the §5.2 overrides),
 one fresh process per measurement as in reference-perf.md; ours is benchmarks/train_throughput.py
 with the same shapes, batch sizes and step counts. Cases alternate ours/reference within every round
