@@ -43,7 +43,8 @@ from kdef_jax.export_run import resolve_what
 from kdef_jax.losses import fusion_of
 from kdef_jax.metrics import ensemble_metrics, ensemble_prob64, sigmoid64
 from kdef_jax.report import student_names, tolerant_stdio
-from kdef_jax.run_files import check_output, error_text, exit_interrupted, read_json, read_run_config, write_atomic, write_json
+from kdef_jax.run_files import (check_output, error_text, exit_interrupted, read_json, read_run_config, write_atomic,
+                                write_json)
 from kdef_jax.steps import make_predict_step
 from kdef_jax.train import predict_logits
 
