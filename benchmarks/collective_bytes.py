@@ -23,24 +23,19 @@ from pathlib import Path
 
 
 def _args():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from kdef_jax.run_files import output_file_arg  # stdlib only: jax is not imported yet
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, default=8)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--optimizers", nargs="+", default=["dense", "lazy_adam"], choices=["dense", "lazy_adam"])
     p.add_argument("--embeddings", nargs="+", default=["replicated", "rows"], choices=["replicated", "rows"])
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, type=output_file_arg)
     a = p.parse_args()  # before jax is imported (it fixes the device count): checked here, not by common's types
     if min(a.devices, a.k, a.batch) < 1:
         p.error("--devices, --k and --batch must be >= 1")
-    if a.out:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from kdef_jax.run_files import check_writable  # stdlib only: jax is not imported yet
-
-        try:
-            check_writable(Path(a.out), "--out")
-        except ValueError as e:
-            p.error(str(e))
     return a
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from kdef_jax.data.dataset import open_cache  # noqa: E402
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, prefetch  # noqa: E402
 from kdef_jax.data.synthetic import CRITEO_VOCAB, SyntheticSpec, build_synthetic  # noqa: E402
-from kdef_jax.run_files import check_writable  # noqa: E402
+from kdef_jax.run_files import output_file_arg  # noqa: E402
 from kdef_jax.report import host_cpu  # noqa: E402
 from kdef_jax.run_files import write_json  # noqa: E402
 
@@ -65,14 +65,10 @@ def main():
     ap.add_argument("--batch-size", type=int, nargs="+", default=[10_000, 4096])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "kdef_bench_loader"))
-    ap.add_argument("--out", required=True, help="JSON path, e.g. benchmarks/results/loader.json")
+    ap.add_argument("--out", required=True, type=output_file_arg, help="JSON path, e.g. benchmarks/results/loader.json")
     a = ap.parse_args()
     if a.rows < 1 or a.epochs < 1 or min(a.batch_size) < 1:
         ap.error("--rows, --epochs and --batch-size must be >= 1")
-    try:
-        check_writable(Path(a.out), "--out")
-    except ValueError as e:
-        ap.error(str(e))
     spec = SyntheticSpec(vocab_sizes=CRITEO_VOCAB, num_train=a.rows, num_valid=1000, num_test=1000, seed=7)
     path = build_synthetic(spec, a.cache_dir, dataset_id="loader_bench_criteo", log=print)
     ds = open_cache(path)

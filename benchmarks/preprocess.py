@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from kdef_jax.data.synthetic import CRITEO_VOCAB  # noqa: E402
 from kdef_jax.report import host_cpu  # noqa: E402
-from kdef_jax.run_files import check_writable, write_json  # noqa: E402
+from kdef_jax.run_files import output_file_arg, write_json  # noqa: E402
 
 
 def generate(path: Path, rows: int, seed: int = 0, vocab_scale: int = 1, block: int = 200_000) -> None:
@@ -122,7 +122,7 @@ def main():
     ap.add_argument("--vocab-scale", type=int, default=1)
     ap.add_argument("--engine", default="auto", choices=["auto", "native", "columnar", "python"])
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "kdef_bench_preprocess"))
-    ap.add_argument("--out", help="JSON path, e.g. benchmarks/results/preprocess.json (required)")
+    ap.add_argument("--out", type=output_file_arg, help="JSON path, e.g. benchmarks/results/preprocess.json (required)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per size (fresh processes); the median run is reported")
     ap.add_argument("--child", nargs=2, metavar=("PATH", "ENGINE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -135,10 +135,6 @@ def main():
         ap.error("--rows, --repeat and --vocab-scale must be >= 1")
     if len(set(a.rows)) < len(a.rows):
         ap.error(f"--rows {' '.join(map(str, a.rows))}: a size given twice would be measured twice")
-    try:
-        check_writable(Path(a.out), "--out")
-    except ValueError as e:
-        ap.error(str(e))
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     runs = []

@@ -57,9 +57,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--make", type=Path, help="write the file, ids and expected probabilities into this folder")
     ap.add_argument("--check", type=Path, help="serve the file in this folder on the default device")
-    ap.add_argument("--out", default=None, help="JSON path for the record of --make or --check")
+    from kdef_jax.run_files import output_file_arg, write_json
+
+    ap.add_argument("--out", default=None, type=output_file_arg, help="JSON path for the record of --make or --check")
     a = ap.parse_args(argv)
-    from kdef_jax.run_files import check_writable, write_json
 
     if (a.make is None) == (a.check is None):
         ap.error("give exactly one of --make and --check")
@@ -69,11 +70,6 @@ def main(argv=None) -> None:
         missing = [n for n in ("predictor.jaxexport", "ids.npy", "expected.npy") if not (a.check / n).is_file()]
         if missing:
             ap.error(f"--check {a.check}: no {', '.join(missing)} there (write them with --make {a.check})")
-    try:
-        if a.out:
-            check_writable(Path(a.out), "--out")
-    except ValueError as e:
-        ap.error(str(e))
     record = make(a.make) if a.make else check(a.check)
     if a.make:
         print(f"wrote {a.make}/predictor.jaxexport ({record['bytes']:,} bytes, platforms {','.join(record['platforms'])}), "

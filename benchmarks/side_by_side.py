@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from kdef_jax.report import host_cpu  # noqa: E402  (no JAX backend started in this process)
-from kdef_jax.run_files import check_writable, write_json  # noqa: E402
+from kdef_jax.run_files import output_file_arg, write_json  # noqa: E402
 # the reference harness: $KDEF_REFERENCE_DIR/bench (as the tests find the reference), else ../shared beside the checkout
 REFERENCE_DIR = Path(os.environ.get("KDEF_REFERENCE_DIR") or HERE.parents[1] / "shared" / "reference")
 HARNESS = REFERENCE_DIR / "bench" / "run_reference.py"
@@ -95,7 +95,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, type=output_file_arg)
     args = ap.parse_args()
     problems = [f"--{n} {getattr(args, n)} is not >= 1" for n in ("rounds", "steps", "threads") if getattr(args, n) < 1]
     if not os.access(Path(args.ref_venv) / "bin" / "python", os.X_OK):
@@ -104,11 +104,6 @@ def main():
                                                              ("--ref-work", args.ref_work)) if not Path(p).is_dir()]
     if not HARNESS.is_file():
         problems.append(f"the reference harness {HARNESS} is missing (set KDEF_REFERENCE_DIR to the reference folder)")
-    try:
-        if args.out:
-            check_writable(Path(args.out), "--out")
-    except ValueError as e:
-        problems.append(str(e))
     if problems:  # before any measurement: a bad setup was found only after ours had been measured
         ap.error("; ".join(problems))
     cases = [c for c in CASES if c[0] in args.cases]

@@ -79,6 +79,18 @@ def check_writable(out: Path, flag: str) -> Path:
     return out
 
 
+def output_file_arg(text: str) -> str:
+    """argparse type of an output path (``--out``): :func:`check_writable` at parse time, so a command
+    refuses it before doing any work."""
+    import argparse
+
+    try:
+        check_writable(Path(text), "")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).strip()) from None
+    return text
+
+
 def check_output(out: Path, flag: str, *, inputs: tuple = (), workdir: Path | None = None) -> Path:
     """``out`` (and its ``<out>.json`` description) as files to write: writable (:func:`check_writable`),
     not one of ``inputs``, not a file of the run in ``workdir`` (nothing the user has is overwritten)."""
