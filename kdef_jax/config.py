@@ -194,9 +194,9 @@ def _parse_as(text: str, like, key: str):
     text as it is, e.g. data.name=123); a field without a typed value gets :func:`_parse_value`."""
     try:
         if isinstance(like, bool):
-            if text not in ("True", "False"):
+            if text.lower() not in ("true", "false"):  # any case, as absl reads --config.a.b=false
                 raise ValueError("expected True or False")
-            return text == "True"
+            return text.lower() == "true"
         if isinstance(like, str):
             return text
         if isinstance(like, int):

@@ -438,6 +438,8 @@ def test_overrides_are_parsed_as_their_fields_type():
   apply_overrides(c, ["data.name=123", "optim.learning_rate=1", "train.progress=True", "model.hidden_units=(8,)"])
   assert c.data.name == "123" and c.optim.learning_rate == 1.0 and isinstance(c.optim.learning_rate, float)
   assert c.train.progress is True and c.model.hidden_units == (8,)
+  apply_overrides(c, ["train.progress=false", "data.verify_cache=FALSE", "train.plot=true"])  # any case, as absl reads them
+  assert c.train.progress is False and c.data.verify_cache is False and c.train.plot is True
   for item, message in [("train.progress=yes", "train.progress='yes': expected True or False"),
                         ("model.hidden_units=8", "model.hidden_units='8': expected a tuple"),
                         ("train.batch_size=1e3", "train.batch_size='1e3': expected an integer"),
