@@ -39,6 +39,9 @@ def _locate(model: KDEFModel, k: int):
 
 def extract_student(model: KDEFModel, variables: dict, k: int):
     """(single-student KDEFModel, its variables) for student ``k`` (0-based, in [K] order)."""
+    k = student_index(k, model.num_students)
+    if k is None:
+        raise ValueError("extract_student k='ensemble': give a student index 0..K-1")
     gi, g, j = _locate(model, k)
     name = f"group{gi}_{g.kind}"
     single = model.clone(groups=(StudentGroup(g.kind, 1, g.kwargs),), concat_head=False)
@@ -150,14 +153,24 @@ def _group_shapes(model: KDEFModel, group: StudentGroup):
 
 
 class Predictor(functools.partial):
-    """A jitted ``apply(variables, ids)`` bound to its variables (``.func``, ``.args``: to lower it). Host
-    ids wider than int32 are clipped into int32 first: JAX narrows them otherwise (x64 off), so 2**32 + 1
-    would read id 1 where any id outside a field's range must read its OOV row. An empty batch gives
-    empty probabilities."""
+    """A jitted ``apply(variables, ids)`` bound to its variables (``.func``, ``.args``: to lower it). ``ids``:
+    integers [batch, columns] (else a ValueError). Ids wider than int32, and uint32 ones, are clipped into
+    int32 first: JAX narrows them otherwise (x64 off), so 2**32 + 1 would read id 1 and uint32 2**31 a
+    negative row, where any id outside a field's range must read its OOV row. An empty batch gives empty
+    probabilities."""
 
     def __call__(self, ids):
-        if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu" and ids.dtype.itemsize > 4:
+        if isinstance(ids, (list, tuple)):
+            ids = np.asarray(ids)
+        kind = getattr(getattr(ids, "dtype", None), "kind", None)
+        if kind not in ("i", "u") or np.ndim(ids) != 2:
+            raise ValueError(f"ids: an integer array [batch, columns], got {getattr(ids, 'dtype', type(ids).__name__)} "
+                             f"of shape {np.shape(ids)}")
+        if isinstance(ids, np.ndarray) and (ids.dtype.itemsize > 4 or (kind == "u" and ids.dtype.itemsize == 4)):
+            # (uint32 too: ids >= 2**31 would wrap to negative int32 and read another field's row)
             ids = np.clip(ids, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+        elif kind == "u" and ids.dtype.itemsize == 4:  # a device array of uint32 ids, likewise
+            ids = jnp.minimum(ids, np.uint32(np.iinfo(np.int32).max)).astype(jnp.int32)
         rows = np.shape(ids)[0]
         if isinstance(rows, int) and rows == 0:  # (a symbolic batch dimension when exported: never 0)
             return jnp.zeros((0,), jnp.float32)
@@ -216,9 +229,12 @@ def export_predictor(model: KDEFModel, variables: dict, num_columns: int, what: 
     """Serialized ``jax.export`` of the predictor (``make_predictor``'s arguments), batch dimension symbolic,
     lowered for each of ``platforms`` (jax.export names: cpu, cuda, rocm, tpu): a file exported on a CPU
     host serves on a GPU or TPU too."""
-    platforms = tuple(platforms)
-    if not platforms:
-        raise ValueError("export platforms: name at least one of cpu, cuda, rocm, tpu")
+    platforms = tuple(p.strip() for p in platforms.split(",")) if isinstance(platforms, str) else tuple(platforms)
+    bad = [p for p in platforms if p not in ("cpu", "cuda", "rocm", "tpu")]
+    if not platforms or bad:
+        raise ValueError(f"export platforms {platforms}: name one or more of cpu, cuda, rocm, tpu")
+    if not isinstance(num_columns, (int, np.integer)) or isinstance(num_columns, bool) or num_columns < 1:
+        raise ValueError(f"num_columns {num_columns!r}: the number of id columns, an integer >= 1 (feature map's num_columns)")
     predict = jax.jit(make_predictor(model, variables, what, fold_bn, fusion))  # variables become constants
     (b,) = jax.export.symbolic_shape("b")
     exp = jax.export.export(predict, platforms=platforms)(jax.ShapeDtypeStruct((b, num_columns), jnp.int32))

@@ -48,6 +48,10 @@ def ensemble_logit(logits: jax.Array, fusion: str = "mean_logit") -> jax.Array:
   * ``"concat"``: ``logits[-1]``, the row a model with the MLPs_concat head
     (``KDEFModel(concat_head=True)``) appends after its K students: ``w·[a_1; …; a_K] + b``.
   """
+  logits = jnp.asarray(logits)
+  if logits.ndim != 2 or logits.shape[0] < (2 if fusion == "concat" else 1):
+    raise ValueError(f"ensemble_logit({fusion!r}): logits must be [K, B] with K >= 1 ([K + 1, B] for concat), "
+                     f"got shape {logits.shape}.")
   if fusion == "mean_logit":
     return teacher_logit(logits)
   if fusion == "sum_logit":
@@ -153,8 +157,10 @@ def kdef_loss(
     raise ValueError(f"Unknown consistency {consistency!r}; valid: {CONSISTENCIES}.")
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels)
-  if logits.ndim != 2:
-    raise ValueError(f"logits must be [K, B], got shape {logits.shape}.")
+  if logits.ndim != 2 or 0 in logits.shape:
+    raise ValueError(f"logits must be [K, B] with K, B >= 1, got shape {logits.shape}.")
+  if isinstance(huber_delta, (int, float)) and not huber_delta > 0:  # (a traced value is the caller's)
+    raise ValueError(f"huber_delta must be > 0, got {huber_delta!r}.")
   if labels.ndim != 1 or labels.shape[0] != logits.shape[1]:
     raise ValueError(f"labels must be [B] matching logits [K, B]; got labels {labels.shape}, "
                      f"logits {logits.shape}.")

@@ -300,9 +300,22 @@ def test_negative_student_index_is_out_of_range():
         extract_student(_model(), {}, -1)
 
 
-def test_export_needs_a_platform():
-    with pytest.raises(ValueError, match="name at least one of cpu"):
-        export_predictor(_model(), {}, 3, platforms=())
+def test_export_needs_known_platforms_and_an_integer_column_count():
+    """platforms="cpu" was tuple("cpu") = ('c', 'p', 'u'): a file exported for platforms that do not
+    exist, refused only when served; a float num_columns was a TypeError of ~22,700 characters."""
+    for platforms in ((), ("gpu",), "cpu,gpu"):
+        with pytest.raises(ValueError, match="name one or more of cpu, cuda, rocm, tpu"):
+            export_predictor(_model(), {}, 3, platforms=platforms)
+    with pytest.raises(ValueError, match=r"num_columns 3.0: the number of id columns"):
+        export_predictor(_model(), {}, 3.0)
+
+
+def test_export_reads_a_comma_separated_platform_string(trained_run):
+    import jax as jax_mod
+
+    model, variables, fmap, _ = load_run(trained_run[1])
+    blob = export_predictor(model, variables, fmap.num_columns, platforms="cpu")
+    assert jax_mod.export.deserialize(blob).platforms == ("cpu",)
 
 
 def test_load_run_checkpoint_name_is_checked_first(tmp_path):
@@ -474,3 +487,40 @@ def test_export_run_folds_the_batchnorm_of_a_bfloat16_run(bf16_run, what):
     assert info["compute_dtype"] == "bfloat16" and 0 < info["check"]["max_abs_diff"] < 1e-2
     plain = export_run(bf16_run, what, platforms=("cpu",), out=bf16_run.parent / f"q_{what}.jaxexport")
     assert plain["check"]["max_abs_diff"] <= 1e-4
+
+
+def test_predictor_reads_uint32_ids_past_int32_as_oov_and_names_bad_ids(trained_run):
+    """uint32 ids >= 2**31 wrapped to negative int32 rows (another field's embedding, silently); ids of
+    the wrong rank or a float dtype failed deep in flax or jnp."""
+    model, variables, fmap, _ = load_run(trained_run[1])
+    predict = make_predictor(model, variables, 1)
+    ids = np.ones((2, fmap.num_columns), np.int32)
+    oov = ids.copy()
+    oov[0, 1] = 10**9  # outside every field: its OOV row
+    want = np.asarray(predict(oov))
+    for big in (2**31, 2**32 - 1):
+        wide = ids.astype(np.uint32)
+        wide[0, 1] = big
+        np.testing.assert_array_equal(np.asarray(predict(wide)), want)
+        np.testing.assert_array_equal(np.asarray(predict(jnp.asarray(wide))), want)  # a device array too
+    for bad in (ids[0], ids[None], ids.astype(np.float32), 3):
+        with pytest.raises(ValueError, match=r"ids: an integer array \[batch, columns\]"):
+            predict(bad)
+    np.testing.assert_array_equal(np.asarray(predict(ids.tolist())), np.asarray(predict(ids)))
+
+
+def test_extract_student_checks_its_index_like_make_predictor():
+    model = _model()
+    variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jnp.ones((2, 3), jnp.int32), False))()
+    assert extract_student(model, variables, "1")[0].num_students == 1
+    for k, message in ((1.5, "use 'ensemble' or a student index"), ("ensemble", "give a student index")):
+        with pytest.raises(ValueError, match=message):
+            extract_student(model, variables, k)
+
+
+def test_a_run_loads_under_x64_too(trained_run):
+    """BatchNorm statistics were created float64 under jax_enable_x64, so a float32 run's checkpoint was
+    'written by a different model/config'."""
+    with jax.enable_x64(True):
+        model, variables, fmap, _ = load_run(trained_run[1])
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(variables))

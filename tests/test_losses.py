@@ -302,3 +302,23 @@ def test_kl_consistency_at_a_certain_target_uses_0_log_0_as_0(t):
   f = lambda z: losses._consistency(z, jax.nn.sigmoid(z), jnp.float32(t), "kl", 1.0)
   assert float(f(jnp.float32(0.0))) == pytest.approx(math.log(2), rel=1e-6)
   assert float(jax.grad(f)(jnp.float32(0.0))) == pytest.approx(0.5 - t, rel=1e-6)
+
+
+def test_bad_shapes_and_a_nonpositive_huber_delta_are_errors_not_nan_or_a_wrong_loss():
+  """API review: K = 0 or B = 0 gave NaN, huber_delta <= 0 silently dropped (0) or negated (< 0) the
+  consistency terms, and ensemble_logit of [B] logits averaged the batch into a scalar."""
+  from kdef_jax.losses import ensemble_logit
+
+  z, y = jnp.array([[0.3, -1.2, 2.0], [0.1, -0.4, 1.1]]), jnp.array([1.0, 0.0, 1.0])
+  for logits, labels in ((jnp.zeros((0, 3)), y), (jnp.zeros((2, 0)), jnp.zeros(0))):
+    with pytest.raises(ValueError, match=r"logits must be \[K, B\] with K, B >= 1"):
+      kdef_loss(logits, labels)
+  for delta in (0.0, -1.0):
+    with pytest.raises(ValueError, match="huber_delta must be > 0"):
+      kdef_loss(z, y, consistency="huber", huber_delta=delta)
+  for fusion in ("mean_logit", "sum_logit", "mean_prob", "concat"):
+    with pytest.raises(ValueError, match=r"logits must be \[K, B\]"):
+      ensemble_logit(jnp.array([1.0, 2.0, 3.0]), fusion)
+  with pytest.raises(ValueError, match=r"\[K \+ 1, B\] for concat"):
+    ensemble_logit(jnp.ones((1, 3)), "concat")
+  assert ensemble_logit([[1.0, 2.0], [2.0, 3.0]]).tolist() == [1.5, 2.5]  # a list, as kdef_loss accepts

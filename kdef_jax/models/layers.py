@@ -72,10 +72,12 @@ class BatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
         shape = () if self.scalar else (x.shape[-1],)
-        scale = self.param("scale", nn.initializers.ones, shape)
-        bias = self.param("bias", nn.initializers.zeros, shape)
-        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, shape)
-        ra_var = self.variable("batch_stats", "var", jnp.ones, shape)
+        # float32 like every other parameter (flax's param_dtype), also under jax_enable_x64: a run's
+        # checkpoint restores with x64 on or off
+        scale = self.param("scale", nn.initializers.ones, shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, shape, jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), shape)
+        ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), shape)
         axes = tuple(range(x.ndim)) if self.scalar else tuple(range(x.ndim - 1))
         if not train:
             mean, var = ra_mean.value, ra_var.value
