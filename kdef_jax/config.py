@@ -249,6 +249,8 @@ def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
             raise UnknownKeyError(error)
         *path, leaf = key.split(".")
         node = functools.reduce(lambda n, p: n[p], path, config)
+        if isinstance(node[leaf], ml_collections.ConfigDict):
+            raise ValueError(f"{item!r}: {key} is a group of settings; override one of them ({key}.NAME=VALUE)")
         node[leaf] = _parse_as(value, node[leaf], key)
 
 

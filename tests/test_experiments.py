@@ -444,7 +444,8 @@ def test_overrides_are_parsed_as_their_fields_type():
                         ("model.hidden_units=8", "model.hidden_units='8': expected a tuple"),
                         ("train.batch_size=1e3", "train.batch_size='1e3': expected an integer"),
                         ("optim.learning_rate=fast", "optim.learning_rate='fast': expected a number"),
-                        ("model.num_students", "'model.num_students': an override is KEY=VALUE")]:
+                        ("model.num_students", "'model.num_students': an override is KEY=VALUE"),
+                        ("model=3", "'model=3': model is a group of settings; override one of them")]:
     with pytest.raises(ValueError, match=re.escape(message)):
       apply_overrides(c, [item])
   with pytest.raises(KeyError, match="unknown config key 'nope.x'"):
