@@ -32,9 +32,10 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    Runner, criteo_batches, criteo_model, default_train_config, machine, mlp_group, out_file, positive_int, time_interleaved,
+    Runner, criteo_batches, criteo_model, default_train_config, machine, mlp_group, positive_int, time_interleaved,
     write_json,
 )
+from kdef_jax.run_files import output_file_arg  # noqa: E402
 from kdef_jax import steps  # noqa: E402
 from kdef_jax.reductions import tree_norm  # noqa: E402
 
@@ -86,7 +87,7 @@ def main():
     ap.add_argument("--batch", type=positive_int, default=10_000)
     ap.add_argument("--processes", type=positive_int, default=1, help="fresh processes, build order alternated")
     ap.add_argument("--order", default=",".join(VARIANTS), help=argparse.SUPPRESS)
-    ap.add_argument("--out", type=out_file)
+    ap.add_argument("--out", type=output_file_arg)
     args = ap.parse_args()
     record = {"benchmark": "clip_order", "machine": machine(), "args": vars(args)}
     if args.processes <= 1:

@@ -157,7 +157,7 @@ def layer_parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--steps", type=positive_int, default=20)
     ap.add_argument("--rounds", type=positive_int, default=5)
-    ap.add_argument("--out", default=None, type=out_file)
+    ap.add_argument("--out", default=None, type=run_files.output_file_arg)
     return ap
 
 
@@ -167,9 +167,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
     return value
-
-
-out_file = run_files.output_file_arg  # --out checked before anything is measured (a traceback would lose the numbers)
 
 
 def nonnegative_float(text: str) -> float:

@@ -30,8 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 
 from common import (  # noqa: E402
-    Runner, criteo_batches, criteo_model, machine, mlp_group, out_file, positive_int, time_interleaved, write_json,
+    Runner, criteo_batches, criteo_model, machine, mlp_group, positive_int, time_interleaved, write_json,
 )
+from kdef_jax.run_files import output_file_arg  # noqa: E402
 from kdef_jax.export import make_predictor  # noqa: E402
 from train_throughput import step_runner  # noqa: E402
 
@@ -145,7 +146,7 @@ def main():
     ap.add_argument("--steps", type=positive_int, default=10, help="calls per round of the untraced wall-time measurement")
     ap.add_argument("--rounds", type=positive_int, default=3)
     ap.add_argument("--top", type=positive_int, default=12)
-    ap.add_argument("--out", default=None, type=out_file)
+    ap.add_argument("--out", default=None, type=output_file_arg)
     args = ap.parse_args()
     runners = build_runners(args.programs, args.k, args.batch)
     walls = time_interleaved(list(runners.values()), warmup=2, steps=args.steps, rounds=args.rounds, min_round_s=0.05)

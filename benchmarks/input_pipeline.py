@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 
-from common import machine, out_file, positive_int, write_json  # noqa: E402
+from common import machine, positive_int, write_json  # noqa: E402
+from kdef_jax.run_files import output_file_arg  # noqa: E402
 from kdef_jax.config import load_config_file, validate  # noqa: E402
 from kdef_jax.data.dataset import load_dataset  # noqa: E402
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, prefetch  # noqa: E402
@@ -41,7 +42,7 @@ def main():
     ap.add_argument("--steps", type=positive_int, default=6)
     ap.add_argument("--rounds", type=positive_int, default=3)
     ap.add_argument("--prefetch", type=int, default=2)
-    ap.add_argument("--out", default=None, type=out_file)
+    ap.add_argument("--out", default=None, type=output_file_arg)
     args = ap.parse_args()
     c = load_config_file(args.config)
     c.model.num_students = args.k

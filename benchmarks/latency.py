@@ -23,9 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 
 from common import (  # noqa: E402
-    Runner, criteo_batches, criteo_model, checked_spec_groups, machine, mlp_group, nonnegative_float, out_file, positive_int,
+    Runner, criteo_batches, criteo_model, checked_spec_groups, machine, mlp_group, nonnegative_float, positive_int,
     time_interleaved, write_json,
 )
+from kdef_jax.run_files import output_file_arg  # noqa: E402
 from kdef_jax.export import make_predictor  # noqa: E402
 
 
@@ -39,8 +40,8 @@ def main():
                     help="more calls per round until a round lasts this long (sub-ms GPU calls; 0: --steps only)")
     ap.add_argument("--students", default="", help='a student spec instead of K MLPs, e.g. "ipnn:1,final:1,ecn:1"')
     ap.add_argument("--set", nargs="*", default=[], help="model config overrides for --students")
-    ap.add_argument("--out", default=None, type=out_file)
-    ap.add_argument("--hlo-out", default=None, type=out_file, help="write each predictor's optimized HLO (largest batch) here")
+    ap.add_argument("--out", default=None, type=output_file_arg)
+    ap.add_argument("--hlo-out", default=None, type=output_file_arg, help="write each predictor's optimized HLO (largest batch) here")
     ap.add_argument("--fold-bn", action="store_true", help="also time each predictor with BatchNorm folded into its Dense layers")
     args = ap.parse_args()
     groups = checked_spec_groups(ap, args, mlp_only=("k",))

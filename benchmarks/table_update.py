@@ -34,8 +34,9 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    EMB_DIM, Runner, criteo_batches, default_train_config, machine, out_file, positive_int, time_interleaved, write_json,
+    EMB_DIM, Runner, criteo_batches, default_train_config, machine, positive_int, time_interleaved, write_json,
 )
+from kdef_jax.run_files import output_file_arg  # noqa: E402
 from kdef_jax import steps  # noqa: E402
 from kdef_jax.data.synthetic import CRITEO_VOCAB  # noqa: E402
 from kdef_jax.models.embedding import column_offsets  # noqa: E402
@@ -97,7 +98,7 @@ def main():
     ap.add_argument("--steps", type=positive_int, default=5, help="calls per variant per round")
     ap.add_argument("--rounds", type=positive_int, default=8)
     ap.add_argument("--batch", type=positive_int, default=10_000)
-    ap.add_argument("--out", type=out_file)
+    ap.add_argument("--out", type=output_file_arg)
     args = ap.parse_args()
     c = default_train_config()
     o, lam = c.optim, c.optim.embedding_l2

@@ -46,11 +46,11 @@ from common import (  # noqa: E402
     default_train_config,
     machine,
     mlp_group,
-    out_file,
     positive_int,
     time_interleaved,
     write_json,
 )
+from kdef_jax.run_files import output_file_arg  # noqa: E402
 from kdef_jax.steps import create_train_state, make_optimizer, make_train_step  # noqa: E402
 
 
@@ -111,7 +111,7 @@ def main():
     ap.add_argument("--set", nargs="*", default=[], help="model config overrides for --students, e.g. model.ecn.num_cross_layers=4")
     ap.add_argument("--mflop-per-sample", type=float, default=0.0, help="forward+backward MFLOP/sample of --students")
     ap.add_argument("--processes", type=positive_int, default=1, help="repeat every K in this many fresh processes")
-    ap.add_argument("--out", default=None, type=out_file)
+    ap.add_argument("--out", default=None, type=output_file_arg)
     args = ap.parse_args()
     if args.processes > 1 and args.students:
         ap.error("--processes repeats the K sweep; with --students run the command once per process instead")
