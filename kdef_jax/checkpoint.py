@@ -17,6 +17,7 @@ import gc
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import jax
@@ -136,33 +137,46 @@ def _closed_loop_errors_muted():
         sys.unraisablehook, sys.excepthook = unraisable, excepthook
 
 
-def _orbax_thread_failure(record) -> bool:
-    """orbax's log of a failed save thread (its error, with the traceback, is raised to the caller too)."""
-    return "_SignalingThread.run() raised an exception" in str(record.msg)
+def _orbax_noise(record) -> bool:
+    """orbax's log of a failed save thread, and asyncio's of a failed read or write task nobody awaited
+    (each error is raised to the caller too)."""
+    msg = str(record.msg)
+    return "_SignalingThread.run() raised an exception" in msg or "exception was never retrieved" in msg
 
 
-@contextlib.contextmanager
-def _orbax_failure_quiet():
-    """An orbax read or write that fails raises its error once, without the noise around it: the closed
-    event loop tracebacks (``_closed_loop_errors_muted``) and orbax's own logged copy of a save thread's
-    error with its traceback (~450 lines on a full disk). On a failure the in-flight tensorstore calls
-    are freed and given time to finish inside the block."""
-    absl_logger = logging.getLogger("absl")
+def _orbax_quietly(call):
+    """``call()``: an orbax read or write. On a failure it raises its error once, without the noise
+    around it: the closed event loop tracebacks (``_closed_loop_errors_muted``), orbax's logged copy of
+    a save thread's error with its traceback (~450 lines on a full disk) and asyncio's of the failed
+    tasks nobody awaited. The error keeps its traceback as text (a note) but not its frames, which hold
+    those in-flight tasks: they are freed, and given time to finish, while all that is muted (a context
+    manager could not: the ``with`` statement holds the traceback until its exit returns)."""
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
 
     def keep(record) -> bool:
-        return not _orbax_thread_failure(record)
+        return not _orbax_noise(record)
 
-    absl_logger.addFilter(keep)
+    for logger in loggers:
+        logger.addFilter(keep)
     try:
         with _closed_loop_errors_muted():
+            failure = None
             try:
-                yield
-            except Exception:
-                gc.collect()
-                time.sleep(0.5)  # local reads and writes finish within milliseconds
-                raise
+                return call()
+            except Exception as e:  # noqa: BLE001 - re-raised below
+                e.add_note("".join(traceback.format_exception(e)).rstrip())
+                chained, seen = e, set()
+                while chained is not None and id(chained) not in seen:
+                    seen.add(id(chained))
+                    chained.__traceback__ = None
+                    chained = chained.__cause__ or chained.__context__
+                failure = e
+            gc.collect()  # the frames, and the failed reads or writes they held, go here
+            time.sleep(0.5)  # local reads and writes finish within milliseconds
+            raise failure
     finally:
-        absl_logger.removeFilter(keep)
+        for logger in loggers:
+            logger.removeFilter(keep)
 
 
 class Checkpoints:
@@ -199,10 +213,10 @@ class Checkpoints:
         # best first, both with the same state and meta: a crash between the two saves leaves best one
         # epoch ahead of latest, and resume continues from it (``restore_newest``); the reverse order
         # would lose that best
-        with _orbax_failure_quiet():  # e.g. a full disk: its one error, not ~450 lines of orbax's
-            if best_auc is not None:
-                self._replace(self.best, epoch).save(epoch, args=args(), metrics={"val_auc": float(best_auc)}, force=True)
-            self._replace(self.latest, epoch).save(epoch, args=args(), force=True)
+        if best_auc is not None:  # a failure (a full disk) is its one error, not ~450 lines of orbax's
+            _orbax_quietly(lambda: self._replace(self.best, epoch).save(epoch, args=args(), metrics={"val_auc": float(best_auc)},
+                                                                        force=True))
+        _orbax_quietly(lambda: self._replace(self.latest, epoch).save(epoch, args=args(), force=True))
 
     @staticmethod
     def _replace(mngr, epoch: int):
@@ -246,14 +260,15 @@ class Checkpoints:
                 records = {k: r for k, r in records.items() if any(k.startswith(f"['{part}']") for part in tree)}
             _check_shapes(tree, records, where)
         failure = None
+        def read():
+            if partial:  # its own reader: the manager's "state" handler is the whole-tree one a save registered
+                with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+                    return {"state": reader.restore(where / "state", args=ocp.args.PyTreeRestore(
+                        tree, restore_args=ocp.checkpoint_utils.construct_restore_args(tree), partial_restore=True))}
+            return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(tree)))
+
         try:
-            with _orbax_failure_quiet():
-                if partial:  # its own reader: the manager's "state" handler is the whole-tree one a save registered
-                    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
-                        out = {"state": reader.restore(where / "state", args=ocp.args.PyTreeRestore(
-                            tree, restore_args=ocp.checkpoint_utils.construct_restore_args(tree), partial_restore=True))}
-                else:
-                    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(tree)))
+            out = _orbax_quietly(read)
         except Exception as e:  # noqa: BLE001 - any orbax/tensorstore failure means unusable
             failure = f"{type(e).__name__}: {str(e)[:300]}"
         if failure is not None:

@@ -560,3 +560,35 @@ def test_a_failing_save_raises_its_error_without_orbax_noise(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("raised ") and "Error writing" in out.stdout, out.stdout
     assert out.stderr == ""
+
+
+def test_a_failure_frees_its_unawaited_tasks_quietly_inside_the_block(caplog):
+    """A failed orbax read leaves asyncio tasks that failed too; held by the error's traceback frames they
+    were freed after the block, at exit, and asyncio logged "Task exception was never retrieved" with a
+    traceback under the one-line error (seen on a loaded machine). Now they are freed while muted and that
+    log is dropped; the error keeps its message and its traceback as a note."""
+    import asyncio
+    import gc
+    import weakref
+
+    from kdef_jax.checkpoint import _orbax_quietly
+
+    async def read():
+        raise ValueError("a failed tensorstore read")
+
+    def orbax_like():
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(read())
+        loop.run_until_complete(asyncio.sleep(0))  # the task fails; nobody awaits it
+        loop.close()
+        held.append(weakref.ref(task))
+        raise RuntimeError("restore failed")  # this frame (its `task`) is in the error's traceback
+
+    held = []
+    with caplog.at_level("ERROR", logger="asyncio"):
+        with pytest.raises(RuntimeError, match="restore failed") as e:
+            _orbax_quietly(orbax_like)
+        assert held[0]() is None  # freed before the error left _orbax_quietly
+        gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert "in orbax_like" in "\n".join(e.value.__notes__)
