@@ -268,6 +268,29 @@ def check_overrides_are_read(config, base) -> None:
 
 MAX_SIZE = 2**31  # sizes (widths, batches) index int32 arrays
 
+_TYPE_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string", tuple: "a tuple"}
+
+
+def _check_types(values: dict, defaults: dict, bad) -> None:
+    """Every key of ``defaults`` (base_config's flat leaves) holds a value of its default's type in
+    ``values``: a bool for a bool, an int (not a bool) for an int, an int or float for a float, a str
+    for a str, a tuple or list for a tuple. A config file or API caller can set any Python value
+    (None, True for a width); the command line parses by type already."""
+    for key, default in defaults.items():
+        v, kind = values.get(key), type(default)
+        if kind is bool:
+            ok = isinstance(v, bool)
+        elif kind is int:
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif kind is float:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        elif kind is tuple:
+            ok = isinstance(v, (tuple, list))
+        else:
+            ok = isinstance(v, kind)
+        if not ok:
+            bad(key, f"must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {v!r}")
+
 
 def validate(c) -> None:
     """Raise ValueError naming the config key for any value the run cannot use."""
@@ -283,6 +306,7 @@ def validate(c) -> None:
         hint = f"did you mean {'.'.join(filter(None, (section, *close)))!r}?" if close else "misspelt?"
         bad(unknown[0], f"is not a config key ({hint} every key is listed in kdef_jax/config.py:base_config)"
             + (f"; other unknown keys: {', '.join(unknown[1:])}" if unknown[1:] else ""))
+    _check_types(flat_dict(c.to_dict()), flat_dict(base_config().to_dict()), bad)
     m, o, t, d = c.model, c.optim, c.train, c.data
     if not m.students and (not isinstance(m.num_students, int) or m.num_students < 1):
         bad("model.num_students", f"must be an integer >= 1, got {m.num_students!r}")

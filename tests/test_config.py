@@ -8,6 +8,7 @@ import pytest
 
 from conftest import load_config_module
 from kdef_jax.config import UnknownKeyError, apply_overrides, base_config, load_config_file, use_ektf, validate
+from kdef_jax.run_files import flat_dict
 
 
 def _set(c, key: str, value) -> None:
@@ -128,7 +129,7 @@ def test_a_student_group_error_is_not_prefixed_twice():
     ("optim.embedding_optimizer", "sparse", "config optim.embedding_optimizer: 'sparse' is not one of dense, lazy_adam"),
     ("mesh.embedding", "cols", "config mesh.embedding: 'cols' is not one of replicated, rows"),
     ("model.embedding_rows", -1, "config model.embedding_rows: must be an integer >= 0"),
-    ("distributed.coordinator", None, "config distributed.coordinator: must be '', 'auto' or 'host:port', got None"),
+    ("distributed.coordinator", None, "config distributed.coordinator: must be a string, got None"),
     ("data.synthetic.positive_rate", 0.0, "config data.synthetic.positive_rate: must be in (0, 1), got 0.0"),
     ("data.split", "kfold", "config data.split: 'kfold' is not one of files, mod, random"),
     ("data.engine", "fast", "config data.engine: 'fast' is not one of auto, native, columnar, python"),
@@ -139,6 +140,28 @@ def test_a_student_group_error_is_not_prefixed_twice():
 ])
 def test_more_values_the_run_cannot_use_name_their_key(key, value, message):
     assert message in _validate_error({key: value})
+
+
+_LEAVES = flat_dict(base_config().to_dict())
+
+
+@pytest.mark.parametrize("key", sorted(_LEAVES))
+def test_every_key_set_to_none_is_an_error_naming_it(key):
+    """A config file or API caller can put None in any key (train.log_every=None used to be a TypeError
+    inside validate); ConfigDict itself refuses other cross-type values, except a bool in an int key."""
+    assert f"config {key}: must be " in _validate_error({key: None})
+
+
+@pytest.mark.parametrize("key", sorted(k for k, v in _LEAVES.items() if type(v) is int))
+def test_every_integer_key_set_to_a_bool_is_an_error_naming_it(key):
+    """model.embedding_dim=True used to train a table 1 wide."""
+    assert _validate_error({key: True}) == f"config {key}: must be an integer, got True"
+
+
+def test_a_float_key_takes_an_integer():
+    c = base_config()
+    c.optim.learning_rate, c.model.dropout = 1, 0
+    validate(c)
 
 
 def test_final_students_named_by_model_student_need_even_widths_too():
