@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdef_jax.models.embedding import field_offsets  # noqa: E402
 from kdef_jax.report import pyplot, save_figure, tolerant_stdio  # noqa: E402
-from run_seeds import analysis_main, finished_runs  # noqa: E402  (experiments/ is this script's folder)
+from run_seeds import analysis_main, best_marks, bold_if, finished_runs  # noqa: E402  (experiments/ is this script's folder)
 
 
 def information_abundance(matrix: np.ndarray) -> tuple[float, np.ndarray]:
@@ -75,13 +75,21 @@ def collect(*workdirs, variants=None) -> dict:
 
 
 def markdown(found: dict) -> str:
+    """One row per variant and K; bold: the highest mean IA (the least collapsed tables) among the variants at each K."""
+    by_k = {}
+    for v, ks in found.items():
+        for k, runs in ks.items():
+            by_k.setdefault(k, []).append((v, statistics.fmean(r["mean_ia"] for r in runs)))
+    best = {(v, k): flag for k, g in by_k.items() for (v, _), flag in zip(g, best_marks([ia for _, ia in g], 3))}
     lines = ["| variant | K | mean IA of the embedding tables (mean; per seed) | ensemble test AUC |", "|---|---:|---|---:|"]
     for v, ks in found.items():
         for k, runs in ks.items():
             ia = [r["mean_ia"] for r in runs]
             aucs = [r["ensemble_test_auc"] for r in runs if r["ensemble_test_auc"] is not None]  # None: no test split
-            lines.append(f"| {v} | {k} | **{statistics.fmean(ia):.3f}** ({' / '.join(f'{x:.3f}' for x in ia)}) | "
-                         f"{f'{statistics.fmean(aucs):.4f}' if aucs else 'n/a'} |")
+            lines.append(f"| {v} | {k} | {bold_if(best[v, k], format(statistics.fmean(ia), '.3f'))} "
+                         f"({' / '.join(f'{x:.3f}' for x in ia)}) | {f'{statistics.fmean(aucs):.4f}' if aucs else 'n/a'} |")
+    if any(best.values()):
+        lines += ["", "**bold**: the highest mean IA (the least collapsed embedding tables) of the variants at each K."]
     return "\n".join(lines)
 
 

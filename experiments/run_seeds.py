@@ -85,7 +85,20 @@ def merge_summaries(a: dict, b: dict) -> dict:
     return {k: merged(k) for k in a if k in b}  # a key one summary predates is left out
 
 
+def best_marks(values, digits: int = 4) -> list[bool]:
+    """True at the highest of ``values`` as shown (rounded to ``digits``; ties all True), where there are
+    two or more to compare; all False for one: a table bolds its best entry, not every entry."""
+    shown = [round(v, digits) for v in values]
+    return [len(shown) > 1 and v == max(shown) for v in shown]
+
+
+def bold_if(flag: bool, text: str) -> str:
+    return f"**{text}**" if flag else text
+
+
 def markdown(summary: dict) -> str:
+    """One row per setting; the highest mean ensemble test AUC is bold (with a line saying so)."""
+    best = dict(zip(summary, best_marks([s["ensemble_test_auc"]["mean"] for s in summary.values()])))
     lines = [
         "| setting | seeds | ensemble test AUC (mean; per seed) | ensemble logloss | best student test AUC | "
         "best student logloss | epochs | wall s | each student's test AUC (mean) |",
@@ -94,13 +107,15 @@ def markdown(summary: dict) -> str:
     for name, s in summary.items():
         per = " / ".join(f"{v:.4f}" for v in s["ensemble_test_auc"]["values"])
         lines.append(
-            f"| {name} | {len(s['seeds'])} | **{s['ensemble_test_auc']['mean']:.4f}** ({per}) | "
+            f"| {name} | {len(s['seeds'])} | {bold_if(best[name], format(s['ensemble_test_auc']['mean'], '.4f'))} ({per}) | "
             f"{s['ensemble_test_logloss']['mean']:.4f} | {s['best_student_test_auc']['mean']:.4f} | "
             f"{s['best_student_test_logloss']['mean']:.4f} | {', '.join(map(str, s['epochs']))} | "
             f"{statistics.fmean(s['wall_s']):.0f} | "
             + (", ".join(f"{n} {v['mean']:.4f}" for n, v in s["student_test_auc"].items()) if "student_test_auc" in s else "-")
             + " |"
         )
+    if any(best.values()):
+        lines += ["", "**bold**: the highest mean ensemble test AUC of the settings."]
     return "\n".join(lines)
 
 

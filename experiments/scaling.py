@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_seeds import (SweepProgress, check_out, check_unique, merge_summaries, plan_setting, run_planned,  # noqa: E402
-                       summarize, write_outputs)
+from run_seeds import (SweepProgress, best_marks, bold_if, check_out, check_unique, merge_summaries, plan_setting,  # noqa: E402
+                       run_planned, summarize, write_outputs)
 
 from kdef_jax.config import apply_overrides, load_config_file  # noqa: E402
 from kdef_jax.report import pyplot, save_figure, tolerant_stdio  # noqa: E402
@@ -112,15 +112,26 @@ def merge(paths) -> dict:
 
 
 def markdown(table: dict) -> str:
+    """One row per variant and K. Bold: in an ablation (one K), the variant with the highest mean
+    ensemble test AUC; over several Ks, each variant's best K (where its scaling curve peaks)."""
+    cells = [(v, k, s["ensemble_test_auc"]["mean"]) for v, rows in table.items() for k, s in rows.items()]
+    ablation = is_ablation(table)
+    groups = {}
+    for v, k, auc in cells:
+        groups.setdefault(k if ablation else v, []).append(((v, k), auc))
+    best = {key: flag for g in groups.values() for (key, _), flag in zip(g, best_marks([a for _, a in g]))}
     lines = ["| variant | K | ensemble test AUC (mean; per seed) | best student test AUC (mean; per seed) | "
              "ensemble − best student | epochs | train samples/s |", "|---|---:|---|---|---:|---|---:|"]
     for v, rows in table.items():
         for k, s in rows.items():
             e, b = s["ensemble_test_auc"], s["best_student_test_auc"]
             per = lambda x: " / ".join(f"{t:.4f}" for t in x["values"])  # noqa: E731
-            lines.append(f"| {v} | {k} | **{e['mean']:.4f}** ({per(e)}) | {b['mean']:.4f} ({per(b)}) | "
+            lines.append(f"| {v} | {k} | {bold_if(best[v, k], format(e['mean'], '.4f'))} ({per(e)}) | {b['mean']:.4f} ({per(b)}) | "
                          f"{e['mean'] - b['mean']:+.4f} | {', '.join(map(str, s['epochs']))} | "
                          f"{_mean_speed(s['train_samples_per_s'])} |")
+    if any(best.values()):
+        lines += ["", "**bold**: " + ("the highest mean ensemble test AUC of the variants." if ablation else
+                                      "each variant's highest mean ensemble test AUC over K.")]
     return "\n".join(lines)
 
 

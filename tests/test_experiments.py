@@ -41,6 +41,26 @@ def test_summarize_and_markdown_by_hand():
     assert md[3] == "| mean | 4 | **0.7100** (0.7100 / 0.7100) | 0.6200 (0.6000 / 0.6400) | +0.0900 | 3, 4 | 2,000 |"
 
 
+def test_best_marks_bold_the_highest_as_shown_and_nothing_alone():
+  assert run_seeds.best_marks([0.7, 0.8, 0.75]) == [False, True, False]
+  assert run_seeds.best_marks([0.80001, 0.8, 0.7]) == [True, True, False]  # equal to 4 decimals: both
+  assert run_seeds.best_marks([0.8]) == [False] and run_seeds.best_marks([]) == []
+
+
+def test_scaling_table_bolds_each_variants_best_k_and_an_ablations_best_variant():
+  table = {"mean": {1: _summary((0.72, 0.72), (0.7, 0.7)), 4: _summary((0.70, 0.70), (0.6, 0.6))},
+           "kdef": {1: _summary((0.71, 0.71), (0.7, 0.7)), 4: _summary((0.73, 0.73), (0.7, 0.7))}}
+  md = scaling.markdown(table).splitlines()
+  assert [line.split(" | ")[2] for line in md[2:6]] == ["**0.7200** (0.7200 / 0.7200)", "0.7000 (0.7000 / 0.7000)",
+                                                         "0.7100 (0.7100 / 0.7100)", "**0.7300** (0.7300 / 0.7300)"]
+  assert md[-1] == "**bold**: each variant's highest mean ensemble test AUC over K."
+  ablation = {"kdef": {4: _summary((0.73, 0.73), (0.7, 0.7))}, "mean": {4: _summary((0.70, 0.70), (0.6, 0.6))}}
+  md = scaling.markdown(ablation).splitlines()
+  assert md[2].startswith("| kdef | 4 | **0.7300** ") and md[3].startswith("| mean | 4 | 0.7000 ")
+  assert md[-1] == "**bold**: the highest mean ensemble test AUC of the variants."
+  assert "**" not in scaling.markdown({"kdef": {4: ablation["kdef"][4]}})  # one row: nothing is best
+
+
 def test_apply_overrides_rejects_unknown_keys():
     from kdef_jax.config import base_config
 
@@ -630,14 +650,20 @@ def test_collapse_run_keeps_fields_of_two_dim_rows_and_means_their_abundance(tmp
       "kdef": {2: [(1, tmp_path / "kdef_k2_seed1"), (2, tmp_path / "kdef_k2_seed2")]}})
   found = collapse.collect(tmp_path)
   assert [r["seed"] for r in found["kdef"][2]] == [1, 2]
-  assert collapse.markdown(found).splitlines()[2] == "| kdef | 2 | **1.750** (1.750 / 1.750) | 0.8500 |"
+  assert collapse.markdown(found).splitlines()[2] == "| kdef | 2 | 1.750 (1.750 / 1.750) | 0.8500 |"  # nothing to compare
 
 
 def test_collapse_table_means_the_seeds_ia():
   found = {"mean": {4: [{"mean_ia": 2.0, "ensemble_test_auc": 0.7}, {"mean_ia": 3.0, "ensemble_test_auc": 0.8}]}}
-  assert collapse.markdown(found).splitlines()[2] == "| mean | 4 | **2.500** (2.000 / 3.000) | 0.7500 |"
+  assert collapse.markdown(found).splitlines()[2] == "| mean | 4 | 2.500 (2.000 / 3.000) | 0.7500 |"
   found = {"kdef": {2: [{"mean_ia": 2.0, "ensemble_test_auc": None}]}}  # a run without a test split
-  assert collapse.markdown(found).splitlines()[2] == "| kdef | 2 | **2.000** (2.000) | n/a |"
+  assert collapse.markdown(found).splitlines()[2] == "| kdef | 2 | 2.000 (2.000) | n/a |"
+  found = {"mean": {2: [{"mean_ia": 1.0, "ensemble_test_auc": 0.7}], 4: [{"mean_ia": 1.5, "ensemble_test_auc": 0.7}]},
+           "kdef": {2: [{"mean_ia": 2.0, "ensemble_test_auc": 0.8}], 4: [{"mean_ia": 1.2, "ensemble_test_auc": 0.8}]}}
+  md = collapse.markdown(found).splitlines()  # bold: the least collapsed variant at each K
+  assert [line.split(" | ")[2] for line in md[2:6]] == ["1.000 (1.000)", "**1.500** (1.500)", "**2.000** (2.000)",
+                                                         "1.200 (1.200)"]
+  assert md[-1] == "**bold**: the highest mean IA (the least collapsed embedding tables) of the variants at each K."
 
 
 def test_run_seeds_summary_and_its_table_by_hand():
@@ -653,7 +679,10 @@ def test_run_seeds_summary_and_its_table_by_hand():
   assert s["student_test_auc"] == {"mlp_0": {"mean": 0.5, "min": 0.5, "max": 0.5, "values": [0.5, 0.5]},
                                    "mlp_1": {"mean": pytest.approx(0.65), "min": 0.6, "max": 0.7, "values": [0.7, 0.6]}}
   md = run_seeds.markdown({"kdef_k2": s}).splitlines()
-  assert md[2] == "| kdef_k2 | 2 | **0.8500** (0.8000 / 0.9000) | 0.3500 | 0.6500 | 0.5500 | 3, 4 | 15 | mlp_0 0.5000, mlp_1 0.6500 |"
+  assert md[2] == "| kdef_k2 | 2 | 0.8500 (0.8000 / 0.9000) | 0.3500 | 0.6500 | 0.5500 | 3, 4 | 15 | mlp_0 0.5000, mlp_1 0.6500 |"
+  md = run_seeds.markdown({"a": s, "b": s | {"ensemble_test_auc": {**s["ensemble_test_auc"], "mean": 0.84}}}).splitlines()
+  assert md[2].startswith("| a | 2 | **0.8500** ") and md[3].startswith("| b | 2 | 0.8400 ")
+  assert md[-1] == "**bold**: the highest mean ensemble test AUC of the settings."
   older = {k: v for k, v in s.items() if k != "student_test_auc"}  # a summary written before the key existed
   assert run_seeds.markdown({"old": older}).splitlines()[2].endswith("| 3, 4 | 15 | - |")
 
