@@ -322,8 +322,14 @@ def test_npy_files_are_written_without_memmap(tmp_path, monkeypatch):
 # ============================================================================ TFDS
 
 @pytest.mark.skipif(not HAS_TFDS, reason="tensorflow-datasets (the 'tfds' extra) is not installed")
-def test_tfds_movielens_ratings_into_the_cache_with_mock_data(tmp_path):
+def test_tfds_movielens_ratings_into_the_cache_with_mock_data(tmp_path, monkeypatch):
+  import tempfile
+
   import tensorflow_datasets as tfds
+
+  # TFDS's DatasetInfo.initialize_from_bucket makes an empty mkdtemp("tfds") folder for a dataset without
+  # prepared info (mock data) and never removes it: keep them in this test's folder, not in /tmp.
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
   c = base_config().data
   c.name, c.format, c.tfds_name, c.cache_dir = "ml_tfds", "tfds", "movielens/100k-ratings", str(tmp_path / "c")
