@@ -140,8 +140,9 @@ def kdef_loss(
     labels: [B] in {0, 1} (not checked here, so that it can be jitted; the data pipeline checks).
     variant: one of ``VARIANTS`` (static under jit).
     consistency: one of ``CONSISTENCIES`` (static under jit).
-    mask: optional [B] row weights in {0, 1} (0 = padding). Every batch mean becomes
-      ``sum(mask x) / sum(mask)`` (0 if the mask is all zero); padded rows get zero gradient.
+    mask: optional [B] row weights, 1 = keep and 0 = padding (the training loop's mask). Every batch
+      mean becomes ``sum(mask x) / sum(mask)`` (0 if the mask is all zero), so a weight w counts its row
+      w times (a weighted mean); rows of weight <= 0 (or NaN) count as padding and get zero gradient.
     huber_delta: Huber threshold (torch ``HuberLoss`` default 1.0).
 
   Returns:
@@ -180,6 +181,7 @@ def kdef_loss(
   else:
     m = jnp.asarray(mask).astype(dtype)
     keep = m > 0
+    m = jnp.where(keep, m, 0.0)  # a negative or NaN weight is padding, in the sums and the count alike
     z = jnp.where(keep, z, 0.0)  # neutralise garbage padding (NaN/inf) and zero its gradient
     y = jnp.where(keep, y, 0.0)
     msum = jnp.sum(m)

@@ -160,3 +160,21 @@ def test_all_zero_mask_is_finite(x64):
     assert float(loss) == 0.0, key
     assert all(np.all(np.isfinite(np.asarray(v))) for v in aux.values()), key
     assert np.all(np.asarray(g) == 0.0), key
+
+
+def test_a_row_weight_counts_its_row_that_many_times_and_a_negative_or_nan_weight_is_padding(x64):
+  """mask = [2, 1, 1, ...]: the loss and the gradient of the row-0 logits equal those of a batch that holds
+  row 0 twice (summed over both copies); weights -1 and NaN are padding, like 0."""
+  z, y = problem(3, 3)
+  zp, yp, _ = _padded(z, y)
+  weights = np.array([2.0, 1.0, 1.0, -1.0, np.nan, 0.0])
+  dup_z, dup_y = np.concatenate([z[:, :1], z], axis=1), np.concatenate([y[:1], y])
+  got, want = run_combos(zp, yp, weights, combos=_MASK_COMBOS), run_combos(dup_z, dup_y, None, combos=_MASK_COMBOS)
+  for key in want:
+    (l1, _), g1 = got[key]
+    (l0, _), g0 = want[key]
+    np.testing.assert_allclose(float(l1), float(l0), rtol=1e-12, err_msg=key)
+    g0 = np.asarray(g0)
+    np.testing.assert_allclose(np.asarray(g1)[:, :3], np.concatenate([g0[:, :1] + g0[:, 1:2], g0[:, 2:]], axis=1),
+                               rtol=1e-10, atol=1e-15, err_msg=key)
+    assert np.all(np.asarray(g1)[:, 3:] == 0.0), key
