@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -241,11 +242,37 @@ def export_predictor(model: KDEFModel, variables: dict, num_columns: int, what: 
     return exp.serialize()
 
 
-def load_exported(blob: bytes):
-    """The callable ``ids -> probabilities`` of a serialized predictor (host ids wider than int32
-    clipped first, as :class:`Predictor` does)."""
-    call = jax.export.deserialize(blob).call
-    return Predictor(lambda _, ids: call(ids), None)
+def load_exported(source):
+    """The callable ``ids -> probabilities`` of a serialized predictor: ``source`` is its bytes
+    (:func:`export_predictor`) or the path of a ``.jaxexport`` file (``kdef_jax.export_run``). Host ids
+    wider than int32 are clipped first, as :class:`Predictor` does; ids of another column count than
+    the file's are a ValueError saying both. Anything that is not such a serialization (a truncated or
+    foreign file, a function of another signature) is a ValueError naming the file."""
+    if isinstance(source, (str, os.PathLike)):
+        where, blob = f"{os.fspath(source)}", open(source, "rb").read()
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        where, blob = "load_exported", bytes(source)
+    else:
+        raise TypeError(f"load_exported: the bytes of export_predictor or a .jaxexport file's path, "
+                        f"got {type(source).__name__}")
+    what = "not a jax.export serialization (export_predictor's bytes, or kdef_jax.export_run's .jaxexport file)"
+    try:
+        exported = jax.export.deserialize(blob)
+    except Exception as e:  # noqa: BLE001 - flatbuffers raises struct.error, AttributeError, ...: report one way
+        raise ValueError(f"{where}: {what}; reading it failed ({type(e).__name__}: {e})") from None
+    ins, outs = exported.in_avals, exported.out_avals
+    if (len(ins) != 1 or len(ins[0].shape) != 2 or not jnp.issubdtype(ins[0].dtype, jnp.integer)
+            or not isinstance(ins[0].shape[1], int) or len(outs) != 1 or len(outs[0].shape) != 1):
+        raise ValueError(f"{where}: a function of {ins} -> {outs}, not a predictor of ids [batch, columns] -> "
+                         f"probabilities [batch] (export_predictor's)")
+    columns = ins[0].shape[1]
+
+    def call(_, ids):
+        if ids.shape[1] != columns:
+            raise ValueError(f"ids: {columns} columns (the file's input, one per field), got shape {tuple(ids.shape)}")
+        return exported.call(ids)
+
+    return Predictor(call, None)
 
 
 def load_run(workdir, checkpoint: str = "best"):

@@ -53,6 +53,32 @@ def test_predictor_and_export_roundtrip():
     assert jax.export.deserialize(export_predictor(model, v, 3, platforms=("cpu",))).platforms == ("cpu",)
 
 
+def test_load_exported_reads_a_file_and_names_what_it_cannot_serve(tmp_path):
+    model, ids = _model(), _ids()
+    v = model.init(jax.random.PRNGKey(0), ids, False)
+    blob = export_predictor(model, v, 3, platforms=("cpu",))
+    path = tmp_path / "p.jaxexport"
+    path.write_bytes(blob)
+    want = load_exported(blob)(ids)
+    np.testing.assert_array_equal(load_exported(path)(ids), want)
+    np.testing.assert_array_equal(load_exported(str(path))(ids), want)
+    with pytest.raises(ValueError, match=r"^ids: 3 columns \(the file's input, one per field\), got shape \(9, 2\)$"):
+        load_exported(path)(ids[:, :2])
+    for bad in (b"", b"hello", bytes(1000), blob[: len(blob) // 2]):  # empty, foreign, zeros, truncated
+        (tmp_path / "bad").write_bytes(bad)
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / 'bad'))}: not a jax.export serialization"):
+            load_exported(tmp_path / "bad")
+    with pytest.raises(ValueError, match=r"^load_exported: not a jax.export serialization"):
+        load_exported(b"hello")
+    other = jax.export.export(jax.jit(lambda x: x * 2))(jax.ShapeDtypeStruct((4,), jnp.float32)).serialize()
+    with pytest.raises(ValueError, match=r"load_exported: a function of .* not a predictor of ids \[batch, columns\]"):
+        load_exported(other)
+    with pytest.raises(TypeError, match="load_exported: the bytes of export_predictor or a .jaxexport file's path, got int"):
+        load_exported(3)
+    with pytest.raises(FileNotFoundError):
+        load_exported(tmp_path / "missing.jaxexport")
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """(config, workdir, results) of a 2-epoch synthetic run whose best epoch is the first (min_delta 1:
