@@ -242,12 +242,14 @@ def run_planned(name: str, plan: list, progress: SweepProgress | None = None, pr
 
 
 def check_out(out: Path, run_dirs=(), inputs=()) -> Path:
-    """``--out`` before any work: a JSON path whose .md/.png siblings are other files, not a folder,
-    not an input, not inside a run folder (its results.json, checkpoints)."""
+    """``--out`` before any work: a .json path whose .md/.png siblings are other files, not a folder,
+    not an input (``inputs``: the config file, --merge's records), not inside a run folder (its
+    results.json, checkpoints). Only .json: a config path given by mistake (configs/frappe.py) would be
+    replaced by the summary."""
     out = Path(out)
-    if out.suffix in (".md", ".png"):
-        raise ValueError(f"--out {out}: the .md table (and a .png plot, where the script draws one) are written "
-                         f"beside it; give a .json path")
+    if out.suffix != ".json":
+        raise ValueError(f"--out {out}: give a .json path (the .md table, and a .png plot where the script draws "
+                         f"one, are written beside it)")
     check_writable(out, "--out")
     for sibling in (out.with_suffix(".md"), out.with_suffix(".png")):
         if sibling.is_dir():
@@ -352,7 +354,7 @@ def main():
         check_unique("--setting names", [name for name, *_ in args.setting])
         plans = {name: plan_setting(args.config, name, overrides, args.seeds, args.workdir)
                  for name, *overrides in args.setting}
-        out = check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan])
+        out = check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan], [args.config.split(":")[0]])
     except ValueError as e:
         ap.error(str(e))
     summary, progress = {}, SweepProgress(sum(len(plan) for plan in plans.values()))

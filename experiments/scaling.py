@@ -237,7 +237,7 @@ def main():
             for flag, values in (("--ks", args.ks), ("--variants", args.variants), ("--seeds", args.seeds)):
                 check_unique(flag, values)
             plans = plan_sweep(args.config, args.ks, args.variants, args.seeds, args.workdir, args.set)
-            check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan])
+            check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan], [args.config.split(":")[0]])
     except ValueError as e:
         ap.error(str(e))
     if args.merge:

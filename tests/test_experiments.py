@@ -392,6 +392,7 @@ def test_an_analysis_refuses_a_run_folder_whose_name_is_not_its_config(tmp_path)
     (["--seeds", "7", "7", "--setting", "a"], "--seeds: 7 given more than once"),
     (["--seeds", "7", "--setting", "a", "--setting", "a", "model.num_students=2"], "--setting names: a given more than once"),
     (["--seeds", "7", "--setting", "a", "--out", "OUT.md"], "give a .json path"),
+    (["--seeds", "7", "--setting", "a", "--out", str(REPO_ROOT / "configs" / "default.py")], "give a .json path"),  # was overwritten
     (["--seeds", "7", "--setting", "a", "--out", "RUNS/a_seed7/results.json"], "is inside the run folder"),
     (["--seeds", "7", "--setting", "a", "--setting", "b", "model.nope=1"], "setting 'b': unknown config key 'model.nope'"),
     (["--seeds", "7", "--setting", "a", "seed=3"], "setting 'a': seed=3: the seeds come from --seeds"),
@@ -423,6 +424,7 @@ def test_run_seeds_argument_errors_come_before_any_training(tmp_path, monkeypatc
     (["--ks", "1", "1"], "--ks: 1 given more than once"),
     (["--set", "seed=5"], "seed=5: the seeds come from --seeds"),
     (["--variants", "mean", "bogus"], "config loss.variant"),
+    (["--out", str(REPO_ROOT / "configs" / "default.py")], "give a .json path"),  # the config was overwritten
 ])
 def test_scaling_refuses_what_would_mislabel_its_table(tmp_path, monkeypatch, capsys, args, message):
   monkeypatch.setattr(sys, "argv", ["scaling", "--config", str(REPO_ROOT / "configs" / "default.py"), "--seeds", "7",
