@@ -189,6 +189,28 @@ def _parse_value(text: str):
     return text
 
 
+STRING_TUPLE_KEYS = ("data.fields", "data.numeric_fields", "data.column_names")  # tuples of names, not numbers
+
+
+def _parse_tuple(text: str, strings: bool) -> tuple:
+    """"(a,b)" or "[a, b]" (a trailing comma allowed) → a tuple: of names (``strings``; quotes around one
+    are dropped, "(label,1,2)" keeps "1" a name) or of numbers; an empty element or a missing bracket is a
+    ValueError."""
+    t = text.strip()
+    if not (t[:1], t[-1:]) in (("(", ")"), ("[", "]")):
+        raise ValueError("expected a tuple such as (400,400)")
+    parts = [p.strip() for p in t[1:-1].split(",")]
+    if parts and not parts[-1] and len(parts) > 1:  # "(400,)"
+        parts = parts[:-1]
+    if parts == [""]:
+        return ()
+    if "" in parts:
+        raise ValueError("expected a tuple without an empty element, such as (400,400)")
+    if strings:
+        return tuple(p[1:-1] if len(p) > 1 and p[0] == p[-1] and p[0] in "'\"" else p for p in parts)
+    return tuple(_parse_value(p) for p in parts)
+
+
 def _parse_as(text: str, like, key: str):
     """``text`` as a value of the type of the field's current value ``like`` (a str field keeps the
     text as it is, e.g. data.name=123); a field without a typed value gets :func:`_parse_value`."""
@@ -204,9 +226,7 @@ def _parse_as(text: str, like, key: str):
         if isinstance(like, float):
             return float(text)
         if isinstance(like, (tuple, list)):
-            if not (text.startswith("(") or text.startswith("[")):
-                raise ValueError("expected a tuple such as (400,400)")
-            return _parse_value(text)
+            return _parse_tuple(text, strings=key in STRING_TUPLE_KEYS)
     except ValueError as e:
         what = {int: "an integer", float: "a number"}.get(type(like), type(like).__name__)
         raise ValueError(f"{key}={text!r}: {e if 'expected' in str(e) else 'expected ' + what}") from None
@@ -254,19 +274,48 @@ def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
         node[leaf] = _parse_as(value, node[leaf], key)
 
 
+# model keys read beside the students' own settings (the table, the group's vmap, the dtype); every other
+# model key reaches the run only through a student group's settings (kdef_jax/models/registry.py)
+_MODEL_KEYS_NOT_OF_STUDENTS = ("embedding_dim", "embedding_init_std", "embedding_rows", "compute_dtype", "group_impl",
+                               "num_students", "student", "students")
+
+
 def check_overrides_are_read(config, base) -> None:
     """A ValueError for an override (``config`` against the config file's own values ``base``) that the run
-    would not read: model.num_students or model.student while model.students names the students."""
+    would not read: model.num_students or model.student while model.students names the students; a
+    student setting no student in use reads (model.dropout, the "mlp" kind's, for KDEF_Latest's IPNN,
+    FINAL and ECN; model.ecn.* without an ECN student), found by building the student groups with and
+    without it; loss.huber_delta with another loss.consistency than huber. ``config`` is validated first."""
+    validate(config)
     m = config.model
-    if not m.students.strip():
-        return
-    for key in ("num_students", "student"):
-        if m[key] != base.model[key]:
-            raise ValueError(f"config model.{key}={m[key]!r} is not read: model.students={m.students!r} names "
-                             f"the students (override model.students instead, e.g. mlp:6)")
+    if m.students.strip():
+        for key in ("num_students", "student"):
+            if m[key] != base.model[key]:
+                raise ValueError(f"config model.{key}={m[key]!r} is not read: model.students={m.students!r} names "
+                                 f"the students (override model.students instead, e.g. mlp:6)")
+    from kdef_jax.models.ensemble import groups_from_config
+
+    groups = groups_from_config(m)
+    spec = m.students.strip() or f"{m.student}:{m.num_students}"
+    ours, theirs = flat_dict(m.to_dict()), flat_dict(base.model.to_dict())
+    for key, value in ours.items():
+        if key in _MODEL_KEYS_NOT_OF_STUDENTS or key not in theirs or value == theirs[key]:
+            continue
+        probe = m.copy_and_resolve_references()
+        *path, leaf = key.split(".")
+        functools.reduce(lambda n, p: n[p], path, probe)[leaf] = theirs[key]
+        if groups_from_config(probe) == groups:
+            raise ValueError(f"config model.{key}={value!r} is not read: no student of {spec!r} uses it"
+                             + (" (model.dropout is the mlp kind's; the others have model.<kind>.dropout)"
+                                if key == "dropout" else ""))
+    if config.loss.huber_delta != base.loss.huber_delta and config.loss.consistency != "huber":
+        raise ValueError(f"config loss.huber_delta={config.loss.huber_delta!r} is not read: loss.consistency is "
+                         f"{config.loss.consistency!r} (huber_delta is the huber consistency's)")
 
 
 MAX_SIZE = 2**31  # sizes (widths, batches) index int32 arrays
+
+FLOAT32_MAX = 3.4028234663852886e38  # a float key is used in float32 on the device: 1e39 would be inf there
 
 _TYPE_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string", tuple: "a tuple"}
 
@@ -290,6 +339,8 @@ def _check_types(values: dict, defaults: dict, bad) -> None:
             ok = isinstance(v, kind)
         if not ok:
             bad(key, f"must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {v!r}")
+        if kind is float and math.isfinite(v) and abs(v) > FLOAT32_MAX:
+            bad(key, f"must be below 3.4e38 in size (it is used as a float32, where {v!r} is inf)")
 
 
 def validate(c) -> None:
@@ -365,8 +416,8 @@ def validate(c) -> None:
         bad("optim.embedding_l2", f"must be a finite number >= 0, got {o.embedding_l2}")
     if not 0 <= o.min_lr < math.inf:
         bad("optim.min_lr", f"must be a finite number >= 0, got {o.min_lr}")
-    if not 0 <= o.min_delta < math.inf:
-        bad("optim.min_delta", f"must be a finite number >= 0 (the AUC gain that counts as improving), got {o.min_delta}")
+    if not 0 <= o.min_delta <= 1:  # 1: no epoch after the first counts as improving
+        bad("optim.min_delta", f"must be in [0, 1] (the validation AUC gain that counts as improving), got {o.min_delta}")
     if not 0 <= o.clip_norm < math.inf:
         bad("optim.clip_norm", f"must be a finite number >= 0 (0 = no clipping), got {o.clip_norm}")
     for key in ("b1", "b2"):
@@ -394,14 +445,16 @@ def validate(c) -> None:
         bad("mesh.student", f"must be an integer >= 1, got {c.mesh.student!r}")
     if c.mesh.embedding not in ("replicated", "rows"):
         bad("mesh.embedding", f"{c.mesh.embedding!r} is not one of replicated, rows")
-    if not isinstance(m.embedding_rows, int) or m.embedding_rows < 0:
-        bad("model.embedding_rows", f"must be an integer >= 0 (0 = the feature map's rows), got {m.embedding_rows!r}")
+    if not 0 <= m.embedding_rows < MAX_SIZE:
+        bad("model.embedding_rows", f"must be an integer in [0, 2**31) (0 = the feature map's rows), got {m.embedding_rows!r}")
     dist = c.distributed
     if not isinstance(dist.coordinator, str):
         bad("distributed.coordinator", f"must be '', 'auto' or 'host:port', got {dist.coordinator!r}")
     if dist.coordinator not in ("", "auto"):
-        if ":" not in dist.coordinator:
-            bad("distributed.coordinator", f"{dist.coordinator!r} is not '', 'auto' or 'host:port'")
+        host, _, port = dist.coordinator.rpartition(":")
+        if not host.strip("[]") or not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            bad("distributed.coordinator", f"{dist.coordinator!r} is not '', 'auto' or 'host:port' (a host name "
+                                           f"or address, and a port 1-65535)")
         if not isinstance(dist.num_processes, int) or dist.num_processes < 1:
             bad("distributed.num_processes", f"must be >= 1 with coordinator {dist.coordinator!r}, got {dist.num_processes!r}")
         if not isinstance(dist.process_id, int) or not 0 <= dist.process_id < dist.num_processes:
@@ -411,12 +464,12 @@ def validate(c) -> None:
     if d.format == "synthetic" and not 0.0 < syn.positive_rate < 1.0:
         bad("data.synthetic.positive_rate", f"must be in (0, 1), got {syn.positive_rate}")
     for n in ("num_train", "num_valid", "num_test") if d.format == "synthetic" else ():
-        if syn[n] < 1:
-            bad(f"data.synthetic.{n}", f"must be >= 1, got {syn[n]}")
+        if not 1 <= syn[n] < MAX_SIZE:
+            bad(f"data.synthetic.{n}", f"must be in [1, 2**31), got {syn[n]}")
     if d.split not in ("files", "mod", "random"):
         bad("data.split", f"{d.split!r} is not one of files, mod, random")
-    if d.split == "mod" and d.valid_mod < 2:
-        bad("data.valid_mod", f"split='mod' needs valid_mod >= 2, got {d.valid_mod}")
+    if d.split == "mod" and not 2 <= d.valid_mod < MAX_SIZE:
+        bad("data.valid_mod", f"split='mod' needs valid_mod in [2, 2**31), got {d.valid_mod}")
     if d.min_count < 1:
         bad("data.min_count", f"must be >= 1, got {d.min_count}")
     if d.engine not in ("auto", "native", "columnar", "python"):
@@ -431,9 +484,19 @@ def validate(c) -> None:
                                     f"validates), got {fr}")
     if not isinstance(d.delimiter, str) or len(d.delimiter) != 1 or d.delimiter in "\r\n":
         bad("data.delimiter", f"must be one character other than a line break, e.g. '\\t' or ',', got {d.delimiter!r}")
-    if d.quotechar and (len(d.quotechar) != 1 or d.quotechar == d.delimiter):
-        bad("data.quotechar", f"must be '' (no quoting) or one character other than the delimiter, got {d.quotechar!r}")
+    if d.quotechar and (len(d.quotechar) != 1 or d.quotechar == d.delimiter or d.quotechar in "\r\n"):
+        bad("data.quotechar", f"must be '' (no quoting) or one character other than the delimiter and a line break, "
+                              f"got {d.quotechar!r}")
+    for key in STRING_TUPLE_KEYS:
+        names = tuple(c.data[key.split(".")[1]])
+        if not all(isinstance(n, str) and n.strip() for n in names):
+            bad(key, f"must be a tuple of names (non-empty strings), got {names!r}")
+        if any(n.lstrip()[:1] in "([" or "," in n for n in names):  # absl keeps an unparsable tuple as one string
+            bad(key, f"{names!r}: a name holds a bracket or a comma; on the command line quote each name, "
+                     f"e.g. --config.{key}=\"('user','item')\"")
     try:
-        codecs.lookup(d.encoding)
+        text_encoding = getattr(codecs.lookup(d.encoding), "_is_text_encoding", True)
     except (LookupError, TypeError):
+        text_encoding = False
+    if not text_encoding:  # rot13, hex, base64 are codecs, but not of bytes to text
         bad("data.encoding", f"{d.encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1)")

@@ -189,7 +189,7 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
         if split is None or len(split) == 0:
             raise ValueError(f"{input_path}: no rows left to score ({ds.feature_map.num_rows})")
         state = types.SimpleNamespace(params=variables["params"], batch_stats=variables["batch_stats"])
-        bs = batch_size or config.train.eval_batch_size or config.train.batch_size
+        bs = min(batch_size or config.train.eval_batch_size or config.train.batch_size, len(split))  # no padding beyond the file
         logits = predict_logits(make_predict_step(model), state, split, bs, progress=True, desc="score")
         labels, lines, oov, rows = np.array(split.y), np.array(split.line), oov_shares(split.x, fmap), len(split)
     fusion = fusion_of(config.loss.variant)  # the ensemble the run trained and evaluated

@@ -98,6 +98,29 @@ def _check_classes(ds, name: str, log) -> None:
             log(f"[data] warning: {msg}")
 
 
+def _check_vocabulary(fmap, data, log) -> None:
+    """A field whose every value falls below its min_count keeps no value: each of its ids is OOV. All
+    fields so is an error (the model could only learn the positive rate), some a warning naming them."""
+    empty = [f.name for f in fmap.fields if f.vocab_size <= 2]  # PAD and OOV only
+    if empty and len(empty) == len(fmap.fields):
+        raise ValueError(f"config data.min_count={data.min_count}: no field of dataset {data.name!r} keeps a value "
+                         f"(none is seen that often in the training rows), so every id would be OOV; lower it")
+    if empty:
+        log(f"[data] warning: fields {', '.join(empty)} keep no value at their min_count (data.min_count "
+            f"{data.min_count}, or data.field_options.<field>.min_count): each of their ids is OOV")
+
+
+def _batch_sizes(t, ds, mesh) -> tuple[int, int]:
+    """(train, eval) batch sizes: the config's, but no larger than the split they batch, rounded up to the
+    mesh's data axis. A larger batch would only add masked padding rows (train.batch_size 2**31 - 1 would
+    allocate 128 GiB), which change neither the loss, the BatchNorm statistics nor the hash dropout masks
+    of the real rows; a split of n rows then trains in one step, as it would anyway."""
+    ways = mesh.shape["data"] if mesh is not None else 1
+    up = lambda n: -(-max(n, 1) // ways) * ways  # noqa: E731
+    held_out = max(len(ds.splits[s]) for s in ("valid", "test") if s in ds.splits)
+    return min(t.batch_size, up(len(ds.splits["train"]))), min(t.eval_batch_size or t.batch_size, up(held_out))
+
+
 def _fresh_meta(lr: float) -> dict:
     # configured_lr: the optim.learning_rate the checkpointed run was (last) started with, for resume
     return {"epoch": 0, "lr": lr, "configured_lr": lr, "best_auc": -math.inf, "best_epoch": 0, "bad_epochs": 0,
@@ -164,8 +187,10 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
             raise ValueError(f"dataset {c.data.name!r} has no {s} rows; check config data.files / data.split")
     _check_classes(ds, c.data.name, log)
     fmap = ds.feature_map
-    bs, ebs = t.batch_size, (t.eval_batch_size or t.batch_size)
-    mesh = sharding.make_mesh(c.mesh, {"train.batch_size": bs, "train.eval_batch_size": ebs})
+    _check_vocabulary(fmap, c.data, log)
+    mesh = sharding.make_mesh(c.mesh, {"train.batch_size": t.batch_size,
+                                       "train.eval_batch_size": t.eval_batch_size or t.batch_size})
+    bs, ebs = _batch_sizes(t, ds, mesh)
     lookup = sharding.table_lookup(mesh, c.mesh)
     split_table = lookup is not None
     if split_table and not c.model.embedding_rows:  # pad to a multiple of the mesh; config.json records it

@@ -2,12 +2,14 @@
 its key; the legal edge values pass (cases from mutation testing of kdef_jax/config.py)."""
 
 import math
+import re
 
 import ml_collections
 import pytest
 
 from conftest import load_config_module
-from kdef_jax.config import UnknownKeyError, apply_overrides, base_config, load_config_file, use_ektf, validate
+from kdef_jax.config import (UnknownKeyError, apply_overrides, base_config, check_overrides_are_read, load_config_file,
+                             use_ektf, validate)
 from kdef_jax.run_files import flat_dict
 
 
@@ -128,7 +130,7 @@ def test_a_student_group_error_is_not_prefixed_twice():
     ("loss.huber_delta", 0.0, "config loss.huber_delta: must be a finite number > 0, got 0.0"),
     ("optim.embedding_optimizer", "sparse", "config optim.embedding_optimizer: 'sparse' is not one of dense, lazy_adam"),
     ("mesh.embedding", "cols", "config mesh.embedding: 'cols' is not one of replicated, rows"),
-    ("model.embedding_rows", -1, "config model.embedding_rows: must be an integer >= 0"),
+    ("model.embedding_rows", -1, "config model.embedding_rows: must be an integer in [0, 2**31)"),
     ("distributed.coordinator", None, "config distributed.coordinator: must be a string, got None"),
     ("data.synthetic.positive_rate", 0.0, "config data.synthetic.positive_rate: must be in (0, 1), got 0.0"),
     ("data.split", "kfold", "config data.split: 'kfold' is not one of files, mod, random"),
@@ -156,6 +158,106 @@ def test_every_key_set_to_none_is_an_error_naming_it(key):
 def test_every_integer_key_set_to_a_bool_is_an_error_naming_it(key):
     """model.embedding_dim=True used to train a table 1 wide."""
     assert _validate_error({key: True}) == f"config {key}: must be an integer, got True"
+
+
+# Found by a review of every key's values through the command line and validate (2026-12-07): each passed
+# validate and then failed later with a traceback, a segfault, a hang, or a run that silently learnt nothing.
+@pytest.mark.parametrize("settings,message", [
+    ({"optim.eps": 1e39}, "config optim.eps: must be below 3.4e38 in size (it is used as a float32, where 1e+39 is inf)"),
+    ({"optim.learning_rate": 1e39}, "config optim.learning_rate: must be below 3.4e38"),
+    ({"loss.huber_delta": 1e39}, "config loss.huber_delta: must be below 3.4e38"),
+    ({"optim.min_delta": 1.5}, "config optim.min_delta: must be in [0, 1] (the validation AUC gain"),
+    ({"model.embedding_rows": 2**31}, "config model.embedding_rows: must be an integer in [0, 2**31)"),
+    ({"data.synthetic.num_train": 2**31}, "config data.synthetic.num_train: must be in [1, 2**31)"),
+    ({"data.split": "mod", "data.valid_mod": 10**20}, "config data.valid_mod: split='mod' needs valid_mod in [2, 2**31)"),
+    ({"data.encoding": "rot13"}, "config data.encoding: 'rot13' is not a text encoding"),
+    ({"data.encoding": "hex"}, "config data.encoding: 'hex' is not a text encoding"),
+    ({"data.quotechar": "\n"}, "config data.quotechar: must be '' (no quoting) or one character other than the delimiter and a line break"),
+    ({"data.fields": ("(user,item)",)}, "config data.fields: ('(user,item)',): a name holds a bracket or a comma; on the "
+                                        "command line quote each name, e.g. --config.data.fields=\"('user','item')\""),
+    ({"data.column_names": ("label", 1)}, "config data.column_names: must be a tuple of names (non-empty strings), got ('label', 1)"),
+    ({"model.students": "mlp:+2"}, "config model.students: bad count in 'mlp:+2' (use kind:count, e.g. mlp:3)"),
+    ({"model.students": "mlp:1_000"}, "config model.students: bad count in 'mlp:1_000'"),
+    ({"model.students": "mlp:\u0663"}, "config model.students: bad count in 'mlp:\u0663'"),  # an Arabic-Indic 3
+])
+def test_reviewed_values_the_run_cannot_use_name_their_key(settings, message):
+    assert message in _validate_error(settings)
+
+
+@pytest.mark.parametrize("coordinator", ["localhost:abc", ":", "localhost:", ":1234", "h:0", "h:65536", "h:+80", "[]:80"])
+def test_a_coordinator_needs_a_host_and_a_port(coordinator):
+    """localhost:abc segfaulted in jax.distributed's address lookup, ':' hung."""
+    message = _validate_error({"distributed.coordinator": coordinator, "distributed.num_processes": 1,
+                               "distributed.process_id": 0})
+    assert message == (f"config distributed.coordinator: {coordinator!r} is not '', 'auto' or 'host:port' (a host "
+                       f"name or address, and a port 1-65535)")
+
+
+def test_legal_reviewed_values_pass():
+    c = base_config()
+    c.distributed.coordinator, c.distributed.num_processes, c.distributed.process_id = "[::1]:65535", 2, 1
+    c.model.students, c.optim.eps, c.optim.min_delta = " mlp : 2 , ecn:1", 3.0e38, 1.0
+    c.data.encoding, c.data.fields = "latin-1", ("user", "item")
+    validate(c)
+    c.distributed.coordinator = "10.0.0.1:1"
+    validate(c)
+
+
+@pytest.mark.parametrize("item,value", [
+    ("data.column_names=(label,1,2)", ("label", "1", "2")),  # names stay names
+    ("data.fields=('a', \"b\")", ("a", "b")),
+    ("data.fields=()", ()),
+    ("model.hidden_units=[8, 4,]", (8, 4)),
+    ("model.hidden_units=(8,)", (8,)),
+    ("data.split_fractions=(0.5,0.25,0.25)", (0.5, 0.25, 0.25)),
+])
+def test_tuple_overrides_parse_names_as_names_and_numbers_as_numbers(item, value):
+    c = base_config()
+    apply_overrides(c, [item])
+    key = item.partition("=")[0]
+    assert tuple(c[key.split(".")[0]][key.split(".")[1]]) == value
+
+
+@pytest.mark.parametrize("item,message", [
+    ("model.hidden_units=(400,,400)", "model.hidden_units='(400,,400)': expected a tuple without an empty element"),
+    ("model.hidden_units=(400, 400", "model.hidden_units='(400, 400': expected a tuple such as (400,400)"),
+    ("model.hidden_units=400", "model.hidden_units='400': expected a tuple such as (400,400)"),
+])
+def test_a_malformed_tuple_override_is_an_error(item, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        apply_overrides(base_config(), [item])
+
+
+def _latest():
+    c = base_config()
+    c.model.students = "ipnn:1,final:1,ecn:1"
+    return c
+
+
+@pytest.mark.parametrize("make,key,value,message", [
+    (_latest, "model.dropout", 0.5, "config model.dropout=0.5 is not read: no student of 'ipnn:1,final:1,ecn:1' uses it "
+                                    "(model.dropout is the mlp kind's; the others have model.<kind>.dropout)"),
+    (base_config, "model.ecn.dropout", 0.5, "config model.ecn.dropout=0.5 is not read: no student of 'mlp:3' uses it"),
+    (base_config, "model.cin.cin_layers", (8,), "config model.cin.cin_layers=(8,) is not read: no student of 'mlp:3'"),
+    (base_config, "loss.huber_delta", 5.0, "config loss.huber_delta=5.0 is not read: loss.consistency is 'mse'"),
+])
+def test_an_override_no_student_reads_is_an_error(make, key, value, message):
+    c, base = make(), make()
+    _set(c, key, value)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        check_overrides_are_read(c, base)
+
+
+@pytest.mark.parametrize("make,settings", [
+    (base_config, {"model.dropout": 0.5, "model.batch_norm": False, "model.hidden_units": (8,), "model.embedding_dim": 4}),
+    (_latest, {"model.ecn.dropout": 0.5, "model.hidden_units": (8,), "model.ipnn.dropout": 0.0, "model.dropout_rng": "jax"}),
+    (base_config, {"loss.consistency": "huber", "loss.huber_delta": 5.0}),
+])
+def test_overrides_a_student_reads_pass(make, settings):
+    c, base = make(), make()
+    for key, value in settings.items():
+        _set(c, key, value)
+    check_overrides_are_read(c, base)
 
 
 def test_a_float_key_takes_an_integer():

@@ -442,7 +442,7 @@ def fake_run(tmp_path, monkeypatch, no_home_cache):
     wd.mkdir()
     c = base_config()
     c.data = data
-    c.model.num_students, c.train.batch_size, c.train.eval_batch_size = 2, 64, 7
+    c.model.num_students, c.train.batch_size, c.train.eval_batch_size = 2, 64, 2
     (wd / "config.json").write_text(c.to_json())
     (wd / "vocab.json").write_text(json.dumps(vocab_of(ds)))
     model = types.SimpleNamespace(num_students=2, groups=(StudentGroup("mlp", 2, ()),))
@@ -464,7 +464,7 @@ def test_score_json_records_every_count_and_summary(fake_run, tmp_path):
     new = write_file(tmp_path / "in" / "new.csv", "label,I1,C1,tags\n1,3,b,y|x\n0.5,3,a,x\n0,7,new,q|x\n1,,c,\n")
     logged = []
     info = score_run.score_run(wd, new, what="1", out=tmp_path / "s.csv", log=logged.append)
-    assert sizes == [7]  # eval_batch_size first, then batch_size
+    assert sizes == [2]  # eval_batch_size first, then batch_size
     on_disk = json.loads((tmp_path / "s.csv.json").read_text())
     assert on_disk == json.loads(json.dumps(info))
     assert info["checkpoint"] == "best" and info["what"] == "student1" and info["rows_scored"] == 3
@@ -481,6 +481,8 @@ def test_score_json_records_every_count_and_summary(fake_run, tmp_path):
         name, auc, ll = line.split()
         m = info["metrics"][name]
         assert (float(auc), float(ll)) == (pytest.approx(m["auc"], abs=1e-6), pytest.approx(m["logloss"], abs=1e-6))
+    score_run.score_run(wd, new, what="1", out=tmp_path / "s.csv", batch_size=10**9, log=logged.append)
+    assert sizes[-1] == 3  # never a batch beyond the file's rows (10**9 padded rows would not fit in memory)
 
 
 def test_unlabeled_errors_keep_their_type_and_skipped_rows_name_the_users_file(fake_run, tmp_path):

@@ -652,3 +652,35 @@ def test_an_empty_workdir_is_refused_before_anything_is_written(tmp_path, monkey
         train_and_evaluate(tiny_config(tmp_path / "data"), workdir, log=lambda *a: None)
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_a_batch_larger_than_its_split_trains_as_one_batch_of_the_split(tmp_path):
+    """train.batch_size 2**31 - 1 padded every batch to that many rows (128 GiB of ids); now a batch is at
+    most its split, with exactly the results of batches the size of the splits."""
+    quiet = lambda *a, **k: None  # noqa: E731
+    huge = train_and_evaluate(tiny_config(tmp_path, **{"train.batch_size": 2**31 - 1, "train.num_epochs": 1}),
+                              tmp_path / "huge", log=quiet)
+    exact = train_and_evaluate(tiny_config(tmp_path, **{"train.batch_size": 3000, "train.eval_batch_size": 700,
+                                                        "train.num_epochs": 1}), tmp_path / "exact", log=quiet)
+    assert huge["rows"] == exact["rows"]
+
+
+def test_a_min_count_that_keeps_no_value_is_an_error_for_every_field_and_a_warning_for_some():
+    from types import SimpleNamespace
+
+    from kdef_jax.train import _check_vocabulary
+
+    data = SimpleNamespace(min_count=10**20, name="d")
+    fmap = SimpleNamespace(fields=[SimpleNamespace(name="a", vocab_size=2), SimpleNamespace(name="b", vocab_size=2)])
+    with pytest.raises(ValueError, match=r"^config data.min_count=100000000000000000000: no field of dataset 'd' keeps a "
+                                         r"value .* so every id would be OOV; lower it$"):
+        _check_vocabulary(fmap, data, print)
+    logged = []
+    fmap.fields[1].vocab_size = 3
+    _check_vocabulary(fmap, data, logged.append)
+    assert logged == ["[data] warning: fields a keep no value at their min_count (data.min_count 100000000000000000000, "
+                      "or data.field_options.<field>.min_count): each of their ids is OOV"]
+    fmap.fields[0].vocab_size = 5
+    logged.clear()
+    _check_vocabulary(fmap, data, logged.append)
+    assert logged == []

@@ -131,11 +131,10 @@ def groups_from_config(m) -> tuple:
     spec = m.students.strip() or f"{m.student}:{m.num_students}"
     groups = []
     for part in spec.split(","):
-        kind, _, count = part.strip().partition(":")
-        try:
-            n = int(count) if count else 1
-        except ValueError:
-            raise ValueError(f"config model.students: bad count in {part!r} (use kind:count, e.g. mlp:3)") from None
+        kind, _, count = (t.strip() for t in part.partition(":"))
+        if count and not (count.isascii() and count.isdigit()):  # int() would take +2, 1_000 and other digits
+            raise ValueError(f"config model.students: bad count in {part!r} (use kind:count, e.g. mlp:3)")
+        n = int(count) if count else 1
         if not 1 <= n < 2**31:
             raise ValueError(f"config model.students / num_students: need 1 to 2**31 - 1 students per group, got {part!r}")
         _, builder = get_student(kind)
