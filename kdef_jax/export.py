@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -249,7 +250,7 @@ def load_exported(source):
     the file's are a ValueError saying both. Anything that is not such a serialization (a truncated or
     foreign file, a function of another signature) is a ValueError naming the file."""
     if isinstance(source, (str, os.PathLike)):
-        where, blob = f"{os.fspath(source)}", open(source, "rb").read()
+        where, blob = os.fspath(source), Path(source).read_bytes()
     elif isinstance(source, (bytes, bytearray, memoryview)):
         where, blob = "load_exported", bytes(source)
     else:
@@ -280,8 +281,6 @@ def load_run(workdir, checkpoint: str = "best"):
     with ``checkpoint="latest"`` its last saved one (e.g. a run still going or cut short)."""
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"load_run checkpoint={checkpoint!r}: use 'best' or 'latest'")
-    from pathlib import Path
-
     from kdef_jax.checkpoint import Checkpoints
     from kdef_jax.run_files import read_json, read_run_config
     from kdef_jax.data.feature_map import FeatureMap
