@@ -31,13 +31,26 @@ def _average_ranks(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _labelled(who: str, labels, values, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, values) as flat float64 arrays; a ValueError naming ``who`` for shapes that differ other
+    than in axes of size 1 (a column [N, 1] pairs with [N]; [5, 10] with [10, 5] would pair the wrong
+    elements) or a label other than 0 and 1 (NaN included)."""
+    y, p = np.asarray(labels, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if [d for d in y.shape if d != 1] != [d for d in p.shape if d != 1]:
+        raise ValueError(f"{who}: labels {y.shape} and {what} {p.shape} differ in shape")
+    y, p = y.reshape(-1), p.reshape(-1)
+    bad = (y != 0) & (y != 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{who}: labels must be 0 or 1, got {y[i]!r} at index {i}")
+    return y, p
+
+
 def auc(labels, scores) -> float:
-    """Exact ROC AUC (ties by trapezoid). NaN if only one class is present or any score is NaN
-    (sklearn raises there; a NaN ranked as a number would give a meaningless AUC)."""
-    y = np.asarray(labels, dtype=np.float64).reshape(-1)
-    p = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if y.shape != p.shape:
-        raise ValueError(f"auc: labels {y.shape} and scores {p.shape} differ in shape")
+    """Exact ROC AUC (ties by trapezoid) of labels in {0, 1} and scores of the same shape. NaN if only
+    one class is present or any score is NaN (sklearn raises there; a NaN ranked as a number would
+    give a meaningless AUC)."""
+    y, p = _labelled("auc", labels, scores, "scores")
     pos = y > 0.5
     n_pos = int(pos.sum())
     n_neg = y.shape[0] - n_pos
@@ -48,11 +61,10 @@ def auc(labels, scores) -> float:
 
 
 def logloss(labels, probs, eps: float = LOGLOSS_EPS) -> float:
-    """Mean binary cross-entropy in float64 with probabilities clipped to [eps, 1 − eps]."""
-    y = np.asarray(labels, dtype=np.float64).reshape(-1)
-    p = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), eps, 1.0 - eps)
-    if y.shape != p.shape:
-        raise ValueError(f"logloss: labels {y.shape} and probs {p.shape} differ in shape")
+    """Mean binary cross-entropy in float64 of labels in {0, 1} and probabilities of the same shape,
+    clipped to [eps, 1 − eps]."""
+    y, p = _labelled("logloss", labels, probs, "probs")
+    p = np.clip(p, eps, 1.0 - eps)
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
 
 
@@ -72,6 +84,8 @@ def ensemble_prob64(logits, fusion: str = "mean_logit") -> np.ndarray:
     σ(mean_k z_k), σ(Σ_k z_k), mean_k σ(z_k), or for "concat" σ of the last of [K + 1, N] rows (the
     MLPs_concat head's logit)."""
     z = np.asarray(logits)  # float64 row by row below: no float64 copy of all [K, N] (K=64: 2× the logits)
+    if z.ndim != 2 or z.shape[0] == 0:
+        raise ValueError(f"ensemble_prob64: logits must be [K, N] with K >= 1, got shape {z.shape}")
     if fusion == "mean_logit":
         return sigmoid64(np.mean(z, axis=0, dtype=np.float64))
     if fusion == "sum_logit":

@@ -305,3 +305,23 @@ def test_ensemble_metrics_hold_no_float64_copy_of_all_logits_and_give_the_same_n
   np.testing.assert_array_equal(ensemble_prob64(logits, fusion), want_p)
   assert got["teacher"] == {"auc": auc(y, want_p), "logloss": logloss(y, want_p)}
   assert got["students"][3] == {"auc": auc(y, sigmoid64(z[3])), "logloss": logloss(y, sigmoid64(z[3]))}
+
+
+@pytest.mark.parametrize("labels", [[0, 2, 1], [0, np.nan, 1], [0, -1, 1], [0, 0.5, 1]])
+def test_metrics_refuse_a_label_other_than_0_and_1(labels):
+  """logloss([2], [.5]) was 0.693 and a NaN label counted as a negative in the AUC."""
+  for fn in (auc, logloss):
+    with pytest.raises(ValueError, match=rf"^{fn.__name__}: labels must be 0 or 1, got .* at index 1$"):
+      fn(labels, [0.1, 0.2, 0.3])
+  with pytest.raises(ValueError, match="labels must be 0 or 1"):
+    ensemble_metrics(np.array(labels), np.zeros((2, 3)))
+
+
+def test_metrics_refuse_arrays_shaped_apart_and_prob64_a_row_of_logits():
+  rng = np.random.default_rng(0)
+  y, s = (rng.random(50) > 0.5).astype(float), rng.random(50)
+  with pytest.raises(ValueError, match=r"auc: labels \(5, 10\) and scores \(10, 5\) differ in shape"):
+    auc(y.reshape(5, 10), s.reshape(10, 5))  # flattening both paired the wrong elements
+  assert auc(y.reshape(1, 50), s.reshape(50, 1)) == auc(y, s)  # only axes of size 1 differ
+  with pytest.raises(ValueError, match=r"ensemble_prob64: logits must be \[K, N\] with K >= 1, got shape \(50,\)"):
+    ensemble_prob64(s)  # a scalar mean over all rows before
