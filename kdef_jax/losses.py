@@ -47,8 +47,12 @@ def ensemble_logit(logits: jax.Array, fusion: str = "mean_logit") -> jax.Array:
     (the two ``log K`` cancel), finite for finite ``z`` however saturated the students are.
   * ``"concat"``: ``logits[-1]``, the row a model with the MLPs_concat head
     (``KDEFModel(concat_head=True)``) appends after its K students: ``w·[a_1; …; a_K] + b``.
+
+  Computes in ``promote(dtype, float32)``, as :func:`kdef_loss` does: bfloat16 or float16 logits give a
+  float32 logit (the mean over K students would round at 8 bits otherwise), float64 ones float64.
   """
   logits = jnp.asarray(logits)
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   if logits.ndim != 2 or logits.shape[0] < (2 if fusion == "concat" else 1):
     raise ValueError(f"ensemble_logit({fusion!r}): logits must be [K, B] with K >= 1 ([K + 1, B] for concat), "
                      f"got shape {logits.shape}.")
@@ -160,12 +164,20 @@ def kdef_loss(
   labels = jnp.asarray(labels)
   if logits.ndim != 2 or 0 in logits.shape:
     raise ValueError(f"logits must be [K, B] with K, B >= 1, got shape {logits.shape}.")
-  if isinstance(huber_delta, (int, float)) and not huber_delta > 0:  # (a traced value is the caller's)
+  if jnp.ndim(huber_delta) != 0:
+    raise ValueError(f"huber_delta must be a scalar, got shape {jnp.shape(huber_delta)}.")
+  try:  # a concrete value of any kind (np.float32, a 0-d array); a traced one is the caller's to check
+    delta = float(huber_delta)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    delta = None
+  if delta is not None and not delta > 0:
     raise ValueError(f"huber_delta must be > 0, got {huber_delta!r}.")
   if labels.ndim != 1 or labels.shape[0] != logits.shape[1]:
     raise ValueError(f"labels must be [B] matching logits [K, B]; got labels {labels.shape}, "
                      f"logits {logits.shape}.")
-  if mask is not None and jnp.shape(mask) != labels.shape:
+  if mask is not None:
+    mask = jnp.asarray(mask)  # (a list of tracers under jit has no shape of its own)
+  if mask is not None and mask.shape != labels.shape:
     raise ValueError(f"mask must be [B] = {labels.shape}, got {jnp.shape(mask)}.")
   fusion = fusion_of(variant)
   if fusion == "concat" and logits.shape[0] < 2:

@@ -313,12 +313,30 @@ def test_bad_shapes_and_a_nonpositive_huber_delta_are_errors_not_nan_or_a_wrong_
   for logits, labels in ((jnp.zeros((0, 3)), y), (jnp.zeros((2, 0)), jnp.zeros(0))):
     with pytest.raises(ValueError, match=r"logits must be \[K, B\] with K, B >= 1"):
       kdef_loss(logits, labels)
-  for delta in (0.0, -1.0):
+  for delta in (0.0, -1.0, np.float32(-1.0), jnp.array(-1.0), np.array(0.0)):  # numpy / jax scalars: a negative loss
     with pytest.raises(ValueError, match="huber_delta must be > 0"):
       kdef_loss(z, y, consistency="huber", huber_delta=delta)
+  with pytest.raises(ValueError, match=r"huber_delta must be a scalar, got shape \(1,\)"):
+    kdef_loss(z, y, consistency="huber", huber_delta=np.array([2.0]))
+  traced = jax.jit(lambda d: kdef_loss(z, y, consistency="huber", huber_delta=d)[0])  # a traced delta is the caller's
+  np.testing.assert_allclose(traced(2.0), kdef_loss(z, y, consistency="huber", huber_delta=2.0)[0], rtol=1e-6)
   for fusion in ("mean_logit", "sum_logit", "mean_prob", "concat"):
     with pytest.raises(ValueError, match=r"logits must be \[K, B\]"):
       ensemble_logit(jnp.array([1.0, 2.0, 3.0]), fusion)
   with pytest.raises(ValueError, match=r"\[K \+ 1, B\] for concat"):
     ensemble_logit(jnp.ones((1, 3)), "concat")
   assert ensemble_logit([[1.0, 2.0], [2.0, 3.0]]).tolist() == [1.5, 2.5]  # a list, as kdef_loss accepts
+
+
+def test_a_mask_list_under_jit_and_low_precision_ensemble_logits_in_float32():
+  """jit(kdef_loss)(..., mask=[1., 1., 1.]) raised TracerArrayConversionError; ensemble_logit of bf16
+  logits ran mean_prob's logsumexp in bf16 (0.4219 against 0.4199)."""
+  from kdef_jax.losses import ensemble_logit
+
+  z, y = jnp.array([[0.3, -1.2, 2.0], [0.1, -0.4, 1.1]]), jnp.array([1.0, 0.0, 1.0])
+  jitted = jax.jit(kdef_loss, static_argnames=("variant", "consistency"))
+  np.testing.assert_allclose(jitted(z, y, mask=[1.0, 1.0, 0.0])[0], kdef_loss(z[:, :2], y[:2])[0], rtol=1e-6)
+  for fusion in ("mean_logit", "sum_logit", "mean_prob"):
+    low = ensemble_logit(z.astype(jnp.bfloat16), fusion)
+    assert low.dtype == jnp.float32
+    np.testing.assert_allclose(low, ensemble_logit(z.astype(jnp.bfloat16).astype(jnp.float32), fusion), rtol=1e-6)
