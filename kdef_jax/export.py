@@ -39,12 +39,38 @@ def _locate(model: KDEFModel, k: int):
     raise AssertionError("unreachable")
 
 
+def check_variables(model: KDEFModel, variables: dict) -> None:
+    """A ValueError unless ``variables`` hold ``model``'s parameters: each student group's leaves carry
+    its count of students on their first axis, and the embedding table is [rows, embedding_dim] (variables
+    of another model would otherwise fail inside the scan or gather, or for one student, slice silently)."""
+    hint = "variables of another model? build the model from the run's config.json, or use load_run"
+    params = variables.get("params") if isinstance(variables, dict) else None
+    if not isinstance(params, dict):
+        raise ValueError(f"variables must be a dict with 'params' (and 'batch_stats'), got {type(variables).__name__}")
+    table = params.get("embedding", {}).get("table")
+    rows = model.embedding_rows or sum(model.vocab_sizes)
+    if table is None or tuple(table.shape) != (rows, model.embedding_dim):
+        raise ValueError(f"variables: the embedding table is {None if table is None else tuple(table.shape)}, the "
+                         f"model's is {(rows, model.embedding_dim)} ({hint})")
+    for i, g in enumerate(model.groups):
+        name = f"group{i}_{g.kind}"
+        if name not in params:
+            raise ValueError(f"variables have no {name} (the model's students: "
+                             f"{', '.join(f'group{j}_{h.kind}' for j, h in enumerate(model.groups))}; {hint})")
+        for col, tree in variables.items():
+            counts = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(tree.get(name, {}))}
+            if counts - {g.count}:
+                raise ValueError(f"variables: {col}/{name} holds {sorted(counts - {g.count}, key=str)[0]} students, "
+                                 f"the model's group {g.count} ({hint})")
+
+
 def extract_student(model: KDEFModel, variables: dict, k: int):
     """(single-student KDEFModel, its variables) for student ``k`` (0-based, in [K] order)."""
     k = student_index(k, model.num_students)
     if k is None:
         raise ValueError("extract_student k='ensemble': give a student index 0..K-1")
     gi, g, j = _locate(model, k)
+    check_variables(model, variables)
     name = f"group{gi}_{g.kind}"
     single = model.clone(groups=(StudentGroup(g.kind, 1, g.kwargs),), concat_head=False)
     out = {}
@@ -168,11 +194,12 @@ class Predictor(functools.partial):
         if kind not in ("i", "u") or np.ndim(ids) != 2:
             raise ValueError(f"ids: an integer array [batch, columns], got {getattr(ids, 'dtype', type(ids).__name__)} "
                              f"of shape {np.shape(ids)}")
-        if isinstance(ids, np.ndarray) and (ids.dtype.itemsize > 4 or (kind == "u" and ids.dtype.itemsize == 4)):
-            # (uint32 too: ids >= 2**31 would wrap to negative int32 and read another field's row)
-            ids = np.clip(ids, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
-        elif kind == "u" and ids.dtype.itemsize == 4:  # a device array of uint32 ids, likewise
-            ids = jnp.minimum(ids, np.uint32(np.iinfo(np.int32).max)).astype(jnp.int32)
+        if ids.dtype.itemsize > 4 or (kind == "u" and ids.dtype.itemsize == 4):
+            # (uint32 too: ids >= 2**31 would wrap to negative int32 and read another field's row); on the
+            # host for numpy ids, on the device for device ids (int64 / uint64 ones under x64)
+            xp, top = (np if isinstance(ids, np.ndarray) else jnp), np.iinfo(np.int32).max
+            ids = (xp.minimum(ids, ids.dtype.type(top)) if kind == "u"
+                   else xp.clip(ids, np.iinfo(np.int32).min, top)).astype(np.int32)
         rows = np.shape(ids)[0]
         if isinstance(rows, int) and rows == 0:  # (a symbolic batch dimension when exported: never 0)
             return jnp.zeros((0,), jnp.float32)
@@ -205,9 +232,10 @@ def make_predictor(model: KDEFModel, variables: dict, what: str | int = "ensembl
         raise ValueError(f"fusion {fusion!r} is not one of {FUSIONS}")
     k = student_index(what, model.num_students)
     if k is not None:
-        model, variables = extract_student(model, variables, k)
+        model, variables = extract_student(model, variables, k)  # (which checks the variables)
         fusion = "mean_logit"  # one student: σ(z_k)
     else:
+        check_variables(model, variables)
         fusion = fusion or ("concat" if model.concat_head else "mean_logit")
         if (fusion == "concat") != model.concat_head:
             raise ValueError(f"fusion {fusion!r} for a model {'with' if model.concat_head else 'without'} the concat "
@@ -271,7 +299,7 @@ def load_exported(source):
     def call(_, ids):
         if ids.shape[1] != columns:
             raise ValueError(f"ids: {columns} columns (the file's input, one per field), got shape {tuple(ids.shape)}")
-        return exported.call(ids)
+        return exported.call(ids if ids.dtype == np.int32 else ids.astype(np.int32))  # (int16, uint8: the file takes int32)
 
     return Predictor(call, None)
 

@@ -321,6 +321,29 @@ def test_concat_fusion_needs_the_concat_head():
 # Cases mutation testing found unpinned: export and export_run.
 
 
+def test_variables_of_another_model_are_an_error_naming_the_mismatch():
+    """make_predictor(model K=5, variables K=3) failed inside the scan with 'length argument of 5'; picking
+    one student of a K=3 model from K=5 variables sliced them silently."""
+    model, ids = _model(), _ids()  # groups mlp x3, mlp x2
+    v = model.init(jax.random.PRNGKey(0), ids, False)
+    other = model.clone(groups=(model.groups[0], StudentGroup("mlp", 4, KW)))
+    vo = other.init(jax.random.PRNGKey(0), ids, False)
+    hint = r"\(variables of another model\? build the model from the run's config.json, or use load_run\)"
+    for what in ("ensemble", 0, 4):
+        with pytest.raises(ValueError, match=rf"^variables: params/group1_mlp holds 2 students, the model's group 4 {hint}$"):
+            make_predictor(other, v, what)
+    with pytest.raises(ValueError, match=r"^variables: params/group1_mlp holds 4 students, the model's group 2"):
+        make_predictor(model, vo, 1)
+    with pytest.raises(ValueError, match=r"^variables: the embedding table is \(16, 4\), the model's is \(17, 4\)"):
+        make_predictor(model.clone(vocab_sizes=(5, 7, 5)), v)
+    with pytest.raises(ValueError, match=r"^variables have no group2_mlp"):
+        make_predictor(model.clone(groups=(*model.groups, StudentGroup("mlp", 1, KW))), v)
+    with pytest.raises(ValueError, match=r"^variables must be a dict with 'params'"):
+        make_predictor(model, [v])
+    with pytest.raises(ValueError, match=r"^StudentGroup 'mlp': count must be an integer >= 1, got 0"):
+        StudentGroup("mlp", 0, KW)  # a group of none built and gave logits [0, B]
+
+
 def test_negative_student_index_is_out_of_range():
     with pytest.raises(ValueError, match="student index -1 out of range"):
         extract_student(_model(), {}, -1)
@@ -475,6 +498,27 @@ def test_ids_wider_than_int32_read_oov_not_a_wrapped_id_and_an_empty_batch_is_em
             np.testing.assert_allclose(got, predict(oov), rtol=1e-6)
         assert abs(float(predict(oov)[0]) - float(predict(wrapped)[0])) > 1e-3  # the check has teeth
         assert np.shape(predict(np.zeros((0, 3), np.int32))) == (0,)
+
+
+def test_ids_of_any_integer_dtype_predict_alike_and_other_ids_are_an_error_naming_them():
+    """API review: the reloaded file refused int16 / uint8 ids ('Dtype mismatch ... expected int32'), and under
+    x64 device uint64 ids promoted to float in the gather ('indices must have an integer type'); 1-D or float
+    ids reached the model as shape or gather errors."""
+    model = _model().clone(embedding_init_std=0.3)
+    v = model.init(jax.random.PRNGKey(0), _ids(), False)
+    ids = np.asarray(_ids(4))
+    for predict in (make_predictor(model, v), make_predictor(model, v, 1), load_exported(export_predictor(model, v, 3))):
+        want = predict(ids)
+        for dtype in (np.int8, np.int16, np.uint8, np.uint16, np.uint32, np.int64):
+            np.testing.assert_allclose(predict(ids.astype(dtype)), want, rtol=1e-6, err_msg=str(dtype))
+        with jax.enable_x64(True):
+            for dtype in (jnp.int64, jnp.uint64):
+                np.testing.assert_allclose(predict(jnp.asarray(ids, dtype)), want, rtol=1e-6, err_msg=str(dtype))
+            np.testing.assert_allclose(predict(jnp.asarray([[2**40, 6, 3]], jnp.int64)), predict(np.array([[4, 6, 3]])),
+                                       rtol=1e-6)  # out of range on the device: OOV, not a wrapped id
+    for bad, text in ((ids[0], "int32 of shape (3,)"), (ids.astype(np.float32), "float32 of shape (4, 3)")):
+        with pytest.raises(ValueError, match=re.escape(f"ids: an integer array [batch, columns], got {text}")):
+            model.apply(v, bad, False)
 
 
 @pytest.mark.parametrize("what", [2.7, True, "best", "x", None])

@@ -17,6 +17,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kdef_jax.models.embedding import FeatureEmbedding
 from kdef_jax.models.layers import dense
@@ -28,6 +29,10 @@ class StudentGroup:
     kind: str
     count: int
     kwargs: tuple = ()  # sorted (name, value) pairs: hashable, so the module stays a static pytree
+
+    def __post_init__(self):
+        if not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 1:
+            raise ValueError(f"StudentGroup {self.kind!r}: count must be an integer >= 1, got {self.count!r}")
 
     @property
     def name(self) -> str:
@@ -95,7 +100,17 @@ class KDEFModel(nn.Module):
     def __call__(self, ids, train: bool = False, mask=None, emb_rows=None):
         """ids int32 [B, C] → student logits [K, B]; with ``concat_head`` [K + 1, B], the last row the
         head's logit w·[a_1; …; a_K] + b (a_k: student k's last hidden layer, after its dropout; w, b a
-        Linear(K·u → 1) initialised as every Linear). ``emb_rows``: pre-gathered embedding rows [B, C, d]."""
+        Linear(K·u → 1) initialised as every Linear). ``emb_rows``: pre-gathered embedding rows [B, C, d].
+        Ids of another integer dtype are int32 first (wider ones clipped: out of range is OOV either way);
+        anything but an integer [B, C] array is a ValueError."""
+        ids = jnp.asarray(ids)
+        if ids.ndim != 2 or not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise ValueError(f"ids: an integer array [batch, columns], got {ids.dtype} of shape {ids.shape}")
+        if ids.dtype.itemsize > 4 or ids.dtype == jnp.uint32:  # (uint64 + int32 offsets promote to float under x64)
+            top = np.iinfo(np.int32).max
+            ids = (jnp.minimum(ids, ids.dtype.type(top)) if jnp.issubdtype(ids.dtype, jnp.unsignedinteger)
+                   else jnp.clip(ids, np.iinfo(np.int32).min, top))
+        ids = ids.astype(jnp.int32)  # (narrower ones as they are)
         emb = FeatureEmbedding(self.vocab_sizes, self.embedding_dim, self.max_lens, self.embedding_init_std,
                                self.embedding_rows, name="embedding")(
             ids, emb_rows
