@@ -226,3 +226,17 @@ def test_pairs_are_distinct_and_an_empty_training_split_is_refused():
     assert len(got) == 4 and len(set(got)) == 4
   with pytest.raises(ValueError, match="num_train must be >= 1, got 0"):
     _Planted(dataclasses.replace(SMALL, num_train=0))
+
+
+def test_a_synthetic_split_of_no_rows_is_left_out_and_the_cache_reopens(tmp_path):
+  """API review: num_valid=0 wrote an empty valid file that feature_map.json left out, so opening the
+  cache failed ('do not match feature_map.json; delete the folder') however often it was rebuilt."""
+  from kdef_jax.data.dataset import load_dataset
+
+  c = base_config().data
+  c.cache_dir = str(tmp_path)
+  c.synthetic.num_train, c.synthetic.num_valid, c.synthetic.num_test = 300, 0, 0
+  for _ in range(2):  # built, then reopened
+    ds = load_dataset(c, log=None)  # None: no progress lines (was "'NoneType' object is not callable")
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 300}
+  assert sorted(p.name for p in next(tmp_path.iterdir()).glob("*.npy")) == ["train_x.npy", "train_y.npy"]

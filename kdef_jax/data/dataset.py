@@ -308,7 +308,9 @@ def load_dataset(cfg, log=print, vocab: dict | None = None, keep_lines: bool = F
     """Build (once) and open the dataset that ``config.data`` describes. ``vocab`` ({field: tokens},
     a trained run's ``vocab.json``): encode the files with that vocabulary instead of one counted
     on their train rows (unseen values → OOV), so a trained model reads them; no train file needed.
-    ``keep_lines``: each split also records its rows' raw-file lines (``Split.line``; raw formats)."""
+    ``keep_lines``: each split also records its rows' raw-file lines (``Split.line``; raw formats).
+    ``log``: where progress lines go (None: nowhere)."""
+    log = log or (lambda *a, **k: None)
     if cfg.format not in FORMATS:
         raise ValueError(f"config data.format={cfg.format!r}; choose one of {FORMATS}")
     cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()

@@ -124,6 +124,8 @@ def build_synthetic(spec: SyntheticSpec, cache_root: str | os.PathLike, dataset_
     pos, bayes = {}, {}
     with building(final, log=log) as tmp:
         for si, (split, n) in enumerate(rows.items()):
+            if not n:  # no rows, no files: feature_map.json lists only the splits that have rows
+                continue
             x_out = np.lib.format.open_memmap(tmp / f"{split}_x.npy", "w+", np.int32, (n, len(planted.n)))
             y_out = np.lib.format.open_memmap(tmp / f"{split}_y.npy", "w+", np.float32, (n,))
             for ci, start in enumerate(range(0, n, spec.chunk_rows)):
@@ -139,7 +141,7 @@ def build_synthetic(spec: SyntheticSpec, cache_root: str | os.PathLike, dataset_
                     bayes["test_first_chunk"] = auc(y_out[start : start + m], p)
             x_out.flush()
             y_out.flush()
-            pos[split] = float(np.mean(y_out)) if n else 0.0
+            pos[split] = float(np.mean(y_out))
             del x_out, y_out
         checksums.write(tmp)
         fields = tuple(FieldSpec(name=f"f{j}", type="categorical", vocab_size=v) for j, v in enumerate(spec.vocab_sizes))
