@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -168,6 +169,9 @@ def train_and_evaluate(config, workdir, *, log=report.console) -> dict:
 
 def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dict:
     t_start = time.perf_counter()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise TypeError(f"config: an ml_collections.ConfigDict (kdef_jax.config.base_config(), or a config file's "
+                        f"get_config()), got {type(config).__name__}")
     validate(config)
     c, t = config, config.train
     distributed.initialize(c.distributed)
@@ -433,8 +437,8 @@ def _refuse_earlier_run(workdir: Path, ckpt, resume: bool) -> None:
     steps = ckpt.steps()
     if steps["latest"] is not None or steps["best"] is not None:
         raise FileExistsError(
-            f"{ckpt.root} holds checkpoints of an earlier run; pass --config.resume=True to continue it "
-            f"or choose a new --workdir (nothing was overwritten)"
+            f"{ckpt.root} holds checkpoints of an earlier run; continue it with config resume=True "
+            f"(--config.resume=True) or choose a new workdir (nothing was overwritten)"
         )
     earlier = [f for f in ("metrics.jsonl", "results.json") if (workdir / f).exists()]
     if earlier:
@@ -459,7 +463,8 @@ def _refuse_earlier_run(workdir: Path, ckpt, resume: bool) -> None:
 
 def _nan_message(epoch: int, step: int, meta: dict, ckpt, what: str = "training loss") -> str:
     then = (f"The last good state is in {ckpt.root} (epoch {meta['epoch']}): continue from it with "
-            f"--config.resume=True and a lower --config.optim.learning_rate, or check the data."
+            f"config resume=True and a lower optim.learning_rate (--config.resume=True "
+            f"--config.optim.learning_rate=...), or check the data."
             if meta["epoch"] > 0 else
             "No epoch finished, so no state was saved: lower optim.learning_rate or check the data.")
     return f"{what} became NaN/inf in epoch {epoch} by step {step} (lr {meta['lr']:g}). {then}"

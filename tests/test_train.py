@@ -220,8 +220,11 @@ def test_resume_rewrites_a_log_line_of_an_epoch_that_was_never_checkpointed(tmp_
 def test_existing_checkpoints_without_resume_are_not_overwritten(tmp_path):
     c = tiny_config(tmp_path, **{"train.num_epochs": 1})
     train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
-    with pytest.raises(FileExistsError, match="resume=True"):
+    with pytest.raises(FileExistsError, match=r"continue it with config resume=True \(--config.resume=True\) or "
+                                              r"choose a new workdir"):  # words for a Python caller and the command line
         train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    with pytest.raises(TypeError, match="config: an ml_collections.ConfigDict .* got dict"):
+        train_and_evaluate(c.to_dict(), tmp_path / "other", log=lambda *a: None)  # was AttributeError: no to_json
 
 
 def test_earlier_results_without_checkpoints_are_not_overwritten(tmp_path):
