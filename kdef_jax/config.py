@@ -500,3 +500,11 @@ def validate(c) -> None:
         text_encoding = False
     if not text_encoding:  # rot13, hex, base64 are codecs, but not of bytes to text
         bad("data.encoding", f"{d.encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1)")
+    ascii_text = "\n\t ,;:|^\"'0123456789.+-eE_azAZ"
+    try:
+        ascii_compatible = ascii_text.encode("ascii").decode(d.encoding) == ascii_text
+    except (UnicodeError, LookupError):
+        ascii_compatible = False
+    if not ascii_compatible:  # lines and fields are split on the raw bytes before decoding
+        bad("data.encoding", f"{d.encoding!r} does not write ASCII as ASCII (UTF-16 and UTF-32 do not): files are "
+                             f"split into lines and fields before they are decoded; convert the file to utf-8")

@@ -610,7 +610,7 @@ def test_column_spec_rejects_bad_options(kw, what):
 
 
 def test_libfm_index_must_be_ascii_digits():
-  assert TRANSFORMS["libfm_index"]("12:0.5") == "12"
+  assert TRANSFORMS["libfm_index"]("12:1") == TRANSFORMS["libfm_index"]("12:1.0") == "12"
   for pair in ("\u00b2:1", "\u0661:1"):  # "²" and Arabic-Indic "1": str.isdigit() is true for both
     with pytest.raises(ValueError, match="not a non-negative integer"):
       TRANSFORMS["libfm_index"](pair)

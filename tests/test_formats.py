@@ -666,7 +666,7 @@ def test_builds_compile_no_kernel_in_a_worker_thread_after_the_warm_up(tmp_path)
   kernels = ("count_lines", "split", "split_words", "has_control_byte")
   before = {k: len(getattr(split_kernels, k).signatures) for k in kernels}
   d = tmp_path / "raw"
-  write_file(d / "train.libfm", "1 1:1 2:1\n-1 1:2 2:1\r\n1 1:1 2:2\n")
+  write_file(d / "train.libfm", "1 1:1 2:1\n-1 2:1 2:1\r\n1 1:1 3:1\n")
   write_file(d / "train.csv", "label\tc\n1\tx\n0\ty\r\n")
   load_data(data_cfg(d, tmp_path / "c1", fields=("a", "b"), engine="native"))
   load_data(_cfg(d, tmp_path / "c2", format="delimited", files={"train": "train.csv"}, header=True, delimiter="\t",

@@ -222,8 +222,7 @@ def _source_spec(cfg, vocab: dict | None = None, keep_lines: bool = False) -> So
             name = cfg.files[split]
             if name:
                 path = root / name
-                if not path.is_file():
-                    raise FileNotFoundError(f"data file for split {split!r} not found: {path} (config data.files.{split})")
+                need_file(path, f"data file for split {split!r}", f"config data.files.{split}")
                 files.append((split, str(path)))
         files = tuple(files)
         if cfg.format == "libfm":
@@ -239,8 +238,7 @@ def _source_spec(cfg, vocab: dict | None = None, keep_lines: bool = False) -> So
                 raise ValueError(f"config data.movielens_variant={cfg.movielens_variant!r}; use 100k or 1m")
             metas = [root / meta[k] for k in ("users", "items", "genres") if meta[k]]
             for m in metas:
-                if not m.is_file():
-                    raise FileNotFoundError(f"MovieLens metadata file not found: {m}")
+                need_file(m, "MovieLens metadata file", f"data.movielens_variant={cfg.movielens_variant!r} reads it")
             reader_key = {"format": "movielens", "variant": cfg.movielens_variant, "label": cfg.label_column,
                           "meta": [file_identity(str(m)) for m in metas]}
             default_rule = LabelRule.parse("threshold:4:2")
@@ -258,8 +256,7 @@ def _source_spec(cfg, vocab: dict | None = None, keep_lines: bool = False) -> So
         if cfg.format != "libfm":
             raise ValueError("config data.featindex applies to data.format='libfm' only")
         fi_path = resolve_data_dir(cfg) / cfg.featindex
-        if not fi_path.is_file():
-            raise FileNotFoundError(f"feature index not found: {fi_path} (config data.featindex)")
+        need_file(fi_path, "feature index", "config data.featindex")
         featindex = read_featindex(str(fi_path))
         reader_key["featindex"] = file_identity(str(fi_path))
     return SourceSpec(
@@ -302,6 +299,20 @@ def check_source(cfg) -> None:
         raise ValueError(f"config data.format={cfg.format!r}; choose one of {FORMATS}")
     if cfg.format != "synthetic":
         _source_spec(cfg)
+
+
+def need_file(path: Path, what: str, where: str) -> None:
+    """Nothing for a regular file (or a link to one); else an error saying what ``path`` is instead: a
+    folder (IsADirectoryError), a broken link or nothing (FileNotFoundError), a pipe or device (ValueError)."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder, not a file ({where})")
+    if path.is_symlink():
+        raise FileNotFoundError(f"{what} {path} is a link to {os.readlink(path)}, which does not exist ({where})")
+    if path.exists():
+        raise ValueError(f"{what} {path} is not a regular file (a pipe, socket or device: {where})")
+    raise FileNotFoundError(f"{what} not found: {path} ({where})")
 
 
 def load_dataset(cfg, log=print, vocab: dict | None = None, keep_lines: bool = False) -> Dataset:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import re
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -92,7 +93,7 @@ def _kkbox_age(v: str) -> str:
     """KKBox ``bd``: "" if missing or outside [1, 95]; else "1" (≤10), "2" (≤20) … "7" (>60)."""
     if v == "":
         return ""
-    a = float(v)
+    a = parse_number(v)
     if not 1 <= a <= 95:
         return ""
     for i, hi in enumerate((10, 20, 30, 40, 50, 60), start=1):
@@ -126,11 +127,11 @@ def _libfm_index(v: str) -> str:
     if not (idx.isascii() and idx.isdigit()):
         raise ValueError(f"pair {v!r}: the index {idx!r} is not a non-negative integer")
     try:
-        ok = math.isfinite(float(val))
+        one = parse_number(val) == 1
     except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"pair {v!r}: the value {val!r} is not a finite number")
+        raise ValueError(f"pair {v!r}: the value {val!r} is not a finite number") from None
+    if not one:  # 0 means the feature is absent in libFM; a row of one-hot fields holds value 1 in each
+        raise ValueError(f"pair {v!r}: the value {val!r} is not 1 (a row has one feature of value 1 per field)")
     return idx
 
 
@@ -260,9 +261,7 @@ class LabelRule:
             return out, bad
         for j, v in enumerate(values):
             try:
-                f = float(v)
-                if not math.isfinite(f):
-                    raise ValueError
+                f = parse_number(v)
             except ValueError:
                 bad[j] = f"label {v!r} is not a number ({self.describe()})"
                 out[j] = DROP
@@ -309,6 +308,21 @@ def make_block(path: str, lines: Sequence[int], rows: Sequence[Sequence[str]], n
 
 
 # ------------------------------------------------------------------------------------ bucketing
+
+
+_NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
+
+
+def parse_number(text: str) -> float:
+    """A finite number written as pandas' CSV parser reads one: ASCII digits, an optional sign, point and
+    exponent, spaces around. Python's ``float`` also takes '1_000', fullwidth or Arabic-Indic digits,
+    'inf' and 'nan'; those are a ValueError here, as they are not numbers of a CTR file."""
+    if not _NUMBER.fullmatch(text):
+        raise ValueError(f"{text!r} is not a number")
+    f = float(text)
+    if not math.isfinite(f):  # (1e999)
+        raise ValueError(f"{text!r} is not a finite number")
+    return f
 
 
 def bucket_value(v: float) -> int:

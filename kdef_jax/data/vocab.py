@@ -15,7 +15,6 @@ min_count that are not the NA value, sorts them ascending (numbers numerically),
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -23,7 +22,7 @@ import numpy as np
 from kdef_jax.data import hash_ids
 from kdef_jax.data.hash_ids import Cells, HashIds, unpack
 from kdef_jax.data.packed import PackedStrings
-from kdef_jax.data.schema import TRANSFORMS, ColumnSpec, LabelRule, bucket_value
+from kdef_jax.data.schema import TRANSFORMS, ColumnSpec, LabelRule, bucket_value, parse_number
 
 
 def ingest_all(raws: dict, columns: dict) -> dict:
@@ -188,11 +187,9 @@ class FieldEncoder:
                         out.append(0)  # fill_na 0
                         continue
                     try:
-                        f = float(v)
+                        f = parse_number(v)
                     except ValueError:
                         raise ValueError(f"column {s.raw!r} is numeric but holds {v!r}") from None
-                    if not math.isfinite(f):
-                        raise ValueError(f"column {s.raw!r} holds non-finite {v!r}")
                     out.append(bucket_value(f))
                 else:
                     out.append([] if v == "" or v == s.na_value else v.split(s.splitter))

@@ -1,6 +1,7 @@
 """libFM / libSVM (Frappe, iPinYou): ``<label> <idx>:<val> <idx>:<val> ...``.
 
-Every row has exactly one ``idx:val`` pair per field, in field order; the field is the position.
+Every row has exactly one ``idx:val`` pair per field, in field order, with ``val`` 1 (a one-hot
+feature; another value is an error); the field is the position.
 The reader yields the raw pairs; the field's ``libfm_index`` transform takes the ``idx`` as the
 token. With a feature index (iPinYou's ``featindex.fm.txt``: ``field:value<TAB>index``), the index
 is translated back to the field's value, and an index that belongs to another field is an error.
@@ -15,18 +16,23 @@ from kdef_jax.data.schema import LABEL, Block, DataFormatError, Undecodable, ite
 
 def read_featindex(path: str) -> dict:
     """``field:value<TAB>index`` lines → {index string: (field, value)}."""
-    out = {}
+    out, line_of, no = {}, {}, 0
     with open_raw(path, "feature index") as fh:
         for lines in iter_lines(fh, 100_000, path=path):
-            for k, line in enumerate(lines):
+            for line in lines:
+                no += 1
                 text = line.rstrip("\r\n")
                 if not text:
                     continue
                 key, sep, idx = text.rpartition("\t")
                 field, colon, value = key.partition(":")
                 if not sep or not colon or not idx.strip():
-                    raise DataFormatError(f"{path}: line {text!r} is not 'field:value<TAB>index'")
-                out[idx.strip()] = (field, value)
+                    raise DataFormatError(f"{path}:{no}: line {text!r} is not 'field:value<TAB>index'")
+                idx = idx.strip()
+                if idx in out:  # which line would win is no rule of the format: neither is taken silently
+                    raise DataFormatError(f"{path}:{no}: index {idx} again ({field}:{value}; line {line_of[idx]} gave "
+                                          f"{out[idx][0]}:{out[idx][1]})")
+                out[idx], line_of[idx] = (field, value), no
     if not out:
         raise DataFormatError(f"{path}: feature index is empty")
     return out

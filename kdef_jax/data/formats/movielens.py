@@ -39,12 +39,21 @@ def _lines(path: str, encoding: str) -> Iterator[tuple]:
                 no += 1
 
 
+def _first_time(path: str, seen: dict, key: str, no: int, what: str) -> None:
+    """A DataFormatError for an id (a user, an item, a genre) that ``path`` gives twice: which line would
+    win is no rule of MovieLens, so neither is taken silently."""
+    if key in seen:
+        raise DataFormatError(f"{path}:{no}: {what} {key!r} again (first on line {seen[key]})")
+    seen[key] = no
+
+
 def _read_table(path: str, sep: str, ncol: int, encoding: str) -> dict:
-    out = {}
+    out, seen = {}, {}
     for no, text in _lines(path, encoding):
         parts = text.split(sep)
         if len(parts) != ncol:
             raise DataFormatError(f"{path}:{no}: expected {ncol} '{sep}'-separated fields, found {len(parts)}")
+        _first_time(path, seen, parts[0], no, "id")
         out[parts[0]] = parts[1:]
     if not out:
         raise DataFormatError(f"{path}: file is empty")
@@ -56,21 +65,26 @@ def load_metadata(meta_dir: str, variant: str) -> tuple[dict, dict]:
     v = VARIANTS[variant]
     join = lambda f: os.path.join(meta_dir, f)  # noqa: E731
     if variant == "100k":
-        genre_names = {}
+        genre_names, seen = {}, {}
         for no, text in _lines(join(v["genres"]), "latin-1"):
             name, _, gid = text.rpartition("|")
-            if not gid.isdigit():
+            if not (gid.isascii() and gid.isdigit()):
                 raise DataFormatError(f"{join(v['genres'])}:{no}: expected 'name|id'")
+            _first_time(join(v["genres"]), seen, str(int(gid)), no, "genre id")
             genre_names[int(gid)] = name
         names = [genre_names[i] for i in sorted(genre_names)]
         raw_users = _read_table(join(v["users"]), "|", 5, "latin-1")
         users = {k: u for k, u in raw_users.items()}  # age, gender, occupation, zip
-        items = {}
+        items, seen = {}, {}
         for no, text in _lines(join(v["items"]), "latin-1"):
             parts = text.split("|")
             if len(parts) != 5 + len(names):
                 raise DataFormatError(f"{join(v['items'])}:{no}: expected {5 + len(names)} '|'-separated fields, found {len(parts)}")
             flags = parts[5:]
+            odd = next((f for f in flags if f not in ("0", "1")), None)
+            if odd is not None:
+                raise DataFormatError(f"{join(v['items'])}:{no}: genre flag {odd!r} is not 0 or 1")
+            _first_time(join(v["items"]), seen, parts[0], no, "id")
             items[parts[0]] = [parts[1], "^".join(g for g, f in zip(names, flags) if f == "1")]
         return users, items
     raw_users = _read_table(join(v["users"]), "::", 5, "latin-1")
