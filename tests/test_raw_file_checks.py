@@ -102,3 +102,41 @@ def test_a_split_path_that_is_no_file_says_what_it_is(tmp_path):
                           ("none.libfm", FileNotFoundError, "not found")):
     message = load_error(data_cfg(d, tmp_path / "cache", test=name), exc)
     assert "data file for split 'test'" in message and text in message and "config data.files.test" in message
+
+
+def test_a_file_replaced_by_another_of_the_same_size_and_time_gets_a_new_cache(tmp_path):
+  """The cache was keyed on path, size and mtime only: labels rewritten in place with the time kept
+  (cp -p, rsync -t, an archive's timestamps) reused the stale cache."""
+  d = write_libfm_dir(tmp_path)
+  train = d / "train.libfm"
+  first = load_data(data_cfg(d, tmp_path / "cache"))
+  st = train.stat()
+  train.write_text(TRAIN_LIBFM.replace("-1 9:1 200:1 7:1", " 1 9:1 200:1 7:1"))  # same size, another label
+  os.utime(train, ns=(st.st_atime_ns, st.st_mtime_ns))
+  assert train.stat().st_size == st.st_size and train.stat().st_mtime_ns == st.st_mtime_ns
+  second = load_data(data_cfg(d, tmp_path / "cache"))
+  assert second.cache_dir != first.cache_dir
+  assert second.feature_map.positive_rate["train"] == pytest.approx(3 / 6) != first.feature_map.positive_rate["train"]
+
+
+def test_the_content_sample_reads_the_whole_of_a_small_file_and_samples_a_large_one(tmp_path, monkeypatch):
+  from kdef_jax.data import preprocess
+
+  monkeypatch.setattr(preprocess, "SAMPLE_HEAD", 4)
+  monkeypatch.setattr(preprocess, "SAMPLE_TAIL", 4)
+  monkeypatch.setattr(preprocess, "SAMPLE_BLOCKS", 3)
+  monkeypatch.setattr(preprocess, "SAMPLE_BLOCK", 2)
+  p = tmp_path / "f"
+  data = bytearray(b"0123456789abcdefghijklmnopqrstuvwxyz")  # 36 bytes > 4 + 4 + 3 * 2: sampled
+  p.write_bytes(bytes(data))
+  base = preprocess.content_sample(str(p), 36)
+  # sampled: [0, 4), blocks at 4 + i * gap (gap = (36 - 4 - 4 - 2) // 2 = 13): [4, 6), [17, 19), [30, 32), and [32, 36)
+  for i, changes in ((0, True), (4, True), (17, True), (33, True), (10, False), (25, False)):
+    changed = bytearray(data)
+    changed[i] = ord("#")
+    p.write_bytes(bytes(changed))
+    assert (preprocess.content_sample(str(p), 36) != base) == changes, i
+  p.write_bytes(b"abc")
+  import hashlib
+
+  assert preprocess.content_sample(str(p), 3) == hashlib.sha256(b"abc").hexdigest()  # small: all of it
