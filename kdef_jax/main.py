@@ -10,10 +10,12 @@ A ``:tiny`` suffix on the config path selects its smoke-test variant (``configs/
 from __future__ import annotations
 
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from kdef_jax import distributed
 from kdef_jax.config import check_overrides_are_read, load_config_file, unknown_key
 from kdef_jax.report import tolerant_stdio
 from kdef_jax.run_files import error_text, exit_interrupted
@@ -43,10 +45,16 @@ def main(argv):
     except REPORTED_ERRORS as e:  # without a deep traceback; a full disk also says what to do
         again = "run the same command again (with --config.resume=True where a checkpoint was saved)"
         print("\n" + error_text("kdef_jax", e, again), file=sys.stderr)
+        distributed.stop_if_multi_process(e, 2)
         sys.exit(2)
     except KeyboardInterrupt:
         exit_interrupted(f"\nkdef_jax: interrupted; the epochs checkpointed so far are kept: continue with the same "
                          f"command and --config.resume=True (--workdir {_WORKDIR.value})")
+    except Exception as e:  # a multi-process run must not reach the shutdown barrier (see stop_if_multi_process)
+        if not distributed.multi_process():
+            raise
+        traceback.print_exc()
+        distributed.stop_if_multi_process(e, 1)
 
 
 def check_config_overrides(argv: list) -> str | None:

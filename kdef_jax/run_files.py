@@ -199,15 +199,23 @@ def error_text(prog: str, e: BaseException, again: str = "run the command again"
 
 
 def exit_interrupted(message: str) -> None:
-    """Print ``message`` and end the process with status 130 (Ctrl-C) at once: stdout, stderr and logging
-    flushed, then ``os._exit``. A Ctrl-C can leave an XLA compilation running in XLA's thread pool; the
-    interpreter's normal shutdown tears the runtime down under it and the process dies of SIGSEGV (exit
-    -11: 3 of 3 interrupts during a Frappe run's first compile). Every file of a run is written
-    atomically and synchronously before this point, so skipping the shutdown loses nothing."""
+    """Print ``message`` and end the process with status 130 (Ctrl-C) at once (:func:`exit_now`). A Ctrl-C
+    can leave an XLA compilation running in XLA's thread pool; the interpreter's normal shutdown tears the
+    runtime down under it and the process dies of SIGSEGV (exit -11: 3 of 3 interrupts during a Frappe
+    run's first compile)."""
+    exit_now(message, 130)
+
+
+def exit_now(message: str, status: int) -> None:
+    """Print ``message`` (if any) and end the process with ``status`` at once: stdout, stderr and logging
+    flushed, then ``os._exit``, without the interpreter's shutdown (its atexit hooks: XLA's teardown,
+    jax.distributed's shutdown barrier). Every file of a run is written atomically and synchronously
+    before any point that calls this, so skipping the shutdown loses nothing."""
     import logging
     import sys
 
-    print(message, file=sys.stderr)
+    if message:
+        print(message, file=sys.stderr)
     for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
         handler.flush()
     for stream in (sys.stdout, sys.stderr):
@@ -215,4 +223,4 @@ def exit_interrupted(message: str) -> None:
             stream.flush()
         except (OSError, ValueError):  # a closed or broken pipe: nothing more can be said there
             pass
-    os._exit(130)
+    os._exit(status)

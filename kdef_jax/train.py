@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import json
 import math
 import platform
 import time
@@ -111,6 +112,24 @@ def _check_vocabulary(fmap, data, log) -> None:
             f"{data.min_count}, or data.field_options.<field>.min_count): each of their ids is OOV")
 
 
+def _shared_config(c) -> dict:
+    """The config every process of a run must share: all of it but its own process_id and the folders
+    that may lie elsewhere on each host (data.data_dir, data.cache_dir)."""
+    d = json.loads(c.to_json())
+    d["distributed"].pop("process_id", None)
+    d["data"].pop("data_dir", None)
+    d["data"].pop("cache_dir", None)
+    return d
+
+
+def _data_fingerprint(ds) -> dict:
+    """What makes two processes' caches the same data: the feature map's fields and rows, and the CRCs
+    of the arrays (checksums.json; a cache built before it existed has the feature map alone)."""
+    fmap, sums = ds.feature_map, ds.cache_dir / "checksums.json"
+    return {"fields": [(f.name, f.vocab_size, f.max_len) for f in fmap.fields], "rows": fmap.num_rows,
+            "vocab": fmap.info.get("vocab_sha256"), "arrays": read_json(sums) if sums.exists() else None}
+
+
 def _batch_sizes(t, ds, mesh) -> tuple[int, int]:
     """(train, eval) batch sizes: the config's, but no larger than the split they batch, rounded up to the
     mesh's data axis. A larger batch would only add masked padding rows (train.batch_size 2**31 - 1 would
@@ -192,6 +211,7 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
     _check_classes(ds, c.data.name, log)
     fmap = ds.feature_map
     _check_vocabulary(fmap, c.data, log)
+    distributed.check_same_everywhere({"config": _shared_config(c), "data": _data_fingerprint(ds)})
     mesh = sharding.make_mesh(c.mesh, {"train.batch_size": t.batch_size,
                                        "train.eval_batch_size": t.eval_batch_size or t.batch_size})
     bs, ebs = _batch_sizes(t, ds, mesh)

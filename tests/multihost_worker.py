@@ -32,6 +32,9 @@ def main() -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--embedding", default="replicated", help="config mesh.embedding")
     p.add_argument("--fail-data-on-process-0", action="store_true", help="process 0's dataset load raises")
+    p.add_argument("--test-rows", type=int, default=0, help="data.synthetic.num_test of this process (0: the config's)")
+    p.add_argument("--fail-batch-on-process", type=int, default=None,
+                   help="this process's third training batch raises (a failure in the middle of an epoch)")
     a = p.parse_args()
     # a hung run (tests/test_multihost.py sends SIGUSR1 at its timeout) prints where every thread waits
     faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -46,6 +49,7 @@ def main() -> None:
     c.data.cache_dir = a.cache
     c.data.synthetic.num_train = 3000  # 6 batches of 512, the last one padded (440 real rows)
     c.model.num_students = 2
+    c.data.synthetic.num_test = a.test_rows or c.data.synthetic.num_test
     c.train.num_epochs = a.epochs
     c.train.plot = False
     c.train.log_every = 1  # float(loss) each step: a read of a replicated global scalar
@@ -61,7 +65,28 @@ def main() -> None:
             raise FileNotFoundError("worker: no data on process 0")
 
         kdef_jax.train.load_dataset = broken
-    results = train_and_evaluate(c, a.workdir, log=lambda *m: print(*m, flush=True))
+    if a.fail_batch_on_process is not None and a.fail_batch_on_process == a.process_id:
+        import kdef_jax.train
+
+        real = kdef_jax.train.iterate_batches
+
+        def failing(*args, **kw):
+            for i, batch in enumerate(real(*args, **kw)):
+                if i == 2 and kw.get("order") is not None:  # a training epoch's third batch
+                    raise OSError("worker: the third batch could not be read")
+                yield batch
+
+        kdef_jax.train.iterate_batches = failing
+    try:
+        results = train_and_evaluate(c, a.workdir, log=lambda *m: print(*m, flush=True))
+    except Exception as e:  # as kdef_jax.main does: print, then no shutdown barrier in a multi-process run
+        import traceback
+
+        from kdef_jax import distributed
+
+        traceback.print_exc()
+        distributed.stop_if_multi_process(e, 1)
+        raise
     print("RESULT " + json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
                                   "test_auc": [r["test_auc"] for r in results["rows"]],
                                   "epochs_run": results["epochs_run"]}), flush=True)

@@ -137,6 +137,40 @@ def test_two_processes_resume_a_checkpointed_run_with_the_table_split_by_rows(tm
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_failure_in_the_middle_of_an_epoch_on_one_process_stops_every_process_at_once(tmp_path, failing):
+    """The failing process used to wait at jax.distributed's shutdown barrier while the other waited in a
+    collective for it: both hung 5 minutes, then JAX aborted them with C++ stack dumps."""
+    t0 = time.monotonic()
+    outs = _two_processes(tmp_path / "two", tmp_path / "cache", "--epochs", "1", "--fail-batch-on-process",
+                          str(failing), ok=False, timeout=240)
+    assert time.monotonic() - t0 < 200  # each ends at its next collective, not at the barrier's 300 s
+    assert "OSError: worker: the third batch could not be read" in outs[failing]
+    assert f"process {failing} of 2 stops; the other processes stop at their next collective" in outs[failing]
+    assert f"process {1 - failing} of 2 stops (another process failed first" in outs[1 - failing]
+    assert not any("Shutdown barrier" in out or "Check failure stack trace" in out for out in outs)
+
+
+@pytest.mark.slow
+def test_processes_with_other_data_stop_before_training_saying_so(tmp_path):
+    """Process 1 with a 3-row test split ended its last evaluation early and waited at the shutdown barrier
+    while process 0 waited in a collective for it: 300 s, then both aborted."""
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, str(WORKER), "--workdir", str(tmp_path / "two"), "--cache",
+                               str(tmp_path / "cache"), "--devices", "2", "--coordinator", f"localhost:{port}",
+                               "--num-processes", "2", "--process-id", str(i), "--epochs", "1",
+                               *(["--test-rows", "3"] if i == 1 else [])],
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert all(p.returncode != 0 for p in procs)
+    for out in outs:
+        assert ("ValueError: the processes of this run do not all have the same config (process 1 differs from "
+                "process 0); data (process 1 differs from process 0)") in out
+        assert "[epoch" not in out
+
+
+@pytest.mark.slow
 def test_a_failure_on_process_0_while_it_builds_the_data_stops_every_process(tmp_path):
     """process 1 waits for process 0's cache; when that fails, process 1 is told and stops (it used to
     wait at a barrier process 0 never reached, until jax's coordination timed out)."""
