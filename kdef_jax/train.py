@@ -204,6 +204,8 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
     if workdir.exists() and not workdir.is_dir():
         raise FileExistsError(f"the run's workdir {workdir} is a file; give a folder (nothing was overwritten)")
     ds = distributed.main_first(lambda: load_dataset(c.data, log=log), "kdef_jax: dataset cache")
+    # first: a check below that one process fails alone would leave the others waiting in a collective
+    distributed.check_same_everywhere({"config": _shared_config(c), "data": _data_fingerprint(ds)})
     _check_labels(ds)
     for s in ("train", "valid"):
         if s not in ds.splits or len(ds.splits[s]) == 0:
@@ -211,7 +213,6 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
     _check_classes(ds, c.data.name, log)
     fmap = ds.feature_map
     _check_vocabulary(fmap, c.data, log)
-    distributed.check_same_everywhere({"config": _shared_config(c), "data": _data_fingerprint(ds)})
     mesh = sharding.make_mesh(c.mesh, {"train.batch_size": t.batch_size,
                                        "train.eval_batch_size": t.eval_batch_size or t.batch_size})
     bs, ebs = _batch_sizes(t, ds, mesh)
