@@ -140,3 +140,13 @@ def test_the_content_sample_reads_the_whole_of_a_small_file_and_samples_a_large_
   import hashlib
 
   assert preprocess.content_sample(str(p), 3) == hashlib.sha256(b"abc").hexdigest()  # small: all of it
+
+
+def test_an_undecodable_byte_at_the_end_of_a_line_reads_alike_in_every_engine(tmp_path):
+  """The Python engine decoded the line with its newline ('invalid continuation byte'), the fast ones
+  without it ('unexpected end of data')."""
+  d = tmp_path / "raw"
+  p = write_file(d / "train.tsv", b"1\t3\t4\ta\tb\n0\t2\t1\tc\td\xe9\n1\t1\t1\ta\tb\n" * 3)
+  for engine in ("python", "native", "columnar"):
+    message = load_error(delimited_cfg(d, tmp_path / f"cache_{engine}", engine=engine))
+    assert message == f"{p}:2: undecodable bytes (unexpected end of data); the file is not utf-8", engine

@@ -342,9 +342,14 @@ def iter_lines(fh, chunk_rows: int, *, path: str = "?", encoding: str = "utf-8",
         try:
             buf.append(raw.decode(encoding))
         except UnicodeDecodeError as e:
+            reason = e.reason
+            try:  # the reason for the line's text without its ending, as the fast engines decode it ("é" at
+                raw.rstrip(b"\r\n").decode(encoding)  # the end: "unexpected end of data", not "invalid
+            except UnicodeDecodeError as text_error:  # continuation byte" for the newline after it)
+                reason = text_error.reason
             if strict:
-                raise DataFormatError(f"{path}:{line_no}: {Undecodable(e.reason, encoding).problem}") from None
-            buf.append(Undecodable(e.reason, encoding))
+                raise DataFormatError(f"{path}:{line_no}: {Undecodable(reason, encoding).problem}") from None
+            buf.append(Undecodable(reason, encoding))
         line_no += 1
         if len(buf) >= chunk_rows:
             yield buf
