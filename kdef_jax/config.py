@@ -295,22 +295,30 @@ def check_overrides_are_read(config, base) -> None:
                                  f"the students (override model.students instead, e.g. mlp:6)")
     from kdef_jax.models.ensemble import groups_from_config
 
-    groups = groups_from_config(m)
     spec = m.students.strip() or f"{m.student}:{m.num_students}"
     ours, theirs = flat_dict(m.to_dict()), flat_dict(base.model.to_dict())
+    # each override alone on the config file's student settings, with the run's students (the keys above):
+    # two overrides that only matter together (model.batch_norm and model.ecn.batch_norm, both False) each count
+    alone = base.model.copy_and_resolve_references()
+    for key in _MODEL_KEYS_NOT_OF_STUDENTS:
+        alone[key] = m[key]
+    plain = groups_from_config(alone)
     for key, value in ours.items():
         if key in _MODEL_KEYS_NOT_OF_STUDENTS or key not in theirs or value == theirs[key]:
             continue
-        probe = m.copy_and_resolve_references()
+        probe = alone.copy_and_resolve_references()
         *path, leaf = key.split(".")
-        functools.reduce(lambda n, p: n[p], path, probe)[leaf] = theirs[key]
-        if groups_from_config(probe) == groups:
+        functools.reduce(lambda n, p: n[p], path, probe)[leaf] = value
+        if groups_from_config(probe) == plain:
             raise ValueError(f"config model.{key}={value!r} is not read: no student of {spec!r} uses it"
                              + (" (model.dropout is the mlp kind's; the others have model.<kind>.dropout)"
                                 if key == "dropout" else ""))
-    if config.loss.huber_delta != base.loss.huber_delta and config.loss.consistency != "huber":
-        raise ValueError(f"config loss.huber_delta={config.loss.huber_delta!r} is not read: loss.consistency is "
-                         f"{config.loss.consistency!r} (huber_delta is the huber consistency's)")
+    # (loss.consistency and huber_delta under a variant without distillation: a warning of the run, so that
+    # a sweep's --set over variants such as mean and kdef passes for both)
+    loss, was = config.loss, base.loss
+    if loss.huber_delta != was.huber_delta and loss.consistency != "huber":
+        raise ValueError(f"config loss.huber_delta={loss.huber_delta!r} is not read: loss.consistency is "
+                         f"{loss.consistency!r} (huber_delta is the huber consistency's)")
 
 
 MAX_SIZE = 2**31  # sizes (widths, batches) index int32 arrays

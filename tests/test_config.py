@@ -250,6 +250,9 @@ def test_an_override_no_student_reads_is_an_error(make, key, value, message):
 
 @pytest.mark.parametrize("make,settings", [
     (base_config, {"model.dropout": 0.5, "model.batch_norm": False, "model.hidden_units": (8,), "model.embedding_dim": 4}),
+    (_latest, {"model.batch_norm": False, "model.ecn.batch_norm": False}),  # ECN's BN: both switches; each counts
+    (_latest, {"model.students": "mlp:2", "model.dropout": 0.3}),  # read by the students the override names
+    (base_config, {"loss.variant": "mean", "loss.consistency": "kl"}),  # a warning of the run (sweeps set it for all variants)
     (_latest, {"model.ecn.dropout": 0.5, "model.hidden_units": (8,), "model.ipnn.dropout": 0.0, "model.dropout_rng": "jax"}),
     (base_config, {"loss.consistency": "huber", "loss.huber_delta": 5.0}),
 ])

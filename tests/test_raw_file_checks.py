@@ -122,6 +122,7 @@ def test_a_file_replaced_by_another_of_the_same_size_and_time_gets_a_new_cache(t
 def test_the_content_sample_reads_the_whole_of_a_small_file_and_samples_a_large_one(tmp_path, monkeypatch):
   from kdef_jax.data import preprocess
 
+  monkeypatch.setattr(preprocess, "SAMPLE_WHOLE", 8)
   monkeypatch.setattr(preprocess, "SAMPLE_HEAD", 4)
   monkeypatch.setattr(preprocess, "SAMPLE_TAIL", 4)
   monkeypatch.setattr(preprocess, "SAMPLE_BLOCKS", 3)

@@ -48,8 +48,9 @@ from kdef_jax.data.vocab import FieldEncoder, LabelColumn, RawColumn, _grow, ing
 CACHE_VERSION = 5  # bump on every change to what a raw file becomes (parsing, bad-row rules, encoding)
 _CODE = {name: i for i, name in enumerate(SPLITS)}
 
-SAMPLE_HEAD = SAMPLE_TAIL = 1 << 20  # content_sample: the first and last MiB,
-SAMPLE_BLOCKS, SAMPLE_BLOCK = 62, 1 << 16  # and 62 blocks of 64 KiB spread between them (8 MiB in all)
+SAMPLE_WHOLE = 8 << 20  # content_sample: a file up to 8 MiB whole, a larger one
+SAMPLE_HEAD = SAMPLE_TAIL = 1 << 20  # by its first and last MiB
+SAMPLE_BLOCKS, SAMPLE_BLOCK = 62, 1 << 16  # and 62 blocks of 64 KiB spread between them
 
 
 def content_sample(path: str, size: int) -> str:
@@ -59,7 +60,7 @@ def content_sample(path: str, size: int) -> str:
     cache instead of the stale one, unless the two differ only between the sampled blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        if size <= SAMPLE_HEAD + SAMPLE_TAIL + SAMPLE_BLOCKS * SAMPLE_BLOCK:
+        if size <= max(SAMPLE_WHOLE, SAMPLE_HEAD + SAMPLE_TAIL + SAMPLE_BLOCKS * SAMPLE_BLOCK):
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
             return h.hexdigest()
