@@ -357,7 +357,8 @@ def validate(c) -> None:
     def bad(key, msg):
         raise ValueError(f"config {key}: {msg}")
 
-    known = flat_dict(json.loads(base_config().to_json()))  # data.field_options is free-form, one section per field
+    defaults = flat_dict(base_config().to_dict())
+    known = set(defaults)  # data.field_options is free-form, one section per field
     unknown = sorted(k for k in flat_dict(json.loads(c.to_json())) if k not in known and not k.startswith("data.field_options."))
     if unknown:  # a config file's typo (c.train.batchsize = 64) would otherwise be silently ignored
         section, _, leaf = unknown[0].rpartition(".")
@@ -365,7 +366,7 @@ def validate(c) -> None:
         hint = f"did you mean {'.'.join(filter(None, (section, *close)))!r}?" if close else "misspelt?"
         bad(unknown[0], f"is not a config key ({hint} every key is listed in kdef_jax/config.py:base_config)"
             + (f"; other unknown keys: {', '.join(unknown[1:])}" if unknown[1:] else ""))
-    _check_types(flat_dict(c.to_dict()), flat_dict(base_config().to_dict()), bad)
+    _check_types(flat_dict(c.to_dict()), defaults, bad)
     m, o, t, d = c.model, c.optim, c.train, c.data
     if not m.students and (not isinstance(m.num_students, int) or m.num_students < 1):
         bad("model.num_students", f"must be an integer >= 1, got {m.num_students!r}")

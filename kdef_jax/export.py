@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdef_jax.losses import FUSIONS, ensemble_logit, fusion_of
+from kdef_jax.models.embedding import int32_ids
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
 from kdef_jax.models.layers import BatchNorm
 
@@ -194,12 +195,8 @@ class Predictor(functools.partial):
         if kind not in ("i", "u") or np.ndim(ids) != 2:
             raise ValueError(f"ids: an integer array [batch, columns], got {getattr(ids, 'dtype', type(ids).__name__)} "
                              f"of shape {np.shape(ids)}")
-        if ids.dtype.itemsize > 4 or (kind == "u" and ids.dtype.itemsize == 4):
-            # (uint32 too: ids >= 2**31 would wrap to negative int32 and read another field's row); on the
-            # host for numpy ids, on the device for device ids (int64 / uint64 ones under x64)
-            xp, top = (np if isinstance(ids, np.ndarray) else jnp), np.iinfo(np.int32).max
-            ids = (xp.minimum(ids, ids.dtype.type(top)) if kind == "u"
-                   else xp.clip(ids, np.iinfo(np.int32).min, top)).astype(np.int32)
+        if ids.dtype != np.int32:  # on the host for numpy ids, on the device for device ones (x64)
+            ids = int32_ids(ids, np if isinstance(ids, np.ndarray) else jnp)
         rows = np.shape(ids)[0]
         if isinstance(rows, int) and rows == 0:  # (a symbolic batch dimension when exported: never 0)
             return jnp.zeros((0,), jnp.float32)
@@ -299,7 +296,7 @@ def load_exported(source):
     def call(_, ids):
         if ids.shape[1] != columns:
             raise ValueError(f"ids: {columns} columns (the file's input, one per field), got shape {tuple(ids.shape)}")
-        return exported.call(ids if ids.dtype == np.int32 else ids.astype(np.int32))  # (int16, uint8: the file takes int32)
+        return exported.call(ids)  # (int32: Predictor's __call__ made them so)
 
     return Predictor(call, None)
 

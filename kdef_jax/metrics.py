@@ -50,7 +50,11 @@ def auc(labels, scores) -> float:
     """Exact ROC AUC (ties by trapezoid) of labels in {0, 1} and scores of the same shape. NaN if only
     one class is present or any score is NaN (sklearn raises there; a NaN ranked as a number would
     give a meaningless AUC)."""
-    y, p = _labelled("auc", labels, scores, "scores")
+    return _auc(*_labelled("auc", labels, scores, "scores"))
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    """:func:`auc` of flat float64 arrays whose labels are checked."""
     pos = y > 0.5
     n_pos = int(pos.sum())
     n_neg = y.shape[0] - n_pos
@@ -63,7 +67,11 @@ def auc(labels, scores) -> float:
 def logloss(labels, probs, eps: float = LOGLOSS_EPS) -> float:
     """Mean binary cross-entropy in float64 of labels in {0, 1} and probabilities of the same shape,
     clipped to [eps, 1 − eps]."""
-    y, p = _labelled("logloss", labels, probs, "probs")
+    return _logloss(*_labelled("logloss", labels, probs, "probs"), eps)
+
+
+def _logloss(y: np.ndarray, p: np.ndarray, eps: float = LOGLOSS_EPS) -> float:
+    """:func:`logloss` of flat float64 arrays whose labels are checked."""
     p = np.clip(p, eps, 1.0 - eps)
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
 
@@ -112,13 +120,11 @@ def ensemble_metrics(labels, logits, fusion: str = "mean_logit") -> dict:
     """
     z = np.asarray(logits)  # each student's row becomes float64 in sigmoid64, one at a time
     teacher_p = ensemble_prob64(z, fusion)
+    y, teacher_p = _labelled("ensemble_metrics", labels, teacher_p, "logits' rows")  # once, not per student
     if fusion == "concat":
         z = z[:-1]
     students = []
     for k in range(z.shape[0]):
         p = sigmoid64(z[k])
-        students.append({"auc": auc(labels, p), "logloss": logloss(labels, p)})
-    return {
-        "teacher": {"auc": auc(labels, teacher_p), "logloss": logloss(labels, teacher_p)},
-        "students": students,
-    }
+        students.append({"auc": _auc(y, p), "logloss": _logloss(y, p)})
+    return {"teacher": {"auc": _auc(y, teacher_p), "logloss": _logloss(y, teacher_p)}, "students": students}

@@ -29,6 +29,18 @@ def column_offsets(vocab_sizes: Sequence[int], max_lens: Sequence[int] | None = 
     return np.repeat(field_offsets(vocab_sizes), lens).astype(np.int32)
 
 
+def int32_ids(ids, xp=jnp):
+    """Integer ids as int32 (``xp``: numpy for host ids, jax.numpy for device ones): wider ones, and uint32,
+    clipped into int32's range first (an id outside its field's range reads the field's OOV row either
+    way, where a plain cast would wrap 2**32 + 1 to id 1, and JAX narrows int64 host ids so without x64),
+    narrower ones as they are."""
+    dt = ids.dtype
+    if dt.itemsize > 4 or dt == np.uint32:
+        top = np.iinfo(np.int32).max
+        ids = xp.minimum(ids, dt.type(top)) if dt.kind == "u" else xp.clip(ids, np.iinfo(np.int32).min, top)
+    return ids.astype(np.int32)
+
+
 def table_rows(ids, vocab_sizes: Sequence[int], max_lens: Sequence[int] | None = None):
     """Local ids [..., C] → rows of the one table: ``offset_f + id``, where an id outside its field's
     [0, V_f) (a caller's id that no vocabulary gave) reads that field's OOV row V_f − 1 instead of a

@@ -17,9 +17,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from kdef_jax.models.embedding import FeatureEmbedding
+from kdef_jax.models.embedding import FeatureEmbedding, int32_ids
 from kdef_jax.models.layers import dense
 from kdef_jax.models.registry import get_student
 
@@ -106,11 +105,7 @@ class KDEFModel(nn.Module):
         ids = jnp.asarray(ids)
         if ids.ndim != 2 or not jnp.issubdtype(ids.dtype, jnp.integer):
             raise ValueError(f"ids: an integer array [batch, columns], got {ids.dtype} of shape {ids.shape}")
-        if ids.dtype.itemsize > 4 or ids.dtype == jnp.uint32:  # (uint64 + int32 offsets promote to float under x64)
-            top = np.iinfo(np.int32).max
-            ids = (jnp.minimum(ids, ids.dtype.type(top)) if jnp.issubdtype(ids.dtype, jnp.unsignedinteger)
-                   else jnp.clip(ids, np.iinfo(np.int32).min, top))
-        ids = ids.astype(jnp.int32)  # (narrower ones as they are)
+        ids = int32_ids(ids)  # (uint64 + int32 offsets would promote to float under x64)
         emb = FeatureEmbedding(self.vocab_sizes, self.embedding_dim, self.max_lens, self.embedding_init_std,
                                self.embedding_rows, name="embedding")(
             ids, emb_rows
