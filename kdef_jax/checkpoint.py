@@ -54,8 +54,10 @@ def _sums(x):
 def _leaf_sums(tree):
     """[Σ w, Σ i·w] of every array, one compiled call per array: the temporaries of one array at a time
     (one call over the whole tree held its word and index vectors for every array at once: 16× the
-    parameters' bytes at the peak of loading a run)."""
-    return jax.tree.map(_sums, tree)
+    parameters' bytes at the peak of loading a run). Each call ends before the next starts: over a
+    mesh every call is a collective, and XLA:CPU deadlocks when more independent collective calls are
+    in flight than a device may queue (32; kdef_jax/train.py ``IN_FLIGHT_STEPS``)."""
+    return jax.tree.map(lambda x: jax.block_until_ready(_sums(x)), tree)
 
 
 def state_checksums(tree) -> dict:

@@ -41,6 +41,12 @@ from kdef_jax.steps import count_params, make_predict_step, make_training, set_l
 
 # What a command reports in one line (error_text): our errors name their file, line or key; an OSError
 # that names no file is re-raised by error_text with its traceback
+# Train steps dispatched ahead of the devices, at most. XLA:CPU lets a device queue 32 computations;
+# with more in flight, a device's launch of step n can wait behind later launches that wait, through
+# the collectives, for step n: every process of a multi-process run hangs (reproduced with the
+# checkpoint's per-array sums, 100 in flight). 8 keeps the devices fed (a step is milliseconds of
+# dispatch and far more of compute) and far from that limit.
+IN_FLIGHT_STEPS = 8
 REPORTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, CheckpointError, ImportError, OSError)
 
 
@@ -303,6 +309,8 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
                 break
             state, m = train_step(state, batch, dropout_rng)
             ms.append(m)
+            if i >= IN_FLIGHT_STEPS:  # the host runs at most IN_FLIGHT_STEPS steps ahead of the devices
+                jax.block_until_ready(ms[i - IN_FLIGHT_STEPS]["loss"])
             if not first_step_done:  # exclude compilation from the throughput figure
                 jax.block_until_ready(m)
                 first_step_done, t_first = True, time.perf_counter()
