@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kdef_jax.config import apply_overrides, load_config_file  # noqa: E402
 from kdef_jax.report import tolerant_stdio  # noqa: E402
 from kdef_jax.run_files import read_json  # noqa: E402
-from run_seeds import check_out, run_config_changes, write_outputs  # noqa: E402  (experiments/ is this script's folder)
+from run_seeds import best_marks, bold_if, check_out, run_config_changes, write_outputs  # noqa: E402  (experiments/ is this script's folder)
 
 STUDENTS = ("ipnn", "final", "ecn")
 SEEDS = (2024, 2025, 2026)
@@ -136,7 +136,16 @@ def _machine(results: dict) -> str:
     return ", ".join(p for p in parts if p) or "machine not recorded"
 
 
+COLUMNS = ("ensemble", *STUDENTS, *(f"{s}_alone" for s in STUDENTS))  # the table's AUC columns, in order
+
+
+def _auc_cells(r: dict) -> dict:
+    """{column: the row's AUC to 4 decimals}, the row's highest bold (ties all bold)."""
+    return {k: bold_if(flag, f"{r[k]:.4f}") for k, flag in zip(COLUMNS, best_marks([r[k] for k in COLUMNS]))}
+
+
 def markdown(t: dict) -> str:
+    """One row per seed and their mean; bold: each row's highest test AUC (the reference's not counted)."""
     f = "{:.4f}".format
     lines = [
         "KDEF_Latest (IPNN + FINAL + ECN) on Frappe (mod10 split), test AUC. \"in ensemble\": the student "
@@ -148,17 +157,18 @@ def markdown(t: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in t["per_seed"]:
-        ref = r["reference"]
+        ref, c = r["reference"], _auc_cells(r)
         lines.append(
-            f"| {r['seed']} | **{f(r['ensemble'])}** ({ref['ensemble']:.5f}) | {f(r['ipnn'])} ({f(ref['ipnn'])}) | "
-            f"{f(r['final'])} ({f(ref['final'])}) | {f(r['ecn'])} ({f(ref['ecn'])}) | {f(r['ipnn_alone'])} | "
-            f"{f(r['final_alone'])} | {f(r['ecn_alone'])} | {r['epochs']} ({r['best_epoch']}) |"
+            f"| {r['seed']} | {c['ensemble']} ({ref['ensemble']:.5f}) | {c['ipnn']} ({f(ref['ipnn'])}) | "
+            f"{c['final']} ({f(ref['final'])}) | {c['ecn']} ({f(ref['ecn'])}) | {c['ipnn_alone']} | "
+            f"{c['final_alone']} | {c['ecn_alone']} | {r['epochs']} ({r['best_epoch']}) |"
         )
     m, rm = t["mean"], t["reference_mean"]
+    c = _auc_cells(m)
     lines.append(
-        f"| **mean** | **{f(m['ensemble'])}** ({rm['ensemble']:.5f}) | {f(m['ipnn'])} ({f(rm['ipnn'])}) | "
-        f"{f(m['final'])} ({f(rm['final'])}) | {f(m['ecn'])} ({f(rm['ecn'])}) | {f(m['ipnn_alone'])} | "
-        f"{f(m['final_alone'])} | {f(m['ecn_alone'])} | |"
+        f"| **mean** | {c['ensemble']} ({rm['ensemble']:.5f}) | {c['ipnn']} ({f(rm['ipnn'])}) | "
+        f"{c['final']} ({f(rm['final'])}) | {c['ecn']} ({f(rm['ecn'])}) | {c['ipnn_alone']} | "
+        f"{c['final_alone']} | {c['ecn_alone']} | |"
     )
     # each seed's best student chosen on validation AUC, as everywhere else
     chosen = ", ".join(f"{r['seed']}: {r['best_student']} / {r['best_alone_student']}" for r in t["per_seed"])
@@ -167,6 +177,8 @@ def markdown(t: dict) -> str:
             f"AUC, inside / alone: {chosen})")
     machines = " / ".join(dict.fromkeys(r.get("machine", "machine not recorded") for r in t["per_seed"]))
     lines += [
+        "",
+        "**bold**: each row's highest test AUC (the reference's, in parentheses, not counted).",
         "",
         f"Ensemble mean {f(m['ensemble'])} vs reference {f(rm['ensemble'])} (target ≥ "
         f"{t['target']['ensemble_mean_at_least']}); {gaps}. KDEF_Latest wall time per run "

@@ -293,20 +293,25 @@ def _check_run_name(d: Path, variant: str, k: int, seed: int) -> None:
             f"{key} {there!r}" for key, (there, _) in wrong.items()) + "; rename or move the folder")
 
 
-def finished_runs(*workdirs, variants=None) -> dict:
+def finished_runs(*workdirs, variants=None, warn: bool = True) -> dict:
     """{variant: {K: [(seed, run folder), ...]}}, Ks and seeds ascending, of the finished runs (a
     results.json) named ``<variant>_k<K>_seed<s>`` under every one of ``workdirs`` (sweeps of other
     variants or seeds, joined; a run in two of them is an error); only ``variants``, in that order,
-    when given (each must have runs)."""
+    when given (each must have runs). An unfinished run folder (no results.json) is left out, with a
+    warning on stderr naming it (its cell then averages over fewer seeds), unless ``warn`` is False."""
     out: dict = {}
+    unfinished: dict = {}  # {(variant, K): [(seed, run folder), ...]}
     for wd in workdirs:
         if not Path(wd).is_dir():
             raise ValueError(f"--workdir {wd}: {'a file, not a folder' if Path(wd).exists() else 'no such folder'}")
         for d in sorted(Path(wd).iterdir()):
             m = RUN_DIR.match(d.name)
-            if not (m and (d / "results.json").exists()) or (variants is not None and m["variant"] not in variants):
+            if not (m and d.is_dir()) or (variants is not None and m["variant"] not in variants):
                 continue
             v, k, seed = m["variant"], int(m["k"]), int(m["seed"])
+            if not (d / "results.json").exists():
+                unfinished.setdefault((v, k), []).append((seed, d))
+                continue
             _check_run_name(d, v, k, seed)
             cell = out.setdefault(v, {}).setdefault(k, [])
             if seed in [s for s, _ in cell]:
@@ -315,6 +320,14 @@ def finished_runs(*workdirs, variants=None) -> dict:
     missing = [v for v in variants or () if v not in out]
     if missing:
         raise ValueError(f"--variants {' '.join(missing)}: no finished runs of it under {' '.join(map(str, workdirs))}")
+    for (v, k), runs in sorted(unfinished.items()) if warn else ():
+        done = {s for s, _ in out.get(v, {}).get(k, [])}
+        left = sorted((s, d) for s, d in runs if s not in done)  # a seed finished in another workdir is not missing
+        if left:
+            seeds = len(done | {s for s, _ in left})
+            print(f"[runs] warning: unfinished run(s) left out (no results.json): {', '.join(str(d) for _, d in left)}; "
+                  f"so {v} K={k} " + (f"averages over {len(done)} seed(s), not {seeds}" if done else
+                                      "has no finished run and is left out of the table"), file=sys.stderr)
     return {v: {k: sorted(out[v][k]) for k in sorted(out[v])} for v in (variants or out)}
 
 
@@ -329,7 +342,7 @@ def analysis_main(doc: str, collect, markdown, plot) -> None:
     args = ap.parse_args()
     try:
         check_unique("--variants", args.variants or [])
-        runs = finished_runs(*args.workdir, variants=args.variants)
+        runs = finished_runs(*args.workdir, variants=args.variants, warn=False)  # collect() warns once
         out = check_out(args.out, [d for ks in runs.values() for cell in ks.values() for _, d in cell])
         found = collect(*args.workdir, variants=args.variants)
     except (ValueError, FileNotFoundError, CheckpointError) as e:  # e.g. a run whose checkpoints were deleted

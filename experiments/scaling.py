@@ -99,7 +99,7 @@ def merge(paths) -> dict:
         if not set(got) & set(table) and r["seeds"] == seeds:  # other variants, the same seeds
             table.update(r["table"])
             continue
-        if got != {v: list(rows) for v, rows in table.items()}:
+        if {v: sorted(rows, key=int) for v, rows in got.items()} != {v: sorted(rows, key=int) for v, rows in table.items()}:
             raise ValueError(f"{p}: variants and Ks {got} are neither those joined so far (to add seeds) nor other "
                              f"variants over their seeds {seeds}")
         try:
@@ -151,10 +151,17 @@ def drawn(variant: str, key: str) -> bool:
     return not (key == "best_student_test_auc" and variant in UNTRAINED_STUDENTS)
 
 
+def _on_floor(ax, x, mean: float, ymin: float, color) -> None:
+    """A mean below the axes' floor ``ymin``: a ▼ on the floor at ``x``, labelled with its value."""
+    ax.plot([x], [ymin], marker="v", markersize=9, color=color)
+    ax.annotate(f"{mean:.3f}", (x, ymin), textcoords="offset points", xytext=(4, 6), fontsize=7, color=color)
+
+
 def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool:
-    """Two panels (ensemble, best student) of test AUC against K; False when matplotlib is missing.
-    ``ymin``: the axes' floor; a mean below it is drawn on the floor as ▼ labelled with its value (a
-    collapsed variant then leaves the others readable). ``UNTRAINED_STUDENTS`` get no best-student curve."""
+    """Two panels (ensemble, best student) of test AUC against K (ascending), or side by side for one K;
+    False when matplotlib is missing. ``ymin``: the axes' floor; a mean below it is drawn on the floor as
+    ▼ labelled with its value (a collapsed variant then leaves the others readable). ``UNTRAINED_STUDENTS``
+    get no best-student curve."""
     plt = pyplot()
     if plt is None:
         return False
@@ -168,9 +175,13 @@ def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool
                     ax.plot([], [])  # keep each variant's colour and place the same in both panels
                     continue
                 (st,) = (r[key] for r in rows.values())
-                ax.errorbar([i], [st["mean"]], yerr=[[st["mean"] - st["min"]], [st["max"] - st["mean"]]], fmt="o", capsize=4,
-                            label=v)
+                bar = ax.errorbar([i], [st["mean"]], yerr=[[st["mean"] - st["min"]], [st["max"] - st["mean"]]], fmt="o",
+                                  capsize=4, label=v)
                 ax.plot([i] * len(st["values"]), st["values"], "x", color="grey", alpha=0.7)  # one per seed
+                if ymin is not None and st["mean"] < ymin:
+                    _on_floor(ax, i, st["mean"], ymin, bar.lines[0].get_color())
+            if ymin is not None:
+                ax.set_ylim(bottom=ymin)
             ax.set_xticks(range(len(table)), list(table), rotation=20)
             ax.set_xlabel(f"loss.variant at K={next(iter(rows))} (bar: seeds' min-max, x: each seed)")
             ax.set_title(f"{name} test AUC")
@@ -180,7 +191,7 @@ def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool
             if not drawn(v, key):
                 ax.plot([], [])  # keep each variant's colour the same in both panels
                 continue
-            ks = list(rows)
+            ks = sorted(rows)  # a line joins the Ks in order, however they were typed
             mean = [rows[k][key]["mean"] for k in ks]
             shown = mean if ymin is None else [max(m, ymin) for m in mean]
             (line,) = ax.plot(ks, shown, marker="o", label=v)
@@ -188,9 +199,7 @@ def plot(table: dict, path: Path, title: str, ymin: float | None = None) -> bool
                             color=line.get_color())
             for k, m in zip(ks, mean):
                 if ymin is not None and m < ymin:
-                    ax.plot([k], [ymin], marker="v", markersize=9, color=line.get_color())
-                    ax.annotate(f"{m:.3f}", (k, ymin), textcoords="offset points", xytext=(4, 6), fontsize=7,
-                                color=line.get_color())
+                    _on_floor(ax, k, m, ymin, line.get_color())
         if ymin is not None:
             ax.set_ylim(bottom=ymin)
         ax.set_xscale("log", base=2)
@@ -236,6 +245,7 @@ def main():
         else:
             for flag, values in (("--ks", args.ks), ("--variants", args.variants), ("--seeds", args.seeds)):
                 check_unique(flag, values)
+            args.ks = sorted(args.ks)  # the table's rows and the plot's lines go by K, however they were typed
             plans = plan_sweep(args.config, args.ks, args.variants, args.seeds, args.workdir, args.set)
             check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan], [args.config.split(":")[0]])
     except ValueError as e:
@@ -249,7 +259,7 @@ def main():
         table = sweep(args.config, args.ks, args.variants, args.seeds, args.workdir, args.set, plans)
         record = {"config": args.config, "overrides": args.set, "seeds": args.seeds,
                   "table": {v: {str(k): s for k, s in rows.items()} for v, rows in table.items()}}
-    table = {v: {int(k): s for k, s in rows.items()} for v, rows in record["table"].items()}
+    table = {v: {int(k): rows[k] for k in sorted(rows, key=int)} for v, rows in record["table"].items()}  # Ks ascending
     out = Path(args.out)
     what = "ablation" if is_ablation(table) else "scaling K"
     write_outputs(out, record, markdown(table),

@@ -565,6 +565,54 @@ def test_scaling_plot_draws_no_best_student_of_a_variant_whose_students_are_untr
   assert 0.9 in values(ensemble) and 0.8 in values(best) and not {0.5, 0.49, 0.51} & values(best)
 
 
+def test_scaling_sorts_the_ks_however_they_were_typed(tmp_path, monkeypatch):
+  swept, plot = [], scaling.plot
+
+  def sweep(config, ks, variants, seeds, workdir, extra=(), plans=None):  # no training: a table in the order asked
+    swept.append(list(ks))
+    return {v: {k: _summary((0.7 + k / 100, 0.7), (0.6, 0.6)) for k in ks} for v in variants}
+
+  monkeypatch.setattr(scaling, "sweep", sweep)
+  monkeypatch.setattr(scaling, "plot", lambda *a, **k: False)
+  out = tmp_path / "s.json"
+  monkeypatch.setattr(sys, "argv", ["scaling", "--config", str(REPO_ROOT / "configs" / "default.py"), "--ks", "4", "1",
+                                    "2", "--variants", "mean", "--seeds", "1", "2", "--workdir", str(tmp_path / "runs"),
+                                    "--out", str(out)])
+  scaling.main()
+  assert swept == [[1, 2, 4]] and list(json.loads(out.read_text())["table"]["mean"]) == ["1", "2", "4"]
+  assert [r.split(" | ")[1] for r in out.with_suffix(".md").read_text().splitlines()[2:5]] == ["1", "2", "4"]
+  typed = json.loads(out.read_text())  # a record written before the Ks were sorted, merged with a sorted one
+  typed["table"] = {v: {k: cells[k] for k in ("4", "1", "2")} for v, cells in typed["table"].items()}
+  later = {**json.loads(out.read_text()), "seeds": [3]}
+  later["table"] = {v: {k: c | {"seeds": [3]} for k, c in cells.items()} for v, cells in later["table"].items()}
+  (tmp_path / "a.json").write_text(json.dumps(typed))
+  (tmp_path / "b.json").write_text(json.dumps(later))
+  monkeypatch.setattr(sys, "argv", ["scaling", "--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                                    "--out", str(tmp_path / "m.json")])
+  scaling.main()
+  assert [r.split(" | ")[1] for r in (tmp_path / "m.md").read_text().splitlines()[2:5]] == ["1", "2", "4"]
+  pytest.importorskip("matplotlib")
+  figs = []
+  monkeypatch.setattr(scaling, "save_figure", lambda fig, path: figs.append(fig))
+  assert plot({"mean": {k: _summary((0.7 + k / 100, 0.7), (0.6, 0.6)) for k in (4, 1, 2)}}, tmp_path / "p.png", "t")
+  (line,) = [ln for ln in figs[0].axes[0].get_lines() if len(ln.get_xdata()) == 3]
+  assert list(line.get_xdata()) == [1, 2, 4]  # joined in K's order, not the table's
+  band = figs[0].axes[0].collections[0].get_paths()[0].vertices[:, 0]
+  assert list(band[1:4]) == [1, 2, 4]  # the min-max band's lower edge, left to right
+
+
+def test_scaling_ablation_plot_keeps_to_its_ymin(tmp_path, monkeypatch):
+  pytest.importorskip("matplotlib")
+  st = lambda m: {"mean": m, "min": m - 0.01, "max": m + 0.01, "values": [m - 0.01, m + 0.01]}  # noqa: E731
+  table = {v: {16: {"ensemble_test_auc": st(m), "best_student_test_auc": st(m - 0.05)}} for v, m in (("kdef", 0.97), ("mean", 0.6))}
+  figs = []
+  monkeypatch.setattr(scaling, "save_figure", lambda fig, path: figs.append(fig))
+  assert scaling.plot(table, tmp_path / "p.png", "t", ymin=0.9)
+  for ax, collapsed in zip(figs[0].axes, ("0.600", "0.550")):
+    assert ax.get_ylim()[0] == pytest.approx(0.9)
+    assert [t.get_text() for t in ax.texts] == [collapsed]  # the mean under the floor, drawn on it with its value
+
+
 def test_experiments_name_a_missing_config_or_merge_file_without_a_traceback(tmp_path, monkeypatch, capsys):
   import dataset_summary
 
@@ -701,6 +749,31 @@ def test_finished_runs_orders_ks_and_seeds_numerically_and_variants_as_asked(tmp
   assert list(run_seeds.finished_runs(tmp_path, variants=["mean", "kdef"])) == ["mean", "kdef"]
 
 
+def test_finished_runs_warns_of_each_unfinished_run_it_leaves_out(tmp_path, monkeypatch, capsys):
+  for name in ["mean_k2_seed1", "mean_k2_seed2", "mean_k2_seed3", "kdef_k4_seed1", "other/mean_k2_seed3"]:
+    (tmp_path / name).mkdir(parents=True)
+  for name in ["mean_k2_seed1", "other/mean_k2_seed3"]:
+    (tmp_path / name / "results.json").write_text("{}")
+  found = run_seeds.finished_runs(tmp_path)
+  assert found == {"mean": {2: [(1, tmp_path / "mean_k2_seed1")]}}  # the cell as before, over the finished run only
+  err = capsys.readouterr().err.splitlines()
+  assert err == [f"[runs] warning: unfinished run(s) left out (no results.json): {tmp_path / 'kdef_k4_seed1'}; so kdef K=4 "
+                 "has no finished run and is left out of the table",
+                 f"[runs] warning: unfinished run(s) left out (no results.json): {tmp_path / 'mean_k2_seed2'}, "
+                 f"{tmp_path / 'mean_k2_seed3'}; so mean K=2 averages over 1 seed(s), not 3"]
+  run_seeds.finished_runs(tmp_path, tmp_path / "other")  # seed 3 finished in the other sweep: only seed 2 is missing
+  assert capsys.readouterr().err.count("mean_k2_seed2; so mean K=2 averages over 2 seed(s), not 3") == 1
+  run_seeds.finished_runs(tmp_path, variants=["mean"], warn=False)
+  assert capsys.readouterr().err == ""
+  monkeypatch.setattr(findings, "analyse_run", lambda d: {s: 0.5 for s in findings.SCALARS})
+  monkeypatch.setattr(findings, "plot", lambda found, png: False)
+  monkeypatch.setattr(sys, "argv", ["findings", "--workdir", str(tmp_path), "--variants", "mean",
+                                    "--out", str(tmp_path / "f.json")])
+  findings.main()  # an analysis says it once, of the variants asked only
+  err = capsys.readouterr().err
+  assert err.count("[runs] warning:") == 1 and "mean K=2 averages over 1 seed(s), not 3" in err
+
+
 def test_an_analysis_refuses_a_run_folder_of_another_seed_or_variant(tmp_path):
   (run,) = run_seeds.plan_setting(str(REPO_ROOT / "configs" / "default.py"), "x", ["model.num_students=3"], [7], tmp_path)
   for name, says in [("kdef_k3_seed8", "seed 7"), ("mean_k3_seed7", "loss.variant 'kdef'")]:
@@ -793,6 +866,22 @@ def test_latest_table_refuses_a_run_of_other_settings_than_the_reference(tmp_pat
   (tmp_path / "latest_seed2024" / "config.json").write_text(latest_table.expected_config("latest", 2025).to_json())
   with pytest.raises(ValueError, match=r"latest_seed2024/config.json: not the reference's latest settings \(seed 2025 \(run\) vs 2024"):
     latest_table.collect(tmp_path, (2024,))
+
+
+def test_latest_table_bolds_each_rows_highest_auc_not_always_the_ensembles(tmp_path):
+  import latest_table
+
+  for seed, ecn_alone in [(2024, 0.99), (2025, 0.93)]:  # 2024: ECN alone beats the ensemble; 2025: it does not
+    _latest_run(tmp_path / f"latest_seed{seed}", _latest_results({"ensemble": 0.95, "ipnn": 0.94, "final": 0.93,
+                                                                 "ecn": 0.92}, 5, 3))
+    for s in latest_table.STUDENTS:
+      _latest_run(tmp_path / f"{s}_alone_seed{seed}", _latest_results({"ensemble": ecn_alone if s == "ecn" else 0.9}, 5, 1))
+  md = latest_table.markdown(latest_table.collect(tmp_path, (2024, 2025))).splitlines()
+  rows = {line.split(" | ")[0]: line for line in md if line.startswith(("| 2024", "| 2025", "| **mean**"))}
+  assert rows["| 2024"].startswith("| 2024 | 0.9500 (0.95384) |") and "| **0.9900** | 5 (4) |" in rows["| 2024"]
+  assert rows["| 2025"].startswith("| 2025 | **0.9500** (0.95456) |") and rows["| 2025"].count("**") == 2
+  assert rows["| **mean**"].startswith("| **mean** | 0.9500 (") and rows["| **mean**"].endswith("| **0.9600** | |")
+  assert "**bold**: each row's highest test AUC (the reference's, in parentheses, not counted)." in md
 
 
 def test_findings_metrics_score_the_runs_own_fusion():
@@ -904,7 +993,7 @@ def test_sweep_analyses_name_a_run_without_its_checkpoints_in_one_line(tmp_path,
   run.mkdir(parents=True)
   (run / "config.json").write_text(base_config().to_json())
 
-  def finished(*workdirs, variants=None):
+  def finished(*workdirs, variants=None, warn=True):
     return {"mean": {2: [(7, run)]}}
 
   def no_checkpoint(workdir, checkpoint="best"):
