@@ -1,0 +1,124 @@
+"""experiments/step_parity.py without the reference's torch: its weight mapping and its verdicts."""
+
+import json
+import subprocess
+import sys
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "experiments"))
+
+import step_parity as sp  # noqa: E402
+
+FIELDS = ["user", "item", "city"]
+VOCAB = [5, 7, 4]
+
+
+def _meta(k=2, hidden=(8, 6)):
+    return {"model": "EKTF", "k": k, "batch": 4, "steps": 2, "fields": FIELDS, "vocab_sizes": VOCAB,
+            "params": {"hidden_units": list(hidden), "batch_norm": True, "embedding_dim": 3, "learning_rate": 1e-3,
+                       "embedding_regularizer": 0.01}}
+
+
+def _model_and_state(meta):
+    c = sp.our_config(meta)
+    model = sp.build_model(c.model, types.SimpleNamespace(vocab_sizes=tuple(VOCAB), max_lens=None))
+    state, _ = sp.make_training(model, c, jax.random.PRNGKey(1), len(FIELDS))
+    return model, state
+
+
+def _torch_layout(variables, meta) -> dict:
+    """Our variables written the way the authors' state_dict names and shapes them (MLP_Block with BN:
+    Linear at module 3j, BatchNorm1d at 3j + 1, the output Linear last; weights [out, in])."""
+    out, offsets = {}, np.cumsum([0] + VOCAB)
+    table = np.asarray(variables["params"]["embedding"]["table"])
+    for f, lo, hi in zip(FIELDS, offsets[:-1], offsets[1:]):
+        out[f"state0/embedding_layer.embedding_layer.embedding_layers.{f}.weight"] = table[lo:hi]
+    g, bs = variables["params"]["group0_mlp"], variables["batch_stats"]["group0_mlp"]
+    layers = len(meta["params"]["hidden_units"])
+    for k in range(meta["k"]):
+        for j in range(layers + 1):
+            pre = f"state0/networks.{k}.mlp.{3 * j}."
+            out[pre + "weight"] = np.asarray(g[f"Dense_{j}"]["kernel"][k]).T
+            out[pre + "bias"] = np.asarray(g[f"Dense_{j}"]["bias"][k])
+            if j < layers:
+                bn = f"state0/networks.{k}.mlp.{3 * j + 1}."
+                out[bn + "weight"], out[bn + "bias"] = (np.asarray(g[f"BatchNorm_{j}"][n][k]) for n in ("scale", "bias"))
+                out[bn + "running_mean"], out[bn + "running_var"] = (np.asarray(bs[f"BatchNorm_{j}"][n][k]) for n in ("mean", "var"))
+                out[bn + "num_batches_tracked"] = np.array(0)
+    return out
+
+
+class Recording(dict):
+    @property
+    def files(self):
+        return list(self)
+
+
+def test_the_authors_weights_land_where_our_model_reads_them():
+    """Every parameter and BN statistic goes through the mapping (offsets, transposes, the student index)
+    and back unchanged; a model whose variables are all different first."""
+    meta = _meta()
+    _, state = _model_and_state(meta)
+    original = {"params": state.params, "batch_stats": state.batch_stats}
+    ref = Recording(_torch_layout(jax.tree.map(lambda x: np.asarray(x) + np.float32(0.5), original), meta))
+    loaded = sp.load_into(original, ref, "state0", sp.correspondence(ref, meta), meta)
+    expected = jax.tree.map(lambda x: np.asarray(x) + np.float32(0.5), original)
+    for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(loaded), jax.tree_util.tree_leaves_with_path(expected)):
+        np.testing.assert_array_equal(np.asarray(a), b, err_msg=jax.tree_util.keystr(path))
+    pairs = sp.correspondence(ref, meta)
+    assert len(pairs) == 2 * (3 * 2 + 2 * 4)  # K=2 × (3 Dense layers × kernel and bias + 2 BNs × γ, β, mean, var)
+    assert {p[3] for p in pairs} == {n[len("state0/"):] for n in ref if "networks" in n and "num_batches" not in n}
+
+
+def test_the_pre_bn_biases_and_running_means_are_the_only_unjudged_quantities():
+    meta = _meta()
+    assert sp.unjudged("params", ("group0_mlp", "Dense_0", "bias"), meta)
+    assert sp.unjudged("params", ("group0_mlp", "Dense_1", "bias"), meta)
+    assert not sp.unjudged("params", ("group0_mlp", "Dense_2", "bias"), meta)  # the output layer's bias
+    assert sp.unjudged("batch_stats", ("group0_mlp", "BatchNorm_0", "mean"), meta)
+    assert not sp.unjudged("batch_stats", ("group0_mlp", "BatchNorm_0", "var"), meta)
+    assert not sp.unjudged("params", ("group0_mlp", "Dense_0", "kernel"), meta)
+    assert not sp.unjudged("params", ("group0_mlp", "Dense_0", "bias"), {**meta, "params": {**meta["params"], "batch_norm": False}})
+
+
+def test_a_quantity_passes_within_four_times_the_authors_float32_difference_or_the_floor():
+    rows = []
+    exact = np.array([1.0, -2.0])
+    sp.judge(rows, "step 0", "a", exact + [0, 4e-6], exact + [0, 2e-6], exact)  # 2e-6 ≤ 4 × 1e-6
+    sp.judge(rows, "step 0", "b", exact + [0, 1.2e-5], exact + [0, 2e-6], exact)  # 6e-6 > 4 × 1e-6
+    sp.judge(rows, "step 0", "c", exact + [0, 1e-6], exact, exact)  # 5e-7: within the 1e-6 floor
+    sp.judge(rows, "step 0", "d", exact + 1.0, exact, exact, judged=False)
+    assert [r["ok"] for r in rows] == [True, False, True, None]
+    assert rows[0]["ours_vs_exact"] == pytest.approx(2e-6) and rows[0]["reference_vs_exact"] == pytest.approx(1e-6)
+
+
+def test_a_pool_is_the_norm_of_the_differences_over_the_norm_of_the_exact_values():
+    rows = []
+    sp.judge(rows, "g", "w kernel", np.array([3.0, 0.0]), np.array([3.0, 4.0]), np.array([3.0, 4.0]), judged=False, pooled=True)
+    sp.judge(rows, "g", "b bias", np.array([0.0]), np.array([0.0]), np.array([0.0]), judged=False, pooled=True)
+    sp.judge(rows, "g", "noise", np.array([9.0]), np.array([0.0]), np.array([0.0]), judged=False)  # not pooled
+    sp.pool(rows, "g", "all", floor=0.1)
+    sp.pool(rows, "g", "kernels", floor=0.9, pattern="kernel")
+    assert rows[-2]["ours_vs_exact"] == pytest.approx(4 / 5)  # √(4² / (3² + 4²)); the unpooled row left out
+    assert rows[-2]["reference_vs_exact"] == 0 and rows[-2]["ok"] is False  # 0.8 > max(4 × 0, 0.1)
+    assert rows[-1]["ok"] is True  # 0.8 ≤ the floor 0.9
+
+
+def test_without_the_reference_or_a_recording_it_says_what_it_needs(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / "step_parity.py")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "give --ref-venv, --kdef and --ref-work (or an existing --ref-npz)" in proc.stderr
+
+
+def test_the_stored_results_pass_and_say_what_they_compared():
+    """The committed runs (Frappe, K=3 and K=10, batch 4096): every judged quantity within its bound."""
+    for k in (3, 10):
+        r = json.loads((REPO_ROOT / "experiments" / "results" / f"step_parity_frappe_k{k}.json").read_text())
+        assert r["failed"] == 0 and r["judged"] == 10 and r["reference"]["k"] == k and r["reference"]["batch"] == 4096
+        judged = [row for row in r["rows"] if row["ok"] is not None]
+        assert all(row["ok"] for row in judged) and len(judged) == 10
