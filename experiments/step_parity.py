@@ -2,6 +2,8 @@
 
     python experiments/step_parity.py --ref-venv REF/venv --kdef REF/KDEF --ref-work REF/work \
         --dataset-id frappe_mod10 --k 3 --batch 4096 --steps 8 --out experiments/results/step_parity_frappe_k3.json
+    python experiments/step_parity.py --model EKTF_L --ref-venv REF/venv --kdef REF/KDEF --ref-work REF/work \
+        --dataset-id frappe_mod10 --batch 4096 --steps 8 --out experiments/results/step_parity_frappe_latest.json
 
 The reference side (experiments/step_parity_torch.py, run with ``--ref-venv``'s python) builds the
 authors' EKTF through the shared harness, records its initial weights and trains ``--steps`` steps on
@@ -34,6 +36,16 @@ biases feeding a BatchNorm (true gradient 0: Adam moves them by ±lr on rounding
 with the BN running means that follow them. Dropout is off on both sides (the frameworks draw
 different masks). Exit status 1 when a judged quantity fails.
 ``--ref-npz FILE`` reuses a recording (or keeps the one made there).
+
+``--model EKTF_L`` (KDEF_Latest: students IPNN, FinalNet, ECN; our ``model.students`` "ipnn:1,final:1,ecn:1")
+does the same for the authors' EKTF_L (the ``--k`` is not read; dropout off on both sides; hidden units,
+batch_norm and num_cross_layers as the recording's). The torch ``networks.0`` (ProductNetwork: its MLP_Block)
+goes to group0_ipnn/dnn, ``networks.1`` (FinalNet: field gate, FinalLinear layers, BNs, fc) to
+group1_final/block1, ``networks.2`` (ExponentialCrossNetwork: w_i, b_i, LayerNorms, one-channel BNs, fc) to
+group2_ecn; Linear weights transposed. Every torch parameter and BN statistic of the students is used
+exactly once and every leaf of ours is filled, or it is an error. Only IPNN's MLP_Block has biases feeding a
+BatchNorm (FinalLinear's go through [h_a, h_b ⊙ h_a], ECN's w has none), so the last step's state is pooled
+by more kinds (``STATE_KINDS_LATEST``), FinalNet's and ECN's BN running means among them.
 """
 
 from __future__ import annotations
@@ -56,7 +68,7 @@ sys.path.insert(0, str(HERE.parent))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from kdef_jax.config import base_config  # noqa: E402
+from kdef_jax.config import base_config, use_kdef_latest  # noqa: E402
 from kdef_jax.losses import kdef_loss  # noqa: E402
 from kdef_jax.models.ensemble import build_model  # noqa: E402
 from kdef_jax.run_files import output_file_arg, write_json  # noqa: E402
@@ -68,6 +80,13 @@ FACTOR, FLOOR = 4.0, 1e-6  # judged: |ours − exact| ≤ max(FACTOR·|reference
 POOLED_FLOOR = {"gradient": 2e-3, "state": 1e-5}
 STATE_KINDS = {"embedding table": "^embedding", "Dense kernels": "kernel", "output biases": "Dense_.*bias",
                "BN γ and β": "params:.*BatchNorm", "BN running variances": "var"}  # the pre-BN biases are not pooled
+# EKTF_L (IPNN, FinalNet, ECN): its biases feeding no BatchNorm directly (FinalLinear's: [h_a, h_b ⊙ h_a] is
+# not shift-invariant; the gate's; the output layers'), ECN's b_i and LayerNorms, and the BN running means
+# that no pre-BN bias moves (FinalNet's, ECN's) have real gradients, so they are pooled too
+STATE_KINDS_LATEST = {"embedding table": "^embedding", "Dense/FinalLinear/gate/ECN kernels": "kernel",
+                      "biases (not pre-BN)": r"(Dense_\d+|linear|fc)/bias", "BN γ and β": r"params:.*(BatchNorm_\d+|bn_\d+)/",
+                      "ECN b and LayerNorm": r"(/b_\d+\[|ln_\d+/)", "BN running means (FinalNet, ECN)": "batch_stats:.*mean",
+                      "BN running variances": "var"}
 POOLED_GROUPS = ("step 0 gradient", "from the same state")  # their rows outside the pool: pre-BN biases, BN means
 
 
@@ -77,7 +96,7 @@ def record_reference(args) -> Path:
     if args.ref_npz and out.is_file():
         return out
     cmd = [str(Path(args.ref_venv) / "bin" / "python"), str(HERE / "step_parity_torch.py"), "--kdef", args.kdef,
-           "--work", args.ref_work, "--dataset-id", args.dataset_id, "--model", "EKTF", "--k", str(args.k),
+           "--work", args.ref_work, "--dataset-id", args.dataset_id, "--model", args.model, "--k", str(args.k),
            "--batch", str(args.batch), "--steps", str(args.steps), "--out", str(out),
            "--overrides", json.dumps({"embedding_regularizer": args.embedding_l2, "hidden_units": list(args.hidden_units)})]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -89,7 +108,13 @@ def record_reference(args) -> Path:
 def our_config(meta: dict):
     p = meta["params"]
     c = base_config()
-    c.model.students = f"mlp:{meta['k']}"
+    if meta.get("model", "EKTF") == "EKTF_L":  # KDEF_Latest: IPNN, FINAL 1B with field gate, ECN (dropout off)
+        assert all(p.get(f"net{i}_dropout", 0) == 0 for i in (1, 2, 3)), "the recording has dropout on"
+        use_kdef_latest(c, dropouts=(0.0, 0.0, 0.0), num_cross_layers=int(p["num_cross_layers"]))
+        c.model.ecn.batch_norm = bool(p["batch_norm"])
+        c.model.final.gate_init = "xavier"  # as the harness builds it; the weights are copied anyway
+    else:
+        c.model.students = f"mlp:{meta['k']}"
     c.model.hidden_units = tuple(p["hidden_units"])
     c.model.dropout = 0.0
     c.model.batch_norm = bool(p["batch_norm"])
@@ -108,31 +133,94 @@ def mlp_layers(names: list, prefix: str) -> tuple[list, list]:
     return linear, bn
 
 
+# torch buffers that are neither parameters nor BN statistics (constants of the architecture)
+CONSTANT_BUFFERS = (".num_batches_tracked", ".inner_product_layer.triu_mask")
+
+
+def indices(names: list, prefix: str) -> list:
+    """The sorted integer module indices directly under ``prefix`` (a ModuleList / ParameterList)."""
+    return sorted({int(n[len("state0/" + prefix):].split(".")[0]) for n in names if n.startswith("state0/" + prefix)})
+
+
+def bn_pairs(ours: tuple, k: int, t: str) -> list:
+    """A BatchNorm's γ, β and running statistics: torch prefix ``t`` → our module path ``ours``."""
+    return [("params", ours + ("scale",), k, t + "weight", None), ("params", ours + ("bias",), k, t + "bias", None),
+            ("batch_stats", ours + ("mean",), k, t + "running_mean", None),
+            ("batch_stats", ours + ("var",), k, t + "running_var", None)]
+
+
+def linear_pairs(ours: tuple, k: int, t: str, bias: bool = True) -> list:
+    """A torch Linear (weight [out, in]) → our Dense (kernel [in, out], bias)."""
+    return [("params", ours + ("kernel",), k, t + "weight", np.transpose)] + (
+        [("params", ours + ("bias",), k, t + "bias", None)] if bias else [])
+
+
+def mlp_block_pairs(names: list, torch_prefix: str, ours: tuple, k: int) -> list:
+    """FuxiCTR's MLP_Block (``<prefix>mlp.<i>``) → our MLP tower (Dense_j, BatchNorm_j) at ``ours``."""
+    linear, bn = mlp_layers(names, torch_prefix + "mlp.")
+    pairs = []
+    for j, t in enumerate(linear):
+        pairs += linear_pairs(ours + (f"Dense_{j}",), k, t)
+    for j, t in enumerate(bn):
+        pairs += bn_pairs(ours + (f"BatchNorm_{j}",), k, t)
+    return pairs
+
+
+def latest_pairs(names: list) -> list:
+    """EKTF_L's students: networks.0 = ProductNetwork (IPNN) → group0_ipnn, networks.1 = FinalNet → group1_final
+    (FINAL 1B: its one block), networks.2 = ExponentialCrossNetwork → group2_ecn; each group holds one student."""
+    pairs = mlp_block_pairs(names, "networks.0.dnn.", ("group0_ipnn", "dnn"), 0)
+    fin, t = ("group1_final", "block1"), "networks.1."
+    pairs += linear_pairs(fin + ("field_gate", "linear"), 0, t + "field_gate.linear.")
+    for j in indices(names, t + "layer."):
+        pairs += linear_pairs(fin + (f"FinalLinear_{j}", "linear"), 0, f"{t}layer.{j}.linear.")
+    for j in indices(names, t + "norm."):
+        pairs += bn_pairs(fin + (f"BatchNorm_{j}",), 0, f"{t}norm.{j}.")
+    pairs += linear_pairs(fin + ("fc",), 0, t + "fc.")
+    ecn, t = ("group2_ecn",), "networks.2."
+    for i in indices(names, t + "w."):
+        pairs += linear_pairs(ecn + (f"w_{i}",), 0, f"{t}w.{i}.", bias=False)
+        pairs.append(("params", ecn + (f"b_{i}",), 0, f"{t}b.{i}", None))
+        pairs += [("params", ecn + (f"ln_{i}", "scale"), 0, f"{t}layer_norm.{i}.weight", None),
+                  ("params", ecn + (f"ln_{i}", "bias"), 0, f"{t}layer_norm.{i}.bias", None)]
+    for i in indices(names, t + "batch_norm."):
+        pairs += bn_pairs(ecn + (f"bn_{i}",), 0, f"{t}batch_norm.{i}.")
+    pairs += linear_pairs(ecn + ("fc",), 0, t + "fc.")
+    return pairs
+
+
 def correspondence(ref, meta: dict) -> list:
     """[(our collection, our path tuple, student index or None, torch name, transform)] for every
-    parameter and BN statistic. The embedding is handled apart (one table from per-field tables)."""
+    parameter and BN statistic. The embedding is handled apart (one table from per-field tables).
+    Every torch parameter and BN statistic of the students must be used exactly once (else an error)."""
     names = [n for n in ref.files if n.startswith("state0/")]
-    pairs = []
-    for k in range(meta["k"]):
-        linear, bn = mlp_layers(names, f"networks.{k}.mlp.")
-        for j, t in enumerate(linear):
-            pairs.append(("params", ("group0_mlp", f"Dense_{j}", "kernel"), k, t + "weight", np.transpose))
-            pairs.append(("params", ("group0_mlp", f"Dense_{j}", "bias"), k, t + "bias", None))
-        for j, t in enumerate(bn):
-            pairs.append(("params", ("group0_mlp", f"BatchNorm_{j}", "scale"), k, t + "weight", None))
-            pairs.append(("params", ("group0_mlp", f"BatchNorm_{j}", "bias"), k, t + "bias", None))
-            pairs.append(("batch_stats", ("group0_mlp", f"BatchNorm_{j}", "mean"), k, t + "running_mean", None))
-            pairs.append(("batch_stats", ("group0_mlp", f"BatchNorm_{j}", "var"), k, t + "running_var", None))
+    if meta.get("model", "EKTF") == "EKTF_L":
+        pairs = latest_pairs(names)
+    else:
+        pairs = []
+        for k in range(meta["k"]):
+            pairs += mlp_block_pairs(names, f"networks.{k}.", ("group0_mlp",), k)
+    used = [p[3] for p in pairs]
+    wanted = {n[len("state0/"):] for n in names if n.startswith("state0/networks.") and not n.endswith(CONSTANT_BUFFERS)}
+    twice = sorted({n for n in used if used.count(n) > 1})
+    if twice or set(used) != wanted:
+        raise ValueError(f"step_parity: the torch-to-ours mapping of {meta.get('model', 'EKTF')} is wrong: unmapped "
+                         f"{sorted(wanted - set(used))}, not in the recording {sorted(set(used) - wanted)}, mapped twice {twice}")
     return pairs
 
 
 def unjudged(coll: str, path: tuple, meta: dict) -> bool:
-    """Dense biases feeding a BatchNorm, and the BN running means that follow them."""
-    if not meta["params"]["batch_norm"]:
+    """Dense biases feeding a BatchNorm, and the BN running means that follow them: the hidden Dense layers
+    of an MLP_Block tower (EKTF's MLPs, EKTF_L's IPNN) with BN on. FinalNet's FinalLinear biases feed BN
+    through [h_a, h_b ⊙ h_a] (not shift-invariant: a real gradient) and ECN's w has no bias, so their
+    biases and BN means are judged."""
+    if not meta["params"]["batch_norm"] or path[0] not in ("group0_mlp", "group0_ipnn"):
         return False
     layer = path[-2]
-    pre_bn = layer.startswith("Dense_") and path[-1] == "bias" and int(layer.split("_")[1]) < len(meta["params"]["hidden_units"])
-    return pre_bn or (coll == "batch_stats" and path[-1] == "mean")
+    n_hidden = len(meta["params"]["hidden_units"])
+    pre_bn = layer.startswith("Dense_") and path[-1] == "bias" and int(layer.split("_")[1]) < n_hidden
+    bn_mean = coll == "batch_stats" and layer.startswith("BatchNorm_") and path[-1] == "mean"
+    return pre_bn or bn_mean
 
 
 def table_from(ref, stage: str, meta: dict) -> np.ndarray:
@@ -143,7 +231,16 @@ def load_into(variables: dict, ref, stage: str, pairs: list, meta: dict) -> dict
     """``variables`` ({"params", "batch_stats"} of our model) with the reference's ``stage`` values."""
     out = jax.tree.map(np.array, variables)
     out["params"]["embedding"]["table"][:] = table_from(ref, stage, meta)
+    filled = [(coll, path, k) for coll, path, k, _, _ in pairs if coll in out]
+    leaves = {(coll, tuple(getattr(e, "key", e) for e in kp), k)
+              for coll in out for kp, x in jax.tree_util.tree_leaves_with_path(out[coll])
+              if kp[0].key != "embedding" for k in range(x.shape[0])}  # each student's slice of the count axis
+    if len(filled) != len(set(filled)) or set(filled) != leaves:
+        raise ValueError(f"step_parity: our variables not filled by the mapping: {sorted(leaves - set(filled))[:5]}, "
+                         f"not ours: {sorted(set(filled) - leaves)[:5]}, filled twice: {len(filled) - len(set(filled))}")
     for coll, path, k, name, fn in pairs:
+        if coll not in out:
+            continue
         leaf = out[coll]
         for p in path[:-1]:
             leaf = leaf[p]
@@ -206,6 +303,8 @@ def main():
     ap.add_argument("--ref-work", help="the harness's data root holding the prepared --dataset-id")
     ap.add_argument("--dataset-id", default="frappe_mod10")
     ap.add_argument("--ref-npz", default=None, help="a recording of step_parity_torch.py: reused if it exists, else written there")
+    ap.add_argument("--model", choices=["EKTF", "EKTF_L"], default="EKTF",
+                    help="EKTF (--k MLP students) or EKTF_L (KDEF_Latest: IPNN, FinalNet, ECN; --k is not read)")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=8)
@@ -296,7 +395,7 @@ def compare(args, ref) -> None:
         judge(rows, last, f"{coll}:{'/'.join(path)}[{k}]", read(final, coll, path, k),
               fn(r32) if fn else r32, fn(r64) if fn else r64, judged=False, pooled=not unjudged(coll, path, meta))
     pool(rows, "step 0 gradient", "every gradient, pooled", POOLED_FLOOR["gradient"])
-    for kind, pattern in STATE_KINDS.items():
+    for kind, pattern in (STATE_KINDS_LATEST if meta.get("model", "EKTF") == "EKTF_L" else STATE_KINDS).items():
         pool(rows, last, f"{kind}, pooled", POOLED_FLOOR["state"], pattern)
 
 

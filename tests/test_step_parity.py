@@ -76,6 +76,96 @@ def test_the_authors_weights_land_where_our_model_reads_them():
     assert {p[3] for p in pairs} == {n[len("state0/"):] for n in ref if "networks" in n and "num_batches" not in n}
 
 
+def _latest_meta(hidden=(8, 6), cross=2):
+    return {"model": "EKTF_L", "k": 3, "batch": 4, "steps": 2, "fields": FIELDS, "vocab_sizes": VOCAB,
+            "params": {"hidden_units": list(hidden), "batch_norm": True, "embedding_dim": 4, "learning_rate": 1e-3,
+                       "embedding_regularizer": 0.01, "num_cross_layers": cross,
+                       "net1_dropout": 0, "net2_dropout": 0, "net3_dropout": 0}}
+
+
+def _torch_layout_latest(variables, meta) -> dict:
+    """Our KDEF_Latest variables written the way the authors' EKTF_L state_dict names and shapes them:
+    networks.0 = ProductNetwork (MLP_Block under dnn.mlp, BN at 3j + 1), networks.1 = FinalNet (field_gate,
+    layer.j.linear, norm.j, fc), networks.2 = ExponentialCrossNetwork (w.i without bias, b.i, layer_norm.i,
+    batch_norm.i with ONE channel, fc); torch weights [out, in]; plus the buffers that are not state."""
+    out, offsets = {}, np.cumsum([0] + VOCAB)
+    table = np.asarray(variables["params"]["embedding"]["table"])
+    for f, lo, hi in zip(FIELDS, offsets[:-1], offsets[1:]):
+        out[f"state0/embedding_layer.embedding_layer.embedding_layers.{f}.weight"] = table[lo:hi]
+    P, S = variables["params"], variables["batch_stats"]
+    a = lambda x: np.asarray(x[0])  # noqa: E731  (each group holds one student)
+
+    def linear(t, d, bias=True):
+        out[t + "weight"] = a(d["kernel"]).T
+        if bias:
+            out[t + "bias"] = a(d["bias"])
+
+    def bn(t, d, st):
+        out[t + "weight"], out[t + "bias"] = a(d["scale"]).reshape(-1), a(d["bias"]).reshape(-1)
+        out[t + "running_mean"], out[t + "running_var"] = a(st["mean"]).reshape(-1), a(st["var"]).reshape(-1)
+        out[t + "num_batches_tracked"] = np.array(0)
+
+    layers = len(meta["params"]["hidden_units"])
+    ip, ips = P["group0_ipnn"]["dnn"], S["group0_ipnn"]["dnn"]
+    out["state0/networks.0.inner_product_layer.triu_mask"] = np.triu(np.ones((len(FIELDS),) * 2, bool), 1)
+    for j in range(layers + 1):
+        linear(f"state0/networks.0.dnn.mlp.{3 * j}.", ip[f"Dense_{j}"])
+        if j < layers:
+            bn(f"state0/networks.0.dnn.mlp.{3 * j + 1}.", ip[f"BatchNorm_{j}"], ips[f"BatchNorm_{j}"])
+    fi, fis = P["group1_final"]["block1"], S["group1_final"]["block1"]
+    linear("state0/networks.1.field_gate.linear.", fi["field_gate"]["linear"])
+    for j in range(layers):
+        linear(f"state0/networks.1.layer.{j}.linear.", fi[f"FinalLinear_{j}"]["linear"])
+        bn(f"state0/networks.1.norm.{j}.", fi[f"BatchNorm_{j}"], fis[f"BatchNorm_{j}"])
+    linear("state0/networks.1.fc.", fi["fc"])
+    ec, ecs = P["group2_ecn"], S["group2_ecn"]
+    for i in range(meta["params"]["num_cross_layers"]):
+        linear(f"state0/networks.2.w.{i}.", ec[f"w_{i}"], bias=False)
+        out[f"state0/networks.2.b.{i}"] = a(ec[f"b_{i}"])
+        out[f"state0/networks.2.layer_norm.{i}.weight"], out[f"state0/networks.2.layer_norm.{i}.bias"] = (
+            a(ec[f"ln_{i}"][n]) for n in ("scale", "bias"))
+        bn(f"state0/networks.2.batch_norm.{i}.", ec[f"bn_{i}"], ecs[f"bn_{i}"])
+    linear("state0/networks.2.fc.", ec["fc"])
+    return out
+
+
+def test_the_authors_ektf_l_weights_land_where_our_kdef_latest_reads_them():
+    """IPNN, FinalNet and ECN: every parameter and BN statistic through the mapping (transposes, ECN's
+    one-channel BN, the field gate) and back unchanged; every torch name used once, every leaf of ours filled."""
+    meta = _latest_meta()
+    _, state = _model_and_state(meta)
+    assert set(state.params) == {"embedding", "group0_ipnn", "group1_final", "group2_ecn"}
+    original = {"params": state.params, "batch_stats": state.batch_stats}
+    shifted = jax.tree.map(lambda x: np.asarray(x) + np.float32(0.5), original)
+    ref = Recording(_torch_layout_latest(shifted, meta))
+    pairs = sp.correspondence(ref, meta)
+    loaded = sp.load_into(original, ref, "state0", pairs, meta)
+    leaves = jax.tree_util.tree_leaves_with_path(loaded)
+    assert len(leaves) == len(jax.tree_util.tree_leaves(shifted))
+    for (path, a), (_, b) in zip(leaves, jax.tree_util.tree_leaves_with_path(shifted)):
+        np.testing.assert_array_equal(np.asarray(a), b, err_msg=jax.tree_util.keystr(path))
+    # IPNN 3 Dense × 2 + 2 BN × 4; FinalNet gate 2 + 2 FinalLinear × 2 + 2 BN × 4 + fc 2; ECN 2 × (w, b, LN γ β, BN × 4) + fc 2
+    assert len(pairs) == (6 + 8) + (2 + 4 + 8 + 2) + (2 * 8 + 2)
+    assert {p[3] for p in pairs} == {n[len("state0/"):] for n in ref if "networks" in n and not n.endswith(sp.CONSTANT_BUFFERS)}
+    # a torch parameter left out of the mapping, or one of ours never filled, is an error
+    extra = Recording({**ref, "state0/networks.2.extra.weight": np.zeros(3)})
+    with pytest.raises(ValueError, match="unmapped"):
+        sp.correspondence(extra, meta)
+    with pytest.raises(ValueError, match="not filled"):
+        sp.load_into(original, ref, "state0", [p for p in pairs if p[3] != "networks.2.b.1"], meta)
+
+
+def test_ektf_l_judges_all_but_the_ipnn_pre_bn_biases_and_running_means():
+    meta = _latest_meta()
+    assert sp.unjudged("params", ("group0_ipnn", "dnn", "Dense_0", "bias"), meta)
+    assert sp.unjudged("batch_stats", ("group0_ipnn", "dnn", "BatchNorm_1", "mean"), meta)
+    assert not sp.unjudged("params", ("group0_ipnn", "dnn", "Dense_2", "bias"), meta)  # the output layer's bias
+    assert not sp.unjudged("params", ("group1_final", "block1", "FinalLinear_0", "linear", "bias"), meta)
+    assert not sp.unjudged("batch_stats", ("group1_final", "block1", "BatchNorm_0", "mean"), meta)
+    assert not sp.unjudged("batch_stats", ("group2_ecn", "bn_0", "mean"), meta)
+    assert not sp.unjudged("params", ("group2_ecn", "b_0"), meta)
+
+
 def test_the_pre_bn_biases_and_running_means_are_the_only_unjudged_quantities():
     meta = _meta()
     assert sp.unjudged("params", ("group0_mlp", "Dense_0", "bias"), meta)
@@ -116,9 +206,13 @@ def test_without_the_reference_or_a_recording_it_says_what_it_needs(tmp_path):
 
 
 def test_the_stored_results_pass_and_say_what_they_compared():
-    """The committed runs (Frappe, K=3 and K=10, batch 4096): every judged quantity within its bound."""
+    """The committed runs (Frappe, EKTF K=3 and K=10, EKTF_L; batch 4096): every judged quantity within its bound."""
     for k in (3, 10):
         r = json.loads((REPO_ROOT / "experiments" / "results" / f"step_parity_frappe_k{k}.json").read_text())
         assert r["failed"] == 0 and r["judged"] == 10 and r["reference"]["k"] == k and r["reference"]["batch"] == 4096
         judged = [row for row in r["rows"] if row["ok"] is not None]
         assert all(row["ok"] for row in judged) and len(judged) == 10
+    r = json.loads((REPO_ROOT / "experiments" / "results" / "step_parity_frappe_latest.json").read_text())
+    assert r["failed"] == 0 and r["judged"] == 12 and r["reference"]["model"] == "EKTF_L" and r["reference"]["batch"] == 4096
+    assert all(row["ok"] for row in r["rows"] if row["ok"] is not None)
+    assert {"group0_ipnn", "group1_final", "group2_ecn"} <= {row["name"].split("/")[0].split(":")[-1] for row in r["rows"]}
