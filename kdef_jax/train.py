@@ -39,14 +39,15 @@ from kdef_jax.run_files import RUN_FILES, config_changes, read_json, read_run_co
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
-# What a command reports in one line (error_text): our errors name their file, line or key; an OSError
-# that names no file is re-raised by error_text with its traceback
 # Train steps dispatched ahead of the devices, at most. XLA:CPU lets a device queue 32 computations;
 # with more in flight, a device's launch of step n can wait behind later launches that wait, through
 # the collectives, for step n: every process of a multi-process run hangs (reproduced with the
 # checkpoint's per-array sums, 100 in flight). 8 keeps the devices fed (a step is milliseconds of
 # dispatch and far more of compute) and far from that limit.
 IN_FLIGHT_STEPS = 8
+
+# What a command reports in one line (error_text): our errors name their file, line or key; an OSError
+# that names no file is re-raised by error_text with its traceback
 REPORTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, CheckpointError, ImportError, OSError)
 
 
