@@ -17,6 +17,7 @@ logloss, epochs and wall time, and writes JSON plus a Markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import re
 import statistics
@@ -28,6 +29,7 @@ import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kdef_jax import report  # noqa: E402
 from kdef_jax.checkpoint import CheckpointError  # noqa: E402
 from kdef_jax.config import apply_overrides, base_config, check_overrides_are_read, load_config_file, validate  # noqa: E402
 from kdef_jax.models.ensemble import groups_from_config  # noqa: E402
@@ -209,6 +211,22 @@ class SweepProgress:
 AGAIN = "run the same command again: finished runs are reused and the interrupted one resumes"
 
 
+@functools.cache
+def _software_now() -> dict:
+    return report.software()
+
+
+def other_code(results: dict, now: dict | None = None) -> str:
+    """"" when a reused run's results.json was made by this code (``report.software()``), else a warning
+    naming what differs: a table that mixes it with fresh runs mixes two versions of the code."""
+    was = results.get("software")
+    now = now if now is not None else _software_now()
+    if was is None:
+        return " (warning: made before runs recorded their code version; it may be older code)"
+    diff = [f"{k} {was.get(k)} → {now.get(k)}" for k in now if was.get(k) != now.get(k)]
+    return f" (warning: made by other code: {', '.join(diff)})" if diff else ""
+
+
 def run_planned(name: str, plan: list, progress: SweepProgress | None = None, prog: str = "run_seeds.py") -> list:
     """results.json of each run of :func:`plan_setting`: reused when finished, resumed from its last
     checkpoint when cut short, else trained. A run that fails stops the sweep with one line naming the
@@ -219,7 +237,7 @@ def run_planned(name: str, plan: list, progress: SweepProgress | None = None, pr
         step = progress.start()
         if (wd / "results.json").exists():
             res = read_json(wd / "results.json")
-            print(f"[{step}] [{name} seed {seed}] reusing {wd / 'results.json'}")
+            print(f"[{step}] [{name} seed {seed}] reusing {wd / 'results.json'}{other_code(res)}")
         else:
             if (wd / "checkpoints").is_dir():
                 config.resume = True  # an interrupted run: continue from its last epoch

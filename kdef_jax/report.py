@@ -119,6 +119,33 @@ def host_cpu(cpuinfo: str | None = None) -> dict:
     return out
 
 
+_PACKAGES = ("kdef-jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+def software(source: Path | None = None) -> dict:
+    """The code a run was made with: the installed versions of kdef-jax and what it trains on, Python's, and
+    the git commit of ``source`` (default: this package's checkout; "+dirty" with uncommitted changes;
+    None outside a git checkout), so that results from other code are told apart when reused or merged."""
+    import importlib.metadata
+    import subprocess
+
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    where = str(source or Path(__file__).resolve().parent)
+    try:
+        git = lambda *a: subprocess.run(["git", "-C", where, *a], capture_output=True, text=True, timeout=10)  # noqa: E731
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip() if head.returncode == 0 else ""
+        out["commit"] = head.stdout.strip() + ("+dirty" if dirty else "") if head.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        out["commit"] = None
+    return out
+
+
 def jsonl_line(record: dict) -> str:
     """One strict-JSON line (NaN, e.g. the AUC of a one-class split, → null)."""
     return json.dumps(strict_json(record), allow_nan=False) + "\n"

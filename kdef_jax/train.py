@@ -397,6 +397,7 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
         "processes": jax.process_count(),
         "host": platform.node(),
         "cpu": report.host_cpu(),
+        "software": report.software(),
         "seed": c.seed,
     }
     if not main:

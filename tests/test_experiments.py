@@ -1007,3 +1007,10 @@ def test_sweep_analyses_name_a_run_without_its_checkpoints_in_one_line(tmp_path,
     script.main()
   assert e.value.code == 2
   assert f"error: no best checkpoint under {run}/checkpoints/best" in capsys.readouterr().err
+
+
+def test_a_reused_run_made_by_other_code_is_named_in_the_log_line():
+    now = {"kdef-jax": "0.1.0", "jax": "0.10.2", "commit": "abc"}
+    assert run_seeds.other_code({"software": dict(now)}, now) == ""
+    assert run_seeds.other_code({"software": {**now, "commit": "old"}}, now) == " (warning: made by other code: commit old → abc)"
+    assert "made before runs recorded their code version" in run_seeds.other_code({}, now)

@@ -168,3 +168,30 @@ def test_training_curves_of_many_students_colour_them_by_index_and_mark_the_best
     assert len(best) == 2 and all(list(ln.get_xdata()) == [2, 2] for ln in best)
     assert fig._suptitle.get_text() == "frappe: kdef, K=32"
 
+
+
+def test_software_names_the_versions_and_the_checkout_commit(tmp_path):
+    """The code a run was made with: package versions, and the git commit of the source with "+dirty"
+    when a tracked file is changed; None outside a git checkout."""
+    import shutil
+    import subprocess
+
+    import jax
+
+    from kdef_jax.report import software
+
+    outside = software(tmp_path)
+    assert outside["jax"] == jax.__version__ and outside["python"] and outside["commit"] is None
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "f.py").write_text("a = 1\n")
+    git("add", "f.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert software(tmp_path)["commit"] == head
+    (tmp_path / "new.txt").write_text("untracked files do not count\n")
+    assert software(tmp_path)["commit"] == head
+    (tmp_path / "f.py").write_text("a = 2\n")
+    assert software(tmp_path)["commit"] == head + "+dirty"

@@ -133,6 +133,7 @@ def test_end_to_end_tiny_run_writes_results(tmp_path, capsys):
     wd = tmp_path / "run"
     on_disk = json.loads((wd / "results.json").read_text())
     assert on_disk["best_student"] == res["best_student"]
+    assert on_disk["software"]["jax"] == jax.__version__ and on_disk["software"]["kdef-jax"]  # the code it was made with
     rows = {r["model"]: r for r in res["rows"]}
     assert set(rows) == {"ensemble", "mlp_0", "mlp_1", "mlp_2"}
     assert all(0.5 < r["test_auc"] <= 1 for r in rows.values())
