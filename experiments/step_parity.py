@@ -127,7 +127,7 @@ def our_config(meta: dict):
 
 def mlp_layers(names: list, prefix: str) -> tuple[list, list]:
     """The torch module prefixes of one MLP_Block's Linear layers and BatchNorms, in module order."""
-    index = sorted({int(n[len("state0/" + prefix):].split(".")[0]) for n in names if n.startswith("state0/" + prefix)})
+    index = indices(names, prefix)
     linear = [f"{prefix}{i}." for i in index if f"state0/{prefix}{i}.weight" in names and f"state0/{prefix}{i}.running_mean" not in names]
     bn = [f"{prefix}{i}." for i in index if f"state0/{prefix}{i}.running_mean" in names]
     return linear, bn

@@ -106,23 +106,48 @@ def last_step_in_float64(m, rec: dict, batch, steps: int) -> dict:
     import torch
 
     m.load_state_dict({k[len("last/state/"):]: torch.from_numpy(v) for k, v in rec.items() if k.startswith("last/state/")})
-    m.to(torch.float64)
+    in_dtype(m, torch.float64)
     for name, p in m.named_parameters():
         if f"last/exp_avg/{name}" in rec:
             m.optimizer.state[p] = {"step": torch.tensor(float(rec["last/count"])),
                                     "exp_avg": torch.from_numpy(rec[f"last/exp_avg/{name}"]).double(),
                                     "exp_avg_sq": torch.from_numpy(rec[f"last/exp_avg_sq/{name}"]).double()}
-    labels = type(m).get_labels
-    m.get_labels = lambda inputs: labels(m, inputs).to(torch.float64)
     m.train()
-    m.optimizer.zero_grad()
-    loss = m.add_loss(batch(steps - 1)) + m.regularization_loss()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(m.parameters(), m._max_gradient_norm)
-    m.optimizer.step()
+    loss, reg, _ = train_step(m, batch(steps - 1))
     out = {f"last64/state_final/{k}": v.detach().numpy().copy() for k, v in m.state_dict().items()}
-    out["last64/loss"] = np.array(loss.item())
+    out["last64/loss"] = np.array(loss + reg)
     return out
+
+
+def in_dtype(m, dtype) -> None:
+    """``m``'s parameters, buffers and labels in ``dtype`` (fuxictr makes the labels float32)."""
+    m.to(dtype)
+    labels = type(m).get_labels
+    m.get_labels = lambda inputs: labels(m, inputs).to(dtype)
+
+
+def train_step(m, inputs, after_backward=None) -> tuple[float, float, float]:
+    """The harness's train step (add_loss + R, backward, clip to norm 10, Adam), written out to record its
+    parts: (add_loss, R, the gradient norm before clipping); ``after_backward()`` runs before the clipping."""
+    import torch
+
+    m.optimizer.zero_grad()
+    loss = m.add_loss(inputs)
+    reg = m.regularization_loss()
+    (loss + reg).backward()
+    if after_backward is not None:
+        after_backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(m.parameters(), m._max_gradient_norm))
+    m.optimizer.step()
+    return loss.item(), (reg.item() if torch.is_tensor(reg) else float(reg)), norm
+
+
+def keep_gradients(m, captured: dict, rec: dict) -> None:
+    """Step 0's gradients before clipping: every parameter's, and the objective's w.r.t. the logits [B, K]."""
+    import torch
+
+    rec.update({f"grad0/{k}": p.grad.numpy().copy() for k, p in m.named_parameters() if p.grad is not None})
+    rec["dlogits0"] = torch.cat([z.grad for z in captured["tensors"]], dim=-1).numpy().copy()
 
 
 def record(m, dtype, batch, steps: int, prefix: str) -> dict:
@@ -130,9 +155,7 @@ def record(m, dtype, batch, steps: int, prefix: str) -> dict:
     the recorded arrays, their names prefixed with ``prefix``."""
     import torch
 
-    m.to(dtype)
-    labels = type(m).get_labels
-    m.get_labels = lambda inputs: labels(m, inputs).to(dtype)  # fuxictr makes the labels float32
+    in_dtype(m, dtype)
     captured = {}
     forward = m.forward
 
@@ -151,18 +174,11 @@ def record(m, dtype, batch, steps: int, prefix: str) -> dict:
     for s in range(steps):
         if s == steps - 1 and prefix == "":  # the last step starts from here: the float64 run redoes it from this state
             rec.update(snapshot(m))
-        m.optimizer.zero_grad()
-        loss = m.add_loss(batch(s))
-        reg = m.regularization_loss()
-        (loss + reg).backward()
-        if s == 0:
-            rec.update({f"grad0/{k}": p.grad.numpy().copy() for k, p in m.named_parameters() if p.grad is not None})
-            rec["dlogits0"] = torch.cat([z.grad for z in captured["tensors"]], dim=-1).numpy().copy()  # [B, K]
-        norms.append(float(torch.nn.utils.clip_grad_norm_(m.parameters(), m._max_gradient_norm)))
-        m.optimizer.step()
+        loss, reg, norm = train_step(m, batch(s), (lambda: keep_gradients(m, captured, rec)) if s == 0 else None)
         logits.append(captured["logits"])
-        losses.append(loss.item())
-        regs.append(reg.item() if torch.is_tensor(reg) else float(reg))
+        losses.append(loss)
+        regs.append(reg)
+        norms.append(norm)
     rec.update({f"state_final/{k}": v.detach().numpy().copy() for k, v in m.state_dict().items()})
     m.eval()
     with torch.no_grad():
