@@ -15,7 +15,7 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from kdef_jax import distributed
+from kdef_jax import distributed, interrupts
 from kdef_jax.config import check_overrides_are_read, load_config_file, unknown_key
 from kdef_jax.report import tolerant_stdio
 from kdef_jax.run_files import error_text, exit_interrupted
@@ -39,22 +39,23 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from kdef_jax.train import REPORTED_ERRORS, train_and_evaluate
 
-    try:
-        check_overrides_are_read(_CONFIG.value, load_config_file(config_flags.get_config_filename(flags.FLAGS["config"])))
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except REPORTED_ERRORS as e:  # without a deep traceback; a full disk also says what to do
-        again = "run the same command again (with --config.resume=True where a checkpoint was saved)"
-        print("\n" + error_text("kdef_jax", e, again), file=sys.stderr)
-        distributed.stop_if_multi_process(e, 2)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        exit_interrupted(f"\nkdef_jax: interrupted; the epochs checkpointed so far are kept: continue with the same "
-                         f"command and --config.resume=True (--workdir {_WORKDIR.value})")
-    except Exception as e:  # a multi-process run must not reach the shutdown barrier (see stop_if_multi_process)
-        if not distributed.multi_process():
-            raise
-        traceback.print_exc()
-        distributed.stop_if_multi_process(e, 1)
+    with interrupts.remembered():  # a Ctrl-C swallowed by a gc callback is raised again at the next step
+        try:
+            check_overrides_are_read(_CONFIG.value, load_config_file(config_flags.get_config_filename(flags.FLAGS["config"])))
+            train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        except REPORTED_ERRORS as e:  # without a deep traceback; a full disk also says what to do
+            again = "run the same command again (with --config.resume=True where a checkpoint was saved)"
+            print("\n" + error_text("kdef_jax", e, again), file=sys.stderr)
+            distributed.stop_if_multi_process(e, 2)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            exit_interrupted(f"\nkdef_jax: interrupted; the epochs checkpointed so far are kept: continue with the same "
+                             f"command and --config.resume=True (--workdir {_WORKDIR.value})")
+        except Exception as e:  # a multi-process run must not reach the shutdown barrier (see stop_if_multi_process)
+            if not distributed.multi_process():
+                raise
+            traceback.print_exc()
+            distributed.stop_if_multi_process(e, 1)
 
 
 def check_config_overrides(argv: list) -> str | None:

@@ -34,6 +34,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from kdef_jax import interrupts
 from kdef_jax.checkpoint import CheckpointError
 from kdef_jax.data.dataset import default_cache_dir, load_dataset
 from kdef_jax.data.packed import check_vocab_file
@@ -236,8 +237,9 @@ def main(argv=None) -> int:
     ap.add_argument("--unlabeled", action="store_true", help="a delimited file without the label column")
     args = ap.parse_args(argv)
     try:
-        info = score_run(args.workdir, args.input, args.what, args.out, args.checkpoint, args.batch_size,
-                         args.unlabeled)
+        with interrupts.remembered():  # a Ctrl-C swallowed by a gc callback is raised again at the next batch
+            info = score_run(args.workdir, args.input, args.what, args.out, args.checkpoint, args.batch_size,
+                             args.unlabeled)
     except (ValueError, FileNotFoundError, CheckpointError, OSError) as e:
         print(error_text("kdef_jax.score_run", e), file=sys.stderr)  # (an unreported OSError re-raised)
         return 2

@@ -34,7 +34,7 @@ from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches
 from kdef_jax.losses import DISTILLING_VARIANTS, fusion_of
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
-from kdef_jax import distributed, report, sharding, workdir_lock
+from kdef_jax import distributed, interrupts, report, sharding, workdir_lock
 from kdef_jax.run_files import RUN_FILES, config_changes, read_json, read_run_config, write_atomic, write_json
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
@@ -71,6 +71,7 @@ def predict_logits(predict, state, split, batch_size: int, *, progress: bool = F
     batches = prefetch(iterate_batches(split, batch_size), 2, transform=lambda b: sharding.to_mesh(b["ids"], rows_to))
     for ids in tqdm(batches, total=num_batches(len(split), batch_size), desc=desc, unit="batch", leave=False,
                     disable=report.bar_disabled(progress)):
+        interrupts.raise_if_pending()
         pending.append(predict(state.params, state.batch_stats, ids))
         if len(pending) > 2:
             fetch(pending.popleft())
@@ -308,6 +309,7 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
         for i, batch in enumerate(prefetch(batches, t.prefetch, transform=lambda b: sharding.to_mesh(b, rows_to))):
             if i >= steps:
                 break
+            interrupts.raise_if_pending()
             state, m = train_step(state, batch, dropout_rng)
             ms.append(m)
             if i >= IN_FLIGHT_STEPS:  # the host runs at most IN_FLIGHT_STEPS steps ahead of the devices
