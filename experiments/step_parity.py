@@ -4,6 +4,11 @@
         --dataset-id frappe_mod10 --k 3 --batch 4096 --steps 8 --out experiments/results/step_parity_frappe_k3.json
     python experiments/step_parity.py --model EKTF_L --ref-venv REF/venv --kdef REF/KDEF --ref-work REF/work \
         --dataset-id frappe_mod10 --batch 4096 --steps 8 --out experiments/results/step_parity_frappe_latest.json
+    python experiments/step_parity.py --ref-venv REF/venv --kdef REF/KDEF --ref-work REF/work \
+        --dataset-id ml100k_u1 --k 3 --batch 4096 --steps 8 --out experiments/results/step_parity_ml100k_k3.json
+
+(``ml100k_u1``: MovieLens-100K prepared as in ../shared/reference/bench/reference-perf.md, whose genres
+sequence field, max_len 5, exercises PAD ids and masked average pooling; Frappe has neither.)
 
 The reference side (experiments/step_parity_torch.py, run with ``--ref-venv``'s python) builds the
 authors' EKTF through the shared harness, records its initial weights and trains ``--steps`` steps on
@@ -123,6 +128,15 @@ def our_config(meta: dict):
     c.optim.embedding_l2 = p["embedding_regularizer"]
     c.train.batch_size = meta["batch"]
     return c
+
+
+def feature_map(meta: dict) -> types.SimpleNamespace:
+    """The recording's fields as our model reads them: vocabulary sizes and max_lens (a sequence field,
+    e.g. MovieLens genres, has max_len ids per row, 0 = PAD; None: every field one id, as in recordings
+    made before max_lens was recorded)."""
+    lens = meta.get("max_lens")
+    return types.SimpleNamespace(vocab_sizes=tuple(meta["vocab_sizes"]),
+                                 max_lens=tuple(lens) if lens and max(lens) > 1 else None)
 
 
 def mlp_layers(names: list, prefix: str) -> tuple[list, list]:
@@ -325,9 +339,9 @@ def main():
 def compare(args, ref) -> None:
     meta = json.loads(str(ref["meta"]))
     c = our_config(meta)
-    fm = types.SimpleNamespace(vocab_sizes=tuple(meta["vocab_sizes"]), max_lens=None)
+    fm = feature_map(meta)
     model = build_model(c.model, fm)
-    state, train_step = make_training(model, c, jax.random.PRNGKey(0), len(meta["fields"]))
+    state, train_step = make_training(model, c, jax.random.PRNGKey(0), sum(fm.max_lens or [1] * len(fm.vocab_sizes)))
     pairs = correspondence(ref, meta)
     v0 = load_into({"params": state.params, "batch_stats": state.batch_stats}, ref, "state0", pairs, meta)
     ids, labels, b, steps = ref["ids"].astype(np.int32), ref["labels"].astype(np.float32), meta["batch"], meta["steps"]

@@ -20,7 +20,8 @@ prefixed ``f64/``):
   [B, K] of the held-out batch ``steps``;
 - ``last/...``: the float32 run's state, Adam moments and step count before its last step, and
   ``last64/state_final/<name>``: that last step redone in float64 from there;
-- the batches' ids [N, F] (field order), labels [N], the fields and their vocabulary sizes (``meta``).
+- the batches' ids [N, C] (field order; a sequence field's max_len columns, 0 = PAD), labels [N], the fields,
+  their vocabulary sizes and max_lens (``meta``).
 """
 
 from __future__ import annotations
@@ -75,11 +76,12 @@ def main():
     m1, _ = rr.build_model(ns, fmap, args.model, args.k, overrides)  # the last step again, from the float32 run's state
     rec.update(last_step_in_float64(m1, rec, batch, args.steps))
     rec.update(
-        ids=np.stack([arrays[f][:n] for f in fields], axis=1),
+        ids=np.concatenate([arrays[f][:n].reshape(n, -1) for f in fields], axis=1),  # a sequence field: max_len columns
         labels=arrays[fmap.labels[0]][:n],
         meta=np.array(json.dumps({
             "model": args.model, "k": rr.model_k(args.model, args.k), "batch": args.batch, "steps": args.steps,
             "fields": fields, "vocab_sizes": [int(fmap.features[f]["vocab_size"]) for f in fields],
+            "max_lens": [int(fmap.features[f].get("max_len", 1)) for f in fields],
             "params": {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool, list))},
             "torch": torch.__version__,
         })),

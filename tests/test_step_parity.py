@@ -216,3 +216,28 @@ def test_the_stored_results_pass_and_say_what_they_compared():
     assert r["failed"] == 0 and r["judged"] == 12 and r["reference"]["model"] == "EKTF_L" and r["reference"]["batch"] == 4096
     assert all(row["ok"] for row in r["rows"] if row["ok"] is not None)
     assert {"group0_ipnn", "group1_final", "group2_ecn"} <= {row["name"].split("/")[0].split(":")[-1] for row in r["rows"]}
+    for name, judged, model in (("ml100k_k3", 10, "EKTF"), ("ml100k_latest", 12, "EKTF_L")):  # a sequence field: PAD ids
+        r = json.loads((REPO_ROOT / "experiments" / "results" / f"step_parity_{name}.json").read_text())
+        assert r["failed"] == 0 and r["judged"] == judged and r["reference"]["model"] == model
+        assert all(row["ok"] for row in r["rows"] if row["ok"] is not None)
+        assert dict(zip(r["reference"]["fields"], r["reference"]["max_lens"]))["genres"] == 5
+
+
+def test_a_sequence_field_gives_our_model_its_max_len_columns():
+    """MovieLens genres (max_len 5, 0 = PAD) is 5 id columns pooled by our model; a recording without
+    max_lens (made before they were recorded) is every field one column."""
+    meta = _meta()
+    assert sp.feature_map(meta).max_lens is None
+    meta.update(fields=FIELDS + ["genres"], vocab_sizes=VOCAB + [6], max_lens=[1, 1, 1, 5])
+    fm = sp.feature_map(meta)
+    assert fm.max_lens == (1, 1, 1, 5) and fm.vocab_sizes == (5, 7, 4, 6)
+    model = sp.build_model(sp.our_config(meta).model, fm)
+    ids = np.array([[1, 2, 3, 1, 2, 0, 0, 0], [4, 6, 3, 5, 0, 0, 0, 0]], np.int32)
+    variables = model.init(jax.random.PRNGKey(0), ids, False)
+    from kdef_jax.models.embedding import FeatureEmbedding
+
+    emb = FeatureEmbedding(fm.vocab_sizes, 3, fm.max_lens).apply({"params": variables["params"]["embedding"]}, ids)
+    table = np.asarray(variables["params"]["embedding"]["table"])
+    genres = 5 + 7 + 4  # the genres table's offset in the one table
+    np.testing.assert_allclose(np.asarray(emb)[0, 3], (table[genres + 1] + table[genres + 2]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(emb)[1, 3], table[genres + 5], rtol=1e-6)
