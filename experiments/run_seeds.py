@@ -68,7 +68,30 @@ def summarize(runs: list) -> dict:
         # each student's own test AUC inside the ensemble, by its name in results.json (one setting: the same names)
         "student_test_auc": {row["model"]: _stats([r["rows"][1 + k]["test_auc"] for r in runs])
                              for k, row in enumerate(runs[0]["rows"][1:])},
+        "software": distinct([r.get("software") for r in runs]),  # None: a run from before this was recorded
     }
+
+
+def distinct(items: list) -> list:
+    """``items`` without repeats, in first-seen order (dicts compare by value)."""
+    out = []
+    for x in items:
+        if x not in out:
+            out.append(x)
+    return out
+
+
+def mixed_code(versions: list) -> str:
+    """"" for runs all made by one code version (:func:`kdef_jax.report.software`), else a warning naming
+    what differs between the versions (None: runs made before they recorded it)."""
+    known = [v for v in versions if v is not None]
+    if len(distinct(versions)) < 2:
+        return ""
+    keys = sorted({k for v in known for k in v})
+    diff = [f"{k} {' / '.join(str(x) for x in distinct([v.get(k) for v in known]))}" for k in keys
+            if len(distinct([v.get(k) for v in known])) > 1]
+    old = ["runs made before they recorded their code version"] if None in versions else []
+    return f"warning: runs made by {len(distinct(versions))} versions of the code: {'; '.join(diff + old)}"
 
 
 def merge_summaries(a: dict, b: dict) -> dict:
@@ -84,7 +107,9 @@ def merge_summaries(a: dict, b: dict) -> dict:
             return {n: _stats(a[k][n]["values"] + b[k][n]["values"]) for n in a[k] if n in b[k]}
         return a[k] + b[k]
 
-    return {k: merged(k) for k in a if k in b}  # a key one summary predates is left out
+    out = {k: merged(k) for k in a if k in b and k != "software"}  # a key one summary predates is left out
+    out["software"] = distinct(a.get("software", [None]) + b.get("software", [None]))  # absent: unknown
+    return out
 
 
 def best_marks(values, digits: int = 4) -> list[bool]:
@@ -392,6 +417,9 @@ def main():
     for name, *overrides in args.setting:
         summary[name] = summarize(run_planned(name, plans[name], progress))
         summary[name]["overrides"] = overrides
+    mixed = mixed_code(distinct([v for cell in summary.values() for v in cell["software"]]))
+    if mixed:  # reused runs from before the code changed: the table compares across versions
+        print(f"run_seeds.py: {mixed}", file=sys.stderr)
     write_outputs(out, {"config": args.config, "summary": summary}, markdown(summary))
 
 

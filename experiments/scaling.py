@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_seeds import (SweepProgress, best_marks, bold_if, check_out, check_unique, merge_summaries, plan_setting,  # noqa: E402
-                       run_planned, summarize, write_outputs)
+from run_seeds import (SweepProgress, best_marks, bold_if, check_out, check_unique, distinct, merge_summaries,  # noqa: E402
+                       mixed_code, plan_setting, run_planned, summarize, write_outputs)
 
 from kdef_jax.config import apply_overrides, load_config_file  # noqa: E402
 from kdef_jax.report import pyplot, save_figure, tolerant_stdio  # noqa: E402
@@ -260,6 +260,9 @@ def main():
         record = {"config": args.config, "overrides": args.set, "seeds": args.seeds,
                   "table": {v: {str(k): s for k, s in rows.items()} for v, rows in table.items()}}
     table = {v: {int(k): rows[k] for k in sorted(rows, key=int)} for v, rows in record["table"].items()}  # Ks ascending
+    mixed = mixed_code(distinct([v for rows in table.values() for cell in rows.values() for v in cell.get("software", [None])]))
+    if mixed:  # reused runs, or a merged sweep, from before the code changed: the table compares across versions
+        print(f"scaling.py: {mixed}", file=sys.stderr)
     out = Path(args.out)
     what = "ablation" if is_ablation(table) else "scaling K"
     write_outputs(out, record, markdown(table),

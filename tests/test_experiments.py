@@ -1014,3 +1014,39 @@ def test_a_reused_run_made_by_other_code_is_named_in_the_log_line():
     assert run_seeds.other_code({"software": dict(now)}, now) == ""
     assert run_seeds.other_code({"software": {**now, "commit": "old"}}, now) == " (warning: made by other code: commit old → abc)"
     assert "made before runs recorded their code version" in run_seeds.other_code({}, now)
+
+
+def test_a_summary_records_which_code_made_its_runs_and_a_merge_keeps_them_all():
+  v1, v2 = {"jax": "0.10.2", "commit": "aaa"}, {"jax": "0.10.2", "commit": "bbb"}
+  a = run_seeds.summarize([{**_seed_run(1, 0.7), "software": v1}, {**_seed_run(2, 0.7), "software": v1}])
+  b = run_seeds.summarize([{**_seed_run(3, 0.7), "software": v2}, _seed_run(4, 0.7)])  # seed 4: before the record
+  assert a["software"] == [v1] and b["software"] == [v2, None]
+  assert run_seeds.merge_summaries(a, b)["software"] == [v1, v2, None]
+  old = {k: v for k, v in a.items() if k != "software"}  # a summary written before it was recorded: unknown
+  assert run_seeds.merge_summaries(old, b)["software"] == [None, v2]
+
+
+def test_mixed_code_names_what_differs_between_the_versions():
+  v1, v2 = {"jax": "0.10.2", "commit": "aaa"}, {"jax": "0.10.2", "commit": "bbb"}
+  assert run_seeds.mixed_code([v1]) == "" and run_seeds.mixed_code([None]) == ""
+  assert run_seeds.mixed_code([v1, v2]) == "warning: runs made by 2 versions of the code: commit aaa / bbb"
+  assert run_seeds.mixed_code([v1, None]) == ("warning: runs made by 2 versions of the code: runs made before "
+                                              "they recorded their code version")
+
+
+def test_scaling_merge_of_sweeps_made_by_other_code_says_so(tmp_path, monkeypatch, capsys):
+  def record(name, seeds, commit):
+    runs = [{**_seed_run(s, 0.7), "software": {"jax": "0.10.2", "commit": commit}} for s in seeds]
+    p = tmp_path / name
+    p.write_text(json.dumps({"config": "configs/x.py", "overrides": [], "seeds": seeds,
+                             "table": {"kdef": {"2": run_seeds.summarize(runs)}}}))
+    return p
+
+  a, b, c = record("a.json", [1], "aaa"), record("b.json", [2], "aaa"), record("c.json", [3], "bbb")
+  for inputs, commits in (([a, b], ["aaa"]), ([a, c], ["aaa", "bbb"])):
+    monkeypatch.setattr(sys, "argv", ["scaling.py", "--merge", *map(str, inputs), "--out", str(tmp_path / "m.json")])
+    scaling.main()
+    err = capsys.readouterr().err
+    assert ("scaling.py: warning: runs made by 2 versions of the code: commit aaa / bbb" in err) == (len(commits) == 2), err
+    software = json.loads((tmp_path / "m.json").read_text())["table"]["kdef"]["2"]["software"]
+    assert software == [{"jax": "0.10.2", "commit": c} for c in commits]
