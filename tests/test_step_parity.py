@@ -216,6 +216,9 @@ def test_the_stored_results_pass_and_say_what_they_compared():
     assert r["failed"] == 0 and r["judged"] == 12 and r["reference"]["model"] == "EKTF_L" and r["reference"]["batch"] == 4096
     assert all(row["ok"] for row in r["rows"] if row["ok"] is not None)
     assert {"group0_ipnn", "group1_final", "group2_ecn"} <= {row["name"].split("/")[0].split(":")[-1] for row in r["rows"]}
+    r = json.loads((REPO_ROOT / "experiments" / "results" / "step_parity_frappe_k3_clipped.json").read_text())
+    assert r["failed"] == 0 and r["judged"] == 10 and r["reference"]["steps"] == 2
+    assert r["ours"]["grad_norm"][1] > 10  # the step from the same state is clipped (clip_norm 10)
     for name, judged, model in (("ml100k_k3", 10, "EKTF"), ("ml100k_latest", 12, "EKTF_L")):  # a sequence field: PAD ids
         r = json.loads((REPO_ROOT / "experiments" / "results" / f"step_parity_{name}.json").read_text())
         assert r["failed"] == 0 and r["judged"] == judged and r["reference"]["model"] == model
