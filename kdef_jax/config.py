@@ -479,6 +479,11 @@ def validate(c) -> None:
         bad("data.split", f"{d.split!r} is not one of files, mod, random")
     if d.split == "mod" and not 2 <= d.valid_mod < MAX_SIZE:
         bad("data.valid_mod", f"split='mod' needs valid_mod in [2, 2**31), got {d.valid_mod}")
+    drawn = {"mod": ("valid",), "random": ("valid", "test")}.get(d.split, ()) if d.format != "synthetic" else ()
+    for split in drawn:  # its rows would be added to those the rule draws from the train file
+        if d.files[split]:
+            bad(f"data.files.{split}", f"split={d.split!r} draws the {split} rows from data.files.train, so "
+                                       f"{d.files[split]!r} would be mixed into them; leave it empty, or use split='files'")
     if d.min_count < 1:
         bad("data.min_count", f"must be >= 1, got {d.min_count}")
     if d.engine not in ("auto", "native", "columnar", "python"):
@@ -500,6 +505,8 @@ def validate(c) -> None:
         names = tuple(c.data[key.split(".")[1]])
         if not all(isinstance(n, str) and n.strip() for n in names):
             bad(key, f"must be a tuple of names (non-empty strings), got {names!r}")
+        if key == "data.column_names" and len(set(names)) < len(names):
+            bad(key, f"names a column twice: {sorted({n for n in names if names.count(n) > 1})}")
         if any(n.lstrip()[:1] in "([" or "," in n for n in names):  # absl keeps an unparsable tuple as one string
             bad(key, f"{names!r}: a name holds a bracket or a comma; on the command line quote each name, "
                      f"e.g. --config.{key}=\"('user','item')\"")

@@ -132,6 +132,10 @@ def column_specs(cfg) -> tuple:
             cols.append(ColumnSpec(name=f, **o))
         except (TypeError, ValueError) as e:
             raise ValueError(f"config data.field_options.{f}: {e}") from None
+    leak = [c.name for c in cols if c.raw == cfg.label_column] if cfg.format in ("delimited", "movielens", "tfds") else []
+    if leak:  # the label as an input: the model would read its own target
+        raise ValueError(f"config data.fields: {leak} read the label column {cfg.label_column!r} (data.label_column); "
+                         f"drop it, or give it another raw column with data.field_options.{leak[0]}.source")
     return tuple(cols)
 
 

@@ -45,7 +45,9 @@ from kdef_jax.data.id_files import SPLITS, IdFiles, remap_in_place
 from kdef_jax.data.packed import vocab_json, vocab_sha256
 from kdef_jax.data.vocab import FieldEncoder, LabelColumn, RawColumn, _grow, ingest_all
 
-CACHE_VERSION = 5  # bump on every change to what a raw file becomes (parsing, bad-row rules, encoding)
+# bump on every change to what a raw file becomes (parsing, bad-row rules, encoding); 6: libFM indices read as
+# integers ("03" is "3")
+CACHE_VERSION = 6
 _CODE = {name: i for i, name in enumerate(SPLITS)}
 
 SAMPLE_WHOLE = 8 << 20  # content_sample: a file up to 8 MiB whole, a larger one

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import numbers
 import re
 from typing import Callable, Iterator, Sequence
 
@@ -132,7 +133,7 @@ def _libfm_index(v: str) -> str:
         raise ValueError(f"pair {v!r}: the value {val!r} is not a finite number") from None
     if not one:  # 0 means the feature is absent in libFM; a row of one-hot fields holds value 1 in each
         raise ValueError(f"pair {v!r}: the value {val!r} is not 1 (a row has one feature of value 1 per field)")
-    return idx
+    return str(int(idx))  # "03" and "3" are one index, as libFM reads them
 
 
 TRANSFORMS: dict[str, Callable[[str], str]] = {
@@ -161,6 +162,10 @@ class ColumnSpec:
     def __post_init__(self):
         if self.kind not in COLUMN_KINDS:
             raise ValueError(f"column {self.name!r}: kind {self.kind!r} not in {COLUMN_KINDS}")
+        for key in ("min_count", "max_len"):  # 3.0 would fail later as a bare TypeError; 1.5 would pass unnoticed
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"column {self.name!r}: {key} must be an integer, got {value!r}")
         if self.min_count < 1:
             raise ValueError(f"column {self.name!r}: min_count must be >= 1, got {self.min_count}")
         if self.kind == "sequence" and self.max_len < 1:

@@ -63,10 +63,17 @@ def open_layout(path: str, *, label_column: str, feature_columns: Sequence[str],
             raise DataFormatError(f"{path}:1: unreadable CSV header ({e})") from None
     if not names:
         raise DataFormatError(f"{path}: no column names (set header=True or column_names)")
+    if label_column in feature_columns:
+        raise ValueError(f"{path}: the label column {label_column!r} is also read as a feature")
     wanted = [label_column, *dict.fromkeys(feature_columns)]
     missing = [c for c in wanted if c not in names]
     if missing:
         raise DataFormatError(f"{path}: columns {missing} of the schema are not among the file's columns {names}")
+    twice = [c for c in wanted if names.count(c) > 1]
+    if twice:  # which of the two is meant cannot be known
+        where = "its header" if header else "data.column_names"
+        raise DataFormatError(f"{path}: column {twice[0]!r} appears {names.count(twice[0])} times in {where} (columns "
+                              f"{', '.join(str(i + 1) for i, n in enumerate(names) if n == twice[0])}); rename all but one")
     return Layout(path, tuple(names), tuple(wanted), delimiter, quotechar, int(header), encoding, on_bad_rows)
 
 
