@@ -37,6 +37,14 @@ def teacher_logit(logits: jax.Array) -> jax.Array:
   return jnp.mean(logits, axis=0)
 
 
+def _real(logits) -> jax.Array:
+  """``logits`` as an array; complex ones are an error (they would make every result complex)."""
+  logits = jnp.asarray(logits)
+  if jnp.issubdtype(logits.dtype, jnp.complexfloating):
+    raise ValueError(f"logits must be real (a float or int dtype), got {logits.dtype}.")
+  return logits
+
+
 def ensemble_logit(logits: jax.Array, fusion: str = "mean_logit") -> jax.Array:
   r"""The ensemble's logit [B] from student logits [K, B] ([K + 1, B] for ``"concat"``); its
   probability is ``sigmoid`` of it.
@@ -51,7 +59,7 @@ def ensemble_logit(logits: jax.Array, fusion: str = "mean_logit") -> jax.Array:
   Computes in ``promote(dtype, float32)``, as :func:`kdef_loss` does: bfloat16 or float16 logits give a
   float32 logit (the mean over K students would round at 8 bits otherwise), float64 ones float64.
   """
-  logits = jnp.asarray(logits)
+  logits = _real(logits)
   logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   if logits.ndim != 2 or logits.shape[0] < (2 if fusion == "concat" else 1):
     raise ValueError(f"ensemble_logit({fusion!r}): logits must be [K, B] with K >= 1 ([K + 1, B] for concat), "
@@ -160,16 +168,20 @@ def kdef_loss(
     raise ValueError(f"Unknown variant {variant!r}; valid: {VARIANTS}.")
   if consistency not in CONSISTENCIES:
     raise ValueError(f"Unknown consistency {consistency!r}; valid: {CONSISTENCIES}.")
-  logits = jnp.asarray(logits)
+  logits = _real(logits)
   labels = jnp.asarray(labels)
   if logits.ndim != 2 or 0 in logits.shape:
     raise ValueError(f"logits must be [K, B] with K, B >= 1, got shape {logits.shape}.")
   if jnp.ndim(huber_delta) != 0:
     raise ValueError(f"huber_delta must be a scalar, got shape {jnp.shape(huber_delta)}.")
   try:  # a concrete value of any kind (np.float32, a 0-d array); a traced one is the caller's to check
+    if isinstance(huber_delta, (str, bytes)):  # float("0.5") would pass, then fail deep inside as a TypeError
+      raise TypeError
     delta = float(huber_delta)
-  except (TypeError, jax.errors.ConcretizationTypeError):
+  except jax.errors.ConcretizationTypeError:
     delta = None
+  except (TypeError, ValueError):  # None, a string
+    raise ValueError(f"huber_delta must be a number > 0, got {huber_delta!r}.") from None
   if delta is not None and not delta > 0:
     raise ValueError(f"huber_delta must be > 0, got {huber_delta!r}.")
   if labels.ndim != 1 or labels.shape[0] != logits.shape[1]:

@@ -1,6 +1,7 @@
 """kdef_jax.losses: the authors' reference vectors, hand-computed and numpy-derived values, K=1,
 extreme logits, jit, dtypes and argument validation (stop-gradients and masking: test_loss_gradients.py)."""
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -326,6 +327,22 @@ def test_bad_shapes_and_a_nonpositive_huber_delta_are_errors_not_nan_or_a_wrong_
   with pytest.raises(ValueError, match=r"\[K \+ 1, B\] for concat"):
     ensemble_logit(jnp.ones((1, 3)), "concat")
   assert ensemble_logit([[1.0, 2.0], [2.0, 3.0]]).tolist() == [1.5, 2.5]  # a list, as kdef_loss accepts
+
+
+def test_a_huber_delta_that_is_not_a_number_and_complex_logits_are_errors():
+  """API review: None or "0.5" failed deep inside as a TypeError that named no argument; complex logits
+  made every result complex."""
+  from kdef_jax.losses import ensemble_logit
+
+  z, y = jnp.array([[0.3, -1.2, 2.0], [0.1, -0.4, 1.1]]), jnp.array([1.0, 0.0, 1.0])
+  for delta in (None, "0.5", b"1"):
+    with pytest.raises(ValueError, match=rf"huber_delta must be a number > 0, got {re.escape(repr(delta))}\."):
+      kdef_loss(z, y, consistency="huber", huber_delta=delta)
+  with pytest.raises(ValueError, match=r"logits must be real \(a float or int dtype\), got complex64"):
+    kdef_loss(z.astype(jnp.complex64), y)
+  with pytest.raises(ValueError, match=r"logits must be real"):
+    ensemble_logit(z.astype(jnp.complex64))
+  assert kdef_loss(jnp.zeros((2, 3), jnp.int32), y)[0] == pytest.approx(np.log(2.0))  # int logits: promoted to float32
 
 
 def test_a_mask_list_under_jit_and_low_precision_ensemble_logits_in_float32():
