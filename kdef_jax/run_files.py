@@ -6,6 +6,7 @@ import errno
 import json
 import math
 import os
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable, IO
@@ -76,6 +77,12 @@ def check_writable(out: Path, flag: str) -> Path:
         raise ValueError(f"{flag} {out}: {parent} is a file, not a folder; give another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {out}: this user may not write in {parent}; give another path")
+    try:  # what access() cannot tell: /proc, a read-only mount, a full disk
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".kdef_probe_")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{flag} {out}: no file can be created in {parent} ({e.strerror}); give another path") from None
     return out
 
 

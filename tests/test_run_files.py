@@ -154,3 +154,14 @@ def test_check_writable_refuses_a_folder_and_a_path_through_a_file_before_any_wo
     assert check_writable(tmp_path / "new" / "deeper" / "x.json", "--out") == tmp_path / "new" / "deeper" / "x.json"
     assert check_writable(tmp_path / "f", "--out") == tmp_path / "f"  # an existing file is replaced when written
     assert (tmp_path / "f").read_text() == "kept" and not (tmp_path / "new").exists()  # a check writes nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f"]  # its probe file is gone
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_check_writable_refuses_a_folder_where_no_file_can_be_created_though_access_allows_it():
+    """/proc passes os.access(W_OK) for root; before, a command ran its whole job, then its write failed
+    with a traceback."""
+    from kdef_jax.run_files import check_writable
+
+    with pytest.raises(ValueError, match=r"--out /proc/x\.json: no file can be created in /proc \("):
+        check_writable(Path("/proc/x.json"), "--out")
