@@ -144,6 +144,9 @@ def load_config_file(spec: str):
     """``configs/x.py[:arg]`` → that file's ``get_config(arg)`` (configs/ is not a package; config files
     use this to build on one another)."""
     path, _, arg = spec.partition(":")
+    if os.path.isfile(path) and not path.endswith(".py"):  # e.g. a run's config.json, which records, not configures
+        raise FileNotFoundError(f"config file {path!r} is not a Python config (configs/*.py, with get_config()); to "
+                                f"resume a run, give the --config and overrides that started it, and --config.resume=True")
     module_spec = importlib.util.spec_from_file_location("_kdef_config", path)
     if module_spec is None or not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} not found")
@@ -479,6 +482,15 @@ def validate(c) -> None:
         bad("data.split", f"{d.split!r} is not one of files, mod, random")
     if d.split == "mod" and not 2 <= d.valid_mod < MAX_SIZE:
         bad("data.valid_mod", f"split='mod' needs valid_mod in [2, 2**31), got {d.valid_mod}")
+    if d.format not in ("synthetic",) and not d.fields:
+        bad("data.fields", "is empty: list the feature columns, e.g. --config.data.fields=\"('user','item')\" "
+                           "(no default of every column: an id or the label column would become a feature)")
+    if d.format == "delimited" and d.header and d.column_names:
+        bad("data.column_names", "is read only without a header, and data.header=True: the header names the "
+                                 "columns; leave it empty, or set data.header=False")
+    if d.format != "synthetic" and d.split == "files" and d.files.train and not d.files.valid:
+        bad("data.files.valid", "is empty, and split='files' takes each split from its own file: give the "
+                                "validation file, or draw it from data.files.train with split='random' or split='mod'")
     drawn = {"mod": ("valid",), "random": ("valid", "test")}.get(d.split, ()) if d.format != "synthetic" else ()
     for split in drawn:  # its rows would be added to those the rule draws from the train file
         if d.files[split]:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdef_jax.checkpoint import CheckpointError
+from kdef_jax.checkpoint import CheckpointError, Checkpoints
 from kdef_jax.export import EXPORT_PLATFORMS, export_predictor, load_exported, load_run, make_predictor
 from kdef_jax.losses import fusion_of
 from kdef_jax.report import tolerant_stdio
@@ -50,6 +50,15 @@ def resolve_what(what: str, results: dict, num_students: int):
     return k
 
 
+def best_epoch(workdir: Path) -> int | None:
+    """The epoch of the run's best checkpoint (None without one)."""
+    ckpt = Checkpoints(workdir, create=False)
+    try:
+        return ckpt.steps()["best"]
+    finally:
+        ckpt.close()
+
+
 def random_ids(vocab_sizes, max_lens, rows: int, seed: int = 0) -> np.ndarray:
     """int32 [rows, C] ids valid for the feature map (0 = PAD included), one column per id slot."""
     rng = np.random.default_rng(seed)
@@ -68,6 +77,7 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
         raise ValueError(f"--platforms {','.join(platforms)}: " + (f"unknown {unknown}; use cpu, cuda, rocm, tpu" if unknown
                          else f"include this host's {here!r}: the file is checked here before it is written"))
     model, variables, fmap, results = load_run(workdir)
+    epoch = best_epoch(workdir)
     fusion = fusion_of(read_run_config(workdir).loss.variant)  # the ensemble the run trained and evaluated
     target = resolve_what(what, results, model.num_students)
     name = "ensemble" if target == "ensemble" else f"student{target}"
@@ -88,8 +98,10 @@ def export_run(workdir, what: str = "ensemble", fold_bn: bool = False, out=None,
         "file": str(out), "bytes": len(blob), "what": name, "fold_bn": fold_bn, "platforms": list(platforms),
         **({"fusion": fusion} if target == "ensemble" else {}),
         "num_students": model.num_students, "num_columns": fmap.num_columns, "compute_dtype": model.compute_dtype,
-        "input": "int32 ids [B, num_columns]: per field id i+1 = vocab.json[field][i], 0 PAD, last id OOV; "
-                 "output: click probability [B]",
+        "input": "int32 ids [B, num_columns]: the fields of feature_map.json in order, one column each, a sequence "
+                 "field max_len columns (its first max_len tokens, then 0); per field id i+1 = vocab.json[field][i], "
+                 "0 PAD, last id OOV; output: click probability [B]",
+        "finished": bool(results), "epoch": epoch,
         "feature_map": str(workdir / "feature_map.json"), "workdir": str(workdir),
         "vocab": str(workdir / "vocab.json") if (workdir / "vocab.json").is_file() else None,
         "check": {"rows": check_rows, "max_abs_diff": diff}, "jax": jax.__version__,
@@ -123,6 +135,9 @@ def main(argv=None) -> int:
     print(f"wrote {info['file']} ({info['bytes']:,} bytes): {info['what']}{' (BatchNorm folded)' if args.fold_bn else ''}, "
           f"{info['num_columns']} input columns; reloaded file vs model on {info['check']['rows']} random rows: "
           f"max |dp| {info['check']['max_abs_diff']:.2g}")
+    if not info["finished"]:
+        print(f"note: the run has not finished (no results.json): this is its best epoch so far, epoch {info['epoch']}; "
+              f"export again once it has", file=sys.stderr)
     return 0
 
 

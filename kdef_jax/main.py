@@ -5,6 +5,8 @@ results.json and curves.png go to --workdir.
 
 Any config value can be overridden: ``--config.model.num_students=6 --config.loss.variant=kd_only``.
 A ``:tiny`` suffix on the config path selects its smoke-test variant (``configs/frappe.py:tiny``).
+Every key, its default and meaning: ``kdef_jax/config.py`` (``base_config``); a config file for your own
+data files: README, "Your own data". Resume: the same command with ``--config.resume=True``.
 """
 
 from __future__ import annotations

@@ -382,7 +382,7 @@ def test_a_split_file_the_split_rule_would_mix_into_its_drawn_rows_is_a_config_e
   from kdef_jax.config import base_config, validate
 
   c = base_config()
-  c.data.format, c.data.split, c.data.valid_mod = "libfm", split, 10
+  c.data.format, c.data.split, c.data.valid_mod, c.data.fields = "libfm", split, 10, ("f1",)
   c.data.files.train = "train.libfm"
   c.data.files[key] = "other.libfm"
   with pytest.raises(ValueError, match=rf"config data\.files\.{key}: split='{split}' draws the {key} rows from "
@@ -408,3 +408,40 @@ def test_a_non_integer_max_len_or_min_count_names_the_field(tmp_path, value):
   for key, extra in (("max_len", {"kind": "sequence", "splitter": "^"}), ("min_count", {})):
     cfg = delimited_cfg(d, tmp_path / "cache", field_options={"C1": {**extra, key: value}})
     assert load_error(cfg, ValueError) == f"config data.field_options.C1: column 'C1': {key} must be an integer, got {value!r}"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz"])
+def test_a_compressed_file_is_an_error_saying_to_decompress_it(tmp_path, engine, kind):
+  """Before: gzip's bytes were 'undecodable bytes in the header', and the encoding hint led nowhere."""
+  import bz2
+  import gzip
+  import lzma
+
+  pack = {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}[kind]
+  d = tmp_path / "raw"
+  p = write_file(d / "train.csv.z", pack(b"label,C1\n1,a\n0,b\n"))
+  cfg = data_cfg(d, tmp_path / "cache", fmt="delimited", train="train.csv.z", fields=("C1",), header=True,
+                 delimiter=",", column_names=(), engine=engine)
+  assert load_error(cfg).startswith(f"{p}: a {kind}-compressed file; the readers take plain text: decompress it first")
+
+
+def test_text_that_starts_like_a_bzip2_header_is_text(tmp_path):
+  d = tmp_path / "raw"
+  write_file(d / "train.csv", "label,C1\n1,BZh9\n0,b\n")
+  write_file(d / "BZh.csv", "BZh1,label\na,1\nb,0\n")
+  ds = load_data(data_cfg(d, tmp_path / "cache", fmt="delimited", train="BZh.csv", fields=("BZh1",), header=True,
+                          delimiter=",", column_names=()))
+  assert vocab_of(ds)["BZh1"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_row_split_by_a_quoted_delimiter_suggests_quotechar(tmp_path, engine):
+  d = tmp_path / "raw"
+  p = write_file(d / "train.csv", 'label,C1,C2\n1,a,b\n0,"x,y",c\n')
+  cfg = data_cfg(d, tmp_path / "cache", fmt="delimited", train="train.csv", fields=("C1", "C2"), header=True,
+                 delimiter=",", column_names=(), engine=engine)
+  assert load_error(cfg) == (f"{p}:3: expected 3 columns, found 4; the row holds a '\"': if values are quoted (a "
+                             f"delimiter inside quotes), set data.quotechar='\"'")
+  cfg.quotechar = '"'
+  assert vocab_of(load_data(cfg))["C1"] == ["a", "x,y"]

@@ -394,3 +394,33 @@ def test_unrun_kinds_take_the_backbone_settings_but_kdefs_shared_tower():
         2, 1, 8, True, True, False)
     assert m.afn.logarithmic_neurons == 5
     assert {m[k].dropout for k in ("dcnv2", "dcn", "xdeepfm", "widedeep", "deepfm", "autoint", "afn")} == {0.1}
+
+
+def test_a_data_source_without_fields_is_a_config_error_before_any_data_is_read():
+  """Before: the whole file was preprocessed, then a TypeError traceback from the id files."""
+  c = base_config()
+  c.data.format = "delimited"
+  with pytest.raises(ValueError, match=r"config data\.fields: is empty: list the feature columns"):
+    validate(c)
+  c.data.format = "synthetic"  # generates its own fields
+  validate(c)
+
+
+def test_column_names_with_a_header_is_a_config_error():
+  """Before: data.column_names was silently ignored when the file's header named the columns."""
+  c = base_config()
+  c.data.format, c.data.fields, c.data.header, c.data.column_names = "delimited", ("a",), True, ("label", "a")
+  with pytest.raises(ValueError, match=r"data\.column_names: is read only without a header, and data\.header=True"):
+    validate(c)
+  c.data.header = False
+  validate(c)
+
+
+def test_a_runs_config_json_as_config_says_how_to_resume(tmp_path):
+  """Before: 'config file ... not found' for a file that exists."""
+  (tmp_path / "config.json").write_text("{}")
+  with pytest.raises(FileNotFoundError, match=r"is not a Python config \(configs/\*\.py, with get_config\(\)\); to "
+                                              r"resume a run, give the --config and overrides that started it"):
+    load_config_file(str(tmp_path / "config.json"))
+  with pytest.raises(FileNotFoundError, match=r"config file '.*/nope\.py' not found"):
+    load_config_file(str(tmp_path / "nope.py"))

@@ -683,13 +683,13 @@ def test_a_pinned_vocabulary_still_maps_a_missing_value_to_oov(tmp_path):
 def test_delimited_cache_key_holds_every_reader_option(tmp_path):
   from kdef_jax.data.dataset import _source_spec
   d = tmp_path / "raw"
-  write_file(d / "train.csv", "label,c\n1,x\n")
+  write_file(d / "train.csv", "label,c,y\n1,x,0\n")
 
   def key(**kw):
     return _source_spec(_csv_cfg(d, tmp_path / "c", ("c",), **kw)).key()
 
-  keys = [key(), key(encoding="latin-1"), key(header=False), key(column_names=("label", "c")), key(quotechar="'"),
-          key(delimiter=";"), key(label_column="c")]
+  keys = [key(), key(encoding="latin-1"), key(header=False), key(column_names=("label", "c", "y")), key(quotechar="'"),
+          key(delimiter=";"), key(label_column="y")]
   assert len(set(keys)) == len(keys)
 
 
@@ -841,3 +841,13 @@ def test_a_cache_folder_that_is_a_file_names_where_it_was_set(tmp_path, monkeypa
   with pytest.raises(FileExistsError, match=re.escape(f"the data cache folder {f} ({where}) is a file; give a folder")):
     load_data(cfg)
   assert f.read_text() == "mine"
+
+
+def test_absolute_file_paths_need_no_data_directory(tmp_path):
+  """Before: files.train=/abs/path.csv failed on the default data directory ../shared/data not existing."""
+  d = tmp_path / "raw"
+  p = write_file(d / "train.csv", "label,c\n1,x\n0,y\n")
+  ds = load_data(_csv_cfg(tmp_path / "no_such_dir", tmp_path / "c", ("c",), files={"train": str(p)}))
+  assert vocab_of(ds) == {"c": ["x", "y"]}
+  with pytest.raises(FileNotFoundError, match="no_such_dir does not exist"):  # a relative name still needs it
+    load_data(_csv_cfg(tmp_path / "no_such_dir", tmp_path / "c", ("c",), files={"train": "train.csv"}))

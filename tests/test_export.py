@@ -137,6 +137,7 @@ def test_export_run_writes_a_servable_predictor(trained_run, tmp_path, capsys):
     x = jnp.asarray(load_dataset(c.data, log=lambda *a: None).splits["test"].x)
     assert info["what"] == f"student{k}" and info["fold_bn"] is True and info["num_columns"] == x.shape[1]
     assert info["test_auc"] == res["rows"][1 + k]["test_auc"] and info["check"]["max_abs_diff"] < 1e-5
+    assert info["finished"] is True and info["epoch"] == res["best_epoch"] == 1
     served = jax.export.deserialize(out.read_bytes()).call(x)
     model, variables, _, _ = load_run(workdir)
     np.testing.assert_allclose(served, make_predictor(model, variables, k)(x), rtol=1e-5, atol=1e-7)
@@ -145,6 +146,23 @@ def test_export_run_writes_a_servable_predictor(trained_run, tmp_path, capsys):
     assert (workdir / "predictor_ensemble.jaxexport").exists()
     assert main(["--workdir", str(workdir), "--platforms", "cuda", "--out", str(tmp_path / "g.jaxexport")]) == 2
     assert "include this host's 'cpu'" in capsys.readouterr().err and not (tmp_path / "g.jaxexport").exists()
+
+
+def test_export_run_of_an_unfinished_run_says_so(trained_run, tmp_path, capsys):
+    """A run cut short (no results.json) exports its best epoch so far: the JSON and the command say so."""
+    import json
+    import shutil
+
+    from kdef_jax.export_run import main
+
+    workdir = tmp_path / "cut"
+    shutil.copytree(trained_run[1], workdir)
+    (workdir / "results.json").unlink()
+    assert main(["--workdir", str(workdir), "--platforms", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the run has not finished (no results.json): this is its best epoch so far, epoch 1" in err
+    info = json.loads((workdir / "predictor_ensemble.jaxexport.json").read_text())
+    assert info["finished"] is False and info["epoch"] == 1 and "test_auc" not in info
 
 
 @pytest.mark.parametrize("what,message", [("7", "students 0..2"), ("teacher", "use ensemble, best or a student index")])

@@ -216,7 +216,10 @@ def _source_spec(cfg, vocab: dict | None = None, keep_lines: bool = False) -> So
         default_rule = LabelRule.parse("threshold:4:2")
     else:
         root = resolve_data_dir(cfg)
-        if not root.is_dir():
+        named = [cfg.files[s] for s in SPLITS if cfg.files[s]]
+        only_absolute = named and all(Path(n).is_absolute() for n in named) and cfg.format in ("libfm", "delimited") \
+            and not cfg.featindex  # absolute file paths need no data directory
+        if not root.is_dir() and not only_absolute:
             raise FileNotFoundError(
                 f"data directory {root} does not exist (config data.data_dir={cfg.data_dir!r}, "
                 f"data.subdir={cfg.subdir!r}, KDEF_DATA_DIR={os.environ.get('KDEF_DATA_DIR')!r})"

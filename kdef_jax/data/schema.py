@@ -78,12 +78,34 @@ class Undecodable:
         return f"undecodable bytes ({self.reason}); the file is not {self.encoding}"
 
 
+# leading bytes of compressed files, which the readers (byte-level, memory-mapped) cannot read; bzip2's
+# "BZh" is followed by its level digit and a block (or end-of-stream) magic, so text starting "BZh" is text
+COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip -k"), (b"\xfd7zXZ\x00", "xz", "unxz -k"), (b"PK\x03\x04", "zip", "unzip"),
+              (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"), (b"BZh", "bzip2", "bunzip2 -k"))
+_BZIP2_NEXT = (b"1AY&SY", b"\x17rE8P\x90")
+
+
+def compression(head: bytes) -> tuple[str, str] | None:
+    """(kind, how to decompress) of a file whose first bytes are ``head``, or None for an uncompressed one."""
+    for magic, kind, tool in COMPRESSED:
+        if head.startswith(magic) and (kind != "bzip2" or (head[3:4].isdigit() and head[4:10] in _BZIP2_NEXT)):
+            return kind, tool
+    return None
+
+
 def open_raw(path: str, what: str = ""):
-    """``open(path, "rb")``, or a DataFormatError naming the file (``what``: e.g. "feature index")."""
+    """``open(path, "rb")``, or a DataFormatError naming the file (``what``: e.g. "feature index"); a
+    compressed file (gzip, bzip2, xz, zip, zstd) is an error saying to decompress it."""
     try:
-        return open(path, "rb")
+        fh = open(path, "rb")
     except OSError as e:
         raise DataFormatError(f"{path}: cannot open{' ' + what if what else ''} ({e.strerror})") from e
+    packed = compression(fh.peek(10)[:10])
+    if packed:
+        fh.close()
+        raise DataFormatError(f"{path}: a {packed[0]}-compressed file; the readers take plain text: decompress it "
+                              f"first ({packed[1]} {path}) and point the config at the result")
+    return fh
 
 
 def _isrc_country(v: str) -> str:

@@ -90,7 +90,11 @@ def _problem(lay: Layout, line, ncol: int):
         parts = _csv_split(text, lay.delimiter, lay.quotechar) if lay.quotechar and lay.quotechar in text else text.split(lay.delimiter)
     except csv.Error as e:
         return None, f"unreadable CSV row ({e})"
-    return (parts, None) if len(parts) == ncol else (None, f"expected {ncol} columns, found {len(parts)}")
+    if len(parts) == ncol:
+        return parts, None
+    hint = ("; the row holds a '\"': if values are quoted (a delimiter inside quotes), set data.quotechar='\"'"
+            if len(parts) > ncol and not lay.quotechar and '"' in text else "")
+    return None, f"expected {ncol} columns, found {len(parts)}{hint}"
 
 
 def lines_to_block(lay: Layout, lines: list, first_line: int) -> Block:
