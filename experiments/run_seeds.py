@@ -29,7 +29,7 @@ import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdef_jax import report  # noqa: E402
+from kdef_jax import interrupts, report  # noqa: E402
 from kdef_jax.checkpoint import CheckpointError  # noqa: E402
 from kdef_jax.config import apply_overrides, base_config, check_overrides_are_read, load_config_file, validate  # noqa: E402
 from kdef_jax.models.ensemble import groups_from_config  # noqa: E402
@@ -270,7 +270,8 @@ def run_planned(name: str, plan: list, progress: SweepProgress | None = None, pr
                   f"{progress.left()}", flush=True)
             t0 = time.perf_counter()
             try:
-                res = train_and_evaluate(config, wd)
+                with interrupts.remembered():  # a Ctrl-C swallowed by a gc callback stops the sweep at the next step
+                    res = train_and_evaluate(config, wd)
             except REPORTED_ERRORS as e:
                 print(f"\n[{step}] [{name} seed {seed}] failed in {wd}\n{error_text(prog, e, AGAIN)}\n"
                       f"{prog}: once that is fixed, {AGAIN}", file=sys.stderr)
