@@ -65,3 +65,11 @@ def broken_links(page: pathlib.Path) -> list[str]:
 @pytest.mark.parametrize("page", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(page):
     assert broken_links(page) == [], f"{page.relative_to(ROOT)}: broken links"
+
+
+def test_the_readme_layout_names_every_module_of_the_package():
+    """README "Layout" lists each kdef_jax module (interrupts.py was once left out)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = text[text.index("## Layout"):]
+    modules = sorted(p.name for p in (ROOT / "kdef_jax").glob("*.py") if p.name != "__init__.py")
+    assert [m for m in modules if m not in layout] == []

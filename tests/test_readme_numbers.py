@@ -37,3 +37,16 @@ def test_the_k2_distance_range_of_the_plain_ensembles_is_that_of_the_ipnn_and_fi
             ds.append(record["mean"]["2"]["mean"]["distance_to_ensemble"])
     text = " ".join(README.read_text().split())
     assert f"against the plain ensemble's {min(ds):.3f}-{max(ds):.3f}" in text
+
+
+def test_the_collective_bytes_table_is_the_committed_measurement():
+    """README "Many devices": every row of the collective-bytes table is benchmarks/results/collective_bytes_cpu8.json
+    (the temporaries drifted once when the step changed and the table was not remade)."""
+    record = json.loads((REPO_ROOT / "benchmarks" / "results" / "collective_bytes_cpu8.json").read_text())
+    names = {"dense": "dense Adam", "lazy_adam": "lazy Adam"}
+    text = README.read_text()
+    for r in record["results"]:
+        row = next(line for line in text.splitlines() if line.strip().startswith(f"| {names[r['optimizer']]}, {r['embedding']} |"))
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        assert cells[1].split()[0] == f"{r['collective_mb_per_step']:.1f}", row
+        assert cells[2:] == [f"{r['argument_mb_per_device']:.1f}", f"{r['temp_mb_per_device']:.1f}"], row
