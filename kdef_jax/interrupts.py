@@ -3,9 +3,9 @@
 Python raises KeyboardInterrupt wherever the main thread is when SIGINT arrives. When that is a gc
 callback, a ``__del__`` or a weakref callback (JAX runs one, ``_xla_gc_callback``, at every garbage
 collection), the interpreter prints "Exception ignored in ..." and goes on: the Ctrl-C is lost and the
-run trains to its end (seen once in CI, in a test that interrupts a real run). Inside :func:`remembered`, SIGINT also sets
-a flag, and the loops that run long (each train step, each predicted batch) call
-:func:`raise_if_pending`, which raises the lost KeyboardInterrupt again.
+run trains to its end (seen once in CI, in a test that interrupts a real run). Inside
+:func:`remembered`, SIGINT also sets a flag, and the loops that run long (each train step, each
+predicted batch) call :func:`raise_if_pending`, which raises the lost KeyboardInterrupt again.
 """
 
 from __future__ import annotations
