@@ -91,10 +91,11 @@ def default_train_config():
 
 class Runner:
     """One benchmarked call: ``fn(*args)``, or with ``carry`` a step ``carry = fn(carry, *args)[0]``,
-    cycling through ``args_list``."""
+    cycling through ``args_list``. ``sync_each``: block on every call's result (a latency: dispatch, run
+    and wait, one call at a time), not on the last one only (back-to-back calls: a throughput)."""
 
-    def __init__(self, fn, args_list, carry=None):
-        self.fn, self.args_list, self.carry, self.i = fn, args_list, carry, 0
+    def __init__(self, fn, args_list, carry=None, sync_each: bool = False):
+        self.fn, self.args_list, self.carry, self.i, self.sync_each = fn, args_list, carry, 0, sync_each
         self.first_call_s = None  # the first call's seconds: compilation (and XLA:GPU autotuning) included
 
     def run(self, k: int) -> float:
@@ -108,6 +109,8 @@ class Runner:
                 out = self.fn(*a)
             else:
                 self.carry, out = self.fn(self.carry, *a)
+            if self.sync_each:
+                jax.block_until_ready(out)
         jax.block_until_ready(out if self.carry is None else (self.carry, out))
         return time.perf_counter() - t0
 

@@ -6,8 +6,8 @@
 h < (1−p)·2³²; ``model.dropout_rng="hash"``, the default). ``threefry``: ``jax.random.bernoulli`` with
 JAX's default PRNG (``model.dropout_rng="jax"``). Shape [B, F] = [10000, 400] by default: one hidden
 layer of one Criteo student at batch 10,000 (a KDEF K=10 step draws 30 of them). Each call takes a
-fresh key and returns the mask; every round also records the kept fraction, so a variant that drew
-nothing cannot look fast. Timed interleaved (benchmarks/common.py); milliseconds per mask.
+fresh key and returns the mask (its output is the mask itself, so none of it can be skipped); the kept
+fraction of each variant's mask is recorded (once, before timing), so a variant that drew nothing shows. Timed interleaved (benchmarks/common.py); milliseconds per mask.
 """
 
 from __future__ import annotations

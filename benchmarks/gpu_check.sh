@@ -3,14 +3,17 @@
 # an H100/H200), in two halves of under 8 min of time limits each, one device call per half on the same
 # warm machine (timeout_s=600 each; the machine's start is not counted):
 #   PART=1 bash benchmarks/gpu_check.sh   # the train step, group at K = 1, 3, 10, 32, 64 in fp32, K = 10, 64 in bf16
-#   PART=2 bash benchmarks/gpu_check.sh   # the Python loop, the GEMM ceiling, latency, op profile, KDEF_Latest training
+#   PART=2 bash benchmarks/gpu_check.sh   # group and Python loop in one run (K = 3, 10: their ratio), the GEMM
+#                                           # ceiling, latency, op profile, KDEF_Latest training
 #   PART=open bash benchmarks/gpu_check.sh  # ONE call, what no lease has measured yet, most telling first:
 #                                           # a predictor file exported on CPU served on the GPU (when .gpu_carry
 #                                           # is carried), the op profile of the predictors, latency at batch 10k
 #                                           # (HLO too; BatchNorm-folded predictors too), bf16 K=64, KDEF_Latest training
 #   QUICK=1 bash benchmarks/gpu_check.sh  # a dry run of both halves in about a minute, here or anywhere (QUICK=1 PART=open too)
 # A lease is 15 min of device time with the machine's start (minutes) counted in, so both halves rarely
-# fit in one: the next lease runs PART=open (limits 510 s; timeout_s=570), and PART=1 / PART=2 with what is left.
+# fit in one: the next lease runs PART=open (limits 480 s; timeout_s=570), and PART=1 / PART=2 with what is left.
+# PART=all (both halves, 940 s of limits) is for a machine without the 10-minute limit on one call; PART
+# must be named (QUICK=1 alone dry-runs both halves).
 # Why two halves: XLA:GPU compiles and autotunes every distinct jitted program for 20 s to over a minute
 # (H200, 2026-11-28; KDEF_Latest's train step over 90 s), and the checks need ~16 programs. Every
 # benchmark prints and records each program's first-call seconds (compile included), and the script
@@ -26,8 +29,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results/gpu}"
-PART="${PART:-all}"
-case "$PART" in 1|2|open|all) ;; *) echo "PART=$PART: use 1, 2, open or all" >&2; exit 2;; esac
+PART="${PART:-}"
+[ -z "$PART" ] && [ "${QUICK:-0}" = 1 ] && PART=all
+case "$PART" in 1|2|open|all) ;; *) echo "PART=${PART:-(unset)}: use 1, 2 or open (one device call each, < 8 min of limits), or all (both halves, ~16 min)" >&2; exit 2;; esac
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1  # the whole log comes back with the JSONs
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -63,19 +67,21 @@ if [ "$PART" = 1 ] || [ "$PART" = all ]; then  # limits: 170 + 110 + 180 = 460 s
   run 110 $TT --ks $BIGKS --batch $BATCH --variants group $STEPS --out "$OUT/train_fp32_k64.json"
   run 180 $TT --ks $BFKS --batch $BATCH --dtype bfloat16 --variants group $STEPS --out "$OUT/train_bf16.json"
 fi
-if [ "$PART" = 2 ] || [ "$PART" = all ]; then  # limits: 110 + 50 + 90 + 50 + 180 = 480 s
-  run 110 $TT --ks $LOOPKS --batch $BATCH --variants loop --loop-max-k 64 $STEPS --out "$OUT/train_fp32_loop.json"
-  run 50 $TT --ks $GEMMK --batch $BATCH --variants gemm $STEPS --out "$OUT/train_fp32_gemm.json"
-  latency 90 "$LATB"; profile 50 one_student ensemble train; latest 180
+if [ "$PART" = 2 ] || [ "$PART" = all ]; then  # limits: 160 + 40 + 80 + 50 + 150 = 480 s
+  # group and loop interleaved in one process, so group ÷ loop is a ratio of one run (with the GEMM ceiling
+  # in the next call: its program is another)
+  run 160 $TT --ks $LOOPKS --batch $BATCH --variants group loop --loop-max-k 64 $STEPS --out "$OUT/train_fp32_loop.json"
+  run 40 $TT --ks $GEMMK --batch $BATCH --variants gemm $STEPS --out "$OUT/train_fp32_gemm.json"
+  latency 80 "$LATB"; profile 50 one_student ensemble train; latest 150
 fi
-if [ "$PART" = open ]; then  # limits: 20 + 140 + 110 + 90 + 150 = 510 s (timeout_s 570), on a bare machine: every program
+if [ "$PART" = open ]; then  # limits: 20 + 130 + 100 + 90 + 140 = 480 s (timeout_s 570), on a bare machine: every program
   # compiles and autotunes here (20-30 s each on the H200), so the profile skips the train step and latency
   # runs batch 10,000 alone (its 256 and 1 rows were measured in gpu_h200/run3)
   if [ -f .gpu_carry/predictor.jaxexport ]; then run 20 benchmarks/served_file.py --check .gpu_carry --out "$OUT/served_file.json"
   else echo "no .gpu_carry carried: the CPU-exported predictor file is not served here"; fi
-  profile 140 one_student ensemble; latency 110 "${LATB%% *}" --fold-bn
+  profile 130 one_student ensemble; latency 100 "${LATB%% *}" --fold-bn
   run 90 $TT --ks $BIGKS --batch $BATCH --dtype bfloat16 --variants group $STEPS --out "$OUT/train_bf16_k64.json"
-  latest 150
+  latest 140
 fi
 echo "[$(date -u +%T)] done, status $status"
 exit $status

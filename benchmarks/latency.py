@@ -9,6 +9,11 @@ backend runs: its fusions, GEMM custom calls and their count), to read where a p
 more than its GEMM time, e.g. one student on a GPU. ``--fold-bn`` adds every predictor again with its
 BatchNorms folded into the Dense layers before them (``kdef_jax.export.fold_batchnorm``; names end in
 ``_folded``) and reports the folded one student's speed-up over the folded ensemble too.
+
+Each call is timed alone: dispatched, run and waited for before the next (a served request's latency).
+``--pipelined`` times back-to-back calls with one wait per round instead (a throughput: at batch 1 on
+CPU 1.6-3x less time per call, the dispatch overlapping the previous call's run; files from before
+2026-12-07 were measured so, and say ``"timing": null``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ def main():
     ap.add_argument("--out", default=None, type=output_file_arg)
     ap.add_argument("--hlo-out", default=None, type=output_file_arg, help="write each predictor's optimized HLO (largest batch) here")
     ap.add_argument("--fold-bn", action="store_true", help="also time each predictor with BatchNorm folded into its Dense layers")
+    ap.add_argument("--pipelined", action="store_true",
+                    help="time back-to-back calls, one wait per round (a throughput), not each call waited for (latency)")
     args = ap.parse_args()
     groups = checked_spec_groups(ap, args, mlp_only=("k",))
     args.k = args.k or 10
@@ -66,7 +73,7 @@ def main():
         ids = [jax.device_put(x["ids"]) for x in criteo_batches(b, n=2)]
         row = {"batch": b}
         steps = args.steps if b <= 1024 else max(3, args.steps // 4)
-        runners = [Runner(fn, [(x,) for x in ids]) for fn in predictors.values()]
+        runners = [Runner(fn, [(x,) for x in ids], sync_each=not args.pipelined) for fn in predictors.values()]
         timings = time_interleaved(runners, warmup=2, steps=steps, rounds=args.rounds, min_round_s=args.min_round_s)
         for name, (med, lo, hi), r in zip(predictors, timings, runners):
             row[name] = {"ms": med * 1e3, "ms_min": lo * 1e3, "ms_max": hi * 1e3, "samples_per_s": b / med,
@@ -81,6 +88,7 @@ def main():
                   f"{row[fastest]['ms']:8.2f} ms, speedup {row['one_student_speedup' + suffix]:.2f}x", flush=True)
         rows.append(row)
         record = {"benchmark": "latency", "K": model.num_students, "students": args.students or f"mlp:{args.k}",
+                  "timing": "pipelined" if args.pipelined else "each call waited for", "args": vars(args),
                   "machine": machine(), "rows": rows}
         write_json(args.out, record, echo=b == args.batches[-1])  # after every batch size: a cut-short run keeps it
         if args.hlo_out and b == max(args.batches):  # as soon as its programs are compiled (cached): not lost to a cut

@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from kdef_jax.report import host_cpu  # noqa: E402  (no JAX backend started in this process)
+from kdef_jax.report import host_cpu, software  # noqa: E402  (no JAX backend started in this process)
 from kdef_jax.run_files import output_file_arg, write_json  # noqa: E402
 # the reference harness: $KDEF_REFERENCE_DIR/bench (as the tests find the reference), else ../shared beside the checkout
 REFERENCE_DIR = Path(os.environ.get("KDEF_REFERENCE_DIR") or HERE.parents[1] / "shared" / "reference")
@@ -107,6 +107,7 @@ def main():
     if problems:  # before any measurement: a bad setup was found only after ours had been measured
         ap.error("; ".join(problems))
     cases = [c for c in CASES if c[0] in args.cases]
+    args.reference_software = reference_software(args.ref_venv)
     if args.threads != os.cpu_count():
         print(f"note: --threads {args.threads} pins only the reference; ours uses all {os.cpu_count()} cores", flush=True)
     raw = {c[0]: {"ours": [], "reference": []} for c in cases}
@@ -136,8 +137,19 @@ def record(raw: dict, args) -> dict:
         per_round = [a / b for a, b in zip(d["ours"][:n], d["reference"][:n])]
         summary[name] = {"ours_samples_per_s": o, "reference_samples_per_s": ref, "speedup": o / ref,
                          "speedup_per_round": per_round, "speedup_paired": statistics.median(per_round), **d}
+    cases = {name: {"k": k, "batch": batch, "reference_model": model, "ours_args": extra,
+                    **({"reference_overrides": LATEST_OVERRIDES} if model == "EKTF_L" else {})}
+             for name, k, batch, model, extra in CASES if name in raw}
     return {"benchmark": "side_by_side", "cpu": host_cpu(), "rounds": args.rounds, "steps": args.steps,
-            "reference_threads": args.threads, "ours_threads": os.cpu_count(), "summary": summary}
+            "reference_threads": args.threads, "ours_threads": os.cpu_count(), "cases": cases,
+            "software": {"ours": software(), "reference": getattr(args, "reference_software", None)}, "summary": summary}
+
+
+def reference_software(ref_venv: str) -> dict:
+    """The reference environment's python, torch and fuxictr versions."""
+    code = "import json, platform, torch, fuxictr; print(json.dumps({'python': platform.python_version(), " \
+           "'torch': torch.__version__, 'fuxictr': getattr(fuxictr, '__version__', None)}))"
+    return _last_json(_output([ref_venv + "/bin/python", "-c", code]))
 
 if __name__ == "__main__":
     main()
