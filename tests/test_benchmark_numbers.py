@@ -378,11 +378,17 @@ def test_side_by_side_alternates_which_side_runs_first(tmp_path, monkeypatch):
   monkeypatch.setattr(side_by_side, "HARNESS", tmp_path / "harness.py")
   monkeypatch.setattr(side_by_side, "ours", lambda case, steps: order.append(("ours", case[0], steps)) or 2.0)
   monkeypatch.setattr(side_by_side, "reference", lambda case, steps, args: order.append(("reference", case[0], steps)) or 1.0)
+  versions = {"python": "3.11", "torch": "2.13.0+cpu", "fuxictr": "2.3.10"}
+  monkeypatch.setattr(side_by_side, "reference_software", lambda venv: versions)
+  out = tmp_path / "sbs.json"
   monkeypatch.setattr(sys, "argv", ["x", "--ref-venv", str(tmp_path / "v"), "--kdef", str(tmp_path / "k"), "--fuxictr",
-                                    str(tmp_path / "f"), "--ref-work", str(tmp_path / "w"),
+                                    str(tmp_path / "f"), "--ref-work", str(tmp_path / "w"), "--out", str(out),
                                     "--cases", "mlp_k1", "--rounds", "3", "--steps", "7", "--threads", str(os.cpu_count())])
   side_by_side.main()
   assert order == [(s, "mlp_k1", 7) for s in ("ours", "reference", "reference", "ours", "ours", "reference")]
+  record = json.loads(out.read_text())  # what produced the numbers: both sides' versions, each case's settings
+  assert record["software"]["reference"] == versions and "jax" in record["software"]["ours"]
+  assert record["cases"]["mlp_k1"] == {"k": 1, "batch": 10_000, "reference_model": "DNN", "ours_args": ["--ks", "1", "--variants", "group"]}
 
 
 def _fake_subprocess(monkeypatch, stdout):
