@@ -356,14 +356,18 @@ def test_a_field_that_reads_the_label_column_is_a_config_error(tmp_path, engine,
   assert "['y'] read the label column 'label'" in load_error(cfg, ValueError)
 
 
+def _csv_with_header(tmp_path, text, fields, engine="python", **kw):
+  """(path, config.data) of raw/train.csv holding ``text`` (comma-separated, a header line)."""
+  p = write_file(tmp_path / "raw" / "train.csv", text)
+  return p, data_cfg(tmp_path / "raw", tmp_path / "cache", fmt="delimited", train="train.csv", fields=fields,
+                     header=True, delimiter=",", column_names=(), engine=engine, **kw)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_wanted_column_named_twice_in_the_header_is_an_error_naming_both(tmp_path, engine):
-  d = tmp_path / "raw"
-  p = write_file(d / "train.csv", "label,C1,C1,C2\n1,x,X,y\n0,z,Z,w\n")
-  cfg = data_cfg(d, tmp_path / "cache", fmt="delimited", train="train.csv", fields=("C1", "C2"), header=True,
-                 delimiter=",", column_names=(), engine=engine)
+  p, cfg = _csv_with_header(tmp_path, "label,C1,C1,C2\n1,x,X,y\n0,z,Z,w\n", ("C1", "C2"), engine)
   assert load_error(cfg) == f"{p}: column 'C1' appears 2 times in its header (columns 2, 3); rename all but one"
-  write_file(d / "train.csv", "label,C1,C2,X,X\n1,x,y,p,q\n0,z,w,p,q\n")  # twice, but not read: fine
+  write_file(p, "label,C1,C2,X,X\n1,x,y,p,q\n0,z,w,p,q\n")  # twice, but not read: fine
   assert vocab_of(load_data(cfg))["C1"] == ["x", "z"]
 
 
@@ -419,28 +423,18 @@ def test_a_compressed_file_is_an_error_saying_to_decompress_it(tmp_path, engine,
   import lzma
 
   pack = {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}[kind]
-  d = tmp_path / "raw"
-  p = write_file(d / "train.csv.z", pack(b"label,C1\n1,a\n0,b\n"))
-  cfg = data_cfg(d, tmp_path / "cache", fmt="delimited", train="train.csv.z", fields=("C1",), header=True,
-                 delimiter=",", column_names=(), engine=engine)
+  p, cfg = _csv_with_header(tmp_path, pack(b"label,C1\n1,a\n0,b\n"), ("C1",), engine)
   assert load_error(cfg).startswith(f"{p}: a {kind}-compressed file; the readers take plain text: decompress it first")
 
 
 def test_text_that_starts_like_a_bzip2_header_is_text(tmp_path):
-  d = tmp_path / "raw"
-  write_file(d / "train.csv", "label,C1\n1,BZh9\n0,b\n")
-  write_file(d / "BZh.csv", "BZh1,label\na,1\nb,0\n")
-  ds = load_data(data_cfg(d, tmp_path / "cache", fmt="delimited", train="BZh.csv", fields=("BZh1",), header=True,
-                          delimiter=",", column_names=()))
-  assert vocab_of(ds)["BZh1"] == ["a", "b"]
+  _, cfg = _csv_with_header(tmp_path, "BZh1,label\na,1\nb,0\n", ("BZh1",))
+  assert vocab_of(load_data(cfg))["BZh1"] == ["a", "b"]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_row_split_by_a_quoted_delimiter_suggests_quotechar(tmp_path, engine):
-  d = tmp_path / "raw"
-  p = write_file(d / "train.csv", 'label,C1,C2\n1,a,b\n0,"x,y",c\n')
-  cfg = data_cfg(d, tmp_path / "cache", fmt="delimited", train="train.csv", fields=("C1", "C2"), header=True,
-                 delimiter=",", column_names=(), engine=engine)
+  p, cfg = _csv_with_header(tmp_path, 'label,C1,C2\n1,a,b\n0,"x,y",c\n', ("C1", "C2"), engine)
   assert load_error(cfg) == (f"{p}:3: expected 3 columns, found 4; the row holds a '\"': if values are quoted (a "
                              f"delimiter inside quotes), set data.quotechar='\"'")
   cfg.quotechar = '"'
