@@ -8,7 +8,7 @@ import platform
 import sys
 from pathlib import Path
 
-from kdef_jax.run_files import strict_json
+from kdef_jax.run_files import strict_json, write_atomic
 
 
 # Vector ISA extensions that decide XLA:CPU's and torch's GEMM speed (recorded with every timing).
@@ -169,12 +169,15 @@ def pyplot():
 
 
 def save_figure(fig, path, dpi: int = 120) -> None:
-    """Lay out, write ``fig`` to ``path`` (PNG) and free it."""
+    """Lay out, write ``fig`` to ``path`` (PNG) atomically (a killed run leaves the old plot or the new one,
+    never an empty file beside its results) and free it."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    try:
+        write_atomic(Path(path), lambda fh: fig.savefig(fh, dpi=dpi, format="png"), binary=True)
+    finally:
+        plt.close(fig)
 
 
 LEGEND_STUDENTS = 10  # more students: coloured by index along a colour bar, not one legend entry each

@@ -133,6 +133,10 @@ def write_atomic(out: Path, write: Callable[[IO], None], *, binary: bool = False
         with open(tmp, "xb" if binary else "x") as fh:
             write(fh)
         os.replace(tmp, out)
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise type(e)(e.errno, e.strerror, str(out)) from e  # e.g. EFBIG (ulimit -f): name the file, one line
     finally:
         tmp.unlink(missing_ok=True)
 

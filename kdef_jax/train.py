@@ -29,7 +29,7 @@ from kdef_jax.checkpoint import CheckpointError, Checkpoints
 from kdef_jax.config import base_config, validate
 from kdef_jax.data.dataset import load_dataset
 from kdef_jax.data.feature_map import FeatureMap
-from kdef_jax.data.packed import check_vocab_file
+from kdef_jax.data.packed import check_vocab_file, vocab_sha256
 from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches, prefetch
 from kdef_jax.losses import DISTILLING_VARIANTS, fusion_of
 from kdef_jax.metrics import ensemble_metrics
@@ -255,13 +255,23 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
     meta = _fresh_meta(c.optim.learning_rate)
     had_folder = (workdir / "checkpoints").exists()
     ckpt = Checkpoints(workdir)  # every process opens it alike: orbax synchronises the processes here
+    changed = {}
     if c.resume and any(e is not None for e in ckpt.steps().values()):
+        changed = config_changes(workdir, c, defaults=base_config())
         try:  # before the restore: its shape check would blame the model for a data change
-            _check_same_ids(workdir, fmap, ds.cache_dir / "vocab.json", config_changes(workdir, c, defaults=base_config()))
+            _check_same_ids(workdir, fmap, ds.cache_dir / "vocab.json", changed)
         except ValueError:
             ckpt.close()
             raise
-    restored = ckpt.restore_newest(state) if c.resume else None
+    try:
+        restored = ckpt.restore_newest(state) if c.resume else None
+    except CheckpointError as e:  # arrays of other shapes: name the model keys changed since the run
+        model = [f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items() if k.startswith("model.") or k == "loss.variant"]
+        if not model:
+            raise
+        ckpt.close()
+        raise CheckpointError(f"{e}\nthe run's config.json differs in {', '.join(model)}: resume with its values, or "
+                              f"start a new --workdir") from None
     if restored is not None:
         state, meta, _, which = restored
         log(f"[train] resumed from epoch {meta['epoch']} (lr {meta['lr']:g}, best {meta['best_auc']:.6f})"
@@ -427,18 +437,31 @@ def _check_same_ids(workdir: Path, fmap, vocab_path: Path, changed: dict | None 
     data = [f"{k} {a!r} -> {b!r}" for k, (a, b) in (changed or {}).items() if k.startswith("data.")]
     hint = (f"resume with the data settings of {workdir / 'config.json'}" + (f" (changed: {', '.join(data)})" if data else "")
             + ", or start a new --workdir")
-    run_map = workdir / "feature_map.json"
+    run_map, run_digest = workdir / "feature_map.json", None
     if run_map.exists():
-        was = [dataclasses.asdict(f) for f in FeatureMap.load(run_map).fields]
+        run_fmap = FeatureMap.load(run_map)
+        was = [dataclasses.asdict(f) for f in run_fmap.fields]
         now = [dataclasses.asdict(f) for f in fmap.fields]
         if was != now:
             diff = next((f"field {a['name']!r}: {a} -> {b}" for a, b in zip(was, now) if a != b),
                         f"{len(was)} fields -> {len(now)}")
             raise ValueError(f"{run_map}: the data's fields differ from the run's ({diff}); {hint}")
+        run_digest = run_fmap.info.get("vocab_sha256")
     run_vocab = workdir / "vocab.json"
-    if run_vocab.exists() and vocab_path.exists() and run_vocab.read_bytes() != vocab_path.read_bytes():
-        was, now = read_json(run_vocab), read_json(vocab_path)
-        field = next((k for k in was if was[k] != now.get(k)), None)
+    if not vocab_path.exists():
+        return
+    if run_digest is not None:  # the digest the run was built with: a damaged vocab.json of the run is rewritten
+        same = vocab_sha256(vocab_path.read_bytes()) == run_digest
+    elif run_vocab.exists():
+        same = run_vocab.read_bytes() == vocab_path.read_bytes()
+    else:
+        return
+    if not same:
+        try:
+            was, now = read_json(run_vocab), read_json(vocab_path)
+            field = next((k for k in was if was[k] != now.get(k)), None)
+        except (ValueError, OSError, AttributeError, TypeError):  # the run's vocab.json missing or damaged too
+            field = None
         raise ValueError(f"{run_vocab}: the data's vocabulary differs from the run's vocab.json (field {field!r}: the "
                          f"checkpoint's embedding rows would stand for other values); {hint}")
 

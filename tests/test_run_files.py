@@ -165,3 +165,35 @@ def test_check_writable_refuses_a_folder_where_no_file_can_be_created_though_acc
 
     with pytest.raises(ValueError, match=r"--out /proc/x\.json: no file can be created in /proc \("):
         check_writable(Path("/proc/x.json"), "--out")
+
+
+def test_write_atomic_names_the_file_of_an_error_that_names_none(tmp_path):
+    """EFBIG (a ulimit -f) carries no file name: a run ended in a traceback instead of one line naming it."""
+    import errno
+
+    from kdef_jax.run_files import reported, write_atomic
+
+    def too_large(fh):
+        raise OSError(errno.EFBIG, "File too large")
+
+    with pytest.raises(OSError) as e:
+        write_atomic(tmp_path / "vocab.json", too_large)
+    assert e.value.errno == errno.EFBIG and e.value.filename == str(tmp_path / "vocab.json") and reported(e.value)
+    assert list(tmp_path.iterdir()) == []  # no temporary left behind
+
+
+def test_a_plot_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Before: savefig wrote curves.png in place, and a kill left an empty file beside a finished run's results."""
+    pytest.importorskip("matplotlib")
+    from kdef_jax.report import pyplot, save_figure
+
+    plt, path = pyplot(), tmp_path / "curves.png"
+    fig = plt.figure()
+    save_figure(fig, path)
+    good = path.read_bytes()
+    assert good.startswith(b"\x89PNG")
+    fig = plt.figure()
+    monkeypatch.setattr(fig, "savefig", lambda fh, **kw: (fh.write(b"\x89PNG half"), (_ for _ in ()).throw(KeyboardInterrupt()))[1])
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(fig, path)
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["curves.png"]

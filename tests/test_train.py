@@ -616,6 +616,25 @@ def test_resume_refuses_data_that_encodes_ids_differently(tmp_path):
         _check_same_ids(tmp_path / "run", fmap, other)
     assert str(e.value).startswith(f"{tmp_path / 'run' / 'vocab.json'}: ")
     _check_same_ids(tmp_path / "run", fmap, tmp_path / "run" / "vocab.json")  # the run's own: fine
+    # the run's vocab.json damaged, the data unchanged: checked by the digest its feature map records, resumed,
+    # and the file rewritten (before: "the data's vocabulary differs", blaming the data settings)
+    good = (tmp_path / "run" / "vocab.json").read_bytes()
+    (tmp_path / "run" / "vocab.json").write_text("{}")
+    c.data.pandas_na = False
+    train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    assert (tmp_path / "run" / "vocab.json").read_bytes() == good
+
+
+def test_resume_with_another_model_names_the_changed_keys(tmp_path):
+    """Before: only the arrays that differ (34 of them for one more student), not model.num_students 2 -> 3."""
+    from kdef_jax.checkpoint import CheckpointError
+
+    c = tiny_config(tmp_path, **{"train.num_epochs": 1, "model.num_students": 2, "model.hidden_units": (8,)})
+    train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+    c.resume, c.model.num_students, c.model.embedding_dim = True, 3, 8
+    with pytest.raises(CheckpointError, match=r"arrays differ: .*\nthe run's config.json differs in model.embedding_dim "
+                                              r"16 -> 8, model.num_students 2 -> 3: resume with its values"):
+        train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
 
 
 def test_train_speed_is_nan_not_zero_when_every_step_compiled():
