@@ -50,3 +50,21 @@ def test_the_collective_bytes_table_is_the_committed_measurement():
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
         assert cells[1].split()[0] == f"{r['collective_mb_per_step']:.1f}", row
         assert cells[2:] == [f"{r['argument_mb_per_device']:.1f}", f"{r['temp_mb_per_device']:.1f}"], row
+
+
+def test_the_latency_timings_compared_are_the_committed_runs():
+    """README "Performance": the waited-for vs back-to-back latencies are the two 2026-12-07 files."""
+    runs = {}
+    for name, timing in (("latency_cpu_20261207", "each call waited for"), ("latency_cpu_20261207_pipelined", "pipelined")):
+        record = json.loads((REPO_ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
+        assert record["timing"] == timing and record["args"]["pipelined"] == (timing == "pipelined")
+        runs[timing] = {r["batch"]: r for r in record["rows"]}
+    waited, piped = runs["each call waited for"], runs["pipelined"]
+    text = " ".join(README.read_text().split())
+    assert (f"one student at batch 1 {waited[1]['one_student']['ms']:.2f} ms vs {piped[1]['one_student']['ms']:.2f}, "
+            f"the ensemble {waited[1]['ensemble']['ms']:.2f} vs {piped[1]['ensemble']['ms']:.2f} ms") in text
+    assert (f"{waited[10000]['one_student_speedup']:.2f}× faster than the ensemble at 10,000 waited for, "
+            f"{piped[10000]['one_student_speedup']:.2f}× back to back") in text
+    for b in (256, 10000):
+        for who in ("ensemble", "one_student"):
+            assert abs(waited[b][who]["ms"] / piped[b][who]["ms"] - 1) < 0.06, (b, who)
