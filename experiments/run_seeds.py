@@ -84,12 +84,11 @@ def distinct(items: list) -> list:
 def mixed_code(versions: list) -> str:
     """"" for runs all made by one code version (:func:`kdef_jax.report.software`), else a warning naming
     what differs between the versions (None: runs made before they recorded it)."""
-    known = [v for v in versions if v is not None]
     if len(distinct(versions)) < 2:
         return ""
-    keys = sorted({k for v in known for k in v})
-    diff = [f"{k} {' / '.join(str(x) for x in distinct([v.get(k) for v in known]))}" for k in keys
-            if len(distinct([v.get(k) for v in known])) > 1]
+    known = [v for v in versions if v is not None]
+    values = {k: distinct([v.get(k) for v in known]) for k in sorted({k for v in known for k in v})}
+    diff = [f"{k} {' / '.join(map(str, xs))}" for k, xs in values.items() if len(xs) > 1]
     old = ["runs made before they recorded their code version"] if None in versions else []
     return f"warning: runs made by {len(distinct(versions))} versions of the code: {'; '.join(diff + old)}"
 

@@ -482,7 +482,7 @@ def validate(c) -> None:
         bad("data.split", f"{d.split!r} is not one of files, mod, random")
     if d.split == "mod" and not 2 <= d.valid_mod < MAX_SIZE:
         bad("data.valid_mod", f"split='mod' needs valid_mod in [2, 2**31), got {d.valid_mod}")
-    if d.format not in ("synthetic",) and not d.fields:
+    if d.format != "synthetic" and not d.fields:
         bad("data.fields", "is empty: list the feature columns, e.g. --config.data.fields=\"('user','item')\" "
                            "(no default of every column: an id or the label column would become a feature)")
     if d.format == "delimited" and d.header and d.column_names:

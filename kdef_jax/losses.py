@@ -174,14 +174,15 @@ def kdef_loss(
     raise ValueError(f"logits must be [K, B] with K, B >= 1, got shape {logits.shape}.")
   if jnp.ndim(huber_delta) != 0:
     raise ValueError(f"huber_delta must be a scalar, got shape {jnp.shape(huber_delta)}.")
+  not_a_number = ValueError(f"huber_delta must be a number > 0, got {huber_delta!r}.")
+  if isinstance(huber_delta, (str, bytes)):  # float("0.5") would pass, then fail deep inside as a TypeError
+    raise not_a_number
   try:  # a concrete value of any kind (np.float32, a 0-d array); a traced one is the caller's to check
-    if isinstance(huber_delta, (str, bytes)):  # float("0.5") would pass, then fail deep inside as a TypeError
-      raise TypeError
     delta = float(huber_delta)
   except jax.errors.ConcretizationTypeError:
     delta = None
-  except (TypeError, ValueError):  # None, a string
-    raise ValueError(f"huber_delta must be a number > 0, got {huber_delta!r}.") from None
+  except (TypeError, ValueError):  # None
+    raise not_a_number from None
   if delta is not None and not delta > 0:
     raise ValueError(f"huber_delta must be > 0, got {huber_delta!r}.")
   if labels.ndim != 1 or labels.shape[0] != logits.shape[1]:
