@@ -2,6 +2,7 @@
 
     python benchmarks/preprocess.py --out benchmarks/results/preprocess.json   # 1M and 5M rows
     python benchmarks/preprocess.py --rows 200000 --engine python --out /tmp/pp.json
+    python benchmarks/preprocess.py --rows 1000000 --compress gzip --out /tmp/pp_gz.json   # read decompressed
 
 For each size it generates (once, seeded, kept in --workdir) a raw Kaggle-DAC-layout TSV: label,
 I1..I13 (integers, ~20% empty, I2 may be negative), C1..C26 (8-hex-digit tokens, ~5% empty). Token
@@ -67,6 +68,24 @@ def generate(path: Path, rows: int, seed: int = 0, vocab_scale: int = 1, block: 
     os.replace(tmp, path)
 
 
+PACKERS = {"gzip": ("gz", "gzip"), "bzip2": ("bz2", "bz2"), "xz": ("xz", "lzma")}
+
+
+def packed_copy(path: Path, kind: str) -> Path:
+    """``path`` compressed with ``kind`` (level: the module's default, as the command-line tools'), made once."""
+    import importlib
+    import shutil
+
+    suffix, module = PACKERS[kind]
+    out = path.with_name(f"{path.name}.{suffix}")
+    if not out.exists():
+        tmp = out.with_name(out.name + ".part")
+        with open(path, "rb") as src, importlib.import_module(module).open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 16 << 20)
+        os.replace(tmp, out)
+    return out
+
+
 def warm_page_cache(path: Path) -> None:
     """Read the file once, so every timed run finds it in the page cache: the benchmark measures the
     engine, not how fast this VM's disk is at that moment (a cold first read varied 3× here)."""
@@ -98,6 +117,7 @@ def child(path: str, engine: str) -> dict:
         return {
             "rows": rows,
             "file_bytes": os.path.getsize(path),
+            "compression": next((k for k, (suffix, _) in PACKERS.items() if path.endswith("." + suffix)), None),
             "engine": engine,
             "count_pass_s": round(build["count_pass_s"], 3),
             "count_pass_rows_per_s": round(rows / build["count_pass_s"]),
@@ -123,6 +143,7 @@ def main():
     ap.add_argument("--engine", default="auto", choices=["auto", "native", "columnar", "python"])
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "kdef_bench_preprocess"))
     ap.add_argument("--out", type=output_file_arg, help="JSON path, e.g. benchmarks/results/preprocess.json (required)")
+    ap.add_argument("--compress", choices=sorted(PACKERS), help="read a compressed copy of each file (made once)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per size (fresh processes); the median run is reported")
     ap.add_argument("--child", nargs=2, metavar=("PATH", "ENGINE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -144,6 +165,8 @@ def main():
             t = time.perf_counter()
             generate(path, n, a.seed, a.vocab_scale)
             print(f"generated {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f}s", flush=True)
+        if a.compress:
+            path = packed_copy(path, a.compress)
         if warmup_s is None:  # one untimed build first: numba compiles the kernels into its cache (seconds, and
             t = time.perf_counter()  # memory) in the first process only, which would be one of the timed tries
             out = subprocess.run([sys.executable, __file__, "--child", str(path), a.engine], capture_output=True, text=True)
@@ -167,6 +190,7 @@ def main():
         print(json.dumps(r), flush=True)
         runs.append(r)
         summary = {"cpu_count": os.cpu_count(), "cpu": host_cpu(), "vocab_scale": a.vocab_scale, "repeat": a.repeat,
+                   "compress": a.compress,
                    "warmup_s": warmup_s, "runs": runs}
         if len(runs) >= 2:  # of the median runs (max_peak_rss_mb: the largest try, kept for reference)
             summary["peak_rss_ratio_last_vs_first"] = round(runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"], 4)

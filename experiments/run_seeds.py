@@ -423,6 +423,15 @@ def main():
     write_outputs(out, {"config": args.config, "summary": summary}, markdown(summary))
 
 
-if __name__ == "__main__":
+def cli(main_fn, prog: str) -> None:
+    """Run a sweep's ``main_fn`` as a command: a Ctrl-C anywhere (between two runs, while tables are
+    written; one inside a run names the run) ends it with one line and status 130, not a traceback."""
     tolerant_stdio()
-    main()
+    try:
+        main_fn()
+    except KeyboardInterrupt:
+        exit_interrupted(f"\n{prog}: interrupted; {AGAIN}")
+
+
+if __name__ == "__main__":
+    cli(main, "run_seeds.py")

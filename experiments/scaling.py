@@ -32,11 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_seeds import (SweepProgress, best_marks, bold_if, check_out, check_unique, distinct, merge_summaries,  # noqa: E402
+from run_seeds import (SweepProgress, best_marks, bold_if, check_out, check_unique, cli, distinct, merge_summaries,  # noqa: E402
                        mixed_code, plan_setting, run_planned, summarize, write_outputs)
 
 from kdef_jax.config import apply_overrides, load_config_file  # noqa: E402
-from kdef_jax.report import pyplot, save_figure, tolerant_stdio  # noqa: E402
+from kdef_jax.report import pyplot, save_figure  # noqa: E402
 from kdef_jax.run_files import read_json  # noqa: E402
 
 
@@ -273,5 +273,4 @@ def main():
 
 
 if __name__ == "__main__":
-    tolerant_stdio()
-    main()
+    cli(main, "scaling.py")

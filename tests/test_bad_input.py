@@ -414,19 +414,6 @@ def test_a_non_integer_max_len_or_min_count_names_the_field(tmp_path, value):
     assert load_error(cfg, ValueError) == f"config data.field_options.C1: column 'C1': {key} must be an integer, got {value!r}"
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz"])
-def test_a_compressed_file_is_an_error_saying_to_decompress_it(tmp_path, engine, kind):
-  """Before: gzip's bytes were 'undecodable bytes in the header', and the encoding hint led nowhere."""
-  import bz2
-  import gzip
-  import lzma
-
-  pack = {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}[kind]
-  p, cfg = _csv_with_header(tmp_path, pack(b"label,C1\n1,a\n0,b\n"), ("C1",), engine)
-  assert load_error(cfg).startswith(f"{p}: a {kind}-compressed file; the readers take plain text: decompress it first")
-
-
 def test_text_that_starts_like_a_bzip2_header_is_text(tmp_path):
   _, cfg = _csv_with_header(tmp_path, "BZh1,label\na,1\nb,0\n", ("BZh1",))
   assert vocab_of(load_data(cfg))["BZh1"] == ["a", "b"]

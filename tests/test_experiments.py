@@ -338,6 +338,27 @@ def test_a_failed_sweep_run_is_one_message_naming_the_run(tmp_path, monkeypatch,
   assert code == 130 or "run_seeds.py: error: FileNotFoundError" in err
 
 
+@pytest.mark.parametrize("module", [run_seeds, scaling])
+def test_a_ctrl_c_between_two_sweep_runs_is_one_line_and_status_130(tmp_path, monkeypatch, capsys, module):
+  """Outside a run (here: while a finished run's results.json is read back to be reused) a Ctrl-C ended the
+  sweep with Python's traceback; the sweeps' entry point makes it the line a Ctrl-C inside a run gives."""
+  def ctrl_c(path):
+    raise KeyboardInterrupt
+
+  (tmp_path / "a_seed7").mkdir()
+  (tmp_path / "a_seed7" / "results.json").write_text("{}")
+  monkeypatch.setattr(run_seeds, "read_json", ctrl_c)
+  monkeypatch.setattr(os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+  plan = [(7, tmp_path / "a_seed7", types.SimpleNamespace(resume=False))]
+  prog = f"{module.__name__}.py"
+  with pytest.raises(SystemExit) as e:
+    run_seeds.cli(lambda: run_seeds.run_planned("a", plan), prog)
+  assert e.value.code == 130
+  assert capsys.readouterr().err == (f"\n{prog}: interrupted; run the same command again: finished runs are reused "
+                                     f"and the interrupted one resumes\n")
+  assert f'cli(main, "{prog}")' in (REPO_ROOT / "experiments" / prog).read_text()  # the command goes through it
+
+
 def _run_seeds(monkeypatch, *args):
   monkeypatch.setattr(sys, "argv", ["run_seeds", "--config", str(REPO_ROOT / "configs" / "default.py"), *args])
   run_seeds.main()

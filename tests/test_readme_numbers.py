@@ -68,3 +68,17 @@ def test_the_latency_timings_compared_are_the_committed_runs():
     for b in (256, 10000):
         for who in ("ensemble", "one_student"):
             assert abs(waited[b][who]["ms"] / piped[b][who]["ms"] - 1) < 0.06, (b, who)
+
+
+def test_the_gzip_preprocessing_speed_is_the_committed_pair_of_runs():
+    """README "Preprocessing": rows/s from gzip vs plain are the two 2026-12-08 files, one machine, same rows."""
+    plain, packed = (json.loads((REPO_ROOT / "benchmarks" / "results" / f"preprocess_{k}_20261208.json").read_text())
+                     for k in ("plain", "gzip"))
+    assert plain["cpu"] == packed["cpu"] and (plain["compress"], packed["compress"]) == (None, "gzip")
+    (p,), (g,) = plain["runs"], packed["runs"]
+    assert p["rows"] == g["rows"] == 1_000_000 and p["num_rows"] == g["num_rows"] and g["compression"] == "gzip"
+    text = " ".join(README.read_text().split())
+    assert (f"1M rows preprocess at {g['rows_per_s'] / 1e6:.2f}M rows/s from gzip vs {p['rows_per_s'] / 1e6:.2f}M "
+            f"from the plain file") in text
+    rss = abs(g["peak_rss_mb"] / p["peak_rss_mb"] - 1) * 100
+    assert f"peak RSS the same within {rss:.0f}%" in text

@@ -345,6 +345,23 @@ def test_unlabeled_file_gets_the_probabilities_of_the_labeled_one(csv_run, tmp_p
     score_run.score_run(workdir, raw / "test.csv", out=tmp_path / "c.csv", unlabeled=True, log=quiet)
 
 
+def test_a_gzipped_file_scores_as_the_plain_one_labeled_or_not(csv_run, tmp_path):
+  import gzip
+
+  workdir, raw = csv_run
+  quiet = lambda *a: None  # noqa: E731
+  text = (raw / "test.csv").read_bytes()
+  bare = b"\n".join(l.split(b",", 1)[1] for l in text.splitlines()) + b"\n"
+  score_run.score_run(workdir, raw / "test.csv", out=tmp_path / "plain.csv", log=quiet)
+  score_run.score_run(workdir, write_file(tmp_path / "t.csv.gz", gzip.compress(text)), out=tmp_path / "gz.csv", log=quiet)
+  score_run.score_run(workdir, write_file(tmp_path / "b.csv.gz", gzip.compress(bare)), out=tmp_path / "bare.csv",
+                      unlabeled=True, log=quiet)
+  plain = (tmp_path / "plain.csv").read_text()
+  assert (tmp_path / "gz.csv").read_text() == plain and len(plain.splitlines()) == 301
+  assert [l.rsplit(",", 1)[1] for l in (tmp_path / "bare.csv").read_text().splitlines()] == [
+      l.rsplit(",", 1)[1] for l in plain.splitlines()]
+
+
 def test_unlabeled_errors_name_the_users_file(csv_run, tmp_path):
   workdir, _ = csv_run
   bad = write_file(tmp_path / "bad.csv", "I1,C1,tags\n3,c1,t1\n4,c2\n")

@@ -24,11 +24,18 @@ distinct value (:mod:`kdef_jax.data.vocab`), not once per row.
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import datetime
+import gzip
+import io
+import lzma
 import math
 import numbers
 import re
+import tarfile
+import zipfile
+import zlib
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -78,11 +85,14 @@ class Undecodable:
         return f"undecodable bytes ({self.reason}); the file is not {self.encoding}"
 
 
-# leading bytes of compressed files, which the readers (byte-level, memory-mapped) cannot read; bzip2's
-# "BZh" is followed by its level digit and a block (or end-of-stream) magic, so text starting "BZh" is text
+# leading bytes of compressed files; bzip2's "BZh" is followed by its level digit and a block (or end-of-stream)
+# magic, so text starting "BZh" is text. zstd and 7z have no reader in the standard library: they stay errors.
 COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip -k"), (b"\xfd7zXZ\x00", "xz", "unxz -k"), (b"PK\x03\x04", "zip", "unzip"),
-              (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"), (b"BZh", "bzip2", "bunzip2 -k"))
+              (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"), (b"7z\xbc\xaf\x27\x1c", "7z", "7z x"), (b"BZh", "bzip2", "bunzip2 -k"))
+UNREAD = ("zstd", "7z")
+TAR_MAGIC, TAR_AT = b"ustar", 257  # a tar header: the member's name in bytes 0-99, "ustar" at 257
 _BZIP2_NEXT = (b"1AY&SY", b"\x17rE8P\x90")
+READ_BYTES = 1 << 20  # the buffer of a decompressed stream
 
 
 def compression(head: bytes) -> tuple[str, str] | None:
@@ -93,9 +103,49 @@ def compression(head: bytes) -> tuple[str, str] | None:
     return None
 
 
+class _Decompressed(io.RawIOBase):
+    """The decompressed bytes of a gzip, bzip2, xz or one-member zip file, read as they are needed (no
+    copy on disk); damaged or cut-short data is a DataFormatError naming the file, not the codec's error.
+    It has no ``fileno``, so the fast engines read it into buffers instead of mapping it."""
+
+    def __init__(self, path: str, kind: str):
+        super().__init__()
+        self.path, self.kind = path, kind
+        try:
+            if kind == "zip":
+                with zipfile.ZipFile(path) as archive:  # the member keeps the file open after the archive closes
+                    members = [m for m in archive.infolist() if not m.is_dir()]
+                    if len(members) != 1:
+                        names = ", ".join(m.filename for m in members[:5]) + (" ..." if len(members) > 5 else "")
+                        raise DataFormatError(f"{path}: a zip archive of {len(members)} files ({names or 'none'}); "
+                                              f"the readers take a zip of one file: unzip it and point the config "
+                                              f"at the file to read")
+                    self._stream = archive.open(members[0])
+            else:
+                self._stream = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}[kind](path, "rb")
+        except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as e:
+            raise DataFormatError(f"{path}: cannot read the {kind} file ({e})") from e
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        try:
+            return self._stream.readinto(b)
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile, lzma.LZMAError) as e:
+            raise DataFormatError(f"{self.path}: the {self.kind} data is damaged or cut short ({e}); the rows "
+                                  f"before it were read, the file needs to be fetched or packed again") from e
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+
 def open_raw(path: str, what: str = ""):
-    """``open(path, "rb")``, or a DataFormatError naming the file (``what``: e.g. "feature index"); a
-    compressed file (gzip, bzip2, xz, zip, zstd) is an error saying to decompress it."""
+    """``open(path, "rb")``, or a DataFormatError naming the file (``what``: e.g. "feature index"). A gzip,
+    bzip2, xz or one-member zip file is read decompressed (a buffered stream); zstd, 7z and a tar archive
+    (plain or compressed) are errors saying how to get at the text."""
     try:
         fh = open(path, "rb")
     except OSError as e:
@@ -103,9 +153,28 @@ def open_raw(path: str, what: str = ""):
     packed = compression(fh.peek(10)[:10])
     if packed:
         fh.close()
-        raise DataFormatError(f"{path}: a {packed[0]}-compressed file; the readers take plain text: decompress it "
-                              f"first ({packed[1]} {path}) and point the config at the result")
+        if packed[0] in UNREAD:
+            raise DataFormatError(f"{path}: a {packed[0]}-compressed file; the readers take plain text, gzip, bzip2, xz "
+                                  f"or zip: decompress it first ({packed[1]} {path}) and point the config at the result")
+        fh = io.BufferedReader(_Decompressed(path, packed[0]), READ_BYTES)
+    first = tar_member(fh.peek(tarfile.BLOCKSIZE)[:tarfile.BLOCKSIZE])
+    if first is not None:  # Criteo's dac.tar.gz: its header block would be read as a row
+        fh.close()
+        raise DataFormatError(f"{path}: a tar archive{f' ({packed[0]}-compressed)' if packed else ''}, first file "
+                              f"{first!r}; the readers take one file: extract it (tar xf {path}) and point the config "
+                              f"at a file inside it")
     return fh
+
+
+def tar_member(head: bytes) -> str | None:
+    """The name of the first file of a tar archive whose first 512 bytes are ``head`` (its "ustar" magic and
+    header checksum both right), else None: text that happens to hold "ustar" at byte 257 is text."""
+    if len(head) < tarfile.BLOCKSIZE or head[TAR_AT:TAR_AT + len(TAR_MAGIC)] != TAR_MAGIC:
+        return None
+    try:
+        return tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape").name
+    except tarfile.HeaderError:
+        return None
 
 
 def _isrc_country(v: str) -> str:

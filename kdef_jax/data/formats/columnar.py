@@ -28,6 +28,7 @@ from __future__ import annotations
 import codecs
 import collections
 import concurrent.futures
+import io
 import mmap
 import os
 import re
@@ -93,7 +94,10 @@ def iter_chunks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0
     mapped into memory (the page cache, not copied); a last line without a newline gets one in a
     buffer of its own. Lines are counted by the consumers (in worker threads), not here."""
     with open_raw(path) as fh:
-        size = os.fstat(fh.fileno()).st_size
+        try:
+            size = os.fstat(fh.fileno()).st_size
+        except io.UnsupportedOperation:  # a compressed file, read decompressed
+            size = 0
         mm = None
         if size and hasattr(mmap, "MADV_DONTNEED"):  # else no way to give mapped pages back
             try:

@@ -122,7 +122,7 @@ def read_delimited(path: str, *, label_column: str, feature_columns: Sequence[st
     """Yield Blocks with the label and ``feature_columns`` of a delimited text file (plain Python)."""
     lay = open_layout(path, label_column=label_column, feature_columns=feature_columns, column_names=column_names,
                       header=header, delimiter=delimiter, quotechar=quotechar, encoding=encoding, on_bad_rows=on_bad_rows)
-    with open(path, "rb") as fh:
+    with open_raw(path) as fh:
         if header:
             fh.readline()
         line_no = 1 + lay.header_lines
