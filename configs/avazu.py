@@ -3,6 +3,8 @@
     python -m kdef_jax.main --config configs/avazu.py --workdir runs/avazu --config.data.data_dir=/data/avazu
     python -m kdef_jax.main --config configs/avazu.py:bars --workdir runs/avazu_x4 --config.data.data_dir=/data/Avazu_x4
 
+Kaggle's download ``train.gz`` is read as it is (decompressed as it streams): add ``--config.data.files.train=train.gz``.
+
 Raw layout (header): id, click, hour (YYMMDDHH), C1, banner_pos, site_id, site_domain,
 site_category, app_id, app_domain, app_category, device_id, device_ip, device_model, device_type,
 device_conn_type, C14..C21. ``id`` is dropped; ``hour`` becomes hour-of-day ("0".."23") and weekday

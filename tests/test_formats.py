@@ -182,6 +182,27 @@ def test_avazu_hour_to_hour_of_day_weekday_weekend(tmp_path, engine):
   assert f"{d / 'train'}:5:" in str(e.value) and "YYMMDDHH" in str(e.value)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_avazu_reads_kaggles_train_gz_as_it_is(tmp_path, engine):
+  import gzip
+
+  d = tmp_path / "raw"
+  text = AVAZU + "".join(AVAZU.splitlines(keepends=True)[1:]) * 20  # 63 rows, drawn 8:1:1 as configured
+  write_file(d / "train", text)
+  write_file(d / "train.gz", gzip.compress(text.encode()))
+  mod = load_config_module("avazu")
+  got = []
+  for name in ("train", "train.gz"):
+    cfg = mod.get_config().data
+    cfg.data_dir, cfg.cache_dir, cfg.engine, cfg.min_count = str(d), str(tmp_path / name), engine, 1
+    cfg.files.train, cfg.fields = name, ("C1", "site_id") + mod.DERIVED
+    got.append(load_data(cfg))
+  assert vocab_of(got[0]) == vocab_of(got[1]) and got[0].feature_map.num_rows == got[1].feature_map.num_rows
+  assert sum(got[1].feature_map.num_rows.values()) == 63 and len(got[1].splits) == 3
+  for s in got[0].splits:
+    np.testing.assert_array_equal(x_of(got[0], s), x_of(got[1], s))
+
+
 KKBOX = ('msno,song_id,source_system_tab,source_screen_name,source_type,city,gender,registered_via,language,'
          'genre_ids,artist_name,isrc,bd,label\n'
          'u1,s1,tab,scr,typ,1,male,7,3,465|958,"Jay Chou|Various, Artists",TWK231501010,25,1\n'
