@@ -77,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.dropout_rng = "hash"  # hash (counter-hash masks, fast) | jax (jax.random.bernoulli)
     m.compute_dtype = "float32"  # float32 | bfloat16 (params and optimizer state stay float32)
     m.group_impl = "auto"  # a group of K students: vmap (batched) | unrolled (per student) | auto (unrolled on CPU)
+    m.student_modules = ()  # modules (names or .py paths) registering kinds of your own: use_student_modules
     # Per-kind student settings (kdef_jax/models/registry.py). hidden_units, batch_norm and dropout_rng
     # above are shared by every kind with an MLP tower / BN, as in the reference's EKTF_L; model.dropout
     # is the "mlp" kind's. The kinds the reference never ran (crossnet, dcn*, cin, xdeepfm, autoint, afn)
@@ -153,6 +154,30 @@ def load_config_file(spec: str):
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.get_config(arg) if arg else module.get_config()
+
+
+def use_student_modules(c, *modules: str) -> list:
+    """Import ``modules`` (dotted module names, or paths of .py files: a relative one is relative to the
+    file that calls this, the config file, and recorded absolute), each of which calls
+    :func:`kdef_jax.models.registry.register_student`; record them in ``model.student_modules`` (a
+    resume, score_run and export_run import them again from the run's config.json) and add a section
+    ``model.<kind>`` with each registered kind's settings. Returns the kinds they registered."""
+    import os
+    import sys
+
+    from kdef_jax.models import registry
+
+    caller = sys._getframe(1).f_globals.get("__file__")
+    here = os.path.dirname(os.path.abspath(caller)) if caller else os.getcwd()
+    names = [os.path.abspath(os.path.join(here, n)) if n.endswith(".py") else n for n in modules]
+    registry.import_student_modules(names)
+    m = c.model
+    m.student_modules = tuple(dict.fromkeys((*m.student_modules, *names)))
+    kinds = registry.kinds_of(names)
+    for kind in kinds:
+        if kind not in m:
+            m[kind] = ml_collections.ConfigDict(dict(registry.CUSTOM[kind]))
+    return kinds
 
 
 def use_ektf(c, *, embedding_l2: float, batch_size: int, num_students: int = 3, embedding_dim: int = 16,
@@ -280,7 +305,7 @@ def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
 # model keys read beside the students' own settings (the table, the group's vmap, the dtype); every other
 # model key reaches the run only through a student group's settings (kdef_jax/models/registry.py)
 _MODEL_KEYS_NOT_OF_STUDENTS = ("embedding_dim", "embedding_init_std", "embedding_rows", "compute_dtype", "group_impl",
-                               "num_students", "student", "students")
+                               "num_students", "student", "students", "student_modules")
 
 
 def check_overrides_are_read(config, base) -> None:
@@ -360,8 +385,13 @@ def validate(c) -> None:
     def bad(key, msg):
         raise ValueError(f"config {key}: {msg}")
 
+    from kdef_jax.models import registry  # here: the models import this module's siblings
+
+    registry.import_student_modules(c.model.get("student_modules", ()))  # kinds of the user's own, and their sections
     defaults = flat_dict(base_config().to_dict())
-    known = set(defaults)  # data.field_options is free-form, one section per field
+    custom = {f"model.{k}.{key}": v for k, settings in registry.CUSTOM.items() for key, v in settings.items()}
+    known = set(defaults) | set(custom)  # data.field_options is free-form, one section per field
+    defaults.update({key: v for key, v in custom.items() if key.split(".")[1] in c.model})
     unknown = sorted(k for k in flat_dict(json.loads(c.to_json())) if k not in known and not k.startswith("data.field_options."))
     if unknown:  # a config file's typo (c.train.batchsize = 64) would otherwise be silently ignored
         section, _, leaf = unknown[0].rpartition(".")

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from kdef_jax.models.embedding import FeatureEmbedding, int32_ids
 from kdef_jax.models.layers import dense
-from kdef_jax.models.registry import get_student
+from kdef_jax.models.registry import get_student, import_student_modules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +137,9 @@ class KDEFModel(nn.Module):
 
 
 def groups_from_config(m) -> tuple:
-    """config.model → student groups. ``m.students`` "mlp:8,ecn:2" or, if empty, ``m.student`` × num_students."""
+    """config.model → student groups. ``m.students`` "mlp:8,ecn:2" or, if empty, ``m.student`` × num_students;
+    the modules of ``m.student_modules`` (kinds of the user's own) are imported first."""
+    import_student_modules(m.get("student_modules", ()))
     spec = m.students.strip() or f"{m.student}:{m.num_students}"
     groups = []
     for part in spec.split(","):

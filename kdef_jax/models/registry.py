@@ -1,5 +1,8 @@
-"""Student kinds by name. A new kind is one module file plus one line here (and, if it has
-hyperparameters of its own, a ``model.<kind>`` section in ``kdef_jax.config.base_config``).
+"""Student kinds by name. A new kind of the library is one module file plus one line here (and, if it
+has hyperparameters of its own, a ``model.<kind>`` section in ``kdef_jax.config.base_config``). A kind
+of the user's own is registered from their module with :func:`register_student`; a config names that
+module in ``model.student_modules`` (:func:`kdef_jax.config.use_student_modules`), so every command
+that rebuilds the run's model from its config.json (resume, score_run, export_run) imports it again.
 
 Each entry maps a name to (module class, builder) where builder(model_config) -> constructor kwargs.
 ``_kind(cls, section)`` builds those kwargs from the shared keys the class has as fields
@@ -10,6 +13,15 @@ both must be on, so ``model.batch_norm=False`` switches off every student's Batc
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
+
+import flax.linen as nn
 
 from kdef_jax.models.students.afn import AFNStudent
 from kdef_jax.models.students.autoint import AutoIntStudent
@@ -48,13 +60,14 @@ def _check_settings(section: str, kw: dict) -> None:
         bad("num_heads", f"must divide attention_dim={kw['attention_dim']} (heads of equal size)")
 
 
-def _kind(cls, section: str):
-    """(cls, builder): kwargs = shared keys that are fields of ``cls``, then ``model.<section>``'s keys."""
+def _kind(cls, section: str, defaults: dict | None = None):
+    """(cls, builder): kwargs = shared keys that are fields of ``cls``, then ``model.<section>``'s keys
+    (over ``defaults``, a registered kind's settings, where the config leaves them out)."""
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "dtype"}
 
     def build(m) -> dict:
         kw = {k: m[k] for k in SHARED_KEYS if k in fields and k in m}
-        for k, v in m[section].items():
+        for k, v in {**(defaults or {}), **m.get(section, {})}.items():
             if k not in fields:
                 raise ValueError(f"config model.{section}.{k}: {cls.__name__} has no such setting ({sorted(fields)})")
             # model.batch_norm is the master switch: a kind's own batch_norm (ECN's) can only turn its BN off
@@ -92,7 +105,104 @@ STUDENTS = {
 }
 
 
+BUILT_IN = frozenset(STUDENTS)
+CUSTOM: dict = {}  # kind -> its settings' defaults, for kinds registered with register_student
+ORIGIN: dict = {}  # kind -> {the model.student_modules entry importing it, its class's module name and file}
+_importing: list = []  # the model.student_modules entries being imported now
+_imported_files: set = set()  # .py paths imported already
+KIND_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
 def get_student(kind: str):
     if kind not in STUDENTS:
-        raise ValueError(f"unknown student kind {kind!r}; registered: {sorted(STUDENTS)}")
+        raise ValueError(f"unknown student kind {kind!r}; registered: {sorted(STUDENTS)} (a kind of your own: "
+                         f"kdef_jax.models.registry.register_student in a module that the config names with "
+                         f"kdef_jax.config.use_student_modules)")
     return STUDENTS[kind]
+
+
+def register_student(kind: str, cls, settings: dict | None = None) -> None:
+    """Make the Flax module ``cls`` the student kind ``kind`` (``model.students="mlp:8,<kind>:2"``).
+
+    ``cls`` is a Linen module with a ``dtype`` field (the model's compute dtype) whose
+    ``__call__(emb, train=False, mask=None)`` maps the shared embedding [B, F, d] to one logit per row,
+    float32 [B]. ``train`` turns dropout and BatchNorm's batch statistics on (rngs "dropout", variables
+    "params" and "batch_stats"); ``mask`` [B] marks the real rows of a padded last batch (None: all), for
+    statistics over rows (:class:`kdef_jax.models.layers.BatchNorm` takes it). Fields named like the shared
+    keys (hidden_units, batch_norm, dropout_rng) get the config's ``model.<key>``; ``settings``
+    ({field: default}) become the config section ``model.<kind>``. Registering the same class and settings
+    again (a module imported twice) is a no-op; anything else under a taken name is a ValueError."""
+    if not isinstance(kind, str) or not KIND_NAME.match(kind):
+        raise ValueError(f"student kind {kind!r}: a name of lowercase letters, digits and _ starting with a letter")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"student kind {kind!r}: {cls!r} is not a flax.linen Module class")
+    fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+    if "dtype" not in fields:
+        raise TypeError(f"student kind {kind!r}: {cls.__name__} needs a dtype field (the model's compute dtype: "
+                        f"compute in it, return float32 logits)")
+    settings = dict(settings or {})
+    for key, value in settings.items():
+        if key not in fields or key in (*SHARED_KEYS, "dtype"):
+            raise ValueError(f"student kind {kind!r}: setting {key!r} is not a field of {cls.__name__} of its own "
+                             f"({', '.join(sorted(fields - {'dtype', *SHARED_KEYS})) or 'none'})")
+        if not isinstance(value, (bool, int, float, str, tuple)):
+            raise TypeError(f"student kind {kind!r}: setting {key}={value!r}: a config value is a bool, int, float, "
+                            f"str or tuple")
+    from kdef_jax.config import base_config  # the sections a kind's name must not take
+
+    if kind in base_config().model:
+        raise ValueError(f"student kind {kind!r}: model.{kind} is a config key already; choose another name")
+    if kind in STUDENTS:
+        if STUDENTS[kind][0] is cls and CUSTOM.get(kind) == settings:
+            return
+        raise ValueError(f"student kind {kind!r} is registered already ({STUDENTS[kind][0].__module__}."
+                         f"{STUDENTS[kind][0].__name__}); choose another name")
+    STUDENTS[kind] = _kind(cls, kind, settings)
+    CUSTOM[kind] = settings
+    module_file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    ORIGIN[kind] = {cls.__module__, *_importing[-1:], *([os.path.abspath(module_file)] if module_file else [])}
+
+
+def import_student_modules(modules) -> None:
+    """Import each of ``modules`` (``model.student_modules``: a dotted module name, or the path of a .py
+    file), whose import registers student kinds; a ValueError naming the config key if one fails."""
+    if not isinstance(modules, (tuple, list)) or not all(isinstance(m, str) and m for m in modules):
+        raise ValueError(f"config model.student_modules: must be a tuple of module names or .py paths, got {modules!r}")
+    for name in modules:
+        _importing.append(name)
+        try:
+            _import(name)
+        except Exception as e:  # noqa: BLE001 - the user's module: any error, named with the key
+            hint = ("; a module name is looked up on sys.path (PYTHONPATH): give the path of its .py file instead"
+                    if isinstance(e, ModuleNotFoundError) and e.name == name.split(".")[0] else "")
+            raise ValueError(f"config model.student_modules: importing {name!r} failed ({type(e).__name__}: {e}){hint}") from e
+        finally:
+            _importing.pop()
+
+
+def kinds_of(modules) -> list:
+    """The kinds that the ``model.student_modules`` entries ``modules`` registered, in registration order."""
+    return [k for k, origin in ORIGIN.items() if origin & set(modules)]
+
+
+def _import(name: str) -> None:
+    if not name.endswith(".py"):
+        importlib.import_module(name)
+        return
+    path = os.path.abspath(name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file {path}")
+    if path in _imported_files or any(getattr(m, "__file__", None) and os.path.abspath(m.__file__) == path
+                                      for m in list(sys.modules.values())):
+        _imported_files.add(path)
+        return  # imported already (by name, or by this path): once, so its kinds register once
+    module = f"kdef_students_{Path(path).stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+    spec = importlib.util.spec_from_file_location(module, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[module] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[module]
+        raise
+    _imported_files.add(path)

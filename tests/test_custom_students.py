@@ -1,0 +1,206 @@
+"""Student kinds of the user's own: registered from their module, named by the config
+(model.student_modules), trained beside the built-in kinds, and imported again from a run's config.json."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, load_config_module
+from kdef_jax.config import apply_overrides, check_overrides_are_read, load_config_file, use_student_modules, validate
+from kdef_jax.models import registry
+from kdef_jax.models.ensemble import KDEFModel, groups_from_config
+
+# const_t: every logit is its setting ``value``; fm_t: a factorization machine (its README example's shape)
+STUDENTS_PY = '''
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from kdef_jax.models.registry import register_student
+
+
+class ConstStudent(nn.Module):
+    value: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, emb, train: bool = False, mask=None):
+        bias = self.param("bias", nn.initializers.zeros, ())
+        return jnp.full(emb.shape[:1], self.value, jnp.float32) + 0 * bias
+
+
+class FMStudent(nn.Module):
+    scale: float = 1.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, emb, train: bool = False, mask=None):
+        e = emb.astype(self.dtype)
+        linear = nn.Dense(1, dtype=self.dtype)(e.reshape(e.shape[0], -1))[:, 0]
+        pairs = 0.5 * (jnp.square(e.sum(1)) - jnp.square(e).sum(1)).sum(-1)
+        return (linear + self.scale * pairs).astype(jnp.float32)
+
+
+register_student("const_t", ConstStudent, settings={"value": 0.0})
+register_student("fm_t", FMStudent, settings={"scale": 1.0})
+'''
+
+
+@pytest.fixture(scope="module")
+def students_py(tmp_path_factory):
+  path = tmp_path_factory.mktemp("students") / "my_students.py"
+  path.write_text(STUDENTS_PY)
+  return str(path)
+
+
+def _config(students_py, students):
+  c = load_config_module("default").get_config("tiny")
+  assert use_student_modules(c, students_py) == ["const_t", "fm_t"]
+  c.model.students = students
+  return c
+
+
+class _Ok(nn.Module):
+  width: int = 2
+  dtype: Any = jnp.float32
+
+  def __call__(self, emb, train=False, mask=None):
+    return emb[:, 0, 0]
+
+
+class _NoDtype(nn.Module):
+  def __call__(self, emb, train=False, mask=None):
+    return emb[:, 0, 0]
+
+
+@pytest.mark.parametrize("kind,cls,settings,error", [
+    ("My-Kind", _Ok, None, "student kind 'My-Kind': a name of lowercase letters, digits and _ starting with a letter"),
+    ("ok_t", dict, None, "student kind 'ok_t': <class 'dict'> is not a flax.linen Module class"),
+    ("ok_t", _NoDtype, None, "student kind 'ok_t': _NoDtype needs a dtype field (the model's compute dtype"),
+    ("ok_t", _Ok, {"depth": 1}, "student kind 'ok_t': setting 'depth' is not a field of _Ok of its own (width)"),
+    ("ok_t", _Ok, {"width": [1, 2]}, "student kind 'ok_t': setting width=[1, 2]: a config value is a bool"),
+    ("mlp", _Ok, None, "student kind 'mlp' is registered already (kdef_jax.models.students.mlp.MLPStudent)"),
+    ("ipnn", _Ok, None, "student kind 'ipnn': model.ipnn is a config key already"),
+    ("dropout", _Ok, None, "student kind 'dropout': model.dropout is a config key already"),
+])
+def test_register_student_refuses_what_a_run_could_not_use(kind, cls, settings, error):
+  with pytest.raises((ValueError, TypeError)) as e:
+    registry.register_student(kind, cls, settings)
+  assert str(e.value).startswith(error)
+  assert "ok_t" not in registry.STUDENTS
+
+
+def test_the_same_module_imported_by_name_path_or_twice_registers_once(students_py):
+  registry.import_student_modules([students_py])
+  first = registry.STUDENTS["fm_t"]
+  registry.import_student_modules([students_py, os.path.join(os.path.dirname(students_py), ".", "my_students.py")])
+  assert registry.STUDENTS["fm_t"] is first
+  with pytest.raises(ValueError, match=r"student kind 'fm_t' is registered already \(kdef_students_my_students_"):
+    registry.register_student("fm_t", _Ok)  # another class under a taken name
+
+
+def test_a_custom_kind_computes_its_logits_with_its_settings_beside_the_built_in_ones(students_py):
+  c = _config(students_py, "mlp:1,const_t:2,fm_t:1")
+  c.model.const_t.value = 0.25
+  validate(c)
+  groups = groups_from_config(c.model)
+  assert [(g.kind, g.count, dict(g.kwargs)) for g in groups][1:] == [("const_t", 2, {"value": 0.25}), ("fm_t", 1, {"scale": 1.0})]
+  model = KDEFModel(vocab_sizes=(5, 7), groups=groups, embedding_dim=4, embedding_init_std=0.1)
+  ids = jnp.array([[1, 2], [3, 4], [0, 6]], jnp.int32)
+  variables = model.init(jax.random.PRNGKey(0), ids)
+  logits = model.apply(variables, ids)
+  assert logits.shape == (4, 3)
+  np.testing.assert_array_equal(logits[1:3], 0.25)
+  # fm_t: Linear(flat E) + ½ Σ_k [(Σ_f e_fk)² − Σ_f e_fk²], by hand from the model's own table (field 2's
+  # rows follow field 1's 5)
+  p = variables["params"]
+  e = np.asarray(p["embedding"]["table"])[np.asarray(ids) + np.array([0, 5])]
+  dense = p["group2_fm_t"]["Dense_0"]
+  linear = e.reshape(3, -1) @ np.asarray(dense["kernel"])[0, :, 0] + np.asarray(dense["bias"])[0, 0]
+  pairs = 0.5 * (np.square(e.sum(1)) - np.square(e).sum(1)).sum(-1)
+  np.testing.assert_allclose(logits[3], linear + pairs, rtol=1e-5, atol=1e-7)
+
+
+def test_a_custom_setting_is_a_config_key_and_an_override_no_student_reads_is_refused(students_py):
+  c = _config(students_py, "mlp:2,fm_t:1")
+  base = c.copy_and_resolve_references()
+  apply_overrides(c, ["model.fm_t.scale=0.5"])
+  check_overrides_are_read(c, base)
+  assert dict(groups_from_config(c.model)[1].kwargs) == {"scale": 0.5}
+  c.model.fm_t.scal = 1.0
+  with pytest.raises(ValueError, match=r"config model.fm_t.scal: is not a config key \(did you mean 'model.fm_t.scale'\?"):
+    validate(c)
+  c.model.fm_t = ml_collections.ConfigDict({"scale": "big"})  # e.g. an edited config.json
+  with pytest.raises(ValueError, match=r"config model.fm_t.scale: must be a number"):
+    validate(c)
+  c = _config(students_py, "mlp:2")
+  base = c.copy_and_resolve_references()
+  apply_overrides(c, ["model.fm_t.scale=0.5"])
+  with pytest.raises(ValueError, match=r"config model.fm_t.scale=0.5 is not read: no student of 'mlp:2' uses it"):
+    check_overrides_are_read(c, base)
+
+
+def test_a_module_that_cannot_be_imported_is_a_config_error_naming_it(tmp_path):
+  c = load_config_module("default").get_config("tiny")
+  missing = str(tmp_path / "none.py")
+  c.model.student_modules = (missing,)
+  with pytest.raises(ValueError) as e:
+    validate(c)
+  assert str(e.value) == f"config model.student_modules: importing {missing!r} failed (FileNotFoundError: no such file {missing})"
+  c.model.student_modules = ("no_such_students_pkg",)
+  with pytest.raises(ValueError) as e:
+    validate(c)
+  assert str(e.value) == ("config model.student_modules: importing 'no_such_students_pkg' failed (ModuleNotFoundError: No "
+                          "module named 'no_such_students_pkg'); a module name is looked up on sys.path (PYTHONPATH): give "
+                          "the path of its .py file instead")
+  c.model.student_modules, c.model.students = (), "mlp:1,gru_t:2"
+  with pytest.raises(ValueError, match=r"config model.students: unknown student kind 'gru_t'; registered: .*"
+                                       r"\(a kind of your own: kdef_jax.models.registry.register_student"):
+    validate(c)
+
+
+def test_a_relative_path_is_relative_to_the_config_file(students_py, tmp_path, monkeypatch):
+  folder = os.path.dirname(students_py)
+  cfg = os.path.join(folder, "my_config.py")
+  with open(cfg, "w") as f:
+    f.write(textwrap.dedent('''
+        from kdef_jax.config import base_config, use_student_modules
+
+        def get_config():
+            c = base_config()
+            use_student_modules(c, "my_students.py")
+            c.model.students = "mlp:2,fm_t:1"
+            return c
+        '''))
+  monkeypatch.chdir(tmp_path)  # elsewhere
+  c = load_config_file(cfg)
+  assert list(c.model.student_modules) == [students_py] and c.model.fm_t.scale == 1.0
+
+
+def test_a_run_with_custom_students_trains_and_is_rebuilt_from_its_config_json(students_py, tmp_path, no_home_cache):
+  """Trained beside MLPs in this process; exported by a fresh process (which imports the module again
+  from config.json's model.student_modules) from another folder: the served file gives the run's predictions."""
+  from kdef_jax.train import train_and_evaluate
+
+  c = _config(students_py, "mlp:2,fm_t:1")
+  c.train.num_epochs = 1
+  res = train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+  assert [r["model"] for r in res["rows"]][1:] == ["mlp_0", "mlp_1", "fm_t"]
+  assert 0.5 < res["rows"][3]["test_auc"] < 1  # the FM learned from the data
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+  assert saved["student_modules"] == [students_py] and saved["fm_t"] == {"scale": 1.0}
+  out = subprocess.run([sys.executable, "-m", "kdef_jax.export_run", "--workdir", str(tmp_path / "run"), "--out",
+                        str(tmp_path / "served")], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+  assert out.returncode == 0, out.stderr
+  assert "reloaded file vs model on 256 random rows" in out.stdout + out.stderr
