@@ -4,11 +4,13 @@ import bz2
 import gzip
 import io
 import lzma
+import os
 import zipfile
 
 import numpy as np
 import pytest
 
+from conftest import REPO_ROOT
 from data_helpers import ENGINES, data_cfg, load_data, load_error, vocab_of, write_file, x_of, y_of
 from kdef_jax.data.formats import columnar
 from kdef_jax.data.formats.columnar import iter_chunks
@@ -80,7 +82,7 @@ def test_a_malformed_row_of_a_compressed_file_names_the_file_and_its_line(tmp_pa
 @pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz"])
 def test_a_compressed_file_cut_short_is_an_error_naming_it(tmp_path, engine, kind):
   d = tmp_path / "raw"
-  data = PACK[kind](CSV * 20)
+  data = PACK[kind](b"label,C1,C2\n" + b"".join(b"%d,a%d,%d\n" % (i % 2, i % 50, i % 7) for i in range(20_000)))
   p = write_file(d / "train.csv.packed", data[: len(data) // 2])
   msg = load_error(_cfg(d, tmp_path / "c", p.name, engine))
   assert msg.startswith(f"{p}: the {kind} data is damaged or cut short ("), msg
@@ -163,3 +165,86 @@ def test_a_7z_file_says_to_extract_it(tmp_path):
     open_raw(str(p))
   assert str(e.value) == (f"{p}: a 7z-compressed file; the readers take plain text, gzip, bzip2, xz or zip: decompress "
                           f"it first (7z x {p}) and point the config at the result")
+
+
+# Found by a review of the compressed reading (2026-12-08); each failed on the first version.
+def _zip_bytes(members: dict, **kw) -> bytes:
+  buf = io.BytesIO()
+  with zipfile.ZipFile(buf, "w", **kw) as z:
+    for name, data in members.items():
+      z.writestr(name, data)
+  return buf.getvalue()
+
+
+def test_an_encrypted_or_unsupported_zip_is_an_error_naming_the_file_not_a_traceback(tmp_path):
+  data = bytearray(_zip_bytes({"train.csv": b"label,C1,C2\n1,a,1\n"}))
+  data[6] |= 1  # the member's "encrypted" flag, in its local header ...
+  cd = data.index(b"PK\x01\x02")
+  data[cd + 8] |= 1  # ... and in the central directory
+  enc = write_file(tmp_path / "enc.zip", bytes(data))
+  with pytest.raises(DataFormatError) as e:
+    open_raw(str(enc))
+  assert str(e.value).startswith(f"{enc}: File <ZipInfo filename='train.csv'") and "password required" in str(e.value)
+  assert str(e.value).endswith("; unzip it (with its password) and point the config at the file")
+  data = bytearray(_zip_bytes({"train.csv": b"label,C1,C2\n1,a,1\n"}))
+  data[8] = 9  # method 9: deflate64
+  data[data.index(b"PK\x01\x02") + 10] = 9
+  odd = write_file(tmp_path / "odd.zip", bytes(data))
+  with pytest.raises(DataFormatError) as e:
+    open_raw(str(odd))
+  assert str(e.value) == f"{odd}: That compression method is not supported here; unzip it and point the config at the file"
+
+
+def test_a_failed_open_leaves_nothing_to_complain_at_exit(tmp_path):
+  """Python's development mode reports an exception in a stream's close at collection ("Exception ignored
+  in: <_Decompressed ...> AttributeError: ... '_stream'")."""
+  import subprocess
+  import sys
+
+  p = write_file(tmp_path / "two.zip", _zip_bytes({"a.csv": b"1\n", "b.csv": b"2\n"}))
+  code = ("import gc\nfrom kdef_jax.data.schema import DataFormatError, open_raw\ntry:\n    open_raw(%r)\n"
+          "except DataFormatError as e:\n    print(e)\ngc.collect()\n" % str(p))
+  out = subprocess.run([sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+  assert out.returncode == 0 and "a zip archive of 2 files (a.csv, b.csv)" in out.stdout
+  assert "Exception ignored" not in out.stderr, out.stderr
+
+
+def test_an_empty_zip_a_macos_zip_and_a_file_compressed_twice(tmp_path):
+  empty = write_file(tmp_path / "empty.zip", _zip_bytes({}))
+  with pytest.raises(DataFormatError, match=r"a zip archive of 0 files \(none\)"):
+    open_raw(str(empty))
+  mac = write_file(tmp_path / "mac.zip", _zip_bytes({"train.csv": b"a\n", "__MACOSX/._train.csv": b"\0\5\26\7"}))
+  with open_raw(str(mac)) as fh:
+    assert fh.read() == b"a\n"
+  twice = write_file(tmp_path / "t.gz", gzip.compress(bz2.compress(b"label\n1\n")))
+  with pytest.raises(DataFormatError) as e:
+    open_raw(str(twice))
+  assert str(e.value) == (f"{twice}: gzip-compressed, and what that holds is bzip2-compressed again; decompress it "
+                          f"twice and point the config at the text")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bytes_after_the_gzip_data_are_named_as_such(tmp_path, engine):
+  p = write_file(tmp_path / "raw" / "t.csv.gz", gzip.compress(CSV) + b"GARBAGE")
+  msg = load_error(_cfg(tmp_path / "raw", tmp_path / "c", p.name, engine))
+  assert msg.startswith(f"{p}: bytes after the end of its gzip data (Not a gzipped file (b'GA')): the file was joined")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("bad_line", [3, 40_000])
+def test_a_bad_row_before_damaged_data_is_the_error_in_every_engine(tmp_path, engine, bad_line):
+  """The first error in file order, whatever the engine: a malformed row in the text before the damage,
+  not the damage (the fast engines lost the text of the read that hit it, the Python one its last
+  100,000 lines)."""
+  rows = [b"label,C1,C2"] + [b"%d,v%d,%d" % (i % 2, i % 97, i % 5) for i in range(60_000)]
+  rows[bad_line - 1] = b"1,short"
+  data = gzip.compress(b"\n".join(rows) + b"\n", compresslevel=1)
+  p = write_file(tmp_path / "raw" / "t.csv.gz", data[: len(data) * 3 // 4])
+  assert load_error(_cfg(tmp_path / "raw", tmp_path / "c", p.name, engine)) == f"{p}:{bad_line}: expected 3 columns, found 2"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_empty_gzipped_libfm_file_is_empty_in_every_engine(tmp_path, engine):
+  p = write_file(tmp_path / "raw" / "e.gz", gzip.compress(b""))
+  assert load_error(data_cfg(tmp_path / "raw", tmp_path / "c", train="e.gz", engine=engine)) == f"{p}: file is empty"

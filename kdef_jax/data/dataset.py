@@ -19,7 +19,7 @@ from kdef_jax.data.formats.libfm import read_featindex, read_libfm
 from kdef_jax.data.formats.movielens import read_movielens
 from kdef_jax.data.formats.tfds import read_tfds, tfds_identity
 from kdef_jax.data.preprocess import SPLITS, SourceSpec, build_cache, file_identity
-from kdef_jax.data.schema import LABEL, ColumnSpec, DataFormatError, LabelRule
+from kdef_jax.data.schema import LABEL, ColumnSpec, DataFormatError, LabelRule, open_raw
 from kdef_jax.data.synthetic import CRITEO_VOCAB, SMALL_VOCAB, SyntheticSpec, build_synthetic
 
 FORMATS = ("synthetic", "libfm", "delimited", "movielens", "tfds")
@@ -165,8 +165,9 @@ def _libfm_reader(cfg, fields, engine):
         return functools.partial(read_libfm, field_names=fields, on_bad_rows=cfg.on_bad_rows)
 
     def read(path, admit=None, emit=None):
-        if os.path.getsize(path) == 0:
-            raise DataFormatError(f"{path}: file is empty")
+        with open_raw(path) as fh:  # empty once decompressed, as the Python engine says
+            if not fh.peek(1):
+                raise DataFormatError(f"{path}: file is empty")
         slow = functools.partial(_libfm_slow, path=path, fields=fields, on_bad_rows=cfg.on_bad_rows)
         return _columnar().read_blocks(path, names=(LABEL, *fields), wanted=(LABEL, *fields), keys=(LABEL, *fields),
                                        delimiter=" ", slow=slow, parser=engine, admit=admit, emit=emit,

@@ -88,6 +88,7 @@ class Undecodable:
 # leading bytes of compressed files; bzip2's "BZh" is followed by its level digit and a block (or end-of-stream)
 # magic, so text starting "BZh" is text. zstd and 7z have no reader in the standard library: they stay errors.
 COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip -k"), (b"\xfd7zXZ\x00", "xz", "unxz -k"), (b"PK\x03\x04", "zip", "unzip"),
+              (b"PK\x05\x06", "zip", "unzip"),  # an empty zip: its end record only
               (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"), (b"7z\xbc\xaf\x27\x1c", "7z", "7z x"), (b"BZh", "bzip2", "bunzip2 -k"))
 UNREAD = ("zstd", "7z")
 TAR_MAGIC, TAR_AT = b"ustar", 257  # a tar header: the member's name in bytes 0-99, "ustar" at 257
@@ -110,34 +111,51 @@ class _Decompressed(io.RawIOBase):
 
     def __init__(self, path: str, kind: str):
         super().__init__()
-        self.path, self.kind = path, kind
+        self.path, self.kind, self._stream, self._given = path, kind, None, 0
         try:
-            if kind == "zip":
-                with zipfile.ZipFile(path) as archive:  # the member keeps the file open after the archive closes
-                    members = [m for m in archive.infolist() if not m.is_dir()]
-                    if len(members) != 1:
-                        names = ", ".join(m.filename for m in members[:5]) + (" ..." if len(members) > 5 else "")
-                        raise DataFormatError(f"{path}: a zip archive of {len(members)} files ({names or 'none'}); "
-                                              f"the readers take a zip of one file: unzip it and point the config "
-                                              f"at the file to read")
-                    self._stream = archive.open(members[0])
-            else:
-                self._stream = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}[kind](path, "rb")
+            self._stream = self._open_zip() if kind == "zip" else \
+                {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}[kind](path, "rb")
         except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as e:
             raise DataFormatError(f"{path}: cannot read the {kind} file ({e})") from e
+        except NotImplementedError as e:  # zipfile: deflate64, or another method Python lacks (a RuntimeError too)
+            raise DataFormatError(f"{path}: {e} here; unzip it and point the config at the file") from e
+        except RuntimeError as e:  # zipfile: an encrypted member
+            raise DataFormatError(f"{path}: {e}; unzip it (with its password) and point the config at the file") from e
+
+    def _open_zip(self):
+        with zipfile.ZipFile(self.path) as archive:  # the member keeps the file open after the archive closes
+            members = [m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")]
+            if len(members) != 1:  # (__MACOSX/: the resource forks macOS's Finder adds beside the file)
+                names = ", ".join(m.filename for m in members[:5]) + (" ..." if len(members) > 5 else "")
+                raise DataFormatError(f"{self.path}: a zip archive of {len(members)} files ({names or 'none'}); the "
+                                      f"readers take a zip of one file: unzip it and point the config at the file "
+                                      f"to read")
+            return archive.open(members[0])
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
-        try:
-            return self._stream.readinto(b)
-        except (OSError, EOFError, zlib.error, zipfile.BadZipFile, lzma.LZMAError) as e:
-            raise DataFormatError(f"{self.path}: the {self.kind} data is damaged or cut short ({e}); the rows "
-                                  f"before it were read, the file needs to be fetched or packed again") from e
+        try:  # one decompression step at a time: the text before damaged data is returned before its error
+            data = self._stream.read1(len(b))
+            n = len(data)
+            b[:n] = data
+        except gzip.BadGzipFile as e:
+            if self._given and str(e).startswith("Not a gzipped file"):  # what gunzip calls trailing garbage
+                raise DataFormatError(f"{self.path}: bytes after the end of its gzip data ({e}): the file was "
+                                      f"joined with another or damaged; the rows before them were read") from e
+            raise self._damaged(e) from e
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile, lzma.LZMAError, NotImplementedError) as e:
+            raise self._damaged(e) from e
+        self._given += n
+        return n
+
+    def _damaged(self, e: Exception) -> DataFormatError:
+        return DataFormatError(f"{self.path}: the {self.kind} data is damaged or cut short ({e}); the rows before "
+                               f"it were read, the file needs to be fetched or packed again")
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._stream is not None:
             self._stream.close()
         super().close()
 
@@ -157,6 +175,11 @@ def open_raw(path: str, what: str = ""):
             raise DataFormatError(f"{path}: a {packed[0]}-compressed file; the readers take plain text, gzip, bzip2, xz "
                                   f"or zip: decompress it first ({packed[1]} {path}) and point the config at the result")
         fh = io.BufferedReader(_Decompressed(path, packed[0]), READ_BYTES)
+        twice = compression(fh.peek(10)[:10])
+        if twice:
+            fh.close()
+            raise DataFormatError(f"{path}: {packed[0]}-compressed, and what that holds is {twice[0]}-compressed "
+                                  f"again; decompress it twice and point the config at the text")
     first = tar_member(fh.peek(tarfile.BLOCKSIZE)[:tarfile.BLOCKSIZE])
     if first is not None:  # Criteo's dac.tar.gz: its header block would be read as a row
         fh.close()
@@ -432,9 +455,18 @@ def iter_lines(fh, chunk_rows: int, *, path: str = "?", encoding: str = "utf-8",
 
     Each line is decoded on its own, so undecodable bytes are a DataFormatError naming their line
     (``strict``), or an :class:`Undecodable` in the list for a data reader to treat as a malformed row.
+    The lines before damaged compressed data are yielded before its error, as the fast engines read them.
     """
-    buf, line_no = [], first_line
-    for raw in fh:
+    buf, line_no, lines = [], first_line, iter(fh)
+    while True:
+        try:
+            raw = next(lines)
+        except StopIteration:
+            break
+        except DataFormatError:  # damaged compressed data: an error in the whole lines before it comes first
+            if buf:
+                yield buf
+            raise
         try:
             buf.append(raw.decode(encoding))
         except UnicodeDecodeError as e:

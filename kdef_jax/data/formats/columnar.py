@@ -40,7 +40,7 @@ import numpy as np
 from kdef_jax.data import hash_ids
 from kdef_jax.data.formats.split_kernels import NOT_WORDS, LineCells, count_lines, has_control_byte, split, split_words
 from kdef_jax.data.hash_ids import Cells
-from kdef_jax.data.schema import Block, Undecodable, open_raw
+from kdef_jax.data.schema import Block, DataFormatError, Undecodable, open_raw
 
 try:  # optional extra
     import polars as pl
@@ -131,19 +131,34 @@ def iter_chunks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0
 
 
 def _read_chunks(fh, block_bytes: int, header_lines: int) -> Iterator[Chunk]:
-    """:func:`iter_chunks` with reads into a buffer per chunk (where pages cannot be unmapped)."""
+    """:func:`iter_chunks` with reads into a buffer per chunk (where pages cannot be unmapped). Reads go
+    one raw read at a time (``readinto1``), so the text before damaged compressed data is all in the
+    buffer when its error comes: its whole lines are yielded first, as the Python engine reads them."""
     for _ in range(header_lines):
         fh.readline()
     rest = b""
     while True:
         buf = bytearray(len(rest) + block_bytes)
         buf[: len(rest)] = rest
-        got = fh.readinto(memoryview(buf)[len(rest) :])
-        if not got:
+        end, view = len(rest), memoryview(buf)
+        try:
+            while end < len(buf):
+                got = fh.readinto1(view[end:])
+                if not got:
+                    break
+                end += got
+        except DataFormatError:
+            cut = buf.rfind(b"\n", 0, end)
+            view.release()
+            if cut >= 0:
+                del buf[cut + 1 :]
+                yield Chunk.of(buf)
+            raise
+        view.release()
+        if end == len(rest):
             if rest:
                 yield Chunk.of(bytearray(rest + b"\n"))
             return
-        end = len(rest) + got
         cut = buf.rfind(b"\n", 0, end)
         rest = bytes(buf[cut + 1 : end])
         if cut >= 0:
@@ -361,12 +376,22 @@ def read_blocks(path: str, *, names: Sequence[str], wanted: Sequence[str], keys:
     pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
     pending: collections.deque = collections.deque()
     try:
-        for k, buf in enumerate(iter_chunks(path, block_bytes, header_lines)):
+        chunks, damaged = enumerate(iter_chunks(path, block_bytes, header_lines)), None
+        while True:
+            try:
+                k, buf = next(chunks)
+            except StopIteration:
+                break
+            except DataFormatError as e:  # damaged compressed data: the blocks before it (and their errors) first
+                damaged = e
+                break
             pending.append(pool.submit(work, k, buf))
             if len(pending) > threads:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+        if damaged is not None:
+            raise damaged
     finally:  # may run in any thread (a generator dropped mid-way is closed by the GC): never join here
         with turn:
             closed[0] = True
