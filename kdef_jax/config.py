@@ -13,6 +13,7 @@ import importlib.util
 import json
 import math
 import os
+import sys
 
 import ml_collections
 
@@ -162,21 +163,35 @@ def use_student_modules(c, *modules: str) -> list:
     :func:`kdef_jax.models.registry.register_student`; record them in ``model.student_modules`` (a
     resume, score_run and export_run import them again from the run's config.json) and add a section
     ``model.<kind>`` with each registered kind's settings. Returns the kinds they registered."""
-    import os
-    import sys
-
-    from kdef_jax.models import registry
-
     caller = sys._getframe(1).f_globals.get("__file__")
     here = os.path.dirname(os.path.abspath(caller)) if caller else os.getcwd()
     names = [os.path.abspath(os.path.join(here, n)) if n.endswith(".py") else n for n in modules]
+    from kdef_jax.models import registry
+
     registry.import_student_modules(names)
-    m = c.model
-    m.student_modules = tuple(dict.fromkeys((*m.student_modules, *names)))
+    c.model.student_modules = tuple(dict.fromkeys((*c.model.student_modules, *names)))
+    resolve_student_modules(c)
+    return registry.kinds_of(names)
+
+
+def resolve_student_modules(c) -> list:
+    """``model.student_modules`` as a run records it: each .py path absolute (a relative one: from the
+    working directory, as given on the command line), each module imported, and a ``model.<kind>``
+    section with its settings' defaults for every kind they register that has none. Returns those kinds;
+    a value that is not a tuple of strings is left for :func:`validate` to name."""
+    from kdef_jax.models import registry
+
+    modules = c.model.get("student_modules", ())
+    if not isinstance(modules, (tuple, list)) or not all(isinstance(n, str) and n for n in modules):
+        return []
+    names = tuple(os.path.abspath(n) if n.endswith(".py") else n for n in modules)
+    registry.import_student_modules(names)
     kinds = registry.kinds_of(names)
-    for kind in kinds:
-        if kind not in m:
-            m[kind] = ml_collections.ConfigDict(dict(registry.CUSTOM[kind]))
+    with c.unlocked():
+        c.model.student_modules = names
+        for kind in kinds:
+            if kind not in c.model:
+                c.model[kind] = ml_collections.ConfigDict(dict(registry.CUSTOM[kind]))
     return kinds
 
 
@@ -217,7 +232,8 @@ def _parse_value(text: str):
     return text
 
 
-STRING_TUPLE_KEYS = ("data.fields", "data.numeric_fields", "data.column_names")  # tuples of names, not numbers
+STRING_TUPLE_KEYS = ("data.fields", "data.numeric_fields", "data.column_names",  # tuples of names, not numbers
+                     "model.student_modules")
 
 
 def _parse_tuple(text: str, strings: bool) -> tuple:
@@ -300,6 +316,8 @@ def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
         if isinstance(node[leaf], ml_collections.ConfigDict):
             raise ValueError(f"{item!r}: {key} is a group of settings; override one of them ({key}.NAME=VALUE)")
         node[leaf] = _parse_as(value, node[leaf], key)
+        if key == "model.student_modules":  # their kinds' sections, for the overrides that follow
+            resolve_student_modules(config)
 
 
 # model keys read beside the students' own settings (the table, the group's vmap, the dtype); every other
@@ -544,7 +562,8 @@ def validate(c) -> None:
         bad("data.quotechar", f"must be '' (no quoting) or one character other than the delimiter and a line break, "
                               f"got {d.quotechar!r}")
     for key in STRING_TUPLE_KEYS:
-        names = tuple(c.data[key.split(".")[1]])
+        section, leaf = key.split(".")
+        names = tuple(c[section][leaf])
         if not all(isinstance(n, str) and n.strip() for n in names):
             bad(key, f"must be a tuple of names (non-empty strings), got {names!r}")
         if key == "data.column_names" and len(set(names)) < len(names):

@@ -27,6 +27,7 @@ from kdef_jax.losses import FUSIONS, ensemble_logit, fusion_of
 from kdef_jax.models.embedding import int32_ids
 from kdef_jax.models.ensemble import KDEFModel, StudentGroup
 from kdef_jax.models.layers import BatchNorm
+from kdef_jax.models.registry import BUILT_IN
 
 
 def _locate(model: KDEFModel, k: int):
@@ -138,13 +139,15 @@ def fold_batchnorm(model: KDEFModel, variables: dict):
     DCNv2 (a group is folded only when its BatchNorms are exactly those its ``batch_norm`` switch
     removes, checked against the rebuilt module's variable shapes). Left as they are: FINAL (its
     BatchNorm follows a FINAL block, not a Dense), ECN's scalar BatchNorms, AFN's logarithmic layer's.
-    For serving only: the folded model has no training-mode BatchNorm."""
+    Kinds of the user's own (``register_student``) are left as they are: where their BatchNorms sit is
+    not known. For serving only: the folded model has no training-mode BatchNorm."""
     params, stats = dict(variables["params"]), dict(variables.get("batch_stats", {}))
     groups = []
     for i, g in enumerate(model.groups):
         name = f"group{i}_{g.kind}"
         kwargs = dict(g.kwargs)
-        pairs = _dense_bn_pairs(params[name]) if kwargs.get("batch_norm") and name in stats else []
+        known = g.kind in BUILT_IN
+        pairs = _dense_bn_pairs(params[name]) if known and kwargs.get("batch_norm") and name in stats else []
         if not pairs:
             groups.append(g)
             continue

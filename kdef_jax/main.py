@@ -18,7 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from kdef_jax import distributed, interrupts
-from kdef_jax.config import check_overrides_are_read, load_config_file, unknown_key
+from kdef_jax.config import check_overrides_are_read, load_config_file, resolve_student_modules, unknown_key
 from kdef_jax.report import tolerant_stdio
 from kdef_jax.run_files import error_text, exit_interrupted
 
@@ -43,6 +43,7 @@ def main(argv):
 
     with interrupts.remembered():  # a Ctrl-C swallowed by a gc callback is raised again at the next step
         try:
+            resolve_student_modules(_CONFIG.value)  # a --config.model.student_modules path: absolute in config.json
             check_overrides_are_read(_CONFIG.value, load_config_file(config_flags.get_config_filename(flags.FLAGS["config"])))
             train_and_evaluate(_CONFIG.value, _WORKDIR.value)
         except REPORTED_ERRORS as e:  # without a deep traceback; a full disk also says what to do

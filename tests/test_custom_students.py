@@ -56,6 +56,18 @@ register_student("fm_t", FMStudent, settings={"scale": 1.0})
 '''
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _registry_restored():
+  """The kinds these tests register are gone after them (test_students.py checks the built-in set)."""
+  saved = {name: dict(getattr(registry, name)) for name in ("STUDENTS", "CUSTOM", "ORIGIN")}
+  path = list(sys.path)
+  yield
+  for name, kinds in saved.items():
+    getattr(registry, name).clear()
+    getattr(registry, name).update(kinds)
+  sys.path[:] = path
+
+
 @pytest.fixture(scope="module")
 def students_py(tmp_path_factory):
   path = tmp_path_factory.mktemp("students") / "my_students.py"
@@ -78,6 +90,13 @@ class _Ok(nn.Module):
     return emb[:, 0, 0]
 
 
+class _NoMask(nn.Module):
+  dtype: Any = jnp.float32
+
+  def __call__(self, emb, train=False):
+    return emb[:, 0, 0]
+
+
 class _NoDtype(nn.Module):
   def __call__(self, emb, train=False, mask=None):
     return emb[:, 0, 0]
@@ -89,7 +108,10 @@ class _NoDtype(nn.Module):
     ("ok_t", _NoDtype, None, "student kind 'ok_t': _NoDtype needs a dtype field (the model's compute dtype"),
     ("ok_t", _Ok, {"depth": 1}, "student kind 'ok_t': setting 'depth' is not a field of _Ok of its own (width)"),
     ("ok_t", _Ok, {"width": [1, 2]}, "student kind 'ok_t': setting width=[1, 2]: a config value is a bool"),
-    ("mlp", _Ok, None, "student kind 'mlp' is registered already (kdef_jax.models.students.mlp.MLPStudent)"),
+    ("mlp", _Ok, None, f"student kind 'mlp' is registered already (MLPStudent of {REPO_ROOT}/kdef_jax/models/students/mlp.py)"),
+    ("ensemble", _Ok, None, "student kind 'ensemble': a name of lowercase letters, digits and _ starting with a letter, not"),
+    ("mlp_1", _Ok, None, "student kind 'mlp_1': a name of lowercase letters, digits and _ starting with a letter, not"),
+    ("ok_t", _NoMask, None, "student kind 'ok_t': _NoMask.__call__ must take (emb, train, mask), e.g. def __call__(self"),
     ("ipnn", _Ok, None, "student kind 'ipnn': model.ipnn is a config key already"),
     ("dropout", _Ok, None, "student kind 'dropout': model.dropout is a config key already"),
 ])
@@ -105,8 +127,9 @@ def test_the_same_module_imported_by_name_path_or_twice_registers_once(students_
   first = registry.STUDENTS["fm_t"]
   registry.import_student_modules([students_py, os.path.join(os.path.dirname(students_py), ".", "my_students.py")])
   assert registry.STUDENTS["fm_t"] is first
-  with pytest.raises(ValueError, match=r"student kind 'fm_t' is registered already \(kdef_students_my_students_"):
-    registry.register_student("fm_t", _Ok)  # another class under a taken name
+  with pytest.raises(ValueError) as e:
+    registry.register_student("fm_t", _Ok)  # another file's class under a taken name
+  assert str(e.value) == f"student kind 'fm_t' is registered already (FMStudent of {students_py}); choose another name"
 
 
 def test_a_custom_kind_computes_its_logits_with_its_settings_beside_the_built_in_ones(students_py):
@@ -204,3 +227,94 @@ def test_a_run_with_custom_students_trains_and_is_rebuilt_from_its_config_json(s
                        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
   assert out.returncode == 0, out.stderr
   assert "reloaded file vs model on 256 random rows" in out.stdout + out.stderr
+
+
+# Found by a review of kinds of the user's own (2026-12-08); each failed on the first version.
+def test_a_student_module_imports_the_files_beside_it_from_anywhere(tmp_path, monkeypatch):
+  lib = tmp_path / "lib"
+  lib.mkdir()
+  (lib / "nb_helpers_t.py").write_text("def twice(x):\n    return 2 * x\n")
+  (lib / "nb_students_t.py").write_text(STUDENTS_PY.replace('"const_t"', '"nb_const_t"').replace('"fm_t"', '"nb_fm_t"')
+                                        .replace("from typing import Any\n", "from typing import Any\nfrom nb_helpers_t import twice\n"))
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(sys, "path", list(sys.path))
+  c = load_config_module("default").get_config("tiny")
+  assert use_student_modules(c, str(lib / "nb_students_t.py")) == ["nb_const_t", "nb_fm_t"]
+
+
+def test_a_package_imported_before_use_student_modules_still_gets_its_sections(tmp_path, monkeypatch):
+  pkg = tmp_path / "pkg_students_t"
+  pkg.mkdir()
+  (pkg / "__init__.py").write_text("from . import fm\n")
+  (pkg / "fm.py").write_text(STUDENTS_PY.replace('"const_t"', '"pk_const_t"').replace('"fm_t"', '"pk_fm_t"'))
+  monkeypatch.syspath_prepend(str(tmp_path))
+  import importlib
+
+  importlib.import_module("pkg_students_t")  # e.g. by the config file's own import line
+  c = load_config_module("default").get_config("tiny")
+  assert use_student_modules(c, "pkg_students_t") == ["pk_const_t", "pk_fm_t"]
+  assert c.model.pk_fm_t.scale == 1.0
+
+
+def test_student_modules_given_as_an_override_is_recorded_absolute_with_its_sections(students_py, tmp_path, monkeypatch):
+  monkeypatch.chdir(os.path.dirname(students_py))
+  c = load_config_module("default").get_config("tiny")
+  apply_overrides(c, ["model.student_modules=('my_students.py',)", "model.students=mlp:1,fm_t:1", "model.fm_t.scale=0.5"])
+  assert list(c.model.student_modules) == [students_py] and c.model.fm_t.scale == 0.5
+  validate(c)
+
+
+def test_a_student_that_returns_other_than_float_logits_per_row_is_named(students_py):
+  class Column(nn.Module):  # [B, 1]
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, emb, train=False, mask=None):
+      return nn.Dense(1)(emb.reshape(emb.shape[0], -1))
+
+  class Ints(nn.Module):
+    dtype: Any = jnp.float32
+
+    def __call__(self, emb, train=False, mask=None):
+      return jnp.zeros(emb.shape[:1], jnp.int32)
+
+  registry.register_student("column_t", Column)
+  registry.register_student("ints_t", Ints)
+  ids = jnp.array([[1, 2], [3, 4], [0, 6]], jnp.int32)
+  for kind, got in (("column_t", "float32 of shape (3, 1)"), ("ints_t", "int32 of shape (3,)")):
+    c = _config(students_py, f"mlp:1,{kind}:2")
+    model = KDEFModel(vocab_sizes=(5, 7), groups=groups_from_config(c.model), embedding_dim=4)
+    with pytest.raises(ValueError) as e:
+      model.init(jax.random.PRNGKey(0), ids)
+    assert str(e.value) == (f"student kind {kind!r} ({__name__}.{'Column' if kind == 'column_t' else 'Ints'}) returned {got} "
+                            f"per student; a student returns float logits of shape [batch] = (3,)")
+
+
+def test_fold_bn_leaves_a_kind_of_the_users_own_as_it_is(tmp_path):
+  """Its BatchNorm after the ReLU would be folded into the Dense before it: wrong predictions (bf16: written)."""
+  from kdef_jax.export import fold_batchnorm
+  from kdef_jax.models.layers import BatchNorm
+
+  class ReluThenBN(nn.Module):
+    hidden_units: tuple = (8,)
+    batch_norm: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, emb, train=False, mask=None):
+      x = nn.relu(nn.Dense(8)(emb.reshape(emb.shape[0], -1)))
+      if self.batch_norm:
+        x = BatchNorm()(x, train, mask)
+      return nn.Dense(1)(x)[:, 0]
+
+  registry.register_student("relubn_t", ReluThenBN)
+  c = load_config_module("default").get_config("tiny")
+  c.model.students, c.model.hidden_units = "mlp:1,relubn_t:2", (8,)
+  model = KDEFModel(vocab_sizes=(5, 7), groups=groups_from_config(c.model), embedding_dim=4)
+  ids = jnp.array([[1, 2], [3, 4], [0, 6]], jnp.int32)
+  variables = model.init(jax.random.PRNGKey(0), ids)
+  stats = jax.tree.map(lambda v: v + 0.3, variables["batch_stats"])  # statistics away from 0 / 1
+  variables = {**variables, "batch_stats": stats}
+  folded, fv = fold_batchnorm(model, variables)
+  assert [dict(g.kwargs).get("batch_norm") for g in folded.groups] == [False, True]  # the MLP folded, relubn_t not
+  np.testing.assert_allclose(folded.apply(fv, ids), model.apply(variables, ids), rtol=1e-5, atol=1e-6)

@@ -124,6 +124,7 @@ class KDEFModel(nn.Module):
                 outs.append(vmapped(cls, g.count)(**kwargs, name=name)(emb, train, mask))
             else:
                 outs.append(unrolled(cls, g.count)(**kwargs, name=name)(None, emb, train, mask)[1])
+            _check_logits(outs[-1][0] if self.concat_head else outs[-1], g, cls, ids.shape[0])
         if self.concat_head:
             hidden = jnp.concatenate([h for _, h in outs], axis=0)  # [K, B, u], students in [K] order
             a = jnp.swapaxes(hidden, 0, 1).reshape(hidden.shape[1], -1)  # [B, K·u] = [a_1; …; a_K] per row
@@ -134,6 +135,13 @@ class KDEFModel(nn.Module):
     @property
     def num_students(self) -> int:
         return sum(g.count for g in self.groups)
+
+
+def _check_logits(z, g: StudentGroup, cls, batch: int) -> None:
+    """A group's output must be float logits [count, batch] (a kind of the user's own may return others)."""
+    if not (jnp.issubdtype(z.dtype, jnp.floating) and z.shape == (g.count, batch)):
+        raise ValueError(f"student kind {g.kind!r} ({cls.__module__}.{cls.__name__}) returned {z.dtype} of shape "
+                         f"{tuple(z.shape[1:])} per student; a student returns float logits of shape [batch] = ({batch},)")
 
 
 def groups_from_config(m) -> tuple:

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -130,12 +131,18 @@ def register_student(kind: str, cls, settings: dict | None = None) -> None:
     "params" and "batch_stats"); ``mask`` [B] marks the real rows of a padded last batch (None: all), for
     statistics over rows (:class:`kdef_jax.models.layers.BatchNorm` takes it). Fields named like the shared
     keys (hidden_units, batch_norm, dropout_rng) get the config's ``model.<key>``; ``settings``
-    ({field: default}) become the config section ``model.<kind>``. Registering the same class and settings
-    again (a module imported twice) is a no-op; anything else under a taken name is a ValueError."""
-    if not isinstance(kind, str) or not KIND_NAME.match(kind):
-        raise ValueError(f"student kind {kind!r}: a name of lowercase letters, digits and _ starting with a letter")
+    ({field: default}) become the config section ``model.<kind>``. A kind registered again from the same
+    source file (a module imported twice, or reloaded) is replaced; from another file, a ValueError."""
+    if not isinstance(kind, str) or not KIND_NAME.match(kind) or kind == "ensemble" or re.search(r"_\d+\Z", kind):
+        raise ValueError(f"student kind {kind!r}: a name of lowercase letters, digits and _ starting with a letter, "
+                         f"not 'ensemble' nor ending in _<digits> (the results name students kind_0, kind_1, ...)")
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"student kind {kind!r}: {cls!r} is not a flax.linen Module class")
+    try:
+        inspect.signature(cls.__call__).bind(None, "emb", "train", "mask")
+    except TypeError:
+        raise TypeError(f"student kind {kind!r}: {cls.__name__}.__call__ must take (emb, train, mask), e.g. "
+                        f"def __call__(self, emb, train: bool = False, mask=None)") from None
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
     if "dtype" not in fields:
         raise TypeError(f"student kind {kind!r}: {cls.__name__} needs a dtype field (the model's compute dtype: "
@@ -152,15 +159,20 @@ def register_student(kind: str, cls, settings: dict | None = None) -> None:
 
     if kind in base_config().model:
         raise ValueError(f"student kind {kind!r}: model.{kind} is a config key already; choose another name")
-    if kind in STUDENTS:
-        if STUDENTS[kind][0] is cls and CUSTOM.get(kind) == settings:
-            return
-        raise ValueError(f"student kind {kind!r} is registered already ({STUDENTS[kind][0].__module__}."
-                         f"{STUDENTS[kind][0].__name__}); choose another name")
+    source = _source_file(cls)
+    if kind in STUDENTS and (kind in BUILT_IN or source is None or _source_file(STUDENTS[kind][0]) != source):
+        where = _source_file(STUDENTS[kind][0]) or STUDENTS[kind][0].__module__
+        raise ValueError(f"student kind {kind!r} is registered already ({STUDENTS[kind][0].__name__} of {where}); "
+                         f"choose another name")
     STUDENTS[kind] = _kind(cls, kind, settings)
     CUSTOM[kind] = settings
+    ORIGIN[kind] = {cls.__module__, *_importing[-1:], *([source] if source else [])}
+
+
+def _source_file(cls) -> str | None:
+    """The absolute path of the file that defines ``cls``, if it has one."""
     module_file = getattr(sys.modules.get(cls.__module__), "__file__", None)
-    ORIGIN[kind] = {cls.__module__, *_importing[-1:], *([os.path.abspath(module_file)] if module_file else [])}
+    return os.path.abspath(module_file) if module_file else None
 
 
 def import_student_modules(modules) -> None:
@@ -181,8 +193,10 @@ def import_student_modules(modules) -> None:
 
 
 def kinds_of(modules) -> list:
-    """The kinds that the ``model.student_modules`` entries ``modules`` registered, in registration order."""
-    return [k for k, origin in ORIGIN.items() if origin & set(modules)]
+    """The kinds that the ``model.student_modules`` entries ``modules`` registered (a package: its submodules
+    too), in registration order."""
+    return [k for k, origin in ORIGIN.items()
+            if origin & set(modules) or any(o.startswith(m + ".") for o in origin for m in modules)]
 
 
 def _import(name: str) -> None:
@@ -196,6 +210,8 @@ def _import(name: str) -> None:
                                       for m in list(sys.modules.values())):
         _imported_files.add(path)
         return  # imported already (by name, or by this path): once, so its kinds register once
+    if os.path.dirname(path) not in sys.path:  # as for a script: the files beside it import by name
+        sys.path.insert(0, os.path.dirname(path))
     module = f"kdef_students_{Path(path).stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(module, path)
     mod = importlib.util.module_from_spec(spec)
