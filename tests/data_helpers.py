@@ -69,6 +69,14 @@ def y_of(ds, split):
   return np.asarray(ds.splits[split].y)
 
 
+def assert_same_splits(a, b):
+  """Datasets ``a`` and ``b`` hold the same splits with the same ids and labels."""
+  assert set(a.splits) == set(b.splits)
+  for s in a.splits:
+    np.testing.assert_array_equal(x_of(a, s), x_of(b, s))
+    np.testing.assert_array_equal(y_of(a, s), y_of(b, s))
+
+
 def data_cfg(data_dir, cache_dir, *, fmt="libfm", train="train.libfm", valid="", test="", fields=("f1", "f2", "f3"),
              split="files", valid_mod=0, min_count=1, name="tiny", **extra):
   """A ``config.data`` for files in ``data_dir`` (libFM with fields f1, f2, f3 unless told)."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import load_config_module, shared_data_dir
-from data_helpers import ENGINES, FAST, data_cfg, load_data, load_error, quiet, raw_cfg as _cfg, vocab_of, write_file, x_of, y_of
+from data_helpers import ENGINES, FAST, assert_same_splits, data_cfg, load_data, load_error, quiet, raw_cfg as _cfg, vocab_of, write_file, x_of
 from kdef_jax.config import base_config
 from kdef_jax.data import preprocess
 from kdef_jax.data.dataset import load_dataset
@@ -59,9 +59,7 @@ def test_engines_give_identical_caches_across_blocks(tmp_path, monkeypatch, spli
   b = load_data(_criteo_cfg(d, tmp_path / "c2", engine, **kw))
   assert a.feature_map.to_dict() | {"info": None} == b.feature_map.to_dict() | {"info": None}
   assert vocab_of(a) == vocab_of(b)
-  for s in a.splits:
-    np.testing.assert_array_equal(x_of(a, s), x_of(b, s))
-    np.testing.assert_array_equal(y_of(a, s), y_of(b, s))
+  assert_same_splits(a, b)
   assert a.cache_dir.name == b.cache_dir.name  # the engine is not part of the cache key
 
 
@@ -80,9 +78,7 @@ def test_fast_engines_mix_plain_and_python_parsed_blocks_into_one_vocabulary(tmp
   a = load_data(_cfg(d, tmp_path / "c1", engine="python", **kw))
   b = load_data(_cfg(d, tmp_path / "c2", engine=engine, **kw))
   assert vocab_of(a) == vocab_of(b) and "Amélie, the film" in vocab_of(a)["u"] and "x" * 13 in vocab_of(a)["u"]
-  for s in a.splits:
-    np.testing.assert_array_equal(x_of(a, s), x_of(b, s))
-    np.testing.assert_array_equal(y_of(a, s), y_of(b, s))
+  assert_same_splits(a, b)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -199,8 +195,7 @@ def test_avazu_reads_kaggles_train_gz_as_it_is(tmp_path, engine):
     got.append(load_data(cfg))
   assert vocab_of(got[0]) == vocab_of(got[1]) and got[0].feature_map.num_rows == got[1].feature_map.num_rows
   assert sum(got[1].feature_map.num_rows.values()) == 63 and len(got[1].splits) == 3
-  for s in got[0].splits:
-    np.testing.assert_array_equal(x_of(got[0], s), x_of(got[1], s))
+  assert_same_splits(*got)
 
 
 KKBOX = ('msno,song_id,source_system_tab,source_screen_name,source_type,city,gender,registered_via,language,'
