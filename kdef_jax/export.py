@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -310,7 +311,7 @@ def load_run(workdir, checkpoint: str = "best"):
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"load_run checkpoint={checkpoint!r}: use 'best' or 'latest'")
     from kdef_jax.checkpoint import Checkpoints
-    from kdef_jax.run_files import read_json, read_run_config
+    from kdef_jax.run_files import read_json, read_run_config, student_code_changes
     from kdef_jax.data.feature_map import FeatureMap
     from kdef_jax.models.ensemble import build_model
     from kdef_jax.steps import initial_state
@@ -319,6 +320,8 @@ def load_run(workdir, checkpoint: str = "best"):
     config = read_run_config(workdir)
     fmap = FeatureMap.load(workdir / "feature_map.json")
     model = build_model(config.model, fmap, concat_head=fusion_of(config.loss.variant) == "concat")
+    for warning in student_code_changes(workdir, config.model.student_modules):  # the modules are imported now
+        print(warning, file=sys.stderr)
     # the restore's template as shapes and dtypes only (a real initial state would sit in memory beside the
     # restored one), placed on this host's first device: without a sharding orbax would restore onto the
     # saving run's device topology (a run of many devices or processes); the variables alone are read

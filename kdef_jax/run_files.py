@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable, IO
 
 # What kdef_jax.main writes into a workdir (besides checkpoints/): never an output of another command.
-RUN_FILES = ("config.json", "feature_map.json", "vocab.json", "results.json", "metrics.jsonl", "curves.png")
+STUDENT_CODE = "student_code.json"  # {model.student_modules entry: sha256 of its code} when the run was saved
+RUN_FILES = ("config.json", "feature_map.json", "vocab.json", "results.json", "metrics.jsonl", "curves.png", STUDENT_CODE)
 
 
 def read_json(path: Path):
@@ -50,6 +51,25 @@ def read_run_config(workdir: Path):
     raw = read_config_json(path)
     raw["data"].setdefault("pandas_na", False)
     return ml_collections.ConfigDict(_with_defaults(raw, json.loads(base_config().to_json())))
+
+
+def student_code_changes(workdir: Path, modules) -> list:
+    """A warning for each ``model.student_modules`` entry whose code differs from what ``<workdir>``
+    recorded (:data:`STUDENT_CODE`; [] for a run without one): its students would be built from code the
+    run was not trained with."""
+    from kdef_jax.models.registry import code_digests
+
+    path = Path(workdir) / STUDENT_CODE
+    if not modules or not path.is_file():
+        return []
+    try:
+        was = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return [f"warning: {path} is unreadable; the students' code cannot be checked against the run's"]
+    now = code_digests(modules)
+    return [f"warning: the code of {name} changed since the run recorded it (sha256 {was[name][:12]} -> "
+            f"{now[name][:12]}, {path}); its students are built from the code as it is now"
+            for name in now if name in was and was[name] != now[name]]
 
 
 def _with_defaults(raw: dict, defaults: dict) -> dict:

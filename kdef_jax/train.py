@@ -34,8 +34,10 @@ from kdef_jax.data.loader import epoch_permutation, iterate_batches, num_batches
 from kdef_jax.losses import DISTILLING_VARIANTS, fusion_of
 from kdef_jax.metrics import ensemble_metrics
 from kdef_jax.models.ensemble import build_model
+from kdef_jax.models.registry import code_digests
 from kdef_jax import distributed, interrupts, report, sharding, workdir_lock
-from kdef_jax.run_files import RUN_FILES, config_changes, read_json, read_run_config, write_atomic, write_json
+from kdef_jax.run_files import (RUN_FILES, STUDENT_CODE, config_changes, read_json, read_run_config, student_code_changes,
+                                 write_atomic, write_json)
 from kdef_jax.steps import count_params, make_predict_step, make_training, set_learning_rate
 
 
@@ -294,8 +296,13 @@ def _train_and_evaluate(config, workdir, log, held: contextlib.ExitStack) -> dic
         if c.resume:
             log(f"[train] resume: no checkpoint in {ckpt.root}, starting fresh")
     if main:
+        for warning in student_code_changes(workdir, c.model.student_modules) if c.resume else ():
+            log(f"[train] {warning}")
         # atomic, as every run file: a resume rewrites both, and a kill then must not leave half of one
         write_atomic(workdir / "config.json", lambda fh: fh.write(c.to_json(indent=1)))
+        if c.model.student_modules:  # what score_run / export_run check the students' code against
+            code = json.dumps(code_digests(c.model.student_modules), indent=1)
+            write_atomic(workdir / STUDENT_CODE, lambda fh: fh.write(code))
         fmap.save(workdir / "feature_map.json")  # with config.json: enough to rebuild the model (export.load_run)
         if (ds.cache_dir / "vocab.json").exists():  # the ids' meaning: what score_run encodes new files with
             write_atomic(workdir / "vocab.json", lambda fh: fh.write(check_vocab_file(ds.cache_dir / "vocab.json", fmap)),

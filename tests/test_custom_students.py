@@ -318,3 +318,29 @@ def test_fold_bn_leaves_a_kind_of_the_users_own_as_it_is(tmp_path):
   folded, fv = fold_batchnorm(model, variables)
   assert [dict(g.kwargs).get("batch_norm") for g in folded.groups] == [False, True]  # the MLP folded, relubn_t not
   np.testing.assert_allclose(folded.apply(fv, ids), model.apply(variables, ids), rtol=1e-5, atol=1e-6)
+
+
+def test_a_student_file_changed_after_training_is_warned_of_on_resume_and_load(tmp_path, no_home_cache, capsys):
+  from kdef_jax.export import load_run
+  from kdef_jax.train import train_and_evaluate
+
+  mine = tmp_path / "dg_students.py"
+  mine.write_text(STUDENTS_PY.replace('"const_t"', '"dg_const_t"').replace('"fm_t"', '"dg_fm_t"'))
+  c = load_config_module("default").get_config("tiny")
+  use_student_modules(c, str(mine))
+  c.model.students, c.train.num_epochs = "mlp:1,dg_fm_t:1", 1
+  train_and_evaluate(c, tmp_path / "run", log=lambda *a: None)
+  recorded = json.loads((tmp_path / "run" / "student_code.json").read_text())
+  assert list(recorded) == [str(mine)] and len(recorded[str(mine)]) == 64
+  load_run(tmp_path / "run")
+  assert "warning" not in capsys.readouterr().err  # unchanged: nothing to say
+  mine.write_text(mine.read_text() + "# edited\n")
+  load_run(tmp_path / "run")
+  err = capsys.readouterr().err
+  assert err.startswith(f"warning: the code of {mine} changed since the run recorded it (sha256 {recorded[str(mine)][:12]} -> ")
+  assert err.rstrip().endswith("its students are built from the code as it is now")
+  said = []
+  c.resume, c.train.num_epochs = True, 2
+  train_and_evaluate(c, tmp_path / "run", log=lambda *a: said.append(" ".join(map(str, a))))
+  assert any(s.startswith(f"[train] warning: the code of {mine} changed") for s in said), said
+  assert json.loads((tmp_path / "run" / "student_code.json").read_text()) != recorded  # the code it goes on with

@@ -222,3 +222,25 @@ def _import(name: str) -> None:
         del sys.modules[module]
         raise
     _imported_files.add(path)
+
+
+def code_digests(modules) -> dict:
+    """{entry: sha256} of the code of each imported ``model.student_modules`` entry: a .py path's file; a
+    module's file; a package's .py files (names and bytes, sorted). What a run records of that code."""
+    out = {}
+    for name in modules:
+        path = name if name.endswith(".py") else getattr(sys.modules.get(name), "__file__", None)
+        if not path or not os.path.isfile(path):
+            continue
+        h = hashlib.sha256()
+        files = [path]
+        if os.path.basename(path) == "__init__.py":
+            root = os.path.dirname(path)
+            files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".py"))
+        for f in files:
+            h.update(os.path.relpath(f, os.path.dirname(path)).encode() + b"\0")
+            with open(f, "rb") as fh:
+                h.update(fh.read())
+        out[name] = h.hexdigest()
+    return out
+
