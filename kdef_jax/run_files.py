@@ -65,6 +65,8 @@ def student_code_changes(workdir: Path, modules) -> list:
     try:
         was = json.loads(path.read_text())
     except (OSError, ValueError):
+        was = None
+    if not isinstance(was, dict) or not all(isinstance(v, str) for v in was.values()):
         return [f"warning: {path} is unreadable; the students' code cannot be checked against the run's"]
     now = code_digests(modules)
     return [f"warning: the code of {name} changed since the run recorded it (sha256 {was[name][:12]} -> "

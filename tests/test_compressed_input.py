@@ -224,14 +224,14 @@ def test_bytes_after_the_gzip_data_are_named_as_such(tmp_path, engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("bad_line", [3, 40_000])
-def test_a_bad_row_before_damaged_data_is_the_error_in_every_engine(tmp_path, engine, bad_line):
+@pytest.mark.parametrize("rows,bad_line", [(60_000, 3), (60_000, 40_000), (2_000, 3)])
+def test_a_bad_row_before_damaged_data_is_the_error_in_every_engine(tmp_path, engine, rows, bad_line):
   """The first error in file order, whatever the engine: a malformed row in the text before the damage,
   not the damage (the fast engines lost the text of the read that hit it, the Python one its last
-  100,000 lines)."""
-  rows = [b"label,C1,C2"] + [b"%d,v%d,%d" % (i % 2, i % 97, i % 5) for i in range(60_000)]
-  rows[bad_line - 1] = b"1,short"
-  data = gzip.compress(b"\n".join(rows) + b"\n", compresslevel=1)
+  100,000 lines; 2,000 rows: the text open_raw had peeked at, the first MiB)."""
+  lines = [b"label,C1,C2"] + [b"%d,v%d,%d" % (i % 2, i % 97, i % 5) for i in range(rows)]
+  lines[bad_line - 1] = b"1,short"
+  data = gzip.compress(b"\n".join(lines) + b"\n", compresslevel=1)
   p = write_file(tmp_path / "raw" / "t.csv.gz", data[: len(data) * 3 // 4])
   assert load_error(_cfg(tmp_path / "raw", tmp_path / "c", p.name, engine)) == f"{p}:{bad_line}: expected 3 columns, found 2"
 
@@ -240,3 +240,16 @@ def test_a_bad_row_before_damaged_data_is_the_error_in_every_engine(tmp_path, en
 def test_an_empty_gzipped_libfm_file_is_empty_in_every_engine(tmp_path, engine):
   p = write_file(tmp_path / "raw" / "e.gz", gzip.compress(b""))
   assert load_error(data_cfg(tmp_path / "raw", tmp_path / "c", train="e.gz", engine=engine)) == f"{p}: file is empty"
+
+
+def test_a_failed_peek_closes_the_file(tmp_path):
+  """A gzip cut inside its first block: the peek for a tar header raises; the file is closed then, not
+  whenever the exception's traceback is collected."""
+  p = write_file(tmp_path / "cut.gz", gzip.compress(b"label,C1\n" * 1000)[:12])
+  before, kept = len(os.listdir("/proc/self/fd")), []
+  for _ in range(20):
+    with pytest.raises(DataFormatError, match="damaged or cut short") as e:
+      open_raw(str(p))
+    kept.append(e.value)  # its traceback, and the frames in it, alive (as a caller keeping the error would)
+  assert len(os.listdir("/proc/self/fd")) == before
+

@@ -122,7 +122,7 @@ def test_register_student_refuses_what_a_run_could_not_use(kind, cls, settings, 
   assert "ok_t" not in registry.STUDENTS
 
 
-def test_the_same_module_imported_by_name_path_or_twice_registers_once(students_py):
+def test_the_same_file_imported_twice_registers_once_and_another_files_class_is_refused(students_py):
   registry.import_student_modules([students_py])
   first = registry.STUDENTS["fm_t"]
   registry.import_student_modules([students_py, os.path.join(os.path.dirname(students_py), ".", "my_students.py")])
@@ -240,6 +240,29 @@ def test_a_student_module_imports_the_files_beside_it_from_anywhere(tmp_path, mo
   monkeypatch.setattr(sys, "path", list(sys.path))
   c = load_config_module("default").get_config("tiny")
   assert use_student_modules(c, str(lib / "nb_students_t.py")) == ["nb_const_t", "nb_fm_t"]
+
+
+def test_a_module_registering_a_class_of_another_module_gets_its_section_when_imported_before(tmp_path, monkeypatch):
+  (tmp_path / "reg_layers_t.py").write_text(STUDENTS_PY.split("register_student(")[0].replace(
+      "from kdef_jax.models.registry import register_student\n", ""))
+  (tmp_path / "reg_students_t.py").write_text("from kdef_jax.models.registry import register_student\n"
+                                             "from reg_layers_t import FMStudent\n\n"
+                                             "register_student('rg_fm_t', FMStudent, settings={'scale': 1.0})\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  import importlib
+
+  importlib.import_module("reg_students_t")
+  c = load_config_module("default").get_config("tiny")
+  assert use_student_modules(c, "reg_students_t") == ["rg_fm_t"] and c.model.rg_fm_t.scale == 1.0
+
+
+def test_an_unreadable_student_code_record_is_a_warning(tmp_path):
+  from kdef_jax.run_files import student_code_changes
+
+  for text in ('{"/x.py": null}', "[1]", "{"):
+    (tmp_path / "student_code.json").write_text(text)
+    assert student_code_changes(tmp_path, ("/x.py",)) == [
+        f"warning: {tmp_path / 'student_code.json'} is unreadable; the students' code cannot be checked against the run's"]
 
 
 def test_a_package_imported_before_use_student_modules_still_gets_its_sections(tmp_path, monkeypatch):

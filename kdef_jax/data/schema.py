@@ -143,7 +143,7 @@ class _Decompressed(io.RawIOBase):
         except gzip.BadGzipFile as e:
             if self._given and str(e).startswith("Not a gzipped file"):  # what gunzip calls trailing garbage
                 raise DataFormatError(f"{self.path}: bytes after the end of its gzip data ({e}): the file was "
-                                      f"joined with another or damaged; the rows before them were read") from e
+                                      f"joined with another or damaged") from e
             raise self._damaged(e) from e
         except (OSError, EOFError, zlib.error, zipfile.BadZipFile, lzma.LZMAError, NotImplementedError) as e:
             raise self._damaged(e) from e
@@ -151,8 +151,8 @@ class _Decompressed(io.RawIOBase):
         return n
 
     def _damaged(self, e: Exception) -> DataFormatError:
-        return DataFormatError(f"{self.path}: the {self.kind} data is damaged or cut short ({e}); the rows before "
-                               f"it were read, the file needs to be fetched or packed again")
+        return DataFormatError(f"{self.path}: the {self.kind} data is damaged or cut short ({e}); the file needs "
+                               f"to be fetched or packed again")
 
     def close(self) -> None:
         if not self.closed and self._stream is not None:
@@ -175,17 +175,19 @@ def open_raw(path: str, what: str = ""):
             raise DataFormatError(f"{path}: a {packed[0]}-compressed file; the readers take plain text, gzip, bzip2, xz "
                                   f"or zip: decompress it first ({packed[1]} {path}) and point the config at the result")
         fh = io.BufferedReader(_Decompressed(path, packed[0]), READ_BYTES)
-        twice = compression(fh.peek(10)[:10])
+    try:
+        twice = packed and compression(fh.peek(10)[:10])
         if twice:
-            fh.close()
             raise DataFormatError(f"{path}: {packed[0]}-compressed, and what that holds is {twice[0]}-compressed "
                                   f"again; decompress it twice and point the config at the text")
-    first = tar_member(fh.peek(tarfile.BLOCKSIZE)[:tarfile.BLOCKSIZE])
-    if first is not None:  # Criteo's dac.tar.gz: its header block would be read as a row
+        first = tar_member(fh.peek(tarfile.BLOCKSIZE)[:tarfile.BLOCKSIZE])
+        if first is not None:  # Criteo's dac.tar.gz: its header block would be read as a row
+            raise DataFormatError(f"{path}: a tar archive{f' ({packed[0]}-compressed)' if packed else ''}, first file "
+                                  f"{first!r}; the readers take one file: extract it (tar xf {path}) and point the "
+                                  f"config at a file inside it")
+    except BaseException:  # (a peek into damaged data raises too)
         fh.close()
-        raise DataFormatError(f"{path}: a tar archive{f' ({packed[0]}-compressed)' if packed else ''}, first file "
-                              f"{first!r}; the readers take one file: extract it (tar xf {path}) and point the config "
-                              f"at a file inside it")
+        raise
     return fh
 
 

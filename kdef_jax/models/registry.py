@@ -108,7 +108,7 @@ STUDENTS = {
 
 BUILT_IN = frozenset(STUDENTS)
 CUSTOM: dict = {}  # kind -> its settings' defaults, for kinds registered with register_student
-ORIGIN: dict = {}  # kind -> {the model.student_modules entry importing it, its class's module name and file}
+ORIGIN: dict = {}  # kind -> {the model.student_modules entry importing it, its class's and its registering module's names and files}
 _importing: list = []  # the model.student_modules entries being imported now
 _imported_files: set = set()  # .py paths imported already
 KIND_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -164,9 +164,11 @@ def register_student(kind: str, cls, settings: dict | None = None) -> None:
         where = _source_file(STUDENTS[kind][0]) or STUDENTS[kind][0].__module__
         raise ValueError(f"student kind {kind!r} is registered already ({STUDENTS[kind][0].__name__} of {where}); "
                          f"choose another name")
+    caller = sys._getframe(1).f_globals  # the registering module, which may import cls from another
     STUDENTS[kind] = _kind(cls, kind, settings)
     CUSTOM[kind] = settings
-    ORIGIN[kind] = {cls.__module__, *_importing[-1:], *([source] if source else [])}
+    ORIGIN[kind] = {cls.__module__, *_importing[-1:], *([source] if source else []), caller.get("__name__", ""),
+                    *([os.path.abspath(caller["__file__"])] if caller.get("__file__") else [])}
 
 
 def _source_file(cls) -> str | None:
@@ -210,8 +212,8 @@ def _import(name: str) -> None:
                                       for m in list(sys.modules.values())):
         _imported_files.add(path)
         return  # imported already (by name, or by this path): once, so its kinds register once
-    if os.path.dirname(path) not in sys.path:  # as for a script: the files beside it import by name
-        sys.path.insert(0, os.path.dirname(path))
+    if os.path.dirname(path) not in sys.path:  # the files beside it import by name (last: shadowing nothing)
+        sys.path.append(os.path.dirname(path))
     module = f"kdef_students_{Path(path).stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(module, path)
     mod = importlib.util.module_from_spec(spec)

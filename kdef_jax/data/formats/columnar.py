@@ -1,7 +1,8 @@
 """Fast engines (optional ``preprocess`` extra) for large delimited and libFM files.
 
 The file is mapped into memory and cut into blocks of whole lines (:func:`iter_chunks`; no copy,
-and each block's pages are given back once it is done, so resident memory stays flat). Worker
+and each block's pages are given back once it is done, so resident memory stays flat); a compressed
+file is decompressed by the driver thread into a buffer per block instead. Worker
 threads turn a block into one :class:`~kdef_jax.data.hash_ids.Cells` per wanted column — the key
 of every value (:mod:`~kdef_jax.data.hash_ids`). Two parsers do that:
 
@@ -40,7 +41,7 @@ import numpy as np
 from kdef_jax.data import hash_ids
 from kdef_jax.data.formats.split_kernels import NOT_WORDS, LineCells, count_lines, has_control_byte, split, split_words
 from kdef_jax.data.hash_ids import Cells
-from kdef_jax.data.schema import Block, DataFormatError, Undecodable, open_raw
+from kdef_jax.data.schema import READ_BYTES, Block, DataFormatError, Undecodable, open_raw
 
 try:  # optional extra
     import polars as pl
@@ -91,8 +92,8 @@ class Chunk(NamedTuple):
 
 def iter_chunks(path: str, block_bytes: int = BLOCK_BYTES, header_lines: int = 0) -> Iterator[Chunk]:
     """Chunks of about ``block_bytes`` of whole lines after ``header_lines`` lines, views of the file
-    mapped into memory (the page cache, not copied); a last line without a newline gets one in a
-    buffer of its own. Lines are counted by the consumers (in worker threads), not here."""
+    mapped into memory (the page cache, not copied; a compressed file or a pipe: buffers read from it);
+    a last line without a newline gets one in a buffer of its own. Lines are counted by the consumers (in worker threads), not here."""
     with open_raw(path) as fh:
         try:
             size = os.fstat(fh.fileno()).st_size
@@ -143,7 +144,7 @@ def _read_chunks(fh, block_bytes: int, header_lines: int) -> Iterator[Chunk]:
         end, view = len(rest), memoryview(buf)
         try:
             while end < len(buf):
-                got = fh.readinto1(view[end:])
+                got = fh.readinto1(view[end : end + READ_BYTES])  # buffered text alone, then one raw read each
                 if not got:
                     break
                 end += got
