@@ -305,9 +305,10 @@ def load_exported(source):
     return Predictor(call, None)
 
 
-def load_run(workdir, checkpoint: str = "best"):
+def load_run(workdir, checkpoint: str = "best", *, warn=None):
     """(model, variables, feature_map, results) of a ``train_and_evaluate`` workdir: its best epoch, or
-    with ``checkpoint="latest"`` its last saved one (e.g. a run still going or cut short)."""
+    with ``checkpoint="latest"`` its last saved one (e.g. a run still going or cut short). ``warn(text)``
+    (default: a line on stderr) gets a warning for student code changed since the run recorded it."""
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"load_run checkpoint={checkpoint!r}: use 'best' or 'latest'")
     from kdef_jax.checkpoint import Checkpoints
@@ -321,7 +322,7 @@ def load_run(workdir, checkpoint: str = "best"):
     fmap = FeatureMap.load(workdir / "feature_map.json")
     model = build_model(config.model, fmap, concat_head=fusion_of(config.loss.variant) == "concat")
     for warning in student_code_changes(workdir, config.model.student_modules):  # the modules are imported now
-        print(warning, file=sys.stderr)
+        (warn or (lambda text: print(text, file=sys.stderr)))(warning)
     # the restore's template as shapes and dtypes only (a real initial state would sit in memory beside the
     # restored one), placed on this host's first device: without a sharding orbax would restore onto the
     # saving run's device topology (a run of many devices or processes); the variables alone are read

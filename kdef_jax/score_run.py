@@ -165,7 +165,7 @@ def score_run(workdir, input_path, what: str = "ensemble", out=None, checkpoint:
     data = scoring_data_config(config, input_path, workdir / "config.json")
     if unlabeled and data.format != "delimited":
         raise ValueError(f"--unlabeled reads delimited files; the run's data.format is {data.format!r}")
-    model, variables, fmap, results = load_run(workdir, checkpoint)
+    model, variables, fmap, results = load_run(workdir, checkpoint, warn=log)
     target = resolve_what(what, results, model.num_students)
     vocab = run_vocab(workdir, config, fmap)
     with tempfile.TemporaryDirectory(prefix="kdef_score_") as tmp:  # the file's ids live only as long as this

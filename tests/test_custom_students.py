@@ -362,6 +362,9 @@ def test_a_student_file_changed_after_training_is_warned_of_on_resume_and_load(t
   err = capsys.readouterr().err
   assert err.startswith(f"warning: the code of {mine} changed since the run recorded it (sha256 {recorded[str(mine)][:12]} -> ")
   assert err.rstrip().endswith("its students are built from the code as it is now")
+  told = []
+  load_run(tmp_path / "run", warn=told.append)  # the caller's log instead (score_run passes its own)
+  assert told == [err.rstrip()] and capsys.readouterr().err == ""
   said = []
   c.resume, c.train.num_epochs = True, 2
   train_and_evaluate(c, tmp_path / "run", log=lambda *a: said.append(" ".join(map(str, a))))
