@@ -464,7 +464,7 @@ def fake_run(tmp_path, monkeypatch, no_home_cache):
     (wd / "vocab.json").write_text(json.dumps(vocab_of(ds)))
     model = types.SimpleNamespace(num_students=2, groups=(StudentGroup("mlp", 2, ()),))
     sizes = []
-    monkeypatch.setattr(score_run, "load_run", lambda workdir, checkpoint: (
+    monkeypatch.setattr(score_run, "load_run", lambda workdir, checkpoint, warn=None: (
         model, {"params": {}, "batch_stats": {}}, fmap, {"best_student_index": 1}))
     monkeypatch.setattr(score_run, "make_predict_step", lambda model: None)
     monkeypatch.setattr(score_run, "predict_logits", lambda step, state, split, bs, **kw: sizes.append(bs) or _fake_logits(split))
@@ -527,7 +527,7 @@ def test_a_vocabulary_that_gives_other_table_sizes_is_refused(fake_run, tmp_path
 
     wd, fmap, _ = fake_run
     other = dataclasses.replace(fmap, fields=tuple(dataclasses.replace(f, vocab_size=f.vocab_size + 1) for f in fmap.fields))
-    monkeypatch.setattr(score_run, "load_run", lambda workdir, checkpoint: (
+    monkeypatch.setattr(score_run, "load_run", lambda workdir, checkpoint, warn=None: (
         types.SimpleNamespace(num_students=2, groups=()), {}, other, {}))
     with pytest.raises(ValueError, match=r"train.csv: encoded with \(\d+, \d+, \d+\), the run has"):
         score_run.score_run(wd, wd.parent / "raw" / "train.csv", out=tmp_path / "o.csv", log=lambda *a: None)
@@ -603,7 +603,7 @@ def test_score_main_reports_a_damaged_checkpoint_in_one_line(fake_run, tmp_path,
 
     wd, _, _ = fake_run
 
-    def damaged(workdir, checkpoint):
+    def damaged(workdir, checkpoint, warn=None):
         raise CheckpointError("the checkpoint run/checkpoints/best/2 is corrupt")
 
     monkeypatch.setattr(score_run, "load_run", damaged)
