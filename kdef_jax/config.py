@@ -168,9 +168,8 @@ def use_student_modules(c, *modules: str) -> list:
     names = [os.path.abspath(os.path.join(here, n)) if n.endswith(".py") else n for n in modules]
     from kdef_jax.models import registry
 
-    registry.import_student_modules(names)
     c.model.student_modules = tuple(dict.fromkeys((*c.model.student_modules, *names)))
-    resolve_student_modules(c)
+    resolve_student_modules(c)  # imports them
     return registry.kinds_of(names)
 
 
