@@ -11,6 +11,7 @@ data files: README, "Your own data". Resume: the same command with ``--config.re
 
 from __future__ import annotations
 
+import functools
 import sys
 import traceback
 
@@ -18,13 +19,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from kdef_jax import distributed, interrupts
-from kdef_jax.config import check_overrides_are_read, load_config_file, resolve_student_modules, unknown_key
+from kdef_jax.config import (apply_overrides, check_overrides_are_read, load_config_file, resolve_student_modules,
+                             unknown_key)
 from kdef_jax.report import tolerant_stdio
 from kdef_jax.run_files import error_text, exit_interrupted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.mark_flags_as_required(["config", "workdir"])
+_LATER: list = []  # KEY=VALUE overrides of kinds of your own, applied after absl's (split_config_overrides)
 
 
 def _usage_error(message: str):
@@ -43,9 +46,14 @@ def main(argv):
 
     with interrupts.remembered():  # a Ctrl-C swallowed by a gc callback is raised again at the next step
         try:
-            resolve_student_modules(_CONFIG.value)  # a --config.model.student_modules path: absolute in config.json
-            check_overrides_are_read(_CONFIG.value, load_config_file(config_flags.get_config_filename(flags.FLAGS["config"])))
-            train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+            config = _CONFIG.value
+            resolve_student_modules(config)  # a --config.model.student_modules path: absolute in config.json
+            apply_overrides(config, _LATER)  # of the sections those modules brought
+            base = load_config_file(config_flags.get_config_filename(flags.FLAGS["config"]))
+            base.model.student_modules = config.model.student_modules  # the same sections, at their defaults
+            resolve_student_modules(base)
+            check_overrides_are_read(config, base)
+            train_and_evaluate(config, _WORKDIR.value)
         except REPORTED_ERRORS as e:  # without a deep traceback; a full disk also says what to do
             again = "run the same command again (with --config.resume=True where a checkpoint was saved)"
             print("\n" + error_text("kdef_jax", e, again), file=sys.stderr)
@@ -64,20 +72,67 @@ def main(argv):
 def check_config_overrides(argv: list) -> str | None:
     """Error message for a config file that does not load or the first ``--config.a.b=v`` whose key
     the config does not have, else None (absl would report either as a traceback)."""
-    # absl's spellings: --config / -config, and --noconfig.k for a boolean k
+    return split_config_overrides(argv)[2]
+
+
+def split_config_overrides(argv: list) -> tuple[list, list, str | None]:
+    """(``argv`` for absl, ``KEY=VALUE`` overrides for after it, error message or None). An override of a
+    section that ``--config.model.student_modules`` brings (``--config.model.<kind>.*`` for a kind of your
+    own) is taken out of ``argv``: absl applies overrides to the config file's keys, which lack that section,
+    so :func:`main` applies it once the modules are imported. Others stay for absl, which applies them."""
+    # absl's spellings: --config / -config, --config.k=v / --config.k v, and --noconfig.k for a boolean k
     names = [a.lstrip("-") if a.startswith("-") else None for a in argv]
-    names = [n[2:] if n and n.startswith("noconfig.") else n for n in names]
+    negated = [bool(n and n.startswith("noconfig.")) for n in names]
+    names = [n[2:] if neg else n for n, neg in zip(names, negated)]
     spec = next((n.split("=", 1)[1] for n in names if n and n.startswith("config=")), None)
     if spec is None and "config" in names[:-1]:
         spec = argv[names.index("config") + 1]
-    keys = [n[len("config."):].split("=", 1)[0] for n in names if n and n.startswith("config.")]
+    overrides = [(i, n[len("config."):].split("=", 1)[0]) for i, n in enumerate(names) if n and n.startswith("config.")]
     if spec is None:
-        return None
+        return list(argv), [], None
     try:
         config = load_config_file(spec)
     except Exception as e:  # noqa: BLE001 - report the config file's own error plainly
-        return f"cannot load config {spec!r}: {type(e).__name__}: {e}"
-    return next(filter(None, (unknown_key(config, key) for key in keys)), None)
+        return list(argv), [], f"cannot load config {spec!r}: {type(e).__name__}: {e}"
+    unknown = [(i, key) for i, key in overrides if unknown_key(config, key)]
+    modules = [i for i, key in overrides if key == "model.student_modules"]
+    if unknown and modules:  # the sections of the kinds those modules register, the modules as absl reads them
+        config_at = next(i for i, n in enumerate(names) if n and (n == "config" or n.startswith("config=")))
+        spans = [_override_value(argv, names[i], i, flag=False)[1] for i in (config_at, *modules)]
+        probe_argv = ["kdef_jax", *(argv[j] for span in spans for j in span)]
+        probe = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", None, "", flag_values=probe, lock_config=False, sys_argv=probe_argv)
+        try:
+            probe(probe_argv)
+            config = probe.config
+            resolve_student_modules(config)
+        except (flags.Error, ValueError) as e:
+            return list(argv), [], str(e)
+    later, taken = [], set()
+    for i, key in unknown:
+        problem = unknown_key(config, key)
+        if problem:
+            return list(argv), [], problem
+        leaf = functools.reduce(lambda node, part: node[part], key.split("."), config)
+        value, used = (("False", [i]) if negated[i] else
+                       _override_value(argv, names[i], i, flag=isinstance(leaf, bool)))
+        later.append(f"{key}={value}")
+        taken.update(used)
+    try:  # a value of the wrong type: a usage error now, not after absl
+        apply_overrides(config, later)
+    except ValueError as e:
+        return list(argv), [], str(e)
+    return [a for i, a in enumerate(argv) if i not in taken], later, None
+
+
+def _override_value(argv: list, name: str, i: int, *, flag: bool) -> tuple[str, list]:
+    """The value of the override ``argv[i]`` (its name ``name``) as absl reads it, and the argv indices it
+    spans: ``config.k=v``; ``config.k`` alone for a boolean (True); ``config.k v`` otherwise."""
+    if "=" in name:
+        return name.split("=", 1)[1], [i]
+    if flag or i + 1 >= len(argv):
+        return "True", [i]
+    return argv[i + 1], [i, i + 1]
 
 
 _HELP_FLAGS = {"help", "?", "helpshort", "helpfull", "helpxml"}  # absl's
@@ -100,9 +155,11 @@ def parse_flags(argv: list) -> list:
 
 def run():
     tolerant_stdio()
-    problem = check_config_overrides(sys.argv[1:])
+    argv, later, problem = split_config_overrides(sys.argv[1:])
     if problem:
         _usage_error(problem)
+    _LATER[:] = later
+    sys.argv[1:] = argv  # absl's config flag reads its overrides from sys.argv
     app.run(main, flags_parser=parse_flags)
 
 

@@ -370,3 +370,37 @@ def test_a_student_file_changed_after_training_is_warned_of_on_resume_and_load(t
   train_and_evaluate(c, tmp_path / "run", log=lambda *a: said.append(" ".join(map(str, a))))
   assert any(s.startswith(f"[train] warning: the code of {mine} changed") for s in said), said
   assert json.loads((tmp_path / "run" / "student_code.json").read_text()) != recorded  # the code it goes on with
+
+
+def test_the_command_line_overrides_a_section_that_its_student_modules_override_brings(students_py, tmp_path):
+  """``--config.model.<kind>.*`` beside ``--config.model.student_modules``: absl knows only the config file's
+  keys, so those overrides are taken out of its argv and applied once the module is imported."""
+  from kdef_jax.main import split_config_overrides
+
+  config = ["--config", f"{REPO_ROOT}/configs/default.py:tiny"]
+  modules = f"--config.model.student_modules={students_py}"
+  argv, later, problem = split_config_overrides([*config, modules, "--config.model.fm_t.scale", "0.5",
+                                                 "--config.train.num_epochs=1", "--config.model.const_t.value=2"])
+  assert problem is None and later == ["model.fm_t.scale=0.5", "model.const_t.value=2"]
+  assert argv == [*config, modules, "--config.train.num_epochs=1"]
+  assert split_config_overrides([*config, "--config.model.student_modules", students_py, "--config.model.fm_t.scale=x"])[2] == (
+      "model.fm_t.scale='x': expected a number")
+  assert split_config_overrides([*config, modules, "--config.model.fm_t.scal=1"])[2].startswith(
+      "unknown config key 'model.fm_t.scal' (no 'scal' under model.fm_t; did you mean 'model.fm_t.scale'?")
+  assert "unknown config key 'model.fm_t.scale' (no 'fm_t' under model;" in split_config_overrides(
+      [*config, "--config.model.fm_t.scale=0.5"])[2]  # without the modules
+  missing = str(tmp_path / "none.py")
+  assert split_config_overrides([*config, f"--config.model.student_modules={missing}", "--config.model.fm_t.scale=1"])[2] == (
+      f"config model.student_modules: importing {missing!r} failed (FileNotFoundError: no such file {missing})")
+
+  def run(*overrides):
+    return subprocess.run([sys.executable, "-m", "kdef_jax.main", *config, "--workdir", str(tmp_path / "run"), modules,
+                           "--config.train.num_epochs=1", *overrides], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "KDEF_CACHE_DIR": str(tmp_path / "cache")})
+
+  out = run("--config.model.students=mlp:1", "--config.model.fm_t.scale=0.5")
+  assert out.returncode == 2 and "config model.fm_t.scale=0.5 is not read: no student of 'mlp:1' uses it" in out.stderr
+  out = run("--config.model.students=mlp:1,fm_t:1", "--config.model.fm_t.scale=0.5")
+  assert out.returncode == 0, out.stderr
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+  assert saved["fm_t"] == {"scale": 0.5} and saved["student_modules"] == [students_py]
