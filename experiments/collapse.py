@@ -125,7 +125,7 @@ def plot(found: dict, path: Path) -> bool:
 
 
 def main():
-    analysis_main(__doc__, collect, markdown, plot)
+    analysis_main(__doc__, collect, markdown, plot, "collapse.py")
 
 
 if __name__ == "__main__":

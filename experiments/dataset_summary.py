@@ -61,7 +61,7 @@ def main():
             ap.error(f"{spec}: {e}")
         configs.append((spec, c))
     try:
-        out = check_out(Path(a.out))
+        out = check_out(Path(a.out), kind="dataset_summary.py")
     except ValueError as e:
         ap.error(str(e))
     warm_s = warm_up_engines()

@@ -201,7 +201,7 @@ def main():
     if len(set(args.seeds)) < len(args.seeds):
         ap.error(f"--seeds {' '.join(map(str, args.seeds))}: a seed given twice would count twice in the means")
     try:
-        out = check_out(args.out, [Path(args.workdir) / r for r in run_names(args.seeds)])
+        out = check_out(args.out, [Path(args.workdir) / r for r in run_names(args.seeds)], kind="latest_table.py")
     except ValueError as e:
         ap.error(str(e))
     if not Path(args.workdir).is_dir():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
 import re
 import statistics
@@ -284,11 +285,52 @@ def run_planned(name: str, plan: list, progress: SweepProgress | None = None, pr
     return runs
 
 
-def check_out(out: Path, run_dirs=(), inputs=()) -> Path:
+def record_kind(record) -> str | None:
+    """The experiments script whose ``--out`` record ``record`` (parsed JSON) is, told by its shape; None
+    for anything else."""
+    if isinstance(record, list):
+        rows = record and all(isinstance(r, dict) and {"dataset", "num_rows"} <= r.keys() for r in record)
+        return "dataset_summary.py" if rows else None
+    if not isinstance(record, dict):
+        return None
+    if record.get("experiment") == "step_parity":
+        return "step_parity.py"
+    if {"config", "overrides", "seeds", "table"} <= record.keys():
+        return "scaling.py"
+    if record.keys() == {"config", "summary"}:
+        return "run_seeds.py"
+    if {"per_seed", "mean", "reference_mean"} <= record.keys():
+        return "latest_table.py"
+    cells = [cell for ks in record.values() if isinstance(ks, dict) for cell in ks.values()]  # variant → K → cell
+    if cells and all(isinstance(c, dict) and "runs" in c for c in cells):
+        return "findings.py"
+    if cells and all(isinstance(c, list) and all(isinstance(s, dict) and "fields" in s for s in c) for c in cells):
+        return "collapse.py"
+    return None
+
+
+def check_replaceable(out: Path, kind: str) -> None:
+    """A ValueError unless ``out`` is missing, empty or an earlier ``--out`` record of the experiments
+    script ``kind`` (its file name, e.g. "scaling.py"; :func:`record_kind`): another script's record, or
+    any other file, is not replaced."""
+    if not (out.is_file() and out.stat().st_size):
+        return
+    try:
+        found = record_kind(json.loads(out.read_text()))
+    except (OSError, ValueError):  # not JSON, not UTF-8
+        found = None
+    if found != kind:
+        what = f"a record of experiments/{found}" if found else f"a file that is no record of experiments/{kind}"
+        raise ValueError(f"--out {out} holds {what}, which this would replace; give another path (or remove that "
+                         f"file first)")
+
+
+def check_out(out: Path, run_dirs=(), inputs=(), *, kind: str) -> Path:
     """``--out`` before any work: a .json path whose .md/.png siblings are other files, not a folder,
     not an input (``inputs``: the config file, --merge's records), not inside a run folder (its
-    results.json, checkpoints). Only .json: a config path given by mistake (configs/frappe.py) would be
-    replaced by the summary."""
+    results.json, checkpoints), and not a file other than an earlier record of this script (``kind``:
+    :func:`check_replaceable`), which is replaced. Only .json: a config path given by mistake
+    (configs/frappe.py) would be replaced by the summary."""
     out = Path(out)
     if out.suffix != ".json":
         raise ValueError(f"--out {out}: give a .json path (the .md table, and a .png plot where the script draws "
@@ -304,6 +346,7 @@ def check_out(out: Path, run_dirs=(), inputs=()) -> Path:
     for d in run_dirs:
         if Path(d).resolve() in target.parents:
             raise ValueError(f"--out {out} is inside the run folder {d}")
+    check_replaceable(out, kind)
     return out
 
 
@@ -374,10 +417,11 @@ def finished_runs(*workdirs, variants=None, warn: bool = True) -> dict:
     return {v: {k: sorted(out[v][k]) for k in sorted(out[v])} for v in (variants or out)}
 
 
-def analysis_main(doc: str, collect, markdown, plot) -> None:
+def analysis_main(doc: str, collect, markdown, plot, kind: str) -> None:
     """The command line of an analysis of finished sweep runs (experiments/collapse.py, findings.py):
     ``--workdir`` folder(s), ``--variants``, ``--out``; ``collect(*workdirs, variants=)`` → found,
-    written as JSON (keys as strings), ``markdown(found)`` and ``plot(found, png)``."""
+    written as JSON (keys as strings), ``markdown(found)`` and ``plot(found, png)``; ``kind``: the script's
+    file name (:func:`check_out`)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True, nargs="+", help="the folder(s) of experiments/scaling.py sweeps")
     ap.add_argument("--variants", nargs="+", help="only these loss.variant runs, in this order (default: all found)")
@@ -386,7 +430,7 @@ def analysis_main(doc: str, collect, markdown, plot) -> None:
     try:
         check_unique("--variants", args.variants or [])
         runs = finished_runs(*args.workdir, variants=args.variants, warn=False)  # collect() warns once
-        out = check_out(args.out, [d for ks in runs.values() for cell in ks.values() for _, d in cell])
+        out = check_out(args.out, [d for ks in runs.values() for cell in ks.values() for _, d in cell], kind=kind)
         found = collect(*args.workdir, variants=args.variants)
     except (ValueError, FileNotFoundError, CheckpointError) as e:  # e.g. a run whose checkpoints were deleted
         ap.error(str(e))
@@ -410,7 +454,8 @@ def main():
         check_unique("--setting names", [name for name, *_ in args.setting])
         plans = {name: plan_setting(args.config, name, overrides, args.seeds, args.workdir)
                  for name, *overrides in args.setting}
-        out = check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan], [args.config.split(":")[0]])
+        out = check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan], [args.config.split(":")[0]],
+                        kind="run_seeds.py")
     except ValueError as e:
         ap.error(str(e))
     summary, progress = {}, SweepProgress(sum(len(plan) for plan in plans.values()))

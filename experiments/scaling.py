@@ -239,7 +239,7 @@ def main():
     args.seeds, args.set = args.seeds or [2024, 2025], args.set or []
     try:
         if args.merge:
-            check_out(args.out, inputs=args.merge)
+            check_out(args.out, inputs=args.merge, kind="scaling.py")
         elif not (args.config and args.workdir):
             ap.error("--config and --workdir are required unless --merge")
         else:
@@ -247,7 +247,8 @@ def main():
                 check_unique(flag, values)
             args.ks = sorted(args.ks)  # the table's rows and the plot's lines go by K, however they were typed
             plans = plan_sweep(args.config, args.ks, args.variants, args.seeds, args.workdir, args.set)
-            check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan], [args.config.split(":")[0]])
+            check_out(args.out, [wd for plan in plans.values() for _, wd, _ in plan], [args.config.split(":")[0]],
+                      kind="scaling.py")
     except ValueError as e:
         ap.error(str(e))
     if args.merge:

@@ -328,6 +328,13 @@ def main():
     ap.add_argument("--hidden-units", type=int, nargs="+", default=[400, 400, 400])
     ap.add_argument("--out", default=None, type=output_file_arg)
     args = ap.parse_args()
+    if args.out:
+        from run_seeds import check_replaceable  # experiments/ is this script's folder
+
+        try:
+            check_replaceable(Path(args.out), "step_parity.py")
+        except ValueError as e:
+            ap.error(str(e))
     if not (args.ref_npz and Path(args.ref_npz).is_file()) and not (args.ref_venv and args.kdef and args.ref_work):
         ap.error("give --ref-venv, --kdef and --ref-work (or an existing --ref-npz)")
     path = record_reference(args)

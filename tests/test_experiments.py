@@ -1071,3 +1071,46 @@ def test_scaling_merge_of_sweeps_made_by_other_code_says_so(tmp_path, monkeypatc
     assert ("scaling.py: warning: runs made by 2 versions of the code: commit aaa / bbb" in err) == (len(commits) == 2), err
     software = json.loads((tmp_path / "m.json").read_text())["table"]["kdef"]["2"]["software"]
     assert software == [{"jax": "0.10.2", "commit": c} for c in commits]
+
+
+@pytest.mark.parametrize("name,kind", [
+    ("frappe_scaling", "scaling.py"), ("frappe_finding1_k64", "scaling.py"), ("frappe_collapse", "collapse.py"),
+    ("frappe_findings_k16", "findings.py"), ("frappe_k3_vs_k1", "run_seeds.py"), ("frappe_kdef_latest", "latest_table.py"),
+    ("datasets_real", "dataset_summary.py"), ("step_parity_frappe_k3", "step_parity.py"),
+    ("criteo_shape_throughput", None),  # collected by hand (benchmarks/README.md)
+])
+def test_each_scripts_record_is_told_by_its_shape(name, kind):
+  assert run_seeds.record_kind(json.loads((REPO_ROOT / "experiments" / "results" / f"{name}.json").read_text())) == kind
+
+
+def test_every_committed_record_but_the_hand_collected_one_is_some_scripts():
+  records = sorted((REPO_ROOT / "experiments" / "results").glob("*.json"))
+  unknown = [p.name for p in records if run_seeds.record_kind(json.loads(p.read_text())) is None]
+  assert len(records) > 40 and unknown == ["criteo_shape_throughput.json"]
+
+
+def test_out_replaces_only_an_earlier_record_of_the_same_script(tmp_path, monkeypatch, capsys):
+  """An --out that holds another script's record, or a file that is no record, is refused before any work
+  and left as it was; an earlier record of the same script, or an empty file, is replaced."""
+  results = REPO_ROOT / "experiments" / "results"
+  findings_record = (results / "frappe_findings_k16.json").read_text()
+  for text, says in [(findings_record, "holds a record of experiments/findings.py"),
+                     ('{"name": "kdef-jax"}', "holds a file that is no record of experiments/scaling.py"),
+                     ("not json", "holds a file that is no record of experiments/scaling.py"),
+                     (b"\xff\xfe".decode("latin-1"), "holds a file that is no record of experiments/scaling.py")]:
+    out = tmp_path / "out.json"
+    out.write_text(text, encoding="latin-1")
+    monkeypatch.setattr(sys, "argv", ["scaling", "--merge", str(results / "frappe_scaling.json"), "--out", str(out)])
+    with pytest.raises(SystemExit):
+      scaling.main()
+    err = capsys.readouterr().err
+    assert f"--out {out} {says}, which this would replace; give another path (or remove that file first)" in err
+    assert out.read_text(encoding="latin-1") == text and not out.with_suffix(".md").exists()
+  for earlier in ((results / "ml100k_scaling.json").read_text(), ""):
+    out.write_text(earlier)
+    scaling.main()
+    assert json.loads(out.read_text())["merged_from"] == [str(results / "frappe_scaling.json")]
+  with pytest.raises(ValueError, match="holds a record of experiments/scaling.py"):
+    run_seeds.check_out(out, kind="findings.py")
+  with pytest.raises(ValueError, match="holds a record of experiments/scaling.py"):
+    run_seeds.check_replaceable(out, "step_parity.py")
