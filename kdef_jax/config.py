@@ -294,6 +294,8 @@ def unknown_key(config: ml_collections.ConfigDict, key: str) -> str | None:
             valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
             close = difflib.get_close_matches(part, valid, n=1)
             hint = f"did you mean {'.'.join(walked + close)!r}? " if close else ""
+            if not close and walked == ["model"] and len(key.split(".")) > 2:  # model.<kind>.<setting>
+                hint = "a kind of your own has its section once model.student_modules names its module; "
             return f"unknown config key {key!r} (no {part!r} under {where}; {hint}valid: {', '.join(valid)})"
         node, walked = node[part], walked + [part]
     return None
