@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import re
 import statistics
@@ -38,6 +37,7 @@ from kdef_jax.report import tolerant_stdio  # noqa: E402
 from kdef_jax.run_files import (check_writable, config_changes, error_text, exit_interrupted, read_json,  # noqa: E402
                                 write_atomic, write_json)
 from kdef_jax.train import REPORTED_ERRORS, train_and_evaluate  # noqa: E402
+from records import check_replaceable  # noqa: E402  (experiments/ is this script's folder)
 
 
 def _stats(vals: list) -> dict:
@@ -283,46 +283,6 @@ def run_planned(name: str, plan: list, progress: SweepProgress | None = None, pr
             raise ValueError(f"{wd / 'results.json'}: no test AUC (the config has no test split); run_seeds summarises test metrics")
         runs.append(res)
     return runs
-
-
-def record_kind(record) -> str | None:
-    """The experiments script whose ``--out`` record ``record`` (parsed JSON) is, told by its shape; None
-    for anything else."""
-    if isinstance(record, list):
-        rows = record and all(isinstance(r, dict) and {"dataset", "num_rows"} <= r.keys() for r in record)
-        return "dataset_summary.py" if rows else None
-    if not isinstance(record, dict):
-        return None
-    if record.get("experiment") == "step_parity":
-        return "step_parity.py"
-    if {"config", "overrides", "seeds", "table"} <= record.keys():
-        return "scaling.py"
-    if record.keys() == {"config", "summary"}:
-        return "run_seeds.py"
-    if {"per_seed", "mean", "reference_mean"} <= record.keys():
-        return "latest_table.py"
-    cells = [cell for ks in record.values() if isinstance(ks, dict) for cell in ks.values()]  # variant → K → cell
-    if cells and all(isinstance(c, dict) and "runs" in c for c in cells):
-        return "findings.py"
-    if cells and all(isinstance(c, list) and all(isinstance(s, dict) and "fields" in s for s in c) for c in cells):
-        return "collapse.py"
-    return None
-
-
-def check_replaceable(out: Path, kind: str) -> None:
-    """A ValueError unless ``out`` is missing, empty or an earlier ``--out`` record of the experiments
-    script ``kind`` (its file name, e.g. "scaling.py"; :func:`record_kind`): another script's record, or
-    any other file, is not replaced."""
-    if not (out.is_file() and out.stat().st_size):
-        return
-    try:
-        found = record_kind(json.loads(out.read_text()))
-    except (OSError, ValueError):  # not JSON, not UTF-8
-        found = None
-    if found != kind:
-        what = f"a record of experiments/{found}" if found else f"a file that is no record of experiments/{kind}"
-        raise ValueError(f"--out {out} holds {what}, which this would replace; give another path (or remove that "
-                         f"file first)")
 
 
 def check_out(out: Path, run_dirs=(), inputs=(), *, kind: str) -> Path:

@@ -15,6 +15,7 @@ sys.path.insert(0, str(REPO_ROOT / "experiments"))
 
 import collapse  # noqa: E402
 import findings  # noqa: E402
+import records  # noqa: E402
 import numpy as np  # noqa: E402
 import run_seeds  # noqa: E402
 import scaling  # noqa: E402
@@ -1080,13 +1081,13 @@ def test_scaling_merge_of_sweeps_made_by_other_code_says_so(tmp_path, monkeypatc
     ("criteo_shape_throughput", None),  # collected by hand (benchmarks/README.md)
 ])
 def test_each_scripts_record_is_told_by_its_shape(name, kind):
-  assert run_seeds.record_kind(json.loads((REPO_ROOT / "experiments" / "results" / f"{name}.json").read_text())) == kind
+  assert records.record_kind(json.loads((REPO_ROOT / "experiments" / "results" / f"{name}.json").read_text())) == kind
 
 
 def test_every_committed_record_but_the_hand_collected_one_is_some_scripts():
-  records = sorted((REPO_ROOT / "experiments" / "results").glob("*.json"))
-  unknown = [p.name for p in records if run_seeds.record_kind(json.loads(p.read_text())) is None]
-  assert len(records) > 40 and unknown == ["criteo_shape_throughput.json"]
+  files = sorted((REPO_ROOT / "experiments" / "results").glob("*.json"))
+  unknown = [p.name for p in files if records.record_kind(json.loads(p.read_text())) is None]
+  assert len(files) > 40 and unknown == ["criteo_shape_throughput.json"]
 
 
 def test_out_replaces_only_an_earlier_record_of_the_same_script(tmp_path, monkeypatch, capsys):
@@ -1106,11 +1107,15 @@ def test_out_replaces_only_an_earlier_record_of_the_same_script(tmp_path, monkey
     err = capsys.readouterr().err
     assert f"--out {out} {says}, which this would replace; give another path (or remove that file first)" in err
     assert out.read_text(encoding="latin-1") == text and not out.with_suffix(".md").exists()
-  for earlier in ((results / "ml100k_scaling.json").read_text(), ""):
+  for earlier in ((results / "ml100k_scaling.json").read_text(), "", " \n"):
     out.write_text(earlier)
     scaling.main()
     assert json.loads(out.read_text())["merged_from"] == [str(results / "frappe_scaling.json")]
   with pytest.raises(ValueError, match="holds a record of experiments/scaling.py"):
     run_seeds.check_out(out, kind="findings.py")
   with pytest.raises(ValueError, match="holds a record of experiments/scaling.py"):
-    run_seeds.check_replaceable(out, "step_parity.py")
+    records.check_replaceable(out, "step_parity.py")
+  monkeypatch.setattr(type(out), "read_text", lambda self, *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+  with pytest.raises(ValueError, match=r"--out .*out.json: cannot be read \(Permission denied\), so whether it is a record of "
+                                       r"experiments/scaling.py is not known; give another path"):
+    records.check_replaceable(out, "scaling.py")
