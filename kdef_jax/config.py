@@ -301,6 +301,17 @@ def unknown_key(config: ml_collections.ConfigDict, key: str) -> str | None:
     return None
 
 
+def config_value(config: ml_collections.ConfigDict, key: str):
+    """The value at the dotted ``key`` of ``config`` (a KeyError where a part is missing)."""
+    return functools.reduce(lambda node, part: node[part], key.split("."), config)
+
+
+def set_config_value(config: ml_collections.ConfigDict, key: str, value) -> None:
+    """Set the existing dotted ``key`` of ``config`` to ``value``."""
+    *path, leaf = key.split(".")
+    (config_value(config, ".".join(path)) if path else config)[leaf] = value
+
+
 def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
     """``KEY=VALUE`` items (dotted keys of the config), each value parsed as its field's type
     (experiments/run_seeds.py's settings, the benchmarks' ``--set``); an unknown key is a KeyError
@@ -312,11 +323,10 @@ def apply_overrides(config: ml_collections.ConfigDict, items) -> None:
         error = unknown_key(config, key)
         if error:
             raise UnknownKeyError(error)
-        *path, leaf = key.split(".")
-        node = functools.reduce(lambda n, p: n[p], path, config)
-        if isinstance(node[leaf], ml_collections.ConfigDict):
+        was = config_value(config, key)
+        if isinstance(was, ml_collections.ConfigDict):
             raise ValueError(f"{item!r}: {key} is a group of settings; override one of them ({key}.NAME=VALUE)")
-        node[leaf] = _parse_as(value, node[leaf], key)
+        set_config_value(config, key, _parse_as(value, was, key))
         if key == "model.student_modules":  # their kinds' sections, for the overrides that follow
             resolve_student_modules(config)
 
@@ -354,8 +364,7 @@ def check_overrides_are_read(config, base) -> None:
         if key in _MODEL_KEYS_NOT_OF_STUDENTS or key not in theirs or value == theirs[key]:
             continue
         probe = alone.copy_and_resolve_references()
-        *path, leaf = key.split(".")
-        functools.reduce(lambda n, p: n[p], path, probe)[leaf] = value
+        set_config_value(probe, key, value)
         if groups_from_config(probe) == plain:
             raise ValueError(f"config model.{key}={value!r} is not read: no student of {spec!r} uses it"
                              + (" (model.dropout is the mlp kind's; the others have model.<kind>.dropout)"
@@ -398,6 +407,27 @@ def _check_types(values: dict, defaults: dict, bad) -> None:
             bad(key, f"must be below 3.4e38 in size (it is used as a float32, where {v!r} is inf)")
 
 
+_ELEMENT_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", tuple: "tuple"}
+
+
+def _element_kind(x) -> type:
+    """bool, int, float, str or tuple (a list too): the kind of a config tuple's element ``x``."""
+    return next((k for k in _ELEMENT_NAMES if isinstance(x, (tuple, list) if k is tuple else k)), type(x))
+
+
+def _check_elements(key: str, value: tuple, default: tuple, bad) -> None:
+    """A tuple setting of a kind of your own holds elements of its default's one element type (an int for a
+    float too), and names without brackets or commas (absl keeps an unquoted tuple as one name)."""
+    if not default or len({_element_kind(x) for x in default}) > 1:
+        return
+    want = _element_kind(default[0])
+    if not all(_element_kind(x) is want or (want is float and _element_kind(x) is int) for x in value):
+        bad(key, f"must be a tuple of {_ELEMENT_NAMES[want]} elements like its default {default!r}, got {value!r}")
+    if want is str and any(n.lstrip()[:1] in "([" or "," in n for n in value):
+        bad(key, f"{value!r}: a name holds a bracket or a comma; on the command line quote each name, e.g. "
+                 f"--config.{key}=\"('a','b')\"")
+
+
 def validate(c) -> None:
     """Raise ValueError naming the config key for any value the run cannot use."""
 
@@ -418,17 +448,28 @@ def validate(c) -> None:
         hint = f"did you mean {'.'.join(filter(None, (section, *close)))!r}?" if close else "misspelt?"
         bad(unknown[0], f"is not a config key ({hint} every key is listed in kdef_jax/config.py:base_config)"
             + (f"; other unknown keys: {', '.join(unknown[1:])}" if unknown[1:] else ""))
-    _check_types(flat_dict(c.to_dict()), defaults, bad)
+    values = flat_dict(c.to_dict())
+    _check_types(values, defaults, bad)
+    for key, default in custom.items():  # a tuple setting of a kind of your own: elements of its default's type
+        if isinstance(default, tuple) and key in values:
+            _check_elements(key, tuple(values[key]), default, bad)
     m, o, t, d = c.model, c.optim, c.train, c.data
     if not m.students and (not isinstance(m.num_students, int) or m.num_students < 1):
         bad("model.num_students", f"must be an integer >= 1, got {m.num_students!r}")
     from kdef_jax.models.ensemble import groups_from_config  # here: the models import this module's siblings
 
+    students_key = "model.students" if m.students.strip() else "model.student"
     try:  # the student groups build (known kinds, counts >= 1) before any data is read
         kinds = {g.kind for g in groups_from_config(m)}
     except ValueError as e:
-        raise e if str(e).startswith("config ") else ValueError(
-            f"config {'model.students' if m.students.strip() else 'model.student'}: {e}") from None
+        raise e if str(e).startswith("config ") else ValueError(f"config {students_key}: {e}") from None
+    unnamed = sorted(k for k in kinds if k in registry.CUSTOM and k not in registry.kinds_of(m.student_modules))
+    if unnamed:  # registered by an import of this process: a resume, score_run, export_run would not know it
+        origin = sorted(o for o in registry.ORIGIN[unnamed[0]] if o.endswith(".py")) or sorted(registry.ORIGIN[unnamed[0]])
+        bad(students_key, f"student kind {unnamed[0]!r} comes from {origin[0]}, which model.student_modules "
+                          f"{tuple(m.student_modules)!r} does not name, so the run could not be rebuilt from its "
+                          f"config.json; name it there (use_student_modules in the config file; on the command line, "
+                          f"one --config.model.student_modules=PATH per module, all of them)")
     if c.loss.variant not in VARIANTS:
         bad("loss.variant", f"{c.loss.variant!r} is not one of {VARIANTS}")
     if c.loss.variant == "concat":

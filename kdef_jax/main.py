@@ -11,7 +11,6 @@ data files: README, "Your own data". Resume: the same command with ``--config.re
 
 from __future__ import annotations
 
-import functools
 import sys
 import traceback
 
@@ -19,15 +18,17 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from kdef_jax import distributed, interrupts
-from kdef_jax.config import (apply_overrides, check_overrides_are_read, load_config_file, resolve_student_modules,
-                             unknown_key)
+from kdef_jax.config import (check_overrides_are_read, config_value, load_config_file, resolve_student_modules,
+                             set_config_value, unknown_key)
 from kdef_jax.report import tolerant_stdio
 from kdef_jax.run_files import error_text, exit_interrupted
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
+_ARGV: list = []  # the command line the config flag reads its overrides from: set by run() (flag files expanded)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True,
+                                          sys_argv=_ARGV)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.mark_flags_as_required(["config", "workdir"])
-_LATER: list = []  # KEY=VALUE overrides of kinds of your own, applied after absl's (split_config_overrides)
+_LATER: list = []  # (key, value) overrides of kinds of your own, applied after absl's (split_config_overrides)
 
 
 def _usage_error(message: str):
@@ -48,7 +49,8 @@ def main(argv):
         try:
             config = _CONFIG.value
             resolve_student_modules(config)  # a --config.model.student_modules path: absolute in config.json
-            apply_overrides(config, _LATER)  # of the sections those modules brought
+            for key, value in _LATER:  # of the sections those modules brought
+                set_config_value(config, key, value)
             base = load_config_file(config_flags.get_config_filename(flags.FLAGS["config"]))
             base.model.student_modules = config.model.student_modules  # the same sections, at their defaults
             resolve_student_modules(base)
@@ -70,22 +72,27 @@ def main(argv):
 
 
 def check_config_overrides(argv: list) -> str | None:
-    """Error message for a config file that does not load or the first ``--config.a.b=v`` whose key
-    the config does not have, else None (absl would report either as a traceback)."""
+    """Error message for a config file that does not load, the first ``--config.a.b=v`` whose key the
+    config does not have, a value that does not parse or a ``model.student_modules`` module that does not
+    import (see :func:`split_config_overrides`), else None (absl would report these as a traceback)."""
     return split_config_overrides(argv)[2]
 
 
 def split_config_overrides(argv: list) -> tuple[list, list, str | None]:
-    """(``argv`` for absl, ``KEY=VALUE`` overrides for after it, error message or None). An override of a
+    """(``argv`` for absl, ``(key, value)`` overrides for after it, error message or None). An override of a
     section that ``--config.model.student_modules`` brings (``--config.model.<kind>.*`` for a kind of your
     own) is taken out of ``argv``: absl applies overrides to the config file's keys, which lack that section,
-    so :func:`main` applies it once the modules are imported. Others stay for absl, which applies them."""
+    so :func:`main` applies it once the modules are imported, as absl parses it against those sections.
+    Others stay for absl, which applies them. ``argv``: flag files expanded, without the program name."""
+    end = argv.index("--") if "--" in argv else len(argv)  # absl: what follows "--" is positional
+    if argv[end + 1:]:
+        return list(argv), [], f"unexpected arguments after '--': {argv[end + 1:]} (every setting is a --flag or --config.key=value)"
     # absl's spellings: --config / -config, --config.k=v / --config.k v, and --noconfig.k for a boolean k
-    names = [a.lstrip("-") if a.startswith("-") else None for a in argv]
+    names = [a.lstrip("-") if a.startswith("-") and i < end else None for i, a in enumerate(argv)]
     negated = [bool(n and n.startswith("noconfig.")) for n in names]
     names = [n[2:] if neg else n for n, neg in zip(names, negated)]
     spec = next((n.split("=", 1)[1] for n in names if n and n.startswith("config=")), None)
-    if spec is None and "config" in names[:-1]:
+    if spec is None and "config" in names[:end - 1]:
         spec = argv[names.index("config") + 1]
     overrides = [(i, n[len("config."):].split("=", 1)[0]) for i, n in enumerate(names) if n and n.startswith("config.")]
     if spec is None:
@@ -94,45 +101,47 @@ def split_config_overrides(argv: list) -> tuple[list, list, str | None]:
         config = load_config_file(spec)
     except Exception as e:  # noqa: BLE001 - report the config file's own error plainly
         return list(argv), [], f"cannot load config {spec!r}: {type(e).__name__}: {e}"
+
+    def span(i: int, flag: bool) -> list:  # argv indices of the flag at i: "k=v", a boolean "k", or "k v"
+        return [i] if "=" in names[i] or negated[i] or flag or i + 1 >= end else [i, i + 1]
+
     unknown = [(i, key) for i, key in overrides if unknown_key(config, key)]
     modules = [i for i, key in overrides if key == "model.student_modules"]
     if unknown and modules:  # the sections of the kinds those modules register, the modules as absl reads them
         config_at = next(i for i, n in enumerate(names) if n and (n == "config" or n.startswith("config=")))
-        spans = [_override_value(argv, names[i], i, flag=False)[1] for i in (config_at, *modules)]
-        probe_argv = ["kdef_jax", *(argv[j] for span in spans for j in span)]
-        probe = flags.FlagValues()
-        config_flags.DEFINE_config_file("config", None, "", flag_values=probe, lock_config=False, sys_argv=probe_argv)
-        try:
-            probe(probe_argv)
-            config = probe.config
-            resolve_student_modules(config)
-        except (flags.Error, ValueError) as e:
-            return list(argv), [], str(e)
-    later, taken = [], set()
+        config = _parsed(lambda fv, argv: config_flags.DEFINE_config_file(
+            "config", None, "", flag_values=fv, lock_config=False, sys_argv=argv),
+            [argv[j] for i in (config_at, *modules) for j in span(i, False)])
+        if isinstance(config, str):
+            return list(argv), [], config
+    taken = []
     for i, key in unknown:
         problem = unknown_key(config, key)
         if problem:
             return list(argv), [], problem
-        leaf = functools.reduce(lambda node, part: node[part], key.split("."), config)
-        value, used = (("False", [i]) if negated[i] else
-                       _override_value(argv, names[i], i, flag=isinstance(leaf, bool)))
-        later.append(f"{key}={value}")
-        taken.update(used)
-    try:  # a value of the wrong type: a usage error now, not after absl
-        apply_overrides(config, later)
-    except ValueError as e:
-        return list(argv), [], str(e)
+        taken += span(i, isinstance(config_value(config, key), bool))
+    if not taken:
+        return list(argv), [], None
+    parsed = _parsed(lambda fv, argv: config_flags.DEFINE_config_dict(
+        "config", config, flag_values=fv, lock_config=False, sys_argv=argv), [argv[j] for j in sorted(taken)])
+    if isinstance(parsed, str):
+        return list(argv), [], parsed
+    later = [(key, config_value(parsed, key)) for key in dict.fromkeys(key for _, key in unknown)]
     return [a for i, a in enumerate(argv) if i not in taken], later, None
 
 
-def _override_value(argv: list, name: str, i: int, *, flag: bool) -> tuple[str, list]:
-    """The value of the override ``argv[i]`` (its name ``name``) as absl reads it, and the argv indices it
-    spans: ``config.k=v``; ``config.k`` alone for a boolean (True); ``config.k v`` otherwise."""
-    if "=" in name:
-        return name.split("=", 1)[1], [i]
-    if flag or i + 1 >= len(argv):
-        return "True", [i]
-    return argv[i + 1], [i, i + 1]
+def _parsed(define, args: list):
+    """The config of a config flag defined by ``define(flag_values, argv)`` on a fresh set of flags, after
+    absl parsed ``args``; or the error message (a flag that does not parse, a module that does not import)."""
+    fv, argv = flags.FlagValues(), ["kdef_jax", *args]
+    define(fv, argv)
+    try:
+        fv(argv)
+        config = fv.config
+        resolve_student_modules(config)
+    except (flags.Error, ValueError) as e:
+        return str(e)
+    return config
 
 
 _HELP_FLAGS = {"help", "?", "helpshort", "helpfull", "helpxml"}  # absl's
@@ -155,11 +164,16 @@ def parse_flags(argv: list) -> list:
 
 def run():
     tolerant_stdio()
-    argv, later, problem = split_config_overrides(sys.argv[1:])
+    try:
+        argv = flags.FLAGS.read_flags_from_files(sys.argv[1:])  # --flagfile=F: its flags, as absl reads them
+    except flags.Error as e:
+        _usage_error(str(e))
+    argv, later, problem = split_config_overrides(argv)
     if problem:
         _usage_error(problem)
     _LATER[:] = later
-    sys.argv[1:] = argv  # absl's config flag reads its overrides from sys.argv
+    sys.argv[1:] = _ARGV[:] = argv
+    _ARGV.insert(0, sys.argv[0])
     app.run(main, flags_parser=parse_flags)
 
 

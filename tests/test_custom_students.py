@@ -184,8 +184,12 @@ def test_a_module_that_cannot_be_imported_is_a_config_error_naming_it(tmp_path):
   with pytest.raises(ValueError) as e:
     validate(c)
   assert str(e.value) == ("config model.student_modules: importing 'no_such_students_pkg' failed (ModuleNotFoundError: No "
-                          "module named 'no_such_students_pkg'); a module name is looked up on sys.path (PYTHONPATH): give "
-                          "the path of its .py file instead")
+                          "module named 'no_such_students_pkg'); a module name is looked up on sys.path: put its folder on "
+                          "PYTHONPATH, or name the path of its .py file")
+  c.model.student_modules = ("(my_students,)",)  # an unquoted tuple on the command line: absl keeps it one string
+  with pytest.raises(ValueError, match=r"config model.student_modules: '\(my_students,\)' is neither a .py path nor a "
+                                       r"module name; on the command line give one --config.model.student_modules=NAME"):
+    validate(c)
   c.model.student_modules, c.model.students = (), "mlp:1,gru_t:2"
   with pytest.raises(ValueError, match=r"config model.students: unknown student kind 'gru_t'; registered: .*"
                                        r"\(a kind of your own: kdef_jax.models.registry.register_student"):
@@ -381,10 +385,14 @@ def test_the_command_line_overrides_a_section_that_its_student_modules_override_
   modules = f"--config.model.student_modules={students_py}"
   argv, later, problem = split_config_overrides([*config, modules, "--config.model.fm_t.scale", "0.5",
                                                  "--config.train.num_epochs=1", "--config.model.const_t.value=2"])
-  assert problem is None and later == ["model.fm_t.scale=0.5", "model.const_t.value=2"]
+  assert problem is None and later == [("model.fm_t.scale", 0.5), ("model.const_t.value", 2.0)]
   assert argv == [*config, modules, "--config.train.num_epochs=1"]
   assert split_config_overrides([*config, "--config.model.student_modules", students_py, "--config.model.fm_t.scale=x"])[2] == (
-      "model.fm_t.scale='x': expected a number")
+      "flag --config.model.fm_t.scale=x: could not convert string to float: 'x'")  # absl's words, as for built-in keys
+  assert split_config_overrides([*config, modules, "--config.model.fm_t.scale"])[2] == (
+      "Missing value for flag --config.model.fm_t.scale")
+  assert split_config_overrides([*config, modules, "--", "--config.model.fm_t.scale=1"])[2] == (
+      "unexpected arguments after '--': ['--config.model.fm_t.scale=1'] (every setting is a --flag or --config.key=value)")
   assert split_config_overrides([*config, modules, "--config.model.fm_t.scal=1"])[2].startswith(
       "unknown config key 'model.fm_t.scal' (no 'scal' under model.fm_t; did you mean 'model.fm_t.scale'?")
   assert ("unknown config key 'model.fm_t.scale' (no 'fm_t' under model; a kind of your own has its section once "
@@ -400,7 +408,91 @@ def test_the_command_line_overrides_a_section_that_its_student_modules_override_
 
   out = run("--config.model.students=mlp:1", "--config.model.fm_t.scale=0.5")
   assert out.returncode == 2 and "config model.fm_t.scale=0.5 is not read: no student of 'mlp:1' uses it" in out.stderr
-  out = run("--config.model.students=mlp:1,fm_t:1", "--config.model.fm_t.scale=0.5")
+  (tmp_path / "flags.txt").write_text("--config.model.students=mlp:1,fm_t:1\n--config.model.fm_t.scale=0.5\n")
+  out = run("--flagfile", str(tmp_path / "flags.txt"))  # absl's flag file, expanded before the overrides are split
   assert out.returncode == 0, out.stderr
   saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
   assert saved["fm_t"] == {"scale": 0.5} and saved["student_modules"] == [students_py]
+
+
+# Found by a review of kinds of the user's own (2026-12-08, second round); each failed on the code before.
+def test_a_student_file_imports_the_helpers_beside_it_before_the_working_folders_and_records_their_code(tmp_path, monkeypatch):
+  from kdef_jax.run_files import student_code_changes
+
+  lib, cwd = tmp_path / "lib", tmp_path / "cwd"
+  lib.mkdir(), cwd.mkdir()
+  (lib / "sib_helpers_t.py").write_text("SCALE = 0.25\n")
+  (cwd / "sib_helpers_t.py").write_text("SCALE = 0.0\n")  # the same name where the command runs
+  (lib / "sib_students_t.py").write_text(STUDENTS_PY.replace('"const_t"', '"sb_const_t"').replace('"fm_t"', '"sb_fm_t"')
+                                         .replace('"value": 0.0', '"value": SCALE')
+                                         .replace("from typing import Any\n", "from typing import Any\nfrom sib_helpers_t import SCALE\n"))
+  monkeypatch.chdir(cwd)
+  monkeypatch.setattr(sys, "path", ["", *sys.path])  # the working folder first, as `python -m` has it
+  c = load_config_module("default").get_config("tiny")
+  use_student_modules(c, str(lib / "sib_students_t.py"))
+  assert c.model.sb_const_t.value == 0.25  # lib/sib_helpers_t.py, not cwd's
+  entry = str(lib / "sib_students_t.py")
+  (tmp_path / "student_code.json").write_text(json.dumps(registry.code_digests([entry])))
+  assert student_code_changes(tmp_path, [entry]) == []
+  (lib / "sib_helpers_t.py").write_text("SCALE = 0.5\n")  # a helper edited after the run
+  assert "changed since the run recorded it" in student_code_changes(tmp_path, [entry])[0]
+
+
+def test_a_helper_name_imported_from_another_student_folder_already_is_an_error(tmp_path, monkeypatch):
+  monkeypatch.setattr(sys, "path", list(sys.path))
+  for folder, kind in (("a", "ca_t"), ("b", "cb_t")):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "clash_utils_t.py").write_text(f"NAME = {folder!r}\n")
+    (tmp_path / folder / "students.py").write_text(STUDENTS_PY.split("register_student(")[0] + "import clash_utils_t\n\n"
+                                                   f"register_student({kind!r}, ConstStudent, settings={{'value': 0.0}})\n")
+  c = load_config_module("default").get_config("tiny")
+  use_student_modules(c, str(tmp_path / "a" / "students.py"))
+  with pytest.raises(ValueError, match=rf"{tmp_path / 'b' / 'students.py'} imports 'clash_utils_t', which is "
+                                       rf"{tmp_path / 'b' / 'clash_utils_t.py'} beside it, but Python has imported "
+                                       rf"'clash_utils_t' from {tmp_path / 'a' / 'clash_utils_t.py'} already"):
+    use_student_modules(c, str(tmp_path / "b" / "students.py"))
+
+
+def test_a_kind_the_run_uses_must_come_from_a_module_that_student_modules_names(students_py, tmp_path):
+  c = _config(students_py, "mlp:1,fm_t:1")
+  validate(c)
+  c.model.student_modules = ()  # the kind is registered in this process, but a resume or export_run would not know it
+  with pytest.raises(ValueError, match=rf"config model.students: student kind 'fm_t' comes from {students_py}, which "
+                                       r"model.student_modules \(\) does not name, so the run could not be rebuilt"):
+    validate(c)
+
+
+@pytest.fixture(scope="module")
+def tuple_students_py(tmp_path_factory):
+  path = tmp_path_factory.mktemp("tuple_students") / "tup_students_t.py"
+  path.write_text(STUDENTS_PY.split("register_student(")[0] + textwrap.dedent('''
+      class Tower(nn.Module):
+          widths: tuple = (4,)
+          names: tuple = ("a",)
+          dtype: Any = jnp.float32
+
+          @nn.compact
+          def __call__(self, emb, train: bool = False, mask=None):
+              return nn.Dense(1)(emb.reshape(emb.shape[0], -1))[:, 0]
+
+
+      register_student("tup_t", Tower, settings={"widths": (4,), "names": ("a",)})
+      '''))
+  return str(path)
+
+
+@pytest.mark.parametrize("value,ok", [((8, 4), True), ((8.5,), False), (("8",), False), ((True,), False), ((), True)])
+def test_a_tuple_setting_holds_elements_of_its_defaults_type(tuple_students_py, value, ok):
+  c = load_config_module("default").get_config("tiny")
+  use_student_modules(c, tuple_students_py)
+  c.model.students = "mlp:1,tup_t:1"
+  c.model.tup_t.widths = value
+  if ok:
+    validate(c)
+  else:
+    with pytest.raises(ValueError, match=r"config model.tup_t.widths: must be a tuple of integer elements like its default "
+                                         r"\(4,\), got"):
+      validate(c)
+  c.model.tup_t.widths, c.model.tup_t.names = (4,), ("(a,b)",)  # absl's reading of an unquoted --config...names=(a,b)
+  with pytest.raises(ValueError, match=r"config model.tup_t.names: \('\(a,b\)',\): a name holds a bracket or a comma"):
+    validate(c)

@@ -390,3 +390,10 @@ def test_ctrl_c_in_a_real_run_exits_130_not_with_a_crash(tmp_path):
     assert "total" in seen[-1], "".join(seen) + err[-2000:]
     assert p.returncode == 130, err[-3000:]
     assert "kdef_jax: interrupted; the epochs checkpointed so far are kept" in err and "Fatal Python" not in err
+
+
+def test_a_flag_file_that_cannot_be_opened_is_a_usage_error(tmp_path):
+    p = _run(["--config", "configs/default.py:tiny", "--workdir", str(tmp_path / "w"), f"--flagfile={tmp_path / 'no.txt'}"],
+             tmp_path)
+    assert p.returncode == 2 and p.stderr.startswith("kdef_jax: error: ERROR:: Unable to open flagfile: ")
+    assert str(tmp_path / "no.txt") in p.stderr and "Traceback" not in p.stderr

@@ -111,6 +111,7 @@ CUSTOM: dict = {}  # kind -> its settings' defaults, for kinds registered with r
 ORIGIN: dict = {}  # kind -> {the model.student_modules entry importing it, its class's and its registering module's names and files}
 _importing: list = []  # the model.student_modules entries being imported now
 _imported_files: set = set()  # .py paths imported already
+_companions: dict = {}  # .py path → the .py files beside it (its folder and below) that importing it imported
 KIND_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
@@ -183,12 +184,16 @@ def import_student_modules(modules) -> None:
     if not isinstance(modules, (tuple, list)) or not all(isinstance(m, str) and m for m in modules):
         raise ValueError(f"config model.student_modules: must be a tuple of module names or .py paths, got {modules!r}")
     for name in modules:
+        if not name.endswith(".py") and not all(part.isidentifier() for part in name.split(".")):
+            raise ValueError(f"config model.student_modules: {name!r} is neither a .py path nor a module name; on the "
+                             f"command line give one --config.model.student_modules=NAME per module, or quote each "
+                             f"name of a tuple: --config.model.student_modules=\"('a.py','b')\"")
         _importing.append(name)
         try:
             _import(name)
         except Exception as e:  # noqa: BLE001 - the user's module: any error, named with the key
-            hint = ("; a module name is looked up on sys.path (PYTHONPATH): give the path of its .py file instead"
-                    if isinstance(e, ModuleNotFoundError) and e.name == name.split(".")[0] else "")
+            hint = ("; a module name is looked up on sys.path: put its folder on PYTHONPATH, or name the path of its "
+                    ".py file" if isinstance(e, ModuleNotFoundError) and e.name == name.split(".")[0] else "")
             raise ValueError(f"config model.student_modules: importing {name!r} failed ({type(e).__name__}: {e}){hint}") from e
         finally:
             _importing.pop()
@@ -212,11 +217,15 @@ def _import(name: str) -> None:
                                       for m in list(sys.modules.values())):
         _imported_files.add(path)
         return  # imported already (by name, or by this path): once, so its kinds register once
-    if os.path.dirname(path) not in sys.path:  # the files beside it import by name (last: shadowing nothing)
-        sys.path.append(os.path.dirname(path))
+    folder = os.path.dirname(path)
+    _check_neighbours(path, folder)
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)  # the files beside it import by name, before any of the working folder's
     module = f"kdef_students_{Path(path).stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(module, path)
     mod = importlib.util.module_from_spec(spec)
+    before = set(sys.modules)
     sys.modules[module] = mod
     try:
         spec.loader.exec_module(mod)
@@ -224,18 +233,47 @@ def _import(name: str) -> None:
         del sys.modules[module]
         raise
     _imported_files.add(path)
+    files = {_module_file(sys.modules[m]) for m in set(sys.modules) - before - {module}}
+    _companions[path] = sorted(f for f in files if f and f.endswith(".py") and f.startswith(folder + os.sep))
+
+
+def _module_file(module) -> str | None:
+    f = getattr(module, "__file__", None)
+    return os.path.abspath(f) if f else None
+
+
+def _check_neighbours(path: str, folder: str) -> None:
+    """A ValueError where the student file ``path`` imports a module of its folder by a name that Python
+    has imported from elsewhere already (e.g. a ``utils.py`` beside another student file): it would get
+    that one, as Python keeps one module per name."""
+    import ast
+
+    try:
+        tree = ast.parse(Path(path).read_bytes(), path)
+    except (SyntaxError, ValueError):
+        return  # the import reports it
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+    for name in sorted(names):
+        here = next((c for c in (os.path.join(folder, name + ".py"), os.path.join(folder, name, "__init__.py"))
+                     if os.path.isfile(c)), None)
+        loaded = _module_file(sys.modules[name]) if name in sys.modules else None
+        if here and loaded and loaded != here:
+            raise ValueError(f"{path} imports {name!r}, which is {here} beside it, but Python has imported {name!r} "
+                             f"from {loaded} already (one module per name in a process): rename one of them")
 
 
 def code_digests(modules) -> dict:
-    """{entry: sha256} of the code of each imported ``model.student_modules`` entry: a .py path's file; a
-    module's file; a package's .py files (names and bytes, sorted). What a run records of that code."""
+    """{entry: sha256} of the code of each imported ``model.student_modules`` entry: a .py path's file and
+    the files beside it that importing it imported; a module's file; a package's .py files (names and
+    bytes, sorted). What a run records of that code."""
     out = {}
     for name in modules:
         path = name if name.endswith(".py") else getattr(sys.modules.get(name), "__file__", None)
         if not path or not os.path.isfile(path):
             continue
         h = hashlib.sha256()
-        files = [path]
+        files = [path, *_companions.get(path, ())]
         if os.path.basename(path) == "__init__.py":
             root = os.path.dirname(path)
             files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".py"))
