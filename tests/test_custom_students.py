@@ -451,6 +451,13 @@ def test_a_helper_name_imported_from_another_student_folder_already_is_an_error(
                                        rf"{tmp_path / 'b' / 'clash_utils_t.py'} beside it, but Python has imported "
                                        rf"'clash_utils_t' from {tmp_path / 'a' / 'clash_utils_t.py'} already"):
     use_student_modules(c, str(tmp_path / "b" / "students.py"))
+  (tmp_path / "ck" / "kdef_jax").mkdir(parents=True)  # a student file in a checkout, the package installed from elsewhere
+  (tmp_path / "ck" / "kdef_jax" / "__init__.py").write_text("")
+  (tmp_path / "ck" / "students.py").write_text(STUDENTS_PY.split("register_student(")[0]
+                                               + "register_student('ck_t', ConstStudent, settings={'value': 0.0})\n")
+  monkeypatch.chdir(tmp_path)
+  c = load_config_module("default").get_config("tiny")
+  assert use_student_modules(c, str(tmp_path / "ck" / "students.py")) == ["ck_t"]
 
 
 def test_a_kind_the_run_uses_must_come_from_a_module_that_student_modules_names(students_py, tmp_path):

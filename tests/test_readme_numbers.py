@@ -82,3 +82,14 @@ def test_the_gzip_preprocessing_speed_is_the_committed_pair_of_runs():
             f"from the plain file") in text
     rss = abs(g["peak_rss_mb"] / p["peak_rss_mb"] - 1) * 100
     assert f"peak RSS the same within {rss:.0f}%" in text
+
+
+def test_the_zen4_side_by_side_rerun_is_the_committed_record():
+    """README "Performance": the 2026-12-08 Zen 4 re-run's speed-ups and samples/s are its JSON's medians."""
+    record = json.loads((REPO_ROOT / "benchmarks" / "results" / "cpu_zen4" / "side_by_side_cpu_20261208.json").read_text())
+    rows = [record["summary"][case] for case in ("mlp_k1", "kdef_k3", "kdef_k10", "kdef_latest")]
+    assert record["cpu"]["family"] == 25 and record["rounds"] == 3
+    text = " ".join(README.read_text().split())
+    assert "**" + " / ".join(f"{r['speedup']:.2f}×" for r in rows) + "**" in text
+    assert ("(ours " + " / ".join(f"{r['ours_samples_per_s']:,.0f}" for r in rows) + " samples/s, the reference "
+            + " / ".join(f"{r['reference_samples_per_s']:,.0f}" for r in rows)) in text

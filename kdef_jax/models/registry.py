@@ -112,6 +112,7 @@ ORIGIN: dict = {}  # kind -> {the model.student_modules entry importing it, its 
 _importing: list = []  # the model.student_modules entries being imported now
 _imported_files: set = set()  # .py paths imported already
 _companions: dict = {}  # .py path → the .py files beside it (its folder and below) that importing it imported
+_student_folders: set = set()  # the folders of the .py paths imported
 KIND_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
@@ -219,6 +220,7 @@ def _import(name: str) -> None:
         return  # imported already (by name, or by this path): once, so its kinds register once
     folder = os.path.dirname(path)
     _check_neighbours(path, folder)
+    _student_folders.add(folder)
     if folder in sys.path:
         sys.path.remove(folder)
     sys.path.insert(0, folder)  # the files beside it import by name, before any of the working folder's
@@ -244,8 +246,9 @@ def _module_file(module) -> str | None:
 
 def _check_neighbours(path: str, folder: str) -> None:
     """A ValueError where the student file ``path`` imports a module of its folder by a name that Python
-    has imported from elsewhere already (e.g. a ``utils.py`` beside another student file): it would get
-    that one, as Python keeps one module per name."""
+    has imported already from another student file's folder or the working folder (e.g. a ``utils.py``
+    beside another student file): it would get that one, as Python keeps one module per name. (An
+    installed package, e.g. kdef_jax beside a student file in the checkout, is what it should get.)"""
     import ast
 
     try:
@@ -258,7 +261,10 @@ def _check_neighbours(path: str, folder: str) -> None:
         here = next((c for c in (os.path.join(folder, name + ".py"), os.path.join(folder, name, "__init__.py"))
                      if os.path.isfile(c)), None)
         loaded = _module_file(sys.modules[name]) if name in sys.modules else None
-        if here and loaded and loaded != here:
+        if not (here and loaded and loaded != here):
+            continue
+        loaded_from = os.path.dirname(os.path.dirname(loaded) if os.path.basename(loaded) == "__init__.py" else loaded)
+        if loaded_from in _student_folders | {os.getcwd()}:
             raise ValueError(f"{path} imports {name!r}, which is {here} beside it, but Python has imported {name!r} "
                              f"from {loaded} already (one module per name in a process): rename one of them")
 
