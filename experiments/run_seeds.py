@@ -37,7 +37,7 @@ from kdef_jax.report import tolerant_stdio  # noqa: E402
 from kdef_jax.run_files import (check_writable, config_changes, error_text, exit_interrupted, read_json,  # noqa: E402
                                 write_atomic, write_json)
 from kdef_jax.train import REPORTED_ERRORS, train_and_evaluate  # noqa: E402
-from records import check_replaceable  # noqa: E402  (experiments/ is this script's folder)
+from sweep_records import check_replaceable  # noqa: E402  (experiments/ is this script's folder)
 
 
 def _stats(vals: list) -> dict:

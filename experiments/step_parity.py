@@ -79,7 +79,7 @@ from kdef_jax.config import base_config, use_kdef_latest  # noqa: E402
 from kdef_jax.losses import kdef_loss  # noqa: E402
 from kdef_jax.models.ensemble import build_model  # noqa: E402
 from kdef_jax.run_files import output_file_arg, write_json  # noqa: E402
-from records import check_replaceable  # noqa: E402  (experiments/ is this script's folder)
+from sweep_records import check_replaceable  # noqa: E402  (experiments/ is this script's folder)
 from kdef_jax.steps import make_predict_step, make_training  # noqa: E402
 
 FACTOR, FLOOR = 4.0, 1e-6  # judged: |ours − exact| ≤ max(FACTOR·|reference float32 − exact|, FLOOR), relative

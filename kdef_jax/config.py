@@ -423,9 +423,16 @@ def _check_elements(key: str, value: tuple, default: tuple, bad) -> None:
     want = _element_kind(default[0])
     if not all(_element_kind(x) is want or (want is float and _element_kind(x) is int) for x in value):
         bad(key, f"must be a tuple of {_ELEMENT_NAMES[want]} elements like its default {default!r}, got {value!r}")
-    if want is str and any(n.lstrip()[:1] in "([" or "," in n for n in value):
-        bad(key, f"{value!r}: a name holds a bracket or a comma; on the command line quote each name, e.g. "
-                 f"--config.{key}=\"('a','b')\"")
+    if want is str:
+        _check_quoted(key, value, bad)
+
+
+def _check_quoted(key: str, names: tuple, bad, example: str = "('a','b')") -> None:
+    """A tuple of names given unquoted on the command line reaches the config as one name such as "(a,b)"
+    (absl keeps a tuple it cannot parse as one string): a name with a bracket or a comma is refused."""
+    if any(isinstance(n, str) and (n.lstrip().startswith(("(", "[")) or "," in n) for n in names):
+        bad(key, f"{tuple(names)!r}: a name holds a bracket or a comma; on the command line quote each name, "
+                 f"e.g. --config.{key}=\"{example}\"")
 
 
 def validate(c) -> None:
@@ -610,9 +617,7 @@ def validate(c) -> None:
             bad(key, f"must be a tuple of names (non-empty strings), got {names!r}")
         if key == "data.column_names" and len(set(names)) < len(names):
             bad(key, f"names a column twice: {sorted({n for n in names if names.count(n) > 1})}")
-        if any(n.lstrip()[:1] in "([" or "," in n for n in names):  # absl keeps an unparsable tuple as one string
-            bad(key, f"{names!r}: a name holds a bracket or a comma; on the command line quote each name, "
-                     f"e.g. --config.{key}=\"('user','item')\"")
+        _check_quoted(key, names, bad, "('user','item')")
     try:
         text_encoding = getattr(codecs.lookup(d.encoding), "_is_text_encoding", True)
     except (LookupError, TypeError):

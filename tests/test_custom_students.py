@@ -434,7 +434,9 @@ def test_a_student_file_imports_the_helpers_beside_it_before_the_working_folders
   entry = str(lib / "sib_students_t.py")
   (tmp_path / "student_code.json").write_text(json.dumps(registry.code_digests([entry])))
   assert student_code_changes(tmp_path, [entry]) == []
-  (lib / "sib_helpers_t.py").write_text("SCALE = 0.5\n")  # a helper edited after the run
+  assert sys.path[-1] == str(lib) and str(lib) not in sys.path[:-1]  # last once imported: it shadows nothing later
+  assert registry.helpers_of(entry) == {"sib_helpers_t": str(lib / "sib_helpers_t.py")}  # read from the code:
+  (lib / "sib_helpers_t.py").write_text("SCALE = 0.5\n")  # the same digest whatever was imported before; edited:
   assert "changed since the run recorded it" in student_code_changes(tmp_path, [entry])[0]
 
 
@@ -458,6 +460,9 @@ def test_a_helper_name_imported_from_another_student_folder_already_is_an_error(
   monkeypatch.chdir(tmp_path)
   c = load_config_module("default").get_config("tiny")
   assert use_student_modules(c, str(tmp_path / "ck" / "students.py")) == ["ck_t"]
+  (tmp_path / "link").symlink_to(tmp_path / "a")  # a's helper reached through a link: the same file, no clash
+  (tmp_path / "a" / "more.py").write_text((tmp_path / "a" / "students.py").read_text().replace("ca_t", "cl_t"))
+  assert use_student_modules(c, str(tmp_path / "link" / "more.py")) == ["cl_t"]
 
 
 def test_a_kind_the_run_uses_must_come_from_a_module_that_student_modules_names(students_py, tmp_path):
@@ -500,6 +505,8 @@ def test_a_tuple_setting_holds_elements_of_its_defaults_type(tuple_students_py, 
     with pytest.raises(ValueError, match=r"config model.tup_t.widths: must be a tuple of integer elements like its default "
                                          r"\(4,\), got"):
       validate(c)
-  c.model.tup_t.widths, c.model.tup_t.names = (4,), ("(a,b)",)  # absl's reading of an unquoted --config...names=(a,b)
+  c.model.tup_t.widths, c.model.tup_t.names = (4,), ("", "user_")  # an empty name is a name
+  validate(c)
+  c.model.tup_t.names = ("(a,b)",)  # absl's reading of an unquoted --config...names=(a,b)
   with pytest.raises(ValueError, match=r"config model.tup_t.names: \('\(a,b\)',\): a name holds a bracket or a comma"):
     validate(c)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO_ROOT / "experiments"))
 
 import collapse  # noqa: E402
 import findings  # noqa: E402
-import records  # noqa: E402
+import sweep_records as records  # noqa: E402
 import numpy as np  # noqa: E402
 import run_seeds  # noqa: E402
 import scaling  # noqa: E402

@@ -13,6 +13,7 @@ both must be on, so ``model.batch_norm=False`` switches off every student's Batc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -111,8 +112,6 @@ CUSTOM: dict = {}  # kind -> its settings' defaults, for kinds registered with r
 ORIGIN: dict = {}  # kind -> {the model.student_modules entry importing it, its class's and its registering module's names and files}
 _importing: list = []  # the model.student_modules entries being imported now
 _imported_files: set = set()  # .py paths imported already
-_companions: dict = {}  # .py path → the .py files beside it (its folder and below) that importing it imported
-_student_folders: set = set()  # the folders of the .py paths imported
 KIND_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
@@ -219,70 +218,98 @@ def _import(name: str) -> None:
         _imported_files.add(path)
         return  # imported already (by name, or by this path): once, so its kinds register once
     folder = os.path.dirname(path)
-    _check_neighbours(path, folder)
-    _student_folders.add(folder)
-    if folder in sys.path:
-        sys.path.remove(folder)
-    sys.path.insert(0, folder)  # the files beside it import by name, before any of the working folder's
+    _check_helpers(path)
+    # while it runs, its folder comes first, as for `python my_students.py`: it imports its helpers, not a
+    # same-named file of the working folder; then last, so that it shadows nothing the library imports later
+    sys.path.insert(0, folder)
     module = f"kdef_students_{Path(path).stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(module, path)
     mod = importlib.util.module_from_spec(spec)
-    before = set(sys.modules)
     sys.modules[module] = mod
     try:
         spec.loader.exec_module(mod)
     except BaseException:
         del sys.modules[module]
         raise
+    finally:
+        sys.path.remove(folder)
+        if folder not in sys.path:
+            sys.path.append(folder)  # for what its helpers import when called
     _imported_files.add(path)
-    files = {_module_file(sys.modules[m]) for m in set(sys.modules) - before - {module}}
-    _companions[path] = sorted(f for f in files if f and f.endswith(".py") and f.startswith(folder + os.sep))
 
 
-def _module_file(module) -> str | None:
-    f = getattr(module, "__file__", None)
-    return os.path.abspath(f) if f else None
-
-
-def _check_neighbours(path: str, folder: str) -> None:
-    """A ValueError where the student file ``path`` imports a module of its folder by a name that Python
-    has imported already from another student file's folder or the working folder (e.g. a ``utils.py``
-    beside another student file): it would get that one, as Python keeps one module per name. (An
-    installed package, e.g. kdef_jax beside a student file in the checkout, is what it should get.)"""
+def _imported_names(path: str) -> set:
+    """The top-level names of the absolute imports in the Python file ``path`` (none if it does not parse)."""
     import ast
 
     try:
         tree = ast.parse(Path(path).read_bytes(), path)
-    except (SyntaxError, ValueError):
-        return  # the import reports it
+    except (OSError, SyntaxError, ValueError):
+        return set()  # the import reports it
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
-    for name in sorted(names):
-        here = next((c for c in (os.path.join(folder, name + ".py"), os.path.join(folder, name, "__init__.py"))
-                     if os.path.isfile(c)), None)
-        loaded = _module_file(sys.modules[name]) if name in sys.modules else None
-        if not (here and loaded and loaded != here):
-            continue
-        loaded_from = os.path.dirname(os.path.dirname(loaded) if os.path.basename(loaded) == "__init__.py" else loaded)
-        if loaded_from in _student_folders | {os.getcwd()}:
+    return names | {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+
+
+@functools.lru_cache(maxsize=1)
+def _installed() -> frozenset:
+    """The top-level import names of the installed distributions (kdef_jax, numpy, ...)."""
+    import importlib.metadata
+
+    return frozenset(importlib.metadata.packages_distributions())
+
+
+def helpers_of(path: str) -> dict:
+    """{name: file} of the student file ``path``'s helpers: the modules beside it (``name.py`` or a package
+    ``name/``) that it imports, directly or through one another, by a name that is neither the standard
+    library's nor an installed distribution's (so kdef_jax beside a student file in the checkout is not one).
+    Read from the code, so the same whatever was imported before."""
+    folder, found, todo = os.path.dirname(path), {}, [path]
+    while todo:
+        for name in sorted(_imported_names(todo.pop())):
+            if name in found or name in sys.stdlib_module_names or name in _installed():
+                continue
+            here = next((c for c in (os.path.join(folder, name + ".py"), os.path.join(folder, name, "__init__.py"))
+                         if os.path.isfile(c)), None)
+            if here:
+                found[name] = here
+                todo.append(here)
+    return found
+
+
+def _check_helpers(path: str) -> None:
+    """A ValueError where a helper of the student file ``path`` (:func:`helpers_of`) has a name that Python
+    has imported already from another file (e.g. a ``utils.py`` beside another student file, or one of the
+    working folder's): the student would get that one, as Python keeps one module per name."""
+    for name, here in helpers_of(path).items():
+        loaded = getattr(sys.modules.get(name), "__file__", None)
+        if loaded and os.path.realpath(loaded) != os.path.realpath(here):
             raise ValueError(f"{path} imports {name!r}, which is {here} beside it, but Python has imported {name!r} "
-                             f"from {loaded} already (one module per name in a process): rename one of them")
+                             f"from {os.path.abspath(loaded)} already (one module per name in a process): rename one "
+                             f"of them")
+
+
+def _package_files(init: str) -> list:
+    """The .py files of the package whose ``__init__.py`` is ``init``, sorted."""
+    root = os.path.dirname(init)
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".py"))
 
 
 def code_digests(modules) -> dict:
     """{entry: sha256} of the code of each imported ``model.student_modules`` entry: a .py path's file and
-    the files beside it that importing it imported; a module's file; a package's .py files (names and
-    bytes, sorted). What a run records of that code."""
+    its helpers' (:func:`helpers_of`; a package helper: its .py files); a module's file; a package's .py
+    files (names and bytes, sorted). What a run records of that code."""
     out = {}
     for name in modules:
         path = name if name.endswith(".py") else getattr(sys.modules.get(name), "__file__", None)
         if not path or not os.path.isfile(path):
             continue
         h = hashlib.sha256()
-        files = [path, *_companions.get(path, ())]
+        files = [path]
+        if name.endswith(".py"):
+            for helper in sorted(helpers_of(path).values()):
+                files += _package_files(helper) if os.path.basename(helper) == "__init__.py" else [helper]
         if os.path.basename(path) == "__init__.py":
-            root = os.path.dirname(path)
-            files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".py"))
+            files = _package_files(path)
         for f in files:
             h.update(os.path.relpath(f, os.path.dirname(path)).encode() + b"\0")
             with open(f, "rb") as fh:
