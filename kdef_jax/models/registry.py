@@ -304,12 +304,12 @@ def code_digests(modules) -> dict:
         if not path or not os.path.isfile(path):
             continue
         h = hashlib.sha256()
-        files = [path]
-        if name.endswith(".py"):
-            for helper in sorted(helpers_of(path).values()):
-                files += _package_files(helper) if os.path.basename(helper) == "__init__.py" else [helper]
         if os.path.basename(path) == "__init__.py":
             files = _package_files(path)
+        else:  # a file, with its helpers where it is a .py path's
+            files = [path]
+            for helper in sorted(helpers_of(path).values()) if name.endswith(".py") else ():
+                files += _package_files(helper) if os.path.basename(helper) == "__init__.py" else [helper]
         for f in files:
             h.update(os.path.relpath(f, os.path.dirname(path)).encode() + b"\0")
             with open(f, "rb") as fh:
